@@ -1,0 +1,147 @@
+//! The replicated SQL service: execute at the primary, apply at the backups.
+//!
+//! A request is a SQL text of one or more statements. The primary runs it and ships the
+//! resulting *state update*, the pages of the database file the request wrote, with the file's
+//! new size, instead of the request itself (thesis §5.1: backups never re-execute, so
+//! non-determinism such as `random()` or `datetime('now')` needs no special handling). A
+//! backup checks the update and writes the pages; its file is then byte-identical to the
+//! primary's, which [`Service::digest`] lets anyone compare.
+//!
+//! Request semantics: statements run in order and stop at the first error (as
+//! `sqlite3_exec`); the reply lists what each completed statement produced and the error.
+//! A request may use `BEGIN ... COMMIT`, but may not leave a transaction open: one still open
+//! at the end is rolled back and reported as an error, so every update is a committed state.
+//! A request that wrote nothing (a read, or one whose statements all failed) yields an empty
+//! update.
+
+use alloc::vec::Vec;
+
+use sqlite_shim::{codes, Database, Error, OpenOptions, StatementResult, Value};
+use vpr_proto::digest::Digest;
+use vpr_proto::update::{PageWrite, StateUpdate};
+use vpr_proto::wire::DecodeError;
+
+/// Settings of the service's database.
+#[derive(Clone, Debug)]
+pub struct ServiceOptions {
+    /// Page size of the new database (SQLite's default, 4096, if `None`).
+    pub page_size: Option<u32>,
+    /// Longest request text, in bytes.
+    pub max_sql_bytes: u32,
+    /// Virtual machine instructions one request may run before it is interrupted.
+    pub max_vm_steps: Option<u64>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions { page_size: None, max_sql_bytes: 1 << 20, max_vm_steps: Some(1 << 32) }
+    }
+}
+
+/// The primary's answer to a request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reply {
+    /// One result per statement that completed, in order.
+    pub results: Vec<StatementResult>,
+    /// The error that stopped the request, if one did.
+    pub error: Option<Error>,
+}
+
+/// Why a backup refused a state update. The database is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The bytes are not a well-formed update (truncated, corrupted, out of bounds...).
+    #[error("malformed state update: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The engine refused the pages (or could not allocate room for them).
+    #[error("state update refused by the database engine: {0}")]
+    Engine(Error),
+}
+
+/// One replica's copy of the database and the operations the protocol performs on it.
+#[derive(Debug)]
+pub struct Service {
+    db: Database,
+}
+
+impl Service {
+    /// Creates a service over a new, empty database.
+    pub fn new(options: &ServiceOptions) -> Result<Service, Error> {
+        let db = Database::open(&OpenOptions {
+            page_size: options.page_size,
+            max_sql_bytes: options.max_sql_bytes,
+            max_vm_steps: options.max_vm_steps,
+            service_policy: true,
+            ..OpenOptions::default()
+        })?;
+        Ok(Service { db })
+    }
+
+    /// Executes a request (primary, thesis Fig 5.4 "execution 1") and returns the reply and
+    /// the state update that carries its effects to the backups.
+    pub fn execute(&mut self, sql: &str, params: &[Value]) -> (Reply, StateUpdate) {
+        let run = self.db.run(sql, params);
+        let mut reply = Reply { results: run.results, error: run.error };
+        if self.db.in_transaction() {
+            // Roll back whatever the request left open: updates carry committed states only.
+            let rollback = self.db.execute("ROLLBACK", &[]);
+            if reply.error.is_none() {
+                reply.error = Some(Error::new(
+                    codes::SQLITE_ERROR,
+                    "the request left a transaction open; it was rolled back",
+                ));
+            }
+            if let Err(e) = rollback {
+                reply.error = Some(e);
+            }
+        }
+        match self.capture() {
+            Ok(update) => (reply, update),
+            Err(e) => {
+                // Capture failed (out of memory): the pages stay marked, so the next request's
+                // update still carries them; this reply reports the failure.
+                reply.error = Some(e);
+                (reply, StateUpdate::new(4096, self.db.file_size()))
+            }
+        }
+    }
+
+    /// The pages written since the last capture, as a state update.
+    fn capture(&mut self) -> Result<StateUpdate, Error> {
+        let changes = self.db.take_changes()?;
+        let pages =
+            changes.pages.into_iter().map(|(index, data)| PageWrite { index, data }).collect();
+        Ok(StateUpdate { page_size: changes.page_size, file_size: changes.file_size, pages })
+    }
+
+    /// Checks and applies a state update made by a primary (backup). On error the database
+    /// is unchanged.
+    pub fn apply(&mut self, update: &StateUpdate) -> Result<(), ApplyError> {
+        update.validate()?;
+        let pages: Vec<(u32, &[u8])> =
+            update.pages.iter().map(|p| (p.index, p.data.as_slice())).collect();
+        self.db.apply(update.file_size, update.page_size, &pages).map_err(ApplyError::Engine)
+    }
+
+    /// Decodes (checking length, bounds and the content digest) and applies an encoded state
+    /// update. On error the database is unchanged.
+    pub fn apply_encoded(&mut self, bytes: &[u8]) -> Result<(), ApplyError> {
+        let update = StateUpdate::decode(bytes)?;
+        self.apply(&update)
+    }
+
+    /// SHA-256 of the database file: equal on replicas that applied the same updates.
+    pub fn digest(&self) -> Digest {
+        self.db.with_file(Digest::of)
+    }
+
+    /// Size of the database file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.db.file_size()
+    }
+
+    /// A copy of the database file (for tests and state transfer).
+    pub fn file_image(&self) -> Vec<u8> {
+        self.db.with_file(<[u8]>::to_vec)
+    }
+}

@@ -1,0 +1,1 @@
+/* Freestanding ctype.h: SQLite needs nothing from it in this configuration. */

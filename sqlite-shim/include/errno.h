@@ -1,0 +1,1 @@
+/* Freestanding errno.h: SQLite needs nothing from it in this configuration. */

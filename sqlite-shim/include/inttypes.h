@@ -1,0 +1,1 @@
+/* Freestanding inttypes.h: SQLite needs nothing from it in this configuration. */

@@ -1,0 +1,1 @@
+/* Freestanding stdio.h: SQLite needs nothing from it in this configuration. */

@@ -1,0 +1,1 @@
+/* Freestanding stdlib.h: SQLite needs nothing from it in this configuration. */

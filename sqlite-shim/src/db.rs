@@ -1,0 +1,609 @@
+//! The safe database handle: run SQL, capture the pages a transaction wrote, apply pages.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::engine::{self, Guard};
+use crate::error::{cstr, Error};
+use crate::ffi;
+use crate::value::{Execution, StatementResult, Value};
+use crate::vfs::{self, SharedFile};
+
+/// Smallest and largest page sizes SQLite supports ("Database File Format", §1.3.2).
+pub const MIN_PAGE_SIZE: u32 = 512;
+/// See [`MIN_PAGE_SIZE`].
+pub const MAX_PAGE_SIZE: u32 = 65536;
+
+/// How the engine calls the progress handler: every this many virtual machine instructions.
+const PROGRESS_PERIOD: c_int = 1000;
+
+/// Settings of a database connection.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Page size for a new database (a power of two, 512 to 65536); SQLite's default (4096)
+    /// if `None`. SQL can still change it later with `PRAGMA page_size` and `VACUUM`.
+    pub page_size: Option<u32>,
+    /// Longest SQL text accepted by [`Database::execute`] (`SQLITE_LIMIT_SQL_LENGTH`).
+    pub max_sql_bytes: u32,
+    /// Longest string or BLOB (`SQLITE_LIMIT_LENGTH`).
+    pub max_value_bytes: u32,
+    /// Virtual machine instructions one [`Database::execute`] may run before it is
+    /// interrupted (`SQLITE_INTERRUPT`), so no request can hold the engine forever.
+    pub max_vm_steps: Option<u64>,
+    /// Refuse SQL that would break page-level replication: setting `journal_mode` (a journal
+    /// file) or `locking_mode` (an exclusive lock would keep the connection from seeing pages
+    /// applied under it). Other files are refused by the VFS whatever this says: only the
+    /// database itself and SQLite's anonymous temporary databases can be opened.
+    pub service_policy: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            page_size: None,
+            max_sql_bytes: 1 << 20,
+            max_value_bytes: 64 << 20,
+            max_vm_steps: None,
+            service_policy: false,
+        }
+    }
+}
+
+/// Pages written to the main database file since the last capture, with their contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The file's size after the writes.
+    pub file_size: u64,
+    /// The page size the pages are counted in (the database's own, from its header).
+    pub page_size: u32,
+    /// `(page index from 0, contents)`, ascending; the last page of an odd-sized file may be
+    /// shorter than `page_size`.
+    pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+impl Changes {
+    /// Whether no page was written.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+}
+
+/// The progress handler's counter.
+#[derive(Debug)]
+struct Budget {
+    limit: Option<u64>,
+    remaining: Cell<u64>,
+}
+
+/// A connection to a database held in memory by the shim's VFS.
+#[derive(Debug)]
+pub struct Database {
+    db: NonNull<ffi::sqlite3>,
+    file: SharedFile,
+    name: String,
+    budget: Box<Budget>,
+    max_sql_bytes: u32,
+}
+
+// SAFETY: the connection is only used with the engine lock held, which serialises all access
+// to SQLite (built single-threaded) across threads; nothing in it is tied to a thread.
+unsafe impl Send for Database {}
+
+static NEXT_FILE: AtomicU64 = AtomicU64::new(0);
+
+impl Database {
+    /// Opens a new, empty database.
+    pub fn open(options: &OpenOptions) -> Result<Database, Error> {
+        if let Some(ps) = options.page_size {
+            if !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&ps) || !ps.is_power_of_two() {
+                return Err(Error::new(ffi::SQLITE_RANGE, format!("invalid page size {ps}")));
+            }
+        }
+        let guard = engine::lock()?;
+        let name = format!("vpr-{}.db", NEXT_FILE.fetch_add(1, Ordering::Relaxed));
+        let file = vfs::create_file(&name);
+        let cname = alloc::ffi::CString::new(name.as_str())
+            .map_err(|_| Error::new(ffi::SQLITE_CANTOPEN, "file name has a NUL byte"))?;
+        let mut raw = ptr::null_mut();
+        let flags =
+            ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE | ffi::SQLITE_OPEN_EXRESCODE;
+        // SAFETY: engine lock held; both strings are NUL-terminated; `raw` receives the handle.
+        let rc = unsafe {
+            ffi::sqlite3_open_v2(cname.as_ptr(), &mut raw, flags, vfs::VFS_NAME.as_ptr())
+        };
+        let Some(db) = NonNull::new(raw) else {
+            vfs::remove_file(&name);
+            return Err(Error::from_code(rc));
+        };
+        let budget = Box::new(Budget { limit: options.max_vm_steps, remaining: Cell::new(0) });
+        let mut this = Database { db, file, name, budget, max_sql_bytes: options.max_sql_bytes };
+        if rc != ffi::SQLITE_OK {
+            return Err(this.last_error(&guard));
+        }
+        this.configure(&guard, options)?;
+        drop(guard);
+        let mut setup = String::from("PRAGMA journal_mode=MEMORY;");
+        if let Some(ps) = options.page_size {
+            setup.push_str(&format!("PRAGMA page_size={ps};"));
+        }
+        this.execute(&setup, &[])?;
+        this.file.lock().dirty.clear();
+        if options.service_policy {
+            let _guard = engine::lock()?;
+            // SAFETY: engine lock held; the callback takes no argument.
+            unsafe {
+                ffi::sqlite3_set_authorizer(this.db.as_ptr(), Some(authorize), ptr::null_mut())
+            };
+        }
+        Ok(this)
+    }
+
+    /// Limits and the progress handler.
+    fn configure(&mut self, _guard: &Guard, options: &OpenOptions) -> Result<(), Error> {
+        let sql_len = c_int::try_from(options.max_sql_bytes).unwrap_or(c_int::MAX);
+        let value_len = c_int::try_from(options.max_value_bytes).unwrap_or(c_int::MAX);
+        let db = self.db.as_ptr();
+        let budget: *const Budget = &*self.budget;
+        // SAFETY: engine lock held (`_guard`); `budget` is boxed, so its address is stable for
+        // as long as the connection (dropped first, in Drop) can call the handler.
+        unsafe {
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_SQL_LENGTH, sql_len);
+            ffi::sqlite3_limit(db, ffi::SQLITE_LIMIT_LENGTH, value_len);
+            if options.max_vm_steps.is_some() {
+                ffi::sqlite3_progress_handler(
+                    db,
+                    PROGRESS_PERIOD,
+                    Some(progress),
+                    budget as *mut c_void,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection's last error.
+    fn last_error(&self, _guard: &Guard) -> Error {
+        // SAFETY: engine lock held; errmsg returns a string valid until the next call.
+        let (code, message) = unsafe {
+            let db = self.db.as_ptr();
+            (ffi::sqlite3_extended_errcode(db), cstr(ffi::sqlite3_errmsg(db)))
+        };
+        if code & 0xff == ffi::SQLITE_INTERRUPT
+            && self.budget.limit.is_some()
+            && self.budget.remaining.get() == 0
+        {
+            return Error::new(code, "statement exceeded its execution budget (interrupted)");
+        }
+        Error::new(code, message)
+    }
+
+    /// Runs every statement in `sql`, in order, and returns what each produced.
+    ///
+    /// Parameters (`?`, `?NNN`, `:name`) bind by position to `params`; every statement that
+    /// has parameters must use exactly `params.len()` of them. Execution stops at the first
+    /// error, which is returned; statements before it keep their effects (as with
+    /// `sqlite3_exec`), and SQLite undoes the failing statement's own. [`Database::run`]
+    /// also returns what the statements before the error produced.
+    pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Vec<StatementResult>, Error> {
+        let run = self.run(sql, params);
+        match run.error {
+            Some(e) => Err(e),
+            None => Ok(run.results),
+        }
+    }
+
+    /// Like [`Database::execute`], but keeps the results of the statements that completed
+    /// before an error.
+    pub fn run(&mut self, sql: &str, params: &[Value]) -> Execution {
+        let mut results = Vec::new();
+        let error = self.run_into(sql, params, &mut results).err();
+        Execution { results, error }
+    }
+
+    fn run_into(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        results: &mut Vec<StatementResult>,
+    ) -> Result<(), Error> {
+        if sql.len() > self.max_sql_bytes as usize {
+            return Err(Error::new(
+                ffi::SQLITE_TOOBIG,
+                format!("SQL text is {} bytes; the limit is {}", sql.len(), self.max_sql_bytes),
+            ));
+        }
+        let guard = engine::lock()?;
+        self.budget.remaining.set(self.budget.limit.unwrap_or(u64::MAX));
+        let mut params_used = params.is_empty();
+        let mut rest = sql.as_bytes();
+        while !rest.is_empty() {
+            let Some((stmt, consumed)) = self.prepare(&guard, rest)? else { break };
+            rest = &rest[consumed..];
+            let Some(stmt) = stmt else { continue };
+            let wanted = stmt.parameter_count();
+            if wanted > 0 {
+                if wanted != params.len() {
+                    return Err(Error::new(
+                        ffi::SQLITE_RANGE,
+                        format!(
+                            "statement has {wanted} parameters but {} were given",
+                            params.len()
+                        ),
+                    ));
+                }
+                stmt.bind(params).map_err(|rc| self.error_or(&guard, rc))?;
+                params_used = true;
+            }
+            results.push(self.step_all(&guard, &stmt)?);
+        }
+        if !params_used {
+            return Err(Error::new(
+                ffi::SQLITE_RANGE,
+                format!("{} parameters were given but the SQL has none", params.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prepares the first statement of `sql`: `None` when nothing is left, else the
+    /// statement (absent for a comment or blank) and the bytes it took.
+    fn prepare(&self, guard: &Guard, sql: &[u8]) -> Result<Option<(Option<Stmt>, usize)>, Error> {
+        let len = c_int::try_from(sql.len()).map_err(|_| Error::from_code(ffi::SQLITE_TOOBIG))?;
+        let mut raw = ptr::null_mut();
+        let mut tail: *const c_char = ptr::null();
+        // SAFETY: engine lock held; `sql` is `len` readable bytes (no NUL needed with a length);
+        // `tail` receives a pointer into `sql`.
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(self.db.as_ptr(), sql.as_ptr().cast(), len, &mut raw, &mut tail)
+        };
+        let stmt = NonNull::new(raw).map(Stmt);
+        if rc != ffi::SQLITE_OK {
+            drop(stmt);
+            return Err(self.last_error(guard));
+        }
+        let consumed = if tail.is_null() {
+            sql.len()
+        } else {
+            (tail as usize).saturating_sub(sql.as_ptr() as usize)
+        };
+        if consumed == 0 && stmt.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((stmt, consumed.min(sql.len()))))
+    }
+
+    /// The connection's error if it has one for `rc`, else SQLite's text for `rc`.
+    fn error_or(&self, guard: &Guard, rc: c_int) -> Error {
+        let e = self.last_error(guard);
+        if e.code == rc {
+            e
+        } else {
+            Error::from_code(rc)
+        }
+    }
+
+    /// Steps a statement to completion, collecting its rows.
+    fn step_all(&self, guard: &Guard, stmt: &Stmt) -> Result<StatementResult, Error> {
+        let mut result =
+            StatementResult { columns: stmt.column_names()?, ..StatementResult::default() };
+        loop {
+            // SAFETY: engine lock held; `stmt` is a live prepared statement.
+            match unsafe { ffi::sqlite3_step(stmt.0.as_ptr()) } {
+                ffi::SQLITE_ROW => result.rows.push(stmt.row(result.columns.len())?),
+                ffi::SQLITE_DONE => break,
+                _ => return Err(self.last_error(guard)),
+            }
+        }
+        if !stmt.readonly() {
+            // SAFETY: engine lock held.
+            let changes = unsafe { ffi::sqlite3_changes64(self.db.as_ptr()) };
+            result.changes = u64::try_from(changes).unwrap_or(0);
+        }
+        Ok(result)
+    }
+
+    /// Whether a transaction is open (`BEGIN` without `COMMIT`/`ROLLBACK` yet).
+    pub fn in_transaction(&self) -> bool {
+        let Ok(_guard) = engine::lock() else { return false };
+        // SAFETY: engine lock held.
+        unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) == 0 }
+    }
+
+    /// Rowid of the last successful INSERT (`sqlite3_last_insert_rowid`).
+    pub fn last_insert_rowid(&self) -> i64 {
+        let Ok(_guard) = engine::lock() else { return 0 };
+        // SAFETY: engine lock held.
+        unsafe { ffi::sqlite3_last_insert_rowid(self.db.as_ptr()) }
+    }
+
+    /// Returns the pages written since the last capture and starts a new capture. If it
+    /// fails (`SQLITE_NOMEM`), the marks are kept and the next capture includes them.
+    ///
+    /// Call between transactions: with a transaction open the file holds uncommitted pages,
+    /// and this fails with `SQLITE_MISUSE`.
+    pub fn take_changes(&mut self) -> Result<Changes, Error> {
+        if self.in_transaction() {
+            return Err(Error::new(
+                ffi::SQLITE_MISUSE,
+                "cannot capture changes inside a transaction",
+            ));
+        }
+        let mut file = self.file.lock();
+        let file_size = file.bytes.len() as u64;
+        let page_size = header_page_size(&file.bytes);
+        let ps = page_size as usize;
+        let indices =
+            file.dirty.pages(u64::from(page_size), file_size.div_ceil(u64::from(page_size)));
+        let mut pages = Vec::new();
+        pages.try_reserve_exact(indices.len()).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+        for index in indices {
+            let start = index as usize * ps;
+            let data = &file.bytes[start..(start + ps).min(file.bytes.len())];
+            let mut copy = Vec::new();
+            copy.try_reserve_exact(data.len()).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+            copy.extend_from_slice(data);
+            pages.push((index, copy));
+        }
+        // Cleared only now: if a copy above failed, the marks stay for the next capture.
+        file.dirty.clear();
+        Ok(Changes { file_size, page_size, pages })
+    }
+
+    /// Forgets what was written since the last capture.
+    pub fn discard_changes(&mut self) {
+        self.file.lock().dirty.clear();
+    }
+
+    /// Writes pages captured on another database (a backup applying the primary's update):
+    /// sets the file's size to `file_size`, then writes each page.
+    ///
+    /// Everything is checked first; on error nothing is changed. The connection sees the new
+    /// contents at its next statement: SQLite notices the changed file change counter in the
+    /// header ("Database File Format", §1.3.8) and drops its cache.
+    pub fn apply(
+        &mut self,
+        file_size: u64,
+        page_size: u32,
+        pages: &[(u32, &[u8])],
+    ) -> Result<(), Error> {
+        let invalid = |m: String| Err(Error::new(ffi::SQLITE_CORRUPT, m));
+        if !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&page_size) || !page_size.is_power_of_two() {
+            return invalid(format!("invalid page size {page_size}"));
+        }
+        let Ok(size) = usize::try_from(file_size) else {
+            return invalid(format!("file size {file_size}"));
+        };
+        let ps = u64::from(page_size);
+        let mut previous: Option<u32> = None;
+        for (index, data) in pages {
+            if previous.is_some_and(|p| p >= *index) {
+                return invalid(format!("page {index} out of order"));
+            }
+            previous = Some(*index);
+            let start = u64::from(*index) * ps;
+            if start >= file_size {
+                return invalid(format!("page {index} lies beyond the file size {file_size}"));
+            }
+            let expected = ps.min(file_size - start);
+            if data.len() as u64 != expected {
+                return invalid(format!(
+                    "page {index} has {} bytes; expected {expected}",
+                    data.len()
+                ));
+            }
+        }
+        if self.in_transaction() {
+            return Err(Error::new(
+                ffi::SQLITE_MISUSE,
+                "cannot apply changes inside a transaction",
+            ));
+        }
+        let _guard = engine::lock()?;
+        let mut file = self.file.lock();
+        if size > file.bytes.len() {
+            let grow = size - file.bytes.len();
+            file.bytes.try_reserve_exact(grow).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+        }
+        file.bytes.resize(size, 0);
+        for (index, data) in pages {
+            let start = *index as usize * page_size as usize;
+            file.bytes[start..start + data.len()].copy_from_slice(data);
+        }
+        Ok(())
+    }
+
+    /// Size of the database file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.file.lock().bytes.len() as u64
+    }
+
+    /// Calls `f` with the database file's bytes (to hash it, or compare replicas).
+    pub fn with_file<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        let _guard = engine::lock();
+        f(&self.file.lock().bytes)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Ok(_guard) = engine::lock() {
+            // SAFETY: engine lock held; the handle is not used again.
+            unsafe { ffi::sqlite3_close_v2(self.db.as_ptr()) };
+        }
+        vfs::remove_file(&self.name);
+    }
+}
+
+/// The page size recorded in a database header (offset 16, big-endian; 1 means 65536), or
+/// SQLite's default for a file too short to have a header.
+fn header_page_size(file: &[u8]) -> u32 {
+    match file.get(16..18) {
+        Some(&[hi, lo]) => match u16::from_be_bytes([hi, lo]) {
+            1 => 65536,
+            n if u32::from(n) >= MIN_PAGE_SIZE && n.is_power_of_two() => u32::from(n),
+            _ => 4096,
+        },
+        _ => 4096,
+    }
+}
+
+/// Progress handler: counts down the execution budget; a non-zero return interrupts.
+unsafe extern "C" fn progress(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the connection's boxed Budget (see `configure`).
+    let budget = unsafe { &*arg.cast::<Budget>() };
+    let left = budget.remaining.get().saturating_sub(PROGRESS_PERIOD as u64);
+    budget.remaining.set(left);
+    c_int::from(left == 0)
+}
+
+/// Authorizer for [`OpenOptions::service_policy`].
+unsafe extern "C" fn authorize(
+    _arg: *mut c_void,
+    action: c_int,
+    arg1: *const c_char,
+    arg2: *const c_char,
+    _db: *const c_char,
+    _trigger: *const c_char,
+) -> c_int {
+    match action {
+        ffi::SQLITE_PRAGMA if !arg2.is_null() && !arg1.is_null() => {
+            // SAFETY: SQLite passes the pragma name as a NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(arg1) }.to_bytes();
+            let fixed: [&[u8]; 2] = [b"journal_mode", b"locking_mode"];
+            if fixed.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+                ffi::SQLITE_DENY
+            } else {
+                0
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// A prepared statement, finalized on drop (with the engine lock held by its user).
+struct Stmt(NonNull<ffi::sqlite3_stmt>);
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: statements only live inside `execute`, under the engine lock.
+        unsafe { ffi::sqlite3_finalize(self.0.as_ptr()) };
+    }
+}
+
+impl Stmt {
+    fn parameter_count(&self) -> usize {
+        // SAFETY: live statement, engine lock held by the caller.
+        let n = unsafe { ffi::sqlite3_bind_parameter_count(self.0.as_ptr()) };
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    fn readonly(&self) -> bool {
+        // SAFETY: live statement, engine lock held by the caller.
+        unsafe { ffi::sqlite3_stmt_readonly(self.0.as_ptr()) != 0 }
+    }
+
+    /// Binds `params` to parameters 1..=n; returns SQLite's code on failure.
+    fn bind(&self, params: &[Value]) -> Result<(), c_int> {
+        let s = self.0.as_ptr();
+        for (i, value) in params.iter().enumerate() {
+            let idx = c_int::try_from(i + 1).map_err(|_| ffi::SQLITE_RANGE)?;
+            // SAFETY: live statement, lock held; TRANSIENT makes SQLite copy text and blobs
+            // before returning, so the borrowed buffers need not outlive the call.
+            let rc = unsafe {
+                match value {
+                    Value::Null => ffi::sqlite3_bind_null(s, idx),
+                    Value::Integer(v) => ffi::sqlite3_bind_int64(s, idx, *v),
+                    Value::Real(v) => ffi::sqlite3_bind_double(s, idx, *v),
+                    Value::Text(t) => ffi::sqlite3_bind_text64(
+                        s,
+                        idx,
+                        t.as_ptr().cast(),
+                        t.len() as u64,
+                        ffi::transient(),
+                        ffi::SQLITE_UTF8,
+                    ),
+                    Value::Blob(b) => ffi::sqlite3_bind_blob64(
+                        s,
+                        idx,
+                        b.as_ptr().cast(),
+                        b.len() as u64,
+                        ffi::transient(),
+                    ),
+                }
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(rc);
+            }
+        }
+        Ok(())
+    }
+
+    fn column_names(&self) -> Result<Vec<String>, Error> {
+        let s = self.0.as_ptr();
+        // SAFETY: live statement, lock held.
+        let n = unsafe { ffi::sqlite3_column_count(s) };
+        (0..n)
+            .map(|i| {
+                // SAFETY: `i` is a valid column index; the name stays valid until the next call.
+                let p = unsafe { ffi::sqlite3_column_name(s, i) };
+                if p.is_null() {
+                    return Err(Error::from_code(ffi::SQLITE_NOMEM));
+                }
+                // SAFETY: non-null, NUL-terminated.
+                Ok(unsafe { cstr(p) })
+            })
+            .collect()
+    }
+
+    /// The current row's values.
+    fn row(&self, columns: usize) -> Result<Vec<Value>, Error> {
+        let s = self.0.as_ptr();
+        let mut row = Vec::with_capacity(columns);
+        for i in 0..columns {
+            let col = c_int::try_from(i).map_err(|_| Error::from_code(ffi::SQLITE_RANGE))?;
+            // SAFETY: live statement positioned on a row, valid column, lock held. The text or
+            // blob pointer is read before any other call on the column, as SQLite requires, and
+            // copied before the next step.
+            let value = unsafe {
+                match ffi::sqlite3_column_type(s, col) {
+                    ffi::SQLITE_INTEGER => Value::Integer(ffi::sqlite3_column_int64(s, col)),
+                    ffi::SQLITE_FLOAT => Value::Real(ffi::sqlite3_column_double(s, col)),
+                    ffi::SQLITE_TEXT => {
+                        let p = ffi::sqlite3_column_text(s, col);
+                        Value::Text(copy_bytes(p.cast(), ffi::sqlite3_column_bytes(s, col))?)
+                    }
+                    ffi::SQLITE_BLOB => {
+                        let p = ffi::sqlite3_column_blob(s, col);
+                        Value::Blob(copy_bytes(p.cast(), ffi::sqlite3_column_bytes(s, col))?)
+                    }
+                    _ => Value::Null,
+                }
+            };
+            row.push(value);
+        }
+        Ok(row)
+    }
+}
+
+/// Copies `len` bytes from SQLite-owned memory; a null pointer with a non-zero length means
+/// SQLite ran out of memory converting the value.
+///
+/// # Safety
+/// `p` is null or points to `len` readable bytes.
+unsafe fn copy_bytes(p: *const u8, len: c_int) -> Result<Vec<u8>, Error> {
+    let len = usize::try_from(len).unwrap_or(0);
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if p.is_null() {
+        return Err(Error::from_code(ffi::SQLITE_NOMEM));
+    }
+    // SAFETY: non-null and `len` readable bytes by the caller's contract.
+    Ok(unsafe { core::slice::from_raw_parts(p, len) }.to_vec())
+}

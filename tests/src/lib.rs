@@ -1,0 +1,1 @@
+//! Cross-crate tests of vpr live in `tests/` and `benches/`; this library is empty.
