@@ -218,6 +218,13 @@ impl Database {
                 format!("SQL text is {} bytes; the limit is {}", sql.len(), self.max_sql_bytes),
             ));
         }
+        if let Some(at) = sql.bytes().position(|b| b == 0) {
+            // SQLite would stop reading at the NUL and silently ignore the rest.
+            return Err(Error::new(
+                ffi::SQLITE_ERROR,
+                format!("SQL text has a NUL byte at offset {at}"),
+            ));
+        }
         let guard = engine::lock()?;
         self.budget.remaining.set(self.budget.limit.unwrap_or(u64::MAX));
         let mut params_used = params.is_empty();

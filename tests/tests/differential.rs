@@ -104,7 +104,9 @@ fn run_stock(conn: &rusqlite::Connection, sql: &str) -> Outcome {
         let failed = loop {
             match query.next() {
                 Ok(Some(row)) => rows.push(
-                    (0..columns.len()).map(|i| Cell::from(row.get_ref(i).expect("column"))).collect(),
+                    (0..columns.len())
+                        .map(|i| Cell::from(row.get_ref(i).expect("column")))
+                        .collect(),
                 ),
                 Ok(None) => break None,
                 Err(e) => break Some(stock_error(e)),
@@ -195,7 +197,9 @@ fn corpus_matches_stock_sqlite() {
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n\n"));
     assert!(total >= 300, "the corpus has only {total} entries");
     assert!(errors >= 30, "the corpus exercises only {errors} errors");
-    eprintln!("differential: {total} entries, {statements} statements, {errors} errors: all identical");
+    eprintln!(
+        "differential: {total} entries, {statements} statements, {errors} errors: all identical"
+    );
 }
 
 #[test]

@@ -129,7 +129,7 @@ fn run(c: &mut Checks) {
     // Doubles through the C ABI and SQLite's own formatting.
     let (reply, update) = p.execute(
         "SELECT 0.1 + 0.2, CAST(0.1 + 0.2 AS TEXT), printf('%.17g', 1.0 / 3), 1e308 * 10, \
-         CAST(-0.0 AS TEXT), sum(r) > 0, printf('%!.17g', 1.0 / 3) FROM kv",
+         CAST(-0.0 AS TEXT), count(*) > 1000, printf('%!.17g', 1.0 / 3) FROM kv",
         &[],
     );
     c.check(update.is_empty(), "a read writes no page");

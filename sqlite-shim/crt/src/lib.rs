@@ -267,21 +267,81 @@ pub unsafe extern "C" fn strcspn(s: *const c_char, reject: *const c_char) -> usi
     n
 }
 
+// The unwinder stubs clash with std's own definitions, which a test binary links.
+
 /// Never called: images are built with `panic = "abort"`, but the prebuilt `core` and `alloc`
 /// (compiled with unwinding) still reference the unwinder from their landing pads.
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 pub extern "C" fn _Unwind_Resume() -> ! {
     trap()
 }
 
 /// Never called; see [`_Unwind_Resume`].
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 pub extern "C" fn rust_eh_personality() -> ! {
     trap()
 }
 
 /// Stops on an invalid-opcode trap.
+#[cfg(not(test))]
 fn trap() -> ! {
     // SAFETY: `ud2` raises #UD and never returns; it touches no memory.
     unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+#[cfg(test)]
+mod tests {
+    //! In this test binary these definitions replace libc's for the whole process, so the
+    //! test harness itself exercises them too.
+    use super::*;
+
+    #[test]
+    fn memory_functions_follow_c() {
+        let src: [u8; 37] = core::array::from_fn(|i| i as u8);
+        let mut dst = [0u8; 37];
+        // SAFETY: both buffers hold 37 bytes.
+        unsafe { memcpy(dst.as_mut_ptr().cast(), src.as_ptr().cast(), 37) };
+        assert_eq!(dst, src);
+        // SAFETY: overlapping moves within one 37-byte buffer.
+        unsafe { memmove(dst.as_mut_ptr().add(3).cast(), dst.as_ptr().cast(), 30) };
+        assert_eq!(&dst[3..33], &src[..30]);
+        let mut back = src;
+        // SAFETY: within the buffer.
+        unsafe { memmove(back.as_mut_ptr().cast(), back.as_ptr().add(5).cast(), 30) };
+        assert_eq!(&back[..30], &src[5..35]);
+        // SAFETY: within the buffer.
+        unsafe { memset(dst.as_mut_ptr().add(1).cast(), 0x1AB, 20) };
+        assert!(dst[1..21].iter().all(|b| *b == 0xAB) && dst[0] == 0);
+        // SAFETY: 37-byte buffers; a NUL-free search region.
+        unsafe {
+            assert_eq!(memcmp(src.as_ptr().cast(), src.as_ptr().cast(), 37), 0);
+            assert!(memcmp(src.as_ptr().cast(), dst.as_ptr().cast(), 37) < 0);
+            assert_eq!(
+                memchr(src.as_ptr().cast(), 20, 37).cast::<u8>(),
+                src.as_ptr().add(20).cast_mut()
+            );
+            assert!(memchr(src.as_ptr().cast(), 200, 37).is_null());
+        }
+    }
+
+    #[test]
+    fn string_functions_follow_c() {
+        let s = c"hello, world";
+        let p = s.as_ptr();
+        // SAFETY: NUL-terminated literals.
+        unsafe {
+            assert_eq!(strlen(p), 12);
+            assert_eq!(strcmp(p, c"hello, world".as_ptr()), 0);
+            assert!(strcmp(p, c"hello".as_ptr()) > 0);
+            assert!(strncmp(p, c"help".as_ptr(), 3) == 0 && strncmp(p, c"help".as_ptr(), 4) < 0);
+            assert_eq!(strchr(p, i32::from(b'o')).cast_const(), p.add(4));
+            assert_eq!(strrchr(p, i32::from(b'o')).cast_const(), p.add(8));
+            assert_eq!(strchr(p, 0).cast_const(), p.add(12));
+            assert!(strchr(p, i32::from(b'z')).is_null());
+            assert_eq!(strspn(p, c"leho".as_ptr()), 5);
+            assert_eq!(strcspn(p, c" ,".as_ptr()), 5);
+        }
+    }
 }

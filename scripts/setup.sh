@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing vpr needs on a fresh Debian/Ubuntu machine. Idempotent:
+# on a machine that has everything it only checks.
+set -euo pipefail
+
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+    echo "setup: vpr needs a Rust toolchain installed with rustup (https://rustup.rs)" >&2
+    exit 1
+fi
+
+# gcc compiles SQLite; binutils (nm, objcopy, ar, readelf) rename its symbols and inspect the
+# freestanding image.
+packages=()
+command -v gcc >/dev/null || packages+=(gcc)
+for tool in nm objcopy ar readelf; do
+    command -v "$tool" >/dev/null || { packages+=(binutils); break; }
+done
+if ((${#packages[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing ${packages[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
+installed=$(rustup component list --installed)
+for component in rustfmt clippy; do
+    grep -q "^$component" <<<"$installed" || rustup component add "$component"
+done

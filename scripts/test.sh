@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every check and test of vpr: formatting, lints (host crates and the freestanding PAL
+# image), the freestanding image build, and all tests. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+# The freestanding image builds in its own target directory with its own profile
+# (panic = abort, no libc); the test `freestanding` checks and runs it.
+image=(-p vpr-pal-selftest --profile freestanding --target-dir target/image)
+
+echo "== rustfmt"
+cargo fmt --all -- --check
+echo "== clippy"
+cargo clippy --locked --workspace --exclude vpr-pal-selftest --all-targets -- -D warnings
+cargo clippy --locked "${image[@]}" -- -D warnings
+echo "== freestanding PAL self-test image"
+cargo build --locked "${image[@]}"
+echo "== tests"
+cargo test --locked --workspace --exclude vpr-pal-selftest
