@@ -1,4 +1,8 @@
 //! The set of byte ranges written to the main database file since the last capture.
+//!
+//! A bitmap of 512-byte sectors that keeps its words allocated between captures and remembers
+//! which words it touched, so marking, capturing and clearing cost in proportion to what a
+//! transaction wrote, not to the size of the file.
 
 use alloc::vec::Vec;
 
@@ -9,6 +13,8 @@ pub(crate) const SECTOR: u64 = 512;
 #[derive(Debug, Default)]
 pub(crate) struct DirtySet {
     words: Vec<u64>,
+    /// Indices of the non-zero words, in the order they became non-zero.
+    touched: Vec<usize>,
 }
 
 impl DirtySet {
@@ -21,17 +27,29 @@ impl DirtySet {
         }
         let first = offset / SECTOR;
         let last = (offset + len - 1) / SECTOR;
-        let Ok(need) = usize::try_from(last / 64 + 1) else { return false };
-        if need > self.words.len() {
-            if self.words.try_reserve(need - self.words.len()).is_err() {
+        let (Ok(first_word), Ok(last_word)) =
+            (usize::try_from(first / 64), usize::try_from(last / 64))
+        else {
+            return false;
+        };
+        if last_word >= self.words.len() {
+            let grow = last_word + 1 - self.words.len();
+            if self.words.try_reserve(grow).is_err() {
                 return false;
             }
-            self.words.resize(need, 0);
+            self.words.resize(last_word + 1, 0);
         }
-        for sector in first..=last {
-            // `sector / 64 < need <= words.len()`, checked above.
-            let word = (sector / 64) as usize;
-            self.words[word] |= 1 << (sector % 64);
+        if self.touched.try_reserve(last_word - first_word + 1).is_err() {
+            return false;
+        }
+        for w in first_word..=last_word {
+            let lo = if w == first_word { first % 64 } else { 0 };
+            let hi = if w == last_word { last % 64 } else { 63 };
+            let mask = (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            if self.words[w] == 0 {
+                self.touched.push(w);
+            }
+            self.words[w] |= mask;
         }
         true
     }
@@ -39,25 +57,25 @@ impl DirtySet {
     /// Whether nothing was written.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.words.iter().all(|w| *w == 0)
+        self.touched.is_empty()
     }
 
     /// The page indices (for `page_size`) that contain a written sector, ascending, and below
     /// `page_limit`.
-    pub(crate) fn pages(&self, page_size: u64, page_limit: u64) -> Vec<u32> {
+    pub(crate) fn pages(&mut self, page_size: u64, page_limit: u64) -> Vec<u32> {
         let sectors_per_page = page_size / SECTOR;
+        self.touched.sort_unstable();
         let mut pages: Vec<u32> = Vec::new();
-        for (w, word) in self.words.iter().enumerate() {
-            let mut bits = *word;
+        for &w in &self.touched {
+            let mut bits = self.words[w];
             while bits != 0 {
-                let bit = u64::from(bits.trailing_zeros());
+                let sector = w as u64 * 64 + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
-                let sector = w as u64 * 64 + bit;
                 let page = sector / sectors_per_page;
                 if page >= page_limit {
-                    continue;
+                    break;
                 }
-                let Ok(page) = u32::try_from(page) else { continue };
+                let Ok(page) = u32::try_from(page) else { break };
                 if pages.last() != Some(&page) {
                     pages.push(page);
                 }
@@ -68,7 +86,10 @@ impl DirtySet {
 
     /// Forgets every mark.
     pub(crate) fn clear(&mut self) {
-        self.words.clear();
+        for &w in &self.touched {
+            self.words[w] = 0;
+        }
+        self.touched.clear();
     }
 }
 
@@ -80,13 +101,14 @@ mod tests {
     fn marks_map_to_covering_pages() {
         let mut d = DirtySet::default();
         assert!(d.is_empty());
-        assert!(d.mark(0, 4096));
-        assert!(d.mark(3 * 4096 + 100, 10));
         assert!(d.mark(10 * 4096, 1));
+        assert!(d.mark(3 * 4096 + 100, 10));
+        assert!(d.mark(0, 4096));
         assert!(!d.is_empty());
         assert_eq!(d.pages(4096, 8), [0, 3]);
         d.clear();
         assert!(d.is_empty());
+        assert_eq!(d.pages(4096, 100), [] as [u32; 0]);
     }
 
     #[test]
@@ -97,5 +119,21 @@ mod tests {
         d.clear();
         assert!(d.mark(65536, 65536));
         assert_eq!(d.pages(65536, 100), [1]);
+        d.clear();
+        // A write spanning several bitmap words (64 sectors = 32 KiB each).
+        assert!(d.mark(30_000, 100_000));
+        assert_eq!(d.pages(4096, u64::MAX), (7..=31).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn every_sector_of_a_range_is_marked_exactly() {
+        for (offset, len) in [(0u64, 512u64), (511, 2), (512 * 63, 512 * 3), (100, 512 * 200)] {
+            let mut d = DirtySet::default();
+            assert!(d.mark(offset, len));
+            let want: Vec<u32> = ((offset / 512)..=((offset + len - 1) / 512))
+                .map(|s| u32::try_from(s).unwrap())
+                .collect();
+            assert_eq!(d.pages(512, u64::MAX), want, "offset {offset} len {len}");
+        }
     }
 }

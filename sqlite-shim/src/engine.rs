@@ -112,7 +112,6 @@ pub(crate) fn lock() -> Result<Guard, Error> {
 
 mod heap {
     //! The memory handed to memsys5.
-    #![allow(unsafe_code)]
 
     use alloc::alloc::{alloc, Layout};
     use core::ffi::c_void;

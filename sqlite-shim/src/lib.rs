@@ -22,6 +22,7 @@ mod engine;
 mod error;
 mod ffi;
 mod platform;
+mod stmt;
 mod value;
 mod vfs;
 

@@ -2,8 +2,6 @@
 //! randomness and the clock, so the freestanding image can run as a plain process in CI.
 //! The PAL proper never calls these; under the hypervisor its platform is the TCC.
 
-#![allow(unsafe_code)]
-
 use core::arch::asm;
 
 const SYS_WRITE: u64 = 1;
