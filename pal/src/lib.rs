@@ -15,6 +15,10 @@
 
 extern crate alloc;
 
+pub mod manager;
 pub mod service;
+pub mod tcc;
 
+pub use manager::{Call, Effect, GroupConfig, Manager};
 pub use service::{ApplyError, Reply, Service, ServiceOptions};
+pub use tcc::{Counter, Tcc, TccError};

@@ -80,6 +80,21 @@ impl Service {
     /// Executes a request (primary, thesis Fig 5.4 "execution 1") and returns the reply and
     /// the state update that carries its effects to the backups.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> (Reply, StateUpdate) {
+        let mut reply = self.run(sql, params);
+        match self.capture() {
+            Ok(update) => (reply, update),
+            Err(e) => {
+                // Capture failed (out of memory): the pages stay marked, so the next request's
+                // update still carries them; this reply reports the failure.
+                reply.error = Some(e);
+                (reply, StateUpdate::new(4096, self.db.file_size()))
+            }
+        }
+    }
+
+    /// Runs a request without capturing its pages (several requests can share one update:
+    /// see [`Service::capture`]).
+    pub fn run(&mut self, sql: &str, params: &[Value]) -> Reply {
         let run = self.db.run(sql, params);
         let mut reply = Reply { results: run.results, error: run.error };
         if self.db.in_transaction() {
@@ -95,19 +110,37 @@ impl Service {
                 reply.error = Some(e);
             }
         }
-        match self.capture() {
-            Ok(update) => (reply, update),
-            Err(e) => {
-                // Capture failed (out of memory): the pages stay marked, so the next request's
-                // update still carries them; this reply reports the failure.
-                reply.error = Some(e);
-                (reply, StateUpdate::new(4096, self.db.file_size()))
-            }
+        reply
+    }
+
+    /// Runs the service's own SQL, which may use the reserved `vpr_` tables that client SQL
+    /// cannot touch (see `sqlite_shim::RESERVED_PREFIX`).
+    pub fn run_internal(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<StatementResult>, Error> {
+        let run = self.db.run_privileged(sql, params);
+        match run.error {
+            Some(e) => Err(e),
+            None => Ok(run.results),
         }
     }
 
+    /// A mark that changes whenever the database file is written: a request that leaves it
+    /// unchanged wrote nothing (a read, decided after the fact).
+    pub fn write_mark(&self) -> u64 {
+        self.db.write_count()
+    }
+
+    /// Whether pages were written since the last capture (a request that wrote nothing is a
+    /// read, decided after the fact).
+    pub fn wrote(&self) -> bool {
+        self.db.has_changes()
+    }
+
     /// The pages written since the last capture, as a state update.
-    fn capture(&mut self) -> Result<StateUpdate, Error> {
+    pub fn capture(&mut self) -> Result<StateUpdate, Error> {
         let changes = self.db.take_changes()?;
         let pages =
             changes.pages.into_iter().map(|(index, data)| PageWrite { index, data }).collect();

@@ -17,7 +17,11 @@
 
 extern crate alloc;
 
+pub mod attest;
+pub mod client;
+pub mod crypto;
 pub mod digest;
+pub mod msg;
 pub mod update;
 pub mod wire;
 

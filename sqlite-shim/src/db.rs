@@ -75,11 +75,17 @@ impl Changes {
     }
 }
 
-/// The progress handler's counter.
+/// Tables whose names start with this (any case) belong to the service, not to its clients:
+/// with [`OpenOptions::service_policy`], client SQL cannot read, write, create, drop or hang
+/// triggers on them; only [`Database::run_privileged`] can.
+pub const RESERVED_PREFIX: &str = "vpr_";
+
+/// State the C callbacks read: the progress handler's budget and the authorizer's mode.
 #[derive(Debug)]
-struct Budget {
+struct Hooks {
     limit: Option<u64>,
     remaining: Cell<u64>,
+    privileged: Cell<bool>,
 }
 
 /// A connection to a database held in memory by the shim's VFS.
@@ -88,7 +94,7 @@ pub struct Database {
     db: NonNull<ffi::sqlite3>,
     file: SharedFile,
     name: String,
-    budget: Box<Budget>,
+    hooks: Box<Hooks>,
     max_sql_bytes: u32,
 }
 
@@ -122,8 +128,12 @@ impl Database {
             vfs::remove_file(&name);
             return Err(Error::from_code(rc));
         };
-        let budget = Box::new(Budget { limit: options.max_vm_steps, remaining: Cell::new(0) });
-        let mut this = Database { db, file, name, budget, max_sql_bytes: options.max_sql_bytes };
+        let hooks = Box::new(Hooks {
+            limit: options.max_vm_steps,
+            remaining: Cell::new(0),
+            privileged: Cell::new(false),
+        });
+        let mut this = Database { db, file, name, hooks, max_sql_bytes: options.max_sql_bytes };
         if rc != ffi::SQLITE_OK {
             return Err(this.last_error(&guard));
         }
@@ -137,9 +147,11 @@ impl Database {
         this.file.lock().dirty.clear();
         if options.service_policy {
             let _guard = engine::lock()?;
-            // SAFETY: engine lock held; the callback takes no argument.
+            let hooks: *const Hooks = &*this.hooks;
+            // SAFETY: engine lock held; `hooks` is boxed, so its address is stable for as long
+            // as the connection (closed first, in Drop) can call the authorizer.
             unsafe {
-                ffi::sqlite3_set_authorizer(this.db.as_ptr(), Some(authorize), ptr::null_mut())
+                ffi::sqlite3_set_authorizer(this.db.as_ptr(), Some(authorize), hooks as *mut c_void)
             };
         }
         Ok(this)
@@ -150,7 +162,7 @@ impl Database {
         let sql_len = c_int::try_from(options.max_sql_bytes).unwrap_or(c_int::MAX);
         let value_len = c_int::try_from(options.max_value_bytes).unwrap_or(c_int::MAX);
         let db = self.db.as_ptr();
-        let budget: *const Budget = &*self.budget;
+        let budget: *const Hooks = &*self.hooks;
         // SAFETY: engine lock held (`_guard`); `budget` is boxed, so its address is stable for
         // as long as the connection (dropped first, in Drop) can call the handler.
         unsafe {
@@ -176,8 +188,8 @@ impl Database {
             (ffi::sqlite3_extended_errcode(db), cstr(ffi::sqlite3_errmsg(db)))
         };
         if code & 0xff == ffi::SQLITE_INTERRUPT
-            && self.budget.limit.is_some()
-            && self.budget.remaining.get() == 0
+            && self.hooks.limit.is_some()
+            && self.hooks.remaining.get() == 0
         {
             return Error::new(code, "statement exceeded its execution budget (interrupted)");
         }
@@ -207,6 +219,26 @@ impl Database {
         Execution { results, error }
     }
 
+    /// Like [`Database::run`], but allowed to use the reserved tables ([`RESERVED_PREFIX`]):
+    /// for the service's own bookkeeping, never for client SQL.
+    pub fn run_privileged(&mut self, sql: &str, params: &[Value]) -> Execution {
+        self.hooks.privileged.set(true);
+        let run = self.run(sql, params);
+        self.hooks.privileged.set(false);
+        run
+    }
+
+    /// How many writes (and truncations) the database file has had: compare two readings to
+    /// tell whether the SQL run between them wrote anything.
+    pub fn write_count(&self) -> u64 {
+        self.file.lock().writes
+    }
+
+    /// Whether any page was written since the last capture.
+    pub fn has_changes(&self) -> bool {
+        !self.file.lock().dirty.is_empty()
+    }
+
     fn run_into(
         &mut self,
         sql: &str,
@@ -227,7 +259,7 @@ impl Database {
             ));
         }
         let guard = engine::lock()?;
-        self.budget.remaining.set(self.budget.limit.unwrap_or(u64::MAX));
+        self.hooks.remaining.set(self.hooks.limit.unwrap_or(u64::MAX));
         let mut params_used = params.is_empty();
         let mut rest = sql.as_bytes();
         while !rest.is_empty() {
@@ -463,33 +495,52 @@ fn header_page_size(file: &[u8]) -> u32 {
 
 /// Progress handler: counts down the execution budget; a non-zero return interrupts.
 unsafe extern "C" fn progress(arg: *mut c_void) -> c_int {
-    // SAFETY: `arg` is the connection's boxed Budget (see `configure`).
-    let budget = unsafe { &*arg.cast::<Budget>() };
+    // SAFETY: `arg` is the connection's boxed Hooks (see `configure`).
+    let budget = unsafe { &*arg.cast::<Hooks>() };
     let left = budget.remaining.get().saturating_sub(PROGRESS_PERIOD as u64);
     budget.remaining.set(left);
     c_int::from(left == 0)
 }
 
-/// Authorizer for [`OpenOptions::service_policy`].
+/// Authorizer for [`OpenOptions::service_policy`] (see "Authorizer Action Codes" in
+/// `sqlite3.h` for what `arg1` and `arg2` name per action).
 unsafe extern "C" fn authorize(
-    _arg: *mut c_void,
+    arg: *mut c_void,
     action: c_int,
     arg1: *const c_char,
     arg2: *const c_char,
     _db: *const c_char,
     _trigger: *const c_char,
 ) -> c_int {
-    match action {
-        ffi::SQLITE_PRAGMA if !arg2.is_null() && !arg1.is_null() => {
-            // SAFETY: SQLite passes the pragma name as a NUL-terminated string.
-            let name = unsafe { CStr::from_ptr(arg1) }.to_bytes();
-            let fixed: [&[u8]; 2] = [b"journal_mode", b"locking_mode"];
-            if fixed.iter().any(|f| name.eq_ignore_ascii_case(f)) {
-                ffi::SQLITE_DENY
-            } else {
-                0
-            }
-        }
-        _ => 0,
+    // SAFETY: `arg` is the connection's boxed Hooks (see `open`); SQLite passes NULL or
+    // NUL-terminated strings.
+    let (hooks, arg1, arg2) = unsafe { (&*arg.cast::<Hooks>(), text(arg1), text(arg2)) };
+    if hooks.privileged.get() {
+        return 0;
     }
+    let reserved = |name: Option<&[u8]>| {
+        name.is_some_and(|n| {
+            n.len() >= RESERVED_PREFIX.len()
+                && n[..RESERVED_PREFIX.len()].eq_ignore_ascii_case(RESERVED_PREFIX.as_bytes())
+        })
+    };
+    if action != ffi::SQLITE_FUNCTION && (reserved(arg1) || reserved(arg2)) {
+        return ffi::SQLITE_DENY;
+    }
+    if action == ffi::SQLITE_PRAGMA && arg2.is_some() {
+        let fixed: [&[u8]; 2] = [b"journal_mode", b"locking_mode"];
+        if arg1.is_some_and(|name| fixed.iter().any(|f| name.eq_ignore_ascii_case(f))) {
+            return ffi::SQLITE_DENY;
+        }
+    }
+    0
+}
+
+/// The bytes of a C string from SQLite, if any.
+///
+/// # Safety
+/// `p` is null or NUL-terminated and outlives the returned slice.
+unsafe fn text<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    // SAFETY: by the caller's contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
 }

@@ -55,7 +55,6 @@ impl DirtySet {
     }
 
     /// Whether nothing was written.
-    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.touched.is_empty()
     }

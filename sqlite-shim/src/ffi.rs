@@ -64,6 +64,7 @@ pub const SQLITE_LIMIT_SQL_LENGTH: c_int = 1;
 
 pub const SQLITE_DENY: c_int = 1;
 pub const SQLITE_PRAGMA: c_int = 19;
+pub const SQLITE_FUNCTION: c_int = 31;
 
 /// `SQLITE_TRANSIENT`: SQLite copies the bound buffer before `bind` returns.
 pub fn transient() -> sqlite3_destructor_type {

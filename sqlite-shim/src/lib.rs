@@ -26,7 +26,7 @@ mod stmt;
 mod value;
 mod vfs;
 
-pub use db::{Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE};
+pub use db::{Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESERVED_PREFIX};
 pub use engine::{initialize, Config, DEFAULT_HEAP_BYTES};
 pub use error::Error;
 pub use platform::Platform;

@@ -33,6 +33,8 @@ const MAX_FILE_BYTES: u64 = 1 << 40;
 pub(crate) struct FileData {
     pub(crate) bytes: Vec<u8>,
     pub(crate) dirty: DirtySet,
+    /// Tracked writes and truncations so far (never reset).
+    pub(crate) writes: u64,
 }
 
 pub(crate) type SharedFile = Arc<Mutex<FileData>>;
@@ -335,8 +337,11 @@ unsafe extern "C" fn x_write(
         }
         data.bytes.resize(end, 0);
     }
-    if track && !data.dirty.mark(off as u64, amt as u64) {
-        return ffi::SQLITE_IOERR_NOMEM;
+    if track {
+        if !data.dirty.mark(off as u64, amt as u64) {
+            return ffi::SQLITE_IOERR_NOMEM;
+        }
+        data.writes += 1;
     }
     data.bytes[off..end].copy_from_slice(src);
     ffi::SQLITE_OK
@@ -361,6 +366,9 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_in
         data.bytes.resize(size, 0);
     } else {
         data.bytes.truncate(size);
+    }
+    if track {
+        data.writes += 1;
     }
     ffi::SQLITE_OK
 }

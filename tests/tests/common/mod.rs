@@ -1,6 +1,8 @@
-//! Helpers shared by the integration tests: a primary and a backup kept in step.
+//! Helpers shared by the integration tests.
 
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use vpr_pal::{Reply, Service, ServiceOptions};
 use vpr_proto::update::StateUpdate;

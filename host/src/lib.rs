@@ -1,0 +1,10 @@
+//! The untrusted side of vpr: the host runtime that carries messages between Managers and
+//! clients, and the backends that reach a TCC.
+//!
+//! Nothing here is trusted: the Managers authenticate everything they receive, and clients
+//! verify every reply. The host never sees the group key or client keys.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod tcc;

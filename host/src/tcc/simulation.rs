@@ -1,0 +1,193 @@
+//! The simulation backend: the Manager runs in this process, on software TCC services.
+//!
+//! **Nothing is isolated.** Keys live in ordinary memory, the "trusted" counters in a file any
+//! process can edit, and the manufacturer is a key pair on disk. This backend exists to develop
+//! and test the protocol (as SGX's simulation mode does); its attestations are marked
+//! simulated so that no verifier mistakes them for real evidence.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rand_core::{OsRng, RngCore};
+use vpr_pal::{Call, Counter, Effect, GroupConfig, Manager, Tcc, TccError};
+use vpr_proto::crypto::{KeyPair, PublicKey, Signature};
+use vpr_proto::digest::Digest;
+use vpr_proto::msg::Attestation;
+
+use super::TccBackend;
+
+/// The identity a simulated PAL reports: the hash of this build's name and version (there is
+/// no separate image to measure in-process).
+pub fn simulated_identity() -> Digest {
+    vpr_proto::crypto::hash(&[b"vpr simulated pal ", env!("CARGO_PKG_VERSION").as_bytes()])
+}
+
+/// The warning printed when a simulated TCC starts.
+pub const WARNING: &str = "WARNING: simulation TCC backend: the PAL runs in this process with \
+software keys and counters; nothing is isolated and its evidence is marked simulated";
+
+/// A simulated manufacturer: certifies simulated TCC keys.
+#[derive(Clone, Debug)]
+pub struct Manufacturer {
+    keys: KeyPair,
+}
+
+impl Manufacturer {
+    /// A new manufacturer key.
+    pub fn generate() -> Self {
+        Manufacturer { keys: KeyPair::generate(&mut OsRng) }
+    }
+
+    /// Loads the manufacturer key stored at `path`, or makes and stores a new one.
+    pub fn load_or_create(path: &Path) -> io::Result<Self> {
+        if let Ok(bytes) = fs::read(path) {
+            let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad_data(path))?;
+            let keys = KeyPair::from_secret(&secret).ok_or_else(|| bad_data(path))?;
+            return Ok(Manufacturer { keys });
+        }
+        let m = Manufacturer::generate();
+        write_atomically(path, &m.keys.secret_bytes())?;
+        Ok(m)
+    }
+
+    /// The public key clients trust.
+    pub fn public(&self) -> PublicKey {
+        self.keys.public()
+    }
+
+    fn certify(&self, tcc_key: &PublicKey) -> Signature {
+        self.keys.sign(&Attestation::certificate_bytes(true, tcc_key))
+    }
+}
+
+/// Software TCC services: random from the OS, a certified attestation key, and counters in a
+/// file `counters` in the replica's directory.
+#[derive(Debug)]
+pub struct SimulatedServices {
+    identity: Digest,
+    key: KeyPair,
+    certificate: Signature,
+    counters_file: PathBuf,
+    counters: [u64; 2],
+}
+
+impl SimulatedServices {
+    /// Services for the replica whose data lives in `dir` (created if needed).
+    pub fn open(dir: &Path, manufacturer: &Manufacturer) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let counters_file = dir.join("counters");
+        let counters = match fs::read(&counters_file) {
+            Ok(bytes) if bytes.len() == 16 => {
+                let word = |i: usize| {
+                    let mut b = [0; 8];
+                    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+                    u64::from_le_bytes(b)
+                };
+                [word(0), word(1)]
+            }
+            Ok(_) => return Err(bad_data(&counters_file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => [0, 0],
+            Err(e) => return Err(e),
+        };
+        let key = KeyPair::generate(&mut OsRng);
+        let certificate = manufacturer.certify(&key.public());
+        Ok(SimulatedServices {
+            identity: simulated_identity(),
+            key,
+            certificate,
+            counters_file,
+            counters,
+        })
+    }
+
+    fn store(&self) -> Result<(), TccError> {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.counters[0].to_le_bytes());
+        bytes[8..].copy_from_slice(&self.counters[1].to_le_bytes());
+        write_atomically(&self.counters_file, &bytes).map_err(|e| {
+            TccError(format!("storing counters in {}: {e}", self.counters_file.display()))
+        })
+    }
+}
+
+fn index(counter: Counter) -> usize {
+    match counter {
+        Counter::View => 0,
+        Counter::State => 1,
+    }
+}
+
+impl Tcc for SimulatedServices {
+    fn identity(&self) -> Digest {
+        self.identity
+    }
+
+    fn random(&mut self, buf: &mut [u8]) {
+        OsRng.fill_bytes(buf);
+    }
+
+    fn attest(&mut self, data: &Digest) -> Attestation {
+        Attestation::make(&self.key, self.certificate, true, self.identity, *data)
+    }
+
+    fn counter(&mut self, counter: Counter) -> Result<u64, TccError> {
+        Ok(self.counters[index(counter)])
+    }
+
+    fn increment(&mut self, counter: Counter) -> Result<u64, TccError> {
+        let i = index(counter);
+        let next =
+            self.counters[i].checked_add(1).ok_or_else(|| TccError("counter overflow".into()))?;
+        self.counters[i] = next;
+        self.store()?;
+        Ok(next)
+    }
+}
+
+/// The simulation backend: a Manager over [`SimulatedServices`].
+#[derive(Debug)]
+pub struct Simulation {
+    manager: Manager<SimulatedServices>,
+}
+
+impl Simulation {
+    /// Starts the Manager of replica `group.me` with its data in `dir`.
+    pub fn start(dir: &Path, manufacturer: &Manufacturer, group: GroupConfig) -> io::Result<Self> {
+        let services = SimulatedServices::open(dir, manufacturer)?;
+        let manager = Manager::new(services, group).map_err(io::Error::other)?;
+        Ok(Simulation { manager })
+    }
+
+    /// The Manager (for status queries).
+    pub fn manager(&self) -> &Manager<SimulatedServices> {
+        &self.manager
+    }
+}
+
+impl TccBackend for Simulation {
+    fn call(&mut self, call: Call) -> Vec<Effect> {
+        self.manager.handle(call)
+    }
+
+    fn identity(&self) -> Digest {
+        self.manager.identity()
+    }
+
+    fn is_isolated(&self) -> bool {
+        false
+    }
+}
+
+fn bad_data(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{} is malformed", path.display()))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a killed process leaves
+/// either the old or the new contents. (No fsync: the simulation models process crashes, not
+/// power loss; a real TCC's counters live in the TPM.)
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,89 @@
+//! The backup side of Fig 5.4: verify and hold updates, acknowledge them, and apply them when
+//! the primary says they are committed.
+//!
+//! The thesis applies update j-1 when update j arrives, since without pipelining j is only
+//! proposed once j-1 was held by a majority. With several updates in flight that inference no
+//! longer holds, so backups apply on the primary's `Commit`, which it sends after every
+//! execution 2: nothing waits for a later write.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use vpr_proto::msg::{Ack, Commit, Update};
+
+use super::primary::{ack_tag, commit_tag, update_tag};
+use super::{Effect, Manager};
+use crate::tcc::{Counter, Tcc};
+
+impl<T: Tcc> Manager<T> {
+    /// Checks an update, holds it and acknowledges it.
+    pub(super) fn on_update(&mut self, update: Update) -> Result<Vec<Effect>, String> {
+        let key = *self.group_key()?;
+        if self.is_primary() || update.view != self.view {
+            return Err(String::from("update: not for a backup of this view"));
+        }
+        update.state.validate().map_err(|e| format!("update: {e}"))?;
+        let chain = update.chain();
+        if update_tag(&key, &chain) != update.tag {
+            return Err(String::from("update: bad authenticator"));
+        }
+        let ack = |seq| {
+            let tag = ack_tag(&key, self.group.me, self.view, seq, &chain);
+            Effect::Ack(Ack { replica: self.group.me, view: self.view, seq, chain, tag })
+        };
+        if update.seq <= self.head.0 {
+            // A retransmission of an update already held or applied: acknowledge it again.
+            let known = self.held.iter().any(|(u, c)| u.seq == update.seq && *c == chain)
+                || (update.seq == self.committed.0 && chain == self.committed.1);
+            return if known {
+                Ok(vec![ack(update.seq)])
+            } else {
+                Err(format!("update {}: conflicts with the one held", update.seq))
+            };
+        }
+        if update.seq != self.head.0 + 1 || update.prev != self.head.1 {
+            return Err(format!(
+                "update {}: does not follow the last one held ({}); catch-up is needed",
+                update.seq, self.head.0
+            ));
+        }
+        if self.held.len() >= self.group.max_in_flight as usize {
+            return Err(String::from("update: too many held updates"));
+        }
+        let effect = ack(update.seq);
+        self.head = (update.seq, chain);
+        self.held.push_back((update, chain));
+        Ok(vec![effect])
+    }
+
+    /// Applies held updates up to the committed one.
+    pub(super) fn on_commit(&mut self, commit: &Commit) -> Result<Vec<Effect>, String> {
+        let key = *self.group_key()?;
+        if commit.view != self.view
+            || commit_tag(&key, commit.view, commit.seq, &commit.chain) != commit.tag
+        {
+            return Err(String::from("commit: bad authenticator or view"));
+        }
+        if commit.seq <= self.committed.0 {
+            return Ok(Vec::new());
+        }
+        let Some((_, chain)) = self.held.iter().find(|(u, _)| u.seq == commit.seq) else {
+            return Err(format!("commit {}: update not held; catch-up is needed", commit.seq));
+        };
+        if *chain != commit.chain {
+            return Err(format!("commit {}: another chain hash than the held update", commit.seq));
+        }
+        while self.held.front().is_some_and(|(u, _)| u.seq <= commit.seq) {
+            let Some((update, chain)) = self.held.pop_front() else { break };
+            self.service.apply(&update.state).map_err(|e| format!("apply {}: {e}", update.seq))?;
+            let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+            if counter != update.seq {
+                return Err(format!("state counter at {counter}, applying update {}", update.seq));
+            }
+            self.committed = (update.seq, chain);
+        }
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,272 @@
+//! The Manager: V-PR's trusted logic (thesis §5.2), the same code on every backend.
+//!
+//! The untrusted host (the U-Manager) hands it one [`Call`] at a time and carries out the
+//! [`Effect`]s it returns: messages to send, replies to hold or release. The Manager never
+//! sees a socket or a clock; everything it keeps secret (the group key K, client keys) stays
+//! inside it, and everything that leaves is authenticated.
+//!
+//! - `init`: initialization (Fig 5.3): Join, Accept, AckInit.
+//! - `session`: clients: attested key exchange, keys, the exactly-once table.
+//! - `primary`: execution 1 (requests into an update and blinded replies) and execution 2
+//!   (Acks into commits and released blinders) of Fig 5.4.
+//! - `backup`: holding, acknowledging and applying updates (Fig 5.4, backup side).
+
+mod backup;
+mod init;
+mod primary;
+mod session;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use vpr_proto::crypto::{self, Key, KeyPair, PublicKey, Tag};
+use vpr_proto::digest::Digest;
+use vpr_proto::msg::{
+    Accept, Ack, AckInit, ClientHello, Commit, Join, ReplicaId, Reply, Request, Update, Welcome,
+};
+
+use crate::service::{Service, ServiceOptions};
+use crate::tcc::{Counter, Tcc};
+
+/// The group's configuration, as every Manager of the group must see it.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// Number of replicas, n = 2f + 1.
+    pub replicas: u16,
+    /// This replica's id.
+    pub me: ReplicaId,
+    /// The manufacturer key that certifies genuine TCCs.
+    pub manufacturer: PublicKey,
+    /// Whether simulated TCCs are accepted in the group.
+    pub allow_simulated: bool,
+    /// An identifier of this deployment (so two clusters never mix).
+    pub cluster: [u8; 32],
+    /// Most updates a primary keeps in flight (and a backup holds unapplied).
+    pub max_in_flight: u32,
+    /// The service's settings.
+    pub service: ServiceOptions,
+}
+
+impl GroupConfig {
+    /// f: the number of faulty replicas tolerated.
+    pub fn faults(&self) -> usize {
+        usize::from(self.replicas.saturating_sub(1) / 2)
+    }
+
+    /// The configuration digest C (the thesis' certificate vector).
+    fn digest(&self, identity: &Digest) -> Digest {
+        crypto::hash(&[
+            b"vpr config",
+            &self.replicas.to_le_bytes(),
+            identity.as_bytes(),
+            &self.manufacturer,
+            &[u8::from(self.allow_simulated)],
+            &self.cluster,
+            &self.max_in_flight.to_le_bytes(),
+        ])
+    }
+}
+
+/// A request from the host.
+#[derive(Clone, Debug)]
+pub enum Call {
+    /// Backup: start initialization (make a Join).
+    Join,
+    /// Primary: the Joins gathered so far (at least f); answer with an Accept.
+    Joins(Vec<Join>),
+    /// Backup: the primary's Accept.
+    Accept(Box<Accept>),
+    /// Primary: a backup's AckInit.
+    AckInit(AckInit),
+    /// A client's key exchange.
+    Hello(Box<ClientHello>),
+    /// Primary: a batch of client requests (execution 1).
+    Requests(Vec<Request>),
+    /// Backup: an update from the primary.
+    Update(Update),
+    /// Primary: a backup's acknowledgement (execution 2).
+    Ack(Ack),
+    /// Backup: the primary's commit notice.
+    Commit(Commit),
+}
+
+/// Something the host must do.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Send to one replica.
+    Join(Join),
+    /// Send to every backup.
+    Accept(Accept),
+    /// Send to the primary.
+    AckInit(AckInit),
+    /// The group is formed (primary) or this backup joined it.
+    Ready,
+    /// Send to the client that said hello.
+    Welcome(Welcome),
+    /// Send to every backup.
+    Update(Update),
+    /// Send to the primary.
+    Ack(Ack),
+    /// Send to every backup.
+    Commit(Commit),
+    /// A reply for a client. If `blinded_until` is set, its tag is blinded: hold it until
+    /// the [`Effect::Release`] of that update, XOR the released blinder into the tag, then send.
+    Reply {
+        /// The reply.
+        reply: Reply,
+        /// The update it waits for.
+        blinded_until: Option<u64>,
+    },
+    /// Update `seq` (and every one before it) is committed; its blinder unblinds the replies
+    /// held for it.
+    Release {
+        /// The update.
+        seq: u64,
+        /// The blinder to XOR into held replies' tags.
+        blinder: Tag,
+    },
+    /// Input refused (bad MAC, stale, malformed...); nothing changed.
+    Refused(String),
+}
+
+/// Where initialization stands.
+#[derive(Debug)]
+enum Phase {
+    /// Not started.
+    New,
+    /// Backup: Join sent, waiting for Accept.
+    Joining(KeyPair),
+    /// Primary: Accept sent, counting AckInits.
+    Accepting { accept: Digest, acked: Vec<ReplicaId> },
+    /// Initialized.
+    Ready,
+}
+
+/// An update the primary proposed and not yet committed.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    chain: Digest,
+    acks: Vec<ReplicaId>,
+}
+
+/// One replica's trusted Manager.
+#[derive(Debug)]
+pub struct Manager<T: Tcc> {
+    tcc: T,
+    group: GroupConfig,
+    config: Digest,
+    identity: Digest,
+    service: Service,
+    phase: Phase,
+    key: Option<Key>,
+    view: u64,
+    /// Primary: proposed but not committed updates, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Backup: held updates with their chain hashes, not yet applied, oldest first.
+    held: VecDeque<(Update, Digest)>,
+    /// Sequence number and chain hash of the last update proposed (primary) or held (backup).
+    head: (u64, Digest),
+    /// Sequence number and chain hash of the last update committed or applied.
+    committed: (u64, Digest),
+}
+
+impl<T: Tcc> Manager<T> {
+    /// A Manager over a new, empty database.
+    pub fn new(mut tcc: T, group: GroupConfig) -> Result<Self, String> {
+        let identity = tcc.identity();
+        if group.replicas == 0 || usize::from(group.replicas) > vpr_proto::msg::MAX_REPLICAS {
+            return Err(alloc::format!("invalid number of replicas {}", group.replicas));
+        }
+        if group.me >= group.replicas {
+            return Err(alloc::format!("replica id {} outside 0..{}", group.me, group.replicas));
+        }
+        let view = tcc.counter(Counter::View).map_err(|e| e.0)?;
+        let state = tcc.counter(Counter::State).map_err(|e| e.0)?;
+        if view != 0 || state != 0 {
+            // A restarted replica must recover its state first (state transfer); not built yet.
+            return Err(alloc::format!(
+                "trusted counters at view {view}, state {state}: this TCC already served a group"
+            ));
+        }
+        let mut service = Service::new(&group.service).map_err(|e| alloc::format!("{e}"))?;
+        session::create_table(&mut service)?;
+        let genesis = service.digest();
+        let config = group.digest(&identity);
+        Ok(Manager {
+            tcc,
+            group,
+            config,
+            identity,
+            service,
+            phase: Phase::New,
+            key: None,
+            view: 0,
+            in_flight: VecDeque::new(),
+            held: VecDeque::new(),
+            head: (0, genesis),
+            committed: (0, genesis),
+        })
+    }
+
+    /// Handles one call from the host.
+    pub fn handle(&mut self, call: Call) -> Vec<Effect> {
+        let result = match call {
+            Call::Join => self.join(),
+            Call::Joins(joins) => self.accept(&joins),
+            Call::Accept(accept) => self.on_accept(&accept),
+            Call::AckInit(ack) => self.on_ack_init(&ack),
+            Call::Hello(hello) => self.welcome(&hello),
+            Call::Requests(requests) => self.execute(requests),
+            Call::Update(update) => self.on_update(update),
+            Call::Ack(ack) => self.on_ack(&ack),
+            Call::Commit(commit) => self.on_commit(&commit),
+        };
+        result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
+    }
+
+    /// The current primary's id.
+    pub fn primary(&self) -> ReplicaId {
+        // `replicas` is non-zero (checked in `new`) and the result is below it.
+        u16::try_from(self.view % u64::from(self.group.replicas)).unwrap_or(0)
+    }
+
+    /// Whether this replica is the primary of the current view.
+    pub fn is_primary(&self) -> bool {
+        self.primary() == self.group.me
+    }
+
+    /// Whether initialization has finished here.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready)
+    }
+
+    /// The current view.
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+
+    /// Sequence number of the last committed (primary) or applied (backup) update.
+    pub fn committed(&self) -> u64 {
+        self.committed.0
+    }
+
+    /// SHA-256 of the database file.
+    pub fn digest(&self) -> Digest {
+        self.service.digest()
+    }
+
+    /// The PAL identity clients pin.
+    pub fn identity(&self) -> Digest {
+        self.identity
+    }
+
+    fn group_key(&self) -> Result<&Key, String> {
+        match (&self.phase, &self.key) {
+            (Phase::Ready, Some(k)) => Ok(k),
+            _ => Err(String::from("not initialized")),
+        }
+    }
+}

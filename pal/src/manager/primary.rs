@@ -1,0 +1,206 @@
+//! The primary's two executions of Fig 5.4: requests into one state update with blinded
+//! replies (execution 1), and backups' Acks into commits and released blinders (execution 2).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use sqlite_shim::Value as SqlValue;
+use vpr_proto::crypto::{self, Key, Tag};
+use vpr_proto::digest::Digest;
+use vpr_proto::msg::{self, Ack, ClientId, Commit, Entry, Outcome, Reply, Request, Update, Wire};
+
+use super::session::client_key;
+use super::{Effect, InFlight, Manager};
+use crate::service;
+use crate::tcc::{Counter, Tcc};
+
+/// The blinder of update `chain`: XORed into reply tags until the update commits.
+pub(crate) fn blinder(key: &Key, chain: &Digest) -> Tag {
+    crypto::mac(key, &[b"vpr blind", chain.as_bytes()])
+}
+
+/// The MAC input of an Ack.
+pub(crate) fn ack_tag(key: &Key, replica: u16, view: u64, seq: u64, chain: &Digest) -> Tag {
+    crypto::mac(
+        key,
+        &[
+            b"vpr ack",
+            &replica.to_le_bytes(),
+            &view.to_le_bytes(),
+            &seq.to_le_bytes(),
+            chain.as_bytes(),
+        ],
+    )
+}
+
+/// The MAC input of a Commit.
+pub(crate) fn commit_tag(key: &Key, view: u64, seq: u64, chain: &Digest) -> Tag {
+    crypto::mac(key, &[b"vpr commit", &view.to_le_bytes(), &seq.to_le_bytes(), chain.as_bytes()])
+}
+
+/// An update's own tag.
+pub(crate) fn update_tag(key: &Key, chain: &Digest) -> Tag {
+    crypto::mac(key, &[b"vpr update", chain.as_bytes()])
+}
+
+fn to_sql(v: msg::Value) -> SqlValue {
+    match v {
+        msg::Value::Null => SqlValue::Null,
+        msg::Value::Integer(i) => SqlValue::Integer(i),
+        msg::Value::Real(r) => SqlValue::Real(r),
+        msg::Value::Text(t) => SqlValue::Text(t),
+        msg::Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn from_sql(v: SqlValue) -> msg::Value {
+    match v {
+        SqlValue::Null => msg::Value::Null,
+        SqlValue::Integer(i) => msg::Value::Integer(i),
+        SqlValue::Real(r) => msg::Value::Real(r),
+        SqlValue::Text(t) => msg::Value::Text(t),
+        SqlValue::Blob(b) => msg::Value::Blob(b),
+    }
+}
+
+/// The service's reply as the wire's outcome.
+pub(crate) fn outcome(reply: service::Reply) -> Outcome {
+    Outcome {
+        results: reply
+            .results
+            .into_iter()
+            .map(|r| msg::StatementResult {
+                columns: r.columns,
+                rows: r
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(from_sql).collect())
+                    .collect(),
+                changes: r.changes,
+            })
+            .collect(),
+        error: reply.error.map(|e| msg::SqlError { code: e.code, message: e.message }),
+    }
+}
+
+impl<T: Tcc> Manager<T> {
+    /// Execution 1: authenticate, deduplicate and run a batch; one update for all its writes;
+    /// replies authenticated with each client's key and blinded until they are durable.
+    pub(super) fn execute(&mut self, requests: Vec<Request>) -> Result<Vec<Effect>, String> {
+        let key = *self.group_key()?;
+        if !self.is_primary() {
+            return Err(String::from("requests: not the primary"));
+        }
+        if self.in_flight.len() >= self.group.max_in_flight as usize {
+            return Err(String::from("requests: too many updates in flight; retry after commits"));
+        }
+        let mut effects = Vec::new();
+        let mut answers: Vec<(ClientId, u64, Outcome)> = Vec::with_capacity(requests.len());
+        let mut entries = Vec::new();
+        for request in requests {
+            let kc = client_key(&key, &request.client);
+            if !crypto::mac_ok(&kc, &[&request.signed_bytes()], &request.tag) {
+                effects.push(Effect::Refused(String::from("request: bad authenticator")));
+                continue;
+            }
+            match self.last(&request.client)? {
+                Some(last) if last.seq == request.seq => {
+                    // A retransmission: executed once, answered again with the same outcome.
+                    answers.push((request.client, request.seq, last.outcome));
+                    continue;
+                }
+                Some(last) if last.seq > request.seq => {
+                    effects.push(Effect::Refused(format!(
+                        "request: sequence number {} is older than the client's last, {}",
+                        request.seq, last.seq
+                    )));
+                    continue;
+                }
+                _ => {}
+            }
+            let digest = Digest::of(&request.to_bytes());
+            let Request { client, seq, sql, params, .. } = request;
+            let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+            let mark = self.service.write_mark();
+            let result = outcome(self.service.run(&sql, &params));
+            if self.service.write_mark() != mark {
+                self.record(&client, seq, &result)?;
+                entries.push(Entry { client, seq, request: digest });
+            }
+            answers.push((client, seq, result));
+        }
+        let blind = if entries.is_empty() {
+            // Reads are blinded by the newest update in flight: they may show its effects.
+            self.in_flight.back().map(|u| (u.seq, u.chain))
+        } else {
+            let state = self.service.capture().map_err(|e| format!("capture: {e}"))?;
+            let seq = self.head.0 + 1;
+            let mut update =
+                Update { view: self.view, seq, prev: self.head.1, entries, state, tag: [0; 32] };
+            let chain = update.chain();
+            update.tag = update_tag(&key, &chain);
+            self.head = (seq, chain);
+            self.in_flight.push_back(InFlight { seq, chain, acks: Vec::new() });
+            effects.push(Effect::Update(update));
+            Some((seq, chain))
+        };
+        for (client, seq, outcome) in answers {
+            let state = blind.map_or(self.committed.0, |b| b.0);
+            let mut reply = Reply { client, seq, view: self.view, state, outcome, tag: [0; 32] };
+            reply.tag = crypto::mac(&client_key(&key, &client), &[&reply.signed_bytes()]);
+            if let Some((_, chain)) = blind {
+                crypto::xor(&mut reply.tag, &blinder(&key, &chain));
+            }
+            effects.push(Effect::Reply { reply, blinded_until: blind.map(|b| b.0) });
+        }
+        // With no backups to wait for (n = 1), the update commits at once.
+        effects.extend(self.commit_ready(&key)?);
+        Ok(effects)
+    }
+
+    /// Execution 2: an Ack; with f of them for the oldest update in flight, commit it.
+    pub(super) fn on_ack(&mut self, ack: &Ack) -> Result<Vec<Effect>, String> {
+        let key = *self.group_key()?;
+        if !self.is_primary() || ack.view != self.view {
+            return Err(String::from("ack: not for this primary's view"));
+        }
+        if ack.replica == self.group.me || ack.replica >= self.group.replicas {
+            return Err(format!("ack: invalid replica {}", ack.replica));
+        }
+        if ack_tag(&key, ack.replica, ack.view, ack.seq, &ack.chain) != ack.tag {
+            return Err(String::from("ack: bad authenticator"));
+        }
+        let Some(u) = self.in_flight.iter_mut().find(|u| u.seq == ack.seq) else {
+            return Ok(Vec::new()); // already committed, or never proposed: nothing to do
+        };
+        if u.chain != ack.chain {
+            return Err(format!("ack: update {} has another chain hash", ack.seq));
+        }
+        if !u.acks.contains(&ack.replica) {
+            u.acks.push(ack.replica);
+        }
+        self.commit_ready(&key)
+    }
+
+    /// Commits every update at the front of the queue that has f Acks.
+    fn commit_ready(&mut self, key: &Key) -> Result<Vec<Effect>, String> {
+        let f = self.group.faults();
+        let mut effects = Vec::new();
+        while self.in_flight.front().is_some_and(|u| u.acks.len() >= f) {
+            let Some(u) = self.in_flight.pop_front() else { break };
+            let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+            if counter != u.seq {
+                return Err(format!("state counter at {counter}, committing update {}", u.seq));
+            }
+            self.committed = (u.seq, u.chain);
+            effects.push(Effect::Release { seq: u.seq, blinder: blinder(key, &u.chain) });
+        }
+        if !effects.is_empty() {
+            let (seq, chain) = self.committed;
+            let tag = commit_tag(key, self.view, seq, &chain);
+            effects.push(Effect::Commit(Commit { view: self.view, seq, chain, tag }));
+        }
+        Ok(effects)
+    }
+}

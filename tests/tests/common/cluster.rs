@@ -1,0 +1,191 @@
+//! An in-process cluster of simulated replicas with a hand-driven network: every message
+//! passes through here, so tests can drop, hold, tamper with or replay any of them.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand_core::OsRng;
+use tempfile::TempDir;
+use vpr_host::tcc::simulation::{Manufacturer, Simulation};
+use vpr_host::tcc::TccBackend;
+use vpr_pal::{Call, Effect, GroupConfig, ServiceOptions};
+use vpr_proto::client::{Pending, Session, Trust};
+use vpr_proto::crypto;
+use vpr_proto::msg::{Ack, Reply, Request, Update};
+
+pub struct Cluster {
+    pub replicas: Vec<Simulation>,
+    pub manufacturer: Manufacturer,
+    _dir: TempDir,
+    /// Replies whose tag is blinded, by the update they wait for.
+    pub held: BTreeMap<u64, Vec<Reply>>,
+    /// Replies ready for clients (unblinded where needed).
+    pub delivered: Vec<Reply>,
+    /// Updates as the primary sent them (for replay and tampering tests).
+    pub updates: Vec<Update>,
+    /// Acks are queued here instead of delivered while this is set.
+    pub withhold_acks: bool,
+    pub withheld: Vec<Ack>,
+    /// Everything the Managers refused, with the replica that refused it.
+    pub refused: Vec<(u16, String)>,
+}
+
+pub fn group(n: u16, me: u16, manufacturer: &Manufacturer) -> GroupConfig {
+    GroupConfig {
+        replicas: n,
+        me,
+        manufacturer: manufacturer.public(),
+        allow_simulated: true,
+        cluster: [7; 32],
+        max_in_flight: 64,
+        service: ServiceOptions::default(),
+    }
+}
+
+impl Cluster {
+    /// n replicas, initialized (Fig 5.3).
+    pub fn form(n: u16) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manufacturer = Manufacturer::generate();
+        let replicas = (0..n)
+            .map(|i| {
+                Simulation::start(
+                    &dir.path().join(format!("r{i}")),
+                    &manufacturer,
+                    group(n, i, &manufacturer),
+                )
+                .expect("start replica")
+            })
+            .collect();
+        let mut c = Cluster {
+            replicas,
+            manufacturer,
+            _dir: dir,
+            held: BTreeMap::new(),
+            delivered: Vec::new(),
+            updates: Vec::new(),
+            withhold_acks: false,
+            withheld: Vec::new(),
+            refused: Vec::new(),
+        };
+        let mut joins = Vec::new();
+        for i in 1..n {
+            for e in c.replicas[usize::from(i)].call(Call::Join) {
+                match e {
+                    Effect::Join(j) => joins.push(j),
+                    other => panic!("join: {other:?}"),
+                }
+            }
+        }
+        let accept = match c.replicas[0].call(Call::Joins(joins)).pop() {
+            Some(Effect::Accept(a)) => a,
+            other => panic!("accept: {other:?}"),
+        };
+        let mut ready = 0;
+        for i in 1..n {
+            for e in c.replicas[usize::from(i)].call(Call::Accept(Box::new(accept.clone()))) {
+                match e {
+                    Effect::AckInit(ack) => {
+                        for e in c.replicas[0].call(Call::AckInit(ack)) {
+                            assert!(matches!(e, Effect::Ready), "{e:?}");
+                            ready += 1;
+                        }
+                    }
+                    Effect::Ready => {}
+                    other => panic!("accept: {other:?}"),
+                }
+            }
+        }
+        assert!(n == 1 || ready == 1, "the primary became ready {ready} times");
+        c
+    }
+
+    pub fn trust(&self) -> Trust {
+        Trust {
+            manufacturer: self.manufacturer.public(),
+            identity: self.replicas[0].identity(),
+            allow_simulated: true,
+        }
+    }
+
+    /// A client session through the attested key exchange with the primary.
+    pub fn client(&mut self) -> Session {
+        let pending = Pending::new(&mut OsRng);
+        let welcome =
+            match self.replicas[0].call(Call::Hello(Box::new(pending.hello().clone()))).pop() {
+                Some(Effect::Welcome(w)) => w,
+                other => panic!("hello: {other:?}"),
+            };
+        pending.finish(&welcome, &self.trust()).expect("welcome verifies")
+    }
+
+    /// Runs a batch at the primary and carries every resulting message to completion.
+    pub fn submit(&mut self, requests: Vec<Request>) {
+        let effects = self.replicas[0].call(Call::Requests(requests));
+        self.process(0, effects);
+    }
+
+    /// Delivers withheld Acks.
+    pub fn release_acks(&mut self) {
+        self.withhold_acks = false;
+        let acks: Vec<Ack> = std::mem::take(&mut self.withheld);
+        for ack in acks {
+            let effects = self.replicas[0].call(Call::Ack(ack));
+            self.process(0, effects);
+        }
+    }
+
+    /// Carries out effects, delivering every message they produce, breadth first.
+    pub fn process(&mut self, from: u16, effects: Vec<Effect>) {
+        let mut queue: VecDeque<(u16, Effect)> = effects.into_iter().map(|e| (from, e)).collect();
+        while let Some((from, effect)) = queue.pop_front() {
+            match effect {
+                Effect::Update(u) => {
+                    self.updates.push(u.clone());
+                    for b in 1..self.n() {
+                        let out = self.replicas[usize::from(b)].call(Call::Update(u.clone()));
+                        queue.extend(out.into_iter().map(|e| (b, e)));
+                    }
+                }
+                Effect::Ack(a) if self.withhold_acks => self.withheld.push(a),
+                Effect::Ack(a) => {
+                    let out = self.replicas[0].call(Call::Ack(a));
+                    queue.extend(out.into_iter().map(|e| (0, e)));
+                }
+                Effect::Commit(c) => {
+                    for b in 1..self.n() {
+                        let out = self.replicas[usize::from(b)].call(Call::Commit(c.clone()));
+                        queue.extend(out.into_iter().map(|e| (b, e)));
+                    }
+                }
+                Effect::Reply { reply, blinded_until: Some(seq) } => {
+                    self.held.entry(seq).or_default().push(reply)
+                }
+                Effect::Reply { reply, blinded_until: None } => self.delivered.push(reply),
+                Effect::Release { seq, blinder } => {
+                    // Every committed update has its own Release, in order.
+                    for mut reply in self.held.remove(&seq).unwrap_or_default() {
+                        crypto::xor(&mut reply.tag, &blinder);
+                        self.delivered.push(reply);
+                    }
+                }
+                Effect::Refused(why) => self.refused.push((from, why)),
+                other => panic!("unexpected effect {other:?}"),
+            }
+        }
+    }
+
+    /// The delivered reply to `request`, if any (the last one).
+    pub fn reply_to(&self, request: &Request) -> Option<&Reply> {
+        self.delivered.iter().rev().find(|r| r.client == request.client && r.seq == request.seq)
+    }
+
+    pub fn n(&self) -> u16 {
+        u16::try_from(self.replicas.len()).expect("replica count")
+    }
+
+    pub fn digests(&self) -> Vec<vpr_proto::digest::Digest> {
+        self.replicas.iter().map(|r| r.manager().digest()).collect()
+    }
+}

@@ -1,0 +1,195 @@
+//! The V-PR protocol on simulated TCCs, in one process: initialization (thesis Fig 5.3), the
+//! normal case (Fig 5.4) with blinded replies, exactly-once execution, and refusal of every
+//! altered or replayed message.
+
+mod common;
+
+use common::cluster::Cluster;
+use vpr_host::tcc::TccBackend;
+use vpr_proto::client::ClientError;
+use vpr_proto::msg::{Outcome, Value};
+
+fn sql(s: &str) -> String {
+    s.to_owned()
+}
+
+fn ok(outcome: &Outcome) -> &Outcome {
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    outcome
+}
+
+/// Fig 5.4 end to end on 3 and 5 replicas: every reply verifies, every replica converges.
+#[test]
+fn fig_5_4_normal_case_converges_on_3_and_5_replicas() {
+    for n in [3u16, 5] {
+        let mut c = Cluster::form(n);
+        let mut client = c.client();
+        let create = client.request(sql("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)"), vec![]);
+        c.submit(vec![create.clone()]);
+        ok(client.verify(&create, c.reply_to(&create).expect("reply")).expect("verifies"));
+        for i in 0..200 {
+            let r = client.request(
+                sql("INSERT INTO kv(v) VALUES (?1)"),
+                vec![Value::Text(format!("v{i}").into_bytes())],
+            );
+            c.submit(vec![r.clone()]);
+            ok(client.verify(&r, c.reply_to(&r).expect("reply")).expect("verifies"));
+        }
+        let read = client.request(sql("SELECT count(*), max(v) FROM kv"), vec![]);
+        c.submit(vec![read.clone()]);
+        let out =
+            ok(client.verify(&read, c.reply_to(&read).expect("reply")).expect("verifies")).clone();
+        assert_eq!(out.results[0].rows[0], [Value::Integer(200), Value::Text(b"v99".to_vec())]);
+        assert!(c.refused.is_empty(), "{:?}", c.refused);
+        let digests = c.digests();
+        assert!(digests.iter().all(|d| *d == digests[0]), "replicas diverged ({n})");
+        assert!(c.replicas.iter().all(|r| r.manager().committed() == 201));
+    }
+}
+
+/// Several requests in one execution become one update.
+#[test]
+fn a_batch_is_one_update() {
+    let mut c = Cluster::form(3);
+    let mut a = c.client();
+    let mut b = c.client();
+    let setup = a.request(sql("CREATE TABLE t(x)"), vec![]);
+    c.submit(vec![setup]);
+    let batch = vec![
+        a.request(sql("INSERT INTO t VALUES (1)"), vec![]),
+        b.request(sql("INSERT INTO t VALUES (2)"), vec![]),
+        a.request(sql("SELECT count(*) FROM t"), vec![]),
+    ];
+    let before = c.updates.len();
+    c.submit(batch.clone());
+    assert_eq!(c.updates.len(), before + 1);
+    assert_eq!(c.updates.last().expect("update").entries.len(), 2, "the read is not an entry");
+    for (req, session) in batch.iter().zip([&a, &b, &a]) {
+        ok(session.verify(req, c.reply_to(req).expect("reply")).expect("verifies"));
+    }
+    let d = c.digests();
+    assert!(d.iter().all(|x| *x == d[0]));
+}
+
+/// A reply is never verifiable before f backups acknowledged its update.
+#[test]
+fn replies_stay_blinded_until_f_acks() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    let create = client.request(sql("CREATE TABLE t(x)"), vec![]);
+    c.submit(vec![create]);
+    c.withhold_acks = true;
+    let write = client.request(sql("INSERT INTO t VALUES (42)"), vec![]);
+    c.submit(vec![write.clone()]);
+    assert!(c.reply_to(&write).is_none(), "reply released without acks");
+    let blinded =
+        c.held.values().flatten().find(|r| r.seq == write.seq).expect("held reply").clone();
+    assert_eq!(client.verify(&write, &blinded), Err(ClientError::BadTag), "blinded reply verified");
+    // A read issued meanwhile may show the write: it is blinded by the same update.
+    let read = client.request(sql("SELECT x FROM t"), vec![]);
+    c.submit(vec![read.clone()]);
+    assert!(c.reply_to(&read).is_none(), "read of undurable state released");
+    c.release_acks();
+    ok(client.verify(&write, c.reply_to(&write).expect("released")).expect("verifies"));
+    let out =
+        ok(client.verify(&read, c.reply_to(&read).expect("released")).expect("verifies")).clone();
+    assert_eq!(out.results[0].rows, [[Value::Integer(42)]]);
+}
+
+/// A retransmitted request is executed once and answered with the same outcome.
+#[test]
+fn duplicate_requests_execute_once() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let insert = client.request(sql("INSERT INTO t VALUES (random())"), vec![]);
+    c.submit(vec![insert.clone()]);
+    let first =
+        client.verify(&insert, c.reply_to(&insert).expect("reply")).expect("verifies").clone();
+    let updates = c.updates.len();
+    c.submit(vec![insert.clone()]);
+    let again =
+        client.verify(&insert, c.reply_to(&insert).expect("reply")).expect("verifies").clone();
+    assert_eq!(first, again);
+    assert_eq!(c.updates.len(), updates, "the retransmission made an update");
+    let count = client.request(sql("SELECT count(*) FROM t"), vec![]);
+    c.submit(vec![count.clone()]);
+    let out = client.verify(&count, c.reply_to(&count).expect("reply")).expect("verifies").clone();
+    assert_eq!(out.results[0].rows, [[Value::Integer(1)]]);
+    // Once a later write is recorded, the older sequence number is refused.
+    c.submit(vec![client.request(sql("INSERT INTO t VALUES (0)"), vec![])]);
+    c.submit(vec![insert]);
+    let stale = c.submit_count_refused();
+    assert!(stale >= 1, "stale request accepted");
+}
+
+/// Client SQL cannot see or change the service's own tables.
+#[test]
+fn the_session_table_is_out_of_reach() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    for q in [
+        "SELECT * FROM vpr_session",
+        "DELETE FROM vpr_session",
+        "DROP TABLE vpr_session",
+        "CREATE TABLE vpr_x(a)",
+    ] {
+        let r = client.request(sql(q), vec![]);
+        c.submit(vec![r.clone()]);
+        let out = client.verify(&r, c.reply_to(&r).expect("reply")).expect("verifies");
+        assert!(out.error.as_ref().is_some_and(|e| e.code == 23), "{q}: {out:?}");
+    }
+}
+
+/// Altered messages are refused wherever they arrive, and nothing diverges.
+#[test]
+fn tampered_messages_are_refused() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    // A request altered in transit.
+    let mut req = client.request(sql("INSERT INTO t VALUES (1)"), vec![]);
+    req.sql = sql("INSERT INTO t VALUES (666)");
+    c.submit(vec![req.clone()]);
+    assert!(c.reply_to(&req).is_none());
+    assert!(c.refused.iter().any(|(_, why)| why.contains("request")), "{:?}", c.refused);
+    // A reply altered in transit, or meant for another client.
+    let mut other = c.client();
+    let mine = client.request(sql("INSERT INTO t VALUES (2)"), vec![]);
+    let theirs = other.request(sql("INSERT INTO t VALUES (3)"), vec![]);
+    c.submit(vec![mine.clone(), theirs.clone()]);
+    let mut altered = c.reply_to(&mine).expect("reply").clone();
+    altered.outcome.results[0].changes = 5;
+    assert_eq!(client.verify(&mine, &altered), Err(ClientError::BadTag));
+    let mut swapped = c.reply_to(&theirs).expect("reply").clone();
+    assert_eq!(client.verify(&mine, &swapped), Err(ClientError::WrongRequest));
+    swapped.client = mine.client;
+    swapped.seq = mine.seq;
+    assert_eq!(client.verify(&mine, &swapped), Err(ClientError::BadTag));
+    // Updates altered on the way to a backup: a page byte, the chain link, the tag.
+    let update = c.updates.last().expect("update").clone();
+    let digest = c.digests();
+    let mut bad = Vec::new();
+    let mut u = update.clone();
+    if let Some(p) = u.state.pages.first_mut() {
+        p.data[100] ^= 1;
+    }
+    bad.push(u);
+    let mut u = update.clone();
+    u.seq += 1;
+    bad.push(u);
+    let mut u = update.clone();
+    u.tag[0] ^= 1;
+    bad.push(u);
+    for u in bad {
+        let out = c.replicas[1].call(vpr_pal::Call::Update(u));
+        assert!(matches!(out.as_slice(), [vpr_pal::Effect::Refused(_)]), "{out:?}");
+    }
+    assert_eq!(c.digests(), digest, "a refused update changed a replica");
+}
+
+impl Cluster {
+    fn submit_count_refused(&self) -> usize {
+        self.refused.iter().filter(|(_, why)| why.contains("older")).count()
+    }
+}
