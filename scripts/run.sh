@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# What vpr runs today: the PAL's service and SQLite, built freestanding (no libc), running a
-# primary and a backup in one image: every request's state update is encoded, verified and
-# applied at the backup, whose database file must stay byte-identical.
-# (The replicated cluster over ZeroMQ replaces this with the protocol's main job.)
+# The main job: a local 3-replica cluster on the simulation backend, a small SQL workload
+# through verified replies, and each replica's database hash. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --locked -p vpr-pal-selftest --profile freestanding --target-dir target/image
-exec target/image/freestanding/pal-selftest
+exec cargo run --locked --release --quiet -p vpr-host --bin vpr -- demo

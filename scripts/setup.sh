@@ -8,13 +8,18 @@ if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
     exit 1
 fi
 
-# gcc compiles SQLite; binutils (nm, objcopy, ar, readelf) rename its symbols and inspect the
+# gcc compiles SQLite and ZeroMQ's bindings; binutils (nm, objcopy, ar, readelf) rename its symbols and inspect the
 # freestanding image.
 packages=()
 command -v gcc >/dev/null || packages+=(gcc)
 for tool in nm objcopy ar readelf; do
     command -v "$tool" >/dev/null || { packages+=(binutils); break; }
 done
+# ZeroMQ, which the host runtime links (found through pkg-config).
+command -v pkg-config >/dev/null || packages+=(pkg-config)
+if ! pkg-config --exists libzmq 2>/dev/null; then
+    packages+=(libzmq3-dev)
+fi
 if ((${#packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -7,4 +7,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod config;
+pub mod launcher;
+pub mod net;
+pub mod replica;
+pub mod shell;
+pub mod status;
 pub mod tcc;

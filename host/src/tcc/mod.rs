@@ -11,8 +11,27 @@ pub mod simulation;
 use vpr_pal::{Call, Effect};
 use vpr_proto::digest::Digest;
 
+/// What a backend reports about its Manager (untrusted as reported here: for display).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Whether the group is formed here.
+    pub ready: bool,
+    /// The current view.
+    pub view: u64,
+    /// The primary of that view.
+    pub primary: u16,
+    /// The last committed or applied update.
+    pub committed: u64,
+    /// SHA-256 of the database file.
+    pub digest: Digest,
+}
+
 /// A TCC running the PAL's Manager, as the host sees it: calls in, effects out.
 pub trait TccBackend {
+    /// The Manager's current status (hashes the database: not for every message).
+    fn status(&self) -> Status;
+    /// The primary of the Manager's current view.
+    fn primary(&self) -> u16;
     /// Runs the Manager on one call.
     fn call(&mut self, call: Call) -> Vec<Effect>;
     /// The PAL identity (measurement) the TCC reports.

@@ -166,6 +166,21 @@ impl Simulation {
 }
 
 impl TccBackend for Simulation {
+    fn primary(&self) -> u16 {
+        self.manager.primary()
+    }
+
+    fn status(&self) -> super::Status {
+        let m = &self.manager;
+        super::Status {
+            ready: m.is_ready(),
+            view: m.view(),
+            primary: m.primary(),
+            committed: m.committed(),
+            digest: m.digest(),
+        }
+    }
+
     fn call(&mut self, call: Call) -> Vec<Effect> {
         self.manager.handle(call)
     }

@@ -100,6 +100,11 @@ impl<T: Tcc> Manager<T> {
         };
         accept.attestation = self.tcc.attest(&crypto::hash(&[&accept.signed_bytes()]));
         self.key = Some(key);
+        if self.group.faults() == 0 {
+            // A single replica needs no acknowledgement.
+            self.phase = Phase::Ready;
+            return Ok(vec![Effect::Accept(accept), Effect::Ready]);
+        }
         self.phase = Phase::Accepting { accept: Digest::of(&accept.to_bytes()), acked: Vec::new() };
         Ok(vec![Effect::Accept(accept)])
     }

@@ -1,0 +1,195 @@
+//! Cluster configuration, in TOML: what replicas need to form the group and what clients need
+//! to reach and verify it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use vpr_proto::crypto::PublicKey;
+use vpr_proto::digest::Digest;
+
+/// One replica's place in the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaEntry {
+    /// Its id, 0..n.
+    pub id: u16,
+    /// Where its socket listens, `host:port`.
+    pub address: String,
+}
+
+/// Timeouts, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timeouts {
+    /// A client gives up on one attempt of a request after this long and retries.
+    pub request_ms: u64,
+    /// Attempts a client makes before reporting the service unreachable.
+    pub request_attempts: u32,
+    /// The primary resends an update to backups that have not acknowledged it.
+    pub retransmit_ms: u64,
+    /// A backup resends its Join; the primary waits this long for all Joins before forming
+    /// the group with a majority.
+    pub join_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { request_ms: 2000, request_attempts: 3, retransmit_ms: 200, join_ms: 3000 }
+    }
+}
+
+/// The cluster, as replicas and clients read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// A name for this deployment; two clusters with different names never mix.
+    pub name: String,
+    /// The replicas, n = 2f + 1 of them.
+    pub replicas: Vec<ReplicaEntry>,
+    /// The service identity (PAL measurement) clients pin, hex.
+    pub identity: String,
+    /// The manufacturer public key that certifies TCCs, hex (SEC1 uncompressed).
+    pub manufacturer: String,
+    /// Whether simulated TCCs are accepted (the simulation backend).
+    pub allow_simulated: bool,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Most updates in flight at the primary.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: u32,
+    /// Most requests the primary executes in one batch.
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+    /// Simulation backend only: the file holding the simulated manufacturer's secret key
+    /// (relative paths are relative to this file's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation_manufacturer_key: Option<PathBuf>,
+}
+
+fn default_in_flight() -> u32 {
+    32
+}
+
+fn default_batch() -> usize {
+    256
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading the file failed.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A field is wrong.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ClusterConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let mut config: ClusterConfig = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        if let (Some(key), Some(dir)) = (&config.simulation_manufacturer_key, path.parent()) {
+            if key.is_relative() {
+                config.simulation_manufacturer_key = Some(dir.join(key));
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Writes the configuration as TOML (through a temporary file and a rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = toml::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)
+    }
+
+    /// Checks ids, sizes and keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.replicas.len();
+        if n == 0 || n.is_multiple_of(2) || n > vpr_proto::msg::MAX_REPLICAS {
+            return Err(ConfigError::Invalid(format!(
+                "{n} replicas: need an odd number (2f + 1) up to {}",
+                vpr_proto::msg::MAX_REPLICAS
+            )));
+        }
+        for (i, r) in self.replicas.iter().enumerate() {
+            if usize::from(r.id) != i {
+                return Err(ConfigError::Invalid(format!(
+                    "replica {i} has id {}; ids must be 0..n in order",
+                    r.id
+                )));
+            }
+        }
+        self.identity_digest()?;
+        self.manufacturer_key()?;
+        if self.max_in_flight == 0 || self.max_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "max_in_flight and max_batch must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// n.
+    pub fn n(&self) -> u16 {
+        u16::try_from(self.replicas.len()).unwrap_or(u16::MAX)
+    }
+
+    /// f = (n - 1) / 2.
+    pub fn faults(&self) -> usize {
+        self.replicas.len().saturating_sub(1) / 2
+    }
+
+    /// The pinned service identity.
+    pub fn identity_digest(&self) -> Result<Digest, ConfigError> {
+        let bytes = hex::decode(&self.identity)
+            .map_err(|e| ConfigError::Invalid(format!("identity: {e}")))?;
+        let arr: [u8; 32] =
+            bytes.try_into().map_err(|_| ConfigError::Invalid("identity: not 32 bytes".into()))?;
+        Ok(Digest(arr))
+    }
+
+    /// The manufacturer key.
+    pub fn manufacturer_key(&self) -> Result<PublicKey, ConfigError> {
+        let bytes = hex::decode(&self.manufacturer)
+            .map_err(|e| ConfigError::Invalid(format!("manufacturer: {e}")))?;
+        bytes.try_into().map_err(|_| ConfigError::Invalid("manufacturer: not 65 bytes".into()))
+    }
+
+    /// The cluster identifier Managers bind the group to.
+    pub fn cluster_id(&self) -> [u8; 32] {
+        vpr_proto::crypto::hash(&[b"vpr cluster ", self.name.as_bytes()]).0
+    }
+
+    /// What clients trust.
+    pub fn trust(&self) -> Result<vpr_proto::client::Trust, ConfigError> {
+        Ok(vpr_proto::client::Trust {
+            manufacturer: self.manufacturer_key()?,
+            identity: self.identity_digest()?,
+            allow_simulated: self.allow_simulated,
+        })
+    }
+
+    /// The ZeroMQ endpoint of replica `id`.
+    pub fn endpoint(&self, id: u16) -> Option<String> {
+        self.replicas.get(usize::from(id)).map(|r| format!("tcp://{}", r.address))
+    }
+}

@@ -1,0 +1,246 @@
+//! `vpr`: run a replicated SQLite cluster and talk to it.
+
+#![forbid(unsafe_code)]
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use vpr_host::client::{Client, ClientError};
+use vpr_host::config::ClusterConfig;
+use vpr_host::launcher::{files, LocalCluster};
+use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
+use vpr_host::{net, shell};
+use vpr_pal::{GroupConfig, ServiceOptions};
+
+#[derive(Parser)]
+#[command(name = "vpr", version, about = "Verified passive replication of SQLite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local cluster of replica processes on 127.0.0.1 (simulation TCC backend).
+    Cluster {
+        /// Number of replicas (2f + 1).
+        #[arg(long, default_value_t = 3)]
+        replicas: u16,
+        /// Folder for configuration, data, logs and pid files.
+        #[arg(long)]
+        dir: PathBuf,
+        /// First port (replica i listens on base + i); free ports are chosen if omitted.
+        #[arg(long)]
+        base_port: Option<u16>,
+    },
+    /// Run one replica.
+    Replica {
+        /// The cluster configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// This replica's id.
+        #[arg(long)]
+        id: u16,
+        /// Data folder (default: replica-<id> next to the configuration).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Keep a status file here.
+        #[arg(long)]
+        status: Option<PathBuf>,
+    },
+    /// Run SQL against the cluster; every reply is verified before anything is printed.
+    Sql {
+        /// The client configuration (cluster.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// SQL to run instead of reading statements from standard input.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// Print rows as JSON arrays, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
+    /// replies, show each replica's database hash, and stop.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VPR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vpr: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
+        Command::Replica { config, id, data, status } => replica(&config, id, data, status),
+        Command::Sql { config, command, json } => sql(&config, command.as_deref(), json),
+        Command::Demo => demo(),
+    }
+}
+
+/// A flag set by SIGINT or SIGTERM.
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    let exe = std::env::current_exe()?;
+    let mut cluster = LocalCluster::start(dir, n, base_port, &exe)?;
+    eprintln!("vpr: starting {n} replicas in {} ({})", dir.display(), simulation::WARNING);
+    let config = cluster.wait_ready(Duration::from_secs(60))?;
+    eprintln!("vpr: cluster ready; clients use {}", config.display());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Err(e) = cluster.check_children() {
+            eprintln!("vpr: {e:#}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("vpr: stopping the cluster");
+    cluster.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn replica(
+    config_path: &Path,
+    id: u16,
+    data: Option<PathBuf>,
+    status: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let stop = stop_flag()?;
+    let config = ClusterConfig::load(config_path)?;
+    let key_path = config
+        .simulation_manufacturer_key
+        .clone()
+        .context("the simulation backend needs simulation_manufacturer_key in the configuration")?;
+    eprintln!("{}", simulation::WARNING);
+    let manufacturer = Manufacturer::load_or_create(&key_path)?;
+    let data = data
+        .unwrap_or_else(|| config_path.parent().unwrap_or(Path::new(".")).join(files::data(id)));
+    let group = GroupConfig {
+        replicas: config.n(),
+        me: id,
+        manufacturer: config.manufacturer_key()?,
+        allow_simulated: config.allow_simulated,
+        cluster: config.cluster_id(),
+        max_in_flight: config.max_in_flight,
+        service: ServiceOptions::default(),
+    };
+    let backend = Simulation::start(&data, &manufacturer, group)?;
+    net::run_replica(&config, id, backend, &stop, status.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sql(config_path: &Path, command: Option<&str>, json: bool) -> Result<ExitCode> {
+    let config = ClusterConfig::load(config_path)?;
+    let mut client = match Client::connect(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vpr: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let exec = |sql: &str| client.execute(sql, Vec::new()).map_err(|e: ClientError| e.to_string());
+    let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
+    let code = match command {
+        Some(sql) => shell::run_once(sql, &mut out, &mut err, json, exec),
+        None => {
+            let stdin = io::stdin();
+            let prompt = stdin.is_terminal();
+            shell::run(stdin.lock(), &mut out, &mut err, json, prompt, exec)
+        }
+    };
+    out.flush()?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)))
+}
+
+/// The demo's workload: tables, inserts, updates, a join, an aggregate, and a
+/// non-deterministic insert that only the primary executes.
+const DEMO: &[&str] = &[
+    "CREATE TABLE account(id INTEGER PRIMARY KEY, owner TEXT NOT NULL, balance REAL NOT NULL)",
+    "CREATE TABLE transfer(id INTEGER PRIMARY KEY, src INTEGER REFERENCES account(id), \
+     dst INTEGER REFERENCES account(id), amount REAL, note TEXT)",
+    "INSERT INTO account(owner, balance) VALUES ('alice', 100.0), ('bob', 50.0), ('carol', 75.5)",
+    "INSERT INTO transfer(src, dst, amount, note) VALUES (1, 2, 20.0, 'rent'), (3, 1, 5.25, 'coffee')",
+    "UPDATE account SET balance = balance - 20.0 WHERE id = 1; \
+     UPDATE account SET balance = balance + 20.0 WHERE id = 2",
+    "INSERT INTO transfer(src, dst, amount, note) VALUES (2, 3, abs(random() % 100) / 10.0, 'random')",
+    "SELECT a.owner, b.owner, t.amount, t.note FROM transfer t \
+     JOIN account a ON a.id = t.src JOIN account b ON b.id = t.dst ORDER BY t.id",
+    "SELECT count(*), sum(balance), round(avg(balance), 2) FROM account",
+];
+
+fn demo() -> Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    println!("Starting a 3-replica cluster (simulation TCC backend: nothing is isolated).");
+    let mut cluster = LocalCluster::start(dir.path(), 3, None, &exe)?;
+    let config_path = cluster.wait_ready(Duration::from_secs(60))?;
+    let config = ClusterConfig::load(&config_path)?;
+    let mut client = Client::connect(&config)?;
+    println!("Connected: the service's attestation verified (identity {}).\n", config.identity);
+    let mut out = io::stdout().lock();
+    for statement in DEMO {
+        writeln!(out, "vpr> {statement}")?;
+        let outcome = client.execute(statement, Vec::new())?;
+        shell::write_list(&mut out, &outcome)?;
+        if let Some(e) = &outcome.error {
+            anyhow::bail!("the demo's SQL failed: {} (code {})", e.message, e.code);
+        }
+    }
+    drop(out);
+    let committed = wait_converged(&cluster, Duration::from_secs(10))?;
+    println!("\nEvery reply above was verified. Replica databases after update {committed}:");
+    for id in 0..3 {
+        let s = vpr_host::status::read(&cluster.dir().join(files::status(id)))?;
+        let role = if s.primary == id { "primary" } else { "backup" };
+        println!("  replica {id} ({role:7}) sha256 {}", s.digest);
+    }
+    cluster.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until every replica reports the same committed update and digest.
+fn wait_converged(cluster: &LocalCluster, timeout: Duration) -> Result<u64> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let reports: Vec<_> = (0..cluster.config().n())
+            .map(|id| vpr_host::status::read(&cluster.dir().join(files::status(id))))
+            .collect::<io::Result<_>>()
+            .unwrap_or_default();
+        if reports.len() == usize::from(cluster.config().n())
+            && reports
+                .iter()
+                .all(|r| r.committed == reports[0].committed && r.digest == reports[0].digest)
+        {
+            return Ok(reports[0].committed);
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("replicas did not converge: {reports:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,130 @@
+//! ZeroMQ at the edge: the event loop that drives a [`Replica`] and the client's socket.
+//!
+//! Each replica binds one ROUTER socket. Replicas reach each other through DEALER sockets
+//! whose routing identity is `r<id>`; clients connect DEALER sockets with any other identity.
+//! Every frame is one encoded [`Message`]. Sockets never block the loop: a full queue drops
+//! the message, and the protocol's retransmissions recover.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use vpr_proto::msg::Message;
+
+use crate::config::ClusterConfig;
+use crate::replica::{Output, Replica, Source};
+use crate::tcc::TccBackend;
+
+/// Milliseconds the loop waits for input before it ticks.
+const TICK_MS: i64 = 10;
+
+/// The identity replica `id` uses on its DEALER sockets.
+pub fn replica_identity(id: u16) -> Vec<u8> {
+    format!("r{id}").into_bytes()
+}
+
+fn source(identity: &[u8]) -> Source {
+    let parsed = identity
+        .strip_prefix(b"r")
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|s| s.parse::<u16>().ok());
+    match parsed {
+        Some(id) => Source::Replica(id),
+        None => Source::Client(identity.to_vec()),
+    }
+}
+
+/// How often a replica rewrites its status file.
+const STATUS_MS: u64 = 100;
+
+/// Runs replica `id` until `stop` is set. If `status_file` is given, the replica keeps its
+/// status there (view, primary, committed update, database digest) as its host sees it.
+pub fn run_replica<B: TccBackend>(
+    config: &ClusterConfig,
+    id: u16,
+    backend: B,
+    stop: &Arc<AtomicBool>,
+    status_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let ctx = zmq::Context::new();
+    let router = ctx.socket(zmq::ROUTER)?;
+    router.set_linger(0)?;
+    router.set_rcvhwm(100_000)?;
+    router.set_sndhwm(100_000)?;
+    let me = config.endpoint(id).context("replica id not in the configuration")?;
+    router.bind(&me).with_context(|| format!("binding {me}"))?;
+    let mut peers = Vec::new();
+    for r in 0..config.n() {
+        if r == id {
+            peers.push(None);
+            continue;
+        }
+        let dealer = ctx.socket(zmq::DEALER)?;
+        dealer.set_identity(&replica_identity(id))?;
+        dealer.set_linger(0)?;
+        dealer.set_sndhwm(100_000)?;
+        dealer.set_immediate(false)?;
+        let endpoint = config.endpoint(r).context("peer endpoint")?;
+        dealer.connect(&endpoint).with_context(|| format!("connecting to {endpoint}"))?;
+        peers.push(Some(dealer));
+    }
+    let mut replica = Replica::new(backend, config, id);
+    let epoch = Instant::now();
+    let now = || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(replica = id, endpoint = %me, "replica listening");
+    let mut last_status = (None, 0);
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(path) = status_file {
+            if now() >= last_status.1 + STATUS_MS {
+                let status = replica.backend().status();
+                if last_status.0 != Some(status) {
+                    crate::status::write(path, &status)?;
+                }
+                last_status = (Some(status), now());
+            }
+        }
+        let mut items = [router.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, TICK_MS)?;
+        let mut outputs = Vec::new();
+        loop {
+            match router.recv_multipart(zmq::DONTWAIT) {
+                Ok(parts) => {
+                    let [identity, payload] = parts.as_slice() else {
+                        tracing::debug!(
+                            frames = parts.len(),
+                            "dropped a message with unexpected framing"
+                        );
+                        continue;
+                    };
+                    match Message::decode(payload) {
+                        Ok(message) => {
+                            outputs.extend(replica.receive(source(identity), message, now()))
+                        }
+                        Err(e) => tracing::debug!(%e, "dropped an undecodable message"),
+                    }
+                }
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        outputs.extend(replica.flush(now()));
+        outputs.extend(replica.tick(now()));
+        for output in outputs {
+            let sent = match &output {
+                Output::Replica(r, bytes) => match peers.get(usize::from(*r)) {
+                    Some(Some(socket)) => socket.send(&bytes[..], zmq::DONTWAIT),
+                    _ => Ok(()),
+                },
+                Output::Client(route, bytes) => router
+                    .send(&route[..], zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|()| router.send(&bytes[..], zmq::DONTWAIT)),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(%e, "send dropped");
+            }
+        }
+    }
+    tracing::info!(replica = id, "replica stopping");
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! The U-Manager: the untrusted runtime around one replica's Manager, as a sans-IO state
+//! machine (messages and ticks in, messages out), after raft-rs. The ZeroMQ loop in `net`
+//! drives it; tests can drive it directly.
+//!
+//! It carries messages and decides *when* to call the Manager (batching, retransmission,
+//! initialization rounds) but never what is true: it holds no key, and every message it
+//! forwards is checked by a Manager or a client.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use vpr_pal::{Call, Effect};
+use vpr_proto::crypto;
+use vpr_proto::msg::{AckInit, ClientId, Join, Message, Reply, Request};
+
+use crate::config::ClusterConfig;
+use crate::tcc::TccBackend;
+
+/// A client's ZeroMQ routing identity.
+pub type Route = Vec<u8>;
+
+/// Where a message came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Another replica.
+    Replica(u16),
+    /// A client.
+    Client(Route),
+}
+
+/// A message to send, already encoded (an update goes to every backup as the same bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// To a replica.
+    Replica(u16, Arc<[u8]>),
+    /// To a client.
+    Client(Route, Arc<[u8]>),
+}
+
+/// An update the primary sent and not yet saw committed.
+#[derive(Debug)]
+struct Sent {
+    bytes: Arc<[u8]>,
+    acked: BTreeSet<u16>,
+    sent_at: u64,
+}
+
+/// The runtime of one replica.
+#[derive(Debug)]
+pub struct Replica<B: TccBackend> {
+    backend: B,
+    id: u16,
+    n: u16,
+    faults: usize,
+    retransmit_ms: u64,
+    join_ms: u64,
+    max_batch: usize,
+    max_in_flight: usize,
+    ready: bool,
+    started_at: Option<u64>,
+    // Initialization.
+    my_join: Option<(Join, u64)>,
+    joins: BTreeMap<u16, Join>,
+    accept: Option<(Arc<[u8]>, u64)>,
+    ack_inits: BTreeSet<u16>,
+    my_ack_init: Option<AckInit>,
+    // Normal case.
+    queue: Vec<Request>,
+    routes: HashMap<(ClientId, u64), Route>,
+    held: BTreeMap<u64, Vec<Reply>>,
+    in_flight: BTreeMap<u64, Sent>,
+}
+
+impl<B: TccBackend> Replica<B> {
+    /// The runtime of replica `id` of `config`, around `backend`.
+    pub fn new(backend: B, config: &ClusterConfig, id: u16) -> Self {
+        Replica {
+            backend,
+            id,
+            n: config.n(),
+            faults: config.faults(),
+            retransmit_ms: config.timeouts.retransmit_ms,
+            join_ms: config.timeouts.join_ms,
+            max_batch: config.max_batch,
+            max_in_flight: config.max_in_flight as usize,
+            ready: false,
+            started_at: None,
+            my_join: None,
+            joins: BTreeMap::new(),
+            accept: None,
+            ack_inits: BTreeSet::new(),
+            my_ack_init: None,
+            queue: Vec::new(),
+            routes: HashMap::new(),
+            held: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    /// The backend (for status).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Whether the group is formed here.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    fn primary(&self) -> u16 {
+        self.backend.primary()
+    }
+
+    fn is_primary(&self) -> bool {
+        self.primary() == self.id
+    }
+
+    fn backups(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.n).filter(move |r| *r != self.id)
+    }
+
+    /// Handles one message.
+    pub fn receive(&mut self, from: Source, message: Message, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        match (from, message) {
+            (Source::Client(route), Message::Request(request)) => {
+                if self.is_primary() {
+                    self.routes.insert((request.client, request.seq), route);
+                    self.queue.push(request);
+                }
+            }
+            (Source::Client(route), Message::ClientHello(hello)) => {
+                if self.ready {
+                    for effect in self.backend.call(Call::Hello(Box::new(hello))) {
+                        if let Effect::Welcome(w) = effect {
+                            out.push(Output::Client(route.clone(), encode(Message::Welcome(w))));
+                        }
+                    }
+                }
+            }
+            (Source::Replica(r), Message::Join(join)) if join.replica == r && self.is_primary() => {
+                self.joins.entry(r).or_insert(join);
+                if let Some((accept, _)) = &self.accept {
+                    // A backup that lost our Accept asks again.
+                    out.push(Output::Replica(r, accept.clone()));
+                }
+                self.maybe_accept(now, &mut out);
+            }
+            (Source::Replica(_), Message::Accept(accept)) => {
+                if let Some(ack) = &self.my_ack_init {
+                    // We accepted already; our AckInit must have been lost.
+                    out.push(Output::Replica(
+                        self.primary(),
+                        encode(Message::AckInit(ack.clone())),
+                    ));
+                } else {
+                    let effects = self.backend.call(Call::Accept(Box::new(accept)));
+                    self.apply(effects, now, &mut out);
+                }
+            }
+            (Source::Replica(r), Message::AckInit(ack)) if ack.replica == r => {
+                self.ack_inits.insert(r);
+                let effects = self.backend.call(Call::AckInit(ack));
+                self.apply(effects, now, &mut out);
+            }
+            (Source::Replica(_), Message::Update(update)) => {
+                let effects = self.backend.call(Call::Update(update));
+                self.apply(effects, now, &mut out);
+            }
+            (Source::Replica(r), Message::Ack(ack)) if ack.replica == r => {
+                if let Some(sent) = self.in_flight.get_mut(&ack.seq) {
+                    sent.acked.insert(r);
+                }
+                let effects = self.backend.call(Call::Ack(ack));
+                self.apply(effects, now, &mut out);
+            }
+            (Source::Replica(_), Message::Commit(commit)) => {
+                let effects = self.backend.call(Call::Commit(commit));
+                self.apply(effects, now, &mut out);
+            }
+            (from, message) => {
+                tracing::debug!(?from, kind = message.kind(), "ignored message");
+            }
+        }
+        out
+    }
+
+    /// Executes the queued requests as one batch (primary), if the pipeline has room.
+    pub fn flush(&mut self, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        while self.ready
+            && !self.queue.is_empty()
+            && self.in_flight.len() < self.max_in_flight
+            && self.is_primary()
+        {
+            let take = self.queue.len().min(self.max_batch);
+            let batch: Vec<Request> = self.queue.drain(..take).collect();
+            let effects = self.backend.call(Call::Requests(batch));
+            self.apply(effects, now, &mut out);
+        }
+        out
+    }
+
+    /// Time passes: initialization rounds and retransmissions.
+    pub fn tick(&mut self, now: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.started_at.get_or_insert(now);
+        if !self.ready {
+            if self.is_primary() {
+                self.maybe_accept(now, &mut out);
+                let missing: Vec<u16> =
+                    self.backups().filter(|r| !self.ack_inits.contains(r)).collect();
+                if let Some((accept, at)) = &mut self.accept {
+                    if now >= *at + self.join_ms {
+                        *at = now;
+                        for r in missing {
+                            out.push(Output::Replica(r, accept.clone()));
+                        }
+                    }
+                }
+            } else if self.my_ack_init.is_none() {
+                self.send_join(now, &mut out);
+            }
+            return out;
+        }
+        if self.is_primary() {
+            let backups: Vec<u16> = self.backups().collect();
+            for sent in self.in_flight.values_mut() {
+                if now >= sent.sent_at + self.retransmit_ms {
+                    sent.sent_at = now;
+                    for r in backups.iter().filter(|r| !sent.acked.contains(r)) {
+                        out.push(Output::Replica(*r, sent.bytes.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn send_join(&mut self, now: u64, out: &mut Vec<Output>) {
+        let primary = self.primary();
+        match &mut self.my_join {
+            Some((join, at)) => {
+                if now >= *at + self.join_ms {
+                    *at = now;
+                    out.push(Output::Replica(primary, encode(Message::Join(join.clone()))));
+                }
+            }
+            None => {
+                for effect in self.backend.call(Call::Join) {
+                    match effect {
+                        Effect::Join(join) => {
+                            out.push(Output::Replica(primary, encode(Message::Join(join.clone()))));
+                            self.my_join = Some((join, now));
+                        }
+                        other => tracing::warn!(?other, "join refused"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Primary: forms the group once every backup joined, or f of them and the join time
+    /// passed.
+    fn maybe_accept(&mut self, now: u64, out: &mut Vec<Output>) {
+        if self.accept.is_some() || !self.is_primary() {
+            return;
+        }
+        let started = self.started_at.unwrap_or(now);
+        let all = self.joins.len() + 1 >= usize::from(self.n);
+        let enough = self.joins.len() >= self.faults && now >= started + self.join_ms;
+        if !(all || enough) {
+            return;
+        }
+        let joins: Vec<Join> = self.joins.values().cloned().collect();
+        let effects = self.backend.call(Call::Joins(joins));
+        self.apply(effects, now, out);
+    }
+
+    /// Carries out the Manager's effects.
+    fn apply(&mut self, effects: Vec<Effect>, now: u64, out: &mut Vec<Output>) {
+        for effect in effects {
+            match effect {
+                Effect::Join(join) => {
+                    out.push(Output::Replica(self.primary(), encode(Message::Join(join))));
+                }
+                Effect::Accept(accept) => {
+                    let bytes = encode(Message::Accept(accept));
+                    for r in self.backups() {
+                        out.push(Output::Replica(r, bytes.clone()));
+                    }
+                    self.accept = Some((bytes, now));
+                }
+                Effect::AckInit(ack) => {
+                    out.push(Output::Replica(
+                        self.primary(),
+                        encode(Message::AckInit(ack.clone())),
+                    ));
+                    self.my_ack_init = Some(ack);
+                }
+                Effect::Ready => {
+                    tracing::info!(replica = self.id, primary = self.is_primary(), "group formed");
+                    self.ready = true;
+                }
+                Effect::Welcome(_) => {}
+                Effect::Update(update) => {
+                    let seq = update.seq;
+                    let bytes = encode(Message::Update(update));
+                    for r in self.backups() {
+                        out.push(Output::Replica(r, bytes.clone()));
+                    }
+                    self.in_flight
+                        .insert(seq, Sent { bytes, acked: BTreeSet::new(), sent_at: now });
+                }
+                Effect::Ack(ack) => {
+                    out.push(Output::Replica(self.primary(), encode(Message::Ack(ack))));
+                }
+                Effect::Commit(commit) => {
+                    self.in_flight.retain(|seq, _| *seq > commit.seq);
+                    let bytes = encode(Message::Commit(commit));
+                    for r in self.backups() {
+                        out.push(Output::Replica(r, bytes.clone()));
+                    }
+                }
+                Effect::Reply { reply, blinded_until: Some(seq) } => {
+                    self.held.entry(seq).or_default().push(reply);
+                }
+                Effect::Reply { reply, blinded_until: None } => self.send_reply(reply, out),
+                Effect::Release { seq, blinder } => {
+                    self.in_flight.remove(&seq);
+                    for mut reply in self.held.remove(&seq).unwrap_or_default() {
+                        crypto::xor(&mut reply.tag, &blinder);
+                        self.send_reply(reply, out);
+                    }
+                }
+                Effect::Refused(why) => tracing::debug!(replica = self.id, %why, "refused"),
+            }
+        }
+    }
+
+    fn send_reply(&mut self, reply: Reply, out: &mut Vec<Output>) {
+        if let Some(route) = self.routes.remove(&(reply.client, reply.seq)) {
+            out.push(Output::Client(route, encode(Message::Reply(reply))));
+        }
+    }
+}
+
+fn encode(message: Message) -> Arc<[u8]> {
+    message.encode().into()
+}

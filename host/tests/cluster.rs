@@ -1,0 +1,177 @@
+//! Local clusters of real replica processes over ZeroMQ on loopback, on the simulation
+//! backend: convergence, availability with f replicas down, loss of a majority, exactly-once
+//! retransmission, and the `vpr sql` command's contract.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use vpr_host::client::{Client, ClientError};
+use vpr_host::config::ClusterConfig;
+use vpr_host::launcher::{files, LocalCluster};
+use vpr_proto::msg::{Outcome, Value};
+
+const VPR: &str = env!("CARGO_BIN_EXE_vpr");
+
+fn start(n: u16) -> (tempfile::TempDir, LocalCluster, ClusterConfig) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = LocalCluster::start(dir.path(), n, None, Path::new(VPR)).expect("start");
+    let path = cluster.wait_ready(Duration::from_secs(30)).expect("cluster forms");
+    let config = ClusterConfig::load(&path).expect("client config");
+    (dir, cluster, config)
+}
+
+fn ok(outcome: Outcome) -> Outcome {
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    outcome
+}
+
+/// Reported statuses once every replica reports the same committed update.
+fn converged(cluster: &LocalCluster) -> Vec<vpr_host::status::Reported> {
+    for _ in 0..200 {
+        let reports: Vec<_> = (0..cluster.config().n())
+            .filter_map(|id| vpr_host::status::read(&cluster.dir().join(files::status(id))).ok())
+            .collect();
+        if reports.len() == usize::from(cluster.config().n())
+            && reports.iter().all(|r| r.committed == reports[0].committed)
+        {
+            return reports;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("replicas did not converge");
+}
+
+/// A workload of 1,000+ statements; then every replica's file hash is equal and the content
+/// equals a single-node rusqlite replay of the same statements.
+#[test]
+fn three_and_five_replicas_converge_and_match_a_single_node_replay() {
+    for n in [3, 5] {
+        let (_dir, cluster, config) = start(n);
+        let mut client = Client::connect(&config).expect("connect");
+        let reference = rusqlite::Connection::open_in_memory().expect("rusqlite");
+        let mut statements = vec![
+            "CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT, n REAL)".to_owned(),
+            "CREATE INDEX kv_v ON kv(v)".to_owned(),
+        ];
+        for i in 0..1000 {
+            statements.push(match i % 10 {
+                0..=6 => format!("INSERT INTO kv(v, n) VALUES ('value {i}', {i} / 7.0)"),
+                7 | 8 => format!("UPDATE kv SET n = n * 2, v = v || '!' WHERE k % 13 = {}", i % 13),
+                _ => format!("DELETE FROM kv WHERE k = {}", i / 2),
+            });
+        }
+        for s in &statements {
+            ok(client.execute(s, Vec::new()).expect("verified reply"));
+            reference.execute_batch(s).expect("reference");
+        }
+        let dump = "SELECT k, v, n FROM kv ORDER BY k";
+        let ours = ok(client.execute(dump, Vec::new()).expect("dump"));
+        let mut stmt = reference.prepare(dump).expect("prepare");
+        let theirs: Vec<Vec<Value>> = stmt
+            .query_map([], |r| {
+                Ok(vec![
+                    Value::Integer(r.get(0)?),
+                    Value::Text(r.get::<_, String>(1)?.into_bytes()),
+                    Value::Real(r.get(2)?),
+                ])
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(theirs.len() > 300, "the workload left {} rows", theirs.len());
+        assert_eq!(ours.results[0].rows, theirs, "cluster content differs from the replay ({n})");
+        let reports = converged(&cluster);
+        assert!(
+            reports.iter().all(|r| r.digest == reports[0].digest),
+            "digests differ: {reports:?}"
+        );
+        // Every statement that changed the database made one update (UPDATEs and DELETEs
+        // that matched no row write nothing and make none).
+        assert!(reports[0].committed >= 700, "only {} updates committed", reports[0].committed);
+    }
+}
+
+/// With f replicas down from the start the group forms and writes commit; with f + 1 down,
+/// writes do not commit and the client gets an error, never an unverified answer.
+#[test]
+fn f_down_still_commits_and_f_plus_one_down_does_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = LocalCluster::start(dir.path(), 3, None, Path::new(VPR)).expect("start");
+    cluster.kill(2).expect("kill backup 2");
+    let path = cluster.wait_ready(Duration::from_secs(30)).expect("forms with a majority");
+    let mut config = ClusterConfig::load(&path).expect("config");
+    config.timeouts.request_ms = 500;
+    config.timeouts.request_attempts = 2;
+    let mut client = Client::connect(&config).expect("connect");
+    ok(client.execute("CREATE TABLE t(x)", Vec::new()).expect("commits with f down"));
+    ok(client.execute("INSERT INTO t VALUES (1)", Vec::new()).expect("commits with f down"));
+    cluster.kill(1).expect("kill backup 1");
+    match client.execute("INSERT INTO t VALUES (2)", Vec::new()) {
+        Err(ClientError::Unreachable(_)) => {}
+        other => panic!("a write committed without a majority: {other:?}"),
+    }
+}
+
+/// A retransmitted request is executed once and answered with the same verified outcome; SQL
+/// errors come back as verified errors and change nothing.
+#[test]
+fn retransmissions_execute_once_and_errors_change_nothing() {
+    let (_dir, _cluster, config) = start(3);
+    let mut client = Client::connect(&config).expect("connect");
+    ok(client.execute("CREATE TABLE t(x INTEGER NOT NULL)", Vec::new()).expect("create"));
+    let request = client.session_mut().request("INSERT INTO t VALUES (random())".into(), vec![]);
+    let first = ok(client.send(&request).expect("first"));
+    let again = ok(client.send(&request).expect("retransmission"));
+    assert_eq!(first, again);
+    let count = ok(client.execute("SELECT count(*) FROM t", Vec::new()).expect("count"));
+    assert_eq!(count.results[0].rows, [[Value::Integer(1)]]);
+    let bad = client.execute("INSERT INTO t VALUES (NULL)", Vec::new()).expect("verified error");
+    assert_eq!(bad.error.expect("NOT NULL violated").code, 1299);
+    let big = client.execute(&format!("SELECT '{}'", "x".repeat(2 << 20)), Vec::new());
+    assert!(big.is_err() || big.is_ok_and(|o| o.error.is_some()), "oversized request accepted");
+    let count = ok(client.execute("SELECT count(*) FROM t", Vec::new()).expect("count"));
+    assert_eq!(count.results[0].rows, [[Value::Integer(1)]]);
+}
+
+/// `vpr sql`: list-mode rows, exit 0; an SQL error: message on stderr, exit 1; an unreachable
+/// service: exit 2.
+#[test]
+fn vpr_sql_exit_codes_and_output() {
+    let (dir, _cluster, _config) = start(3);
+    let config = dir.path().join(files::CLUSTER);
+    let run = |args: &[&str], config: &Path| {
+        Command::new(VPR)
+            .arg("sql")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .output()
+            .expect("vpr sql")
+    };
+    let out = run(
+        &[
+            "-c",
+            "CREATE TABLE t(a, b); INSERT INTO t VALUES (1, 'x'), (2.5, NULL); SELECT * FROM t",
+        ],
+        &config,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1|x\n2.5|\n");
+    let out = run(&["--json", "-c", "SELECT 1, 'a\"b', x'00ff', NULL, 0.5"], &config);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[1,\"a\\\"b\",{\"blob\":\"00ff\"},null,0.5]\n"
+    );
+    let out = run(&["-c", "SELECT * FROM missing"], &config);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such table"));
+    let mut unreachable = ClusterConfig::load(&config).expect("config");
+    unreachable.replicas[0].address = "127.0.0.1:1".into();
+    unreachable.timeouts.request_ms = 200;
+    unreachable.timeouts.request_attempts = 1;
+    let bad = dir.path().join("unreachable.toml");
+    unreachable.save(&bad).expect("save");
+    let out = run(&["-c", "SELECT 1"], &bad);
+    assert_eq!(out.status.code(), Some(2));
+}
