@@ -175,3 +175,48 @@ fn vpr_sql_exit_codes_and_output() {
     let out = run(&["-c", "SELECT 1"], &bad);
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid.trim()).exists()
+        && !std::fs::read_to_string(Path::new("/proc").join(pid.trim()).join("stat"))
+            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+}
+
+/// `vpr cluster`: writes cluster.toml once ready and a pid file per replica, serves clients,
+/// and stops every replica on SIGTERM.
+#[test]
+fn vpr_cluster_command_contract() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = Command::new(VPR)
+        .args(["cluster", "--replicas", "3", "--dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vpr cluster");
+    let config = dir.path().join(files::CLUSTER);
+    for _ in 0..600 {
+        if config.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(config.exists(), "cluster.toml never appeared");
+    let pids: Vec<String> = (0..3)
+        .map(|id| std::fs::read_to_string(dir.path().join(files::pid(id))).expect("pid file"))
+        .collect();
+    assert!(pids.iter().all(|p| alive(p)), "a replica is not running");
+    let out = Command::new(VPR)
+        .arg("sql")
+        .arg("--config")
+        .arg(&config)
+        .args(["-c", "CREATE TABLE t(x); INSERT INTO t VALUES (7); SELECT x * 6 FROM t"])
+        .output()
+        .expect("vpr sql");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+    let term = Command::new("kill").arg("-TERM").arg(cluster.id().to_string()).status();
+    assert!(term.expect("kill").success());
+    let status = cluster.wait().expect("cluster exits");
+    assert!(status.success(), "{status}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(pids.iter().all(|p| !alive(p)), "replicas outlived the cluster");
+}
