@@ -16,6 +16,9 @@ use vpr_proto::msg::{AckInit, ClientId, Join, Message, Reply, Request};
 use crate::config::ClusterConfig;
 use crate::tcc::TccBackend;
 
+/// How long the primary remembers where to send a reply.
+const ROUTE_TTL_MS: u64 = 60_000;
+
 /// A client's ZeroMQ routing identity.
 pub type Route = Vec<u8>;
 
@@ -66,7 +69,8 @@ pub struct Replica<B: TccBackend> {
     my_ack_init: Option<AckInit>,
     // Normal case.
     queue: Vec<Request>,
-    routes: HashMap<(ClientId, u64), Route>,
+    /// Where to send each awaited reply, and since when it is awaited.
+    routes: HashMap<(ClientId, u64), (Route, u64)>,
     held: BTreeMap<u64, Vec<Reply>>,
     in_flight: BTreeMap<u64, Sent>,
 }
@@ -125,7 +129,7 @@ impl<B: TccBackend> Replica<B> {
         match (from, message) {
             (Source::Client(route), Message::Request(request)) => {
                 if self.is_primary() {
-                    self.routes.insert((request.client, request.seq), route);
+                    self.routes.insert((request.client, request.seq), (route, now));
                     self.queue.push(request);
                 }
             }
@@ -223,6 +227,9 @@ impl<B: TccBackend> Replica<B> {
             }
             return out;
         }
+        // Forget routes of requests that were refused or never answered; a client that still
+        // waits retransmits and is routed again.
+        self.routes.retain(|_, (_, since)| now < *since + ROUTE_TTL_MS);
         if self.is_primary() {
             let backups: Vec<u16> = self.backups().collect();
             for sent in self.in_flight.values_mut() {
@@ -339,7 +346,7 @@ impl<B: TccBackend> Replica<B> {
     }
 
     fn send_reply(&mut self, reply: Reply, out: &mut Vec<Output>) {
-        if let Some(route) = self.routes.remove(&(reply.client, reply.seq)) {
+        if let Some((route, _)) = self.routes.remove(&(reply.client, reply.seq)) {
             out.push(Output::Client(route, encode(Message::Reply(reply))));
         }
     }
