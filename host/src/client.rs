@@ -50,7 +50,9 @@ impl Client {
     /// Connects to the primary and runs the attested key exchange.
     pub fn connect(config: &ClusterConfig) -> Result<Client, ClientError> {
         let trust: Trust = config.trust().map_err(|e| ClientError::Local(e.to_string()))?;
-        let ctx = zmq::Context::new();
+        // One context (one I/O thread) for all of this process's clients.
+        static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
+        let ctx = CONTEXT.get_or_init(zmq::Context::new).clone();
         let socket = ctx.socket(zmq::DEALER)?;
         socket.set_linger(0)?;
         let mut id = [0u8; 16];

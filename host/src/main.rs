@@ -69,6 +69,9 @@ enum Command {
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
     Demo,
+    /// Measure throughput and latency percentiles of a running cluster against an unreplicated
+    /// in-process SQLite baseline.
+    Bench(vpr_host::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Replica { config, id, data, status } => replica(&config, id, data, status),
         Command::Sql { config, command, json } => sql(&config, command.as_deref(), json),
         Command::Demo => demo(),
+        Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
     }
 }
 

@@ -32,6 +32,9 @@ pub trait TccBackend {
     fn status(&self) -> Status;
     /// The primary of the Manager's current view.
     fn primary(&self) -> u16;
+    /// Cheap progress marks (ready, view, last committed update): the status changes only when
+    /// these do.
+    fn progress(&self) -> (bool, u64, u64);
     /// Runs the Manager on one call.
     fn call(&mut self, call: Call) -> Vec<Effect>;
     /// The PAL identity (measurement) the TCC reports.

@@ -68,7 +68,8 @@ pub struct SimulatedServices {
     identity: Digest,
     key: KeyPair,
     certificate: Signature,
-    counters_file: PathBuf,
+    counters_path: PathBuf,
+    counters_file: fs::File,
     counters: [u64; 2],
 }
 
@@ -90,23 +91,31 @@ impl SimulatedServices {
             Err(e) if e.kind() == io::ErrorKind::NotFound => [0, 0],
             Err(e) => return Err(e),
         };
+        if !counters_file.exists() {
+            write_atomically(&counters_file, &[0; 16])?;
+        }
+        let file = fs::OpenOptions::new().read(true).write(true).open(&counters_file)?;
         let key = KeyPair::generate(&mut OsRng);
         let certificate = manufacturer.certify(&key.public());
         Ok(SimulatedServices {
             identity: simulated_identity(),
             key,
             certificate,
-            counters_file,
+            counters_path: counters_file,
+            counters_file: file,
             counters,
         })
     }
 
+    /// Overwrites the 16 bytes in place: one `pwrite` within a page, which a killed process
+    /// either made or did not (the simulation models process crashes, not power loss).
     fn store(&self) -> Result<(), TccError> {
+        use std::os::unix::fs::FileExt;
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.counters[0].to_le_bytes());
         bytes[8..].copy_from_slice(&self.counters[1].to_le_bytes());
-        write_atomically(&self.counters_file, &bytes).map_err(|e| {
-            TccError(format!("storing counters in {}: {e}", self.counters_file.display()))
+        self.counters_file.write_all_at(&bytes, 0).map_err(|e| {
+            TccError(format!("storing counters in {}: {e}", self.counters_path.display()))
         })
     }
 }
@@ -168,6 +177,10 @@ impl Simulation {
 impl TccBackend for Simulation {
     fn primary(&self) -> u16 {
         self.manager.primary()
+    }
+
+    fn progress(&self) -> (bool, u64, u64) {
+        (self.manager.is_ready(), self.manager.view(), self.manager.committed())
     }
 
     fn status(&self) -> super::Status {
