@@ -24,10 +24,11 @@ pub struct Timeouts {
     pub request_ms: u64,
     /// Attempts a client makes before reporting the service unreachable.
     pub request_attempts: u32,
-    /// The primary resends an update to backups that have not acknowledged it.
+    /// Resend period: updates to backups that have not acknowledged them, Joins and Accepts
+    /// until answered.
     pub retransmit_ms: u64,
-    /// A backup resends its Join; the primary waits this long for all Joins before forming
-    /// the group with a majority.
+    /// The primary waits this long for every backup's Join before forming the group with a
+    /// majority.
     pub join_ms: u64,
 }
 

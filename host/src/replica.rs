@@ -16,6 +16,9 @@ use vpr_proto::msg::{AckInit, ClientId, Join, Message, Reply, Request};
 use crate::config::ClusterConfig;
 use crate::tcc::TccBackend;
 
+/// How many times the primary resends its latest Commit while no newer one replaces it.
+const COMMIT_RESENDS: u32 = 5;
+
 /// How long the primary remembers where to send a reply.
 const ROUTE_TTL_MS: u64 = 60_000;
 
@@ -40,13 +43,19 @@ pub enum Output {
     Client(Route, Arc<[u8]>),
 }
 
-/// An update the primary sent and not yet saw committed.
+/// An update the primary sent, kept until every backup acknowledged it (or the log is full):
+/// a backup that missed it, even after it committed, gets it again.
 #[derive(Debug)]
 struct Sent {
     bytes: Arc<[u8]>,
     acked: BTreeSet<u16>,
     sent_at: u64,
+    committed: bool,
 }
+
+/// Most updates kept for backups that have not acknowledged them. A backup further behind
+/// needs state transfer.
+const RETAINED_UPDATES: usize = 1024;
 
 /// The runtime of one replica.
 #[derive(Debug)]
@@ -73,6 +82,9 @@ pub struct Replica<B: TccBackend> {
     routes: HashMap<(ClientId, u64), (Route, u64)>,
     held: BTreeMap<u64, Vec<Reply>>,
     in_flight: BTreeMap<u64, Sent>,
+    /// The latest Commit, when it was last sent, and how often it was resent: a lost Commit
+    /// would leave backups holding committed updates unapplied while the service is idle.
+    last_commit: Option<(Arc<[u8]>, u64, u32)>,
 }
 
 impl<B: TccBackend> Replica<B> {
@@ -98,6 +110,7 @@ impl<B: TccBackend> Replica<B> {
             routes: HashMap::new(),
             held: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            last_commit: None,
         }
     }
 
@@ -172,8 +185,12 @@ impl<B: TccBackend> Replica<B> {
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(r), Message::Ack(ack)) if ack.replica == r => {
+                let everyone = usize::from(self.n) - 1;
                 if let Some(sent) = self.in_flight.get_mut(&ack.seq) {
                     sent.acked.insert(r);
+                    if sent.committed && sent.acked.len() >= everyone {
+                        self.in_flight.remove(&ack.seq);
+                    }
                 }
                 let effects = self.backend.call(Call::Ack(ack));
                 self.apply(effects, now, &mut out);
@@ -194,7 +211,7 @@ impl<B: TccBackend> Replica<B> {
         let mut out = Vec::new();
         while self.ready
             && !self.queue.is_empty()
-            && self.in_flight.len() < self.max_in_flight
+            && self.in_flight.values().filter(|s| !s.committed).count() < self.max_in_flight
             && self.is_primary()
         {
             let take = self.queue.len().min(self.max_batch);
@@ -215,7 +232,7 @@ impl<B: TccBackend> Replica<B> {
                 let missing: Vec<u16> =
                     self.backups().filter(|r| !self.ack_inits.contains(r)).collect();
                 if let Some((accept, at)) = &mut self.accept {
-                    if now >= *at + self.join_ms {
+                    if now >= *at + self.retransmit_ms {
                         *at = now;
                         for r in missing {
                             out.push(Output::Replica(r, accept.clone()));
@@ -232,12 +249,31 @@ impl<B: TccBackend> Replica<B> {
         self.routes.retain(|_, (_, since)| now < *since + ROUTE_TTL_MS);
         if self.is_primary() {
             let backups: Vec<u16> = self.backups().collect();
+            if let Some((bytes, at, resent)) = &mut self.last_commit {
+                if *resent < COMMIT_RESENDS && now >= *at + self.retransmit_ms {
+                    *at = now;
+                    *resent += 1;
+                    for r in &backups {
+                        out.push(Output::Replica(*r, bytes.clone()));
+                    }
+                }
+            }
+            let mut lagging = BTreeSet::new();
             for sent in self.in_flight.values_mut() {
                 if now >= sent.sent_at + self.retransmit_ms {
                     sent.sent_at = now;
                     for r in backups.iter().filter(|r| !sent.acked.contains(r)) {
                         out.push(Output::Replica(*r, sent.bytes.clone()));
+                        if sent.committed {
+                            lagging.insert(*r);
+                        }
                     }
+                }
+            }
+            // A backup catching up on committed updates also needs to hear they committed.
+            if let Some((bytes, _, _)) = &self.last_commit {
+                for r in lagging {
+                    out.push(Output::Replica(r, bytes.clone()));
                 }
             }
         }
@@ -248,7 +284,7 @@ impl<B: TccBackend> Replica<B> {
         let primary = self.primary();
         match &mut self.my_join {
             Some((join, at)) => {
-                if now >= *at + self.join_ms {
+                if now >= *at + self.retransmit_ms {
                     *at = now;
                     out.push(Output::Replica(primary, encode(Message::Join(join.clone()))));
                 }
@@ -316,25 +352,34 @@ impl<B: TccBackend> Replica<B> {
                     for r in self.backups() {
                         out.push(Output::Replica(r, bytes.clone()));
                     }
-                    self.in_flight
-                        .insert(seq, Sent { bytes, acked: BTreeSet::new(), sent_at: now });
+                    self.in_flight.insert(
+                        seq,
+                        Sent { bytes, acked: BTreeSet::new(), sent_at: now, committed: false },
+                    );
                 }
                 Effect::Ack(ack) => {
                     out.push(Output::Replica(self.primary(), encode(Message::Ack(ack))));
                 }
                 Effect::Commit(commit) => {
-                    self.in_flight.retain(|seq, _| *seq > commit.seq);
+                    let everyone = usize::from(self.n) - 1;
+                    for (seq, sent) in self.in_flight.iter_mut() {
+                        sent.committed |= *seq <= commit.seq;
+                    }
+                    self.in_flight.retain(|_, s| !s.committed || s.acked.len() < everyone);
+                    while self.in_flight.len() > RETAINED_UPDATES {
+                        self.in_flight.pop_first();
+                    }
                     let bytes = encode(Message::Commit(commit));
                     for r in self.backups() {
                         out.push(Output::Replica(r, bytes.clone()));
                     }
+                    self.last_commit = Some((bytes, now, 0));
                 }
                 Effect::Reply { reply, blinded_until: Some(seq) } => {
                     self.held.entry(seq).or_default().push(reply);
                 }
                 Effect::Reply { reply, blinded_until: None } => self.send_reply(reply, out),
                 Effect::Release { seq, blinder } => {
-                    self.in_flight.remove(&seq);
                     for mut reply in self.held.remove(&seq).unwrap_or_default() {
                         crypto::xor(&mut reply.tag, &blinder);
                         self.send_reply(reply, out);

@@ -69,11 +69,16 @@ impl<T: Tcc> Manager<T> {
         if commit.seq <= self.committed.0 {
             return Ok(Vec::new());
         }
-        let Some((_, chain)) = self.held.iter().find(|(u, _)| u.seq == commit.seq) else {
-            return Err(format!("commit {}: update not held; catch-up is needed", commit.seq));
-        };
-        if *chain != commit.chain {
-            return Err(format!("commit {}: another chain hash than the held update", commit.seq));
+        // Updates commit in chain order, so a Commit for c covers every held update up to c.
+        // When c itself is held, its chain hash must match; a Commit beyond what is held (a
+        // lagging backup) applies what is held, and the rest arrives by retransmission.
+        if let Some((_, chain)) = self.held.iter().find(|(u, _)| u.seq == commit.seq) {
+            if *chain != commit.chain {
+                return Err(format!(
+                    "commit {}: another chain hash than the held update",
+                    commit.seq
+                ));
+            }
         }
         while self.held.front().is_some_and(|(u, _)| u.seq <= commit.seq) {
             let Some((update, chain)) = self.held.pop_front() else { break };
