@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use vpr_proto::client::{Pending, Session, Trust};
-use vpr_proto::msg::{Message, Outcome, Request, Value};
+use vpr_proto::msg::{Message, Outcome, Request, StatusReport, Value};
 
 use crate::config::ClusterConfig;
 
@@ -31,7 +31,7 @@ impl From<zmq::Error> for ClientError {
 
 /// A connected, verified client session.
 pub struct Client {
-    _ctx: zmq::Context,
+    ctx: zmq::Context,
     socket: zmq::Socket,
     session: Session,
     timeout: Duration,
@@ -73,7 +73,7 @@ impl Client {
                 let session = pending
                     .finish(&w, &trust)
                     .map_err(|e| ClientError::Verification(e.to_string()))?;
-                return Ok(Client { _ctx: ctx, socket, session, timeout, attempts });
+                return Ok(Client { ctx, socket, session, timeout, attempts });
             }
         }
         Err(ClientError::Unreachable(format!("no welcome from {endpoint}")))
@@ -103,6 +103,40 @@ impl Client {
             "no reply to request {} after {} attempts",
             request.seq, self.attempts
         )))
+    }
+
+    /// Asks every replica of `config` for its status; each report is authenticated by that
+    /// replica's Manager with this client's key (so the untrusted host cannot forge it).
+    pub fn status(&self, config: &ClusterConfig) -> Vec<(u16, Result<StatusReport, ClientError>)> {
+        (0..config.n()).map(|id| (id, self.status_of(config, id))).collect()
+    }
+
+    fn status_of(&self, config: &ClusterConfig, id: u16) -> Result<StatusReport, ClientError> {
+        let endpoint =
+            config.endpoint(id).ok_or_else(|| ClientError::Local("no such replica".into()))?;
+        let socket = self.ctx.socket(zmq::DEALER)?;
+        socket.set_linger(0)?;
+        socket.connect(&endpoint)?;
+        let mut nonce = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut nonce);
+        let request = self.session.status_request(nonce);
+        for _ in 0..self.attempts {
+            socket.send(Message::StatusRequest(request.clone()).encode(), 0)?;
+            let wanted = |m: &Message| matches!(m, Message::StatusReport(r) if r.nonce == nonce);
+            if let Some(Message::StatusReport(report)) = receive(&socket, self.timeout, wanted)? {
+                self.session
+                    .verify_status(&request, &report)
+                    .map_err(|e| ClientError::Verification(e.to_string()))?;
+                if report.replica != id {
+                    return Err(ClientError::Verification(format!(
+                        "replica {id} answered as replica {}",
+                        report.replica
+                    )));
+                }
+                return Ok(report);
+            }
+        }
+        Err(ClientError::Unreachable(format!("no status from replica {id} at {endpoint}")))
     }
 
     /// The session (its identity), e.g. for tests that build requests by hand.

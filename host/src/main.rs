@@ -66,6 +66,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show each replica's view, primary, state counter and database hash, as its Manager
+    /// reports them (authenticated with this client's key).
+    Status {
+        /// The client configuration (cluster.toml).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
     Demo,
@@ -96,6 +103,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
         Command::Replica { config, id, data, status } => replica(&config, id, data, status),
         Command::Sql { config, command, json } => sql(&config, command.as_deref(), json),
+        Command::Status { config } => status(&config),
         Command::Demo => demo(),
         Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
     }
@@ -181,6 +189,32 @@ fn sql(config_path: &Path, command: Option<&str>, json: bool) -> Result<ExitCode
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)))
 }
 
+fn status(config_path: &Path) -> Result<ExitCode> {
+    let config = ClusterConfig::load(config_path)?;
+    let client = match Client::connect(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vpr: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut code = ExitCode::SUCCESS;
+    println!("replica  view  primary  state  database sha256");
+    for (id, report) in client.status(&config) {
+        match report {
+            Ok(r) => println!(
+                "{id:>7}  {:>4}  {:>7}  {:>5}  {}",
+                r.view, r.primary, r.committed, r.digest
+            ),
+            Err(e) => {
+                println!("{id:>7}  -- {e}");
+                code = ExitCode::from(2);
+            }
+        }
+    }
+    Ok(code)
+}
+
 /// The demo's workload: tables, inserts, updates, a join, an aggregate, and a
 /// non-deterministic insert that only the primary executes.
 const DEMO: &[&str] = &[
@@ -216,31 +250,35 @@ fn demo() -> Result<ExitCode> {
         }
     }
     drop(out);
-    let committed = wait_converged(&cluster, Duration::from_secs(10))?;
-    println!("\nEvery reply above was verified. Replica databases after update {committed}:");
-    for id in 0..3 {
-        let s = vpr_host::status::read(&cluster.dir().join(files::status(id)))?;
-        let role = if s.primary == id { "primary" } else { "backup" };
-        println!("  replica {id} ({role:7}) sha256 {}", s.digest);
+    let reports = wait_converged(&client, &config, Duration::from_secs(10))?;
+    println!(
+        "\nEvery reply above was verified. Each replica's state, reported and authenticated by \
+         its Manager:"
+    );
+    for r in &reports {
+        let role = if r.primary == r.replica { "primary" } else { "backup" };
+        println!("  replica {} ({role:7}) update {} sha256 {}", r.replica, r.committed, r.digest);
     }
     cluster.stop();
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits until every replica reports the same committed update and digest.
-fn wait_converged(cluster: &LocalCluster, timeout: Duration) -> Result<u64> {
+/// Waits until every replica reports (authenticated) the same committed update and digest.
+fn wait_converged(
+    client: &Client,
+    config: &ClusterConfig,
+    timeout: Duration,
+) -> Result<Vec<vpr_proto::msg::StatusReport>> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        let reports: Vec<_> = (0..cluster.config().n())
-            .map(|id| vpr_host::status::read(&cluster.dir().join(files::status(id))))
-            .collect::<io::Result<_>>()
-            .unwrap_or_default();
-        if reports.len() == usize::from(cluster.config().n())
+        let reports: Vec<_> =
+            client.status(config).into_iter().filter_map(|(_, r)| r.ok()).collect();
+        if reports.len() == usize::from(config.n())
             && reports
                 .iter()
                 .all(|r| r.committed == reports[0].committed && r.digest == reports[0].digest)
         {
-            return Ok(reports[0].committed);
+            return Ok(reports);
         }
         if std::time::Instant::now() >= deadline {
             anyhow::bail!("replicas did not converge: {reports:?}");

@@ -155,6 +155,16 @@ impl<B: TccBackend> Replica<B> {
                     }
                 }
             }
+            (Source::Client(route), Message::StatusRequest(request)) => {
+                for effect in self.backend.call(Call::Status(request)) {
+                    if let Effect::Status(report) = effect {
+                        out.push(Output::Client(
+                            route.clone(),
+                            encode(Message::StatusReport(report)),
+                        ));
+                    }
+                }
+            }
             (Source::Replica(r), Message::Join(join)) if join.replica == r && self.is_primary() => {
                 self.joins.entry(r).or_insert(join);
                 if let Some((accept, _)) = &self.accept {
@@ -385,6 +395,7 @@ impl<B: TccBackend> Replica<B> {
                         self.send_reply(reply, out);
                     }
                 }
+                Effect::Status(_) => {}
                 Effect::Refused(why) => tracing::debug!(replica = self.id, %why, "refused"),
             }
         }

@@ -9,7 +9,9 @@ use rand_core::{CryptoRng, RngCore};
 use crate::attest::AttestError;
 use crate::crypto::{self, Key, KeyPair, PublicKey};
 use crate::digest::Digest;
-use crate::msg::{ClientHello, ClientId, Outcome, Reply, Request, Value, Welcome};
+use crate::msg::{
+    ClientHello, ClientId, Outcome, Reply, Request, StatusReport, StatusRequest, Value, Welcome,
+};
 
 /// What a Welcome's attestation vouches for.
 pub fn welcome_data(hello: &ClientHello, w: &Welcome) -> Digest {
@@ -121,6 +123,28 @@ impl Session {
         let mut request = Request { client: self.client, seq, sql, params, tag: [0; 32] };
         request.tag = crypto::mac(&self.key, &[&request.signed_bytes()]);
         request
+    }
+
+    /// A status question for one replica, with a fresh nonce.
+    pub fn status_request(&self, nonce: [u8; 32]) -> StatusRequest {
+        let mut request = StatusRequest { client: self.client, nonce, tag: [0; 32] };
+        request.tag = crypto::mac(&self.key, &[&request.signed_bytes()]);
+        request
+    }
+
+    /// Verifies a replica's status report to `request`.
+    pub fn verify_status(
+        &self,
+        request: &StatusRequest,
+        report: &StatusReport,
+    ) -> Result<(), ClientError> {
+        if report.nonce != request.nonce {
+            return Err(ClientError::WrongRequest);
+        }
+        if !crypto::mac_ok(&self.key, &[&report.signed_bytes()], &report.tag) {
+            return Err(ClientError::BadTag);
+        }
+        Ok(())
     }
 
     /// Verifies a reply to `request`; only a verified outcome may be used.

@@ -322,3 +322,55 @@ pub struct Commit {
     /// HMAC under K over "vpr commit" || view || seq || chain.
     pub tag: Tag,
 }
+
+/// A client's question to one replica: what is your state? (`vpr status`)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRequest {
+    /// The asking client.
+    pub client: ClientId,
+    /// Freshness: the report echoes it.
+    pub nonce: [u8; 32],
+    /// HMAC under Kc over "vpr status request" || client || nonce.
+    pub tag: Tag,
+}
+
+/// One replica's state as its Manager reports it, authenticated for the asking client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// Its view counter.
+    pub view: u64,
+    /// The primary of that view.
+    pub primary: ReplicaId,
+    /// Its state counter: the last update it committed (primary) or applied (backup).
+    pub committed: u64,
+    /// SHA-256 of its database file.
+    pub digest: Digest,
+    /// The request's nonce.
+    pub nonce: [u8; 32],
+    /// HMAC under Kc over [`StatusReport::signed_bytes`].
+    pub tag: Tag,
+}
+
+impl StatusRequest {
+    /// The bytes the tag authenticates.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::crypto::concat(&[b"vpr status request", &self.client, &self.nonce])
+    }
+}
+
+impl StatusReport {
+    /// The bytes the tag authenticates.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::crypto::concat(&[
+            b"vpr status",
+            &self.replica.to_le_bytes(),
+            &self.view.to_le_bytes(),
+            &self.primary.to_le_bytes(),
+            &self.committed.to_le_bytes(),
+            self.digest.as_bytes(),
+            &self.nonce,
+        ])
+    }
+}

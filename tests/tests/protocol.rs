@@ -193,3 +193,34 @@ impl Cluster {
         self.refused.iter().filter(|(_, why)| why.contains("older")).count()
     }
 }
+
+/// Status reports are authenticated for the asking client: a host cannot forge or replay them.
+#[test]
+fn status_reports_are_authenticated() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let request = client.status_request([9; 32]);
+    for r in 0..3u16 {
+        let report =
+            match c.replicas[usize::from(r)].call(vpr_pal::Call::Status(request.clone())).pop() {
+                Some(vpr_pal::Effect::Status(report)) => report,
+                other => panic!("status: {other:?}"),
+            };
+        assert_eq!(report.replica, r);
+        client.verify_status(&request, &report).expect("genuine report verifies");
+        let mut forged = report.clone();
+        forged.committed += 1;
+        assert_eq!(client.verify_status(&request, &forged), Err(ClientError::BadTag));
+        let fresh = client.status_request([10; 32]);
+        assert_eq!(
+            client.verify_status(&fresh, &report),
+            Err(ClientError::WrongRequest),
+            "replayed"
+        );
+    }
+    let mut forged_request = request.clone();
+    forged_request.client[0] ^= 1;
+    let out = c.replicas[0].call(vpr_pal::Call::Status(forged_request));
+    assert!(matches!(out.as_slice(), [vpr_pal::Effect::Refused(_)]));
+}

@@ -24,7 +24,8 @@ use alloc::vec::Vec;
 use vpr_proto::crypto::{self, Key, KeyPair, PublicKey, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{
-    Accept, Ack, AckInit, ClientHello, Commit, Join, ReplicaId, Reply, Request, Update, Welcome,
+    Accept, Ack, AckInit, ClientHello, Commit, Join, ReplicaId, Reply, Request, StatusReport,
+    StatusRequest, Update, Welcome,
 };
 
 use crate::service::{Service, ServiceOptions};
@@ -90,6 +91,8 @@ pub enum Call {
     Ack(Ack),
     /// Backup: the primary's commit notice.
     Commit(Commit),
+    /// Any replica: a client asks for this replica's status.
+    Status(StatusRequest),
 }
 
 /// Something the host must do.
@@ -127,6 +130,8 @@ pub enum Effect {
         /// The blinder to XOR into held replies' tags.
         blinder: Tag,
     },
+    /// Send to the client that asked.
+    Status(StatusReport),
     /// Input refused (bad MAC, stale, malformed...); nothing changed.
     Refused(String),
 }
@@ -223,6 +228,7 @@ impl<T: Tcc> Manager<T> {
             Call::Update(update) => self.on_update(update),
             Call::Ack(ack) => self.on_ack(&ack),
             Call::Commit(commit) => self.on_commit(&commit),
+            Call::Status(request) => self.status(&request),
         };
         result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
     }

@@ -16,7 +16,7 @@ use sqlite_shim::Value as SqlValue;
 use vpr_proto::client::{welcome_context, welcome_data};
 use vpr_proto::crypto::{self, Key, KeyPair};
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{ClientHello, ClientId, Outcome, Welcome, Wire};
+use vpr_proto::msg::{ClientHello, ClientId, Outcome, StatusReport, StatusRequest, Welcome, Wire};
 
 use super::{Effect, Manager};
 use crate::service::Service;
@@ -66,6 +66,27 @@ impl<T: Tcc> Manager<T> {
         };
         welcome.attestation = self.tcc.attest(&welcome_data(hello, &welcome));
         Ok(vec![Effect::Welcome(welcome)])
+    }
+
+    /// This replica's status, authenticated for the asking client (any replica answers: every
+    /// Manager of the group can derive the client's key).
+    pub(super) fn status(&mut self, request: &StatusRequest) -> Result<Vec<Effect>, String> {
+        let key = *self.group_key()?;
+        let kc = client_key(&key, &request.client);
+        if !crypto::mac_ok(&kc, &[&request.signed_bytes()], &request.tag) {
+            return Err(String::from("status: bad authenticator"));
+        }
+        let mut report = StatusReport {
+            replica: self.group.me,
+            view: self.view,
+            primary: self.primary(),
+            committed: self.committed.0,
+            digest: self.service.digest(),
+            nonce: request.nonce,
+            tag: [0; 32],
+        };
+        report.tag = crypto::mac(&kc, &[&report.signed_bytes()]);
+        Ok(vec![Effect::Status(report)])
     }
 
     /// The client's entry in the exactly-once table.

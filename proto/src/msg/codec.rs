@@ -6,8 +6,9 @@ use alloc::vec::Vec;
 
 use super::{
     Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, Outcome, Reply,
-    Request, SqlError, StatementResult, Update, Value, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES,
-    MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
+    Request, SqlError, StatementResult, StatusReport, StatusRequest, Update, Value, Welcome,
+    MAX_BATCH, MAX_MESSAGE_BYTES, MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES,
+    MAX_VALUE_BYTES,
 };
 use crate::crypto::PublicKey;
 use crate::digest::Digest;
@@ -584,5 +585,31 @@ impl Wire for Commit {
         let chain = get_digest(r)?;
         let tag = r.array()?;
         Ok(Self { view, seq, chain, tag })
+    }
+}
+
+impl Wire for StatusRequest {
+    fn put(&self, w: &mut Writer) {
+        w.bytes(&self.client).bytes(&self.nonce).bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { client: r.array()?, nonce: r.array()?, tag: r.array()? })
+    }
+}
+
+impl Wire for StatusReport {
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.replica).u64(self.view).u16(self.primary).u64(self.committed);
+        w.bytes(self.digest.as_bytes()).bytes(&self.nonce).bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let replica = r.u16()?;
+        let view = r.u64()?;
+        let primary = r.u16()?;
+        let committed = r.u64()?;
+        let digest = get_digest(r)?;
+        Ok(Self { replica, view, primary, committed, digest, nonce: r.array()?, tag: r.array()? })
     }
 }

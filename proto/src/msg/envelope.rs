@@ -4,7 +4,10 @@
 use alloc::vec::Vec;
 
 use super::codec::{to_u64, Wire};
-use super::{Accept, Ack, AckInit, ClientHello, Commit, Join, Reply, Request, Update, Welcome};
+use super::{
+    Accept, Ack, AckInit, ClientHello, Commit, Join, Reply, Request, StatusReport, StatusRequest,
+    Update, Welcome,
+};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// First four bytes of an encoded [`Message`].
@@ -39,10 +42,14 @@ pub enum Message {
     Ack(Ack),
     /// Kind 10: the primary's commit notice.
     Commit(Commit),
+    /// Kind 11: a client's status question to one replica.
+    StatusRequest(StatusRequest),
+    /// Kind 12: a replica's authenticated status.
+    StatusReport(StatusReport),
 }
 
 impl Message {
-    /// The header's `kind` byte for this message (1 to 10, in declaration order).
+    /// The header's `kind` byte for this message (1 to 12, in declaration order).
     #[must_use]
     pub const fn kind(&self) -> u8 {
         match self {
@@ -56,6 +63,8 @@ impl Message {
             Message::Update(_) => 8,
             Message::Ack(_) => 9,
             Message::Commit(_) => 10,
+            Message::StatusRequest(_) => 11,
+            Message::StatusReport(_) => 12,
         }
     }
 
@@ -103,6 +112,8 @@ impl Wire for Message {
             Message::Update(m) => m.put(w),
             Message::Ack(m) => m.put(w),
             Message::Commit(m) => m.put(w),
+            Message::StatusRequest(m) => m.put(w),
+            Message::StatusReport(m) => m.put(w),
         }
     }
 
@@ -128,6 +139,8 @@ impl Wire for Message {
             8 => |r| Update::get(r).map(Message::Update),
             9 => |r| Ack::get(r).map(Message::Ack),
             10 => |r| Commit::get(r).map(Message::Commit),
+            11 => |r| StatusRequest::get(r).map(Message::StatusRequest),
+            12 => |r| StatusReport::get(r).map(Message::StatusReport),
             _ => return Err(DecodeError::Invalid { field: "kind", value: u64::from(kind) }),
         };
         let reserved = r.u16()?;
@@ -151,4 +164,17 @@ macro_rules! from_message {
     };
 }
 
-from_message!(Request, Reply, ClientHello, Welcome, Join, Accept, AckInit, Update, Ack, Commit);
+from_message!(
+    Request,
+    Reply,
+    ClientHello,
+    Welcome,
+    Join,
+    Accept,
+    AckInit,
+    Update,
+    Ack,
+    Commit,
+    StatusRequest,
+    StatusReport
+);

@@ -258,6 +258,25 @@ fn commit() -> impl Strategy<Value = Commit> {
     })
 }
 
+fn status_request() -> impl Strategy<Value = StatusRequest> {
+    (any::<[u8; 16]>(), any::<[u8; 32]>(), any::<[u8; 32]>())
+        .prop_map(|(client, nonce, tag)| StatusRequest { client, nonce, tag })
+}
+
+fn status_report() -> impl Strategy<Value = StatusReport> {
+    (any::<[u16; 2]>(), any::<[u64; 2]>(), digest(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+        |([replica, primary], [view, committed], digest, nonce, tag)| StatusReport {
+            replica,
+            view,
+            primary,
+            committed,
+            digest,
+            nonce,
+            tag,
+        },
+    )
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         request().prop_map(Message::Request),
@@ -270,6 +289,8 @@ fn message() -> impl Strategy<Value = Message> {
         update().prop_map(Message::Update),
         ack().prop_map(Message::Ack),
         commit().prop_map(Message::Commit),
+        status_request().prop_map(Message::StatusRequest),
+        status_report().prop_map(Message::StatusReport),
     ]
 }
 
@@ -511,7 +532,7 @@ proptest! {
 
     #[test]
     fn random_body_after_a_valid_header_never_panics(
-        kind in 1u8..=10,
+        kind in 1u8..=12,
         body in vec(any::<u8>(), 0..512),
     ) {
         let mut bytes = header(kind);
@@ -521,7 +542,7 @@ proptest! {
 
     #[test]
     fn random_small_counts_after_a_valid_header_never_panic(
-        kind in 1u8..=10,
+        kind in 1u8..=12,
         // Mostly small numbers: lengths and counts that fit the input, unlike random bytes.
         body in vec(prop_oneof![0u8..4, any::<u8>()], 0..512),
     ) {
@@ -595,7 +616,7 @@ fn header_errors() {
     assert_eq!(with(4, 2), Err(DecodeError::UnsupportedVersion(2)));
     assert_eq!(with(4, 0), Err(DecodeError::UnsupportedVersion(0)));
     assert_eq!(with(5, 0), Err(DecodeError::Invalid { field: "kind", value: 0 }));
-    assert_eq!(with(5, 11), Err(DecodeError::Invalid { field: "kind", value: 11 }));
+    assert_eq!(with(5, 13), Err(DecodeError::Invalid { field: "kind", value: 13 }));
     assert_eq!(with(6, 1), Err(DecodeError::Invalid { field: "reserved", value: 1 }));
     assert_eq!(with(7, 1), Err(DecodeError::Invalid { field: "reserved", value: 256 }));
     assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated { needed: 4, have: 0 }));
