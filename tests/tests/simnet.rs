@@ -348,18 +348,27 @@ fn run(n: u16, seed: u64, faults: Faults) {
     }
 }
 
+/// Seeds per scenario: `VPR_SIM_SEEDS` (for long runs), else a few for every test run.
+fn seeds(default: u64) -> u64 {
+    std::env::var("VPR_SIM_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 #[test]
 fn converges_under_drops_duplicates_and_reordering() {
-    for seed in 1..=6 {
+    let n = seeds(6);
+    for seed in 1..=n {
         run(3, seed, Faults { drop: 10, duplicate: 10, max_delay_ms: 20 });
     }
+    eprintln!("simnet: {n} seeded runs, 3 replicas, 10% drops, 10% duplicates, 0-20 ms delays");
 }
 
 #[test]
 fn five_replicas_converge_under_a_lossy_network() {
-    for seed in 100..=102 {
+    let n = seeds(3);
+    for seed in 100_000..100_000 + n {
         run(5, seed, Faults { drop: 15, duplicate: 5, max_delay_ms: 30 });
     }
+    eprintln!("simnet: {n} seeded runs, 5 replicas, 15% drops, 5% duplicates, 0-30 ms delays");
 }
 
 #[test]
