@@ -251,3 +251,38 @@ fn vpr_status_reports_authenticated_state() {
         Command::new(VPR).arg("status").arg("--config").arg(&status).output().expect("status");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A client that pins another service identity, or refuses simulated evidence, or trusts
+/// another manufacturer, refuses the cluster's Welcome: `vpr sql` exits 2 before sending SQL.
+#[test]
+fn clients_refuse_unexpected_evidence() {
+    let (dir, _cluster, config) = start(3);
+    let mut other_identity = config.clone();
+    other_identity.identity = "00".repeat(32);
+    let mut no_simulation = config.clone();
+    no_simulation.allow_simulated = false;
+    let mut other_manufacturer = config.clone();
+    other_manufacturer.manufacturer =
+        hex::encode(vpr_host::tcc::simulation::Manufacturer::generate().public());
+    for (name, bad, why) in [
+        ("identity", other_identity, "identity"),
+        ("simulation", no_simulation, "simulated"),
+        ("manufacturer", other_manufacturer, "manufacturer"),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        bad.save(&path).expect("save");
+        let out = Command::new(VPR)
+            .arg("sql")
+            .arg("--config")
+            .arg(&path)
+            .args(["-c", "CREATE TABLE should_not_exist(x)"])
+            .output()
+            .expect("vpr sql");
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    let mut client = Client::connect(&config).expect("connect");
+    let tables = ok(client.execute("SELECT count(*) FROM sqlite_schema", vec![]).expect("query"));
+    assert_eq!(tables.results[0].rows, [[Value::Integer(1)]], "only vpr_session exists");
+}
