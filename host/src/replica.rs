@@ -166,7 +166,8 @@ impl<B: TccBackend> Replica<B> {
                 }
             }
             (Source::Replica(r), Message::Join(join)) if join.replica == r && self.is_primary() => {
-                self.joins.entry(r).or_insert(join);
+                // The latest Join wins: one altered in transit must not shadow a good resend.
+                self.joins.insert(r, join);
                 if let Some((accept, _)) = &self.accept {
                     // A backup that lost our Accept asks again.
                     out.push(Output::Replica(r, accept.clone()));
@@ -186,8 +187,11 @@ impl<B: TccBackend> Replica<B> {
                 }
             }
             (Source::Replica(r), Message::AckInit(ack)) if ack.replica == r => {
-                self.ack_inits.insert(r);
                 let effects = self.backend.call(Call::AckInit(ack));
+                // Only an AckInit the Manager accepted stops the Accept's resends to r.
+                if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) {
+                    self.ack_inits.insert(r);
+                }
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(_), Message::Update(update)) => {
@@ -195,14 +199,18 @@ impl<B: TccBackend> Replica<B> {
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(r), Message::Ack(ack)) if ack.replica == r => {
-                let everyone = usize::from(self.n) - 1;
-                if let Some(sent) = self.in_flight.get_mut(&ack.seq) {
-                    sent.acked.insert(r);
-                    if sent.committed && sent.acked.len() >= everyone {
-                        self.in_flight.remove(&ack.seq);
+                let seq = ack.seq;
+                let effects = self.backend.call(Call::Ack(ack));
+                // Only an Ack the Manager accepted stops retransmission to that backup.
+                if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) {
+                    let everyone = usize::from(self.n) - 1;
+                    if let Some(sent) = self.in_flight.get_mut(&seq) {
+                        sent.acked.insert(r);
+                        if sent.committed && sent.acked.len() >= everyone {
+                            self.in_flight.remove(&seq);
+                        }
                     }
                 }
-                let effects = self.backend.call(Call::Ack(ack));
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(_), Message::Commit(commit)) => {
@@ -326,7 +334,7 @@ impl<B: TccBackend> Replica<B> {
             return;
         }
         let joins: Vec<Join> = self.joins.values().cloned().collect();
-        let effects = self.backend.call(Call::Joins(joins));
+        let effects = self.backend.call(Call::Joins { joins, require_all: all && !enough });
         self.apply(effects, now, out);
     }
 
@@ -354,6 +362,11 @@ impl<B: TccBackend> Replica<B> {
                 Effect::Ready => {
                     tracing::info!(replica = self.id, primary = self.is_primary(), "group formed");
                     self.ready = true;
+                }
+                Effect::InvalidJoins(replicas) => {
+                    for r in replicas {
+                        self.joins.remove(&r);
+                    }
                 }
                 Effect::Welcome(_) => {}
                 Effect::Update(update) => {

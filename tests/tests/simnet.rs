@@ -40,6 +40,8 @@ struct Faults {
     drop: u64,
     duplicate: u64,
     max_delay_ms: u64,
+    /// Percent of messages with one bit flipped in transit (a Byzantine network or host).
+    corrupt: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +55,8 @@ struct Packet {
     from: Node,
     to: Node,
     bytes: Arc<[u8]>,
+    /// Whether the network altered it.
+    corrupted: bool,
 }
 
 struct SimClient {
@@ -73,6 +77,9 @@ struct World {
     rng: Rng,
     now: u64,
     faults: Faults,
+    /// Messages corrupted in transit, and replies the clients refused.
+    corrupted: u64,
+    refused_replies: u64,
     _dir: TempDir,
 }
 
@@ -136,6 +143,8 @@ impl World {
             rng: Rng(seed.max(1)),
             now: 0,
             faults,
+            corrupted: 0,
+            refused_replies: 0,
             _dir: dir,
         }
     }
@@ -144,10 +153,27 @@ impl World {
         if self.rng.chance(self.faults.drop) {
             return;
         }
+        let corrupted = self.rng.chance(self.faults.corrupt) && !bytes.is_empty();
+        let bytes = if corrupted {
+            let mut flipped = bytes.to_vec();
+            let bit = self.rng.below(u64::try_from(flipped.len() * 8).unwrap_or(1));
+            let byte = usize::try_from(bit / 8).unwrap_or(0);
+            flipped[byte] ^= 1 << (bit % 8);
+            self.corrupted += 1;
+            Arc::from(flipped)
+        } else {
+            bytes
+        };
         let copies = if self.rng.chance(self.faults.duplicate) { 2 } else { 1 };
         for _ in 0..copies {
             let at = self.now + 1 + self.rng.below(self.faults.max_delay_ms + 1);
-            self.net.push(Packet { at, from: from.clone(), to: to.clone(), bytes: bytes.clone() });
+            self.net.push(Packet {
+                at,
+                from: from.clone(),
+                to: to.clone(),
+                bytes: bytes.clone(),
+                corrupted,
+            });
         }
     }
 
@@ -201,9 +227,13 @@ impl World {
         }
     }
 
-    fn deliver_to_client(&mut self, c: usize, bytes: &[u8]) {
-        let Ok(message) = Message::decode(bytes) else { panic!("replica sent undecodable bytes") };
+    fn deliver_to_client(&mut self, c: usize, bytes: &[u8], corrupted: bool) {
+        let Ok(message) = Message::decode(bytes) else {
+            assert!(corrupted, "a replica sent undecodable bytes");
+            return;
+        };
         let trust = self.trust.clone();
+        let refused = &mut self.refused_replies;
         let client = &mut self.clients[c];
         match message {
             Message::Welcome(w) if client.session.is_none() => {
@@ -222,8 +252,12 @@ impl World {
                 if reply.seq != request.seq {
                     return; // a duplicate of an earlier reply
                 }
-                let outcome =
-                    session.verify(request, &reply).expect("a delivered reply must verify");
+                let Ok(outcome) = session.verify(request, &reply) else {
+                    // Only a network that corrupts may deliver a reply that does not verify.
+                    assert!(corrupted, "an unaltered reply failed verification");
+                    *refused += 1;
+                    return;
+                };
                 client.accepted.push((request.sql.clone(), outcome.clone()));
                 client.current = None;
                 client.next += 1;
@@ -251,9 +285,12 @@ impl World {
         }
         for p in due {
             match p.to {
-                Node::Client(c) => self.deliver_to_client(c, &p.bytes),
+                Node::Client(c) => self.deliver_to_client(c, &p.bytes, p.corrupted),
                 Node::Replica(r) => {
-                    let message = Message::decode(&p.bytes).expect("senders encode valid messages");
+                    let Ok(message) = Message::decode(&p.bytes) else {
+                        assert!(p.corrupted, "an unaltered message did not decode");
+                        continue;
+                    };
                     let from = match p.from {
                         Node::Replica(f) => Source::Replica(f),
                         Node::Client(c) => {
@@ -303,16 +340,27 @@ fn scripts(clients: usize, writes: usize) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn run(n: u16, seed: u64, faults: Faults) {
+/// Runs one scenario; returns (messages corrupted, replies refused by clients).
+fn run(n: u16, seed: u64, faults: Faults) -> (u64, u64) {
     let (clients, writes) = (3, 12);
     let mut w = World::new(n, seed, faults, scripts(clients, writes));
     let limit = 60_000;
     while !w.done() && w.now < limit {
         w.step();
     }
-    assert!(w.done(), "seed {seed}: clients unfinished after {limit} virtual ms");
+    if !w.done() {
+        let statuses: Vec<_> = w.replicas.iter().map(|r| r.backend().status()).collect();
+        let clients: Vec<_> = w
+            .clients
+            .iter()
+            .map(|c| (c.session.is_some(), c.next, c.current.as_ref().map(|(r, _)| r.seq)))
+            .collect();
+        panic!(
+            "seed {seed}: clients unfinished after {limit} virtual ms: {statuses:?} {clients:?}"
+        );
+    }
     // Heal, let retransmissions and commits settle.
-    w.faults = Faults { drop: 0, duplicate: 0, max_delay_ms: 0 };
+    w.faults = Faults { drop: 0, duplicate: 0, max_delay_ms: 0, corrupt: 0 };
     for _ in 0..2_000 {
         w.step();
     }
@@ -346,6 +394,7 @@ fn run(n: u16, seed: u64, faults: Faults) {
             Value::Integer(i64::try_from(writes).expect("small"))
         );
     }
+    (w.corrupted, w.refused_replies)
 }
 
 /// Seeds per scenario: `VPR_SIM_SEEDS` (for long runs), else a few for every test run.
@@ -357,7 +406,7 @@ fn seeds(default: u64) -> u64 {
 fn converges_under_drops_duplicates_and_reordering() {
     let n = seeds(6);
     for seed in 1..=n {
-        run(3, seed, Faults { drop: 10, duplicate: 10, max_delay_ms: 20 });
+        run(3, seed, Faults { drop: 10, duplicate: 10, max_delay_ms: 20, corrupt: 0 });
     }
     eprintln!("simnet: {n} seeded runs, 3 replicas, 10% drops, 10% duplicates, 0-20 ms delays");
 }
@@ -366,12 +415,28 @@ fn converges_under_drops_duplicates_and_reordering() {
 fn five_replicas_converge_under_a_lossy_network() {
     let n = seeds(3);
     for seed in 100_000..100_000 + n {
-        run(5, seed, Faults { drop: 15, duplicate: 5, max_delay_ms: 30 });
+        run(5, seed, Faults { drop: 15, duplicate: 5, max_delay_ms: 30, corrupt: 0 });
     }
     eprintln!("simnet: {n} seeded runs, 5 replicas, 15% drops, 5% duplicates, 0-30 ms delays");
 }
 
 #[test]
 fn a_perfect_network_needs_no_retransmission_to_converge() {
-    run(3, 7, Faults { drop: 0, duplicate: 0, max_delay_ms: 0 });
+    run(3, 7, Faults { drop: 0, duplicate: 0, max_delay_ms: 0, corrupt: 0 });
+}
+
+/// Bits flipped anywhere in any message (requests, replies, updates, acks, commits, joins,
+/// accepts, welcomes): every altered message is refused where it arrives, clients accept only
+/// verified replies, and the replicas still converge with each write applied once.
+#[test]
+fn a_corrupting_network_changes_nothing_but_speed() {
+    let n = seeds(4);
+    let (mut corrupted, mut refused) = (0, 0);
+    for seed in 200_000..200_000 + n {
+        let (c, r) = run(3, seed, Faults { drop: 5, duplicate: 5, max_delay_ms: 10, corrupt: 8 });
+        corrupted += c;
+        refused += r;
+    }
+    assert!(corrupted > 0, "the network corrupted nothing");
+    eprintln!("simnet: {n} seeded runs with {corrupted} corrupted messages; clients refused {refused} replies");
 }

@@ -41,11 +41,16 @@ impl<T: Tcc> Manager<T> {
     }
 
     /// Primary: checks the Joins, makes K, seals it to every joined backup (Fig 5.3, P → Bi).
-    pub(super) fn accept(&mut self, joins: &[Join]) -> Result<Vec<Effect>, String> {
+    pub(super) fn accept(
+        &mut self,
+        joins: &[Join],
+        require_all: bool,
+    ) -> Result<Vec<Effect>, String> {
         if !matches!(self.phase, Phase::New) || !self.is_primary() {
             return Err(String::from("accept: only a new primary accepts joins"));
         }
         let mut valid: Vec<&Join> = Vec::new();
+        let mut invalid: Vec<ReplicaId> = Vec::new();
         for join in joins {
             let data = join_data(&self.config, join.replica, &join.public_key);
             let ok = join.replica < self.group.replicas
@@ -62,7 +67,12 @@ impl<T: Tcc> Manager<T> {
                     .is_ok();
             if ok {
                 valid.push(join);
+            } else {
+                invalid.push(join.replica);
             }
+        }
+        if require_all && valid.len() + 1 < usize::from(self.group.replicas) {
+            return Ok(vec![Effect::InvalidJoins(invalid)]);
         }
         if valid.len() < self.group.faults() {
             return Err(format!(

@@ -75,8 +75,15 @@ impl GroupConfig {
 pub enum Call {
     /// Backup: start initialization (make a Join).
     Join,
-    /// Primary: the Joins gathered so far (at least f); answer with an Accept.
-    Joins(Vec<Join>),
+    /// Primary: the Joins gathered so far; answer with an Accept. With `require_all`, form
+    /// the group only if every backup's Join verifies (else [`Effect::InvalidJoins`]); without,
+    /// with at least f valid ones.
+    Joins {
+        /// The Joins.
+        joins: Vec<Join>,
+        /// Whether every backup must be in.
+        require_all: bool,
+    },
     /// Backup: the primary's Accept.
     Accept(Box<Accept>),
     /// Primary: a backup's AckInit.
@@ -102,6 +109,9 @@ pub enum Effect {
     Join(Join),
     /// Send to every backup.
     Accept(Accept),
+    /// These Joins do not verify (altered, or from another group): drop them and wait for
+    /// those replicas to send again.
+    InvalidJoins(Vec<ReplicaId>),
     /// Send to the primary.
     AckInit(AckInit),
     /// The group is formed (primary) or this backup joined it.
@@ -220,7 +230,7 @@ impl<T: Tcc> Manager<T> {
     pub fn handle(&mut self, call: Call) -> Vec<Effect> {
         let result = match call {
             Call::Join => self.join(),
-            Call::Joins(joins) => self.accept(&joins),
+            Call::Joins { joins, require_all } => self.accept(&joins, require_all),
             Call::Accept(accept) => self.on_accept(&accept),
             Call::AckInit(ack) => self.on_ack_init(&ack),
             Call::Hello(hello) => self.welcome(&hello),

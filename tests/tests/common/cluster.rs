@@ -78,7 +78,7 @@ impl Cluster {
                 }
             }
         }
-        let accept = match c.replicas[0].call(Call::Joins(joins)).pop() {
+        let accept = match c.replicas[0].call(Call::Joins { joins, require_all: true }).pop() {
             Some(Effect::Accept(a)) => a,
             other => panic!("accept: {other:?}"),
         };
