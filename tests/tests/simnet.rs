@@ -77,6 +77,8 @@ struct World {
     rng: Rng,
     now: u64,
     faults: Faults,
+    /// Replicas that crashed (stopped: they neither receive, send nor tick), and when.
+    crash_at: Vec<(u16, u64)>,
     /// Messages corrupted in transit, and replies the clients refused.
     corrupted: u64,
     refused_replies: u64,
@@ -143,10 +145,15 @@ impl World {
             rng: Rng(seed.max(1)),
             now: 0,
             faults,
+            crash_at: Vec::new(),
             corrupted: 0,
             refused_replies: 0,
             _dir: dir,
         }
+    }
+
+    fn crashed(&self, r: u16) -> bool {
+        self.crash_at.iter().any(|(c, at)| *c == r && self.now >= *at)
     }
 
     fn send(&mut self, from: Node, to: Node, bytes: Arc<[u8]>) {
@@ -286,6 +293,7 @@ impl World {
         for p in due {
             match p.to {
                 Node::Client(c) => self.deliver_to_client(c, &p.bytes, p.corrupted),
+                Node::Replica(r) if self.crashed(r) => {}
                 Node::Replica(r) => {
                     let Ok(message) = Message::decode(&p.bytes) else {
                         assert!(p.corrupted, "an unaltered message did not decode");
@@ -304,6 +312,9 @@ impl World {
         }
         for r in 0..self.replicas.len() {
             let id = u16::try_from(r).expect("few replicas");
+            if self.crashed(id) {
+                continue;
+            }
             let mut out = self.replicas[r].flush(self.now);
             out.extend(self.replicas[r].tick(self.now));
             self.route(id, out);
@@ -342,8 +353,14 @@ fn scripts(clients: usize, writes: usize) -> Vec<Vec<String>> {
 
 /// Runs one scenario; returns (messages corrupted, replies refused by clients).
 fn run(n: u16, seed: u64, faults: Faults) -> (u64, u64) {
+    run_with(n, seed, faults, Vec::new())
+}
+
+/// Runs one scenario in which the replicas in `crash_at` stop at the given virtual times.
+fn run_with(n: u16, seed: u64, faults: Faults, crash_at: Vec<(u16, u64)>) -> (u64, u64) {
     let (clients, writes) = (3, 12);
     let mut w = World::new(n, seed, faults, scripts(clients, writes));
+    w.crash_at = crash_at;
     let limit = 60_000;
     while !w.done() && w.now < limit {
         w.step();
@@ -364,12 +381,18 @@ fn run(n: u16, seed: u64, faults: Faults) -> (u64, u64) {
     for _ in 0..2_000 {
         w.step();
     }
-    let statuses: Vec<_> = w.replicas.iter().map(|r| r.backend().status()).collect();
+    // Crashed replicas keep the state they had; the live ones must agree.
+    let statuses: Vec<_> = (0..n)
+        .filter(|r| !w.crashed(*r))
+        .map(|r| w.replicas[usize::from(r)].backend().status())
+        .collect();
     assert!(
         statuses
             .iter()
             .all(|s| s.digest == statuses[0].digest && s.committed == statuses[0].committed),
-        "seed {seed}: replicas diverged: {statuses:?}"
+        "seed {seed}: replicas diverged at {} (crashes {:?}): {statuses:?}",
+        w.now,
+        w.crash_at
     );
     // Each client's reads saw its own writes, and every write took effect exactly once.
     for (c, client) in w.clients.iter().enumerate() {
@@ -439,4 +462,24 @@ fn a_corrupting_network_changes_nothing_but_speed() {
     }
     assert!(corrupted > 0, "the network corrupted nothing");
     eprintln!("simnet: {n} seeded runs with {corrupted} corrupted messages; clients refused {refused} replies");
+}
+
+/// Up to f backups crash at random moments (during formation or under load): the service
+/// keeps committing and every live replica converges.
+#[test]
+fn f_backups_crashing_mid_run_do_not_stop_the_service() {
+    let n = seeds(4);
+    for seed in 300_000..300_000 + n {
+        let mut rng = Rng(seed);
+        let at = |rng: &mut Rng| 50 + rng.below(3_000);
+        run_with(
+            3,
+            seed,
+            Faults { drop: 5, duplicate: 5, max_delay_ms: 10, corrupt: 0 },
+            vec![(2, at(&mut rng))],
+        );
+        let crashes = vec![(3, at(&mut rng)), (4, at(&mut rng))];
+        run_with(5, seed, Faults { drop: 5, duplicate: 5, max_delay_ms: 10, corrupt: 0 }, crashes);
+    }
+    eprintln!("simnet: {n} seeded runs each with 1 of 3 and 2 of 5 backups crashing");
 }
