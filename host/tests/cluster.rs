@@ -286,3 +286,34 @@ fn clients_refuse_unexpected_evidence() {
     let tables = ok(client.execute("SELECT count(*) FROM sqlite_schema", vec![]).expect("query"));
     assert_eq!(tables.results[0].rows, [[Value::Integer(1)]], "only vpr_session exists");
 }
+
+/// `vpr sql` reading statements from a pipe: multi-line statements, a trigger body with inner
+/// semicolons, dot-commands, and an SQL error that does not stop the rest (exit 1 at the end).
+#[test]
+fn vpr_sql_reads_a_pipe() {
+    use std::io::Write as _;
+    let (dir, _cluster, _config) = start(3);
+    let mut child = Command::new(VPR)
+        .arg("sql")
+        .arg("--config")
+        .arg(dir.path().join(files::CLUSTER))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vpr sql");
+    let script = "CREATE TABLE t(\n  a INTEGER,\n  b TEXT\n);\n\
+                  CREATE TABLE audit(n);\n\
+                  CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n  INSERT INTO audit VALUES (new.a);\nEND;\n\
+                  INSERT INTO t VALUES (1, 'one');\n\
+                  INSERT INTO nowhere VALUES (1);\n\
+                  INSERT INTO t VALUES (2, 'two');\n\
+                  .tables\n\
+                  SELECT a, b FROM t ORDER BY a;\n\
+                  SELECT count(*) FROM audit;\n";
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(1), "an SQL error happened: exit 1");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "audit\nt\n1|one\n2|two\n2\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such table: nowhere"));
+}
