@@ -374,3 +374,95 @@ impl StatusReport {
         ])
     }
 }
+
+/// A backup's suspicion of the primary: it proposes moving to `view` (thesis §5.2.5,
+/// Probe_change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The suspecting replica.
+    pub replica: ReplicaId,
+    /// The proposed view (its current view + 1).
+    pub view: u64,
+    /// HMAC under K over "vpr probe" || replica || view.
+    pub tag: Tag,
+}
+
+/// A replica's account, sent to the new primary once it moved to `view`: its committed state
+/// and the updates it holds but has not applied (thesis §5.2.5, Probe_reply).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewChange {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// The new view.
+    pub view: u64,
+    /// Its last committed update.
+    pub committed: u64,
+    /// That update's chain hash.
+    pub committed_chain: Digest,
+    /// Updates held, not applied (each carries its own tag from the view that made it).
+    pub held: Vec<Update>,
+    /// HMAC under K over [`ViewChange::signed_bytes`].
+    pub tag: Tag,
+}
+
+/// The new primary's announcement (thesis §5.2.5, New_primary): updates up to `base` are
+/// committed; those after it up to `head` were made in earlier views and are proposed again
+/// unchanged; the new view's own updates follow `head`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewView {
+    /// The new view.
+    pub view: u64,
+    /// The last committed update.
+    pub base: u64,
+    /// Its chain hash.
+    pub base_chain: Digest,
+    /// The last update carried over from earlier views.
+    pub head: u64,
+    /// Its chain hash.
+    pub head_chain: Digest,
+    /// HMAC under K over [`NewView::signed_bytes`].
+    pub tag: Tag,
+}
+
+impl Probe {
+    /// The bytes the tag authenticates.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::crypto::concat(&[
+            b"vpr probe",
+            &self.replica.to_le_bytes(),
+            &self.view.to_le_bytes(),
+        ])
+    }
+}
+
+impl ViewChange {
+    /// The bytes the tag authenticates: the fields, with each held update by its chain hash
+    /// (which commits to all of it).
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut parts: Vec<u8> = crate::crypto::concat(&[
+            b"vpr view change",
+            &self.replica.to_le_bytes(),
+            &self.view.to_le_bytes(),
+            &self.committed.to_le_bytes(),
+            self.committed_chain.as_bytes(),
+        ]);
+        for u in &self.held {
+            parts.extend_from_slice(u.chain().as_bytes());
+        }
+        parts
+    }
+}
+
+impl NewView {
+    /// The bytes the tag authenticates.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::crypto::concat(&[
+            b"vpr new view",
+            &self.view.to_le_bytes(),
+            &self.base.to_le_bytes(),
+            self.base_chain.as_bytes(),
+            &self.head.to_le_bytes(),
+            self.head_chain.as_bytes(),
+        ])
+    }
+}

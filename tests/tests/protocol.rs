@@ -224,3 +224,244 @@ fn status_reports_are_authenticated() {
     let out = c.replicas[0].call(vpr_pal::Call::Status(forged_request));
     assert!(matches!(out.as_slice(), [vpr_pal::Effect::Refused(_)]));
 }
+
+fn only<T>(
+    mut effects: Vec<vpr_pal::Effect>,
+    pick: impl Fn(vpr_pal::Effect) -> Option<T>,
+) -> Vec<T> {
+    effects.drain(..).filter_map(pick).collect()
+}
+
+/// §5.2.5: the primary crashes with an update held by the backups but not committed. The
+/// backups move to view 1 (f+1 Probes, trusted view counter), the new primary adopts the held
+/// update and proposes it again, it commits, the client's retransmission is answered from the
+/// exactly-once table, and the new view makes progress. The old primary's Acks no longer count.
+#[test]
+fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
+    use vpr_pal::{Call, Effect};
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    c.submit(vec![client.request(sql("INSERT INTO t VALUES (1)"), vec![])]);
+    // Update 3 reaches both backups; their Acks are lost; the primary crashes.
+    c.withhold_acks = true;
+    let write = client.request(sql("INSERT INTO t VALUES (2)"), vec![]);
+    c.submit(vec![write.clone()]);
+    assert!(c.reply_to(&write).is_none());
+    let (b1, b2) = (1usize, 2usize);
+    // Both backups suspect the primary and exchange Probes.
+    let probes: Vec<_> = [b1, b2]
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(Call::Suspect), |e| match e {
+                Effect::Probe(p) => Some(p),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(probes.len(), 2);
+    // One Probe is not enough (f + 1 = 2 needed).
+    assert!(matches!(
+        c.replicas[b1].call(Call::Probes(probes[..1].to_vec())).as_slice(),
+        [Effect::Refused(_)]
+    ));
+    let vcs: Vec<_> = [b1, b2]
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(Call::Probes(probes.clone())), |e| match e {
+                Effect::ViewChange(vc) => Some(vc),
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(vcs.len(), 2);
+    assert!(c.replicas[b1].manager().is_primary() && c.replicas[b1].manager().view() == 1);
+    // The new primary adopts the held update and announces the view.
+    let effects = c.replicas[b1].call(Call::ViewChanges(vcs));
+    let nv = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::NewView(nv) => Some(nv.clone()),
+            _ => None,
+        })
+        .expect("new view");
+    assert_eq!((nv.view, nv.base, nv.head), (1, 2, 3), "update 3 carried over uncommitted");
+    let carried: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Update(u) => Some(u.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(c.replicas[b2].call(Call::NewView(nv)).is_empty());
+    // The other backup acknowledges the carried-over update in the new view; it commits.
+    let mut acks = Vec::new();
+    for u in carried {
+        acks.extend(only(c.replicas[b2].call(Call::Update(u)), |e| match e {
+            Effect::Ack(a) => Some(a),
+            _ => None,
+        }));
+    }
+    let ack = acks.into_iter().find(|a| a.seq == 3).expect("ack of update 3");
+    assert_eq!(ack.view, 1);
+    let out = c.replicas[b1].call(Call::Ack(ack));
+    let commit = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Commit(cm) => Some(cm.clone()),
+            _ => None,
+        })
+        .expect("commit");
+    assert_eq!(commit.seq, 3);
+    assert!(c.replicas[b2].call(Call::Commit(commit)).is_empty());
+    assert_eq!(c.replicas[b1].manager().digest(), c.replicas[b2].manager().digest());
+    // The client retransmits to the new primary: answered once, from the exactly-once table.
+    let out = c.replicas[b1].call(Call::Requests(vec![write.clone()]));
+    let reply = out
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply, blinded_until: None } => Some(reply),
+            _ => None,
+        })
+        .expect("reply");
+    ok(client.verify(&write, &reply).expect("verifies"));
+    let count = client.request(sql("SELECT count(*), sum(x) FROM t"), vec![]);
+    let out = c.replicas[b1].call(Call::Requests(vec![count.clone()]));
+    let reply = out
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .expect("reply");
+    let outcome = client.verify(&count, &reply).expect("verifies").clone();
+    assert_eq!(
+        outcome.results[0].rows,
+        [[Value::Integer(2), Value::Integer(3)]],
+        "each write once"
+    );
+    // The old primary's view is over: its Acks and Updates are refused by the new view.
+    let stale_ack = c.withheld.first().expect("withheld ack").clone();
+    assert!(matches!(c.replicas[b1].call(Call::Ack(stale_ack)).as_slice(), [Effect::Refused(_)]));
+    let old_update = c.updates.last().expect("update").clone();
+    let mut newer = old_update.clone();
+    newer.seq = 4;
+    assert!(matches!(c.replicas[b2].call(Call::Update(newer)).as_slice(), [Effect::Refused(_)]));
+    // And the new view makes progress with a new write.
+    let next = client.request(sql("INSERT INTO t VALUES (3)"), vec![]);
+    let out = c.replicas[b1].call(Call::Requests(vec![next]));
+    let update = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Update(u) => Some(u.clone()),
+            _ => None,
+        })
+        .expect("update");
+    assert_eq!((update.view, update.seq), (1, 4));
+    let acks = only(c.replicas[b2].call(Call::Update(update)), |e| match e {
+        Effect::Ack(a) => Some(a),
+        _ => None,
+    });
+    let out = c.replicas[b1].call(Call::Ack(acks[0].clone()));
+    assert!(out.iter().any(|e| matches!(e, Effect::Release { seq: 4, .. })));
+}
+
+/// The write the client saw acknowledged was held by only one backup when the primary crashed
+/// (its Commit lost). The new primary never saw it, finds it in that backup's ViewChange, and
+/// the write survives.
+#[test]
+fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
+    use vpr_pal::{Call, Effect};
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let write = client.request(sql("INSERT INTO t VALUES (42)"), vec![]);
+    let out = c.replicas[0].call(Call::Requests(vec![write.clone()]));
+    let update = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Update(u) => Some(u.clone()),
+            _ => None,
+        })
+        .expect("update");
+    let mut reply = out
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .expect("reply");
+    // Only backup 2 receives the update; its Ack lets the primary commit and release the reply.
+    let ack = only(c.replicas[2].call(Call::Update(update)), |e| match e {
+        Effect::Ack(a) => Some(a),
+        _ => None,
+    });
+    let out = c.replicas[0].call(Call::Ack(ack[0].clone()));
+    let blinder = out
+        .iter()
+        .find_map(|e| match e {
+            Effect::Release { blinder, .. } => Some(*blinder),
+            _ => None,
+        })
+        .expect("release");
+    vpr_proto::crypto::xor(&mut reply.tag, &blinder);
+    ok(client.verify(&write, &reply).expect("the client accepts the write"));
+    // The primary crashes before its Commit leaves. Backups 1 and 2 change view.
+    let probes: Vec<_> = [1usize, 2]
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(Call::Suspect), |e| match e {
+                Effect::Probe(p) => Some(p),
+                _ => None,
+            })
+        })
+        .collect();
+    let vcs: Vec<_> = [1usize, 2]
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(Call::Probes(probes.clone())), |e| match e {
+                Effect::ViewChange(v) => Some(v),
+                _ => None,
+            })
+        })
+        .collect();
+    let effects = c.replicas[1].call(Call::ViewChanges(vcs));
+    let nv = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::NewView(nv) => Some(nv.clone()),
+            _ => None,
+        })
+        .expect("new view");
+    assert_eq!(nv.head, 2, "the held write is carried over");
+    assert!(c.replicas[2].call(Call::NewView(nv)).is_empty());
+    for u in effects.into_iter().filter_map(|e| match e {
+        Effect::Update(u) => Some(u),
+        _ => None,
+    }) {
+        for a in only(c.replicas[2].call(Call::Update(u)), |e| match e {
+            Effect::Ack(a) => Some(a),
+            _ => None,
+        }) {
+            for e in c.replicas[1].call(Call::Ack(a)) {
+                if let Effect::Commit(cm) = e {
+                    assert!(c.replicas[2].call(Call::Commit(cm)).is_empty());
+                }
+            }
+        }
+    }
+    assert_eq!(c.replicas[1].manager().digest(), c.replicas[2].manager().digest());
+    let read = client.request(sql("SELECT x FROM t"), vec![]);
+    let out = c.replicas[1].call(Call::Requests(vec![read.clone()]));
+    let reply = out
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply, blinded_until: None } => Some(reply),
+            _ => None,
+        })
+        .expect("reply");
+    assert_eq!(
+        client.verify(&read, &reply).expect("verifies").results[0].rows,
+        [[Value::Integer(42)]]
+    );
+}

@@ -21,7 +21,9 @@ impl<T: Tcc> Manager<T> {
     /// Checks an update, holds it and acknowledges it.
     pub(super) fn on_update(&mut self, update: Update) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
-        if self.is_primary() || update.view != self.view {
+        // An update of an earlier view is accepted only as announced by the new primary.
+        let carried_over = update.view < self.view && update.seq <= self.adopt_until;
+        if self.is_primary() || (update.view != self.view && !carried_over) {
             return Err(String::from("update: not for a backup of this view"));
         }
         update.state.validate().map_err(|e| format!("update: {e}"))?;

@@ -15,6 +15,7 @@ mod backup;
 mod init;
 mod primary;
 mod session;
+mod view;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -24,8 +25,8 @@ use alloc::vec::Vec;
 use vpr_proto::crypto::{self, Key, KeyPair, PublicKey, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{
-    Accept, Ack, AckInit, ClientHello, Commit, Join, ReplicaId, Reply, Request, StatusReport,
-    StatusRequest, Update, Welcome,
+    Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, ReplicaId, Reply, Request,
+    StatusReport, StatusRequest, Update, ViewChange, Welcome,
 };
 
 use crate::service::{Service, ServiceOptions};
@@ -100,6 +101,14 @@ pub enum Call {
     Commit(Commit),
     /// Any replica: a client asks for this replica's status.
     Status(StatusRequest),
+    /// Backup: the primary seems silent (the host's timeout); propose the next view.
+    Suspect,
+    /// The Probes gathered for the next view (this replica's own included).
+    Probes(Vec<Probe>),
+    /// New primary: the ViewChanges gathered for its view (its own included).
+    ViewChanges(Vec<ViewChange>),
+    /// Backup: the new primary's announcement.
+    NewView(NewView),
 }
 
 /// Something the host must do.
@@ -142,6 +151,12 @@ pub enum Effect {
     },
     /// Send to the client that asked.
     Status(StatusReport),
+    /// Send to every replica.
+    Probe(Probe),
+    /// Send to the primary of the new view (this replica itself, maybe).
+    ViewChange(ViewChange),
+    /// Send to every backup.
+    NewView(NewView),
     /// Input refused (bad MAC, stale, malformed...); nothing changed.
     Refused(String),
 }
@@ -186,6 +201,10 @@ pub struct Manager<T: Tcc> {
     head: (u64, Digest),
     /// Sequence number and chain hash of the last update committed or applied.
     committed: (u64, Digest),
+    /// Backup: updates of earlier views up to this one are accepted (announced by a NewView).
+    adopt_until: u64,
+    /// The database holds uncommitted pages of a view this replica left: it refuses to act.
+    stale: bool,
 }
 
 impl<T: Tcc> Manager<T> {
@@ -223,6 +242,8 @@ impl<T: Tcc> Manager<T> {
             held: VecDeque::new(),
             head: (0, genesis),
             committed: (0, genesis),
+            adopt_until: 0,
+            stale: false,
         })
     }
 
@@ -239,6 +260,11 @@ impl<T: Tcc> Manager<T> {
             Call::Ack(ack) => self.on_ack(&ack),
             Call::Commit(commit) => self.on_commit(&commit),
             Call::Status(request) => self.status(&request),
+            _ if self.stale => Err(String::from("this replica needs state transfer")),
+            Call::Suspect => self.suspect(),
+            Call::Probes(probes) => self.on_probes(&probes),
+            Call::ViewChanges(vcs) => self.on_view_changes(&vcs),
+            Call::NewView(nv) => self.on_new_view(&nv),
         };
         result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
     }

@@ -5,10 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{
-    Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, Outcome, Reply,
-    Request, SqlError, StatementResult, StatusReport, StatusRequest, Update, Value, Welcome,
-    MAX_BATCH, MAX_MESSAGE_BYTES, MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES,
-    MAX_VALUE_BYTES,
+    Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, NewView,
+    Outcome, Probe, Reply, Request, SqlError, StatementResult, StatusReport, StatusRequest, Update,
+    Value, ViewChange, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_PARAMS, MAX_REPLICAS,
+    MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
 };
 use crate::crypto::PublicKey;
 use crate::digest::Digest;
@@ -611,5 +611,49 @@ impl Wire for StatusReport {
         let committed = r.u64()?;
         let digest = get_digest(r)?;
         Ok(Self { replica, view, primary, committed, digest, nonce: r.array()?, tag: r.array()? })
+    }
+}
+
+impl Wire for Probe {
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.replica).u64(self.view).bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { replica: r.u16()?, view: r.u64()?, tag: r.array()? })
+    }
+}
+
+impl Wire for ViewChange {
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.replica).u64(self.view).u64(self.committed);
+        w.bytes(self.committed_chain.as_bytes());
+        put_vec(w, &self.held);
+        w.bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let replica = r.u16()?;
+        let view = r.u64()?;
+        let committed = r.u64()?;
+        let committed_chain = get_digest(r)?;
+        let held = get_vec(r, "held", MAX_BATCH, 4)?;
+        Ok(Self { replica, view, committed, committed_chain, held, tag: r.array()? })
+    }
+}
+
+impl Wire for NewView {
+    fn put(&self, w: &mut Writer) {
+        w.u64(self.view).u64(self.base).bytes(self.base_chain.as_bytes());
+        w.u64(self.head).bytes(self.head_chain.as_bytes()).bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let view = r.u64()?;
+        let base = r.u64()?;
+        let base_chain = get_digest(r)?;
+        let head = r.u64()?;
+        let head_chain = get_digest(r)?;
+        Ok(Self { view, base, base_chain, head, head_chain, tag: r.array()? })
     }
 }

@@ -5,8 +5,8 @@ use alloc::vec::Vec;
 
 use super::codec::{to_u64, Wire};
 use super::{
-    Accept, Ack, AckInit, ClientHello, Commit, Join, Reply, Request, StatusReport, StatusRequest,
-    Update, Welcome,
+    Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, Reply, Request, StatusReport,
+    StatusRequest, Update, ViewChange, Welcome,
 };
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -46,10 +46,16 @@ pub enum Message {
     StatusRequest(StatusRequest),
     /// Kind 12: a replica's authenticated status.
     StatusReport(StatusReport),
+    /// Kind 13: a backup's suspicion of the primary.
+    Probe(Probe),
+    /// Kind 14: a replica's account to the new primary.
+    ViewChange(ViewChange),
+    /// Kind 15: the new primary's announcement.
+    NewView(NewView),
 }
 
 impl Message {
-    /// The header's `kind` byte for this message (1 to 12, in declaration order).
+    /// The header's `kind` byte for this message (1 to 15, in declaration order).
     #[must_use]
     pub const fn kind(&self) -> u8 {
         match self {
@@ -65,6 +71,9 @@ impl Message {
             Message::Commit(_) => 10,
             Message::StatusRequest(_) => 11,
             Message::StatusReport(_) => 12,
+            Message::Probe(_) => 13,
+            Message::ViewChange(_) => 14,
+            Message::NewView(_) => 15,
         }
     }
 
@@ -114,6 +123,9 @@ impl Wire for Message {
             Message::Commit(m) => m.put(w),
             Message::StatusRequest(m) => m.put(w),
             Message::StatusReport(m) => m.put(w),
+            Message::Probe(m) => m.put(w),
+            Message::ViewChange(m) => m.put(w),
+            Message::NewView(m) => m.put(w),
         }
     }
 
@@ -141,6 +153,9 @@ impl Wire for Message {
             10 => |r| Commit::get(r).map(Message::Commit),
             11 => |r| StatusRequest::get(r).map(Message::StatusRequest),
             12 => |r| StatusReport::get(r).map(Message::StatusReport),
+            13 => |r| Probe::get(r).map(Message::Probe),
+            14 => |r| ViewChange::get(r).map(Message::ViewChange),
+            15 => |r| NewView::get(r).map(Message::NewView),
             _ => return Err(DecodeError::Invalid { field: "kind", value: u64::from(kind) }),
         };
         let reserved = r.u16()?;
@@ -176,5 +191,8 @@ from_message!(
     Ack,
     Commit,
     StatusRequest,
-    StatusReport
+    StatusReport,
+    Probe,
+    ViewChange,
+    NewView
 );

@@ -277,6 +277,40 @@ fn status_report() -> impl Strategy<Value = StatusReport> {
     )
 }
 
+fn probe() -> impl Strategy<Value = Probe> {
+    (any::<u16>(), any::<u64>(), any::<[u8; 32]>()).prop_map(|(replica, view, tag)| Probe {
+        replica,
+        view,
+        tag,
+    })
+}
+
+fn view_change() -> impl Strategy<Value = ViewChange> {
+    (any::<u16>(), any::<[u64; 2]>(), digest(), vec(update(), 0..3), any::<[u8; 32]>()).prop_map(
+        |(replica, [view, committed], committed_chain, held, tag)| ViewChange {
+            replica,
+            view,
+            committed,
+            committed_chain,
+            held,
+            tag,
+        },
+    )
+}
+
+fn new_view() -> impl Strategy<Value = NewView> {
+    (any::<[u64; 3]>(), digest(), digest(), any::<[u8; 32]>()).prop_map(
+        |([view, base, head], base_chain, head_chain, tag)| NewView {
+            view,
+            base,
+            base_chain,
+            head,
+            head_chain,
+            tag,
+        },
+    )
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         request().prop_map(Message::Request),
@@ -291,6 +325,9 @@ fn message() -> impl Strategy<Value = Message> {
         commit().prop_map(Message::Commit),
         status_request().prop_map(Message::StatusRequest),
         status_report().prop_map(Message::StatusReport),
+        probe().prop_map(Message::Probe),
+        view_change().prop_map(Message::ViewChange),
+        new_view().prop_map(Message::NewView),
     ]
 }
 
@@ -532,7 +569,7 @@ proptest! {
 
     #[test]
     fn random_body_after_a_valid_header_never_panics(
-        kind in 1u8..=12,
+        kind in 1u8..=15,
         body in vec(any::<u8>(), 0..512),
     ) {
         let mut bytes = header(kind);
@@ -542,7 +579,7 @@ proptest! {
 
     #[test]
     fn random_small_counts_after_a_valid_header_never_panic(
-        kind in 1u8..=12,
+        kind in 1u8..=15,
         // Mostly small numbers: lengths and counts that fit the input, unlike random bytes.
         body in vec(prop_oneof![0u8..4, any::<u8>()], 0..512),
     ) {
@@ -616,7 +653,7 @@ fn header_errors() {
     assert_eq!(with(4, 2), Err(DecodeError::UnsupportedVersion(2)));
     assert_eq!(with(4, 0), Err(DecodeError::UnsupportedVersion(0)));
     assert_eq!(with(5, 0), Err(DecodeError::Invalid { field: "kind", value: 0 }));
-    assert_eq!(with(5, 13), Err(DecodeError::Invalid { field: "kind", value: 13 }));
+    assert_eq!(with(5, 16), Err(DecodeError::Invalid { field: "kind", value: 16 }));
     assert_eq!(with(6, 1), Err(DecodeError::Invalid { field: "reserved", value: 1 }));
     assert_eq!(with(7, 1), Err(DecodeError::Invalid { field: "reserved", value: 256 }));
     assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated { needed: 4, have: 0 }));
