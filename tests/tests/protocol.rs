@@ -232,6 +232,36 @@ fn only<T>(
     effects.drain(..).filter_map(pick).collect()
 }
 
+/// Each of `replicas` suspects the primary; returns their Probes.
+fn suspect(c: &mut Cluster, replicas: &[usize]) -> Vec<vpr_proto::msg::Probe> {
+    replicas
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(vpr_pal::Call::Suspect), |e| match e {
+                vpr_pal::Effect::Probe(p) => Some(p),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// Delivers `probes` to each of `replicas`; returns their ViewChanges.
+fn view_changes(
+    c: &mut Cluster,
+    replicas: &[usize],
+    probes: &[vpr_proto::msg::Probe],
+) -> Vec<vpr_proto::msg::ViewChange> {
+    replicas
+        .iter()
+        .flat_map(|b| {
+            only(c.replicas[*b].call(vpr_pal::Call::Probes(probes.to_vec())), |e| match e {
+                vpr_pal::Effect::ViewChange(vc) => Some(vc),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
 /// §5.2.5: the primary crashes with an update held by the backups but not committed. The
 /// backups move to view 1 (f+1 Probes, trusted view counter), the new primary adopts the held
 /// update and proposes it again, it commits, the client's retransmission is answered from the
@@ -250,30 +280,14 @@ fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
     assert!(c.reply_to(&write).is_none());
     let (b1, b2) = (1usize, 2usize);
     // Both backups suspect the primary and exchange Probes.
-    let probes: Vec<_> = [b1, b2]
-        .iter()
-        .flat_map(|b| {
-            only(c.replicas[*b].call(Call::Suspect), |e| match e {
-                Effect::Probe(p) => Some(p),
-                _ => None,
-            })
-        })
-        .collect();
+    let probes = suspect(&mut c, &[b1, b2]);
     assert_eq!(probes.len(), 2);
     // One Probe is not enough (f + 1 = 2 needed).
     assert!(matches!(
         c.replicas[b1].call(Call::Probes(probes[..1].to_vec())).as_slice(),
         [Effect::Refused(_)]
     ));
-    let vcs: Vec<_> = [b1, b2]
-        .iter()
-        .flat_map(|b| {
-            only(c.replicas[*b].call(Call::Probes(probes.clone())), |e| match e {
-                Effect::ViewChange(vc) => Some(vc),
-                _ => None,
-            })
-        })
-        .collect();
+    let vcs = view_changes(&mut c, &[b1, b2], &probes);
     assert_eq!(vcs.len(), 2);
     assert!(c.replicas[b1].manager().is_primary() && c.replicas[b1].manager().view() == 1);
     // The new primary adopts the held update and announces the view.
@@ -407,24 +421,8 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     vpr_proto::crypto::xor(&mut reply.tag, &blinder);
     ok(client.verify(&write, &reply).expect("the client accepts the write"));
     // The primary crashes before its Commit leaves. Backups 1 and 2 change view.
-    let probes: Vec<_> = [1usize, 2]
-        .iter()
-        .flat_map(|b| {
-            only(c.replicas[*b].call(Call::Suspect), |e| match e {
-                Effect::Probe(p) => Some(p),
-                _ => None,
-            })
-        })
-        .collect();
-    let vcs: Vec<_> = [1usize, 2]
-        .iter()
-        .flat_map(|b| {
-            only(c.replicas[*b].call(Call::Probes(probes.clone())), |e| match e {
-                Effect::ViewChange(v) => Some(v),
-                _ => None,
-            })
-        })
-        .collect();
+    let probes = suspect(&mut c, &[1, 2]);
+    let vcs = view_changes(&mut c, &[1, 2], &probes);
     let effects = c.replicas[1].call(Call::ViewChanges(vcs));
     let nv = effects
         .iter()
