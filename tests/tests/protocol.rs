@@ -9,6 +9,20 @@ use vpr_host::tcc::TccBackend;
 use vpr_proto::client::ClientError;
 use vpr_proto::msg::{Outcome, Value};
 
+/// The values `$value` of every effect in `$effects` that matches `$pattern`, e.g.
+/// `pick!(effects, Effect::Update(u) => u.clone())`.
+macro_rules! pick {
+    ($effects:expr, $pattern:pat => $value:expr) => {
+        $effects
+            .iter()
+            .filter_map(|e| match e {
+                $pattern => Some($value),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
 fn sql(s: &str) -> String {
     s.to_owned()
 }
@@ -225,22 +239,12 @@ fn status_reports_are_authenticated() {
     assert!(matches!(out.as_slice(), [vpr_pal::Effect::Refused(_)]));
 }
 
-fn only<T>(
-    mut effects: Vec<vpr_pal::Effect>,
-    pick: impl Fn(vpr_pal::Effect) -> Option<T>,
-) -> Vec<T> {
-    effects.drain(..).filter_map(pick).collect()
-}
-
 /// Each of `replicas` suspects the primary; returns their Probes.
 fn suspect(c: &mut Cluster, replicas: &[usize]) -> Vec<vpr_proto::msg::Probe> {
     replicas
         .iter()
         .flat_map(|b| {
-            only(c.replicas[*b].call(vpr_pal::Call::Suspect), |e| match e {
-                vpr_pal::Effect::Probe(p) => Some(p),
-                _ => None,
-            })
+            pick!(c.replicas[*b].call(vpr_pal::Call::Suspect), vpr_pal::Effect::Probe(p) => p.clone())
         })
         .collect()
 }
@@ -254,10 +258,7 @@ fn view_changes(
     replicas
         .iter()
         .flat_map(|b| {
-            only(c.replicas[*b].call(vpr_pal::Call::Probes(probes.to_vec())), |e| match e {
-                vpr_pal::Effect::ViewChange(vc) => Some(vc),
-                _ => None,
-            })
+            pick!(c.replicas[*b].call(vpr_pal::Call::Probes(probes.to_vec())), vpr_pal::Effect::ViewChange(vc) => vc.clone())
         })
         .collect()
 }
@@ -292,62 +293,34 @@ fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
     assert!(c.replicas[b1].manager().is_primary() && c.replicas[b1].manager().view() == 1);
     // The new primary adopts the held update and announces the view.
     let effects = c.replicas[b1].call(Call::ViewChanges(vcs));
-    let nv = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::NewView(nv) => Some(nv.clone()),
-            _ => None,
-        })
-        .expect("new view");
+    let nv =
+        pick!(effects, Effect::NewView(nv) => nv.clone()).into_iter().next().expect("new view");
     assert_eq!((nv.view, nv.base, nv.head), (1, 2, 3), "update 3 carried over uncommitted");
-    let carried: Vec<_> = effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Update(u) => Some(u.clone()),
-            _ => None,
-        })
-        .collect();
+    let carried: Vec<_> = pick!(effects, Effect::Update(u) => u.clone());
     assert!(c.replicas[b2].call(Call::NewView(nv)).is_empty());
     // The other backup acknowledges the carried-over update in the new view; it commits.
     let mut acks = Vec::new();
     for u in carried {
-        acks.extend(only(c.replicas[b2].call(Call::Update(u)), |e| match e {
-            Effect::Ack(a) => Some(a),
-            _ => None,
-        }));
+        acks.extend(pick!(c.replicas[b2].call(Call::Update(u)), Effect::Ack(a) => a.clone()));
     }
     let ack = acks.into_iter().find(|a| a.seq == 3).expect("ack of update 3");
     assert_eq!(ack.view, 1);
     let out = c.replicas[b1].call(Call::Ack(ack));
-    let commit = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::Commit(cm) => Some(cm.clone()),
-            _ => None,
-        })
-        .expect("commit");
+    let commit = pick!(out, Effect::Commit(cm) => cm.clone()).into_iter().next().expect("commit");
     assert_eq!(commit.seq, 3);
     assert!(c.replicas[b2].call(Call::Commit(commit)).is_empty());
     assert_eq!(c.replicas[b1].manager().digest(), c.replicas[b2].manager().digest());
     // The client retransmits to the new primary: answered once, from the exactly-once table.
     let out = c.replicas[b1].call(Call::Requests(vec![write.clone()]));
-    let reply = out
+    let reply = pick!(out, Effect::Reply { reply, blinded_until: None } => reply.clone())
         .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply, blinded_until: None } => Some(reply),
-            _ => None,
-        })
+        .next()
         .expect("reply");
     ok(client.verify(&write, &reply).expect("verifies"));
     let count = client.request(sql("SELECT count(*), sum(x) FROM t"), vec![]);
     let out = c.replicas[b1].call(Call::Requests(vec![count.clone()]));
-    let reply = out
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply, .. } => Some(reply),
-            _ => None,
-        })
-        .expect("reply");
+    let reply =
+        pick!(out, Effect::Reply { reply, .. } => reply.clone()).into_iter().next().expect("reply");
     let outcome = client.verify(&count, &reply).expect("verifies").clone();
     assert_eq!(
         outcome.results[0].rows,
@@ -364,18 +337,9 @@ fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
     // And the new view makes progress with a new write.
     let next = client.request(sql("INSERT INTO t VALUES (3)"), vec![]);
     let out = c.replicas[b1].call(Call::Requests(vec![next]));
-    let update = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::Update(u) => Some(u.clone()),
-            _ => None,
-        })
-        .expect("update");
+    let update = pick!(out, Effect::Update(u) => u.clone()).into_iter().next().expect("update");
     assert_eq!((update.view, update.seq), (1, 4));
-    let acks = only(c.replicas[b2].call(Call::Update(update)), |e| match e {
-        Effect::Ack(a) => Some(a),
-        _ => None,
-    });
+    let acks = pick!(c.replicas[b2].call(Call::Update(update)), Effect::Ack(a) => a.clone());
     let out = c.replicas[b1].call(Call::Ack(acks[0].clone()));
     assert!(out.iter().any(|e| matches!(e, Effect::Release { seq: 4, .. })));
 }
@@ -391,32 +355,15 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
     let write = client.request(sql("INSERT INTO t VALUES (42)"), vec![]);
     let out = c.replicas[0].call(Call::Requests(vec![write.clone()]));
-    let update = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::Update(u) => Some(u.clone()),
-            _ => None,
-        })
-        .expect("update");
-    let mut reply = out
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply, .. } => Some(reply),
-            _ => None,
-        })
-        .expect("reply");
+    let update = pick!(out, Effect::Update(u) => u.clone()).into_iter().next().expect("update");
+    let mut reply =
+        pick!(out, Effect::Reply { reply, .. } => reply.clone()).into_iter().next().expect("reply");
     // Only backup 2 receives the update; its Ack lets the primary commit and release the reply.
-    let ack = only(c.replicas[2].call(Call::Update(update)), |e| match e {
-        Effect::Ack(a) => Some(a),
-        _ => None,
-    });
+    let ack = pick!(c.replicas[2].call(Call::Update(update)), Effect::Ack(a) => a.clone());
     let out = c.replicas[0].call(Call::Ack(ack[0].clone()));
-    let blinder = out
-        .iter()
-        .find_map(|e| match e {
-            Effect::Release { blinder, .. } => Some(*blinder),
-            _ => None,
-        })
+    let blinder = pick!(out, Effect::Release { blinder, .. } => *blinder)
+        .into_iter()
+        .next()
         .expect("release");
     vpr_proto::crypto::xor(&mut reply.tag, &blinder);
     ok(client.verify(&write, &reply).expect("the client accepts the write"));
@@ -424,23 +371,12 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     let probes = suspect(&mut c, &[1, 2]);
     let vcs = view_changes(&mut c, &[1, 2], &probes);
     let effects = c.replicas[1].call(Call::ViewChanges(vcs));
-    let nv = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::NewView(nv) => Some(nv.clone()),
-            _ => None,
-        })
-        .expect("new view");
+    let nv =
+        pick!(effects, Effect::NewView(nv) => nv.clone()).into_iter().next().expect("new view");
     assert_eq!(nv.head, 2, "the held write is carried over");
     assert!(c.replicas[2].call(Call::NewView(nv)).is_empty());
-    for u in effects.into_iter().filter_map(|e| match e {
-        Effect::Update(u) => Some(u),
-        _ => None,
-    }) {
-        for a in only(c.replicas[2].call(Call::Update(u)), |e| match e {
-            Effect::Ack(a) => Some(a),
-            _ => None,
-        }) {
+    for u in pick!(effects, Effect::Update(u) => u.clone()) {
+        for a in pick!(c.replicas[2].call(Call::Update(u)), Effect::Ack(a) => a.clone()) {
             for e in c.replicas[1].call(Call::Ack(a)) {
                 if let Effect::Commit(cm) = e {
                     assert!(c.replicas[2].call(Call::Commit(cm)).is_empty());
@@ -451,12 +387,9 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     assert_eq!(c.replicas[1].manager().digest(), c.replicas[2].manager().digest());
     let read = client.request(sql("SELECT x FROM t"), vec![]);
     let out = c.replicas[1].call(Call::Requests(vec![read.clone()]));
-    let reply = out
+    let reply = pick!(out, Effect::Reply { reply, blinded_until: None } => reply.clone())
         .into_iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply, blinded_until: None } => Some(reply),
-            _ => None,
-        })
+        .next()
         .expect("reply");
     assert_eq!(
         client.verify(&read, &reply).expect("verifies").results[0].rows,
