@@ -30,11 +30,27 @@ pub struct Timeouts {
     /// The primary waits this long for every backup's Join before forming the group with a
     /// majority.
     pub join_ms: u64,
+    /// The primary tells backups it is alive (its latest Commit) at least this often.
+    pub heartbeat_ms: u64,
+    /// A backup that hears nothing valid from the primary this long (or sees a client's
+    /// request go unanswered this long) suspects it and proposes the next view.
+    pub view_change_ms: u64,
+    /// The suspicion timeout doubles after each view change that brought no progress, up to
+    /// this (thesis §5.2.5: adaptive, but capped by the administrator).
+    pub view_change_max_ms: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { request_ms: 2000, request_attempts: 3, retransmit_ms: 200, join_ms: 3000 }
+        Timeouts {
+            request_ms: 2000,
+            request_attempts: 5,
+            retransmit_ms: 200,
+            join_ms: 3000,
+            heartbeat_ms: 200,
+            view_change_ms: 2000,
+            view_change_max_ms: 16_000,
+        }
     }
 }
 
@@ -141,6 +157,19 @@ impl ClusterConfig {
         }
         self.identity_digest()?;
         self.manufacturer_key()?;
+        let t = &self.timeouts;
+        if t.heartbeat_ms == 0 || t.retransmit_ms == 0 || t.heartbeat_ms >= t.view_change_ms {
+            return Err(ConfigError::Invalid(
+                "timeouts: heartbeat_ms and retransmit_ms must be positive and heartbeat_ms \
+                 below view_change_ms"
+                    .into(),
+            ));
+        }
+        if t.view_change_max_ms < t.view_change_ms {
+            return Err(ConfigError::Invalid(
+                "timeouts: view_change_max_ms must be at least view_change_ms".into(),
+            ));
+        }
         if self.max_in_flight == 0 || self.max_batch == 0 {
             return Err(ConfigError::Invalid(
                 "max_in_flight and max_batch must be positive".into(),

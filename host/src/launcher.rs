@@ -21,6 +21,9 @@ pub mod files {
     /// The simulated manufacturer's secret key.
     pub const MANUFACTURER: &str = "manufacturer.key";
 
+    /// Inside a replica's data folder: the group state its TCC sealed (for restarts).
+    pub const SEALED: &str = "group.sealed";
+
     /// Replica `id`'s data folder.
     pub fn data(id: u16) -> String {
         format!("replica-{id}")

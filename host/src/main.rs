@@ -161,8 +161,18 @@ fn replica(
         max_in_flight: config.max_in_flight,
         service: ServiceOptions::default(),
     };
-    let backend = Simulation::start(&data, &manufacturer, group)?;
-    net::run_replica(&config, id, backend, &stop, status.as_deref())?;
+    let sealed = data.join(files::SEALED);
+    let backend = match std::fs::read(&sealed) {
+        Ok(blob) => {
+            eprintln!("vpr: replica {id} restarts from its sealed state; it needs a snapshot");
+            Simulation::restore(&data, &manufacturer, group, &blob)?
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Simulation::start(&data, &manufacturer, group)?
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", sealed.display())),
+    };
+    net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 //! Every frame is one encoded [`Message`]. Sockets never block the loop: a full queue drops
 //! the message, and the protocol's retransmissions recover.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,13 +40,15 @@ fn source(identity: &[u8]) -> Source {
 const STATUS_MS: u64 = 100;
 
 /// Runs replica `id` until `stop` is set. If `status_file` is given, the replica keeps its
-/// status there (view, primary, committed update, database digest) as its host sees it.
+/// status there (view, primary, committed update, database digest) as its host sees it. What
+/// the TCC seals for a restart is written to `sealed_file`.
 pub fn run_replica<B: TccBackend>(
     config: &ClusterConfig,
     id: u16,
     backend: B,
     stop: &Arc<AtomicBool>,
-    status_file: Option<&std::path::Path>,
+    status_file: Option<&Path>,
+    sealed_file: &Path,
 ) -> Result<()> {
     let ctx = zmq::Context::new();
     let router = ctx.socket(zmq::ROUTER)?;
@@ -73,7 +76,7 @@ pub fn run_replica<B: TccBackend>(
     let epoch = Instant::now();
     let now = || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(replica = id, endpoint = %me, "replica listening");
-    let mut last_status: (Option<(bool, u64, u64)>, u64) = (None, 0);
+    let mut last_status: (Option<crate::tcc::Progress>, u64) = (None, 0);
     while !stop.load(Ordering::Relaxed) {
         if let Some(path) = status_file {
             // Hashing the database is the costly part: only when progress was made.
@@ -118,6 +121,12 @@ pub fn run_replica<B: TccBackend>(
                 Output::Client(route, bytes) => router
                     .send(&route[..], zmq::SNDMORE | zmq::DONTWAIT)
                     .and_then(|()| router.send(&bytes[..], zmq::DONTWAIT)),
+                Output::Persist(blob) => {
+                    write_atomically(sealed_file, blob).with_context(|| {
+                        format!("storing sealed state in {}", sealed_file.display())
+                    })?;
+                    Ok(())
+                }
             };
             if let Err(e) = sent {
                 tracing::debug!(%e, "send dropped");
@@ -126,4 +135,11 @@ pub fn run_replica<B: TccBackend>(
     }
     tracing::info!(replica = id, "replica stopping");
     Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }

@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use vpr_pal::{Call, Effect};
 use vpr_proto::crypto;
-use vpr_proto::msg::{AckInit, ClientId, Join, Message, Reply, Request};
+use vpr_proto::msg::{
+    AckInit, ClientId, Join, Message, Probe, Reply, Request, StateRequest, ViewChange,
+};
 
 use crate::config::ClusterConfig;
-use crate::tcc::TccBackend;
+use crate::tcc::{Progress, TccBackend};
 
 /// How many times the primary resends its latest Commit while no newer one replaces it.
 const COMMIT_RESENDS: u32 = 5;
@@ -41,6 +43,8 @@ pub enum Output {
     Replica(u16, Arc<[u8]>),
     /// To a client.
     Client(Route, Arc<[u8]>),
+    /// Store this blob, sealed by the TCC, and hand it back when the replica restarts.
+    Persist(Vec<u8>),
 }
 
 /// An update the primary sent, kept until every backup acknowledged it (or the log is full):
@@ -85,11 +89,51 @@ pub struct Replica<B: TccBackend> {
     /// The latest Commit, when it was last sent, and how often it was resent: a lost Commit
     /// would leave backups holding committed updates unapplied while the service is idle.
     last_commit: Option<(Arc<[u8]>, u64, u32)>,
+    // Primary change (thesis §5.2.5).
+    heartbeat_ms: u64,
+    base_timeout_ms: u64,
+    max_timeout_ms: u64,
+    /// The suspicion timeout now (adaptive).
+    timeout_ms: u64,
+    /// The view the runtime last saw, and the committed update when it changed.
+    seen_view: u64,
+    committed_at_change: u64,
+    /// When the current primary last proved it is alive (or the view began).
+    last_heard: u64,
+    last_heartbeat: u64,
+    /// This replica's Probe, and when it was last sent.
+    my_probe: Option<(Arc<[u8]>, u64)>,
+    /// Probes for later views, by view and replica.
+    probes: BTreeMap<u64, BTreeMap<u16, Probe>>,
+    /// The Probes that moved this replica to its view (relayed to replicas left behind).
+    moved_by: Vec<Probe>,
+    /// This replica's ViewChange: the primary it goes to, the bytes, when last sent.
+    my_view_change: Option<(u16, Arc<[u8]>, u64)>,
+    /// New primary: the ViewChanges for its view (or later ones), by replica.
+    view_changes: BTreeMap<u16, ViewChange>,
+    /// New primary: its NewView, resent to backups not yet heard in the view.
+    new_view: Option<Arc<[u8]>>,
+    /// Backups whose Ack the Manager accepted in this view.
+    confirmed: BTreeSet<u16>,
+    /// Backup: requests clients sent here (they retry on every replica), first seen when.
+    complaints: HashMap<(ClientId, u64), u64>,
+    // State transfer.
+    /// Updates up to this are known committed but missing here, since when.
+    behind: Option<(u64, u64)>,
+    /// When state was last asked for, and the peer to ask next.
+    state_asked: (Option<u64>, u16),
+    /// A replica to ask first (it reported the state needed).
+    state_source: Option<u16>,
+    /// The last snapshot made here: its update and bytes.
+    snapshot: Option<(u64, Arc<[u8]>)>,
 }
 
 impl<B: TccBackend> Replica<B> {
-    /// The runtime of replica `id` of `config`, around `backend`.
+    /// The runtime of replica `id` of `config`, around `backend` (a new Manager, or one
+    /// restarted from sealed state).
     pub fn new(backend: B, config: &ClusterConfig, id: u16) -> Self {
+        let progress = backend.progress();
+        let t = &config.timeouts;
         Replica {
             backend,
             id,
@@ -99,7 +143,7 @@ impl<B: TccBackend> Replica<B> {
             join_ms: config.timeouts.join_ms,
             max_batch: config.max_batch,
             max_in_flight: config.max_in_flight as usize,
-            ready: false,
+            ready: progress.ready,
             started_at: None,
             my_join: None,
             joins: BTreeMap::new(),
@@ -111,6 +155,26 @@ impl<B: TccBackend> Replica<B> {
             held: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             last_commit: None,
+            heartbeat_ms: t.heartbeat_ms,
+            base_timeout_ms: t.view_change_ms,
+            max_timeout_ms: t.view_change_max_ms.max(t.view_change_ms),
+            timeout_ms: t.view_change_ms,
+            seen_view: progress.view,
+            committed_at_change: progress.committed,
+            last_heard: 0,
+            last_heartbeat: 0,
+            my_probe: None,
+            probes: BTreeMap::new(),
+            moved_by: Vec::new(),
+            my_view_change: None,
+            view_changes: BTreeMap::new(),
+            new_view: None,
+            confirmed: BTreeSet::new(),
+            complaints: HashMap::new(),
+            behind: None,
+            state_asked: (None, id),
+            state_source: None,
+            snapshot: None,
         }
     }
 
@@ -144,6 +208,8 @@ impl<B: TccBackend> Replica<B> {
                 if self.is_primary() {
                     self.routes.insert((request.client, request.seq), (route, now));
                     self.queue.push(request);
+                } else if self.ready {
+                    self.complain(request.client, request.seq, now, &mut out);
                 }
             }
             (Source::Client(route), Message::ClientHello(hello)) => {
@@ -181,7 +247,7 @@ impl<B: TccBackend> Replica<B> {
                         self.primary(),
                         encode(Message::AckInit(ack.clone())),
                     ));
-                } else {
+                } else if !self.ready {
                     let effects = self.backend.call(Call::Accept(Box::new(accept)));
                     self.apply(effects, now, &mut out);
                 }
@@ -189,20 +255,22 @@ impl<B: TccBackend> Replica<B> {
             (Source::Replica(r), Message::AckInit(ack)) if ack.replica == r => {
                 let effects = self.backend.call(Call::AckInit(ack));
                 // Only an AckInit the Manager accepted stops the Accept's resends to r.
-                if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) {
+                if accepted(&effects) {
                     self.ack_inits.insert(r);
                 }
                 self.apply(effects, now, &mut out);
             }
-            (Source::Replica(_), Message::Update(update)) => {
+            (Source::Replica(r), Message::Update(update)) => {
                 let effects = self.backend.call(Call::Update(update));
+                self.heard(r, &effects, now);
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(r), Message::Ack(ack)) if ack.replica == r => {
                 let seq = ack.seq;
                 let effects = self.backend.call(Call::Ack(ack));
                 // Only an Ack the Manager accepted stops retransmission to that backup.
-                if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) {
+                if accepted(&effects) {
+                    self.confirmed.insert(r);
                     let everyone = usize::from(self.n) - 1;
                     if let Some(sent) = self.in_flight.get_mut(&seq) {
                         sent.acked.insert(r);
@@ -213,9 +281,44 @@ impl<B: TccBackend> Replica<B> {
                 }
                 self.apply(effects, now, &mut out);
             }
-            (Source::Replica(_), Message::Commit(commit)) => {
+            (Source::Replica(r), Message::Commit(commit)) => {
                 let effects = self.backend.call(Call::Commit(commit));
+                self.heard(r, &effects, now);
                 self.apply(effects, now, &mut out);
+            }
+            (Source::Replica(r), Message::Probe(probe)) => self.on_probe(r, probe, now, &mut out),
+            (Source::Replica(r), Message::ViewChange(vc)) if vc.replica == r => {
+                let progress = self.backend.progress();
+                if vc.view == progress.view && self.is_primary() && progress.started {
+                    // It missed our NewView.
+                    if let Some(nv) = &self.new_view {
+                        out.push(Output::Replica(r, nv.clone()));
+                    }
+                } else if vc.view >= progress.view {
+                    self.view_changes.insert(r, vc);
+                    self.try_view_changes(now, &mut out);
+                }
+            }
+            (Source::Replica(r), Message::NewView(nv)) => {
+                let effects = self.backend.call(Call::NewView(nv));
+                self.apply(effects, now, &mut out);
+                self.heard(r, &[], now);
+            }
+            (Source::Replica(r), Message::StateRequest(request)) if request.replica == r => {
+                self.serve_state(r, request.at_least, &mut out);
+            }
+            (Source::Replica(_), Message::Snapshot(snapshot)) => {
+                let effects = self.backend.call(Call::Snapshot(Box::new(snapshot)));
+                if accepted(&effects) {
+                    tracing::info!(
+                        replica = self.id,
+                        committed = self.backend.progress().committed,
+                        "adopted a snapshot"
+                    );
+                    self.state_source = None;
+                }
+                self.apply(effects, now, &mut out);
+                self.try_view_changes(now, &mut out);
             }
             (from, message) => {
                 tracing::debug!(?from, kind = message.kind(), "ignored message");
@@ -227,10 +330,15 @@ impl<B: TccBackend> Replica<B> {
     /// Executes the queued requests as one batch (primary), if the pipeline has room.
     pub fn flush(&mut self, now: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        while self.ready
-            && !self.queue.is_empty()
+        if !self.ready || !self.is_primary() {
+            return out;
+        }
+        let progress = self.backend.progress();
+        if !progress.started || progress.needs_state.is_some() {
+            return out;
+        }
+        while !self.queue.is_empty()
             && self.in_flight.values().filter(|s| !s.committed).count() < self.max_in_flight
-            && self.is_primary()
         {
             let take = self.queue.len().min(self.max_batch);
             let batch: Vec<Request> = self.queue.drain(..take).collect();
@@ -240,10 +348,14 @@ impl<B: TccBackend> Replica<B> {
         out
     }
 
-    /// Time passes: initialization rounds and retransmissions.
+    /// Time passes: initialization rounds, retransmissions, heartbeats, suspicion and state
+    /// transfer.
     pub fn tick(&mut self, now: u64) -> Vec<Output> {
         let mut out = Vec::new();
-        self.started_at.get_or_insert(now);
+        if self.started_at.is_none() {
+            self.started_at = Some(now);
+            self.last_heard = now;
+        }
         if !self.ready {
             if self.is_primary() {
                 self.maybe_accept(now, &mut out);
@@ -262,40 +374,272 @@ impl<B: TccBackend> Replica<B> {
             }
             return out;
         }
+        self.sync_view(now);
         // Forget routes of requests that were refused or never answered; a client that still
         // waits retransmits and is routed again.
         self.routes.retain(|_, (_, since)| now < *since + ROUTE_TTL_MS);
-        if self.is_primary() {
-            let backups: Vec<u16> = self.backups().collect();
-            if let Some((bytes, at, resent)) = &mut self.last_commit {
-                if *resent < COMMIT_RESENDS && now >= *at + self.retransmit_ms {
-                    *at = now;
-                    *resent += 1;
+        let horizon = 4 * self.max_timeout_ms;
+        self.complaints.retain(|_, since| now < *since + horizon);
+        let progress = self.backend.progress();
+        if progress.committed > self.committed_at_change {
+            self.timeout_ms = self.base_timeout_ms;
+        }
+        if self.is_primary() && progress.started {
+            self.primary_tick(now, &mut out);
+        } else {
+            self.suspect_tick(now, progress, &mut out);
+        }
+        self.state_tick(now, progress, &mut out);
+        out
+    }
+
+    /// Primary: retransmissions, and heartbeats that keep backups from suspecting it.
+    fn primary_tick(&mut self, now: u64, out: &mut Vec<Output>) {
+        let backups: Vec<u16> = self.backups().collect();
+        if let Some((bytes, at, resent)) = &mut self.last_commit {
+            if *resent < COMMIT_RESENDS && now >= *at + self.retransmit_ms {
+                *at = now;
+                *resent += 1;
+                for r in &backups {
+                    out.push(Output::Replica(*r, bytes.clone()));
+                }
+            }
+        }
+        let mut lagging = BTreeSet::new();
+        for sent in self.in_flight.values_mut() {
+            if now >= sent.sent_at + self.retransmit_ms {
+                sent.sent_at = now;
+                for r in backups.iter().filter(|r| !sent.acked.contains(r)) {
+                    out.push(Output::Replica(*r, sent.bytes.clone()));
+                    if sent.committed {
+                        lagging.insert(*r);
+                    }
+                }
+            }
+        }
+        // A backup catching up on committed updates also needs to hear they committed.
+        if let Some((bytes, _, _)) = &self.last_commit {
+            for r in lagging {
+                out.push(Output::Replica(r, bytes.clone()));
+            }
+        }
+        if now >= self.last_heartbeat + self.heartbeat_ms {
+            self.last_heartbeat = now;
+            for effect in self.backend.call(Call::Heartbeat) {
+                if let Effect::Commit(commit) = effect {
+                    let bytes = encode(Message::Commit(commit));
                     for r in &backups {
                         out.push(Output::Replica(*r, bytes.clone()));
                     }
                 }
             }
-            let mut lagging = BTreeSet::new();
-            for sent in self.in_flight.values_mut() {
-                if now >= sent.sent_at + self.retransmit_ms {
-                    sent.sent_at = now;
-                    for r in backups.iter().filter(|r| !sent.acked.contains(r)) {
-                        out.push(Output::Replica(*r, sent.bytes.clone()));
-                        if sent.committed {
-                            lagging.insert(*r);
-                        }
-                    }
-                }
-            }
-            // A backup catching up on committed updates also needs to hear they committed.
-            if let Some((bytes, _, _)) = &self.last_commit {
-                for r in lagging {
-                    out.push(Output::Replica(r, bytes.clone()));
+            if let Some(nv) = &self.new_view {
+                for r in backups.iter().filter(|r| !self.confirmed.contains(r)) {
+                    out.push(Output::Replica(*r, nv.clone()));
                 }
             }
         }
-        out
+    }
+
+    /// Backup (or a new primary whose view has not started): suspect a silent primary, and
+    /// keep this replica's Probe and ViewChange going until the view changes and starts.
+    fn suspect_tick(&mut self, now: u64, progress: Progress, out: &mut Vec<Output>) {
+        if now >= self.last_heard + self.timeout_ms {
+            self.last_heard = now;
+            tracing::info!(
+                replica = self.id,
+                view = progress.view,
+                timeout_ms = self.timeout_ms,
+                "primary suspected"
+            );
+            let effects = self.backend.call(Call::Suspect);
+            self.apply(effects, now, out);
+        }
+        let others: Vec<u16> = self.backups().collect();
+        if let Some((bytes, at)) = &mut self.my_probe {
+            if now >= *at + self.retransmit_ms {
+                *at = now;
+                for r in &others {
+                    out.push(Output::Replica(*r, bytes.clone()));
+                }
+            }
+        }
+        if let Some((to, bytes, at)) = &mut self.my_view_change {
+            if !progress.started && now >= *at + self.retransmit_ms {
+                *at = now;
+                out.push(Output::Replica(*to, bytes.clone()));
+            }
+        }
+    }
+
+    /// State transfer: ask peers, in turn, for a snapshot while this replica is behind.
+    fn state_tick(&mut self, now: u64, progress: Progress, out: &mut Vec<Output>) {
+        let wanted = match (progress.needs_state, self.behind) {
+            (Some(at), _) => Some(at),
+            (None, Some((target, since))) if progress.committed < target => {
+                // Retransmission gets the first chance.
+                (now >= since + 2 * self.retransmit_ms).then_some(progress.committed + 1)
+            }
+            _ => {
+                self.behind = None;
+                None
+            }
+        };
+        let Some(at_least) = wanted else { return };
+        let (asked, next) = self.state_asked;
+        if asked.is_some_and(|at| now < at + 2 * self.retransmit_ms) {
+            return;
+        }
+        let peer = match self.state_source.take() {
+            Some(p) if p != self.id => p,
+            _ => {
+                let mut p = (next + 1) % self.n;
+                if p == self.id {
+                    p = (p + 1) % self.n;
+                }
+                p
+            }
+        };
+        self.state_asked = (Some(now), peer);
+        let request = StateRequest { replica: self.id, at_least };
+        out.push(Output::Replica(peer, encode(Message::StateRequest(request))));
+    }
+
+    /// Another replica asks for state: a snapshot of ours, if it is new enough.
+    fn serve_state(&mut self, to: u16, at_least: u64, out: &mut Vec<Output>) {
+        let progress = self.backend.progress();
+        if !self.ready || progress.committed < at_least || progress.needs_state.is_some() {
+            return;
+        }
+        if let Some((seq, bytes)) = &self.snapshot {
+            if *seq == progress.committed {
+                out.push(Output::Replica(to, bytes.clone()));
+                return;
+            }
+        }
+        for effect in self.backend.call(Call::MakeSnapshot) {
+            match effect {
+                Effect::Snapshot(snapshot) => {
+                    let seq = snapshot.seq;
+                    let bytes = encode(Message::Snapshot(*snapshot));
+                    self.snapshot = Some((seq, bytes.clone()));
+                    out.push(Output::Replica(to, bytes));
+                }
+                other => tracing::debug!(replica = self.id, ?other, "no snapshot"),
+            }
+        }
+    }
+
+    /// A client's request reached this backup: the client got no answer from the primary it
+    /// tried. The same request still unanswered a timeout later makes this backup suspect
+    /// the primary.
+    fn complain(&mut self, client: ClientId, seq: u64, now: u64, out: &mut Vec<Output>) {
+        let since = *self.complaints.entry((client, seq)).or_insert(now);
+        if now >= since + self.timeout_ms {
+            self.complaints.remove(&(client, seq));
+            tracing::info!(replica = self.id, "a client's request went unanswered");
+            let effects = self.backend.call(Call::Suspect);
+            self.apply(effects, now, out);
+        }
+    }
+
+    /// A message from replica `r` that the Manager did not refuse: if `r` is the primary, it
+    /// is alive.
+    fn heard(&mut self, r: u16, effects: &[Effect], now: u64) {
+        if r == self.primary() && accepted(effects) {
+            self.last_heard = now;
+        }
+    }
+
+    fn on_probe(&mut self, r: u16, probe: Probe, now: u64, out: &mut Vec<Output>) {
+        let progress = self.backend.progress();
+        if probe.view > progress.view {
+            if probe.view > progress.view + u64::from(self.n) * 64 {
+                return; // absurdly far ahead: not worth keeping
+            }
+            self.probes.entry(probe.view).or_default().insert(probe.replica, probe);
+            self.try_probes(now, out);
+        } else if probe.replica == r {
+            // r is still in an earlier view: relay what moved us, and our NewView.
+            for p in &self.moved_by {
+                out.push(Output::Replica(r, encode(Message::Probe(p.clone()))));
+            }
+            if self.is_primary() && progress.started {
+                if let Some(nv) = &self.new_view {
+                    out.push(Output::Replica(r, nv.clone()));
+                }
+            }
+        }
+    }
+
+    /// With f+1 Probes for some later view, let the Manager move there.
+    fn try_probes(&mut self, now: u64, out: &mut Vec<Output>) {
+        let quorum = self.faults + 1;
+        let Some((_, probes)) = self.probes.iter().rev().find(|(_, by)| by.len() >= quorum) else {
+            return;
+        };
+        let probes: Vec<Probe> = probes.values().cloned().collect();
+        let before = self.backend.progress().view;
+        let effects = self.backend.call(Call::Probes(probes.clone()));
+        if self.backend.progress().view > before {
+            tracing::info!(
+                replica = self.id,
+                view = self.backend.progress().view,
+                "moved to a new view"
+            );
+            self.apply(effects, now, out);
+            self.moved_by = probes;
+        } else {
+            self.apply(effects, now, out);
+        }
+    }
+
+    /// New primary: with ViewChanges from f other replicas, let the Manager start the view.
+    fn try_view_changes(&mut self, now: u64, out: &mut Vec<Output>) {
+        let progress = self.backend.progress();
+        if !self.is_primary() || progress.started {
+            return;
+        }
+        let vcs: Vec<ViewChange> =
+            self.view_changes.values().filter(|vc| vc.view == progress.view).cloned().collect();
+        if vcs.len() < self.faults {
+            return;
+        }
+        let effects = self.backend.call(Call::ViewChanges(vcs));
+        self.apply(effects, now, out);
+        if self.backend.progress().started {
+            tracing::info!(replica = self.id, view = progress.view, "new view started as primary");
+        }
+    }
+
+    /// The Manager's view changed: drop what belonged to the old one.
+    fn sync_view(&mut self, now: u64) {
+        let progress = self.backend.progress();
+        if progress.view == self.seen_view {
+            return;
+        }
+        if progress.committed == self.committed_at_change {
+            // No progress since the last change: give the next primary longer.
+            self.timeout_ms = (self.timeout_ms * 2).min(self.max_timeout_ms);
+        } else {
+            self.timeout_ms = self.base_timeout_ms;
+        }
+        self.committed_at_change = progress.committed;
+        self.seen_view = progress.view;
+        self.last_heard = now;
+        self.my_probe = None;
+        self.my_view_change = None;
+        self.new_view = None;
+        self.moved_by.clear();
+        self.confirmed.clear();
+        self.in_flight.clear();
+        self.held.clear();
+        self.last_commit = None;
+        self.probes.retain(|view, _| *view > progress.view);
+        self.view_changes.retain(|_, vc| vc.view >= progress.view);
+        if !self.is_primary() {
+            self.queue.clear();
+        }
     }
 
     fn send_join(&mut self, now: u64, out: &mut Vec<Output>) {
@@ -340,6 +684,8 @@ impl<B: TccBackend> Replica<B> {
 
     /// Carries out the Manager's effects.
     fn apply(&mut self, effects: Vec<Effect>, now: u64, out: &mut Vec<Output>) {
+        // The call may have moved the Manager to another view; its effects belong to that one.
+        self.sync_view(now);
         for effect in effects {
             match effect {
                 Effect::Join(join) => {
@@ -408,11 +754,51 @@ impl<B: TccBackend> Replica<B> {
                         self.send_reply(reply, out);
                     }
                 }
-                Effect::Status(_) => {}
-                Effect::Probe(_) | Effect::ViewChange(_) | Effect::NewView(_) => {
-                    // Primary change is driven by the Manager's tests so far; the runtime's
-                    // timeouts and routing for it are not built yet.
-                    tracing::debug!(replica = self.id, "primary-change message not routed yet");
+                Effect::Status(_) | Effect::Snapshot(_) => {}
+                Effect::Probe(probe) => {
+                    let bytes = encode(Message::Probe(probe.clone()));
+                    for r in self.backups() {
+                        out.push(Output::Replica(r, bytes.clone()));
+                    }
+                    self.my_probe = Some((bytes, now));
+                    self.probes.entry(probe.view).or_default().insert(self.id, probe);
+                    self.try_probes(now, out);
+                }
+                Effect::ViewChange(vc) => {
+                    let to = u16::try_from(vc.view % u64::from(self.n)).unwrap_or(0);
+                    if to != self.id {
+                        let bytes = encode(Message::ViewChange(vc));
+                        out.push(Output::Replica(to, bytes.clone()));
+                        self.my_view_change = Some((to, bytes, now));
+                    } else {
+                        self.try_view_changes(now, out);
+                    }
+                }
+                Effect::NewView(nv) => {
+                    let bytes = encode(Message::NewView(nv));
+                    for r in self.backups() {
+                        out.push(Output::Replica(r, bytes.clone()));
+                    }
+                    self.new_view = Some(bytes);
+                    self.last_heartbeat = now;
+                }
+                Effect::Sealed(blob) => out.push(Output::Persist(blob)),
+                Effect::Behind { committed } => {
+                    let since = self.behind.map_or(now, |(_, since)| since);
+                    let target = self.behind.map_or(committed, |(t, _)| t.max(committed));
+                    self.behind = Some((target, since));
+                }
+                Effect::NeedState { replica, committed } => {
+                    tracing::info!(replica = self.id, from = replica, committed, "needs state");
+                    self.state_source = Some(replica);
+                    self.state_asked.0 = None;
+                    self.behind = Some((committed, 0));
+                    let request = StateRequest {
+                        replica: self.id,
+                        at_least: committed.max(self.backend.progress().committed),
+                    };
+                    out.push(Output::Replica(replica, encode(Message::StateRequest(request))));
+                    self.state_asked = (Some(now), replica);
                 }
                 Effect::Refused(why) => tracing::debug!(replica = self.id, %why, "refused"),
             }
@@ -424,6 +810,11 @@ impl<B: TccBackend> Replica<B> {
             out.push(Output::Client(route, encode(Message::Reply(reply))));
         }
     }
+}
+
+/// Whether the Manager took a message (refused nothing).
+fn accepted(effects: &[Effect]) -> bool {
+    !effects.iter().any(|e| matches!(e, Effect::Refused(_)))
 }
 
 fn encode(message: Message) -> Arc<[u8]> {

@@ -177,4 +177,46 @@ impl Service {
     pub fn file_image(&self) -> Vec<u8> {
         self.db.with_file(<[u8]>::to_vec)
     }
+
+    /// The whole database file as one state update (every page): what state transfer ships.
+    pub fn snapshot(&self) -> StateUpdate {
+        self.db.with_file(|file| {
+            // "Database File Format" §1.3.2: the page size is the big-endian u16 at offset 16;
+            // 1 means 65536. An empty file has no header yet.
+            let page_size = match file.get(16..18) {
+                Some(&[1, 0]) => 65536,
+                Some(&[hi, lo]) => u32::from(u16::from_be_bytes([hi, lo])),
+                _ => 4096,
+            };
+            let page_size =
+                if page_size >= 512 && page_size.is_power_of_two() { page_size } else { 4096 };
+            let ps = page_size as usize;
+            let pages = file
+                .chunks(ps)
+                .zip(0u32..)
+                .map(|(data, index)| PageWrite { index, data: data.to_vec() })
+                .collect();
+            StateUpdate { page_size, file_size: file.len() as u64, pages }
+        })
+    }
+
+    /// A new service whose database is exactly `snapshot` (as made by [`Service::snapshot`]),
+    /// on a fresh connection, so no page cached from the state it replaces survives.
+    pub fn from_snapshot(
+        options: &ServiceOptions,
+        snapshot: &StateUpdate,
+    ) -> Result<Service, ApplyError> {
+        snapshot.validate()?;
+        let complete = snapshot.pages.len() as u64
+            == vpr_proto::update::pages_in_file(snapshot.page_size, snapshot.file_size);
+        if !complete {
+            return Err(ApplyError::Engine(Error::new(
+                codes::SQLITE_CORRUPT,
+                "a snapshot must hold every page of the file",
+            )));
+        }
+        let mut service = Service::new(options).map_err(ApplyError::Engine)?;
+        service.apply(snapshot)?;
+        Ok(service)
+    }
 }

@@ -1,5 +1,5 @@
 //! What the PAL asks of its trusted computing component (thesis Table 2.1): identity,
-//! randomness, attestation and trusted counters.
+//! randomness, attestation, sealed storage and trusted counters.
 //!
 //! The Manager is written against this trait only, so the same code runs on the simulation
 //! backend (software, in the host process) and under the hypervisor (hypercalls).
@@ -33,6 +33,20 @@ pub trait Tcc {
     fn counter(&mut self, counter: Counter) -> Result<u64, TccError>;
     /// Increments a trusted counter and returns its new value. Counters never go back.
     fn increment(&mut self, counter: Counter) -> Result<u64, TccError>;
+    /// Raises a trusted counter to `value` (state transfer) and returns its new value; a
+    /// counter already at or past `value` is left as it is. The default increments one step
+    /// at a time, as a TPM NV counter must.
+    fn advance(&mut self, counter: Counter, value: u64) -> Result<u64, TccError> {
+        let mut now = self.counter(counter)?;
+        while now < value {
+            now = self.increment(counter)?;
+        }
+        Ok(now)
+    }
+    /// Seals `data` to this PAL's identity: only the same PAL on the same TCC can unseal it.
+    fn seal(&mut self, data: &[u8]) -> Result<alloc::vec::Vec<u8>, TccError>;
+    /// Opens a blob [`Tcc::seal`] made, or refuses it (another PAL, another TCC, altered).
+    fn unseal(&mut self, blob: &[u8]) -> Result<alloc::vec::Vec<u8>, TccError>;
 }
 
 /// Adapts a [`Tcc`]'s random service to the `rand_core` traits key generation needs.

@@ -150,6 +150,41 @@ pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// Encrypts and authenticates `data` under `key` with `aad` bound in: `nonce || ciphertext ||
+/// tag` (ChaCha20-Poly1305). `nonce` must never repeat under one key (take it at random).
+pub fn aead_seal(key: &Key, nonce: [u8; 12], aad: &[u8], data: &[u8]) -> Vec<u8> {
+    let aead = ChaCha20Poly1305::new(key.into());
+    let mut out = Vec::with_capacity(12 + data.len() + 16);
+    out.extend_from_slice(&nonce);
+    let mut body = data.to_vec();
+    // Encryption fails only past ChaCha20's 256 GiB message limit.
+    let tag = aead
+        .encrypt_in_place_detached(&nonce.into(), aad, &mut body)
+        .unwrap_or_else(|_| chacha20poly1305::Tag::default());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// Opens what [`aead_seal`] made with the same `key` and `aad`; `None` if anything differs.
+pub fn aead_open(key: &Key, aad: &[u8], blob: &[u8]) -> Option<Vec<u8>> {
+    if blob.len() < 12 + 16 {
+        return None;
+    }
+    let (nonce, rest) = blob.split_at(12);
+    let (body, tag) = rest.split_at(rest.len() - 16);
+    let aead = ChaCha20Poly1305::new(key.into());
+    let mut plain = body.to_vec();
+    aead.decrypt_in_place_detached(
+        nonce.into(),
+        aad,
+        &mut plain,
+        chacha20poly1305::Tag::from_slice(tag),
+    )
+    .ok()?;
+    Some(plain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +250,20 @@ mod tests {
         assert!(!verify(&k.public(), b"attested date", &sig));
         assert!(!verify(&KeyPair::generate(&mut rng).public(), b"attested data", &sig));
         assert!(!verify(&[0u8; 65], b"attested data", &sig));
+    }
+
+    #[test]
+    fn aead_opens_only_what_it_sealed() {
+        let key = [7u8; 32];
+        let blob = aead_seal(&key, [1; 12], b"ctx", b"secret data");
+        assert_eq!(aead_open(&key, b"ctx", &blob).as_deref(), Some(&b"secret data"[..]));
+        assert_eq!(aead_open(&key, b"other", &blob), None);
+        assert_eq!(aead_open(&[8u8; 32], b"ctx", &blob), None);
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(aead_open(&key, b"ctx", &bad), None, "byte {i} flipped");
+        }
+        assert_eq!(aead_open(&key, b"ctx", &blob[..20]), None);
     }
 }

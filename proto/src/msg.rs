@@ -60,6 +60,10 @@
 //! |    4 | [`Welcome`]     |    9 | [`Ack`]     |
 //! |    5 | [`Join`]        |   10 | [`Commit`]  |
 //!
+//! and, for status, primary change and state transfer: 11 [`StatusRequest`], 12
+//! [`StatusReport`], 13 [`Probe`], 14 [`ViewChange`], 15 [`NewView`], 16 [`StateRequest`],
+//! 17 [`Snapshot`].
+//!
 //! # Authenticated bytes
 //!
 //! MACs and signatures cover a domain-separation label (raw ASCII, no length) followed by
@@ -463,6 +467,48 @@ impl NewView {
             self.base_chain.as_bytes(),
             &self.head.to_le_bytes(),
             self.head_chain.as_bytes(),
+        ])
+    }
+}
+
+/// A replica that lags (or restarted) asks a peer for a snapshot of its committed state.
+/// Not authenticated: it only asks, and what comes back is checked by the asker's Manager.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRequest {
+    /// The asking replica.
+    pub replica: ReplicaId,
+    /// The snapshot must include at least this update.
+    pub at_least: u64,
+}
+
+/// A replica's committed state, whole: every page of the database file after update `seq`
+/// (state transfer). Its Manager makes one only when its database holds exactly that state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The replica that made it.
+    pub replica: ReplicaId,
+    /// Its view then.
+    pub view: u64,
+    /// The last update the state includes.
+    pub seq: u64,
+    /// That update's chain hash.
+    pub chain: Digest,
+    /// Every page of the file.
+    pub state: StateUpdate,
+    /// HMAC under K over [`Snapshot::signed_bytes`].
+    pub tag: Tag,
+}
+
+impl Snapshot {
+    /// The bytes the tag authenticates: the fields, with the pages by their content digest.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        crate::crypto::concat(&[
+            b"vpr snapshot",
+            &self.replica.to_le_bytes(),
+            &self.view.to_le_bytes(),
+            &self.seq.to_le_bytes(),
+            self.chain.as_bytes(),
+            self.state.content_digest().as_bytes(),
         ])
     }
 }

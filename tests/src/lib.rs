@@ -1,1 +1,4 @@
-//! Cross-crate tests of vpr live in `tests/` and `benches/`; this library is empty.
+//! Cross-crate tests of vpr live in `tests/` and `benches/`; this library holds the checkers they
+//! share.
+
+pub mod linearizability;

@@ -104,6 +104,9 @@ impl World {
                 request_attempts: 100,
                 retransmit_ms: 50,
                 join_ms: 60_000,
+                heartbeat_ms: 100,
+                view_change_ms: 1_000,
+                view_change_max_ms: 8_000,
             },
             max_in_flight: 8,
             max_batch: 16,
@@ -194,6 +197,7 @@ impl World {
                     let c = usize::from(route[0]);
                     self.send(Node::Replica(from), Node::Client(c), bytes);
                 }
+                Output::Persist(_) => {}
             }
         }
     }

@@ -26,15 +26,29 @@ pub struct Status {
     pub digest: Digest,
 }
 
+/// Cheap progress marks of a Manager, as its host sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Whether the group is formed here.
+    pub ready: bool,
+    /// The current view.
+    pub view: u64,
+    /// Whether that view started here.
+    pub started: bool,
+    /// The last committed or applied update.
+    pub committed: u64,
+    /// The Manager needs a snapshot (restarted, or an old primary) from this update on.
+    pub needs_state: Option<u64>,
+}
+
 /// A TCC running the PAL's Manager, as the host sees it: calls in, effects out.
 pub trait TccBackend {
     /// The Manager's current status (hashes the database: not for every message).
     fn status(&self) -> Status;
     /// The primary of the Manager's current view.
     fn primary(&self) -> u16;
-    /// Cheap progress marks (ready, view, last committed update): the status changes only when
-    /// these do.
-    fn progress(&self) -> (bool, u64, u64);
+    /// Cheap progress marks: the status changes only when these do.
+    fn progress(&self) -> Progress;
     /// Runs the Manager on one call.
     fn call(&mut self, call: Call) -> Vec<Effect>;
     /// The PAL identity (measurement) the TCC reports.

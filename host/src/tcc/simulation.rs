@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 use vpr_pal::{Call, Counter, Effect, GroupConfig, Manager, Tcc, TccError};
-use vpr_proto::crypto::{KeyPair, PublicKey, Signature};
+use vpr_proto::crypto::{self, KeyPair, PublicKey, Signature};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::Attestation;
 
-use super::TccBackend;
+use super::{Progress, TccBackend};
 
 /// The identity a simulated PAL reports: the hash of this build's name and version (there is
 /// no separate image to measure in-process).
@@ -71,6 +71,8 @@ pub struct SimulatedServices {
     counters_path: PathBuf,
     counters_file: fs::File,
     counters: [u64; 2],
+    /// The simulated TCC's sealing secret (a file beside the counters).
+    sealing: [u8; 32],
 }
 
 impl SimulatedServices {
@@ -95,6 +97,17 @@ impl SimulatedServices {
             write_atomically(&counters_file, &[0; 16])?;
         }
         let file = fs::OpenOptions::new().read(true).write(true).open(&counters_file)?;
+        let sealing_file = dir.join("sealing.key");
+        let sealing = match fs::read(&sealing_file) {
+            Ok(bytes) => bytes.as_slice().try_into().map_err(|_| bad_data(&sealing_file))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 32];
+                OsRng.fill_bytes(&mut secret);
+                write_atomically(&sealing_file, &secret)?;
+                secret
+            }
+            Err(e) => return Err(e),
+        };
         let key = KeyPair::generate(&mut OsRng);
         let certificate = manufacturer.certify(&key.public());
         Ok(SimulatedServices {
@@ -104,6 +117,7 @@ impl SimulatedServices {
             counters_path: counters_file,
             counters_file: file,
             counters,
+            sealing,
         })
     }
 
@@ -152,6 +166,31 @@ impl Tcc for SimulatedServices {
         self.store()?;
         Ok(next)
     }
+
+    fn advance(&mut self, counter: Counter, value: u64) -> Result<u64, TccError> {
+        let i = index(counter);
+        if self.counters[i] < value {
+            self.counters[i] = value;
+            self.store()?;
+        }
+        Ok(self.counters[i])
+    }
+
+    fn seal(&mut self, data: &[u8]) -> Result<Vec<u8>, TccError> {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        Ok(crypto::aead_seal(&self.sealing, nonce, &seal_context(&self.identity), data))
+    }
+
+    fn unseal(&mut self, blob: &[u8]) -> Result<Vec<u8>, TccError> {
+        crypto::aead_open(&self.sealing, &seal_context(&self.identity), blob)
+            .ok_or_else(|| TccError("sealed blob refused: altered, or sealed elsewhere".into()))
+    }
+}
+
+/// What a simulated seal binds its blob to: the PAL identity.
+fn seal_context(identity: &Digest) -> Vec<u8> {
+    crypto::concat(&[b"vpr simulated seal", identity.as_bytes()])
 }
 
 /// The simulation backend: a Manager over [`SimulatedServices`].
@@ -168,6 +207,19 @@ impl Simulation {
         Ok(Simulation { manager })
     }
 
+    /// Restarts the Manager of replica `group.me` from its data in `dir` and the group state
+    /// it sealed there before.
+    pub fn restore(
+        dir: &Path,
+        manufacturer: &Manufacturer,
+        group: GroupConfig,
+        sealed: &[u8],
+    ) -> io::Result<Self> {
+        let services = SimulatedServices::open(dir, manufacturer)?;
+        let manager = Manager::restore(services, group, sealed).map_err(io::Error::other)?;
+        Ok(Simulation { manager })
+    }
+
     /// The Manager (for status queries).
     pub fn manager(&self) -> &Manager<SimulatedServices> {
         &self.manager
@@ -179,8 +231,15 @@ impl TccBackend for Simulation {
         self.manager.primary()
     }
 
-    fn progress(&self) -> (bool, u64, u64) {
-        (self.manager.is_ready(), self.manager.view(), self.manager.committed())
+    fn progress(&self) -> Progress {
+        let m = &self.manager;
+        Progress {
+            ready: m.is_ready(),
+            view: m.view(),
+            started: m.view_started(),
+            committed: m.committed(),
+            needs_state: m.needs_state(),
+        }
     }
 
     fn status(&self) -> super::Status {

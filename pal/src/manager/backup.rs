@@ -26,6 +26,10 @@ impl<T: Tcc> Manager<T> {
         if self.is_primary() || (update.view != self.view && !carried_over) {
             return Err(String::from("update: not for a backup of this view"));
         }
+        if !self.started {
+            return Err(String::from("update: this view has not started here (no NewView yet)"));
+        }
+        self.check_state()?;
         update.state.validate().map_err(|e| format!("update: {e}"))?;
         let chain = update.chain();
         if update_tag(&key, &chain) != update.tag {
@@ -45,9 +49,13 @@ impl<T: Tcc> Manager<T> {
                 Err(format!("update {}: conflicts with the one held", update.seq))
             };
         }
-        if update.seq != self.head.0 + 1 || update.prev != self.head.1 {
+        if update.seq > self.head.0 + 1 {
+            // Updates were missed: retransmission (or a snapshot) must fill the gap first.
+            return Ok(vec![Effect::Behind { committed: update.seq - 1 }]);
+        }
+        if update.prev != self.head.1 {
             return Err(format!(
-                "update {}: does not follow the last one held ({}); catch-up is needed",
+                "update {}: does not follow the last one held ({})",
                 update.seq, self.head.0
             ));
         }
@@ -67,6 +75,11 @@ impl<T: Tcc> Manager<T> {
             || commit_tag(&key, commit.view, commit.seq, &commit.chain) != commit.tag
         {
             return Err(String::from("commit: bad authenticator or view"));
+        }
+        self.check_state()?;
+        if !self.started {
+            // Held updates may still be on another branch until the NewView sorts them out.
+            return Err(String::from("commit: this view has not started here (no NewView yet)"));
         }
         if commit.seq <= self.committed.0 {
             return Ok(Vec::new());
@@ -90,6 +103,10 @@ impl<T: Tcc> Manager<T> {
                 return Err(format!("state counter at {counter}, applying update {}", update.seq));
             }
             self.committed = (update.seq, chain);
+            self.remember(update, chain);
+        }
+        if self.committed.0 < commit.seq {
+            return Ok(vec![Effect::Behind { committed: commit.seq }]);
         }
         Ok(Vec::new())
     }

@@ -113,7 +113,8 @@ impl<T: Tcc> Manager<T> {
         if self.group.faults() == 0 {
             // A single replica needs no acknowledgement.
             self.phase = Phase::Ready;
-            return Ok(vec![Effect::Accept(accept), Effect::Ready]);
+            let sealed = self.sealed_state()?;
+            return Ok(vec![Effect::Accept(accept), Effect::Ready, sealed]);
         }
         self.phase = Phase::Accepting { accept: Digest::of(&accept.to_bytes()), acked: Vec::new() };
         Ok(vec![Effect::Accept(accept)])
@@ -148,7 +149,12 @@ impl<T: Tcc> Manager<T> {
         self.key = Some(key);
         self.phase = Phase::Ready;
         let tag = ack_init_tag(&key, me, &digest);
-        Ok(vec![Effect::AckInit(AckInit { replica: me, accept: digest, tag }), Effect::Ready])
+        let sealed = self.sealed_state()?;
+        Ok(vec![
+            Effect::AckInit(AckInit { replica: me, accept: digest, tag }),
+            Effect::Ready,
+            sealed,
+        ])
     }
 
     /// Primary: counts AckInits; with f of them the group is formed.
@@ -168,7 +174,7 @@ impl<T: Tcc> Manager<T> {
         }
         if acked.len() >= f {
             self.phase = Phase::Ready;
-            return Ok(vec![Effect::Ready]);
+            return Ok(vec![Effect::Ready, self.sealed_state()?]);
         }
         Ok(Vec::new())
     }

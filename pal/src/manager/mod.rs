@@ -10,11 +10,14 @@
 //! - `primary`: execution 1 (requests into an update and blinded replies) and execution 2
 //!   (Acks into commits and released blinders) of Fig 5.4.
 //! - `backup`: holding, acknowledging and applying updates (Fig 5.4, backup side).
+//! - `view`: primary change (§5.2.5).
+//! - `transfer`: state transfer (snapshots) and restart from sealed storage.
 
 mod backup;
 mod init;
 mod primary;
 mod session;
+mod transfer;
 mod view;
 
 use alloc::boxed::Box;
@@ -26,7 +29,7 @@ use vpr_proto::crypto::{self, Key, KeyPair, PublicKey, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{
     Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, ReplicaId, Reply, Request,
-    StatusReport, StatusRequest, Update, ViewChange, Welcome,
+    Snapshot, StatusReport, StatusRequest, Update, ViewChange, Welcome,
 };
 
 use crate::service::{Service, ServiceOptions};
@@ -109,6 +112,12 @@ pub enum Call {
     ViewChanges(Vec<ViewChange>),
     /// Backup: the new primary's announcement.
     NewView(NewView),
+    /// Primary: time passed; say what is committed, so backups know the primary is alive.
+    Heartbeat,
+    /// Another replica needs state: make a snapshot of the committed state.
+    MakeSnapshot,
+    /// A snapshot from another replica: adopt it if it is newer than the state here.
+    Snapshot(Box<Snapshot>),
 }
 
 /// Something the host must do.
@@ -157,6 +166,24 @@ pub enum Effect {
     ViewChange(ViewChange),
     /// Send to every backup.
     NewView(NewView),
+    /// Send to the replica that asked for state.
+    Snapshot(Box<Snapshot>),
+    /// Store this blob (sealed to this PAL) and hand it back at restart.
+    Sealed(Vec<u8>),
+    /// This replica misses committed updates up to at least `committed`: retransmissions or a
+    /// snapshot from another replica must bring it there.
+    Behind {
+        /// The highest update known to be committed.
+        committed: u64,
+    },
+    /// New primary: the view can start only once this replica has the state `replica`
+    /// reported (committed up to `committed`): get a snapshot, then pass the ViewChanges again.
+    NeedState {
+        /// The replica with the highest committed state.
+        replica: ReplicaId,
+        /// Its last committed update.
+        committed: u64,
+    },
     /// Input refused (bad MAC, stale, malformed...); nothing changed.
     Refused(String),
 }
@@ -177,10 +204,14 @@ enum Phase {
 /// An update the primary proposed and not yet committed.
 #[derive(Debug)]
 struct InFlight {
-    seq: u64,
+    update: Update,
     chain: Digest,
     acks: Vec<ReplicaId>,
 }
+
+/// Most recently committed or applied updates a Manager keeps to report in its ViewChanges,
+/// so a new primary that lagged can still find them. Older ones need state transfer.
+const LOG_LEN: usize = 64;
 
 /// One replica's trusted Manager.
 #[derive(Debug)]
@@ -205,25 +236,39 @@ pub struct Manager<T: Tcc> {
     adopt_until: u64,
     /// The database holds uncommitted pages of a view this replica left: it refuses to act.
     stale: bool,
+    /// Whether the current view has started here (its NewView made or accepted).
+    started: bool,
+    /// The last updates committed or applied, oldest first (at most [`LOG_LEN`]).
+    log: VecDeque<(Update, Digest)>,
+    /// Restarted: the database is lost; a snapshot of at least this update must come first.
+    recover_to: Option<u64>,
+    /// Restarted: this replica's account counts in a view change only once it committed this
+    /// far (everything it could have acknowledged before it lost its memory).
+    counts_from: u64,
 }
 
 impl<T: Tcc> Manager<T> {
-    /// A Manager over a new, empty database.
+    /// A Manager over a new, empty database, on a TCC that never served a group.
     pub fn new(mut tcc: T, group: GroupConfig) -> Result<Self, String> {
+        let view = tcc.counter(Counter::View).map_err(|e| e.0)?;
+        let state = tcc.counter(Counter::State).map_err(|e| e.0)?;
+        if view != 0 || state != 0 {
+            return Err(alloc::format!(
+                "trusted counters at view {view}, state {state}: this TCC already served a \
+                 group; restart it from its sealed state instead"
+            ));
+        }
+        Manager::fresh(tcc, group)
+    }
+
+    /// A Manager over a new, empty database.
+    fn fresh(tcc: T, group: GroupConfig) -> Result<Self, String> {
         let identity = tcc.identity();
         if group.replicas == 0 || usize::from(group.replicas) > vpr_proto::msg::MAX_REPLICAS {
             return Err(alloc::format!("invalid number of replicas {}", group.replicas));
         }
         if group.me >= group.replicas {
             return Err(alloc::format!("replica id {} outside 0..{}", group.me, group.replicas));
-        }
-        let view = tcc.counter(Counter::View).map_err(|e| e.0)?;
-        let state = tcc.counter(Counter::State).map_err(|e| e.0)?;
-        if view != 0 || state != 0 {
-            // A restarted replica must recover its state first (state transfer); not built yet.
-            return Err(alloc::format!(
-                "trusted counters at view {view}, state {state}: this TCC already served a group"
-            ));
         }
         let mut service = Service::new(&group.service).map_err(|e| alloc::format!("{e}"))?;
         session::create_table(&mut service)?;
@@ -244,6 +289,10 @@ impl<T: Tcc> Manager<T> {
             committed: (0, genesis),
             adopt_until: 0,
             stale: false,
+            started: true,
+            log: VecDeque::new(),
+            recover_to: None,
+            counts_from: 0,
         })
     }
 
@@ -260,11 +309,13 @@ impl<T: Tcc> Manager<T> {
             Call::Ack(ack) => self.on_ack(&ack),
             Call::Commit(commit) => self.on_commit(&commit),
             Call::Status(request) => self.status(&request),
-            _ if self.stale => Err(String::from("this replica needs state transfer")),
+            Call::Snapshot(snapshot) => self.on_snapshot(&snapshot),
+            Call::MakeSnapshot => self.make_snapshot(),
             Call::Suspect => self.suspect(),
             Call::Probes(probes) => self.on_probes(&probes),
             Call::ViewChanges(vcs) => self.on_view_changes(&vcs),
             Call::NewView(nv) => self.on_new_view(&nv),
+            Call::Heartbeat => self.heartbeat(),
         };
         result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
     }
@@ -295,6 +346,20 @@ impl<T: Tcc> Manager<T> {
         self.committed.0
     }
 
+    /// Whether the current view has started here (its NewView made or accepted).
+    pub fn view_started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether this replica must get a snapshot before it can act (restarted, or an old
+    /// primary whose database holds uncommitted pages), and from which update on.
+    pub fn needs_state(&self) -> Option<u64> {
+        if self.stale {
+            return Some(self.committed.0);
+        }
+        self.recover_to
+    }
+
     /// SHA-256 of the database file.
     pub fn digest(&self) -> Digest {
         self.service.digest()
@@ -303,6 +368,22 @@ impl<T: Tcc> Manager<T> {
     /// The PAL identity clients pin.
     pub fn identity(&self) -> Digest {
         self.identity
+    }
+
+    /// Records an update as committed or applied, for later ViewChanges.
+    fn remember(&mut self, update: Update, chain: Digest) {
+        self.log.push_back((update, chain));
+        while self.log.len() > LOG_LEN {
+            self.log.pop_front();
+        }
+    }
+
+    /// Refuses to act on the database while it is lost or holds uncommitted pages.
+    fn check_state(&self) -> Result<(), String> {
+        match self.needs_state() {
+            Some(at) => Err(alloc::format!("this replica needs state transfer (from update {at})")),
+            None => Ok(()),
+        }
     }
 
     fn group_key(&self) -> Result<&Key, String> {

@@ -89,9 +89,10 @@ impl<T: Tcc> Manager<T> {
     /// replies authenticated with each client's key and blinded until they are durable.
     pub(super) fn execute(&mut self, requests: Vec<Request>) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
-        if !self.is_primary() {
-            return Err(String::from("requests: not the primary"));
+        if !self.is_primary() || !self.started {
+            return Err(String::from("requests: not the primary of a started view"));
         }
+        self.check_state()?;
         if self.in_flight.len() >= self.group.max_in_flight as usize {
             return Err(String::from("requests: too many updates in flight; retry after commits"));
         }
@@ -132,7 +133,7 @@ impl<T: Tcc> Manager<T> {
         }
         let blind = if entries.is_empty() {
             // Reads are blinded by the newest update in flight: they may show its effects.
-            self.in_flight.back().map(|u| (u.seq, u.chain))
+            self.in_flight.back().map(|u| (u.update.seq, u.chain))
         } else {
             let state = self.service.capture().map_err(|e| format!("capture: {e}"))?;
             let seq = self.head.0 + 1;
@@ -141,7 +142,7 @@ impl<T: Tcc> Manager<T> {
             let chain = update.chain();
             update.tag = update_tag(&key, &chain);
             self.head = (seq, chain);
-            self.in_flight.push_back(InFlight { seq, chain, acks: Vec::new() });
+            self.in_flight.push_back(InFlight { update: update.clone(), chain, acks: Vec::new() });
             effects.push(Effect::Update(update));
             Some((seq, chain))
         };
@@ -171,7 +172,7 @@ impl<T: Tcc> Manager<T> {
         if ack_tag(&key, ack.replica, ack.view, ack.seq, &ack.chain) != ack.tag {
             return Err(String::from("ack: bad authenticator"));
         }
-        let Some(u) = self.in_flight.iter_mut().find(|u| u.seq == ack.seq) else {
+        let Some(u) = self.in_flight.iter_mut().find(|u| u.update.seq == ack.seq) else {
             return Ok(Vec::new()); // already committed, or never proposed: nothing to do
         };
         if u.chain != ack.chain {
@@ -189,12 +190,14 @@ impl<T: Tcc> Manager<T> {
         let mut effects = Vec::new();
         while self.in_flight.front().is_some_and(|u| u.acks.len() >= f) {
             let Some(u) = self.in_flight.pop_front() else { break };
+            let seq = u.update.seq;
             let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
-            if counter != u.seq {
-                return Err(format!("state counter at {counter}, committing update {}", u.seq));
+            if counter != seq {
+                return Err(format!("state counter at {counter}, committing update {seq}"));
             }
-            self.committed = (u.seq, u.chain);
-            effects.push(Effect::Release { seq: u.seq, blinder: blinder(key, &u.chain) });
+            self.committed = (seq, u.chain);
+            effects.push(Effect::Release { seq, blinder: blinder(key, &u.chain) });
+            self.remember(u.update, u.chain);
         }
         if !effects.is_empty() {
             let (seq, chain) = self.committed;

@@ -1,19 +1,21 @@
 //! Primary change (thesis §5.2.5), gated by the trusted view counter.
 //!
-//! - *Unique Majority*: a replica moves to view v+1 only with f+1 Probes for it, and increments
-//!   its trusted view counter first; Acks carry the view, so once a majority moved, the old
-//!   primary can no longer commit anything.
+//! - *Unique Majority*: a replica moves to view w only with f+1 Probes for w, and raises its
+//!   trusted view counter first; Acks carry the view, so once a majority moved, the old
+//!   primary can no longer commit anything. A replica that fell behind by several views jumps
+//!   straight to w with the Probes that moved the others (relayed by its peers).
 //! - *Progress Evidence*: the new primary collects f+1 ViewChanges (its own included). Any
 //!   update committed in an earlier view was held by f+1 replicas, so one of them is in this
-//!   quorum: walking the held updates from the highest committed one, the new primary finds
-//!   every committed update and the uncommitted ones after it. It applies them, commits those
-//!   already committed somewhere, and proposes the others again *unchanged* (same view, same
-//!   chain hash), so replicas that already hold or applied them stay on one chain.
-//!
-//! Not handled yet (state transfer): a replica that lacks a committed update no one in the
-//! quorum still holds, and an old primary whose database holds uncommitted pages (it stops).
+//!   quorum: walking the updates they hold or recently applied from the highest committed
+//!   one, the new primary finds every committed update and the uncommitted ones after it. It
+//!   applies them, commits those already committed somewhere, and proposes the others again
+//!   *unchanged* (same view, same chain hash), so replicas that already hold or applied them
+//!   stay on one chain. When it lacks committed updates that no account still carries, it
+//!   asks for a snapshot first ([`Effect::NeedState`]).
+//! - A view *starts* at a replica when its NewView is made or accepted there; until then it
+//!   takes no requests, updates or commits of that view.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -21,44 +23,57 @@ use alloc::vec::Vec;
 
 use vpr_proto::crypto;
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{NewView, Probe, ReplicaId, Update, ViewChange};
+use vpr_proto::msg::{Commit, NewView, Probe, ReplicaId, Update, ViewChange};
 
 use super::primary::{commit_tag, update_tag};
 use super::{Effect, InFlight, Manager};
 use crate::tcc::{Counter, Tcc};
 
 impl<T: Tcc> Manager<T> {
-    /// Backup: the primary seems silent; propose the next view.
+    /// The primary seems silent (or this replica's view never started): propose the next view.
     pub(super) fn suspect(&mut self) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
+        if self.is_primary() && self.started {
+            return Err(String::from("suspect: this replica is the primary of a started view"));
+        }
         let mut probe = Probe { replica: self.group.me, view: self.view + 1, tag: [0; 32] };
         probe.tag = crypto::mac(&key, &[&probe.signed_bytes()]);
         Ok(vec![Effect::Probe(probe)])
     }
 
-    /// f+1 Probes for the next view: move to it and report to its primary.
+    /// f+1 Probes for a later view: move to it and report to its primary.
     pub(super) fn on_probes(&mut self, probes: &[Probe]) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
-        let target = self.view + 1;
-        let mut from: Vec<ReplicaId> = Vec::new();
+        let mut by_view: BTreeMap<u64, Vec<ReplicaId>> = BTreeMap::new();
         for p in probes {
-            let ok = p.view == target
+            let ok = p.view > self.view
                 && p.replica < self.group.replicas
-                && !from.contains(&p.replica)
                 && crypto::mac_ok(&key, &[&p.signed_bytes()], &p.tag);
             if ok {
-                from.push(p.replica);
+                let from = by_view.entry(p.view).or_default();
+                if !from.contains(&p.replica) {
+                    from.push(p.replica);
+                }
             }
         }
-        if from.len() < self.group.faults() + 1 {
+        let quorum = self.group.faults() + 1;
+        let Some(target) =
+            by_view.iter().rev().find(|(_, from)| from.len() >= quorum).map(|(view, _)| *view)
+        else {
             return Err(format!(
-                "probes: {} valid for view {target}, {} needed",
-                from.len(),
-                self.group.faults() + 1
+                "probes: fewer than {quorum} valid for any view after {}",
+                self.view
             ));
-        }
+        };
         self.enter_view(target)?;
-        let held: Vec<Update> = self.held.iter().map(|(u, _)| u.clone()).collect();
+        if self.recover_to.is_some() || self.committed.0 < self.counts_from {
+            // Restarted: its account would not cover what it may have acknowledged.
+            return Ok(Vec::new());
+        }
+        // Committed updates it still remembers, then those it holds: a lagging new primary
+        // can find in them what it missed.
+        let held: Vec<Update> =
+            self.log.iter().chain(self.held.iter()).map(|(u, _)| u.clone()).collect();
         let mut vc = ViewChange {
             replica: self.group.me,
             view: target,
@@ -73,30 +88,34 @@ impl<T: Tcc> Manager<T> {
 
     /// Moves to `view`: the trusted counter first, then the Manager's own state.
     fn enter_view(&mut self, view: u64) -> Result<(), String> {
-        let was_primary = self.is_primary();
-        while self.view < view {
-            self.view = self.tcc.increment(Counter::View).map_err(|e| e.0)?;
+        if view <= self.view {
+            return Ok(());
         }
+        let was_primary = self.is_primary();
+        self.view = self.tcc.advance(Counter::View, view).map_err(|e| e.0)?;
         if was_primary && self.head.0 > self.committed.0 {
             // Our database holds pages of updates that may never commit: only state transfer
             // can bring this replica back.
             self.stale = true;
+            self.head = self.committed;
         }
         self.in_flight.clear();
+        self.started = false;
         Ok(())
     }
 
     /// New primary: f+1 ViewChanges for its view; adopt the highest state and announce it.
     pub(super) fn on_view_changes(&mut self, vcs: &[ViewChange]) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
-        if !self.is_primary() || self.stale {
-            return Err(String::from("view changes: not the primary of this view"));
+        if !self.is_primary() || self.started {
+            return Err(String::from("view changes: not the primary of a view still to start"));
         }
-        if self.head.0 > self.committed.0 && !self.in_flight.is_empty() {
-            return Err(String::from("view changes: this view already started"));
+        if self.recover_to.is_some() || self.committed.0 < self.counts_from {
+            return Err(String::from("view changes: restarted, this replica cannot lead yet"));
         }
-        let mut from: Vec<ReplicaId> = Vec::new();
-        let mut committed = self.committed;
+        let mut from: Vec<ReplicaId> = vec![self.group.me];
+        // The highest committed state reported, and by whom.
+        let mut committed = (self.committed.0, self.committed.1, self.group.me);
         let mut candidates: BTreeMap<u64, Vec<(Update, Digest)>> = BTreeMap::new();
         for (u, c) in &self.held {
             candidates.entry(u.seq).or_default().push((u.clone(), *c));
@@ -111,18 +130,17 @@ impl<T: Tcc> Manager<T> {
             }
             from.push(vc.replica);
             if vc.committed > committed.0 {
-                committed = (vc.committed, vc.committed_chain);
+                committed = (vc.committed, vc.committed_chain, vc.replica);
             }
             for u in &vc.held {
+                if u.seq <= self.committed.0 {
+                    continue;
+                }
                 let chain = u.chain();
                 if update_tag(&key, &chain) == u.tag && u.state.validate().is_ok() {
                     candidates.entry(u.seq).or_default().push((u.clone(), chain));
                 }
             }
-        }
-        if !from.contains(&self.group.me) {
-            // Our own account is part of the quorum: we must not skip what we hold.
-            from.push(self.group.me);
         }
         if from.len() < self.group.faults() + 1 {
             return Err(format!(
@@ -130,6 +148,15 @@ impl<T: Tcc> Manager<T> {
                 from.len(),
                 self.group.faults() + 1
             ));
+        }
+        let need_state = Effect::NeedState { replica: committed.2, committed: committed.0 };
+        if self.stale {
+            if committed.2 == self.group.me {
+                return Err(String::from(
+                    "view changes: this old primary needs a snapshot no account can give",
+                ));
+            }
+            return Ok(vec![need_state]);
         }
         // Walk the chain from what we applied, preferring the newest view at each step.
         let mut adopted: Vec<(Update, Digest)> = Vec::new();
@@ -140,16 +167,13 @@ impl<T: Tcc> Manager<T> {
             at = (u.seq, *c);
             adopted.push((u.clone(), *c));
         }
-        if at.0 < committed.0
-            || adopted
-                .iter()
-                .find(|(u, _)| u.seq == committed.0)
-                .is_some_and(|(_, c)| *c != committed.1)
-        {
-            return Err(format!(
-                "view changes: update {} is committed but not on the chain held here; state transfer is needed",
-                committed.0
-            ));
+        let off_chain = adopted
+            .iter()
+            .find(|(u, _)| u.seq == committed.0)
+            .is_some_and(|(_, c)| *c != committed.1);
+        if at.0 < committed.0 || off_chain {
+            // A committed update is missing here and in every account: fetch the state.
+            return Ok(vec![need_state]);
         }
         self.held.clear();
         let mut resend = Vec::new();
@@ -161,8 +185,13 @@ impl<T: Tcc> Manager<T> {
                     return Err(format!("state counter at {counter}, adopting update {}", u.seq));
                 }
                 self.committed = (u.seq, c);
+                self.remember(u.clone(), c);
             } else {
-                self.in_flight.push_back(InFlight { seq: u.seq, chain: c, acks: Vec::new() });
+                self.in_flight.push_back(InFlight {
+                    update: u.clone(),
+                    chain: c,
+                    acks: Vec::new(),
+                });
             }
             self.head = (u.seq, c);
             resend.push(u);
@@ -170,6 +199,7 @@ impl<T: Tcc> Manager<T> {
         if self.head.0 < self.committed.0 {
             self.head = self.committed;
         }
+        self.started = true;
         let mut nv = NewView {
             view: self.view,
             base: self.committed.0,
@@ -183,7 +213,7 @@ impl<T: Tcc> Manager<T> {
         effects.extend(resend.into_iter().map(Effect::Update));
         let (seq, chain) = self.committed;
         let tag = commit_tag(&key, self.view, seq, &chain);
-        effects.push(Effect::Commit(vpr_proto::msg::Commit { view: self.view, seq, chain, tag }));
+        effects.push(Effect::Commit(Commit { view: self.view, seq, chain, tag }));
         Ok(effects)
     }
 
@@ -198,12 +228,17 @@ impl<T: Tcc> Manager<T> {
         {
             return Err(String::from("new view: old, or ours"));
         }
-        self.enter_view(nv.view)?;
-        if self.stale {
-            return Err(String::from("new view: this replica needs state transfer"));
+        if nv.view == self.view && self.started {
+            return Ok(Vec::new()); // a resend: this view already started here
         }
-        // Keep the held updates that lie on the announced chain; drop any other branch.
-        let mut kept = alloc::collections::VecDeque::new();
+        self.enter_view(nv.view)?;
+        self.started = true;
+        self.adopt_until = nv.head;
+        self.check_state()?;
+        // Keep the held updates only if they lead exactly to the announced head: its chain
+        // hash then vouches for every one of them. Otherwise drop them; the new primary
+        // proposes its chain again.
+        let mut kept = VecDeque::new();
         let mut at = self.committed;
         for (u, c) in self.held.drain(..) {
             if u.seq == at.0 + 1 && u.prev == at.1 && u.seq <= nv.head {
@@ -211,13 +246,16 @@ impl<T: Tcc> Manager<T> {
                 kept.push_back((u, c));
             }
         }
-        if at.0 >= nv.head && kept.iter().any(|(u, c)| u.seq == nv.head && *c != nv.head_chain) {
+        let on_chain = at.0 == nv.head && at.1 == nv.head_chain;
+        if !on_chain && at.0 > self.committed.0 {
             kept.clear();
             at = self.committed;
         }
         self.held = kept;
         self.head = at;
-        self.adopt_until = nv.head;
+        if self.committed.0 < nv.base && self.head.0 < nv.base {
+            return Ok(vec![Effect::Behind { committed: nv.base }]);
+        }
         Ok(Vec::new())
     }
 }

@@ -6,9 +6,9 @@ use alloc::vec::Vec;
 
 use super::{
     Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, NewView,
-    Outcome, Probe, Reply, Request, SqlError, StatementResult, StatusReport, StatusRequest, Update,
-    Value, ViewChange, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES, MAX_PARAMS, MAX_REPLICAS,
-    MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
+    Outcome, Probe, Reply, Request, Snapshot, SqlError, StateRequest, StatementResult,
+    StatusReport, StatusRequest, Update, Value, ViewChange, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES,
+    MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
 };
 use crate::crypto::PublicKey;
 use crate::digest::Digest;
@@ -655,5 +655,33 @@ impl Wire for NewView {
         let head = r.u64()?;
         let head_chain = get_digest(r)?;
         Ok(Self { view, base, base_chain, head, head_chain, tag: r.array()? })
+    }
+}
+
+impl Wire for StateRequest {
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.replica).u64(self.at_least);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { replica: r.u16()?, at_least: r.u64()? })
+    }
+}
+
+impl Wire for Snapshot {
+    /// Encodes the snapshot; `state` must be [valid](StateUpdate::validate).
+    fn put(&self, w: &mut Writer) {
+        w.u16(self.replica).u64(self.view).u64(self.seq).bytes(self.chain.as_bytes());
+        put_bytes(w, &self.state.encode());
+        w.bytes(&self.tag);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let replica = r.u16()?;
+        let view = r.u64()?;
+        let seq = r.u64()?;
+        let chain = get_digest(r)?;
+        let state = StateUpdate::decode(get_bytes(r, "state_len", MAX_UPDATE_BYTES)?)?;
+        Ok(Self { replica, view, seq, chain, state, tag: r.array()? })
     }
 }

@@ -5,8 +5,8 @@ use alloc::vec::Vec;
 
 use super::codec::{to_u64, Wire};
 use super::{
-    Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, Reply, Request, StatusReport,
-    StatusRequest, Update, ViewChange, Welcome,
+    Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, Reply, Request, Snapshot,
+    StateRequest, StatusReport, StatusRequest, Update, ViewChange, Welcome,
 };
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -52,6 +52,10 @@ pub enum Message {
     ViewChange(ViewChange),
     /// Kind 15: the new primary's announcement.
     NewView(NewView),
+    /// Kind 16: a lagging replica asks for state.
+    StateRequest(StateRequest),
+    /// Kind 17: a replica's committed state, whole.
+    Snapshot(Snapshot),
 }
 
 impl Message {
@@ -74,6 +78,8 @@ impl Message {
             Message::Probe(_) => 13,
             Message::ViewChange(_) => 14,
             Message::NewView(_) => 15,
+            Message::StateRequest(_) => 16,
+            Message::Snapshot(_) => 17,
         }
     }
 
@@ -126,6 +132,8 @@ impl Wire for Message {
             Message::Probe(m) => m.put(w),
             Message::ViewChange(m) => m.put(w),
             Message::NewView(m) => m.put(w),
+            Message::StateRequest(m) => m.put(w),
+            Message::Snapshot(m) => m.put(w),
         }
     }
 
@@ -156,6 +164,8 @@ impl Wire for Message {
             13 => |r| Probe::get(r).map(Message::Probe),
             14 => |r| ViewChange::get(r).map(Message::ViewChange),
             15 => |r| NewView::get(r).map(Message::NewView),
+            16 => |r| StateRequest::get(r).map(Message::StateRequest),
+            17 => |r| Snapshot::get(r).map(Message::Snapshot),
             _ => return Err(DecodeError::Invalid { field: "kind", value: u64::from(kind) }),
         };
         let reserved = r.u16()?;
@@ -194,5 +204,7 @@ from_message!(
     StatusReport,
     Probe,
     ViewChange,
-    NewView
+    NewView,
+    StateRequest,
+    Snapshot
 );

@@ -311,6 +311,19 @@ fn new_view() -> impl Strategy<Value = NewView> {
     )
 }
 
+fn snapshot() -> impl Strategy<Value = Snapshot> {
+    (any::<u16>(), any::<[u64; 2]>(), digest(), state_update(), any::<[u8; 32]>()).prop_map(
+        |(replica, [view, seq], chain, state, tag)| Snapshot {
+            replica,
+            view,
+            seq,
+            chain,
+            state,
+            tag,
+        },
+    )
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         request().prop_map(Message::Request),
@@ -328,6 +341,10 @@ fn message() -> impl Strategy<Value = Message> {
         probe().prop_map(Message::Probe),
         view_change().prop_map(Message::ViewChange),
         new_view().prop_map(Message::NewView),
+        (any::<u16>(), any::<u64>()).prop_map(|(replica, at_least)| Message::StateRequest(
+            StateRequest { replica, at_least }
+        )),
+        snapshot().prop_map(Message::Snapshot),
     ]
 }
 
@@ -653,7 +670,7 @@ fn header_errors() {
     assert_eq!(with(4, 2), Err(DecodeError::UnsupportedVersion(2)));
     assert_eq!(with(4, 0), Err(DecodeError::UnsupportedVersion(0)));
     assert_eq!(with(5, 0), Err(DecodeError::Invalid { field: "kind", value: 0 }));
-    assert_eq!(with(5, 16), Err(DecodeError::Invalid { field: "kind", value: 16 }));
+    assert_eq!(with(5, 18), Err(DecodeError::Invalid { field: "kind", value: 18 }));
     assert_eq!(with(6, 1), Err(DecodeError::Invalid { field: "reserved", value: 1 }));
     assert_eq!(with(7, 1), Err(DecodeError::Invalid { field: "reserved", value: 256 }));
     assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated { needed: 4, have: 0 }));
