@@ -17,4 +17,6 @@ cargo clippy --locked "${image[@]}" -- -D warnings
 echo "== freestanding PAL self-test image"
 cargo build --locked "${image[@]}"
 echo "== tests"
-cargo test --locked --workspace --exclude vpr-pal-selftest
+# --show-output: the simulation prints its run and scenario counts, the drills their failover
+# times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
+cargo test --locked --workspace --exclude vpr-pal-selftest -- --show-output

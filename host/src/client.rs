@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use vpr_proto::client::{Pending, Session, Trust};
-use vpr_proto::msg::{Message, Outcome, Request, StatusReport, Value};
+use vpr_proto::msg::{Message, Outcome, ReadLevel, Request, StatusReport, Value};
 
 use crate::config::ClusterConfig;
 
@@ -30,10 +30,16 @@ impl From<zmq::Error> for ClientError {
 }
 
 /// A connected, verified client session.
+///
+/// It keeps one socket per replica and sends to the replica it believes is the primary; when
+/// an attempt times out it sends to every replica (backups take that as a complaint about the
+/// primary), and it follows the view of each verified reply to the new primary.
 pub struct Client {
     ctx: zmq::Context,
-    socket: zmq::Socket,
+    sockets: Vec<zmq::Socket>,
+    primary: usize,
     session: Session,
+    level: ReadLevel,
     timeout: Duration,
     attempts: u32,
 }
@@ -47,57 +53,111 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects to the primary and runs the attested key exchange.
+    /// Connects to the replicas and runs the attested key exchange (any replica of the
+    /// group can welcome a client: client keys derive from the group key).
     pub fn connect(config: &ClusterConfig) -> Result<Client, ClientError> {
         let trust: Trust = config.trust().map_err(|e| ClientError::Local(e.to_string()))?;
         // One context (one I/O thread) for all of this process's clients.
         static CONTEXT: std::sync::OnceLock<zmq::Context> = std::sync::OnceLock::new();
         let ctx = CONTEXT.get_or_init(zmq::Context::new).clone();
-        let socket = ctx.socket(zmq::DEALER)?;
-        socket.set_linger(0)?;
         let mut id = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut id);
-        socket.set_identity(format!("c{}", hex::encode(id)).as_bytes())?;
-        // View 0's primary; primary change (redirects) comes with fault tolerance.
-        let endpoint =
-            config.endpoint(0).ok_or_else(|| ClientError::Local("no replicas".into()))?;
-        socket.connect(&endpoint)?;
+        let identity = format!("c{}", hex::encode(id));
+        let mut sockets = Vec::new();
+        for r in 0..config.n() {
+            let socket = ctx.socket(zmq::DEALER)?;
+            socket.set_linger(0)?;
+            socket.set_identity(identity.as_bytes())?;
+            let endpoint =
+                config.endpoint(r).ok_or_else(|| ClientError::Local("no replicas".into()))?;
+            socket.connect(&endpoint)?;
+            sockets.push(socket);
+        }
+        if sockets.is_empty() {
+            return Err(ClientError::Local("no replicas".into()));
+        }
         let timeout = Duration::from_millis(config.timeouts.request_ms);
         let attempts = config.timeouts.request_attempts.max(1);
-        for _ in 0..attempts {
+        let mut refused = None;
+        for attempt in 0..attempts {
             let pending = Pending::new(&mut OsRng);
-            socket.send(Message::ClientHello(pending.hello().clone()).encode(), 0)?;
-            if let Some(Message::Welcome(w)) =
-                receive(&socket, timeout, |m| matches!(m, Message::Welcome(_)))?
+            let hello = Message::ClientHello(pending.hello().clone()).encode();
+            // The first attempt goes to view 0's primary, later ones to everyone.
+            let targets = if attempt == 0 { 0..1 } else { 0..sockets.len() };
+            for socket in &sockets[targets] {
+                post(socket, &hello)?;
+            }
+            if let Some((_, Message::Welcome(w))) =
+                receive(&sockets, timeout, |m| matches!(m, Message::Welcome(_)))?
             {
-                let session = pending
-                    .finish(&w, &trust)
-                    .map_err(|e| ClientError::Verification(e.to_string()))?;
-                return Ok(Client { ctx, socket, session, timeout, attempts });
+                // A Welcome for an older hello does not open: try again, but report the
+                // refusal if nothing better comes.
+                match pending.finish(&w, &trust) {
+                    Err(e) => refused = Some(e.to_string()),
+                    Ok(session) => {
+                        return Ok(Client {
+                            ctx,
+                            sockets,
+                            primary: 0,
+                            session,
+                            level: ReadLevel::default(),
+                            timeout,
+                            attempts,
+                        });
+                    }
+                }
             }
         }
-        Err(ClientError::Unreachable(format!("no welcome from {endpoint}")))
+        if let Some(why) = refused {
+            return Err(ClientError::Verification(why));
+        }
+        Err(ClientError::Unreachable(format!("no welcome from any of {} replicas", config.n())))
+    }
+
+    /// How fresh reads must be from now on (linearizable unless set).
+    pub fn set_read_level(&mut self, level: ReadLevel) {
+        self.level = level;
     }
 
     /// Runs SQL and returns its verified outcome (which may hold an SQL error).
     pub fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<Outcome, ClientError> {
-        let request = self.session.request(sql.to_owned(), params);
+        let request = self.session.request_at(self.level, sql.to_owned(), params);
         self.send(&request)
     }
 
-    /// Sends a request (again, on timeouts) until a reply verifies.
+    /// Sends a request (again, on timeouts, to every replica) until a reply verifies.
     pub fn send(&mut self, request: &Request) -> Result<Outcome, ClientError> {
         let bytes = Message::Request(request.clone()).encode();
-        for _ in 0..self.attempts {
-            self.socket.send(&bytes[..], 0)?;
-            let matches = |m: &Message| matches!(m, Message::Reply(r) if r.seq == request.seq);
-            if let Some(Message::Reply(reply)) = receive(&self.socket, self.timeout, matches)? {
-                return self
-                    .session
-                    .verify(request, &reply)
-                    .cloned()
-                    .map_err(|e| ClientError::Verification(e.to_string()));
+        let mut refused = None;
+        for attempt in 0..self.attempts {
+            if attempt == 0 {
+                post(&self.sockets[self.primary], &bytes)?;
+            } else {
+                for socket in &self.sockets {
+                    post(socket, &bytes)?;
+                }
             }
+            let deadline = Instant::now() + self.timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let matches = |m: &Message| matches!(m, Message::Reply(r) if r.seq == request.seq);
+                let Some((_, Message::Reply(reply))) = receive(&self.sockets, left, matches)?
+                else {
+                    break;
+                };
+                match self.session.verify(request, &reply) {
+                    Ok(outcome) => {
+                        let n = u64::try_from(self.sockets.len()).unwrap_or(1);
+                        self.primary = usize::try_from(reply.view % n).unwrap_or(0);
+                        return Ok(outcome.clone());
+                    }
+                    // Only the primary's reply verifies; anything else is forged or altered.
+                    Err(e) => refused = Some(e.to_string()),
+                }
+            }
+        }
+        if let Some(why) = refused {
+            return Err(ClientError::Verification(why));
         }
         Err(ClientError::Unreachable(format!(
             "no reply to request {} after {} attempts",
@@ -123,7 +183,8 @@ impl Client {
         for _ in 0..self.attempts {
             socket.send(Message::StatusRequest(request.clone()).encode(), 0)?;
             let wanted = |m: &Message| matches!(m, Message::StatusReport(r) if r.nonce == nonce);
-            if let Some(Message::StatusReport(report)) = receive(&socket, self.timeout, wanted)? {
+            let got = receive(std::slice::from_ref(&socket), self.timeout, wanted)?;
+            if let Some((_, Message::StatusReport(report))) = got {
                 self.session
                     .verify_status(&request, &report)
                     .map_err(|e| ClientError::Verification(e.to_string()))?;
@@ -145,28 +206,39 @@ impl Client {
     }
 }
 
-/// Waits up to `timeout` for a message that `wanted` accepts; others are dropped.
+/// Queues `bytes` on `socket` without waiting; a replica that is down and whose queue is full
+/// simply misses it.
+fn post(socket: &zmq::Socket, bytes: &[u8]) -> Result<(), ClientError> {
+    match socket.send(bytes, zmq::DONTWAIT) {
+        Ok(()) | Err(zmq::Error::EAGAIN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits up to `timeout` for a message that `wanted` accepts on any of `sockets`; others are
+/// dropped. Returns the index of the socket it came from.
 fn receive(
-    socket: &zmq::Socket,
+    sockets: &[zmq::Socket],
     timeout: Duration,
     wanted: impl Fn(&Message) -> bool,
-) -> Result<Option<Message>, ClientError> {
+) -> Result<Option<(usize, Message)>, ClientError> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Ok(None);
         }
-        let mut items = [socket.as_poll_item(zmq::POLLIN)];
+        let mut items: Vec<zmq::PollItem<'_>> =
+            sockets.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
         zmq::poll(&mut items, i64::try_from(left.as_millis()).unwrap_or(i64::MAX).max(1))?;
-        if !items[0].is_readable() {
-            continue;
-        }
-        let bytes = socket.recv_bytes(0)?;
-        match Message::decode(&bytes) {
-            Ok(m) if wanted(&m) => return Ok(Some(m)),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(%e, "dropped an undecodable message"),
+        let readable: Vec<usize> = (0..items.len()).filter(|i| items[*i].is_readable()).collect();
+        for i in readable {
+            let bytes = sockets[i].recv_bytes(0)?;
+            match Message::decode(&bytes) {
+                Ok(m) if wanted(&m) => return Ok(Some((i, m))),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%e, "dropped an undecodable message"),
+            }
         }
     }
 }

@@ -3,13 +3,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::client::Client;
 use crate::config::{ClusterConfig, ReplicaEntry, Timeouts};
+use crate::status::Reported;
 use crate::tcc::simulation::{simulated_identity, Manufacturer};
 
 /// File names inside a cluster folder.
@@ -53,6 +54,18 @@ pub fn ports(n: u16, base: Option<u16>) -> Result<Vec<u16>> {
     listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
+/// How a local cluster is set up.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// First port (replica i listens on base + i); free ports are chosen if `None`.
+    pub base_port: Option<u16>,
+    /// The timeouts written into the configuration (replicas and clients read them).
+    pub timeouts: Timeouts,
+    /// The replicas' log filter (`VPR_LOG`, e.g. `info`); if `None` they inherit this
+    /// process's environment.
+    pub log_filter: Option<String>,
+}
+
 /// A running local cluster; stops its replicas when dropped.
 #[derive(Debug)]
 pub struct LocalCluster {
@@ -60,23 +73,30 @@ pub struct LocalCluster {
     config: ClusterConfig,
     children: Vec<Option<Child>>,
     exe: PathBuf,
+    log_filter: Option<String>,
 }
 
 impl LocalCluster {
     /// Writes the configuration and starts `n` replicas of the simulation backend.
     pub fn start(dir: &Path, n: u16, base_port: Option<u16>, exe: &Path) -> Result<LocalCluster> {
+        LocalCluster::start_with(dir, n, exe, &Options { base_port, ..Options::default() })
+    }
+
+    /// Writes the configuration and starts `n` replicas of the simulation backend, set up as
+    /// `options` says.
+    pub fn start_with(dir: &Path, n: u16, exe: &Path, options: &Options) -> Result<LocalCluster> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         for id in 0..n {
             if dir.join(files::data(id)).join("counters").exists() {
                 bail!(
-                    "{} holds a previous cluster's replica {id}; restarting replicas is not \
-                     supported yet: use a fresh --dir",
+                    "{} holds a previous cluster's replica {id}; restarting a whole cluster \
+                     from its folder is not supported: use a fresh --dir",
                     dir.display()
                 );
             }
         }
         let manufacturer = Manufacturer::load_or_create(&dir.join(files::MANUFACTURER))?;
-        let replicas = ports(n, base_port)?
+        let replicas = ports(n, options.base_port)?
             .into_iter()
             .zip(0..n)
             .map(|(port, id)| ReplicaEntry { id, address: format!("127.0.0.1:{port}") })
@@ -87,25 +107,40 @@ impl LocalCluster {
             identity: simulated_identity().to_string(),
             manufacturer: hex::encode(manufacturer.public()),
             allow_simulated: true,
-            timeouts: Timeouts::default(),
+            timeouts: options.timeouts.clone(),
             max_in_flight: 32,
             max_batch: 256,
             simulation_manufacturer_key: Some(PathBuf::from(files::MANUFACTURER)),
         };
         config.validate()?;
         config.save(&dir.join(files::REPLICAS))?;
-        let mut cluster =
-            LocalCluster { dir: dir.to_owned(), config, children: Vec::new(), exe: exe.to_owned() };
+        let mut cluster = LocalCluster {
+            dir: dir.to_owned(),
+            config,
+            children: Vec::new(),
+            exe: exe.to_owned(),
+            log_filter: options.log_filter.clone(),
+        };
         for id in 0..n {
-            let child = cluster.spawn(id)?;
+            let child = cluster.spawn(id, false)?;
             cluster.children.push(Some(child));
         }
         Ok(cluster)
     }
 
-    fn spawn(&self, id: u16) -> Result<Child> {
-        let log = fs::File::create(self.dir.join(files::log(id)))?;
-        let child = Command::new(&self.exe)
+    /// Starts replica `id` (its log appended to, on a restart, rather than replaced).
+    fn spawn(&self, id: u16, append: bool) -> Result<Child> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(self.dir.join(files::log(id)))?;
+        let mut command = Command::new(&self.exe);
+        if let Some(filter) = &self.log_filter {
+            command.env("VPR_LOG", filter);
+        }
+        let child = command
             .arg("replica")
             .arg("--config")
             .arg(self.dir.join(files::REPLICAS))
@@ -180,6 +215,76 @@ impl LocalCluster {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// The process id of replica `id`, if this launcher started it and has not seen it exit.
+    pub fn pid(&self, id: u16) -> Option<u32> {
+        self.children.get(usize::from(id))?.as_ref().map(Child::id)
+    }
+
+    /// Whether replica `id` runs (reaping it if it exited).
+    pub fn is_running(&mut self, id: u16) -> bool {
+        match self.children.get_mut(usize::from(id)) {
+            Some(Some(child)) => matches!(child.try_wait(), Ok(None)),
+            _ => false,
+        }
+    }
+
+    /// Waits up to `timeout` for replica `id` to exit (say, after someone else killed it),
+    /// reaps it and returns how it ended. Fails if it is still running then, or if this
+    /// launcher holds no process for it.
+    pub fn wait_exit(&mut self, id: u16, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let slot = self.children.get_mut(usize::from(id)).context("no such replica")?;
+        let Some(child) = slot else { bail!("replica {id} is not running") };
+        loop {
+            if let Some(status) = child.try_wait()? {
+                *slot = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("replica {id} (pid {}) still runs after {timeout:?}", child.id());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Starts replica `id` again, after it exited or was killed, with the command line it
+    /// was first started with: a replica whose data folder holds sealed group state restarts
+    /// from it. Its log is appended to.
+    pub fn restart(&mut self, id: u16) -> Result<()> {
+        let index = usize::from(id);
+        if index >= self.children.len() {
+            bail!("no replica {id}");
+        }
+        if self.is_running(id) {
+            bail!("replica {id} is running");
+        }
+        if let Some(mut old) = self.children[index].take() {
+            old.wait()?;
+        }
+        let child = self.spawn(id, true)?;
+        self.children[index] = Some(child);
+        Ok(())
+    }
+
+    /// Replica `id`'s status file, as its host last wrote it.
+    pub fn status(&self, id: u16) -> Result<Reported> {
+        let path = self.dir.join(files::status(id));
+        crate::status::read(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// The primary, as the status files of running replicas tell: the primary of the latest
+    /// view that f + 1 of them report, if it runs itself. `None` while no such replica is
+    /// known (say, during a view change).
+    pub fn primary(&mut self) -> Option<u16> {
+        let running: Vec<u16> = (0..self.config.n()).filter(|id| self.is_running(*id)).collect();
+        let reports: Vec<Reported> =
+            running.iter().filter_map(|id| self.status(*id).ok()).filter(|r| r.ready).collect();
+        let view = reports.iter().map(|r| r.view).max()?;
+        let agreeing = reports.iter().filter(|r| r.view == view).count();
+        let primary = reports.iter().find(|r| r.view == view)?.primary;
+        (agreeing > self.config.faults() && running.contains(&primary)).then_some(primary)
     }
 
     /// Stops every replica.

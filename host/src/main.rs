@@ -17,6 +17,7 @@ use vpr_host::launcher::{files, LocalCluster};
 use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
 use vpr_host::{net, shell};
 use vpr_pal::{GroupConfig, ServiceOptions};
+use vpr_proto::msg::ReadLevel;
 
 #[derive(Parser)]
 #[command(name = "vpr", version, about = "Verified passive replication of SQLite")]
@@ -65,6 +66,11 @@ enum Command {
         /// Print rows as JSON arrays, one per line.
         #[arg(long)]
         json: bool,
+        /// How fresh reads must be: `linearizable` waits for f backups to confirm the primary
+        /// still leads the latest view; `primary` answers at once (possibly stale after a
+        /// partition).
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+        read_consistency: ReadConsistency,
     },
     /// Show each replica's view, primary, state counter and database hash, as its Manager
     /// reports them (authenticated with this client's key).
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -102,7 +109,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
         Command::Replica { config, id, data, status } => replica(&config, id, data, status),
-        Command::Sql { config, command, json } => sql(&config, command.as_deref(), json),
+        Command::Sql { config, command, json, read_consistency } => {
+            let level = match read_consistency {
+                ReadConsistency::Linearizable => ReadLevel::Linearizable,
+                ReadConsistency::Primary => ReadLevel::Primary,
+            };
+            sql(&config, command.as_deref(), json, level)
+        }
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
         Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
@@ -110,6 +123,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// A flag set by SIGINT or SIGTERM.
+/// `vpr sql --read-consistency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ReadConsistency {
+    /// Confirmed with f backups after the read ran.
+    Linearizable,
+    /// The primary's committed state, at once.
+    Primary,
+}
+
 fn stop_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -176,7 +198,12 @@ fn replica(
     Ok(ExitCode::SUCCESS)
 }
 
-fn sql(config_path: &Path, command: Option<&str>, json: bool) -> Result<ExitCode> {
+fn sql(
+    config_path: &Path,
+    command: Option<&str>,
+    json: bool,
+    level: ReadLevel,
+) -> Result<ExitCode> {
     let config = ClusterConfig::load(config_path)?;
     let mut client = match Client::connect(&config) {
         Ok(c) => c,
@@ -185,6 +212,7 @@ fn sql(config_path: &Path, command: Option<&str>, json: bool) -> Result<ExitCode
             return Ok(ExitCode::from(2));
         }
     };
+    client.set_read_level(level);
     let exec = |sql: &str| client.execute(sql, Vec::new()).map_err(|e: ClientError| e.to_string());
     let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
     let code = match command {

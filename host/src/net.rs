@@ -36,6 +36,9 @@ fn source(identity: &[u8]) -> Source {
     }
 }
 
+/// Most messages taken in before the replica sends what it has to and ticks.
+const MAX_RECEIVES_PER_ROUND: usize = 1024;
+
 /// How often a replica rewrites its status file.
 const STATUS_MS: u64 = 100;
 
@@ -66,8 +69,10 @@ pub fn run_replica<B: TccBackend>(
         let dealer = ctx.socket(zmq::DEALER)?;
         dealer.set_identity(&replica_identity(id))?;
         dealer.set_linger(0)?;
-        dealer.set_sndhwm(100_000)?;
-        dealer.set_immediate(false)?;
+        // Messages queue only for a connected peer, and not without bound: a peer that is down
+        // misses them, and the protocol's retransmissions (or a snapshot) catch it up.
+        dealer.set_sndhwm(10_000)?;
+        dealer.set_immediate(true)?;
         let endpoint = config.endpoint(r).context("peer endpoint")?;
         dealer.connect(&endpoint).with_context(|| format!("connecting to {endpoint}"))?;
         peers.push(Some(dealer));
@@ -89,7 +94,8 @@ pub fn run_replica<B: TccBackend>(
         let mut items = [router.as_poll_item(zmq::POLLIN)];
         zmq::poll(&mut items, TICK_MS)?;
         let mut outputs = Vec::new();
-        loop {
+        // Bounded, so a flood of input cannot keep the replica from sending and ticking.
+        for _ in 0..MAX_RECEIVES_PER_ROUND {
             match router.recv_multipart(zmq::DONTWAIT) {
                 Ok(parts) => {
                     let [identity, payload] = parts.as_slice() else {

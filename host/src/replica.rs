@@ -405,11 +405,18 @@ impl<B: TccBackend> Replica<B> {
                 }
             }
         }
+        // Resend what backups have not acknowledged, at most a window's worth per backup per
+        // round, oldest first: a backup that is down must not make this grow without bound,
+        // and one far behind is better served by a snapshot.
         let mut lagging = BTreeSet::new();
+        let mut budget: BTreeMap<u16, usize> =
+            backups.iter().map(|r| (*r, self.max_in_flight)).collect();
         for sent in self.in_flight.values_mut() {
             if now >= sent.sent_at + self.retransmit_ms {
                 sent.sent_at = now;
                 for r in backups.iter().filter(|r| !sent.acked.contains(r)) {
+                    let Some(left) = budget.get_mut(r).filter(|left| **left > 0) else { continue };
+                    *left -= 1;
                     out.push(Output::Replica(*r, sent.bytes.clone()));
                     if sent.committed {
                         lagging.insert(*r);
@@ -572,24 +579,32 @@ impl<B: TccBackend> Replica<B> {
         }
     }
 
-    /// With f+1 Probes for some later view, let the Manager move there.
+    /// With f+1 Probes for some later view, let the Manager move there. A view whose Probes the
+    /// Manager refuses (forged, or altered) is forgotten: the genuine ones are resent.
     fn try_probes(&mut self, now: u64, out: &mut Vec<Output>) {
         let quorum = self.faults + 1;
-        let Some((_, probes)) = self.probes.iter().rev().find(|(_, by)| by.len() >= quorum) else {
-            return;
-        };
-        let probes: Vec<Probe> = probes.values().cloned().collect();
-        let before = self.backend.progress().view;
-        let effects = self.backend.call(Call::Probes(probes.clone()));
-        if self.backend.progress().view > before {
-            tracing::info!(
-                replica = self.id,
-                view = self.backend.progress().view,
-                "moved to a new view"
-            );
-            self.apply(effects, now, out);
-            self.moved_by = probes;
-        } else {
+        let views: Vec<u64> = self
+            .probes
+            .iter()
+            .rev()
+            .filter(|(_, by)| by.len() >= quorum)
+            .map(|(v, _)| *v)
+            .collect();
+        for view in views {
+            let Some(mut by) = self.probes.remove(&view) else { continue };
+            let probes: Vec<Probe> = by.values().cloned().collect();
+            // Our own Probe is genuine: keep it for when the others' come again.
+            if let Some(own) = by.remove(&self.id) {
+                self.probes.entry(view).or_default().insert(self.id, own);
+            }
+            let before = self.backend.progress().view;
+            let effects = self.backend.call(Call::Probes(probes.clone()));
+            if self.backend.progress().view > before {
+                tracing::info!(replica = self.id, view, "moved to a new view");
+                self.apply(effects, now, out);
+                self.moved_by = probes;
+                return;
+            }
             self.apply(effects, now, out);
         }
     }
@@ -632,6 +647,8 @@ impl<B: TccBackend> Replica<B> {
         self.new_view = None;
         self.moved_by.clear();
         self.confirmed.clear();
+        // Complaints were about the old primary; the new one gets a full timeout.
+        self.complaints.clear();
         self.in_flight.clear();
         self.held.clear();
         self.last_commit = None;

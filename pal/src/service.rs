@@ -16,7 +16,7 @@
 
 use alloc::vec::Vec;
 
-use sqlite_shim::{codes, Database, Error, OpenOptions, StatementResult, Value};
+use sqlite_shim::{codes, Database, Error, OpenOptions, StatementResult, Undo, Value};
 use vpr_proto::digest::Digest;
 use vpr_proto::update::{PageWrite, StateUpdate};
 use vpr_proto::wire::DecodeError;
@@ -180,24 +180,38 @@ impl Service {
 
     /// The whole database file as one state update (every page): what state transfer ships.
     pub fn snapshot(&self) -> StateUpdate {
-        self.db.with_file(|file| {
-            // "Database File Format" §1.3.2: the page size is the big-endian u16 at offset 16;
-            // 1 means 65536. An empty file has no header yet.
-            let page_size = match file.get(16..18) {
-                Some(&[1, 0]) => 65536,
-                Some(&[hi, lo]) => u32::from(u16::from_be_bytes([hi, lo])),
-                _ => 4096,
-            };
-            let page_size =
-                if page_size >= 512 && page_size.is_power_of_two() { page_size } else { 4096 };
-            let ps = page_size as usize;
-            let pages = file
-                .chunks(ps)
-                .zip(0u32..)
-                .map(|(data, index)| PageWrite { index, data: data.to_vec() })
-                .collect();
-            StateUpdate { page_size, file_size: file.len() as u64, pages }
-        })
+        self.db.with_file(whole_file)
+    }
+
+    /// The snapshot of the state before the writes `undos` record (newest first), reverted
+    /// on a copy; `None` if out of memory.
+    pub fn snapshot_before<'a>(
+        &self,
+        undos: impl IntoIterator<Item = &'a Undo>,
+    ) -> Option<StateUpdate> {
+        let mut image = self.file_image();
+        for undo in undos {
+            if !undo.revert(&mut image) {
+                return None;
+            }
+        }
+        Some(whole_file(&image))
+    }
+
+    /// Starts or stops keeping undo records of what writes overwrite (a primary keeps them
+    /// for its updates in flight).
+    pub fn keep_undo(&mut self, on: bool) {
+        self.db.record_undo(on);
+    }
+
+    /// What the writes since the last call overwrote, if undo records are kept.
+    pub fn take_undo(&mut self) -> Option<Undo> {
+        self.db.take_undo()
+    }
+
+    /// Takes writes back (see [`Service::keep_undo`]).
+    pub fn revert(&mut self, undo: &Undo) -> Result<(), Error> {
+        self.db.revert(undo)
     }
 
     /// A new service whose database is exactly `snapshot` (as made by [`Service::snapshot`]),
@@ -219,4 +233,22 @@ impl Service {
         service.apply(snapshot)?;
         Ok(service)
     }
+}
+
+/// A whole database file as one state update.
+fn whole_file(file: &[u8]) -> StateUpdate {
+    // "Database File Format" §1.3.2: the page size is the big-endian u16 at offset 16; 1 means
+    // 65536. An empty file has no header yet.
+    let page_size = match file.get(16..18) {
+        Some(&[1, 0]) => 65536,
+        Some(&[hi, lo]) => u32::from(u16::from_be_bytes([hi, lo])),
+        _ => 4096,
+    };
+    let page_size = if page_size >= 512 && page_size.is_power_of_two() { page_size } else { 4096 };
+    let pages = file
+        .chunks(page_size as usize)
+        .zip(0u32..)
+        .map(|(data, index)| PageWrite { index, data: data.to_vec() })
+        .collect();
+    StateUpdate { page_size, file_size: file.len() as u64, pages }
 }

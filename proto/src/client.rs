@@ -10,7 +10,8 @@ use crate::attest::AttestError;
 use crate::crypto::{self, Key, KeyPair, PublicKey};
 use crate::digest::Digest;
 use crate::msg::{
-    ClientHello, ClientId, Outcome, Reply, Request, StatusReport, StatusRequest, Value, Welcome,
+    ClientHello, ClientId, Outcome, ReadLevel, Reply, Request, StatusReport, StatusRequest, Value,
+    Welcome,
 };
 
 /// What a Welcome's attestation vouches for.
@@ -81,7 +82,7 @@ impl Pending {
     }
 
     /// Checks the Welcome against what the client trusts and opens its key.
-    pub fn finish(self, welcome: &Welcome, trust: &Trust) -> Result<Session, ClientError> {
+    pub fn finish(&self, welcome: &Welcome, trust: &Trust) -> Result<Session, ClientError> {
         welcome.attestation.verify(
             &trust.manufacturer,
             &trust.identity,
@@ -118,9 +119,14 @@ impl Session {
 
     /// An authenticated request with the next sequence number.
     pub fn request(&mut self, sql: String, params: Vec<Value>) -> Request {
+        self.request_at(ReadLevel::default(), sql, params)
+    }
+
+    /// A new authenticated request whose reads are answered at `level`.
+    pub fn request_at(&mut self, level: ReadLevel, sql: String, params: Vec<Value>) -> Request {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let mut request = Request { client: self.client, seq, sql, params, tag: [0; 32] };
+        let mut request = Request { client: self.client, seq, level, sql, params, tag: [0; 32] };
         request.tag = crypto::mac(&self.key, &[&request.signed_bytes()]);
         request
     }

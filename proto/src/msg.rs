@@ -151,13 +151,46 @@ pub struct Outcome {
     pub error: Option<SqlError>,
 }
 
-/// A client's request to the service: `<client, seq, sql, params>_Kc`.
+/// How fresh a read must be (a request that writes nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadLevel {
+    /// The reply waits until f backups confirmed, after the read ran, that its primary still
+    /// leads the latest view: no later write can have been committed elsewhere (encoded 0).
+    #[default]
+    Linearizable,
+    /// The primary answers from its committed state at once; after a partition an old
+    /// primary may answer from a stale state, as in the thesis (encoded 1).
+    Primary,
+}
+
+impl ReadLevel {
+    /// The wire value.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            ReadLevel::Linearizable => 0,
+            ReadLevel::Primary => 1,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(ReadLevel::Linearizable),
+            1 => Some(ReadLevel::Primary),
+            _ => None,
+        }
+    }
+}
+
+/// A client's request to the service: `<client, seq, level, sql, params>_Kc`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     /// Who sends it.
     pub client: ClientId,
     /// The client's sequence number (strictly increasing per client).
     pub seq: u64,
+    /// How fresh the answer must be if the request turns out to be a read.
+    pub level: ReadLevel,
     /// SQL text (one or more statements).
     pub sql: String,
     /// Positional parameters.

@@ -13,8 +13,9 @@ use crate::engine::{self, Guard};
 use crate::error::{cstr, Error};
 use crate::ffi;
 use crate::stmt::Stmt;
+use crate::undo::Undo;
 use crate::value::{Execution, StatementResult, Value};
-use crate::vfs::{self, SharedFile};
+use crate::vfs::{self, FileData, SharedFile};
 
 /// Smallest and largest page sizes SQLite supports ("Database File Format", §1.3.2).
 pub const MIN_PAGE_SIZE: u32 = 512;
@@ -395,6 +396,40 @@ impl Database {
         Ok(Changes { file_size, page_size, pages })
     }
 
+    /// Starts (or stops) recording what writes to the database file overwrite, so they can
+    /// be taken back ([`Database::take_undo`], [`Database::revert`]).
+    pub fn record_undo(&mut self, on: bool) {
+        let mut file = self.file.lock();
+        file.undo = on.then(|| Undo::new(file.bytes.len() as u64));
+    }
+
+    /// What the writes since recording began (or since the last call) overwrote; recording
+    /// goes on from here. `None` if not recording.
+    pub fn take_undo(&mut self) -> Option<Undo> {
+        let mut file = self.file.lock();
+        let size = file.bytes.len() as u64;
+        file.undo.as_mut().map(|u| core::mem::replace(u, Undo::new(size)))
+    }
+
+    /// Takes writes back: puts back what `undo` saved (the newest stretch first, when several
+    /// are reverted). The connection drops its cache at its next statement, as after
+    /// [`Database::apply`]. Recording restarts from the reverted contents.
+    pub fn revert(&mut self, undo: &Undo) -> Result<(), Error> {
+        if self.in_transaction() {
+            return Err(Error::new(ffi::SQLITE_MISUSE, "cannot revert inside a transaction"));
+        }
+        let _guard = engine::lock()?;
+        let mut file = self.file.lock();
+        if !undo.revert(&mut file.bytes) {
+            return Err(Error::from_code(ffi::SQLITE_NOMEM));
+        }
+        let size = file.bytes.len() as u64;
+        if let Some(u) = file.undo.as_mut() {
+            *u = Undo::new(size);
+        }
+        Ok(())
+    }
+
     /// Forgets what was written since the last capture.
     pub fn discard_changes(&mut self) {
         self.file.lock().dirty.clear();
@@ -446,6 +481,20 @@ impl Database {
         }
         let _guard = engine::lock()?;
         let mut file = self.file.lock();
+        {
+            let FileData { bytes, undo, .. } = &mut *file;
+            if let Some(undo) = undo {
+                let old = bytes.len() as u64;
+                let failed = (size < bytes.len()
+                    && !undo.record(bytes, file_size, old - file_size))
+                    || pages.iter().any(|(index, data)| {
+                        !undo.record(bytes, u64::from(*index) * ps, data.len() as u64)
+                    });
+                if failed {
+                    return Err(Error::from_code(ffi::SQLITE_NOMEM));
+                }
+            }
+        }
         if size > file.bytes.len() {
             let grow = size - file.bytes.len();
             file.bytes.try_reserve_exact(grow).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;

@@ -23,6 +23,7 @@ mod error;
 mod ffi;
 mod platform;
 mod stmt;
+mod undo;
 mod value;
 mod vfs;
 
@@ -30,6 +31,7 @@ pub use db::{Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESER
 pub use engine::{initialize, Config, DEFAULT_HEAP_BYTES};
 pub use error::Error;
 pub use platform::Platform;
+pub use undo::Undo;
 pub use value::{Execution, StatementResult, Value};
 
 /// SQLite's result codes that callers match on.

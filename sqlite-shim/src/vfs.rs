@@ -18,6 +18,7 @@ use spin::Mutex;
 use crate::dirty::DirtySet;
 use crate::ffi;
 use crate::platform;
+use crate::undo::Undo;
 
 /// Name under which the VFS is registered (as the default).
 pub(crate) const VFS_NAME: &CStr = c"vpr-mem";
@@ -35,6 +36,8 @@ pub(crate) struct FileData {
     pub(crate) dirty: DirtySet,
     /// Tracked writes and truncations so far (never reset).
     pub(crate) writes: u64,
+    /// While set, what tracked writes overwrite (see `undo`).
+    pub(crate) undo: Option<Undo>,
 }
 
 pub(crate) type SharedFile = Arc<Mutex<FileData>>;
@@ -327,6 +330,14 @@ unsafe extern "C" fn x_write(
     // SAFETY: SQLite passes `amt` readable bytes at `buf`.
     let src = unsafe { core::slice::from_raw_parts(buf.cast::<u8>(), amt) };
     let mut data = data.lock();
+    if track {
+        let FileData { bytes, undo, .. } = &mut *data;
+        if let Some(undo) = undo {
+            if !undo.record(bytes, off, amt as u64) {
+                return ffi::SQLITE_IOERR_NOMEM;
+            }
+        }
+    }
     let (Ok(off), Ok(end)) = (usize::try_from(off), usize::try_from(end)) else {
         return ffi::SQLITE_FULL;
     };
@@ -365,6 +376,14 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_in
         }
         data.bytes.resize(size, 0);
     } else {
+        if track {
+            let FileData { bytes, undo, .. } = &mut *data;
+            if let Some(undo) = undo {
+                if !undo.record(bytes, size as u64, (len - size) as u64) {
+                    return ffi::SQLITE_IOERR_NOMEM;
+                }
+            }
+        }
         data.bytes.truncate(size);
     }
     if track {

@@ -7,7 +7,7 @@ mod common;
 use common::cluster::Cluster;
 use vpr_host::tcc::TccBackend;
 use vpr_proto::client::ClientError;
-use vpr_proto::msg::{Outcome, Value};
+use vpr_proto::msg::{Outcome, ReadLevel, Value};
 
 /// The values `$value` of every effect in `$effects` that matches `$pattern`, e.g.
 /// `pick!(effects, Effect::Update(u) => u.clone())`.
@@ -57,7 +57,8 @@ fn fig_5_4_normal_case_converges_on_3_and_5_replicas() {
         assert!(c.refused.is_empty(), "{:?}", c.refused);
         let digests = c.digests();
         assert!(digests.iter().all(|d| *d == digests[0]), "replicas diverged ({n})");
-        assert!(c.replicas.iter().all(|r| r.manager().committed() == 201));
+        // 201 writes, and the linearizable read's empty update that confirmed the view.
+        assert!(c.replicas.iter().all(|r| r.manager().committed() == 202));
     }
 }
 
@@ -317,7 +318,8 @@ fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
         .next()
         .expect("reply");
     ok(client.verify(&write, &reply).expect("verifies"));
-    let count = client.request(sql("SELECT count(*), sum(x) FROM t"), vec![]);
+    let count =
+        client.request_at(ReadLevel::Primary, sql("SELECT count(*), sum(x) FROM t"), vec![]);
     let out = c.replicas[b1].call(Call::Requests(vec![count.clone()]));
     let reply =
         pick!(out, Effect::Reply { reply, .. } => reply.clone()).into_iter().next().expect("reply");
@@ -385,7 +387,7 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
         }
     }
     assert_eq!(c.replicas[1].manager().digest(), c.replicas[2].manager().digest());
-    let read = client.request(sql("SELECT x FROM t"), vec![]);
+    let read = client.request_at(ReadLevel::Primary, sql("SELECT x FROM t"), vec![]);
     let out = c.replicas[1].call(Call::Requests(vec![read.clone()]));
     let reply = pick!(out, Effect::Reply { reply, blinded_until: None } => reply.clone())
         .into_iter()
@@ -395,4 +397,108 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
         client.verify(&read, &reply).expect("verifies").results[0].rows,
         [[Value::Integer(42)]]
     );
+}
+
+/// Read consistency after a partition: the old primary (cut off, still in view 0) runs a read
+/// after the others moved to view 1 and committed a write there. At the `primary` level its
+/// stale answer goes out at once (as in the thesis); at the `linearizable` level the answer
+/// waits for Acks of an update made after the read, which backups of view 1 no longer give,
+/// so the client never sees the stale value.
+#[test]
+fn linearizable_reads_never_come_from_a_deposed_primary() {
+    use vpr_pal::{Call, Effect};
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x); INSERT INTO t VALUES (1)"), vec![])]);
+    // Backups 1 and 2 move to view 1; replica 1 starts it and commits a write with 2's Ack.
+    let probes = suspect(&mut c, &[1, 2]);
+    let vcs = view_changes(&mut c, &[1, 2], &probes);
+    let effects = c.replicas[1].call(Call::ViewChanges(vcs));
+    let nv = pick!(effects, Effect::NewView(nv) => nv.clone()).into_iter().next().expect("nv");
+    assert!(c.replicas[2].call(Call::NewView(nv)).is_empty());
+    let mut other = c.client();
+    let write = other.request(sql("UPDATE t SET x = 2"), vec![]);
+    let out = c.replicas[1].call(Call::Requests(vec![write]));
+    let update = pick!(out, Effect::Update(u) => u.clone()).into_iter().next().expect("update");
+    let ack = pick!(c.replicas[2].call(Call::Update(update)), Effect::Ack(a) => a.clone());
+    let out = c.replicas[1].call(Call::Ack(ack[0].clone()));
+    assert!(out.iter().any(|e| matches!(e, Effect::Release { .. })), "the write commits");
+
+    // The deposed primary, at the primary level: an immediate, verifiable, stale answer.
+    let fast = client.request_at(ReadLevel::Primary, sql("SELECT x FROM t"), vec![]);
+    let out = c.replicas[0].call(Call::Requests(vec![fast.clone()]));
+    let reply = pick!(out, Effect::Reply { reply, blinded_until: None } => reply.clone());
+    let stale = client.verify(&fast, &reply[0]).expect("verifies").results[0].rows.clone();
+    assert_eq!(stale, [[Value::Integer(1)]], "the primary level may be stale");
+
+    // At the linearizable level: blinded until an empty update commits, which no backup of
+    // view 1 acknowledges.
+    let read = client.request(sql("SELECT x FROM t"), vec![]);
+    let out = c.replicas[0].call(Call::Requests(vec![read]));
+    let blinded = pick!(out, Effect::Reply { blinded_until: Some(s), .. } => *s);
+    assert_eq!(blinded.len(), 1, "the linearizable read waits for a commit");
+    let barrier = pick!(out, Effect::Update(u) => u.clone()).into_iter().next().expect("barrier");
+    assert!(barrier.entries.is_empty() && barrier.state.pages.is_empty(), "an empty update");
+    for b in [1, 2] {
+        let out = c.replicas[b].call(Call::Update(barrier.clone()));
+        assert!(
+            out.iter().all(|e| matches!(e, Effect::Refused(_))),
+            "replica {b} of view 1 acknowledged view 0's update: {out:?}"
+        );
+    }
+    // Even a forged Ack for view 0 from a backup's host changes nothing.
+    let forged = vpr_proto::msg::Ack {
+        replica: 1,
+        view: 0,
+        seq: barrier.seq,
+        chain: barrier.chain(),
+        tag: [7; 32],
+    };
+    let out = c.replicas[0].call(Call::Ack(forged));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Release { .. })));
+}
+
+/// A primary that loses its view with updates in flight takes their pages back (its undo
+/// records) and holds the updates like a backup: its database is its committed state again,
+/// and it still serves a snapshot of that state.
+#[test]
+fn a_deposed_primary_takes_back_its_uncommitted_pages() {
+    use vpr_pal::{Call, Effect};
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let committed = c.replicas[0].manager().digest();
+    let before = c.replicas[0].manager().committed();
+    // Two writes in flight at the primary; no backup sees them.
+    for i in 0..2 {
+        let w = client.request(sql(&format!("INSERT INTO t VALUES ({i})")), vec![]);
+        let out = c.replicas[0].call(Call::Requests(vec![w]));
+        assert_eq!(pick!(out, Effect::Update(u) => u.seq).len(), 1);
+    }
+    assert_ne!(c.replicas[0].manager().digest(), committed, "the writes are applied");
+    // A snapshot from the primary is of its committed state, not of what is in flight.
+    let snap = pick!(c.replicas[0].call(Call::MakeSnapshot), Effect::Snapshot(s) => s.clone());
+    assert_eq!(snap[0].seq, before);
+    assert_eq!(vpr_proto::digest::Digest::of(&whole(&snap[0].state)), committed);
+    // The backups move to view 1; the old primary follows with their Probes.
+    let probes = suspect(&mut c, &[1, 2]);
+    let out = c.replicas[0].call(Call::Probes(probes));
+    assert!(!out.iter().any(|e| matches!(e, Effect::Refused(_))), "{out:?}");
+    let m = c.replicas[0].manager();
+    assert_eq!((m.view(), m.committed(), m.needs_state()), (1, before, None));
+    assert_eq!(m.digest(), committed, "its database is back at the committed state");
+    // Its ViewChange carries the two updates it now holds.
+    let vc = pick!(out, Effect::ViewChange(vc) => vc.clone());
+    assert_eq!(vc[0].held.iter().filter(|u| u.seq > before).count(), 2);
+}
+
+/// The bytes of a whole-file state update.
+fn whole(state: &vpr_proto::update::StateUpdate) -> Vec<u8> {
+    let mut file = vec![0; usize::try_from(state.file_size).expect("small")];
+    let ps = state.page_size as usize;
+    for p in &state.pages {
+        let start = p.index as usize * ps;
+        file[start..start + p.data.len()].copy_from_slice(&p.data);
+    }
+    file
 }

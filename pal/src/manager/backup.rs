@@ -39,15 +39,31 @@ impl<T: Tcc> Manager<T> {
             let tag = ack_tag(&key, self.group.me, self.view, seq, &chain);
             Effect::Ack(Ack { replica: self.group.me, view: self.view, seq, chain, tag })
         };
-        if update.seq <= self.head.0 {
-            // A retransmission of an update already held or applied: acknowledge it again.
-            let known = self.held.iter().any(|(u, c)| u.seq == update.seq && *c == chain)
-                || (update.seq == self.committed.0 && chain == self.committed.1);
-            return if known {
+        if update.seq <= self.committed.0 {
+            // Already applied: acknowledge again if it is the one applied.
+            // Below the last applied update, the committed chain has one update per number:
+            // the primary's (it commits nothing else). An Ack for it changes no decision and
+            // stops its retransmission.
+            let applied = (update.seq == self.committed.0 && chain == self.committed.1)
+                || update.seq < self.committed.0;
+            return if applied {
                 Ok(vec![ack(update.seq)])
             } else {
-                Err(format!("update {}: conflicts with the one held", update.seq))
+                Err(format!("update {}: already applied", update.seq))
             };
+        }
+        if let Some(i) = self.held.iter().position(|(u, _)| u.seq == update.seq) {
+            let (held, held_chain) = &self.held[i];
+            if *held_chain == chain {
+                return Ok(vec![ack(update.seq)]); // a retransmission
+            }
+            // Two updates for one sequence number: the one from the later view wins (an
+            // earlier view's primary was replaced, and its unconfirmed branch with it).
+            if update.view <= held.view || update.prev != self.held_prev(i) {
+                return Err(format!("update {}: conflicts with the one held", update.seq));
+            }
+            self.held.truncate(i);
+            self.head = self.held.back().map_or(self.committed, |(u, c)| (u.seq, *c));
         }
         if update.seq > self.head.0 + 1 {
             // Updates were missed: retransmission (or a snapshot) must fill the gap first.
@@ -63,9 +79,21 @@ impl<T: Tcc> Manager<T> {
             return Err(String::from("update: too many held updates"));
         }
         let effect = ack(update.seq);
+        if carried_over && update.seq == self.adopt_until && chain == self.adopt_chain {
+            // The chain reached the announced head: the NewView vouches for all of it.
+            self.verified = update.seq;
+        }
         self.head = (update.seq, chain);
         self.held.push_back((update, chain));
         Ok(vec![effect])
+    }
+
+    /// The chain hash the `i`th held update follows.
+    fn held_prev(&self, i: usize) -> vpr_proto::digest::Digest {
+        match i.checked_sub(1) {
+            Some(j) => self.held[j].1,
+            None => self.committed.1,
+        }
     }
 
     /// Applies held updates up to the committed one.
@@ -85,17 +113,29 @@ impl<T: Tcc> Manager<T> {
             return Ok(Vec::new());
         }
         // Updates commit in chain order, so a Commit for c covers every held update up to c.
-        // When c itself is held, its chain hash must match; a Commit beyond what is held (a
-        // lagging backup) applies what is held, and the rest arrives by retransmission.
-        if let Some((_, chain)) = self.held.iter().find(|(u, _)| u.seq == commit.seq) {
-            if *chain != commit.chain {
+        // Held updates are linked by their chain hashes, so one that is vouched for vouches
+        // for all before it: the held update c itself (with the Commit's chain hash), or one
+        // made in this view (its primary built on its own chain), or one a NewView announced.
+        // Updates carried over from an earlier view and not yet vouched for wait.
+        let upto = match self.held.iter().find(|(u, _)| u.seq == commit.seq) {
+            Some((_, chain)) if *chain == commit.chain => commit.seq,
+            Some(_) => {
                 return Err(format!(
                     "commit {}: another chain hash than the held update",
                     commit.seq
                 ));
             }
-        }
-        while self.held.front().is_some_and(|(u, _)| u.seq <= commit.seq) {
+            None => self
+                .held
+                .iter()
+                .filter(|(u, _)| {
+                    u.seq <= commit.seq && (u.view == self.view || u.seq <= self.verified)
+                })
+                .map(|(u, _)| u.seq)
+                .max()
+                .unwrap_or(self.committed.0),
+        };
+        while self.held.front().is_some_and(|(u, _)| u.seq <= upto) {
             let Some((update, chain)) = self.held.pop_front() else { break };
             self.service.apply(&update.state).map_err(|e| format!("apply {}: {e}", update.seq))?;
             let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;

@@ -207,6 +207,8 @@ struct InFlight {
     update: Update,
     chain: Digest,
     acks: Vec<ReplicaId>,
+    /// What applying it overwrote in the database, to take it back if the view changes first.
+    undo: sqlite_shim::Undo,
 }
 
 /// Most recently committed or applied updates a Manager keeps to report in its ViewChanges,
@@ -234,8 +236,15 @@ pub struct Manager<T: Tcc> {
     committed: (u64, Digest),
     /// Backup: updates of earlier views up to this one are accepted (announced by a NewView).
     adopt_until: u64,
-    /// The database holds uncommitted pages of a view this replica left: it refuses to act.
+    /// Backup: the announced head's chain hash, and the held updates known to be on the
+    /// current primary's chain up to this one (a NewView vouched for them).
+    adopt_chain: Digest,
+    verified: u64,
+    /// The database holds uncommitted pages of a view this replica left and could not take
+    /// back (out of memory): it refuses to act until a snapshot replaces it.
     stale: bool,
+    /// Whether the database keeps undo records (a primary, for its updates in flight).
+    undo_on: bool,
     /// Whether the current view has started here (its NewView made or accepted).
     started: bool,
     /// The last updates committed or applied, oldest first (at most [`LOG_LEN`]).
@@ -288,7 +297,10 @@ impl<T: Tcc> Manager<T> {
             head: (0, genesis),
             committed: (0, genesis),
             adopt_until: 0,
+            adopt_chain: genesis,
+            verified: 0,
             stale: false,
+            undo_on: false,
             started: true,
             log: VecDeque::new(),
             recover_to: None,
@@ -346,6 +358,12 @@ impl<T: Tcc> Manager<T> {
         self.committed.0
     }
 
+    /// The chain hash of the last committed or applied update: replicas at the same
+    /// update must have the same one.
+    pub fn committed_chain(&self) -> Digest {
+        self.committed.1
+    }
+
     /// Whether the current view has started here (its NewView made or accepted).
     pub fn view_started(&self) -> bool {
         self.started
@@ -375,6 +393,14 @@ impl<T: Tcc> Manager<T> {
         self.log.push_back((update, chain));
         while self.log.len() > LOG_LEN {
             self.log.pop_front();
+        }
+    }
+
+    /// Primary: starts keeping undo records (its database holds only committed state now).
+    fn start_undo(&mut self) {
+        if !self.undo_on {
+            self.service.keep_undo(true);
+            self.undo_on = true;
         }
     }
 

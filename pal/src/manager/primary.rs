@@ -8,7 +8,9 @@ use alloc::vec::Vec;
 use sqlite_shim::Value as SqlValue;
 use vpr_proto::crypto::{self, Key, Tag};
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{self, Ack, ClientId, Commit, Entry, Outcome, Reply, Request, Update, Wire};
+use vpr_proto::msg::{
+    self, Ack, ClientId, Commit, Entry, Outcome, ReadLevel, Reply, Request, Update, Wire,
+};
 
 use super::session::client_key;
 use super::{Effect, InFlight, Manager};
@@ -96,9 +98,13 @@ impl<T: Tcc> Manager<T> {
         if self.in_flight.len() >= self.group.max_in_flight as usize {
             return Err(String::from("requests: too many updates in flight; retry after commits"));
         }
+        if self.in_flight.is_empty() {
+            self.start_undo();
+        }
         let mut effects = Vec::new();
         let mut answers: Vec<(ClientId, u64, Outcome)> = Vec::with_capacity(requests.len());
         let mut entries = Vec::new();
+        let mut barrier = false;
         for request in requests {
             let kc = client_key(&key, &request.client);
             if !crypto::mac_ok(&kc, &[&request.signed_bytes()], &request.tag) {
@@ -121,28 +127,40 @@ impl<T: Tcc> Manager<T> {
                 _ => {}
             }
             let digest = Digest::of(&request.to_bytes());
-            let Request { client, seq, sql, params, .. } = request;
+            let Request { client, seq, level, sql, params, .. } = request;
             let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
             let mark = self.service.write_mark();
             let result = outcome(self.service.run(&sql, &params));
             if self.service.write_mark() != mark {
                 self.record(&client, seq, &result)?;
                 entries.push(Entry { client, seq, request: digest });
+            } else if level == ReadLevel::Linearizable {
+                barrier = true;
             }
             answers.push((client, seq, result));
         }
-        let blind = if entries.is_empty() {
-            // Reads are blinded by the newest update in flight: they may show its effects.
+        // Reads are blinded by the newest update in flight: they may show its effects. A
+        // linearizable read also needs proof that this primary still led the latest view
+        // *after* it ran: Acks (which carry the view) for an update proposed after it. Without
+        // a write in the batch, an empty update gives that proof (one round to the backups,
+        // shared by the whole batch).
+        let blind = if entries.is_empty() && !barrier {
             self.in_flight.back().map(|u| (u.update.seq, u.chain))
         } else {
             let state = self.service.capture().map_err(|e| format!("capture: {e}"))?;
+            let undo = self.service.take_undo().unwrap_or_default();
             let seq = self.head.0 + 1;
             let mut update =
                 Update { view: self.view, seq, prev: self.head.1, entries, state, tag: [0; 32] };
             let chain = update.chain();
             update.tag = update_tag(&key, &chain);
             self.head = (seq, chain);
-            self.in_flight.push_back(InFlight { update: update.clone(), chain, acks: Vec::new() });
+            self.in_flight.push_back(InFlight {
+                update: update.clone(),
+                chain,
+                acks: Vec::new(),
+                undo,
+            });
             effects.push(Effect::Update(update));
             Some((seq, chain))
         };

@@ -80,15 +80,20 @@ impl<T: Tcc> Manager<T> {
     pub(super) fn make_snapshot(&mut self) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
         self.check_state()?;
-        if self.head.0 != self.committed.0 && self.is_primary() {
-            return Err(String::from("snapshot: updates in flight; ask a backup"));
-        }
+        // A primary's database also holds its updates in flight: revert them on a copy.
+        let state = if self.in_flight.is_empty() {
+            self.service.snapshot()
+        } else {
+            self.service
+                .snapshot_before(self.in_flight.iter().rev().map(|u| &u.undo))
+                .ok_or_else(|| String::from("snapshot: out of memory"))?
+        };
         let mut snapshot = Snapshot {
             replica: self.group.me,
             view: self.view,
             seq: self.committed.0,
             chain: self.committed.1,
-            state: self.service.snapshot(),
+            state,
             tag: [0; 32],
         };
         snapshot.tag = crypto::mac(&key, &[&snapshot.signed_bytes()]);
@@ -133,13 +138,15 @@ impl<T: Tcc> Manager<T> {
         let service = Service::from_snapshot(&self.group.service, &snapshot.state)
             .map_err(|e| format!("snapshot: {e}"))?;
         self.service = service;
+        self.undo_on = false;
         self.tcc.advance(Counter::State, snapshot.seq).map_err(|e| e.0)?;
         self.committed = (snapshot.seq, snapshot.chain);
         self.stale = false;
         self.recover_to = None;
         self.log.clear();
         self.in_flight.clear();
-        // Held updates after the snapshot still count if they continue its chain.
+        // Held updates beyond the snapshot stay if they continue its chain: they were
+        // acknowledged, and a view change may need them. Others cannot have been committed.
         let mut at = self.committed;
         let mut kept = alloc::collections::VecDeque::new();
         for (u, c) in self.held.drain(..) {
@@ -150,6 +157,16 @@ impl<T: Tcc> Manager<T> {
         }
         self.held = kept;
         self.head = at;
+        self.verified = self.verified.max(self.committed.0);
+        // The snapshot's maker was in its view, so f+1 replicas moved there: so may we. In that
+        // view the state is the committed one, and what follows comes from its primary.
+        if snapshot.view > self.view {
+            self.enter_view(snapshot.view)?;
+        }
+        if snapshot.view == self.view && !self.is_primary() {
+            // (A new primary still starts its view with the ViewChanges.)
+            self.started = true;
+        }
         Ok(Vec::new())
     }
 

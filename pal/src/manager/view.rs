@@ -87,17 +87,30 @@ impl<T: Tcc> Manager<T> {
     }
 
     /// Moves to `view`: the trusted counter first, then the Manager's own state.
-    fn enter_view(&mut self, view: u64) -> Result<(), String> {
+    pub(super) fn enter_view(&mut self, view: u64) -> Result<(), String> {
         if view <= self.view {
             return Ok(());
         }
         let was_primary = self.is_primary();
         self.view = self.tcc.advance(Counter::View, view).map_err(|e| e.0)?;
-        if was_primary && self.head.0 > self.committed.0 {
-            // Our database holds pages of updates that may never commit: only state transfer
-            // can bring this replica back.
-            self.stale = true;
-            self.head = self.committed;
+        if was_primary {
+            // Our database holds the pages of updates that may never commit: take them back
+            // (newest first) and hold the updates, as a backup would.
+            let mut reverted = true;
+            for u in self.in_flight.iter().rev() {
+                if reverted && self.service.revert(&u.undo).is_err() {
+                    reverted = false;
+                }
+            }
+            if reverted {
+                self.held = self.in_flight.drain(..).map(|u| (u.update, u.chain)).collect();
+            } else {
+                // Out of memory half-way: only state transfer can bring this replica back.
+                self.stale = true;
+                self.head = self.committed;
+            }
+            self.service.keep_undo(false);
+            self.undo_on = false;
         }
         self.in_flight.clear();
         self.started = false;
@@ -178,6 +191,10 @@ impl<T: Tcc> Manager<T> {
         self.held.clear();
         let mut resend = Vec::new();
         for (u, c) in adopted {
+            if u.seq > committed.0 {
+                // From here on the updates are not committed yet: keep what they overwrite.
+                self.start_undo();
+            }
             self.service.apply(&u.state).map_err(|e| format!("adopt {}: {e}", u.seq))?;
             if u.seq <= committed.0 {
                 let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
@@ -187,10 +204,12 @@ impl<T: Tcc> Manager<T> {
                 self.committed = (u.seq, c);
                 self.remember(u.clone(), c);
             } else {
+                let undo = self.service.take_undo().unwrap_or_default();
                 self.in_flight.push_back(InFlight {
                     update: u.clone(),
                     chain: c,
                     acks: Vec::new(),
+                    undo,
                 });
             }
             self.head = (u.seq, c);
@@ -251,6 +270,8 @@ impl<T: Tcc> Manager<T> {
             kept.clear();
             at = self.committed;
         }
+        self.adopt_chain = nv.head_chain;
+        self.verified = if on_chain { nv.head } else { self.committed.0 };
         self.held = kept;
         self.head = at;
         if self.committed.0 < nv.base && self.head.0 < nv.base {

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use super::{
     Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, NewView,
-    Outcome, Probe, Reply, Request, Snapshot, SqlError, StateRequest, StatementResult,
+    Outcome, Probe, ReadLevel, Reply, Request, Snapshot, SqlError, StateRequest, StatementResult,
     StatusReport, StatusRequest, Update, Value, ViewChange, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES,
     MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
 };
@@ -295,13 +295,13 @@ impl Wire for Outcome {
 
 impl Request {
     fn put_signed(&self, w: &mut Writer) {
-        w.bytes(&self.client).u64(self.seq);
+        w.bytes(&self.client).u64(self.seq).u8(self.level.to_u8());
         put_bytes(w, self.sql.as_bytes());
         put_vec(w, &self.params);
     }
 
     /// The bytes the tag authenticates: `b"vpr request"` followed by the encoding of
-    /// `client`, `seq`, `sql` and `params` (the request's encoding without its tag).
+    /// `client`, `seq`, `level`, `sql` and `params` (the request's encoding without its tag).
     #[must_use]
     pub fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -320,10 +320,13 @@ impl Wire for Request {
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let client = r.array()?;
         let seq = r.u64()?;
+        let level = r.u8()?;
+        let level = ReadLevel::from_u8(level)
+            .ok_or(DecodeError::Invalid { field: "level", value: u64::from(level) })?;
         let sql = get_string(r, "sql", MAX_SQL_BYTES)?;
         let params = get_vec(r, "params", MAX_PARAMS, MIN_VALUE_LEN)?;
         let tag = r.array()?;
-        Ok(Self { client, seq, sql, params, tag })
+        Ok(Self { client, seq, level, sql, params, tag })
     }
 }
 

@@ -45,7 +45,8 @@ impl BitEq for Outcome {
 
 impl BitEq for Request {
     fn bit_eq(&self, o: &Self) -> bool {
-        (self.client, self.seq, &self.sql, self.tag) == (o.client, o.seq, &o.sql, o.tag)
+        (self.client, self.seq, self.level, &self.sql, self.tag)
+            == (o.client, o.seq, o.level, &o.sql, o.tag)
             && self.params.bit_eq(&o.params)
     }
 }
@@ -139,8 +140,15 @@ fn outcome() -> impl Strategy<Value = Outcome> {
 }
 
 fn request() -> impl Strategy<Value = Request> {
-    (any::<[u8; 16]>(), any::<u64>(), text(), vec(value(), 0..4), any::<[u8; 32]>())
-        .prop_map(|(client, seq, sql, params, tag)| Request { client, seq, sql, params, tag })
+    (any::<[u8; 16]>(), any::<u64>(), any::<bool>(), text(), vec(value(), 0..4), any::<[u8; 32]>())
+        .prop_map(|(client, seq, fast, sql, params, tag)| Request {
+            client,
+            seq,
+            level: if fast { ReadLevel::Primary } else { ReadLevel::Linearizable },
+            sql,
+            params,
+            tag,
+        })
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
@@ -420,6 +428,7 @@ fn examples() -> Vec<Message> {
         Message::Request(Request {
             client: [1; 16],
             seq: 1,
+            level: ReadLevel::Primary,
             sql: "SELECT ?".into(),
             params: vec![Value::Text(b"x".to_vec()), Value::Null],
             tag: [2; 32],
@@ -462,6 +471,7 @@ fn le32(n: usize) -> [u8; 4] {
 fn raw_request(sql: &[u8], params: usize) -> Vec<u8> {
     let mut v = vec![1; 16];
     v.extend_from_slice(&5u64.to_le_bytes());
+    v.push(0); // level: linearizable
     v.extend_from_slice(&le32(sql.len()));
     v.extend_from_slice(sql);
     v.extend_from_slice(&le32(params));
@@ -704,7 +714,7 @@ fn request_limits() {
     let sql = vec![b' '; MAX_SQL_BYTES];
     assert_eq!(Request::from_bytes(&raw_request(&sql, 0)).unwrap().sql.len(), MAX_SQL_BYTES);
     let mut bytes = raw_request(b"", 0);
-    bytes[24..28].copy_from_slice(&le32(MAX_SQL_BYTES + 1));
+    bytes[25..29].copy_from_slice(&le32(MAX_SQL_BYTES + 1));
     assert_eq!(
         Request::from_bytes(&bytes),
         Err(too_large("sql", MAX_SQL_BYTES + 1, MAX_SQL_BYTES))
@@ -712,11 +722,16 @@ fn request_limits() {
 
     // A declared count larger than the input is refused at once.
     let mut bytes = raw_request(b"", 0);
-    bytes[28..32].copy_from_slice(&le32(MAX_PARAMS));
+    bytes[29..33].copy_from_slice(&le32(MAX_PARAMS));
     assert_eq!(
         Request::from_bytes(&bytes),
         Err(DecodeError::Truncated { needed: MAX_PARAMS, have: 32 })
     );
+
+    // An unknown read level is refused.
+    let mut bytes = raw_request(b"", 0);
+    bytes[24] = 2;
+    assert_eq!(Request::from_bytes(&bytes), Err(DecodeError::Invalid { field: "level", value: 2 }));
 }
 
 #[test]
