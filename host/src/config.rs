@@ -76,6 +76,10 @@ pub struct ClusterConfig {
     /// Most requests the primary executes in one batch.
     #[serde(default = "default_batch")]
     pub max_batch: usize,
+    /// Committed updates the primary keeps to resend to backups that missed them; a backup
+    /// further behind catches up by snapshot.
+    #[serde(default = "default_retained")]
+    pub retained_updates: usize,
     /// Simulation backend only: the file holding the simulated manufacturer's secret key
     /// (relative paths are relative to this file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +92,10 @@ fn default_in_flight() -> u32 {
 
 fn default_batch() -> usize {
     256
+}
+
+fn default_retained() -> usize {
+    1024
 }
 
 /// A configuration that cannot be used.

@@ -110,6 +110,7 @@ impl LocalCluster {
             timeouts: options.timeouts.clone(),
             max_in_flight: 32,
             max_batch: 256,
+            retained_updates: 1024,
             simulation_manufacturer_key: Some(PathBuf::from(files::MANUFACTURER)),
         };
         config.validate()?;

@@ -57,10 +57,6 @@ struct Sent {
     committed: bool,
 }
 
-/// Most updates kept for backups that have not acknowledged them. A backup further behind
-/// needs state transfer.
-const RETAINED_UPDATES: usize = 1024;
-
 /// The runtime of one replica.
 #[derive(Debug)]
 pub struct Replica<B: TccBackend> {
@@ -72,6 +68,8 @@ pub struct Replica<B: TccBackend> {
     join_ms: u64,
     max_batch: usize,
     max_in_flight: usize,
+    /// Most updates kept for backups that have not acknowledged them.
+    retained_updates: usize,
     ready: bool,
     started_at: Option<u64>,
     // Initialization.
@@ -143,6 +141,7 @@ impl<B: TccBackend> Replica<B> {
             join_ms: config.timeouts.join_ms,
             max_batch: config.max_batch,
             max_in_flight: config.max_in_flight as usize,
+            retained_updates: config.retained_updates,
             ready: progress.ready,
             started_at: None,
             my_join: None,
@@ -752,7 +751,7 @@ impl<B: TccBackend> Replica<B> {
                         sent.committed |= *seq <= commit.seq;
                     }
                     self.in_flight.retain(|_, s| !s.committed || s.acked.len() < everyone);
-                    while self.in_flight.len() > RETAINED_UPDATES {
+                    while self.in_flight.len() > self.retained_updates {
                         self.in_flight.pop_first();
                     }
                     let bytes = encode(Message::Commit(commit));

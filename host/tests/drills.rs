@@ -33,7 +33,8 @@ use vpr_proto::msg::{StatusReport, Value};
 const VPR: &str = env!("CARGO_BIN_EXE_vpr");
 
 /// The primary retains this many updates for backups that have not acknowledged them
-/// (`RETAINED_UPDATES` in the replica runtime); a backup further behind needs a snapshot.
+/// (`retained_updates` in the cluster configuration, as the launcher writes it); a backup
+/// further behind needs a snapshot.
 const RETAINED_UPDATES: u64 = 1024;
 
 /// Generous bound on waits for things that take a moment (a group forming, a replica catching

@@ -502,3 +502,64 @@ fn whole(state: &vpr_proto::update::StateUpdate) -> Vec<u8> {
     }
     file
 }
+
+/// Restart: a backup's process dies (its TCC memory with it) and comes back with the group key
+/// from sealed storage. It refuses altered or foreign sealed state, and snapshots older than
+/// its trusted state counter or not made under K; it adopts a current one, then applies new
+/// updates. Until it has committed past everything it may have acknowledged before, its
+/// account does not count in a view change.
+#[test]
+fn a_restarted_backup_recovers_only_a_state_at_least_as_new_as_its_counter() {
+    use vpr_pal::{Call, Effect};
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    c.submit(vec![client.request(sql("INSERT INTO t VALUES (1)"), vec![])]);
+    let old = pick!(c.replicas[1].call(Call::MakeSnapshot), Effect::Snapshot(s) => s.clone());
+    for i in 2..4 {
+        c.submit(vec![client.request(sql(&format!("INSERT INTO t VALUES ({i})")), vec![])]);
+    }
+    let counter = c.replicas[2].manager().committed();
+    assert!(counter > old[0].seq);
+    let sealed = c.sealed.get(&2).expect("replica 2 sealed its state").clone();
+    let mut altered = sealed.clone();
+    altered[20] ^= 1;
+    assert!(c.restart(2, &altered).is_err(), "an altered blob restores");
+    let foreign = c.sealed.get(&1).expect("replica 1 sealed its state").clone();
+    assert!(c.restart(2, &foreign).is_err(), "replica 1's blob restores replica 2");
+    c.restart(2, &sealed).expect("restart from sealed state");
+    assert_eq!(c.replicas[2].manager().needs_state(), Some(counter));
+    // It acts on nothing until it has state.
+    let hb = pick!(c.replicas[0].call(Call::Heartbeat), Effect::Commit(cm) => cm.clone());
+    assert!(matches!(
+        c.replicas[2].call(Call::Commit(hb[0].clone())).as_slice(),
+        [Effect::Refused(_)]
+    ));
+    // An older snapshot (a replay by its host) and one altered in transit are refused.
+    let out = c.replicas[2].call(Call::Snapshot(old[0].clone()));
+    assert!(matches!(out.as_slice(), [Effect::Refused(why)] if why.contains("older")), "{out:?}");
+    let mut fresh = pick!(c.replicas[1].call(Call::MakeSnapshot), Effect::Snapshot(s) => s.clone());
+    let mut tampered = fresh[0].clone();
+    let last = tampered.state.pages.last_mut().expect("pages");
+    last.data[0] ^= 1;
+    assert!(matches!(
+        c.replicas[2].call(Call::Snapshot(tampered)).as_slice(),
+        [Effect::Refused(_)]
+    ));
+    assert!(c.replicas[2].call(Call::Snapshot(fresh.remove(0))).is_empty());
+    let m = c.replicas[2].manager();
+    assert_eq!((m.needs_state(), m.committed()), (None, counter));
+    assert_eq!(m.digest(), c.replicas[1].manager().digest());
+    // It takes part in the normal case again.
+    c.submit(vec![client.request(sql("INSERT INTO t VALUES (9)"), vec![])]);
+    assert_eq!(c.replicas[2].manager().committed(), counter + 1);
+    let digests = c.digests();
+    assert!(digests.iter().all(|d| *d == digests[0]));
+    // Its ViewChange is withheld: it may have acknowledged updates it no longer holds.
+    let probes = suspect(&mut c, &[1, 2]);
+    let out = c.replicas[2].call(Call::Probes(probes.clone()));
+    assert_eq!(c.replicas[2].manager().view(), 1, "it follows the view change");
+    assert!(!out.iter().any(|e| matches!(e, Effect::ViewChange(_))), "{out:?}");
+    let out = c.replicas[1].call(Call::Probes(probes));
+    assert_eq!(pick!(out, Effect::ViewChange(vc) => vc.replica), [1]);
+}

@@ -29,6 +29,8 @@ pub struct Cluster {
     pub withheld: Vec<Ack>,
     /// Everything the Managers refused, with the replica that refused it.
     pub refused: Vec<(u16, String)>,
+    /// What each replica's TCC sealed for a restart.
+    pub sealed: BTreeMap<u16, Vec<u8>>,
 }
 
 pub fn group(n: u16, me: u16, manufacturer: &Manufacturer) -> GroupConfig {
@@ -68,6 +70,7 @@ impl Cluster {
             withhold_acks: false,
             withheld: Vec::new(),
             refused: Vec::new(),
+            sealed: BTreeMap::new(),
         };
         let mut joins = Vec::new();
         for i in 1..n {
@@ -90,18 +93,37 @@ impl Cluster {
                         for e in c.replicas[0].call(Call::AckInit(ack)) {
                             match e {
                                 Effect::Ready => ready += 1,
-                                Effect::Sealed(_) => {}
+                                Effect::Sealed(blob) => {
+                                    c.sealed.insert(0, blob);
+                                }
                                 other => panic!("ackinit: {other:?}"),
                             }
                         }
                     }
-                    Effect::Ready | Effect::Sealed(_) => {}
+                    Effect::Sealed(blob) => {
+                        c.sealed.insert(i, blob);
+                    }
+                    Effect::Ready => {}
                     other => panic!("accept: {other:?}"),
                 }
             }
         }
         assert!(n == 1 || ready == 1, "the primary became ready {ready} times");
         c
+    }
+
+    /// Replica `i`'s process dies and starts again: its TCC memory is lost, its data folder
+    /// (trusted counters, sealing secret) stays, and its host hands back `sealed`.
+    pub fn restart(&mut self, i: u16, sealed: &[u8]) -> std::io::Result<()> {
+        let n = self.n();
+        let restarted = Simulation::restore(
+            &self._dir.path().join(format!("r{i}")),
+            &self.manufacturer,
+            group(n, i, &self.manufacturer),
+            sealed,
+        )?;
+        self.replicas[usize::from(i)] = restarted;
+        Ok(())
     }
 
     pub fn trust(&self) -> Trust {

@@ -170,6 +170,7 @@ impl World {
             },
             max_in_flight: 8,
             max_batch: 16,
+            retained_updates: 64,
             simulation_manufacturer_key: None,
         };
         let slots = (0..n)
