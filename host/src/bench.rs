@@ -39,7 +39,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use vpr_proto::msg::{Outcome, Value};
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ReadConsistency};
 use crate::config::ClusterConfig;
 
 /// Rows a preload request inserts (one parameter each; a request holds at most
@@ -94,6 +94,8 @@ pub struct BenchOptions {
     pub warmup: Duration,
     /// Rows preloaded for reads (keys 1..=rows); reads and mixed need at least one.
     pub rows: usize,
+    /// How fresh reads must be.
+    pub reads: ReadConsistency,
 }
 
 impl Default for BenchOptions {
@@ -104,6 +106,7 @@ impl Default for BenchOptions {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(1),
             rows: 10_000,
+            reads: ReadConsistency::Linearizable,
         }
     }
 }
@@ -132,6 +135,9 @@ pub struct BenchArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// How fresh reads must be (see `vpr sql --read-consistency`).
+    #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+    pub read_consistency: ReadConsistency,
 }
 
 /// Parses a number of seconds such as `10` or `0.5`.
@@ -150,6 +156,7 @@ pub fn command(args: &BenchArgs) -> Result<Report> {
         duration: args.duration,
         warmup: args.warmup,
         rows: args.rows,
+        reads: args.read_consistency,
     };
     let report = run(&config, &opts)?;
     let mut out = std::io::stdout().lock();
@@ -187,6 +194,7 @@ pub fn run(config: &ClusterConfig, opts: &BenchOptions) -> Result<Report> {
     let all = Stats::from_histogram(&measured.all()?);
     Ok(Report {
         workload: opts.workload,
+        reads: opts.reads,
         clients: opts.clients,
         replicas: config.replicas.len(),
         rows: opts.rows,
@@ -427,6 +435,7 @@ fn client_loop(
     }
     shared.gate.wait();
     let mut client = client?;
+    client.set_read_level(opts.reads.into());
     let clock = Clock::new(*shared.start.get_or_init(Instant::now), opts.warmup, opts.duration);
     let mut rng = Rng::new(u64::try_from(index)?);
     let mut measured = Measured::new();

@@ -9,6 +9,35 @@ use vpr_proto::msg::{Message, Outcome, ReadLevel, Request, StatusReport, Value};
 
 use crate::config::ClusterConfig;
 
+/// How fresh reads must be, as `vpr sql` and `vpr bench` take it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Confirmed with f backups after the read ran (one more round).
+    #[default]
+    Linearizable,
+    /// The primary's committed state, at once (possibly stale after a partition).
+    Primary,
+}
+
+impl std::fmt::Display for ReadConsistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Primary => "primary",
+        })
+    }
+}
+
+impl From<ReadConsistency> for ReadLevel {
+    fn from(c: ReadConsistency) -> Self {
+        match c {
+            ReadConsistency::Linearizable => ReadLevel::Linearizable,
+            ReadConsistency::Primary => ReadLevel::Primary,
+        }
+    }
+}
+
 /// Why a request has no verified outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use vpr_host::client::{Client, ClientError};
+use vpr_host::client::{Client, ClientError, ReadConsistency};
 use vpr_host::config::ClusterConfig;
 use vpr_host::launcher::{files, LocalCluster};
 use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
@@ -110,11 +110,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
         Command::Replica { config, id, data, status } => replica(&config, id, data, status),
         Command::Sql { config, command, json, read_consistency } => {
-            let level = match read_consistency {
-                ReadConsistency::Linearizable => ReadLevel::Linearizable,
-                ReadConsistency::Primary => ReadLevel::Primary,
-            };
-            sql(&config, command.as_deref(), json, level)
+            sql(&config, command.as_deref(), json, read_consistency.into())
         }
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
@@ -123,15 +119,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// A flag set by SIGINT or SIGTERM.
-/// `vpr sql --read-consistency`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ReadConsistency {
-    /// Confirmed with f backups after the read ran.
-    Linearizable,
-    /// The primary's committed state, at once.
-    Primary,
-}
-
 fn stop_flag() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

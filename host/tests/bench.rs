@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use vpr_host::bench::{self, BenchOptions, Report, Stats, Workload};
+use vpr_host::client::ReadConsistency;
 use vpr_host::config::ClusterConfig;
 use vpr_host::launcher::LocalCluster;
 
@@ -35,13 +36,18 @@ fn write_and_read_workloads_on_three_replicas() {
     let mut cluster = LocalCluster::start(dir.path(), 3, None, Path::new(VPR)).expect("start");
     let path = cluster.wait_ready(Duration::from_secs(30)).expect("cluster forms");
     let config = ClusterConfig::load(&path).expect("client config");
-    for workload in [Workload::Write, Workload::Read] {
+    for (workload, reads) in [
+        (Workload::Write, ReadConsistency::Linearizable),
+        (Workload::Read, ReadConsistency::Linearizable),
+        (Workload::Read, ReadConsistency::Primary),
+    ] {
         let opts = BenchOptions {
             workload,
             clients: 2,
             duration: Duration::from_secs(1),
             warmup: Duration::from_millis(200),
             rows: 1000,
+            reads,
         };
         let report = bench::run(&config, &opts).expect("bench runs");
         check(&report);

@@ -1,6 +1,7 @@
 //! What a benchmark run reports, and how it prints.
 
 use super::*;
+use crate::client::ReadConsistency;
 
 /// Latency statistics of one kind of request, in microseconds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -63,6 +64,8 @@ pub struct Baseline {
 pub struct Report {
     /// The workload.
     pub workload: Workload,
+    /// How fresh reads were.
+    pub reads: ReadConsistency,
     /// Concurrent clients.
     pub clients: usize,
     /// Replicas in the cluster.
@@ -98,9 +101,10 @@ impl Report {
     pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "vpr bench: {} workload, {} client{}, {} replicas, {} rows preloaded, \
+            "vpr bench: {} workload ({} reads), {} client{}, {} replicas, {} rows preloaded, \
              {:.1} s measured after {:.1} s warm-up",
             self.workload,
+            self.reads,
             self.clients,
             if self.clients == 1 { "" } else { "s" },
             self.replicas,

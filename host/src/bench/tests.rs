@@ -97,6 +97,7 @@ fn short(workload: Workload) -> BenchOptions {
         duration: Duration::from_millis(300),
         warmup: Duration::from_millis(50),
         rows: 1200,
+        reads: crate::client::ReadConsistency::Linearizable,
     }
 }
 
@@ -131,6 +132,7 @@ fn report_prints_and_serializes() {
     let baseline = run_baseline(&opts).unwrap();
     let report = Report {
         workload: opts.workload,
+        reads: opts.reads,
         clients: opts.clients,
         replicas: 3,
         rows: opts.rows,
