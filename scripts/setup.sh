@@ -20,6 +20,8 @@ command -v pkg-config >/dev/null || packages+=(pkg-config)
 if ! pkg-config --exists libzmq 2>/dev/null; then
     packages+=(libzmq3-dev)
 fi
+# QEMU boots the hypervisor image for its self-test (`cargo xtask qemu-test`).
+command -v qemu-system-x86_64 >/dev/null || packages+=(qemu-system-x86)
 if ((${#packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -32,3 +34,6 @@ installed=$(rustup component list --installed)
 for component in rustfmt clippy; do
     grep -q "^$component" <<<"$installed" || rustup component add "$component"
 done
+# The hypervisor is a bare-metal image.
+rustup target list --installed | grep -q '^x86_64-unknown-none$' ||
+    rustup target add x86_64-unknown-none

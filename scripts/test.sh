@@ -8,15 +8,20 @@ scripts/setup.sh
 # The freestanding image builds in its own target directory with its own profile
 # (panic = abort, no libc); the test `freestanding` checks and runs it.
 image=(-p vpr-pal-selftest --profile freestanding --target-dir target/image)
+# The hypervisor: a bare-metal image for x86_64-unknown-none, in its own target directory.
+hv=(-p vpr-hypervisor --target x86_64-unknown-none --profile freestanding --target-dir target/hypervisor)
 
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --locked --workspace --exclude vpr-pal-selftest --all-targets -- -D warnings
 cargo clippy --locked "${image[@]}" -- -D warnings
+cargo clippy --locked "${hv[@]}" -- -D warnings
 echo "== freestanding PAL self-test image"
 cargo build --locked "${image[@]}"
 echo "== tests"
 # --show-output: the simulation prints its run and scenario counts, the drills their failover
 # times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
 cargo test --locked --workspace --exclude vpr-pal-selftest -- --show-output
+echo "== hypervisor boot self-test (QEMU)"
+cargo xtask qemu-test

@@ -1,0 +1,184 @@
+//! Test guests: a few bytes of 64-bit code in a five-page guest, for the boot self-test.
+//!
+//! Guest-physical layout (each page a frame of its own, mapped by the nested page table;
+//! nothing else is mapped, so any other guest-physical access is a nested page fault):
+//!
+//! | GPA      | what                                                       |
+//! | -------- | ---------------------------------------------------------- |
+//! | `0x0000` | PML4: entry 0 -> PDPT                                      |
+//! | `0x1000` | PDPT: entry 0 -> PD                                        |
+//! | `0x2000` | PD: entry 0 maps guest-virtual 0-2 MiB to guest-physical 0-2 MiB |
+//! | `0x3000` | code (the program), entry point                            |
+//! | `0x4000` | stack, RSP starts at `0x5000`                              |
+//!
+//! The guest runs at CPL 0 in long mode with its own page tables (guest-virtual = guest-
+//! physical below 2 MiB) and no GDT or IDT: an exception in it becomes a triple fault.
+
+use crate::mem::{self, PoolTables};
+use crate::svm::vcpu::SvmVcpu;
+use crate::svm::Svm;
+use core::fmt;
+use vpr_hypervisor::memory::PAGE_SIZE;
+use vpr_hypervisor::svm::npt::{
+    GuestPhysAddr, NestedPageTable, NptError, PageSize, Permissions, TlbFlush, Translation,
+};
+use vpr_hypervisor::svm::setup::LongModeGuest;
+use vpr_hypervisor::vm::{self, Hypercalls, Outcome};
+use x86_64::PhysAddr;
+
+mod programs;
+
+pub use programs::{call, program, PATTERNS};
+
+/// Guest-physical address of the guest's PML4.
+const PML4: u64 = 0x0000;
+/// Guest-physical address of its PDPT.
+const PDPT: u64 = 0x1000;
+/// Guest-physical address of its PD.
+const PD: u64 = 0x2000;
+/// Guest-physical (and virtual) address of the code page.
+pub const CODE: u64 = 0x3000;
+/// Guest-physical address of the stack page.
+const STACK: u64 = 0x4000;
+/// Pages of guest memory.
+const PAGES: u64 = 5;
+
+/// Guest page table bits (APM Vol. 2 §5.4): present, writable, and for the PD entry PS.
+const PRESENT_WRITABLE: u64 = 0x3;
+const HUGE: u64 = 0x80;
+
+/// How to set up a test guest beyond its program.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The ASID (0 makes VMRUN refuse the guest).
+    pub asid: u32,
+    /// misc1 intercepts beyond the standard ones.
+    pub extra_misc1: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { asid: 1, extra_misc1: 0 }
+    }
+}
+
+/// Why a test guest could not be built.
+#[derive(Debug)]
+pub enum GuestError {
+    /// The program does not fit in its page.
+    ProgramTooLarge(usize),
+    /// No frames left.
+    OutOfMemory,
+    /// The nested page table refused a mapping.
+    Npt(NptError),
+}
+
+impl fmt::Display for GuestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuestError::ProgramTooLarge(n) => write!(f, "program of {n} bytes exceeds a page"),
+            GuestError::OutOfMemory => write!(f, "out of frames"),
+            GuestError::Npt(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A test guest's memory and the nested page table that maps it; dropping it gives every
+/// frame back.
+#[derive(Debug)]
+struct GuestMemory {
+    npt: Option<NestedPageTable>,
+    tables: PoolTables,
+    frames: PhysAddr,
+}
+
+impl GuestMemory {
+    /// Five zeroed pages, mapped at guest-physical 0, with the guest's page tables and
+    /// `program` written in; also the proof that the nested page table changed.
+    fn new(program: &[u8]) -> Result<(Self, TlbFlush), GuestError> {
+        if program.len() > mem::usize_of(PAGE_SIZE) {
+            return Err(GuestError::ProgramTooLarge(program.len()));
+        }
+        let frames = mem::allocate_zeroed(PAGES).ok_or(GuestError::OutOfMemory)?;
+        let mut memory = GuestMemory { npt: None, tables: PoolTables::default(), frames };
+        let tables = &mut memory.tables;
+        let npt = memory.npt.insert(NestedPageTable::new(tables).map_err(GuestError::Npt)?);
+        let mut flush: Option<TlbFlush> = None;
+        for page in 0..PAGES {
+            let gpa = GuestPhysAddr::new(page * PAGE_SIZE);
+            let frame = frames + page * PAGE_SIZE;
+            let change = npt
+                .map(tables, gpa, frame, PageSize::Size4K, Permissions::ALL)
+                .map_err(GuestError::Npt)?;
+            flush = Some(match flush {
+                Some(earlier) => earlier.and(change),
+                None => change,
+            });
+        }
+
+        // SAFETY: `frames` are PAGES zeroed frames just allocated for this guest, which does
+        // not run yet: the hypervisor is their only user.
+        let bytes: &mut [u8; mem::usize_of(PAGES * PAGE_SIZE)] = unsafe { mem::frame_mut(frames) };
+        let mut entry = |gpa: u64, value: u64| {
+            let at = mem::usize_of(gpa);
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        };
+        entry(PML4, PDPT | PRESENT_WRITABLE);
+        entry(PDPT, PD | PRESENT_WRITABLE);
+        entry(PD, HUGE | PRESENT_WRITABLE);
+        let code = mem::usize_of(CODE);
+        bytes[code..code + program.len()].copy_from_slice(program);
+        let flush = flush.ok_or(GuestError::OutOfMemory)?;
+        Ok((memory, flush))
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        if let Some(npt) = self.npt.take() {
+            npt.destroy(&mut self.tables);
+        }
+        mem::free(self.frames, PAGES);
+    }
+}
+
+/// A test guest: its memory, its nested page table and its vCPU. Dropping it gives every
+/// frame back.
+#[derive(Debug)]
+pub struct TestGuest {
+    /// The vCPU (the VMCB is reachable through it).
+    pub vcpu: SvmVcpu,
+    memory: GuestMemory,
+}
+
+impl TestGuest {
+    /// A guest that will run `program` from [`CODE`].
+    pub fn new(svm: &Svm, program: &[u8], options: Options) -> Result<Self, GuestError> {
+        let (memory, flush) = GuestMemory::new(program)?;
+        let nested_root = memory.npt.as_ref().map(NestedPageTable::root);
+        let setup = LongModeGuest {
+            asid: options.asid,
+            rip: CODE,
+            rsp: STACK + PAGE_SIZE,
+            cr3: PML4,
+            nested_root: nested_root.ok_or(GuestError::OutOfMemory)?,
+            iopm: svm.iopm,
+            msrpm: svm.msrpm,
+            extra_misc1: options.extra_misc1,
+        };
+        let mut vcpu = SvmVcpu::new(svm, &setup).ok_or(GuestError::OutOfMemory)?;
+        vcpu.flush(flush);
+        Ok(TestGuest { vcpu, memory })
+    }
+
+    /// Runs the guest until it finishes, halts or is killed.
+    pub fn run<H: Hypercalls + ?Sized>(&mut self, calls: &mut H) -> Outcome {
+        vm::run(&mut self.vcpu, calls)
+    }
+
+    /// Where the nested page table sends `gpa`.
+    pub fn translate(&mut self, gpa: u64) -> Option<Translation> {
+        let memory = &mut self.memory;
+        memory.npt.as_ref()?.translate(&mut memory.tables, GuestPhysAddr::new(gpa))
+    }
+}

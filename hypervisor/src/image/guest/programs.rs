@@ -1,0 +1,236 @@
+//! The test guests' programs: 64-bit machine code assembled into the image's .rodata, between
+//! `guest_<name>_start` and `guest_<name>_end` labels, and copied into a guest's code page.
+//! The hypervisor never runs them itself.
+
+/// The register values the `registers` program loads, in the order rbx, rcx, rdx, rsi, rdi,
+/// rbp, r8-r15; the hypervisor inverts them and the program checks it sees the inverses.
+pub const PATTERNS: [u64; 14] = [
+    0x5A5A_0000_0000_0001,
+    0x5A5A_0000_0000_0002,
+    0x5A5A_0000_0000_0003,
+    0x5A5A_0000_0000_0004,
+    0x5A5A_0000_0000_0005,
+    0x5A5A_0000_0000_0006,
+    0x5A5A_0000_0000_0008,
+    0x5A5A_0000_0000_0009,
+    0x5A5A_0000_0000_000A,
+    0x5A5A_0000_0000_000B,
+    0x5A5A_0000_0000_000C,
+    0x5A5A_0000_0000_000D,
+    0x5A5A_0000_0000_000E,
+    0x5A5A_0000_0000_000F,
+];
+
+/// Hypercall numbers (RAX) the test programs use.
+pub mod call {
+    /// "Here is a value" (in RBX, from `echo`); `spin` calls it in a loop.
+    pub const REPORT: u64 = 1;
+    /// "Give me a value" (the hypervisor answers in RAX).
+    pub const ASK: u64 = 2;
+    /// "Check my registers" (`registers`).
+    pub const CHECK: u64 = 3;
+    /// "All I saw was right."
+    pub const PASS: u64 = 4;
+    /// "Something I saw was wrong."
+    pub const FAIL: u64 = 5;
+}
+
+// The programs. Each lies between `guest_<name>_start` and `guest_<name>_end` in .rodata: the
+// hypervisor copies them into a guest's code page, it never runs them itself.
+core::arch::global_asm!(
+    r#"
+    .section .rodata.guest_programs, "a"
+
+    /* ping: two hypercalls with values in RAX, then HLT. */
+    .global guest_ping_start, guest_ping_end
+guest_ping_start:
+    mov eax, 42
+    vmmcall
+    mov eax, 43
+    vmmcall
+    hlt
+guest_ping_end:
+
+    /* echo: ask for a value (the answer comes back in RAX), report it in RBX. */
+    .global guest_echo_start, guest_echo_end
+guest_echo_start:
+    mov eax, {ask}
+    vmmcall
+    mov rbx, rax
+    mov eax, {report}
+    vmmcall
+    hlt
+guest_echo_end:
+
+    /* registers: load patterns, let the hypervisor check and invert them, check that the
+       inverses arrived. */
+    .global guest_registers_start, guest_registers_end
+guest_registers_start:
+    movabs rbx, {p0}
+    movabs rcx, {p1}
+    movabs rdx, {p2}
+    movabs rsi, {p3}
+    movabs rdi, {p4}
+    movabs rbp, {p5}
+    movabs r8, {p6}
+    movabs r9, {p7}
+    movabs r10, {p8}
+    movabs r11, {p9}
+    movabs r12, {p10}
+    movabs r13, {p11}
+    movabs r14, {p12}
+    movabs r15, {p13}
+    mov eax, {check}
+    vmmcall
+    movabs rax, ~{p0}
+    cmp rbx, rax
+    jne 1f
+    movabs rax, ~{p1}
+    cmp rcx, rax
+    jne 1f
+    movabs rax, ~{p2}
+    cmp rdx, rax
+    jne 1f
+    movabs rax, ~{p3}
+    cmp rsi, rax
+    jne 1f
+    movabs rax, ~{p4}
+    cmp rdi, rax
+    jne 1f
+    movabs rax, ~{p5}
+    cmp rbp, rax
+    jne 1f
+    movabs rax, ~{p6}
+    cmp r8, rax
+    jne 1f
+    movabs rax, ~{p7}
+    cmp r9, rax
+    jne 1f
+    movabs rax, ~{p8}
+    cmp r10, rax
+    jne 1f
+    movabs rax, ~{p9}
+    cmp r11, rax
+    jne 1f
+    movabs rax, ~{p10}
+    cmp r12, rax
+    jne 1f
+    movabs rax, ~{p11}
+    cmp r13, rax
+    jne 1f
+    movabs rax, ~{p12}
+    cmp r14, rax
+    jne 1f
+    movabs rax, ~{p13}
+    cmp r15, rax
+    jne 1f
+    mov eax, {pass}
+    vmmcall
+    hlt
+1:  mov eax, {fail}
+    vmmcall
+    hlt
+guest_registers_end:
+
+    /* spin: hypercalls in a loop, for timing the round trip. */
+    .global guest_spin_start, guest_spin_end
+guest_spin_start:
+2:  mov eax, {report}
+    vmmcall
+    jmp 2b
+guest_spin_end:
+
+    /* poke_host: write to guest-physical 1 MiB, where the hypervisor's own image sits in host
+       memory; nothing is mapped there for the guest. */
+    .global guest_poke_host_start, guest_poke_host_end
+guest_poke_host_start:
+    mov rax, 0xbad
+    mov qword ptr [0x100000], rax
+    hlt
+guest_poke_host_end:
+
+    /* cpuid: an exit the dispatcher does not handle, when CPUID is intercepted. */
+    .global guest_cpuid_start, guest_cpuid_end
+guest_cpuid_start:
+    xor eax, eax
+    cpuid
+    hlt
+guest_cpuid_end:
+
+    /* debug_exit: try to end QEMU "successfully" through the isa-debug-exit port. */
+    .global guest_debug_exit_start, guest_debug_exit_end
+guest_debug_exit_start:
+    mov dx, 0xf4
+    mov eax, 0x10
+    out dx, eax
+    hlt
+guest_debug_exit_end:
+
+    /* rdmsr: read VM_HSAVE_PA, the host save area's address. */
+    .global guest_rdmsr_start, guest_rdmsr_end
+guest_rdmsr_start:
+    mov ecx, 0xC0010117
+    rdmsr
+    hlt
+guest_rdmsr_end:
+
+    /* triple_fault: #UD with no IDT: #UD -> #GP -> #DF -> shutdown. */
+    .global guest_triple_fault_start, guest_triple_fault_end
+guest_triple_fault_start:
+    ud2
+guest_triple_fault_end:
+"#,
+    ask = const call::ASK,
+    report = const call::REPORT,
+    check = const call::CHECK,
+    pass = const call::PASS,
+    fail = const call::FAIL,
+    p0 = const PATTERNS[0],
+    p1 = const PATTERNS[1],
+    p2 = const PATTERNS[2],
+    p3 = const PATTERNS[3],
+    p4 = const PATTERNS[4],
+    p5 = const PATTERNS[5],
+    p6 = const PATTERNS[6],
+    p7 = const PATTERNS[7],
+    p8 = const PATTERNS[8],
+    p9 = const PATTERNS[9],
+    p10 = const PATTERNS[10],
+    p11 = const PATTERNS[11],
+    p12 = const PATTERNS[12],
+    p13 = const PATTERNS[13],
+);
+
+/// Declares `fn $name() -> &'static [u8]` returning the bytes between two labels above.
+macro_rules! programs {
+    ($($name:ident: $start:ident .. $end:ident;)*) => {
+        /// The test programs' machine code.
+        pub mod program {
+            unsafe extern "C" {
+                $(static $start: u8; static $end: u8;)*
+            }
+            $(
+                /// The program's bytes.
+                pub fn $name() -> &'static [u8] {
+                    let start = core::ptr::addr_of!($start);
+                    let len = core::ptr::addr_of!($end) as usize - start as usize;
+                    // SAFETY: both labels are in the same .rodata section, `start` first, and
+                    // the bytes between them are assembled code that nothing writes.
+                    unsafe { core::slice::from_raw_parts(start, len) }
+                }
+            )*
+        }
+    };
+}
+
+programs! {
+    ping: guest_ping_start..guest_ping_end;
+    echo: guest_echo_start..guest_echo_end;
+    registers: guest_registers_start..guest_registers_end;
+    spin: guest_spin_start..guest_spin_end;
+    poke_host: guest_poke_host_start..guest_poke_host_end;
+    cpuid: guest_cpuid_start..guest_cpuid_end;
+    debug_exit: guest_debug_exit_start..guest_debug_exit_end;
+    rdmsr: guest_rdmsr_start..guest_rdmsr_end;
+    triple_fault: guest_triple_fault_start..guest_triple_fault_end;
+}

@@ -1,0 +1,64 @@
+//! The bootable hypervisor image: QEMU loads it with `-kernel` (multiboot 1), it enters long
+//! mode, sets up its memory, enables SVM and runs its boot self-test, whose result it reports
+//! on the serial port and through QEMU's isa-debug-exit device.
+//!
+//! Only `x86_64-unknown-none` builds the image; on other targets this binary is a stub so that
+//! workspace-wide host builds keep working (the library's unit tests run there).
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod exceptions;
+#[cfg(target_os = "none")]
+mod guest;
+#[cfg(target_os = "none")]
+mod mem;
+#[cfg(target_os = "none")]
+mod qemu;
+#[cfg(target_os = "none")]
+mod selftest;
+#[cfg(target_os = "none")]
+mod serial;
+#[cfg(target_os = "none")]
+mod svm;
+
+/// On a host target there is nothing to run: say where the image is built.
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("vpr-hypervisor is a bare-metal image: build it with --target x86_64-unknown-none");
+    eprintln!("and boot it with `cargo xtask qemu-test`");
+    std::process::exit(2);
+}
+
+/// The 64-bit entry, called by `boot.rs` on the boot stack with the loader's EAX and EBX.
+#[cfg(target_os = "none")]
+#[unsafe(no_mangle)]
+extern "C" fn hv_main(magic: u32, info: u32) -> ! {
+    serial::init();
+    exceptions::init();
+    log::info!("hv: vpr hypervisor {} booting", env!("CARGO_PKG_VERSION"));
+    if let Err(e) = mem::init(magic, info) {
+        log::error!("hv: memory set-up failed: {e}");
+        qemu::exit(qemu::ExitCode::Failure);
+    }
+    let (passed, failed) = selftest::run();
+    serial::write_line(format_args!("{passed} passed, {failed} failed"));
+    qemu::exit(if failed == 0 { qemu::ExitCode::Success } else { qemu::ExitCode::Failure })
+}
+
+/// Reports the panic on the serial port and stops QEMU with the failure status.
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(at) => serial::write_line(format_args!("[0][PANIC] {} ({at})", info.message())),
+        None => serial::write_line(format_args!("[0][PANIC] {}", info.message())),
+    }
+    qemu::exit(qemu::ExitCode::Failure)
+}

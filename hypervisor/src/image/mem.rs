@@ -1,0 +1,221 @@
+//! The image's memory: the layout from the multiboot memory map, the heap, and frames.
+//!
+//! Layout: the image occupies `[1 MiB, __bss_end)`; the loader's structures (information,
+//! memory map, module table, command line) are kept out of reach; of the usable RAM between
+//! 1 MiB and 4 GiB (the identity-mapped window `boot.rs` sets up), the largest range holds the
+//! heap (`HEAP_BYTES`, at its start) and then the frame pool (the rest). Physical addresses
+//! are their own virtual addresses.
+
+use alloc::vec::Vec;
+use core::fmt;
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+use vpr_hypervisor::memory::{self, FramePool, MemoryError, Range, PAGE_SIZE};
+use vpr_hypervisor::multiboot::{BootInfo, BootInfoError, MemoryMap, INFO_LEN};
+use vpr_hypervisor::svm::npt::{NptTable, TableMemory};
+use x86_64::PhysAddr;
+
+/// Bytes of heap: enough for the bookkeeping of this slice (frame free lists, log strings).
+const HEAP_BYTES: u64 = 8 << 20;
+/// Physical memory below 1 MiB (BIOS data, the EBDA, option ROMs) is never used.
+const LOW_MEMORY_END: u64 = 1 << 20;
+/// The identity map `boot.rs` builds covers the first 4 GiB.
+const IDENTITY_MAPPED_END: u64 = 4 << 30;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+static FRAMES: Mutex<Option<FramePool>> = Mutex::new(None);
+
+unsafe extern "C" {
+    /// First byte of the image (linker.ld).
+    static __image_start: u8;
+    /// First byte past the image's .bss (linker.ld).
+    static __bss_end: u8;
+}
+
+/// Why the memory set-up failed.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The boot information is missing or malformed.
+    BootInfo(BootInfoError),
+    /// The memory map leaves no room.
+    Memory(MemoryError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::BootInfo(e) => write!(f, "{e}"),
+            SetupError::Memory(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<BootInfoError> for SetupError {
+    fn from(e: BootInfoError) -> Self {
+        SetupError::BootInfo(e)
+    }
+}
+
+impl From<MemoryError> for SetupError {
+    fn from(e: MemoryError) -> Self {
+        SetupError::Memory(e)
+    }
+}
+
+/// The bytes at physical address `addr`.
+///
+/// # Safety
+/// `[addr, addr + len)` must be identity-mapped memory that nothing writes while the slice
+/// lives.
+unsafe fn physical_bytes<'a>(addr: u32, len: usize) -> &'a [u8] {
+    // SAFETY: the caller guarantees the range is mapped and not written meanwhile.
+    unsafe { core::slice::from_raw_parts(addr as usize as *const u8, len) }
+}
+
+/// The image's own physical range.
+pub fn image_range() -> Range {
+    let start = core::ptr::addr_of!(__image_start) as u64;
+    let end = core::ptr::addr_of!(__bss_end) as u64;
+    Range::new(start, end)
+}
+
+/// Reads the boot information, then sets up the heap and the frame pool.
+pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
+    // SAFETY: the loader put INFO_LEN bytes of information at `info_addr`, below 4 GiB (it is
+    // a 32-bit address), which is identity-mapped; nothing writes it during boot.
+    let info = BootInfo::parse(magic, unsafe { physical_bytes(info_addr, INFO_LEN) })?;
+    let (map_addr, map_len) = info.memory_map.ok_or(BootInfoError::NoMemoryMap)?;
+    // SAFETY: as above, for the memory map the information structure points to.
+    let map = MemoryMap::new(unsafe { physical_bytes(map_addr, map_len as usize) });
+
+    log::info!("hv: memory map (from the loader):");
+    for region in map.clone() {
+        let region = region?;
+        if !region.range.is_empty() {
+            log::info!("hv:   {} {:?}", region.range, region.kind);
+        }
+    }
+    let mut usable = map.usable(Range::new(LOW_MEMORY_END, IDENTITY_MAPPED_END))?;
+    let image = image_range();
+    usable.remove(Range::new(memory::align_down(image.start, PAGE_SIZE), image.end))?;
+    for structure in info.structures(info_addr) {
+        let start = memory::align_down(structure.start, PAGE_SIZE);
+        usable.remove(Range::new(start, memory::align_up(structure.end, PAGE_SIZE)))?;
+    }
+    let plan = memory::plan(&usable, HEAP_BYTES)?;
+
+    // SAFETY: the heap range is usable RAM per the memory map, identity-mapped, outside the
+    // image and the loader's structures, and given to nothing else; this runs once.
+    unsafe { HEAP.lock().init(usize_of(plan.heap.start) as *mut u8, usize_of(plan.heap.len())) };
+    let pool = FramePool::new(plan.frames);
+    log::info!(
+        "hv: image {image} ({} KiB), heap {} ({} MiB), frames {} ({} frames)",
+        image.len() / 1024,
+        plan.heap,
+        plan.heap.len() >> 20,
+        pool.range(),
+        pool.available()
+    );
+    *FRAMES.lock() = Some(pool);
+    Ok(())
+}
+
+/// A physical address or length as a `usize`; the image only runs on 64-bit processors.
+#[allow(clippy::cast_possible_truncation, reason = "usize is 64 bits on x86_64")]
+pub const fn usize_of(value: u64) -> usize {
+    value as usize
+}
+
+fn with_pool<T>(f: impl FnOnce(&mut FramePool) -> T) -> Option<T> {
+    FRAMES.lock().as_mut().map(f)
+}
+
+/// Frames left in the pool.
+pub fn available_frames() -> u64 {
+    with_pool(|pool| pool.available()).unwrap_or(0)
+}
+
+/// `count` contiguous zeroed frames.
+pub fn allocate_zeroed(count: u64) -> Option<PhysAddr> {
+    let first =
+        with_pool(
+            |pool| {
+                if count == 1 {
+                    pool.allocate()
+                } else {
+                    pool.allocate_contiguous(count)
+                }
+            },
+        )??;
+    // SAFETY: the frames were just handed out by the pool, so nothing else refers to them;
+    // they are usable RAM inside the identity-mapped window.
+    unsafe {
+        core::ptr::write_bytes(usize_of(first.as_u64()) as *mut u8, 0, usize_of(count * PAGE_SIZE))
+    };
+    Some(first)
+}
+
+/// Gives back `count` contiguous frames. Giving back a frame the pool does not know is a bug
+/// in the hypervisor, not in a guest, so it is reported loudly.
+pub fn free(first: PhysAddr, count: u64) {
+    if let Some(Err(e)) = with_pool(|pool| pool.free_contiguous(first, count)) {
+        log::error!("hv: frame pool: {e}");
+    }
+}
+
+/// A frame's memory as a typed value.
+///
+/// # Safety
+/// `frame` must come from [`allocate_zeroed`], be owned by the caller (not freed, no other
+/// reference to it alive), and `T` must be valid when all-zero or have been initialized
+/// there, and fit in the frames allocated.
+pub unsafe fn frame_mut<'a, T>(frame: PhysAddr) -> &'a mut T {
+    // SAFETY: the caller guarantees ownership, size and validity; the frame is identity-mapped
+    // and page-aligned, which satisfies any alignment up to 4 KiB.
+    unsafe { &mut *(usize_of(frame.as_u64()) as *mut T) }
+}
+
+/// The table frames of one nested page table, from the pool. Each backend owns the frames it
+/// allocated (the pool hands a frame out once), so no two backends reach the same frame, and
+/// `&mut self` makes accesses one at a time. Frames still owned when it is dropped go back.
+#[derive(Debug, Default)]
+pub struct PoolTables {
+    /// Few per table (a handful for a test guest): a list is enough and keeps the image small.
+    owned: Vec<u64>,
+}
+
+impl TableMemory for PoolTables {
+    fn allocate_table(&mut self) -> Option<PhysAddr> {
+        let table = allocate_zeroed(1)?;
+        self.owned.push(table.as_u64());
+        Some(table)
+    }
+
+    fn free_table(&mut self, table: PhysAddr) {
+        if let Some(i) = self.owned.iter().position(|&owned| owned == table.as_u64()) {
+            self.owned.swap_remove(i);
+            free(table, 1);
+        } else {
+            log::error!("hv: nested page table frame {table:?} freed twice or not ours");
+        }
+    }
+
+    fn table_mut(&mut self, table: PhysAddr) -> &mut NptTable {
+        // The nested page table only follows addresses it stored itself: anything else is a
+        // bug in the hypervisor, never something a guest can cause (it cannot reach tables).
+        assert!(self.owned.contains(&table.as_u64()), "frame {table:?} is not this table's");
+        // SAFETY: this backend allocated the frame zeroed (an all-zero NptTable is valid: no
+        // entry present) and owns it alone; the borrow of `self` keeps accesses exclusive.
+        unsafe { frame_mut(table) }
+    }
+}
+
+impl Drop for PoolTables {
+    fn drop(&mut self) {
+        for table in core::mem::take(&mut self.owned) {
+            free(PhysAddr::new(table), 1);
+        }
+    }
+}

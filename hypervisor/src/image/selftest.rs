@@ -1,0 +1,275 @@
+//! The boot self-test: SVM, the world switch, the exit dispatcher and the nested page tables,
+//! exercised by test guests, several of them hostile. Each test logs `test <name>: ok` or
+//! `test <name>: FAILED: <why>`; `hv_main` prints the totals as `N passed, M failed`.
+
+use crate::guest::{call, program, Options, TestGuest, CODE, PATTERNS};
+use crate::mem;
+use crate::svm::{self, Svm};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use vpr_hypervisor::svm::exit::code;
+use vpr_hypervisor::svm::vmcb::intercept;
+use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, KillReason, Outcome, VmExit};
+
+type TestResult = Result<(), String>;
+
+/// A named test that runs guests on `Svm`.
+type Test = (&'static str, fn(&Svm) -> TestResult);
+
+/// A guest from `program` with default options, or the reason it could not be built.
+fn guest(svm: &Svm, program: &[u8]) -> Result<TestGuest, String> {
+    TestGuest::new(svm, program, Options::default()).map_err(|e| format!("guest set-up: {e}"))
+}
+
+/// Fails unless `outcome` is the kill for `expected`; logs the kill report either way.
+fn expect_killed(outcome: Outcome, expected: impl Fn(&VmExit) -> bool) -> TestResult {
+    match outcome {
+        Outcome::Killed(reason @ KillReason::UnhandledExit(exit)) if expected(&exit) => {
+            log::info!("hv: guest killed: {reason}");
+            Ok(())
+        }
+        other => Err(format!("expected the guest to be killed, got {other:?}")),
+    }
+}
+
+/// Enters a guest and comes back at its first hypercall, then lets it halt.
+fn vmrun_round_trip(svm: &Svm) -> TestResult {
+    let program = program::ping();
+    let mut guest = guest(svm, program)?;
+    let mut seen = Vec::new();
+    let outcome = guest.run(&mut |r: &mut GuestRegisters| {
+        seen.push(r.rax);
+        HypercallAction::Resume
+    });
+    let rip = guest.vcpu.vmcb().save.rip;
+    if outcome != Outcome::Halted || seen != [42, 43] {
+        return Err(format!("outcome {outcome:?}, hypercall values {seen:?}"));
+    }
+    // HLT is intercepted before it executes: RIP is on it, the program's last byte. This also
+    // checks that each VMMCALL was skipped by exactly its 3 bytes.
+    let hlt = CODE + program.len() as u64 - 1;
+    if rip != hlt {
+        return Err(format!("guest stopped at {rip:#x}, expected the hlt at {hlt:#x}"));
+    }
+    Ok(())
+}
+
+/// The hypervisor's answer in RAX reaches the guest, which reports it back in RBX.
+fn vmmcall_returns_value(svm: &Svm) -> TestResult {
+    const ANSWER: u64 = 0x1234_5678_9ABC_DEF0;
+    let mut guest = guest(svm, program::echo())?;
+    let mut reported = None;
+    let outcome = guest.run(&mut |r: &mut GuestRegisters| match r.rax {
+        call::ASK => {
+            r.rax = ANSWER;
+            HypercallAction::Resume
+        }
+        call::REPORT => {
+            reported = Some(r.rbx);
+            HypercallAction::Finish
+        }
+        _ => HypercallAction::Refuse,
+    });
+    if outcome != Outcome::Finished || reported != Some(ANSWER) {
+        return Err(format!("outcome {outcome:?}, guest reported {reported:x?}"));
+    }
+    Ok(())
+}
+
+/// Every general-purpose register crosses the world switch both ways.
+fn registers_survive_world_switch(svm: &Svm) -> TestResult {
+    let mut guest = guest(svm, program::registers())?;
+    let mut mismatch = None;
+    let outcome = guest.run(&mut |r: &mut GuestRegisters| match r.rax {
+        call::CHECK => {
+            let regs = [
+                &mut r.rbx, &mut r.rcx, &mut r.rdx, &mut r.rsi, &mut r.rdi, &mut r.rbp, &mut r.r8,
+                &mut r.r9, &mut r.r10, &mut r.r11, &mut r.r12, &mut r.r13, &mut r.r14, &mut r.r15,
+            ];
+            for (i, (reg, pattern)) in regs.into_iter().zip(PATTERNS).enumerate() {
+                if *reg != pattern && mismatch.is_none() {
+                    mismatch = Some((i, *reg));
+                }
+                *reg = !pattern;
+            }
+            HypercallAction::Resume
+        }
+        call::PASS => HypercallAction::Finish,
+        _ => HypercallAction::Refuse,
+    });
+    if let Some((i, value)) = mismatch {
+        return Err(format!("register #{i} arrived as {value:#x}"));
+    }
+    if outcome != Outcome::Finished {
+        return Err(format!("the guest saw wrong registers after the switch: {outcome:?}"));
+    }
+    Ok(())
+}
+
+/// The time-stamp counter.
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC only reads the counter; the hypervisor runs at CPL 0, where it is always
+    // allowed.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Times VMRUN -> VMMCALL exit -> VMRUN with the TSC, over many round trips.
+fn round_trip_cost(svm: &Svm) -> TestResult {
+    const ROUNDS: u64 = 1000;
+    let mut guest = guest(svm, program::spin())?;
+    let mut count = 0;
+    let start = rdtsc();
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| {
+        count += 1;
+        if count == ROUNDS {
+            HypercallAction::Finish
+        } else {
+            HypercallAction::Resume
+        }
+    });
+    let ticks = rdtsc() - start;
+    if outcome != Outcome::Finished {
+        return Err(format!("outcome {outcome:?} after {count} round trips"));
+    }
+    log::info!("hv: vmrun round trip: {} TSC ticks (mean of {ROUNDS})", ticks / ROUNDS);
+    Ok(())
+}
+
+/// A guest writing where the hypervisor lives in host memory faults, is killed, and the
+/// hypervisor's bytes are untouched.
+fn npf_kills_guest(svm: &Svm) -> TestResult {
+    let image = mem::image_range().start;
+    let magic = || {
+        // SAFETY: the image's first bytes (the multiboot header, in .multiboot) are mapped
+        // and never written; reading 4 of them is sound.
+        unsafe { core::ptr::read_volatile(mem::usize_of(image) as *const u32) }
+    };
+    let before = magic();
+    let mut guest = guest(svm, program::poke_host())?;
+    if guest.translate(0x10_0000).is_some() || guest.translate(CODE).is_none() {
+        return Err(String::from("the nested page table maps more or less than the guest"));
+    }
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    // EXITINFO1: bit 32 = fault on the final (guest-physical) access, bit 1 = write
+    // (APM §15.25.6).
+    expect_killed(outcome, |exit| {
+        matches!(exit, VmExit::NestedPageFault { gpa: 0x10_0000, error }
+            if error & (1 << 32) != 0 && error & 0x2 != 0)
+    })?;
+    if magic() != before {
+        return Err(String::from("the hypervisor's image changed"));
+    }
+    Ok(())
+}
+
+/// An exit the dispatcher has no handler for kills the guest.
+fn unknown_exit_kills_guest(svm: &Svm) -> TestResult {
+    let options = Options { extra_misc1: intercept::CPUID, ..Options::default() };
+    let mut guest =
+        TestGuest::new(svm, program::cpuid(), options).map_err(|e| format!("guest set-up: {e}"))?;
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(outcome, |exit| matches!(exit, VmExit::Other { code: code::CPUID, .. }))
+}
+
+/// A guest cannot end QEMU through the debug-exit port: port I/O exits and kills it.
+fn port_io_kills_guest(svm: &Svm) -> TestResult {
+    let mut guest = guest(svm, program::debug_exit())?;
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(outcome, |exit| *exit == VmExit::Io { port: 0xf4, write: true })
+}
+
+/// A guest cannot read the hypervisor's MSRs.
+fn msr_access_kills_guest(svm: &Svm) -> TestResult {
+    let mut guest = guest(svm, program::rdmsr())?;
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(outcome, |exit| *exit == VmExit::Msr { write: false })
+}
+
+/// A guest's triple fault ends the guest, not the machine.
+fn triple_fault_kills_guest(svm: &Svm) -> TestResult {
+    let mut guest = guest(svm, program::triple_fault())?;
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(outcome, |exit| *exit == VmExit::Shutdown)
+}
+
+/// VMRUN refuses a guest with ASID 0; the refusal (VMEXIT_INVALID) kills the guest.
+fn invalid_state_kills_guest(svm: &Svm) -> TestResult {
+    let options = Options { asid: 0, ..Options::default() };
+    let mut guest =
+        TestGuest::new(svm, program::ping(), options).map_err(|e| format!("guest set-up: {e}"))?;
+    let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Resume);
+    log::info!("hv: raw exit code {:#x}", guest.vcpu.vmcb().control.exit_code);
+    expect_killed(outcome, |exit| *exit == VmExit::Invalid)
+}
+
+/// After all that, a well-behaved guest still runs, and every frame came back.
+fn hypervisor_survives(svm: &Svm, frames_before: u64) -> TestResult {
+    vmrun_round_trip(svm)?;
+    let frames = mem::available_frames();
+    if frames != frames_before {
+        return Err(format!("{frames} frames free, {frames_before} before the guests ran"));
+    }
+    Ok(())
+}
+
+struct Suite {
+    passed: u32,
+    failed: u32,
+}
+
+impl Suite {
+    fn record(&mut self, name: &str, result: TestResult) {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                log::info!("test {name}: ok");
+            }
+            Err(why) => {
+                self.failed += 1;
+                log::error!("test {name}: FAILED: {why}");
+            }
+        }
+    }
+}
+
+/// Runs every test; returns (passed, failed).
+pub fn run() -> (u32, u32) {
+    let mut suite = Suite { passed: 0, failed: 0 };
+    let svm = match svm::enable() {
+        Ok(svm) if svm::enabled() => svm,
+        Ok(_) => {
+            suite.record("svm_available", Err(String::from("EFER.SVME did not stick")));
+            return (suite.passed, suite.failed);
+        }
+        Err(e) => {
+            suite.record("svm_available", Err(format!("{e}")));
+            return (suite.passed, suite.failed);
+        }
+    };
+    log::info!(
+        "hv: svm enabled ({} ASIDs, nested paging, nRIP save {})",
+        svm.asids,
+        if svm.nrip_save { "yes" } else { "no" }
+    );
+    suite.record("svm_available", Ok(()));
+
+    let frames_before = mem::available_frames();
+    let tests: [Test; 10] = [
+        ("vmrun_round_trip", vmrun_round_trip),
+        ("vmmcall_returns_value", vmmcall_returns_value),
+        ("registers_survive_world_switch", registers_survive_world_switch),
+        ("round_trip_cost", round_trip_cost),
+        ("npf_on_unmapped_page_kills_guest", npf_kills_guest),
+        ("unknown_exit_kills_guest", unknown_exit_kills_guest),
+        ("port_io_kills_guest", port_io_kills_guest),
+        ("msr_access_kills_guest", msr_access_kills_guest),
+        ("triple_fault_kills_guest", triple_fault_kills_guest),
+        ("invalid_state_kills_guest", invalid_state_kills_guest),
+    ];
+    for (name, test) in tests {
+        suite.record(name, test(&svm));
+    }
+    suite.record("hypervisor_survives", hypervisor_survives(&svm, frames_before));
+    (suite.passed, suite.failed)
+}

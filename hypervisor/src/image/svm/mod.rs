@@ -1,0 +1,99 @@
+//! SVM on this processor: detecting and enabling it (APM Vol. 2 §15.4), the world switch
+//! (`vmrun.rs`) and the vCPU (`vcpu.rs`).
+
+pub mod vcpu;
+mod vmrun;
+
+use crate::mem;
+use core::arch::x86_64::__cpuid;
+use core::fmt;
+use vpr_hypervisor::memory::PAGE_SIZE;
+use vpr_hypervisor::svm::{
+    CPUID_NESTED_PAGING, CPUID_NRIP_SAVE, CPUID_SVM, EFER_SVME, IOPM_BYTES, MSRPM_BYTES, MSR_VM_CR,
+    MSR_VM_HSAVE_PA, VM_CR_SVMDIS,
+};
+use x86_64::registers::model_specific::{Efer, Msr};
+use x86_64::PhysAddr;
+
+/// Why SVM cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvmError {
+    /// CPUID 8000_0001h ECX.SVM is clear.
+    NotSupported,
+    /// Firmware set VM_CR.SVMDIS.
+    DisabledByFirmware,
+    /// CPUID 8000_000Ah EDX.NP is clear.
+    NoNestedPaging,
+    /// No frames for the host save area or the permission maps.
+    OutOfMemory,
+}
+
+impl fmt::Display for SvmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SvmError::NotSupported => "the processor has no SVM (CPUID 8000_0001h ECX bit 2)",
+            SvmError::DisabledByFirmware => "SVM is disabled by firmware (VM_CR.SVMDIS)",
+            SvmError::NoNestedPaging => "no nested paging (CPUID 8000_000Ah EDX bit 0)",
+            SvmError::OutOfMemory => "no memory for the SVM host structures",
+        })
+    }
+}
+
+/// SVM, enabled on this (the only) processor, with the structures all guests share.
+#[derive(Debug)]
+pub struct Svm {
+    /// The I/O permission map: all ones, so every port access exits.
+    pub iopm: PhysAddr,
+    /// The MSR permission map: all ones, so every MSR access exits.
+    pub msrpm: PhysAddr,
+    /// How many ASIDs the processor has (CPUID 8000_000Ah EBX).
+    pub asids: u32,
+    /// Whether the processor saves nRIP on instruction intercepts.
+    pub nrip_save: bool,
+}
+
+/// Checks the processor, sets EFER.SVME and VM_HSAVE_PA, and builds the permission maps.
+pub fn enable() -> Result<Svm, SvmError> {
+    let max_extended = __cpuid(0x8000_0000).eax;
+    if max_extended < 0x8000_000A || __cpuid(0x8000_0001).ecx & CPUID_SVM == 0 {
+        return Err(SvmError::NotSupported);
+    }
+    // SAFETY: VM_CR exists on every processor with SVM (checked above); reading it has no
+    // side effect.
+    if unsafe { Msr::new(MSR_VM_CR).read() } & VM_CR_SVMDIS != 0 {
+        return Err(SvmError::DisabledByFirmware);
+    }
+    let features = __cpuid(0x8000_000A);
+    if features.edx & CPUID_NESTED_PAGING == 0 {
+        return Err(SvmError::NoNestedPaging);
+    }
+
+    let host_save_area = mem::allocate_zeroed(1).ok_or(SvmError::OutOfMemory)?;
+    let iopm = mem::allocate_zeroed(IOPM_BYTES / PAGE_SIZE).ok_or(SvmError::OutOfMemory)?;
+    let msrpm = mem::allocate_zeroed(MSRPM_BYTES / PAGE_SIZE).ok_or(SvmError::OutOfMemory)?;
+    for (map, bytes) in [(iopm, IOPM_BYTES), (msrpm, MSRPM_BYTES)] {
+        // SAFETY: the frames were just allocated for this map, contiguous and identity-mapped;
+        // nothing else refers to them.
+        unsafe {
+            core::ptr::write_bytes(
+                mem::usize_of(map.as_u64()) as *mut u8,
+                0xFF,
+                mem::usize_of(bytes),
+            )
+        };
+    }
+
+    // SAFETY: SVM is supported and not disabled (checked above); setting EFER.SVME changes no
+    // memory mapping and only makes the SVM instructions available.
+    unsafe { Efer::write_raw(Efer::read_raw() | EFER_SVME) };
+    // SAFETY: the host save area is a zeroed, page-aligned frame owned by SVM from now on;
+    // VMRUN stores host state there (APM §15.30.4).
+    unsafe { Msr::new(MSR_VM_HSAVE_PA).write(host_save_area.as_u64()) };
+
+    Ok(Svm { iopm, msrpm, asids: features.ebx, nrip_save: features.edx & CPUID_NRIP_SAVE != 0 })
+}
+
+/// Whether EFER.SVME is set.
+pub fn enabled() -> bool {
+    Efer::read_raw() & EFER_SVME != 0
+}

@@ -1,0 +1,26 @@
+//! vpr's micro-hypervisor: the parts that need no privilege, built and unit-tested on the host.
+//!
+//! The bootable image (`src/image/`, the `vpr-hypervisor` binary for `x86_64-unknown-none`)
+//! adds what needs ring 0: the multiboot entry, the serial port, the world switch. Everything
+//! here is plain data and logic over it, so it compiles for the host and its tests run with
+//! `cargo test -p vpr-hypervisor --lib`:
+//!
+//! - [`vm`]: the architecture-neutral core — guest registers, normalized exits, the exit loop
+//!   that runs a guest and kills it (never the hypervisor) on anything it does not handle;
+//! - [`svm`]: AMD SVM — the VMCB layout, exit codes and their normalization, guest state
+//!   set-up, nested page tables;
+//! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool.
+//!
+//! Hardware facts cite the AMD64 Architecture Programmer's Manual, Volume 2 (System
+//! Programming), revision 3.42 ("APM").
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod memory;
+pub mod multiboot;
+pub mod svm;
+pub mod vm;

@@ -1,0 +1,294 @@
+//! The architecture-neutral core: guest registers, normalized exits and the exit loop.
+//!
+//! An architecture (today [`crate::svm`]) turns its raw exit codes into a [`VmExit`] and
+//! implements [`Vcpu`]; [`run`] drives any such vCPU. A guest that exits for a reason the core
+//! does not handle is killed with a [`KillReason`] that carries the evidence: a misbehaving
+//! guest never brings the hypervisor down.
+
+use core::fmt;
+
+/// A guest's general-purpose registers other than RSP, as the world switch saves them.
+///
+/// SVM keeps the guest's RAX and RSP in the VMCB and swaps only those (APM §15.5.1); the world
+/// switch saves and restores the rest itself. `rax` here mirrors the VMCB's copy: the vCPU
+/// copies it in before entering the guest and out after each exit, so hypercall handlers see
+/// one coherent register file.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs, reason = "the fields are the registers of the same names")]
+pub struct GuestRegisters {
+    pub rax: u64, // +0x00
+    pub rbx: u64, // +0x08
+    pub rcx: u64, // +0x10
+    pub rdx: u64, // +0x18
+    pub rsi: u64, // +0x20
+    pub rdi: u64, // +0x28
+    pub rbp: u64, // +0x30
+    pub r8: u64,  // +0x38
+    pub r9: u64,  // +0x40
+    pub r10: u64, // +0x48
+    pub r11: u64, // +0x50
+    pub r12: u64, // +0x58
+    pub r13: u64, // +0x60
+    pub r14: u64, // +0x68
+    pub r15: u64, // +0x70
+}
+
+const _: () = assert!(size_of::<GuestRegisters>() == 0x78);
+const _: () = assert!(core::mem::offset_of!(GuestRegisters, rbx) == 0x08);
+const _: () = assert!(core::mem::offset_of!(GuestRegisters, r15) == 0x70);
+
+/// Why a guest stopped running, independent of the virtualization extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest called the hypervisor (VMMCALL on SVM).
+    Hypercall,
+    /// The guest executed HLT.
+    Halt,
+    /// A guest-physical access found no (or a too weak) nested translation.
+    NestedPageFault {
+        /// The guest-physical address accessed.
+        gpa: u64,
+        /// The architecture's fault information (on SVM: EXITINFO1, a page-fault error code
+        /// in bits 31:0 and the walk stage in bits 33:32, APM §15.25.6).
+        error: u64,
+    },
+    /// The guest shut down (a triple fault).
+    Shutdown,
+    /// The guest touched an I/O port.
+    Io {
+        /// The port number.
+        port: u16,
+        /// `true` for OUT, `false` for IN.
+        write: bool,
+    },
+    /// The guest executed RDMSR or WRMSR.
+    Msr {
+        /// `true` for WRMSR.
+        write: bool,
+    },
+    /// The processor refused to enter the guest: its state failed the consistency checks
+    /// (VMEXIT_INVALID on SVM, APM §15.5.1).
+    Invalid,
+    /// Any other exit, with the architecture's raw code and information.
+    Other {
+        /// The raw exit code.
+        code: u64,
+        /// First word of exit information.
+        info1: u64,
+        /// Second word of exit information.
+        info2: u64,
+    },
+}
+
+impl fmt::Display for VmExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            VmExit::Hypercall => write!(f, "hypercall"),
+            VmExit::Halt => write!(f, "hlt"),
+            VmExit::NestedPageFault { gpa, error } => {
+                write!(f, "nested page fault at guest-physical {gpa:#x} (error {error:#x})")
+            }
+            VmExit::Shutdown => write!(f, "shutdown (triple fault)"),
+            VmExit::Io { port, write } => {
+                write!(f, "port {} {port:#x}", if write { "write to" } else { "read from" })
+            }
+            VmExit::Msr { write } => write!(f, "{}", if write { "wrmsr" } else { "rdmsr" }),
+            VmExit::Invalid => write!(f, "invalid guest state (the CPU refused to enter)"),
+            VmExit::Other { code, info1, info2 } => {
+                write!(f, "unhandled exit {code:#x} (info {info1:#x}, {info2:#x})")
+            }
+        }
+    }
+}
+
+/// A virtual CPU of some architecture, as the exit loop sees it.
+pub trait Vcpu {
+    /// Runs the guest until its next exit.
+    fn run(&mut self) -> VmExit;
+    /// The guest's general-purpose registers, as of the last exit; changes take effect at the
+    /// next [`Vcpu::run`].
+    fn registers(&mut self) -> &mut GuestRegisters;
+    /// Moves the guest's instruction pointer past the hypercall instruction that caused the
+    /// last exit.
+    fn skip_hypercall(&mut self);
+}
+
+/// What a hypercall handler decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypercallAction {
+    /// Return to the guest after the hypercall instruction.
+    Resume,
+    /// The guest is done: stop running it (it completed its work).
+    Finish,
+    /// The call is not allowed: kill the guest.
+    Refuse,
+}
+
+/// Handles a guest's hypercalls. The function number and arguments are in the registers; the
+/// handler writes results there.
+pub trait Hypercalls {
+    /// Handles one hypercall.
+    fn hypercall(&mut self, registers: &mut GuestRegisters) -> HypercallAction;
+}
+
+impl<F: FnMut(&mut GuestRegisters) -> HypercallAction> Hypercalls for F {
+    fn hypercall(&mut self, registers: &mut GuestRegisters) -> HypercallAction {
+        self(registers)
+    }
+}
+
+/// Why a guest was killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// It exited for a reason the hypervisor does not handle.
+    UnhandledExit(VmExit),
+    /// Its hypercall was refused; `number` is the function number it passed (RAX).
+    RefusedHypercall {
+        /// The function number.
+        number: u64,
+    },
+}
+
+impl fmt::Display for KillReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KillReason::UnhandledExit(exit) => write!(f, "{exit}"),
+            KillReason::RefusedHypercall { number } => write!(f, "refused hypercall {number:#x}"),
+        }
+    }
+}
+
+/// How a guest's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A hypercall handler said the guest is done.
+    Finished,
+    /// The guest halted.
+    Halted,
+    /// The guest was killed.
+    Killed(KillReason),
+}
+
+/// Runs `vcpu` until it finishes, halts or is killed, giving its hypercalls to `calls`.
+///
+/// This is the whole exit policy: hypercalls go to the handler, HLT ends the run, and every
+/// other exit — nested page faults, port and MSR accesses, shutdowns, invalid state, exits no
+/// one expected — kills the guest. It never panics on a guest's behalf.
+pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H) -> Outcome {
+    loop {
+        match vcpu.run() {
+            VmExit::Hypercall => match calls.hypercall(vcpu.registers()) {
+                HypercallAction::Resume => vcpu.skip_hypercall(),
+                HypercallAction::Finish => {
+                    vcpu.skip_hypercall();
+                    return Outcome::Finished;
+                }
+                HypercallAction::Refuse => {
+                    let number = vcpu.registers().rax;
+                    return Outcome::Killed(KillReason::RefusedHypercall { number });
+                }
+            },
+            VmExit::Halt => return Outcome::Halted,
+            exit => return Outcome::Killed(KillReason::UnhandledExit(exit)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    /// A vCPU that replays a script of exits, each with the RAX the guest "set".
+    struct Scripted {
+        exits: Vec<(VmExit, u64)>,
+        registers: GuestRegisters,
+        skips: usize,
+        runs: usize,
+    }
+
+    impl Scripted {
+        fn new(exits: &[(VmExit, u64)]) -> Self {
+            let mut exits = exits.to_vec();
+            exits.reverse();
+            Scripted { exits, registers: GuestRegisters::default(), skips: 0, runs: 0 }
+        }
+    }
+
+    impl Vcpu for Scripted {
+        fn run(&mut self) -> VmExit {
+            self.runs += 1;
+            let (exit, rax) = self.exits.pop().expect("the loop ran past the script");
+            self.registers.rax = rax;
+            exit
+        }
+        fn registers(&mut self) -> &mut GuestRegisters {
+            &mut self.registers
+        }
+        fn skip_hypercall(&mut self) {
+            self.skips += 1;
+        }
+    }
+
+    #[test]
+    fn hypercalls_resume_until_halt() {
+        let mut vcpu =
+            Scripted::new(&[(VmExit::Hypercall, 42), (VmExit::Hypercall, 43), (VmExit::Halt, 0)]);
+        let mut seen = Vec::new();
+        let outcome = run(&mut vcpu, &mut |r: &mut GuestRegisters| {
+            seen.push(r.rax);
+            r.rbx = r.rax + 1;
+            HypercallAction::Resume
+        });
+        assert_eq!(outcome, Outcome::Halted);
+        assert_eq!(seen, [42, 43]);
+        assert_eq!(vcpu.skips, 2);
+        assert_eq!(vcpu.registers.rbx, 44);
+    }
+
+    #[test]
+    fn finish_skips_the_call_and_stops() {
+        let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 1)]);
+        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Finish);
+        assert_eq!(outcome, Outcome::Finished);
+        assert_eq!((vcpu.skips, vcpu.runs), (1, 1));
+    }
+
+    #[test]
+    fn refused_hypercall_kills_with_its_number() {
+        let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 0xdead)]);
+        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+        assert_eq!(outcome, Outcome::Killed(KillReason::RefusedHypercall { number: 0xdead }));
+        assert_eq!(vcpu.skips, 0);
+    }
+
+    #[test]
+    fn every_other_exit_kills_the_guest() {
+        let hostile = [
+            VmExit::NestedPageFault { gpa: 0x10000, error: 1 << 32 },
+            VmExit::Shutdown,
+            VmExit::Io { port: 0xf4, write: true },
+            VmExit::Msr { write: false },
+            VmExit::Invalid,
+            VmExit::Other { code: 0x72, info1: 0, info2: 0 },
+        ];
+        for exit in hostile {
+            let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 7), (exit, 0)]);
+            let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
+            assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(exit)));
+            assert_eq!(vcpu.runs, 2);
+        }
+    }
+
+    #[test]
+    fn reports_name_the_evidence() {
+        let npf = VmExit::NestedPageFault { gpa: 0x10000, error: 0x1_0000_0004 };
+        assert_eq!(
+            alloc::format!("{}", KillReason::UnhandledExit(npf)),
+            "nested page fault at guest-physical 0x10000 (error 0x100000004)"
+        );
+        let io = VmExit::Io { port: 0xf4, write: true };
+        assert_eq!(alloc::format!("{io}"), "port write to 0xf4");
+    }
+}

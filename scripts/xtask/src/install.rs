@@ -1,0 +1,68 @@
+//! Installing what the tasks need when it is missing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The Rust target the hypervisor image is built for.
+pub const IMAGE_TARGET: &str = "x86_64-unknown-none";
+
+/// Runs `command`, failing with its name and status unless it succeeds.
+pub fn run(command: &mut Command) -> Result<(), String> {
+    let status = command.status().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed ({status})"))
+    }
+}
+
+/// Whether `program --version` runs.
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Adds the image's target with rustup unless the toolchain already has it.
+pub fn rust_target() -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    if Path::new(&sysroot).join("lib/rustlib").join(IMAGE_TARGET).is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing the {IMAGE_TARGET} target");
+    run(Command::new("rustup").args(["target", "add", IMAGE_TARGET]))
+}
+
+/// Installs QEMU's x86 system emulator with apt unless `qemu` runs.
+pub fn qemu(qemu: &str) -> Result<(), String> {
+    if runs(qemu) {
+        return Ok(());
+    }
+    eprintln!("xtask: {qemu} not found; installing qemu-system-x86 with apt-get");
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut command = if root { Command::new("apt-get") } else { Command::new("sudo") };
+        if !root {
+            command.arg("apt-get");
+        }
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut command)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])?;
+    if runs(qemu) {
+        Ok(())
+    } else {
+        Err(format!("{qemu} still does not run after installing qemu-system-x86"))
+    }
+}

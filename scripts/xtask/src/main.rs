@@ -1,0 +1,146 @@
+//! Project tasks, run as `cargo xtask <task>` (an alias in `.cargo/config.toml`).
+//!
+//! - `qemu-test [--kvm | --tcg] [--timeout SECS]`: builds the hypervisor image, boots it under
+//!   QEMU, streams its serial log, and succeeds only if the image's self-test reported
+//!   `N passed, 0 failed` and ended QEMU with the agreed success status.
+//!
+//! Installs what it needs when missing: the `x86_64-unknown-none` target (rustup) and QEMU
+//! (`apt-get install qemu-system-x86`, through sudo when not root).
+
+mod install;
+mod qemu;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  qemu-test [--kvm | --tcg] [--timeout SECS]
+      Build the hypervisor image and run its boot self-test under QEMU. KVM is used when
+      /dev/kvm is usable and the host CPU has SVM, TCG otherwise; --kvm or --tcg forces one.
+      The run is killed after SECS seconds (default 120).";
+
+/// The accelerator QEMU runs the image with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Pick KVM if it can run SVM guests, else TCG.
+    Auto,
+    /// Hardware virtualization: needs SVM exposed by the host (nested virtualization).
+    Kvm,
+    /// QEMU's emulator, which emulates SVM and nested paging.
+    Tcg,
+}
+
+/// The options of `qemu-test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuTestOptions {
+    /// Which accelerator.
+    pub accel: Accel,
+    /// How long QEMU may run.
+    pub timeout: Duration,
+}
+
+/// A parsed command line.
+#[derive(Debug, PartialEq, Eq)]
+enum Task {
+    QemuTest(QemuTestOptions),
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Task, String> {
+    let Some((task, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
+    match task.as_str() {
+        "qemu-test" => {
+            let mut options =
+                QemuTestOptions { accel: Accel::Auto, timeout: Duration::from_secs(120) };
+            let mut rest = rest.iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--kvm" => options.accel = Accel::Kvm,
+                    "--tcg" => options.accel = Accel::Tcg,
+                    "--timeout" => {
+                        let value = rest.next().ok_or("--timeout needs a number of seconds")?;
+                        let secs: u64 =
+                            value.parse().map_err(|_| format!("bad --timeout value {value:?}"))?;
+                        options.timeout = Duration::from_secs(secs);
+                    }
+                    other => return Err(format!("qemu-test: unknown argument {other:?}")),
+                }
+            }
+            Ok(Task::QemuTest(options))
+        }
+        "help" | "--help" | "-h" => Ok(Task::Help),
+        other => Err(format!("unknown task {other:?}")),
+    }
+}
+
+/// The workspace root: two levels above this crate (`scripts/xtask`).
+fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = here.join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(Task::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Task::QemuTest(options)) => match qemu::test(&workspace_root(), &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("qemu-test: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("xtask: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_qemu_test_options() {
+        assert_eq!(
+            parse(&args("qemu-test")),
+            Ok(Task::QemuTest(QemuTestOptions {
+                accel: Accel::Auto,
+                timeout: Duration::from_secs(120)
+            }))
+        );
+        assert_eq!(
+            parse(&args("qemu-test --tcg --timeout 7")),
+            Ok(Task::QemuTest(QemuTestOptions {
+                accel: Accel::Tcg,
+                timeout: Duration::from_secs(7)
+            }))
+        );
+        let Ok(Task::QemuTest(o)) = parse(&args("qemu-test --kvm")) else { panic!() };
+        assert_eq!(o.accel, Accel::Kvm);
+    }
+
+    #[test]
+    fn refuses_bad_arguments() {
+        assert!(parse(&args("qemu-test --timeout")).is_err());
+        assert!(parse(&args("qemu-test --timeout soon")).is_err());
+        assert!(parse(&args("qemu-test --fast")).is_err());
+        assert!(parse(&args("tcb")).is_err());
+        assert_eq!(parse(&args("")), Ok(Task::Help));
+    }
+}

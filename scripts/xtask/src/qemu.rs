@@ -1,0 +1,257 @@
+//! `qemu-test`: build the hypervisor image, boot it, judge the run.
+//!
+//! The image reports through two channels that must agree: its serial log ends with
+//! `N passed, M failed`, and it ends QEMU through the isa-debug-exit device, which turns the
+//! value v written to port 0xf4 into QEMU's exit status (v << 1) | 1. Success is v = 0x10,
+//! status 33. Anything else fails the run — notably status 0, which is what QEMU returns when
+//! the machine triple-faults under `-no-reboot`.
+
+use crate::install::{self, IMAGE_TARGET};
+use crate::{Accel, QemuTestOptions};
+use std::fs::{self, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The QEMU binary.
+const QEMU: &str = "qemu-system-x86_64";
+/// QEMU's exit status when the image writes 0x10 to isa-debug-exit.
+pub const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
+/// A smaller, faster firmware than SeaBIOS for `-kernel` boots (Debian's qemu-system-data).
+const QBOOT: &str = "/usr/share/qemu/qboot.rom";
+/// The profile and target directory of the image build (kept apart from host builds).
+const PROFILE: &str = "freestanding";
+const TARGET_DIR: &str = "target/hypervisor";
+/// The code generation flag the image cannot do without (it is loaded at a fixed address).
+const STATIC_RELOCATIONS: &str = "relocation-model=static";
+
+/// Builds the image and returns its path.
+fn build_image(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(root)
+        .args(["build", "--package", "vpr-hypervisor", "--bin", "vpr-hypervisor"])
+        .args(["--target", IMAGE_TARGET, "--profile", PROFILE, "--target-dir", TARGET_DIR]);
+    // RUSTFLAGS from the environment replace the `[target.x86_64-unknown-none]` flags of
+    // .cargo/config.toml, among them the static relocation model the image needs: keep it.
+    for (var, separator) in [("CARGO_ENCODED_RUSTFLAGS", "\x1f"), ("RUSTFLAGS", " ")] {
+        if let Ok(flags) = std::env::var(var) {
+            if !flags.is_empty() {
+                let flags = format!("{flags}{separator}-C{separator}{STATIC_RELOCATIONS}");
+                build.env(var, flags);
+            }
+        }
+    }
+    install::run(&mut build)?;
+    Ok(root.join(TARGET_DIR).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor"))
+}
+
+/// Whether KVM can run the image: /dev/kvm opens for reading and writing and the host CPU
+/// has SVM (without it, KVM cannot give the guest SVM either).
+fn kvm_usable() -> bool {
+    let device = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let svm = fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|flag| flag == "svm"))
+    });
+    device && svm
+}
+
+/// The QEMU command line for `image`.
+pub fn command_line(image: &Path, kvm: bool, qboot: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-kernel".into(),
+        image.display().to_string(),
+        "-m".into(),
+        "256M".into(),
+        "-nodefaults".into(),
+        "-display".into(),
+        "none".into(),
+        "-serial".into(),
+        "stdio".into(),
+        "-no-reboot".into(),
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+    ];
+    let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
+    args.extend(["-accel".into(), accel.into(), "-cpu".into(), cpu.into()]);
+    if qboot {
+        args.extend(["-bios".into(), QBOOT.into()]);
+    }
+    args
+}
+
+/// The counts in a `N passed, M failed` line, if `line` is one.
+pub fn summary(line: &str) -> Option<(u32, u32)> {
+    let (passed, failed) = line.trim().split_once(" passed, ")?;
+    let failed = failed.strip_suffix(" failed")?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(passed) || !all_digits(failed) {
+        return None;
+    }
+    Some((passed.parse().ok()?, failed.parse().ok()?))
+}
+
+/// Kills QEMU if it is still running when dropped (timeout, error, panic).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Copies `stream` line by line to our stdout and sends each line to `lines`.
+fn stream(
+    stream: impl Read + Send + 'static,
+    lines: mpsc::Sender<String>,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let line = line.trim_end_matches('\r').to_string();
+            println!("{line}");
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Waits for QEMU until `timeout`; `None` if it was still running then (it is killed).
+fn wait(qemu: &mut KillOnDrop, timeout: Duration) -> Result<Option<ExitStatus>, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = qemu.0.try_wait().map_err(|e| format!("waiting for QEMU: {e}"))? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = qemu.0.kill();
+            let _ = qemu.0.wait();
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The whole task.
+pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
+    install::rust_target()?;
+    let image = build_image(root)?;
+    let image_bytes = fs::metadata(&image).map_err(|e| format!("{}: {e}", image.display()))?.len();
+    install::qemu(QEMU)?;
+
+    let kvm = match options.accel {
+        Accel::Kvm => true,
+        Accel::Tcg => false,
+        Accel::Auto => kvm_usable(),
+    };
+    let accel = if kvm { "kvm" } else { "tcg" };
+    let args = command_line(&image, kvm, Path::new(QBOOT).is_file());
+    eprintln!("qemu-test: {QEMU} {}", args.join(" "));
+    eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
+
+    let started = Instant::now();
+    let child = Command::new(QEMU)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let mut qemu = KillOnDrop(child);
+    let (sender, lines) = mpsc::channel();
+    let readers = [
+        qemu.0.stdout.take().map(|out| stream(out, sender.clone())),
+        qemu.0.stderr.take().map(|err| stream(err, sender.clone())),
+    ];
+    drop(sender);
+    let status = wait(&mut qemu, options.timeout)?;
+    let elapsed = started.elapsed();
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.join();
+    }
+    let counts = lines.try_iter().filter_map(|line| summary(&line)).last();
+
+    let seconds = elapsed.as_secs_f64();
+    let verdict = match status {
+        None => Err(format!("QEMU still running after {}s; killed", options.timeout.as_secs())),
+        Some(status) => {
+            eprintln!("qemu-test: QEMU exited with {status} after {seconds:.2}s ({accel})");
+            judge(status.code(), counts)
+        }
+    };
+    // The closing line: the image's counts, or, if it never printed them, the run itself as
+    // one failure.
+    match counts {
+        Some((passed, failed)) => println!("{passed} passed, {failed} failed"),
+        None => println!("0 passed, 1 failed"),
+    }
+    verdict
+}
+
+/// Whether QEMU's exit `code` and the image's `counts` make a successful run.
+pub fn judge(code: Option<i32>, counts: Option<(u32, u32)>) -> Result<(), String> {
+    match (code, counts) {
+        (Some(SUCCESS_STATUS), Some((passed, 0))) if passed > 0 => Ok(()),
+        (Some(SUCCESS_STATUS), _) => {
+            Err(String::from("success status, but no `N passed, 0 failed` line in the log"))
+        }
+        (Some(0), _) => Err(String::from(
+            "QEMU exited with status 0: the machine reset (a triple fault under -no-reboot)",
+        )),
+        (code, Some((_, failed))) if failed > 0 => {
+            Err(format!("{failed} self-test(s) failed (QEMU status {code:?})"))
+        }
+        (code, _) => Err(format!("QEMU status {code:?}, expected {SUCCESS_STATUS}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_lines_are_recognized_exactly() {
+        assert_eq!(summary("12 passed, 0 failed"), Some((12, 0)));
+        assert_eq!(summary("3 passed, 2 failed\r"), Some((3, 2)));
+        assert_eq!(summary("[0][INFO][selftest] 3 passed, 2 failed"), None);
+        assert_eq!(summary("x passed, 0 failed"), None);
+        assert_eq!(summary("1 passed, 0 failed, 1 skipped"), None);
+        assert_eq!(summary(" passed, 0 failed"), None);
+    }
+
+    #[test]
+    fn command_line_has_exit_device_and_no_reboot() {
+        let args = command_line(Path::new("/i"), false, true);
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-kernel /i "));
+        assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
+        assert!(joined.contains("-accel tcg -cpu max"));
+        assert!(joined.ends_with("-bios /usr/share/qemu/qboot.rom"));
+        let kvm = command_line(Path::new("/i"), true, false).join(" ");
+        assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("-bios"));
+    }
+
+    #[test]
+    fn only_status_33_with_no_failures_passes() {
+        assert_eq!(SUCCESS_STATUS, 33);
+        assert!(judge(Some(33), Some((12, 0))).is_ok());
+        assert!(judge(Some(33), Some((11, 1))).is_err());
+        assert!(judge(Some(33), Some((0, 0))).is_err(), "no test ran");
+        assert!(judge(Some(33), None).is_err(), "no summary line");
+        assert!(judge(Some(0), Some((12, 0))).unwrap_err().contains("triple fault"));
+        assert!(judge(Some(35), Some((11, 1))).is_err());
+        assert!(judge(Some(1), None).is_err(), "QEMU itself failed");
+        assert!(judge(None, None).is_err(), "killed by a signal");
+    }
+}
