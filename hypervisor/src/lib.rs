@@ -9,7 +9,8 @@
 //!   that runs a guest and kills it (never the hypervisor) on anything it does not handle;
 //! - [`svm`]: AMD SVM — the VMCB layout, exit codes and their normalization, guest state
 //!   set-up, nested page tables;
-//! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool.
+//! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
+//! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry.
 //!
 //! Hardware facts cite the AMD64 Architecture Programmer's Manual, Volume 2 (System
 //! Programming), revision 3.42 ("APM").
@@ -22,5 +23,6 @@ extern crate alloc;
 
 pub mod memory;
 pub mod multiboot;
+pub mod pal;
 pub mod svm;
 pub mod vm;

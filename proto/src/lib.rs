@@ -21,6 +21,7 @@ pub mod attest;
 pub mod client;
 pub mod crypto;
 pub mod digest;
+pub mod hypercall;
 pub mod msg;
 pub mod update;
 pub mod wire;

@@ -20,6 +20,8 @@ mod guest;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
+mod pal;
+#[cfg(target_os = "none")]
 mod qemu;
 #[cfg(target_os = "none")]
 mod selftest;
@@ -27,6 +29,8 @@ mod selftest;
 mod serial;
 #[cfg(target_os = "none")]
 mod svm;
+#[cfg(target_os = "none")]
+mod tsc;
 
 /// On a host target there is nothing to run: say where the image is built.
 #[cfg(not(target_os = "none"))]

@@ -165,6 +165,20 @@ pub fn free(first: PhysAddr, count: u64) {
     }
 }
 
+/// Whether `count` frames from `first` hold only zeroes. For checking that freed frames were
+/// wiped: the frames must be in the pool (nobody else writing them) or owned by the caller.
+pub fn frames_zeroed(first: PhysAddr, count: u64) -> bool {
+    // SAFETY: the frames are pool memory, identity-mapped; the hypervisor runs on one
+    // processor and no guest runs while this reads, so nothing writes them meanwhile.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            usize_of(first.as_u64()) as *const u8,
+            usize_of(count * PAGE_SIZE),
+        )
+    };
+    bytes.iter().all(|&b| b == 0)
+}
+
 /// A frame's memory as a typed value.
 ///
 /// # Safety

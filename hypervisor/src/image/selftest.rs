@@ -2,6 +2,8 @@
 //! exercised by test guests, several of them hostile. Each test logs `test <name>: ok` or
 //! `test <name>: FAILED: <why>`; `hv_main` prints the totals as `N passed, M failed`.
 
+mod pal;
+
 use crate::guest::{call, program, Options, TestGuest, CODE, PATTERNS};
 use crate::mem;
 use crate::svm::{self, Svm};
@@ -107,12 +109,7 @@ fn registers_survive_world_switch(svm: &Svm) -> TestResult {
     Ok(())
 }
 
-/// The time-stamp counter.
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC only reads the counter; the hypervisor runs at CPL 0, where it is always
-    // allowed.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
+use crate::tsc::read as rdtsc;
 
 /// Times VMRUN -> VMMCALL exit -> VMRUN with the TSC, over many round trips.
 fn round_trip_cost(svm: &Svm) -> TestResult {
@@ -255,7 +252,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 10] = [
+    let tests: [Test; 19] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -266,6 +263,15 @@ pub fn run() -> (u32, u32) {
         ("msr_access_kills_guest", msr_access_kills_guest),
         ("triple_fault_kills_guest", triple_fault_kills_guest),
         ("invalid_state_kills_guest", invalid_state_kills_guest),
+        ("sha256_known_answer", pal::sha256_known_answer),
+        ("hypercall_version", pal::hypercall_version),
+        ("pal_lifecycle", pal::pal_lifecycle),
+        ("pal_memory_unreachable_from_guest", pal::pal_memory_unreachable),
+        ("guest_cannot_read_hypervisor", pal::guest_cannot_read_hypervisor),
+        ("hostile_hypercalls_refused", pal::hostile_hypercalls),
+        ("hostile_pal_is_killed", pal::hostile_pal_is_killed),
+        ("pal_reentrancy_refused", pal::pal_reentrancy_refused),
+        ("pal_cost", pal::pal_cost),
     ];
     for (name, test) in tests {
         suite.record(name, test(&svm));

@@ -7,28 +7,31 @@
 //! | -------- | ---------------------------------------------------------- |
 //! | `0x0000` | PML4: entry 0 -> PDPT                                      |
 //! | `0x1000` | PDPT: entry 0 -> PD                                        |
-//! | `0x2000` | PD: entry 0 maps guest-virtual 0-2 MiB to guest-physical 0-2 MiB |
+//! | `0x2000` | PD: guest-virtual 0-1 GiB to guest-physical 0-1 GiB, 2 MiB pages |
 //! | `0x3000` | code (the program), entry point                            |
 //! | `0x4000` | stack, RSP starts at `0x5000`                              |
+//! | `0x5000` | [`Options::data_pages`] data pages, if any ([`DATA`])      |
 //!
 //! The guest runs at CPL 0 in long mode with its own page tables (guest-virtual = guest-
-//! physical below 2 MiB) and no GDT or IDT: an exception in it becomes a triple fault.
+//! physical over the first 1 GiB, 2 MiB pages) and no GDT or IDT: an exception in it becomes a
+//! triple fault. Its page tables reach far beyond its memory on purpose: what it may touch is
+//! decided by the nested page table alone, and hostile guests aim at addresses outside it.
 
 use crate::mem::{self, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use core::fmt;
-use vpr_hypervisor::memory::PAGE_SIZE;
+use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::svm::npt::{
     GuestPhysAddr, NestedPageTable, NptError, PageSize, Permissions, TlbFlush, Translation,
 };
 use vpr_hypervisor::svm::setup::LongModeGuest;
-use vpr_hypervisor::vm::{self, Hypercalls, Outcome};
+use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Hypercalls, Outcome};
 use x86_64::PhysAddr;
 
 mod programs;
 
-pub use programs::{call, program, PATTERNS};
+pub use programs::{call, program, PAL_SECRET, PATTERNS};
 
 /// Guest-physical address of the guest's PML4.
 const PML4: u64 = 0x0000;
@@ -40,7 +43,9 @@ const PD: u64 = 0x2000;
 pub const CODE: u64 = 0x3000;
 /// Guest-physical address of the stack page.
 const STACK: u64 = 0x4000;
-/// Pages of guest memory.
+/// Guest-physical address of the first data page.
+pub const DATA: u64 = 0x5000;
+/// Pages of guest memory before the data pages.
 const PAGES: u64 = 5;
 
 /// Guest page table bits (APM Vol. 2 §5.4): present, writable, and for the PD entry PS.
@@ -54,11 +59,13 @@ pub struct Options {
     pub asid: u32,
     /// misc1 intercepts beyond the standard ones.
     pub extra_misc1: u32,
+    /// Data pages after the stack, at [`DATA`].
+    pub data_pages: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { asid: 1, extra_misc1: 0 }
+        Options { asid: 1, extra_misc1: 0, data_pages: 0 }
     }
 }
 
@@ -86,25 +93,27 @@ impl fmt::Display for GuestError {
 /// A test guest's memory and the nested page table that maps it; dropping it gives every
 /// frame back.
 #[derive(Debug)]
-struct GuestMemory {
+pub struct GuestMemory {
     npt: Option<NestedPageTable>,
     tables: PoolTables,
     frames: PhysAddr,
+    pages: u64,
 }
 
 impl GuestMemory {
-    /// Five zeroed pages, mapped at guest-physical 0, with the guest's page tables and
-    /// `program` written in; also the proof that the nested page table changed.
-    fn new(program: &[u8]) -> Result<(Self, TlbFlush), GuestError> {
+    /// `PAGES + data_pages` zeroed pages, mapped at guest-physical 0, with the guest's page
+    /// tables and `program` written in; also the proof that the nested page table changed.
+    fn new(program: &[u8], data_pages: u64) -> Result<(Self, TlbFlush), GuestError> {
         if program.len() > mem::usize_of(PAGE_SIZE) {
             return Err(GuestError::ProgramTooLarge(program.len()));
         }
-        let frames = mem::allocate_zeroed(PAGES).ok_or(GuestError::OutOfMemory)?;
-        let mut memory = GuestMemory { npt: None, tables: PoolTables::default(), frames };
+        let pages = PAGES + data_pages.min(256);
+        let frames = mem::allocate_zeroed(pages).ok_or(GuestError::OutOfMemory)?;
+        let mut memory = GuestMemory { npt: None, tables: PoolTables::default(), frames, pages };
         let tables = &mut memory.tables;
         let npt = memory.npt.insert(NestedPageTable::new(tables).map_err(GuestError::Npt)?);
         let mut flush: Option<TlbFlush> = None;
-        for page in 0..PAGES {
+        for page in 0..pages {
             let gpa = GuestPhysAddr::new(page * PAGE_SIZE);
             let frame = frames + page * PAGE_SIZE;
             let change = npt
@@ -116,20 +125,63 @@ impl GuestMemory {
             });
         }
 
-        // SAFETY: `frames` are PAGES zeroed frames just allocated for this guest, which does
-        // not run yet: the hypervisor is their only user.
-        let bytes: &mut [u8; mem::usize_of(PAGES * PAGE_SIZE)] = unsafe { mem::frame_mut(frames) };
-        let mut entry = |gpa: u64, value: u64| {
-            let at = mem::usize_of(gpa);
-            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
-        };
-        entry(PML4, PDPT | PRESENT_WRITABLE);
-        entry(PDPT, PD | PRESENT_WRITABLE);
-        entry(PD, HUGE | PRESENT_WRITABLE);
-        let code = mem::usize_of(CODE);
-        bytes[code..code + program.len()].copy_from_slice(program);
+        let mut entry = |gpa: u64, value: u64| memory.write(gpa, &value.to_le_bytes());
+        let mut written = entry(PML4, PDPT | PRESENT_WRITABLE);
+        written &= entry(PDPT, PD | PRESENT_WRITABLE);
+        for i in 0..512 {
+            written &= entry(PD + 8 * i, (i << 21) | HUGE | PRESENT_WRITABLE);
+        }
+        written &= memory.write(CODE, program);
         let flush = flush.ok_or(GuestError::OutOfMemory)?;
+        if !written {
+            return Err(GuestError::ProgramTooLarge(program.len()));
+        }
         Ok((memory, flush))
+    }
+
+    /// The guest-physical range of its memory (all of it mapped by its nested page table).
+    pub fn ram(&self) -> Range {
+        Range::new(0, self.pages * PAGE_SIZE)
+    }
+
+    /// The guest's memory as bytes.
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `frames` are `pages` contiguous frames allocated for this guest alone and
+        // freed only on drop; the guest does not run while the hypervisor holds this borrow
+        // (the hypervisor runs only between exits and `&mut self` keeps the borrow unique).
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                mem::usize_of(self.frames.as_u64()) as *mut u8,
+                mem::usize_of(self.pages * PAGE_SIZE),
+            )
+        }
+    }
+
+    /// Copies `data` to guest-physical `gpa`; `false` (nothing written) if it does not fit.
+    pub fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        match self.slice(gpa, data.len()) {
+            Some(at) => {
+                self.bytes()[at].copy_from_slice(data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Copies guest-physical `gpa` into `out`; `false` (nothing read) if it is outside.
+    pub fn read(&mut self, gpa: u64, out: &mut [u8]) -> bool {
+        match self.slice(gpa, out.len()) {
+            Some(at) => {
+                out.copy_from_slice(&self.bytes()[at]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn slice(&self, gpa: u64, len: usize) -> Option<core::ops::Range<usize>> {
+        let end = gpa.checked_add(u64::try_from(len).ok()?)?;
+        (end <= self.ram().end).then(|| mem::usize_of(gpa)..mem::usize_of(end))
     }
 }
 
@@ -138,7 +190,7 @@ impl Drop for GuestMemory {
         if let Some(npt) = self.npt.take() {
             npt.destroy(&mut self.tables);
         }
-        mem::free(self.frames, PAGES);
+        mem::free(self.frames, self.pages);
     }
 }
 
@@ -154,7 +206,7 @@ pub struct TestGuest {
 impl TestGuest {
     /// A guest that will run `program` from [`CODE`].
     pub fn new(svm: &Svm, program: &[u8], options: Options) -> Result<Self, GuestError> {
-        let (memory, flush) = GuestMemory::new(program)?;
+        let (memory, flush) = GuestMemory::new(program, options.data_pages)?;
         let nested_root = memory.npt.as_ref().map(NestedPageTable::root);
         let setup = LongModeGuest {
             asid: options.asid,
@@ -174,6 +226,20 @@ impl TestGuest {
     /// Runs the guest until it finishes, halts or is killed.
     pub fn run<H: Hypercalls + ?Sized>(&mut self, calls: &mut H) -> Outcome {
         vm::run(&mut self.vcpu, calls)
+    }
+
+    /// Runs the guest like [`TestGuest::run`], giving the handler the guest's memory too.
+    pub fn run_with_memory(
+        &mut self,
+        mut calls: impl FnMut(&mut GuestRegisters, &mut GuestMemory) -> HypercallAction,
+    ) -> Outcome {
+        let memory = &mut self.memory;
+        vm::run(&mut self.vcpu, &mut |r: &mut GuestRegisters| calls(r, memory))
+    }
+
+    /// The guest's memory (while it does not run).
+    pub fn memory(&mut self) -> &mut GuestMemory {
+        &mut self.memory
     }
 
     /// Where the nested page table sends `gpa`.

@@ -1,6 +1,9 @@
 //! The test guests' programs: 64-bit machine code assembled into the image's .rodata, between
 //! `guest_<name>_start` and `guest_<name>_end` labels, and copied into a guest's code page.
-//! The hypervisor never runs them itself.
+//! The hypervisor never runs them itself. The `pal_*` programs are PAL images (flat,
+//! position-independent, entry at their first byte) that the test guests register.
+
+use vpr_proto::hypercall::{pal, Call};
 
 /// The register values the `registers` program loads, in the order rbx, rcx, rdx, rsi, rdi,
 /// rbp, r8-r15; the hypervisor inverts them and the program checks it sees the inverses.
@@ -20,6 +23,9 @@ pub const PATTERNS: [u64; 14] = [
     0x5A5A_0000_0000_000E,
     0x5A5A_0000_0000_000F,
 ];
+
+/// What the `pal_sum` PAL puts in its registers before it is done.
+pub const PAL_SECRET: u64 = 0x5EC2_E75E_C2E7_5EC2;
 
 /// Hypercall numbers (RAX) the test programs use.
 pub mod call {
@@ -174,12 +180,171 @@ guest_rdmsr_start:
     hlt
 guest_rdmsr_end:
 
+    /* script: the untrusted guest of the PAL tests. It makes the hypercalls listed at
+       SCRIPT (count at +0, entries from +64, 128 bytes each: RAX, RBX, RCX, RDX, RSI, RDI, R8
+       in, a pad, then RAX, RBX, RCX, RDX, RSI, RDI, R8, R9 as they came back) and halts. An
+       RBX of -2 stands for the handle the last successful register returned. R9 is zeroed
+       before each call: a non-zero R9 afterwards is a register leaked into the guest. */
+    .global guest_script_start, guest_script_end
+guest_script_start:
+    mov r12, {script}
+    mov r13, [r12]
+    lea r14, [r12 + 64]
+    xor r15d, r15d
+2:  test r13, r13
+    jz 3f
+    mov rax, [r14]
+    mov rbx, [r14 + 8]
+    cmp rbx, -2
+    jne 4f
+    mov rbx, r15
+4:  mov rcx, [r14 + 16]
+    mov rdx, [r14 + 24]
+    mov rsi, [r14 + 32]
+    mov rdi, [r14 + 40]
+    mov r8, [r14 + 48]
+    xor r9d, r9d
+    vmmcall
+    mov [r14 + 64], rax
+    mov [r14 + 72], rbx
+    mov [r14 + 80], rcx
+    mov [r14 + 88], rdx
+    mov [r14 + 96], rsi
+    mov [r14 + 104], rdi
+    mov [r14 + 112], r8
+    mov [r14 + 120], r9
+    test rax, rax
+    jnz 5f
+    mov rax, {register}
+    cmp [r14], rax
+    jne 5f
+    mov r15, rbx
+5:  add r14, 128
+    dec r13
+    jmp 2b
+3:  hlt
+guest_script_end:
+
+    /* peek: read the qword at the address stored at the first data page. */
+    .global guest_peek_start, guest_peek_end
+guest_peek_start:
+    mov rax, [{script}]
+    mov rax, [rax]
+    hlt
+guest_peek_end:
+
     /* triple_fault: #UD with no IDT: #UD -> #GP -> #DF -> shutdown. */
     .global guest_triple_fault_start, guest_triple_fault_end
 guest_triple_fault_start:
     ud2
 guest_triple_fault_end:
+
+    /* PAL sum: output = sum of the input bytes (u64), their xor (u64), and its call counter
+       (u64, in its data page, incremented per execution). Then it fills every register it
+       can with a secret before saying it is done: none of it may reach the guest. */
+    .global pal_sum_start, pal_sum_end
+pal_sum_start:
+    xor eax, eax
+    xor r8d, r8d
+    xor r9d, r9d
+1:  cmp r9, rsi
+    jae 2f
+    movzx r10d, byte ptr [rdi + r9]
+    add rax, r10
+    xor r8, r10
+    inc r9
+    jmp 1b
+2:  mov r11, {pal_data}
+    inc qword ptr [r11]
+    mov r10, [r11]
+    push r10
+    pop r10
+    mov [rdx], rax
+    mov [rdx + 8], r8
+    mov [rdx + 16], r10
+    movabs rax, {secret}
+    mov rcx, rax
+    mov rdx, rax
+    mov rsi, rax
+    mov rdi, rax
+    mov rbp, rax
+    mov r8, rax
+    mov r9, rax
+    mov r10, rax
+    mov r11, rax
+    mov r12, rax
+    mov r13, rax
+    mov r14, rax
+    mov r15, rax
+    mov ebx, 24
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_sum_end:
+
+    /* PAL hostile: the first input byte picks the attack. 0: write outside its memory (where
+       the hypervisor's image is in host memory); 1: write its own code; 2: execute its data;
+       3: claim an output far larger than the buffer; 4: halt; 5: end QEMU "successfully"
+       through the isa-debug-exit port. */
+    .global pal_hostile_start, pal_hostile_end
+pal_hostile_start:
+    movzx eax, byte ptr [rdi]
+    cmp eax, 1
+    je 1f
+    cmp eax, 2
+    je 2f
+    cmp eax, 3
+    je 3f
+    cmp eax, 4
+    je 5f
+    cmp eax, 5
+    je 6f
+    mov qword ptr [0x100000], rax
+    jmp 4f
+1:  mov r11, {pal_code}
+    mov qword ptr [r11], rax
+    jmp 4f
+2:  mov r11, {pal_data}
+    jmp r11
+3:  mov rbx, -1
+    mov eax, {pal_done}
+    vmmcall
+5:  hlt
+6:  mov dx, 0xf4
+    mov eax, 0x10
+    out dx, eax
+4:  xor ebx, ebx
+    mov eax, {pal_done}
+    vmmcall
+pal_hostile_end:
+
+    /* PAL reenter: calls execute, register and an unknown number from inside the PAL and
+       outputs the three statuses it got. */
+    .global pal_reenter_start, pal_reenter_end
+pal_reenter_start:
+    mov r12, rdx
+    mov eax, {execute}
+    mov ebx, 0x101
+    vmmcall
+    mov [r12], rax
+    mov eax, {register}
+    vmmcall
+    mov [r12 + 8], rax
+    mov eax, 0x1234
+    vmmcall
+    mov [r12 + 16], rax
+    mov ebx, 24
+    mov eax, {pal_done}
+    vmmcall
+pal_reenter_end:
 "#,
+    script = const super::DATA,
+    register = const Call::Register as u64,
+    execute = const Call::Execute as u64,
+    pal_done = const pal::DONE,
+    pal_code = const pal::CODE_BASE,
+    pal_data = const pal::DATA_BASE,
+    secret = const PAL_SECRET,
     ask = const call::ASK,
     report = const call::REPORT,
     check = const call::CHECK,
@@ -233,4 +398,9 @@ programs! {
     debug_exit: guest_debug_exit_start..guest_debug_exit_end;
     rdmsr: guest_rdmsr_start..guest_rdmsr_end;
     triple_fault: guest_triple_fault_start..guest_triple_fault_end;
+    script: guest_script_start..guest_script_end;
+    peek: guest_peek_start..guest_peek_end;
+    pal_sum: pal_sum_start..pal_sum_end;
+    pal_hostile: pal_hostile_start..pal_hostile_end;
+    pal_reenter: pal_reenter_start..pal_reenter_end;
 }

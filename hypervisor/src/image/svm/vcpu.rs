@@ -3,6 +3,7 @@
 
 use super::{vmrun, Svm};
 use crate::mem;
+use vpr_hypervisor::memory::PAGE_SIZE;
 use vpr_hypervisor::svm::npt::TlbFlush;
 use vpr_hypervisor::svm::setup::LongModeGuest;
 use vpr_hypervisor::svm::vmcb::Vmcb;
@@ -96,7 +97,22 @@ impl Vcpu for SvmVcpu {
 }
 
 impl Drop for SvmVcpu {
+    /// Wipes the guest's state before the frames go back: its registers here, its VMCB (RAX,
+    /// RSP, RIP, control registers, the segment state VMSAVE stored) and the host-state page.
+    /// A PAL's secrets must not survive it in frames the pool hands out again.
     fn drop(&mut self) {
+        self.registers = GuestRegisters::default();
+        for frame in [self.vmcb, self.host_state] {
+            // SAFETY: both frames were allocated for this vCPU alone and are not in use (no
+            // VMRUN runs during drop); they are identity-mapped pages.
+            unsafe {
+                core::ptr::write_bytes(
+                    mem::usize_of(frame.as_u64()) as *mut u8,
+                    0,
+                    mem::usize_of(PAGE_SIZE),
+                )
+            };
+        }
         mem::free(self.vmcb, 1);
         mem::free(self.host_state, 1);
     }

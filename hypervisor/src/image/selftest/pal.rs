@@ -1,0 +1,416 @@
+//! The PAL tests: an untrusted test guest registers, executes and unregisters PALs through
+//! the hypercall ABI, and attacks it; hostile PALs attack their own isolation.
+//!
+//! The guest runs the `script` program: the test writes a list of hypercalls into the guest's
+//! memory, the guest makes them with VMMCALL and stores what came back, and the test reads
+//! that afterwards. The guest's data pages (at `DATA` = 0x5000):
+//!
+//! | GPA | what |
+//! | --- | --- |
+//! | `0x5000` | the script (two pages) |
+//! | `0x7000`, `0x8000`, `0x9000` | PAL images |
+//! | `0xA000` | input |
+//! | `0xB000` | output buffers |
+//! | `0xC000` | register results (40 bytes each), output lengths from `0xC100` |
+
+use super::{expect_killed, rdtsc, TestResult};
+use crate::guest::{program, GuestMemory, Options, TestGuest, DATA, PAL_SECRET};
+use crate::mem;
+use crate::pal::Pals;
+use crate::svm::Svm;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use vpr_hypervisor::memory::PAGE_SIZE;
+use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, Outcome, VmExit};
+use vpr_proto::hypercall::{Call, RegisterOut, Status, MAX_IMAGE_LEN, MAX_IO_LEN};
+use vpr_proto::Digest;
+
+const SCRIPT: u64 = DATA;
+const IMAGE_A: u64 = 0x7000;
+const IMAGE_B: u64 = 0x8000;
+const INPUT: u64 = 0xA000;
+const OUTPUT: u64 = 0xB000;
+const RESULT: u64 = 0xC000;
+const OUT_LEN: u64 = 0xC100;
+/// Data pages: the guest's memory ends at 0x10000.
+const DATA_PAGES: u64 = 11;
+const RAM_END: u64 = 0x10000;
+/// In a script, RBX = this means "the handle the last register returned".
+const PREV: u64 = u64::MAX - 1;
+/// Entries that fit in the script's two pages.
+const MAX_CALLS: usize = 63;
+
+const VERSION: u64 = Call::Version as u64;
+const REGISTER: u64 = Call::Register as u64;
+const EXECUTE: u64 = Call::Execute as u64;
+const UNREGISTER: u64 = Call::Unregister as u64;
+
+/// One hypercall of a script: RAX, RBX, RCX, RDX, RSI, RDI, R8.
+type Args = [u64; 7];
+
+/// What came back from one call: RAX, RBX, RCX, RDX, RSI, RDI, R8, R9, and the TSC ticks the
+/// hypervisor spent on it.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    regs: [u64; 8],
+    ticks: u64,
+}
+
+impl Reply {
+    fn status(&self) -> Option<Status> {
+        Status::from_u64(self.regs[0])
+    }
+}
+
+/// Runs a fresh script guest whose memory `setup` fills, making `calls` against `pals`;
+/// returns the replies and the guest (for its memory).
+fn run_script(
+    svm: &Svm,
+    pals: &mut Pals<'_>,
+    setup: &[(u64, &[u8])],
+    calls: &[Args],
+) -> Result<(Vec<Reply>, TestGuest), String> {
+    if calls.len() > MAX_CALLS {
+        return Err(format!("{} calls do not fit in a script", calls.len()));
+    }
+    let options = Options { data_pages: DATA_PAGES, ..Options::default() };
+    let mut guest = TestGuest::new(svm, program::script(), options)
+        .map_err(|e| format!("guest set-up: {e}"))?;
+    let memory = guest.memory();
+    let mut ok = memory.write(SCRIPT, &(calls.len() as u64).to_le_bytes());
+    for (i, call) in calls.iter().enumerate() {
+        let at = SCRIPT + 64 + 128 * i as u64;
+        for (j, value) in call.iter().enumerate() {
+            ok &= memory.write(at + 8 * j as u64, &value.to_le_bytes());
+        }
+    }
+    for (gpa, bytes) in setup {
+        ok &= memory.write(*gpa, bytes);
+    }
+    if !ok {
+        return Err(String::from("the script does not fit in the guest"));
+    }
+    let mut ticks = Vec::new();
+    let outcome = guest.run_with_memory(|r: &mut GuestRegisters, memory: &mut GuestMemory| {
+        let start = rdtsc();
+        let action = pals.hypercall(r, memory);
+        ticks.push(rdtsc() - start);
+        action
+    });
+    if outcome != Outcome::Halted || ticks.len() != calls.len() {
+        return Err(format!(
+            "script guest: {outcome:?} after {} of {} calls",
+            ticks.len(),
+            calls.len()
+        ));
+    }
+    let memory = guest.memory();
+    let mut replies = Vec::new();
+    for (i, ticks) in ticks.into_iter().enumerate() {
+        let at = SCRIPT + 64 + 128 * i as u64 + 64;
+        let mut regs = [0; 8];
+        for (j, reg) in regs.iter_mut().enumerate() {
+            *reg = read_u64(memory, at + 8 * j as u64)?;
+        }
+        replies.push(Reply { regs, ticks });
+    }
+    Ok((replies, guest))
+}
+
+fn read_u64(memory: &mut GuestMemory, gpa: u64) -> Result<u64, String> {
+    let mut bytes = [0; 8];
+    if !memory.read(gpa, &mut bytes) {
+        return Err(format!("guest-physical {gpa:#x} is outside the guest"));
+    }
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Fails unless each reply has the expected status.
+fn expect_statuses(replies: &[Reply], expected: &[Status]) -> TestResult {
+    for (i, (reply, status)) in replies.iter().zip(expected).enumerate() {
+        if reply.status() != Some(*status) {
+            return Err(format!("call #{i}: expected {status}, got RAX {:#x}", reply.regs[0]));
+        }
+    }
+    if replies.len() != expected.len() {
+        return Err(format!("{} replies, {} expected", replies.len(), expected.len()));
+    }
+    Ok(())
+}
+
+fn len(image: &[u8]) -> u64 {
+    image.len() as u64
+}
+
+/// The ABI version, and unknown call numbers.
+pub fn hypercall_version(svm: &Svm) -> TestResult {
+    let mut pals = Pals::new(svm);
+    let calls =
+        [[VERSION, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [VERSION + 4, 0, 0, 0, 0, 0, 0]];
+    let (replies, _) = run_script(svm, &mut pals, &[], &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::UnknownCall, Status::UnknownCall])?;
+    if replies[0].regs[1] != 1 {
+        return Err(format!("version {}", replies[0].regs[1]));
+    }
+    Ok(())
+}
+
+/// SHA-256 on this target (the portable back end) against the FIPS 180-2 "abc" vector.
+pub fn sha256_known_answer(_svm: &Svm) -> TestResult {
+    let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    let digest = format!("{}", Digest::of(b"abc"));
+    if digest != expected {
+        return Err(format!("SHA-256(\"abc\") = {digest}"));
+    }
+    Ok(())
+}
+
+/// Register, execute twice (output checked, the counter in PAL data persists), registers not
+/// leaked, unregister (the frames are wiped, the handle is dead); the measurement is SHA-256
+/// of the image.
+pub fn pal_lifecycle(svm: &Svm) -> TestResult {
+    let image = program::pal_sum();
+    let input: [u8; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+    let mut pals = Pals::new(svm);
+    let exec = |out: u64, out_len: u64| [EXECUTE, PREV, INPUT, 10, out, 64, out_len];
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        exec(OUTPUT, OUT_LEN),
+        exec(OUTPUT + 0x100, OUT_LEN + 8),
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (INPUT, &input)];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok, Status::Ok])?;
+    // Unregister (from another guest run: the handle is just a number) wipes the frames.
+    let handle = replies[0].regs[1];
+    let (frames, pages) = pals.frames(handle).ok_or("the PAL is not registered")?;
+    if mem::frames_zeroed(frames, pages) {
+        return Err(String::from("the PAL's frames are blank while it is registered"));
+    }
+    let later = [
+        [UNREGISTER, handle, 0, 0, 0, 0, 0],
+        [EXECUTE, handle, INPUT, 10, OUTPUT + 0x200, 64, OUT_LEN + 16],
+    ];
+    let (after, _) = run_script(svm, &mut pals, &[], &later)?;
+    expect_statuses(&after, &[Status::Ok, Status::NoSuchHandle])?;
+    if !mem::frames_zeroed(frames, pages) {
+        return Err(String::from("unregister left the PAL's frames unwiped"));
+    }
+    let memory = guest.memory();
+    let mut out = [0; 40];
+    memory.read(RESULT, &mut out);
+    let registered = RegisterOut::from_bytes(&out);
+    if registered.handle != replies[0].regs[1] || registered.measurement != Digest::of(image).0 {
+        return Err(format!("register wrote {registered:x?}"));
+    }
+    log::info!("hv: pal image {} bytes, identity {}", image.len(), Digest::of(image));
+    let sum: u64 = input.iter().map(|&b| u64::from(b)).sum();
+    let xor = input.iter().fold(0, |x, &b| x ^ u64::from(b));
+    for (run, reply) in replies[1..3].iter().enumerate() {
+        let base = OUTPUT + 0x100 * run as u64;
+        let got =
+            [read_u64(memory, base)?, read_u64(memory, base + 8)?, read_u64(memory, base + 16)?];
+        let out_len = read_u64(memory, OUT_LEN + 8 * run as u64)?;
+        if got != [sum, xor, run as u64 + 1] || out_len != 24 || reply.regs[1] != 24 {
+            return Err(format!("execution {run}: output {got:?}, length {out_len}"));
+        }
+        // RCX, RDX, RSI, RDI, R8 come back as the guest passed them, R9 as the zero it set:
+        // none of the PAL's secret.
+        let sent = &calls[run + 1];
+        let expected = [sent[2], sent[3], sent[4], sent[5], sent[6], 0];
+        if reply.regs[2..] != expected || reply.regs.contains(&PAL_SECRET) {
+            return Err(format!("execution {run}: registers came back as {:x?}", reply.regs));
+        }
+    }
+    log::info!(
+        "hv: pal register: {} TSC ticks; execute: {} and {} TSC ticks",
+        replies[0].ticks,
+        replies[1].ticks,
+        replies[2].ticks
+    );
+    Ok(())
+}
+
+/// The PAL's frames are in no translation of the guest's nested page table, and a guest
+/// reading them by their host address faults and is killed; the PAL still runs afterwards.
+pub fn pal_memory_unreachable(svm: &Svm) -> TestResult {
+    let image = program::pal_sum();
+    let mut pals = Pals::new(svm);
+    let calls = [[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]];
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
+    expect_statuses(&replies, &[Status::Ok])?;
+    let handle = replies[0].regs[1];
+    let (frames, pages) = pals.frames(handle).ok_or("the PAL is not registered")?;
+    let pal_range = frames.as_u64()..frames.as_u64() + pages * PAGE_SIZE;
+    for gpa in (0..RAM_END).step_by(4096) {
+        match guest.translate(gpa) {
+            Some(t) if pal_range.contains(&t.address.as_u64()) => {
+                return Err(format!("guest-physical {gpa:#x} reaches the PAL"));
+            }
+            _ => {}
+        }
+    }
+    // The guest aims at the PAL's code frame: with guest-physical = host-physical that is
+    // where it would be; its nested page table maps nothing there.
+    let code = frames.as_u64() + 3 * PAGE_SIZE;
+    let options = Options { data_pages: 1, ..Options::default() };
+    let mut peek =
+        TestGuest::new(svm, program::peek(), options).map_err(|e| format!("guest set-up: {e}"))?;
+    peek.memory().write(DATA, &code.to_le_bytes());
+    let outcome = peek.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(
+        outcome,
+        |exit| matches!(exit, VmExit::NestedPageFault { gpa, error } if *gpa == code && error & 0x2 == 0),
+    )?;
+    let calls = [[EXECUTE, handle, INPUT, 1, OUTPUT, 64, OUT_LEN]];
+    let (replies, _) = run_script(svm, &mut pals, &[], &calls)?;
+    expect_statuses(&replies, &[Status::Ok])
+}
+
+/// A guest reading the hypervisor's image is killed by a nested page fault.
+pub fn guest_cannot_read_hypervisor(svm: &Svm) -> TestResult {
+    let image = mem::image_range().start;
+    let options = Options { data_pages: 1, ..Options::default() };
+    let mut peek =
+        TestGuest::new(svm, program::peek(), options).map_err(|e| format!("guest set-up: {e}"))?;
+    peek.memory().write(DATA, &image.to_le_bytes());
+    let outcome = peek.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+    expect_killed(
+        outcome,
+        |exit| matches!(exit, VmExit::NestedPageFault { gpa, .. } if *gpa == image),
+    )
+}
+
+/// Hostile hypercalls: bad numbers, lengths, pointers and handles each get their status,
+/// and the PAL and the hypervisor carry on.
+pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
+    let image = program::pal_sum();
+    let n = len(image);
+    let hv = mem::image_range().start;
+    let mut pals = Pals::new(svm);
+    let calls: [(Args, Status); 22] = [
+        ([VERSION + 0x100, 0, 0, 0, 0, 0, 0], Status::UnknownCall),
+        ([REGISTER, IMAGE_A, 0, RESULT, 0, 0, 0], Status::BadImage),
+        ([REGISTER, IMAGE_A, MAX_IMAGE_LEN + 1, RESULT, 0, 0, 0], Status::TooLarge),
+        ([REGISTER, IMAGE_A, u64::MAX, RESULT, 0, 0, 0], Status::TooLarge),
+        ([REGISTER, 0xFFFF_F000, n, RESULT, 0, 0, 0], Status::BadPointer),
+        ([REGISTER, u64::MAX - 10, n, RESULT, 0, 0, 0], Status::BadPointer),
+        ([REGISTER, RAM_END - 0x100, 0x200, RESULT, 0, 0, 0], Status::BadPointer),
+        ([REGISTER, IMAGE_A, n, IMAGE_A + 8, 0, 0, 0], Status::BadPointer),
+        ([REGISTER, IMAGE_A, n, hv, 0, 0, 0], Status::BadPointer),
+        ([REGISTER, hv, n, RESULT, 0, 0, 0], Status::BadPointer),
+        ([EXECUTE, 0x101, INPUT, 1, OUTPUT, 64, OUT_LEN], Status::NoSuchHandle),
+        ([EXECUTE, 0, INPUT, 1, OUTPUT, 64, OUT_LEN], Status::NoSuchHandle),
+        ([UNREGISTER, 0x4242, 0, 0, 0, 0, 0], Status::NoSuchHandle),
+        ([REGISTER, IMAGE_A, n, RESULT, 0, 0, 0], Status::Ok),
+        ([EXECUTE, PREV, INPUT, MAX_IO_LEN + 1, OUTPUT, 64, OUT_LEN], Status::TooLarge),
+        ([EXECUTE, PREV, INPUT, 1, OUTPUT, u64::MAX, OUT_LEN], Status::TooLarge),
+        ([EXECUTE, PREV, INPUT, 1, OUTPUT, 64, OUTPUT + 8], Status::BadPointer),
+        ([EXECUTE, PREV, INPUT, 1, hv, 64, OUT_LEN], Status::BadPointer),
+        ([EXECUTE, PREV, INPUT, 1, OUTPUT, 8, OUT_LEN], Status::TooLarge),
+        ([EXECUTE, PREV, INPUT, 1, OUTPUT, 64, OUT_LEN], Status::Ok),
+        ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::Ok),
+        ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::NoSuchHandle),
+    ];
+    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
+    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &args)?;
+    expect_statuses(&replies, &expected)?;
+    // The execution whose output did not fit still ran: the counter says 2.
+    let counter = read_u64(guest.memory(), OUTPUT + 16)?;
+    if counter != 2 {
+        return Err(format!("PAL counter {counter} after two executions"));
+    }
+    Ok(())
+}
+
+/// PALs that fault (outside their memory, writing their code, executing their data), halt or
+/// touch a port are killed and unregistered; one that claims too much output gets
+/// `TooLarge`.
+pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
+    let hostile = program::pal_hostile();
+    let good = program::pal_sum();
+    let mut pals = Pals::new(svm);
+    let reg = |image: u64, n: u64| [REGISTER, image, n, RESULT, 0, 0, 0];
+    let exec = |attack: u64| [EXECUTE, PREV, INPUT + attack, 1, OUTPUT, 64, OUT_LEN];
+    let h = len(hostile);
+    let calls = [
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(0), Status::PalFault),
+        (exec(0), Status::NoSuchHandle),
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(1), Status::PalFault),
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(2), Status::PalFault),
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(3), Status::TooLarge),
+        ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::Ok),
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(4), Status::PalFault),
+        (reg(IMAGE_B, h), Status::Ok),
+        (exec(5), Status::PalFault),
+        (reg(IMAGE_A, len(good)), Status::Ok),
+        (exec(0), Status::Ok),
+        ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::Ok),
+    ];
+    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
+    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
+    let setup: [(u64, &[u8]); 3] =
+        [(IMAGE_A, good), (IMAGE_B, hostile), (INPUT, &[0, 1, 2, 3, 4, 5])];
+    let (replies, _) = run_script(svm, &mut pals, &setup, &args)?;
+    expect_statuses(&replies, &expected)
+}
+
+/// A PAL cannot call the guest interface (no re-entrancy): execute and register answer
+/// `Busy`, an unknown number `UnknownCall`, and the PAL finishes normally.
+pub fn pal_reentrancy_refused(svm: &Svm) -> TestResult {
+    let image = program::pal_reenter();
+    let mut pals = Pals::new(svm);
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        [EXECUTE, PREV, INPUT, 0, OUTPUT, 64, OUT_LEN],
+        [UNREGISTER, PREV, 0, 0, 0, 0, 0],
+    ];
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok, Status::Ok])?;
+    let memory = guest.memory();
+    let got =
+        [read_u64(memory, OUTPUT)?, read_u64(memory, OUTPUT + 8)?, read_u64(memory, OUTPUT + 16)?];
+    let expected = [Status::Busy, Status::Busy, Status::UnknownCall].map(Status::as_u64);
+    if got != expected {
+        return Err(format!("the PAL saw statuses {got:?}"));
+    }
+    Ok(())
+}
+
+/// The cost of register and execute, over many calls.
+pub fn pal_cost(svm: &Svm) -> TestResult {
+    const EXECUTIONS: usize = 50;
+    let image = program::pal_sum();
+    let mut pals = Pals::new(svm);
+    let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
+    calls.extend((0..EXECUTIONS).map(|_| [EXECUTE, PREV, INPUT, 64, OUTPUT, 64, OUT_LEN]));
+    calls.push([UNREGISTER, PREV, 0, 0, 0, 0, 0]);
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
+    if let Some((i, r)) = replies.iter().enumerate().find(|(_, r)| r.status() != Some(Status::Ok)) {
+        return Err(format!("call #{i}: RAX {:#x}", r.regs[0]));
+    }
+    let counter = read_u64(guest.memory(), OUTPUT + 16)?;
+    if counter != EXECUTIONS as u64 {
+        return Err(format!("PAL counter {counter} after {EXECUTIONS} executions"));
+    }
+    let execute: u64 = replies[1..=EXECUTIONS].iter().map(|r| r.ticks).sum();
+    // The time of a register as the guest sees it includes the marker line the hypervisor
+    // writes to the serial port (which under TCG costs more than the rest); the hypervisor
+    // also counts its work alone.
+    log::info!(
+        "hv: pal register {} TSC ticks ({} without its log line), execute {} TSC ticks (mean \
+         of {EXECUTIONS}, 64 bytes in), unregister {}",
+        replies[0].ticks,
+        pals.register_ticks,
+        execute / EXECUTIONS as u64,
+        replies[EXECUTIONS + 1].ticks
+    );
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! PALs (pieces of application logic, after TrustVisor): the checks and plans behind the
+//! hypercall ABI of `vpr_proto::hypercall`, without privilege.
+//!
+//! - [`check_range`] and [`disjoint`] vet the pointers a guest passes;
+//! - [`Request::decode`] turns a guest's registers into a vetted request;
+//! - [`layout`] plans a PAL's address space (what goes where, with which permissions);
+//! - [`Registry`] holds registered PALs behind handles that are never reused.
+//!
+//! The image (`src/image/pal.rs`) owns the frames, the nested page tables and the world switch.
+
+use crate::memory::{align_up, Range, PAGE_SIZE};
+use crate::svm::npt::Permissions;
+use crate::vm::GuestRegisters;
+use alloc::vec::Vec;
+use vpr_proto::hypercall::{pal, Call, Status, MAX_IMAGE_LEN, MAX_IO_LEN, REGISTER_OUT_LEN};
+
+/// The range `[ptr, ptr + len)` if it lies entirely inside one of `ram` (the guest-physical
+/// ranges the caller's nested page table maps) and does not wrap around; an empty range is
+/// accepted anywhere (nothing is read or written through it).
+pub fn check_range(ram: &[Range], ptr: u64, len: u64) -> Result<Range, Status> {
+    if len == 0 {
+        return Ok(Range::new(ptr, ptr));
+    }
+    let end = ptr.checked_add(len).ok_or(Status::BadPointer)?;
+    let range = Range::new(ptr, end);
+    if ram.iter().any(|r| r.start <= range.start && range.end <= r.end) {
+        Ok(range)
+    } else {
+        Err(Status::BadPointer)
+    }
+}
+
+/// Whether no two of `ranges` share a byte.
+pub fn disjoint(ranges: &[Range]) -> bool {
+    ranges.iter().enumerate().all(|(i, a)| {
+        ranges[i + 1..].iter().all(|b| a.is_empty() || b.is_empty() || a.intersect(*b).is_empty())
+    })
+}
+
+/// A guest's request, its pointers vetted against its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The ABI version.
+    Version,
+    /// Register the image at `image`, write the result at `out`.
+    Register {
+        /// The image.
+        image: Range,
+        /// Where the [`vpr_proto::hypercall::RegisterOut`] goes.
+        out: Range,
+    },
+    /// Run PAL `handle` on `input`, its output into `output` (its capacity), the output
+    /// length into `out_len`.
+    Execute {
+        /// The PAL.
+        handle: u64,
+        /// The input.
+        input: Range,
+        /// The output buffer.
+        output: Range,
+        /// Where the output length (u64) goes.
+        out_len: Range,
+    },
+    /// Forget PAL `handle`.
+    Unregister {
+        /// The PAL.
+        handle: u64,
+    },
+}
+
+impl Request {
+    /// Decodes the call in `r` (RAX = number, arguments in RBX, RCX, RDX, RSI, RDI, R8) from
+    /// a guest whose memory is `ram`. Lengths are checked before pointers, so an oversized
+    /// request is [`Status::TooLarge`] whatever its pointers.
+    pub fn decode(r: &GuestRegisters, ram: &[Range]) -> Result<Request, Status> {
+        match Call::from_u64(r.rax).ok_or(Status::UnknownCall)? {
+            Call::Version => Ok(Request::Version),
+            Call::Register => {
+                let (ptr, len, out) = (r.rbx, r.rcx, r.rdx);
+                if len == 0 {
+                    return Err(Status::BadImage);
+                }
+                if len > MAX_IMAGE_LEN {
+                    return Err(Status::TooLarge);
+                }
+                let image = check_range(ram, ptr, len)?;
+                let out = check_range(ram, out, REGISTER_OUT_LEN)?;
+                if !disjoint(&[image, out]) {
+                    return Err(Status::BadPointer);
+                }
+                Ok(Request::Register { image, out })
+            }
+            Call::Execute => {
+                let (handle, in_ptr, in_len, out_ptr, out_cap, len_ptr) =
+                    (r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8);
+                if in_len > MAX_IO_LEN || out_cap > MAX_IO_LEN {
+                    return Err(Status::TooLarge);
+                }
+                let input = check_range(ram, in_ptr, in_len)?;
+                let output = check_range(ram, out_ptr, out_cap)?;
+                let out_len = check_range(ram, len_ptr, 8)?;
+                // The input is copied in before anything is written, so it may overlap the
+                // output; the two things written must not overlap each other.
+                if !disjoint(&[output, out_len]) {
+                    return Err(Status::BadPointer);
+                }
+                Ok(Request::Execute { handle, input, output, out_len })
+            }
+            Call::Unregister => Ok(Request::Unregister { handle: r.rbx }),
+        }
+    }
+}
+
+/// What a PAL asked for when it called the hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PalCall {
+    /// It is done; its output has this many bytes.
+    Done {
+        /// The output length it claims (not yet checked against the capacity).
+        len: u64,
+    },
+    /// Anything else: answer with this status and resume it.
+    Answer(Status),
+}
+
+impl PalCall {
+    /// Decodes a PAL's call: [`pal::DONE`] ends the execution; the guest's calls are refused
+    /// with [`Status::Busy`] (a PAL cannot register, execute or unregister PALs: no
+    /// re-entrancy); every other number is [`Status::UnknownCall`].
+    pub fn decode(r: &GuestRegisters) -> PalCall {
+        if r.rax == pal::DONE {
+            PalCall::Done { len: r.rbx }
+        } else if Call::from_u64(r.rax).is_some() {
+            PalCall::Answer(Status::Busy)
+        } else {
+            PalCall::Answer(Status::UnknownCall)
+        }
+    }
+}
+
+/// What a region of a PAL's address space holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    /// Its page tables (PML4, PDPT, PD).
+    PageTables,
+    /// The image.
+    Code,
+    /// Data, kept across executions.
+    Data,
+    /// The stack.
+    Stack,
+    /// The input of an execution.
+    Input,
+    /// The output of an execution.
+    Output,
+}
+
+/// A region of a PAL's guest-physical address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// What it holds.
+    pub kind: RegionKind,
+    /// Its guest-physical address.
+    pub gpa: u64,
+    /// Its pages.
+    pub pages: u64,
+    /// What the PAL may do there (nested page table permissions).
+    pub permissions: Permissions,
+    /// Where its frames start in the PAL's contiguous allocation, in pages.
+    pub first_page: u64,
+}
+
+/// Code: read and execute, never written (W^X).
+pub const CODE: Permissions = Permissions { write: false, execute: true };
+
+/// Where a PAL's page tables go: PML4, PDPT, PD (one 2 MiB page, identity).
+pub const PAGE_TABLES_GPA: u64 = 0;
+
+/// The plan of a PAL's address space for an image of `image_len` bytes: code pages only as
+/// many as the image needs, everything but the code non-executable, the code not writable.
+/// `register` allocates `total_pages` frames at once and maps each region.
+pub fn layout(image_len: u64) -> Result<[Region; 6], Status> {
+    if image_len == 0 {
+        return Err(Status::BadImage);
+    }
+    if image_len > MAX_IMAGE_LEN {
+        return Err(Status::TooLarge);
+    }
+    let plan = [
+        (RegionKind::PageTables, PAGE_TABLES_GPA, 3, Permissions::DATA),
+        (RegionKind::Code, pal::CODE_BASE, align_up(image_len, PAGE_SIZE) / PAGE_SIZE, CODE),
+        (RegionKind::Data, pal::DATA_BASE, pal::DATA_LEN / PAGE_SIZE, Permissions::DATA),
+        (RegionKind::Stack, pal::STACK_BASE, pal::STACK_LEN / PAGE_SIZE, Permissions::DATA),
+        (RegionKind::Input, pal::INPUT_BASE, MAX_IO_LEN / PAGE_SIZE, Permissions::DATA),
+        (RegionKind::Output, pal::OUTPUT_BASE, MAX_IO_LEN / PAGE_SIZE, Permissions::DATA),
+    ];
+    let mut first_page = 0;
+    Ok(plan.map(|(kind, gpa, pages, permissions)| {
+        let region = Region { kind, gpa, pages, permissions, first_page };
+        first_page += pages;
+        region
+    }))
+}
+
+/// Frames a PAL with this layout needs.
+pub fn total_pages(regions: &[Region]) -> u64 {
+    regions.iter().map(|r| r.pages).sum()
+}
+
+/// Registered PALs behind handles. A handle is `(generation << 8) | (slot + 1)`: never 0, and
+/// a slot's generation grows on every registration, so a stale handle names nothing.
+#[derive(Debug)]
+pub struct Registry<T> {
+    slots: Vec<(u64, Option<T>)>,
+}
+
+impl<T> Registry<T> {
+    /// An empty registry with `capacity` slots (at most 255).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.min(255);
+        Registry { slots: (0..capacity).map(|_| (0, None)).collect() }
+    }
+
+    /// Stores `value`; its handle, or [`Status::NoMemory`] when every slot is taken.
+    pub fn insert(&mut self, value: T) -> Result<u64, Status> {
+        let (index, slot) = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .find(|(_, (_, v))| v.is_none())
+            .ok_or(Status::NoMemory)?;
+        slot.0 = slot.0.wrapping_add(1) & (u64::MAX >> 8);
+        slot.1 = Some(value);
+        Ok(slot.0 << 8 | (index as u64 + 1))
+    }
+
+    fn slot(&self, handle: u64) -> Result<usize, Status> {
+        let index = usize::try_from(handle & 0xFF).map_err(|_| Status::NoSuchHandle)?;
+        let index = index.checked_sub(1).ok_or(Status::NoSuchHandle)?;
+        match self.slots.get(index) {
+            Some((generation, Some(_))) if *generation == handle >> 8 => Ok(index),
+            _ => Err(Status::NoSuchHandle),
+        }
+    }
+
+    /// The value behind `handle`.
+    pub fn get_mut(&mut self, handle: u64) -> Result<&mut T, Status> {
+        let index = self.slot(handle)?;
+        self.slots[index].1.as_mut().ok_or(Status::NoSuchHandle)
+    }
+
+    /// Takes the value behind `handle` out; the handle is dead from now on.
+    pub fn remove(&mut self, handle: u64) -> Result<T, Status> {
+        let index = self.slot(handle)?;
+        self.slots[index].1.take().ok_or(Status::NoSuchHandle)
+    }
+
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|(_, v)| v.is_some()).count()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes every value out.
+    pub fn drain(&mut self) -> Vec<T> {
+        self.slots.iter_mut().filter_map(|(_, v)| v.take()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RAM: [Range; 2] = [Range::new(0x1000, 0x9000), Range::new(0x10000, 0x11000)];
+
+    fn regs(call: Call, args: [u64; 6]) -> GuestRegisters {
+        GuestRegisters {
+            rax: call as u64,
+            rbx: args[0],
+            rcx: args[1],
+            rdx: args[2],
+            rsi: args[3],
+            rdi: args[4],
+            r8: args[5],
+            ..GuestRegisters::default()
+        }
+    }
+
+    #[test]
+    fn ranges_must_lie_in_one_ram_range() {
+        assert_eq!(check_range(&RAM, 0x1000, 0x8000), Ok(Range::new(0x1000, 0x9000)));
+        assert_eq!(check_range(&RAM, 0x8FFF, 2), Err(Status::BadPointer));
+        assert_eq!(check_range(&RAM, 0x0FFF, 1), Err(Status::BadPointer));
+        // Spanning two RAM ranges with a hole between them.
+        assert_eq!(check_range(&RAM, 0x8000, 0x9000), Err(Status::BadPointer));
+        assert_eq!(check_range(&RAM, u64::MAX - 1, 4), Err(Status::BadPointer));
+        assert_eq!(check_range(&RAM, 0xDEAD_0000, 0), Ok(Range::new(0xDEAD_0000, 0xDEAD_0000)));
+    }
+
+    #[test]
+    fn disjointness() {
+        let a = Range::new(0x1000, 0x2000);
+        assert!(disjoint(&[a, Range::new(0x2000, 0x3000)]));
+        assert!(!disjoint(&[a, Range::new(0x1FFF, 0x3000)]));
+        assert!(!disjoint(&[Range::new(0, 1), a, Range::new(0x1800, 0x1801)]));
+        assert!(disjoint(&[a, Range::new(0x1800, 0x1800)]));
+    }
+
+    #[test]
+    fn requests_decode_with_their_limits() {
+        let register = regs(Call::Register, [0x1000, 100, 0x2000, 0, 0, 0]);
+        assert_eq!(
+            Request::decode(&register, &RAM),
+            Ok(Request::Register {
+                image: Range::new(0x1000, 0x1064),
+                out: Range::new(0x2000, 0x2028)
+            })
+        );
+        let cases = [
+            (regs(Call::Register, [0x1000, 0, 0x2000, 0, 0, 0]), Status::BadImage),
+            (regs(Call::Register, [0x1000, MAX_IMAGE_LEN + 1, 0x2000, 0, 0, 0]), Status::TooLarge),
+            (regs(Call::Register, [0x1000, 0x100, 0x1080, 0, 0, 0]), Status::BadPointer),
+            (regs(Call::Register, [0x1000, 0x100, 0x8FF0, 0, 0, 0]), Status::BadPointer),
+            (regs(Call::Execute, [1, 0x1000, MAX_IO_LEN + 1, 0x2000, 8, 0x3000]), Status::TooLarge),
+            (regs(Call::Execute, [1, 0x1000, 8, 0x2000, u64::MAX, 0x3000]), Status::TooLarge),
+            (regs(Call::Execute, [1, 0x1000, 8, 0x2000, 16, 0x2008]), Status::BadPointer),
+            (regs(Call::Execute, [1, 0x1000, 8, 0x2000, 16, 0x9000]), Status::BadPointer),
+            (regs(Call::Execute, [1, u64::MAX - 3, 8, 0x2000, 16, 0x3000]), Status::BadPointer),
+        ];
+        for (r, status) in cases {
+            assert_eq!(Request::decode(&r, &RAM), Err(status), "{r:x?}");
+        }
+        let execute = regs(Call::Execute, [7, 0x2000, 8, 0x2000, 16, 0x3000]);
+        assert!(matches!(Request::decode(&execute, &RAM), Ok(Request::Execute { handle: 7, .. })));
+        let unknown = GuestRegisters { rax: 0x7670_0004, ..GuestRegisters::default() };
+        assert_eq!(Request::decode(&unknown, &RAM), Err(Status::UnknownCall));
+    }
+
+    #[test]
+    fn pal_calls() {
+        let done = GuestRegisters { rax: pal::DONE, rbx: 24, ..GuestRegisters::default() };
+        assert_eq!(PalCall::decode(&done), PalCall::Done { len: 24 });
+        for call in Call::ALL {
+            let r = GuestRegisters { rax: call as u64, ..GuestRegisters::default() };
+            assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::Busy));
+        }
+        let r = GuestRegisters { rax: 0x1234, ..GuestRegisters::default() };
+        assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::UnknownCall));
+    }
+
+    #[test]
+    fn layout_keeps_code_and_data_apart() {
+        let regions = layout(4097).unwrap();
+        let code = regions.iter().find(|r| r.kind == RegionKind::Code).unwrap();
+        assert_eq!((code.gpa, code.pages, code.permissions), (pal::CODE_BASE, 2, CODE));
+        for r in regions.iter().filter(|r| r.kind != RegionKind::Code) {
+            assert!(!r.permissions.execute, "{r:?}");
+        }
+        // Regions do not overlap, in guest-physical space or in the allocation.
+        let span = |r: &Region| Range::sized(r.gpa, r.pages * PAGE_SIZE);
+        let frames = |r: &Region| Range::sized(r.first_page, r.pages);
+        assert!(disjoint(&regions.map(|r| span(&r))));
+        assert!(disjoint(&regions.map(|r| frames(&r))));
+        assert_eq!(total_pages(&regions), 3 + 2 + 4 + 4 + 1 + 1);
+        assert_eq!(layout(0), Err(Status::BadImage));
+        assert_eq!(layout(MAX_IMAGE_LEN + 1), Err(Status::TooLarge));
+        // Everything fits in the 2 MiB the PAL's page tables map.
+        let max = layout(MAX_IMAGE_LEN).unwrap();
+        assert!(max.iter().all(|r| span(r).end <= 2 << 20));
+    }
+
+    #[test]
+    fn handles_are_not_reused() {
+        let mut registry = Registry::new(2);
+        let a = registry.insert('a').unwrap();
+        let b = registry.insert('b').unwrap();
+        assert_ne!(a, 0);
+        assert_eq!(registry.insert('c'), Err(Status::NoMemory));
+        assert_eq!(registry.remove(a), Ok('a'));
+        assert_eq!(registry.remove(a), Err(Status::NoSuchHandle));
+        let c = registry.insert('c').unwrap();
+        assert_ne!(c, a);
+        assert_eq!(registry.get_mut(a), Err(Status::NoSuchHandle));
+        assert_eq!(registry.get_mut(c), Ok(&mut 'c'));
+        assert_eq!(registry.get_mut(0), Err(Status::NoSuchHandle));
+        assert_eq!(registry.get_mut(b + 0x100), Err(Status::NoSuchHandle));
+        assert_eq!(registry.len(), 2);
+        assert_eq!(registry.drain().len(), 2);
+        assert!(registry.is_empty());
+    }
+}
