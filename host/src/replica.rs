@@ -124,6 +124,8 @@ pub struct Replica<B: TccBackend> {
     state_source: Option<u16>,
     /// The last snapshot made here: its update and bytes.
     snapshot: Option<(u64, Arc<[u8]>)>,
+    /// When each replica still acting in an earlier view was last shown our view.
+    nudged: HashMap<u16, u64>,
 }
 
 impl<B: TccBackend> Replica<B> {
@@ -174,6 +176,7 @@ impl<B: TccBackend> Replica<B> {
             state_asked: (None, id),
             state_source: None,
             snapshot: None,
+            nudged: HashMap::new(),
         }
     }
 
@@ -260,6 +263,7 @@ impl<B: TccBackend> Replica<B> {
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(r), Message::Update(update)) => {
+                self.nudge_if_behind(r, update.view, now, &mut out);
                 let effects = self.backend.call(Call::Update(update));
                 self.heard(r, &effects, now);
                 self.apply(effects, now, &mut out);
@@ -281,6 +285,7 @@ impl<B: TccBackend> Replica<B> {
                 self.apply(effects, now, &mut out);
             }
             (Source::Replica(r), Message::Commit(commit)) => {
+                self.nudge_if_behind(r, commit.view, now, &mut out);
                 let effects = self.backend.call(Call::Commit(commit));
                 self.heard(r, &effects, now);
                 self.apply(effects, now, &mut out);
@@ -557,6 +562,37 @@ impl<B: TccBackend> Replica<B> {
         }
     }
 
+    /// Replica `r`, not our primary, still acts in an earlier view (an old primary cut off
+    /// while the others moved on): show it what moved us, at most once a retransmission
+    /// period.
+    fn nudge_if_behind(&mut self, r: u16, view: u64, now: u64, out: &mut Vec<Output>) {
+        if !self.ready || view >= self.backend.progress().view || r == self.primary() {
+            return;
+        }
+        let last = self.nudged.entry(r).or_insert(0);
+        if now < *last + self.retransmit_ms && *last != 0 {
+            return;
+        }
+        *last = now;
+        self.relay_view(r, out);
+    }
+
+    /// Sends replica `r` the Probes that moved us to our view (or, lacking f+1 of them, a
+    /// snapshot made in our view, which moves it as well) and our NewView if we lead.
+    fn relay_view(&mut self, r: u16, out: &mut Vec<Output>) {
+        if self.moved_by.len() <= self.faults {
+            self.serve_state(r, 0, out);
+        }
+        for p in &self.moved_by {
+            out.push(Output::Replica(r, encode(Message::Probe(p.clone()))));
+        }
+        if self.is_primary() && self.backend.progress().started {
+            if let Some(nv) = &self.new_view {
+                out.push(Output::Replica(r, nv.clone()));
+            }
+        }
+    }
+
     fn on_probe(&mut self, r: u16, probe: Probe, now: u64, out: &mut Vec<Output>) {
         let progress = self.backend.progress();
         if probe.view > progress.view {
@@ -566,15 +602,9 @@ impl<B: TccBackend> Replica<B> {
             self.probes.entry(probe.view).or_default().insert(probe.replica, probe);
             self.try_probes(now, out);
         } else if probe.replica == r {
-            // r is still in an earlier view: relay what moved us, and our NewView.
-            for p in &self.moved_by {
-                out.push(Output::Replica(r, encode(Message::Probe(p.clone()))));
-            }
-            if self.is_primary() && progress.started {
-                if let Some(nv) = &self.new_view {
-                    out.push(Output::Replica(r, nv.clone()));
-                }
-            }
+            // r is still in an earlier view (its own Probe says so; relayed ones do not count,
+            // or relays would echo forever).
+            self.relay_view(r, out);
         }
     }
 
@@ -644,7 +674,13 @@ impl<B: TccBackend> Replica<B> {
         self.my_probe = None;
         self.my_view_change = None;
         self.new_view = None;
-        self.moved_by.clear();
+        // The Probes we hold for the new view (f+1 of them if Probes moved us; try_probes
+        // overrides this with the exact set): what a replica left behind needs.
+        self.moved_by = self
+            .probes
+            .get(&progress.view)
+            .map(|by| by.values().cloned().collect())
+            .unwrap_or_default();
         self.confirmed.clear();
         // Complaints were about the old primary; the new one gets a full timeout.
         self.complaints.clear();

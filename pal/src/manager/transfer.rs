@@ -108,6 +108,11 @@ impl<T: Tcc> Manager<T> {
         {
             return Err(String::from("snapshot: bad authenticator"));
         }
+        // Its maker was in its view, so f+1 replicas moved there (Unique Majority): so may
+        // we, whether or not its state is news to us.
+        if snapshot.view > self.view {
+            self.enter_view(snapshot.view)?;
+        }
         let must_replace = self.needs_state().is_some();
         let newer =
             snapshot.seq > self.committed.0 || (must_replace && snapshot.seq >= self.committed.0);
@@ -158,11 +163,8 @@ impl<T: Tcc> Manager<T> {
         self.held = kept;
         self.head = at;
         self.verified = self.verified.max(self.committed.0);
-        // The snapshot's maker was in its view, so f+1 replicas moved there: so may we. In that
-        // view the state is the committed one, and what follows comes from its primary.
-        if snapshot.view > self.view {
-            self.enter_view(snapshot.view)?;
-        }
+        // In the snapshot's view the state is the committed one, and what follows comes from
+        // its primary.
         if snapshot.view == self.view && !self.is_primary() {
             // (A new primary still starts its view with the ViewChanges.)
             self.started = true;
