@@ -3,12 +3,17 @@
 //! - `qemu-test [--kvm | --tcg] [--timeout SECS]`: builds the hypervisor image, boots it under
 //!   QEMU, streams its serial log, and succeeds only if the image's self-test reported
 //!   `N passed, 0 failed` and ended QEMU with the agreed success status.
+//! - `tcb [--json FILE] [--build]`: the trusted computing base in lines of code per component,
+//!   and the sizes of the images (see `tcb.rs`).
 //!
 //! Installs what it needs when missing: the `x86_64-unknown-none` target (rustup) and QEMU
 //! (`apt-get install qemu-system-x86`, through sudo when not root).
 
 mod install;
+mod json;
+mod lines;
 mod qemu;
+mod tcb;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +26,11 @@ tasks:
   qemu-test [--kvm | --tcg] [--timeout SECS]
       Build the hypervisor image and run its boot self-test under QEMU. KVM is used when
       /dev/kvm is usable and the host CPU has SVM, TCG otherwise; --kvm or --tcg forces one.
-      The run is killed after SECS seconds (default 120).";
+      The run is killed after SECS seconds (default 120).
+  tcb [--json FILE] [--build]
+      Print the trusted computing base: files, lines, code, comment, blank, test and unsafe
+      lines per component, third-party code apart, and the image sizes. --json FILE writes
+      the same data as JSON; --build rebuilds the images (they are built only if missing).";
 
 /// The accelerator QEMU runs the image with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +56,7 @@ pub struct QemuTestOptions {
 #[derive(Debug, PartialEq, Eq)]
 enum Task {
     QemuTest(QemuTestOptions),
+    Tcb(tcb::TcbOptions),
     Help,
 }
 
@@ -74,6 +84,21 @@ fn parse(args: &[String]) -> Result<Task, String> {
             }
             Ok(Task::QemuTest(options))
         }
+        "tcb" => {
+            let mut options = tcb::TcbOptions::default();
+            let mut rest = rest.iter();
+            while let Some(arg) = rest.next() {
+                match arg.as_str() {
+                    "--json" => {
+                        let file = rest.next().ok_or("--json needs a file name")?;
+                        options.json = Some(PathBuf::from(file));
+                    }
+                    "--build" => options.build = true,
+                    other => return Err(format!("tcb: unknown argument {other:?}")),
+                }
+            }
+            Ok(Task::Tcb(options))
+        }
         "help" | "--help" | "-h" => Ok(Task::Help),
         other => Err(format!("unknown task {other:?}")),
     }
@@ -97,6 +122,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("qemu-test: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(Task::Tcb(options)) => match tcb::run(&workspace_root(), &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tcb: FAILED: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -140,7 +172,18 @@ mod tests {
         assert!(parse(&args("qemu-test --timeout")).is_err());
         assert!(parse(&args("qemu-test --timeout soon")).is_err());
         assert!(parse(&args("qemu-test --fast")).is_err());
-        assert!(parse(&args("tcb")).is_err());
+        assert!(parse(&args("tcb --json")).is_err());
+        assert!(parse(&args("tcb --fast")).is_err());
+        assert!(parse(&args("lines")).is_err());
         assert_eq!(parse(&args("")), Ok(Task::Help));
+    }
+
+    #[test]
+    fn parses_tcb_options() {
+        assert_eq!(parse(&args("tcb")), Ok(Task::Tcb(tcb::TcbOptions::default())));
+        assert_eq!(
+            parse(&args("tcb --json out.json --build")),
+            Ok(Task::Tcb(tcb::TcbOptions { json: Some(PathBuf::from("out.json")), build: true }))
+        );
     }
 }

@@ -28,8 +28,13 @@ const TARGET_DIR: &str = "target/hypervisor";
 /// The code generation flag the image cannot do without (it is loaded at a fixed address).
 const STATIC_RELOCATIONS: &str = "relocation-model=static";
 
+/// Where the image is built.
+pub fn image_path(root: &Path) -> PathBuf {
+    root.join(TARGET_DIR).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor")
+}
+
 /// Builds the image and returns its path.
-fn build_image(root: &Path) -> Result<PathBuf, String> {
+pub fn build_image(root: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
     let mut build = Command::new(cargo);
     build
@@ -47,7 +52,7 @@ fn build_image(root: &Path) -> Result<PathBuf, String> {
         }
     }
     install::run(&mut build)?;
-    Ok(root.join(TARGET_DIR).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor"))
+    Ok(image_path(root))
 }
 
 /// Whether KVM can run the image: /dev/kvm opens for reading and writing and the host CPU
