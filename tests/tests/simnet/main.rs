@@ -225,7 +225,9 @@ fn run(kind: Kind, n: u16, seed: u64, tally: &mut Tally) {
             .with_writer(std::io::stderr)
             .try_init();
     }
-    while !w.done() && w.now < limit {
+    // Every scheduled fault happens during the run (a restart after the workload ended would
+    // otherwise be checked before it could catch up).
+    while (!w.done() || w.now <= last_fault) && w.now < limit {
         w.step();
         if debug && w.now.is_multiple_of(250) {
             eprintln!(
