@@ -546,7 +546,7 @@ impl Wire for Update {
     fn put(&self, w: &mut Writer) {
         w.u64(self.view).u64(self.seq).bytes(self.prev.as_bytes());
         put_vec(w, &self.entries);
-        put_bytes(w, &self.state.encode());
+        put_state(w, &self.state);
         w.bytes(&self.tag);
     }
 
@@ -555,7 +555,7 @@ impl Wire for Update {
         let seq = r.u64()?;
         let prev = get_digest(r)?;
         let entries = get_vec(r, "entries", MAX_BATCH, ENTRY_LEN)?;
-        let state = StateUpdate::decode(get_bytes(r, "state_len", MAX_UPDATE_BYTES)?)?;
+        let state = get_state(r)?;
         let tag = r.array()?;
         Ok(Self { view, seq, prev, entries, state, tag })
     }
@@ -675,7 +675,7 @@ impl Wire for Snapshot {
     /// Encodes the snapshot; `state` must be [valid](StateUpdate::validate).
     fn put(&self, w: &mut Writer) {
         w.u16(self.replica).u64(self.view).u64(self.seq).bytes(self.chain.as_bytes());
-        put_bytes(w, &self.state.encode());
+        put_state(w, &self.state);
         w.bytes(&self.tag);
     }
 
@@ -684,7 +684,17 @@ impl Wire for Snapshot {
         let view = r.u64()?;
         let seq = r.u64()?;
         let chain = get_digest(r)?;
-        let state = StateUpdate::decode(get_bytes(r, "state_len", MAX_UPDATE_BYTES)?)?;
+        let state = get_state(r)?;
         Ok(Self { replica, view, seq, chain, state, tag: r.array()? })
     }
+}
+
+/// An embedded state update: its encoding, length-prefixed.
+fn put_state(w: &mut Writer, state: &StateUpdate) {
+    put_bytes(w, &state.encode());
+}
+
+/// An embedded state update, decoded and checked (see [`StateUpdate::decode`]).
+fn get_state(r: &mut Reader<'_>) -> Result<StateUpdate, DecodeError> {
+    StateUpdate::decode(get_bytes(r, "state_len", MAX_UPDATE_BYTES)?)
 }
