@@ -237,14 +237,7 @@ impl Service {
 
 /// A whole database file as one state update.
 fn whole_file(file: &[u8]) -> StateUpdate {
-    // "Database File Format" §1.3.2: the page size is the big-endian u16 at offset 16; 1 means
-    // 65536. An empty file has no header yet.
-    let page_size = match file.get(16..18) {
-        Some(&[1, 0]) => 65536,
-        Some(&[hi, lo]) => u32::from(u16::from_be_bytes([hi, lo])),
-        _ => 4096,
-    };
-    let page_size = if page_size >= 512 && page_size.is_power_of_two() { page_size } else { 4096 };
+    let page_size = sqlite_shim::header_page_size(file);
     let pages = file
         .chunks(page_size as usize)
         .zip(0u32..)

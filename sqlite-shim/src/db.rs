@@ -531,7 +531,9 @@ impl Drop for Database {
 
 /// The page size recorded in a database header (offset 16, big-endian; 1 means 65536), or
 /// SQLite's default for a file too short to have a header.
-fn header_page_size(file: &[u8]) -> u32 {
+/// The page size a database file's header records ("Database File Format" §1.3.2: the
+/// big-endian u16 at offset 16, 1 meaning 65536); 4096 for a file without a valid header.
+pub fn header_page_size(file: &[u8]) -> u32 {
     match file.get(16..18) {
         Some(&[hi, lo]) => match u16::from_be_bytes([hi, lo]) {
             1 => 65536,

@@ -27,7 +27,9 @@ mod undo;
 mod value;
 mod vfs;
 
-pub use db::{Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESERVED_PREFIX};
+pub use db::{
+    header_page_size, Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESERVED_PREFIX,
+};
 pub use engine::{initialize, Config, DEFAULT_HEAP_BYTES};
 pub use error::Error;
 pub use platform::Platform;
