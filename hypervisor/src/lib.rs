@@ -9,6 +9,7 @@
 //!   that runs a guest and kills it (never the hypervisor) on anything it does not handle;
 //! - [`svm`]: AMD SVM — the VMCB layout, exit codes and their normalization, guest state
 //!   set-up, nested page tables;
+//! - [`elf`]: PAL images: ELF64 executables checked and planned page by page;
 //! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
 //! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry.
 //!
@@ -21,6 +22,7 @@
 
 extern crate alloc;
 
+pub mod elf;
 pub mod memory;
 pub mod multiboot;
 pub mod pal;

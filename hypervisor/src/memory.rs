@@ -171,14 +171,16 @@ pub fn plan(usable: &RangeSet, heap_bytes: u64) -> Result<Plan, MemoryError> {
     Ok(Plan { heap, frames: Range::new(heap.end, end) })
 }
 
-/// A pool of 4 KiB frames over one range: frames given back are reused first, then the pool
+/// A pool of 4 KiB frames over one range. Frames given back are kept as sorted, merged free
+/// runs and reused first (first fit, single frames and contiguous runs alike); then the pool
 /// bumps through the range it has not handed out yet. It does not zero frames: that needs
 /// access to the memory, which the image has and this bookkeeping does not.
 #[derive(Debug)]
 pub struct FramePool {
     range: Range,
     next: u64,
-    free: Vec<u64>,
+    /// Free runs below `next`: sorted, disjoint, never adjacent (merged on free).
+    free: Vec<Range>,
 }
 
 impl FramePool {
@@ -196,22 +198,33 @@ impl FramePool {
 
     /// How many frames can still be allocated.
     pub fn available(&self) -> u64 {
-        (self.range.end - self.next) / PAGE_SIZE + self.free.len() as u64
+        let freed: u64 = self.free.iter().map(|r| r.len() / PAGE_SIZE).sum();
+        (self.range.end - self.next) / PAGE_SIZE + freed
     }
 
     /// One frame, or `None` if the pool is exhausted.
     pub fn allocate(&mut self) -> Option<PhysAddr> {
-        if let Some(frame) = self.free.pop() {
-            return Some(PhysAddr::new(frame));
-        }
         self.allocate_contiguous(1)
     }
 
-    /// `count` physically contiguous frames (the start of the first), from the part of the
-    /// range never handed out; `None` if it is too small.
+    /// `count` physically contiguous frames (the start of the first): from the first free
+    /// run large enough, else from the part of the range never handed out; `None` if neither
+    /// has room.
     pub fn allocate_contiguous(&mut self, count: u64) -> Option<PhysAddr> {
         let bytes = count.checked_mul(PAGE_SIZE)?;
-        if count == 0 || self.range.end - self.next < bytes {
+        if count == 0 {
+            return None;
+        }
+        if let Some(i) = self.free.iter().position(|r| r.len() >= bytes) {
+            let run = self.free[i];
+            if run.len() == bytes {
+                self.free.remove(i);
+            } else {
+                self.free[i] = Range::new(run.start + bytes, run.end);
+            }
+            return Some(PhysAddr::new(run.start));
+        }
+        if self.range.end - self.next < bytes {
             return None;
         }
         let first = self.next;
@@ -222,23 +235,41 @@ impl FramePool {
     /// Gives back a frame; refuses one that is unaligned, outside the pool, never handed out
     /// or already free.
     pub fn free(&mut self, frame: PhysAddr) -> Result<(), MemoryError> {
-        let addr = frame.as_u64();
-        let handed_out = Range::new(self.range.start, self.next);
-        let ours =
-            addr.is_multiple_of(PAGE_SIZE) && addr >= handed_out.start && addr < handed_out.end;
-        if !ours || self.free.contains(&addr) {
-            return Err(MemoryError::ForeignFrame(addr));
-        }
-        self.free.push(addr);
-        Ok(())
+        self.free_contiguous(frame, 1)
     }
 
     /// Gives back `count` frames starting at `first` (as from
-    /// [`FramePool::allocate_contiguous`]).
+    /// [`FramePool::allocate_contiguous`]); refuses the whole run, changing nothing, if any
+    /// of it is unaligned, outside what was handed out, or already free.
     pub fn free_contiguous(&mut self, first: PhysAddr, count: u64) -> Result<(), MemoryError> {
-        for i in 0..count {
-            self.free(first + i * PAGE_SIZE)?;
+        let start = first.as_u64();
+        let foreign = MemoryError::ForeignFrame(start);
+        let len = count.checked_mul(PAGE_SIZE).ok_or(foreign)?;
+        let end = start.checked_add(len).ok_or(foreign)?;
+        if count == 0
+            || !start.is_multiple_of(PAGE_SIZE)
+            || start < self.range.start
+            || end > self.next
+        {
+            return Err(foreign);
         }
+        // The first free run that ends after `start`; runs before it end at or before it.
+        let i = self.free.partition_point(|r| r.end <= start);
+        if self.free.get(i).is_some_and(|r| r.start < end) {
+            return Err(foreign);
+        }
+        let mut run = Range::new(start, end);
+        if let Some(next) = self.free.get(i).filter(|r| r.start == end) {
+            run.end = next.end;
+            self.free.remove(i);
+        }
+        if let Some(prev) = i.checked_sub(1).and_then(|p| self.free.get_mut(p)) {
+            if prev.end == start {
+                prev.end = run.end;
+                return Ok(());
+            }
+        }
+        self.free.insert(i, run);
         Ok(())
     }
 }
@@ -307,5 +338,30 @@ mod tests {
         pool.free_contiguous(run, 3).unwrap();
         assert_eq!(pool.available(), 6);
         assert_eq!(pool.allocate_contiguous(0), None);
+    }
+
+    #[test]
+    fn freed_runs_merge_and_are_reused_whole() {
+        let mut pool = FramePool::new(Range::new(0, 0x20_000));
+        let runs: Vec<PhysAddr> = (0..4).map(|_| pool.allocate_contiguous(4).unwrap()).collect();
+        assert_eq!(pool.available(), 16);
+        // Free the 1st and 3rd, then the 2nd: one run of 12 frames.
+        pool.free_contiguous(runs[0], 4).unwrap();
+        pool.free_contiguous(runs[2], 4).unwrap();
+        assert_eq!(pool.allocate_contiguous(8), Some(PhysAddr::new(0x10_000)), "bumped");
+        pool.free_contiguous(PhysAddr::new(0x10_000), 8).unwrap();
+        pool.free_contiguous(runs[1], 4).unwrap();
+        assert_eq!(pool.free.len(), 2);
+        assert_eq!(pool.allocate_contiguous(12), Some(runs[0]), "merged and reused");
+        assert_eq!(pool.available(), 32 - 12 - 4);
+        // A run overlapping a free one, or reaching past what was handed out, is refused whole.
+        pool.free_contiguous(runs[0], 2).unwrap();
+        let before = pool.available();
+        assert!(pool.free_contiguous(PhysAddr::new(0x1000), 2).is_err());
+        assert!(pool.free_contiguous(runs[3], 0x100).is_err());
+        assert!(pool.free_contiguous(runs[3], u64::MAX).is_err());
+        assert_eq!(pool.available(), before);
+        // Single frames come from free runs first.
+        assert_eq!(pool.allocate(), Some(runs[0]));
     }
 }

@@ -34,6 +34,8 @@ pub enum BootInfoError {
     NoMemoryMap,
     /// The memory map has more usable regions than a [`RangeSet`] holds.
     TooManyRegions,
+    /// A module lies where the hypervisor cannot reach it (above its identity map).
+    ModuleOutOfReach,
 }
 
 impl fmt::Display for BootInfoError {
@@ -43,6 +45,7 @@ impl fmt::Display for BootInfoError {
             BootInfoError::Truncated(at) => write!(f, "boot information truncated at {at}"),
             BootInfoError::NoMemoryMap => write!(f, "the loader passed no memory map"),
             BootInfoError::TooManyRegions => write!(f, "too many usable memory regions"),
+            BootInfoError::ModuleOutOfReach => write!(f, "a module lies above 4 GiB"),
         }
     }
 }
@@ -108,6 +111,26 @@ impl BootInfo {
             self.cmdline.map_or(Range::default(), |addr| at(addr, PAGE_SIZE)),
         ]
     }
+}
+
+/// The most modules the hypervisor looks at.
+pub const MAX_MODULES: usize = 4;
+
+/// Reads the module table (`MODULE_ENTRY_LEN` bytes each: `mod_start`, `mod_end`, `string`,
+/// reserved; §3.3): the physical range of each module's contents, at most [`MAX_MODULES`].
+/// A module whose end precedes its start is an error, not an empty range.
+pub fn modules(table: &[u8], count: u32) -> Result<([Range; MAX_MODULES], usize), BootInfoError> {
+    let mut out = [Range::default(); MAX_MODULES];
+    let count = (count as usize).min(MAX_MODULES);
+    for (i, slot) in out.iter_mut().enumerate().take(count) {
+        let at = i * MODULE_ENTRY_LEN;
+        let (start, end) = (u32_at(table, at)?, u32_at(table, at + 4)?);
+        if end < start {
+            return Err(BootInfoError::Truncated(at + 4));
+        }
+        *slot = Range::new(u64::from(start), u64::from(end));
+    }
+    Ok((out, count))
 }
 
 /// A memory map entry's type; 1 is RAM the OS may use.
@@ -283,5 +306,28 @@ mod tests {
         tiny.extend_from_slice(&[0; 20]);
         assert_eq!(MemoryMap::new(&tiny).next(), Some(Err(BootInfoError::Truncated(0))));
         assert!(MemoryMap::new(&map).usable(Range::new(0, u64::MAX)).is_err());
+    }
+
+    #[test]
+    fn module_table() {
+        let mut table = Vec::new();
+        for (start, end) in [(0x20_0000u32, 0x20_1234u32), (0x30_0000, 0x30_0000)] {
+            for word in [start, end, 0x9000, 0] {
+                table.extend_from_slice(&word.to_le_bytes());
+            }
+        }
+        let (ranges, count) = modules(&table, 2).unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(ranges[0], Range::new(0x20_0000, 0x20_1234));
+        assert!(ranges[1].is_empty());
+        assert_eq!(modules(&table, 3), Err(BootInfoError::Truncated(32)));
+        assert_eq!(modules(&table[..20], 2), Err(BootInfoError::Truncated(20)));
+        assert_eq!(modules(&table, 0).unwrap().1, 0);
+        let mut reversed = table.clone();
+        reversed[4..8].copy_from_slice(&0x10u32.to_le_bytes());
+        assert_eq!(modules(&reversed, 1), Err(BootInfoError::Truncated(4)));
+        // A huge count reads no further than MAX_MODULES entries.
+        let long = [0u8; MODULE_ENTRY_LEN * MAX_MODULES];
+        assert_eq!(modules(&long, u32::MAX).unwrap().1, MAX_MODULES);
     }
 }

@@ -3,16 +3,24 @@
 //!
 //! - [`check_range`] and [`disjoint`] vet the pointers a guest passes;
 //! - [`Request::decode`] turns a guest's registers into a vetted request;
-//! - [`layout`] plans a PAL's address space (what goes where, with which permissions);
+//! - [`layout`] plans a PAL's address space from its checked ELF image (what goes where, with
+//!   which permissions);
+//! - [`PalCall::decode`] reads what a running PAL asks for; [`writable`] vets its pointers;
+//! - [`Counters`] keeps the trusted counters of each PAL identity;
 //! - [`Registry`] holds registered PALs behind handles that are never reused.
 //!
 //! The image (`src/image/pal.rs`) owns the frames, the nested page tables and the world switch.
 
-use crate::memory::{align_up, Range, PAGE_SIZE};
+use crate::elf;
+use crate::memory::{Range, PAGE_SIZE};
 use crate::svm::npt::Permissions;
 use crate::vm::GuestRegisters;
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use vpr_proto::hypercall::{pal, Call, Status, MAX_IMAGE_LEN, MAX_IO_LEN, REGISTER_OUT_LEN};
+use vpr_proto::hypercall::pal::{self, Service};
+use vpr_proto::hypercall::{
+    Call, Status, MAX_IMAGE_LEN, MAX_IMAGE_PAGES, MAX_IO_LEN, REGISTER_OUT_LEN,
+};
 
 /// The range `[ptr, ptr + len)` if it lies entirely inside one of `ram` (the guest-physical
 /// ranges the caller's nested page table maps) and does not wrap around; an empty range is
@@ -119,17 +127,28 @@ pub enum PalCall {
         /// The output length it claims (not yet checked against the capacity).
         len: u64,
     },
+    /// A service of [`pal::Service`], with its arguments (RBX, RCX) still unchecked.
+    Service {
+        /// Which.
+        service: Service,
+        /// RBX.
+        a: u64,
+        /// RCX.
+        b: u64,
+    },
     /// Anything else: answer with this status and resume it.
     Answer(Status),
 }
 
 impl PalCall {
-    /// Decodes a PAL's call: [`pal::DONE`] ends the execution; the guest's calls are refused
-    /// with [`Status::Busy`] (a PAL cannot register, execute or unregister PALs: no
-    /// re-entrancy); every other number is [`Status::UnknownCall`].
+    /// Decodes a PAL's call: [`pal::DONE`] ends the execution; the services are passed on;
+    /// the guest's calls are refused with [`Status::Busy`] (a PAL cannot register, execute or
+    /// unregister PALs: no re-entrancy); every other number is [`Status::UnknownCall`].
     pub fn decode(r: &GuestRegisters) -> PalCall {
         if r.rax == pal::DONE {
             PalCall::Done { len: r.rbx }
+        } else if let Some(service) = Service::from_u64(r.rax) {
+            PalCall::Service { service, a: r.rbx, b: r.rcx }
         } else if Call::from_u64(r.rax).is_some() {
             PalCall::Answer(Status::Busy)
         } else {
@@ -143,16 +162,14 @@ impl PalCall {
 pub enum RegionKind {
     /// Its page tables (PML4, PDPT, PD).
     PageTables,
-    /// The image.
-    Code,
-    /// Data, kept across executions.
-    Data,
     /// The stack.
     Stack,
     /// The input of an execution.
     Input,
     /// The output of an execution.
     Output,
+    /// A loadable segment of the image (its index among them).
+    Segment(usize),
 }
 
 /// A region of a PAL's guest-physical address space.
@@ -160,7 +177,7 @@ pub enum RegionKind {
 pub struct Region {
     /// What it holds.
     pub kind: RegionKind,
-    /// Its guest-physical address.
+    /// Its guest-physical address (page aligned).
     pub gpa: u64,
     /// Its pages.
     pub pages: u64,
@@ -170,41 +187,109 @@ pub struct Region {
     pub first_page: u64,
 }
 
+impl Region {
+    /// Its guest-physical range.
+    pub fn span(&self) -> Range {
+        Range::sized(self.gpa, self.pages * PAGE_SIZE)
+    }
+}
+
 /// Code: read and execute, never written (W^X).
 pub const CODE: Permissions = Permissions { write: false, execute: true };
 
-/// Where a PAL's page tables go: PML4, PDPT, PD (one 2 MiB page, identity).
+/// Where a PAL's page tables go: PML4, PDPT, PD (512 entries of 2 MiB, identity).
 pub const PAGE_TABLES_GPA: u64 = 0;
 
-/// The plan of a PAL's address space for an image of `image_len` bytes: code pages only as
-/// many as the image needs, everything but the code non-executable, the code not writable.
-/// `register` allocates `total_pages` frames at once and maps each region.
-pub fn layout(image_len: u64) -> Result<[Region; 6], Status> {
-    if image_len == 0 {
-        return Err(Status::BadImage);
-    }
-    if image_len > MAX_IMAGE_LEN {
-        return Err(Status::TooLarge);
-    }
-    let plan = [
+/// The limits a PAL image is checked against (`vpr_proto::hypercall::pal`).
+pub const IMAGE_LIMITS: elf::Limits =
+    elf::Limits { window: Range::new(pal::IMAGE_BASE, pal::IMAGE_END), max_pages: MAX_IMAGE_PAGES };
+
+/// The plan of a PAL's address space for a checked image: page tables, stack, input and
+/// output (read-write, never executable), then each segment with its own permissions (the
+/// ELF check refused writable code). `register` allocates [`total_pages`] frames at once
+/// and maps each region.
+pub fn layout(image: &elf::Image) -> Vec<Region> {
+    let mut plan = Vec::from([
         (RegionKind::PageTables, PAGE_TABLES_GPA, 3, Permissions::DATA),
-        (RegionKind::Code, pal::CODE_BASE, align_up(image_len, PAGE_SIZE) / PAGE_SIZE, CODE),
-        (RegionKind::Data, pal::DATA_BASE, pal::DATA_LEN / PAGE_SIZE, Permissions::DATA),
         (RegionKind::Stack, pal::STACK_BASE, pal::STACK_LEN / PAGE_SIZE, Permissions::DATA),
         (RegionKind::Input, pal::INPUT_BASE, MAX_IO_LEN / PAGE_SIZE, Permissions::DATA),
         (RegionKind::Output, pal::OUTPUT_BASE, MAX_IO_LEN / PAGE_SIZE, Permissions::DATA),
-    ];
+    ]);
+    for (i, segment) in image.segments.iter().enumerate() {
+        let pages = segment.pages();
+        plan.push((
+            RegionKind::Segment(i),
+            pages.start,
+            pages.len() / PAGE_SIZE,
+            segment.permissions,
+        ));
+    }
     let mut first_page = 0;
-    Ok(plan.map(|(kind, gpa, pages, permissions)| {
-        let region = Region { kind, gpa, pages, permissions, first_page };
-        first_page += pages;
-        region
-    }))
+    plan.into_iter()
+        .map(|(kind, gpa, pages, permissions)| {
+            let region = Region { kind, gpa, pages, permissions, first_page };
+            first_page += pages;
+            region
+        })
+        .collect()
 }
 
 /// Frames a PAL with this layout needs.
 pub fn total_pages(regions: &[Region]) -> u64 {
     regions.iter().map(|r| r.pages).sum()
+}
+
+/// The range `[ptr, ptr + len)` of a PAL's own memory if the PAL may write all of it: inside
+/// one writable region other than its page tables, without wrapping around.
+pub fn writable(regions: &[Region], ptr: u64, len: u64) -> Result<Range, Status> {
+    let end = ptr.checked_add(len).ok_or(Status::BadPointer)?;
+    let range = Range::new(ptr, end);
+    let inside = |r: &&Region| {
+        r.permissions.write
+            && r.kind != RegionKind::PageTables
+            && r.span().start <= range.start
+            && range.end <= r.span().end
+    };
+    if regions.iter().any(|r| inside(&r)) {
+        Ok(range)
+    } else {
+        Err(Status::BadPointer)
+    }
+}
+
+/// The trusted counters of every PAL identity ([`pal::Service::CounterRead`]): kept in
+/// hypervisor memory, so they outlive a PAL's registration but not a reboot.
+#[derive(Debug, Default)]
+pub struct Counters {
+    by_identity: BTreeMap<[u8; 32], [u64; COUNTERS]>,
+}
+
+/// [`pal::COUNTERS`] as an array length.
+#[allow(clippy::cast_possible_truncation, reason = "a small constant")]
+const COUNTERS: usize = pal::COUNTERS as usize;
+
+impl Counters {
+    /// Counter `index` of the PAL `identity`.
+    pub fn read(&self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+        let index = Self::index(index)?;
+        Ok(self.by_identity.get(identity).map_or(0, |c| c[index]))
+    }
+
+    /// Adds one to counter `index` of `identity`; its new value. A counter at `u64::MAX`
+    /// stays there and the call fails ([`Status::BadArgument`]): counters never wrap.
+    pub fn increment(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+        let index = Self::index(index)?;
+        let counters = self.by_identity.entry(*identity).or_default();
+        counters[index] = counters[index].checked_add(1).ok_or(Status::BadArgument)?;
+        Ok(counters[index])
+    }
+
+    fn index(index: u64) -> Result<usize, Status> {
+        match usize::try_from(index) {
+            Ok(i) if index < pal::COUNTERS => Ok(i),
+            _ => Err(Status::BadArgument),
+        }
+    }
 }
 
 /// Registered PALs behind handles. A handle is `(generation << 8) | (slot + 1)`: never 0, and
@@ -348,29 +433,96 @@ mod tests {
             let r = GuestRegisters { rax: call as u64, ..GuestRegisters::default() };
             assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::Busy));
         }
+        for service in Service::ALL {
+            let r = GuestRegisters { rax: service as u64, rbx: 5, rcx: 6, ..Default::default() };
+            assert_eq!(PalCall::decode(&r), PalCall::Service { service, a: 5, b: 6 });
+        }
         let r = GuestRegisters { rax: 0x1234, ..GuestRegisters::default() };
         assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::UnknownCall));
     }
 
-    #[test]
-    fn layout_keeps_code_and_data_apart() {
-        let regions = layout(4097).unwrap();
-        let code = regions.iter().find(|r| r.kind == RegionKind::Code).unwrap();
-        assert_eq!((code.gpa, code.pages, code.permissions), (pal::CODE_BASE, 2, CODE));
-        for r in regions.iter().filter(|r| r.kind != RegionKind::Code) {
-            assert!(!r.permissions.execute, "{r:?}");
+    fn segment(vaddr: u64, mem_len: u64, permissions: Permissions) -> elf::Segment {
+        elf::Segment { vaddr, mem_len, file_offset: 0, file_len: 0, permissions }
+    }
+
+    fn image() -> elf::Image {
+        let base = pal::IMAGE_BASE;
+        elf::Image {
+            entry: base,
+            segments: Vec::from([
+                segment(base, 0x1801, CODE),
+                segment(base + 0x2000, 0x10, Permissions::READ_ONLY),
+                segment(base + 0x3008, 0x2000, Permissions::DATA),
+            ]),
         }
-        // Regions do not overlap, in guest-physical space or in the allocation.
-        let span = |r: &Region| Range::sized(r.gpa, r.pages * PAGE_SIZE);
-        let frames = |r: &Region| Range::sized(r.first_page, r.pages);
-        assert!(disjoint(&regions.map(|r| span(&r))));
-        assert!(disjoint(&regions.map(|r| frames(&r))));
-        assert_eq!(total_pages(&regions), 3 + 2 + 4 + 4 + 1 + 1);
-        assert_eq!(layout(0), Err(Status::BadImage));
-        assert_eq!(layout(MAX_IMAGE_LEN + 1), Err(Status::TooLarge));
-        // Everything fits in the 2 MiB the PAL's page tables map.
-        let max = layout(MAX_IMAGE_LEN).unwrap();
-        assert!(max.iter().all(|r| span(r).end <= 2 << 20));
+    }
+
+    #[test]
+    fn layout_follows_the_segments() {
+        let regions = layout(&image());
+        let kinds: Vec<_> = regions.iter().map(|r| (r.kind, r.gpa, r.pages)).collect();
+        let base = pal::IMAGE_BASE;
+        assert_eq!(
+            kinds[4..],
+            [
+                (RegionKind::Segment(0), base, 2),
+                (RegionKind::Segment(1), base + 0x2000, 1),
+                (RegionKind::Segment(2), base + 0x3000, 3),
+            ]
+        );
+        assert_eq!(regions[4].permissions, CODE);
+        assert_eq!(regions[5].permissions, Permissions::READ_ONLY);
+        for r in regions.iter().filter(|r| !matches!(r.kind, RegionKind::Segment(_))) {
+            assert_eq!(r.permissions, Permissions::DATA, "{r:?}");
+        }
+        // Regions do not overlap, in guest-physical space or in the allocation, and all lie in
+        // the first GiB the PAL's page tables map.
+        let spans: Vec<Range> = regions.iter().map(Region::span).collect();
+        let frames: Vec<Range> =
+            regions.iter().map(|r| Range::sized(r.first_page, r.pages)).collect();
+        assert!(disjoint(&spans));
+        assert!(disjoint(&frames));
+        assert!(spans.iter().all(|s| s.end <= pal::IMAGE_END));
+        let io = 2 * MAX_IO_LEN / PAGE_SIZE;
+        assert_eq!(total_pages(&regions), 3 + pal::STACK_LEN / PAGE_SIZE + io + 2 + 1 + 3);
+    }
+
+    #[test]
+    fn pal_pointers_must_be_writable_memory_of_its_own() {
+        let regions = layout(&image());
+        let base = pal::IMAGE_BASE;
+        assert_eq!(writable(&regions, pal::STACK_BASE, 32), Ok(Range::sized(pal::STACK_BASE, 32)));
+        assert!(writable(&regions, pal::OUTPUT_BASE + MAX_IO_LEN - 8, 8).is_ok());
+        assert!(writable(&regions, base + 0x3000, 0x3000).is_ok());
+        for (ptr, len) in [
+            (base, 8),                 // code
+            (base + 0x2000, 8),        // read-only data
+            (PAGE_TABLES_GPA, 8),      // its page tables
+            (pal::STACK_TOP - 4, 8),   // past the stack
+            (pal::INPUT_BASE - 8, 16), // straddles a hole
+            (base + 0x5FF8, 16),       // past the data segment
+            (u64::MAX - 3, 8),         // wraps
+            (0x7000_0000, 1),          // nowhere
+        ] {
+            assert_eq!(writable(&regions, ptr, len), Err(Status::BadPointer), "{ptr:#x}+{len}");
+        }
+    }
+
+    #[test]
+    fn counters_belong_to_an_identity_and_never_go_back() {
+        let mut counters = Counters::default();
+        let (a, b) = ([1; 32], [2; 32]);
+        assert_eq!(counters.read(&a, 0), Ok(0));
+        assert_eq!(counters.increment(&a, 0), Ok(1));
+        assert_eq!(counters.increment(&a, 0), Ok(2));
+        assert_eq!(counters.increment(&a, 3), Ok(1));
+        assert_eq!(counters.read(&a, 0), Ok(2));
+        assert_eq!(counters.read(&b, 0), Ok(0));
+        assert_eq!(counters.read(&a, pal::COUNTERS), Err(Status::BadArgument));
+        assert_eq!(counters.increment(&a, u64::MAX), Err(Status::BadArgument));
+        counters.by_identity.insert(b, [u64::MAX; COUNTERS]);
+        assert_eq!(counters.increment(&b, 1), Err(Status::BadArgument));
+        assert_eq!(counters.read(&b, 1), Ok(u64::MAX));
     }
 
     #[test]

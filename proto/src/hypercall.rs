@@ -1,4 +1,4 @@
-//! The hypercall ABI between an untrusted guest, the hypervisor and a PAL (version 1).
+//! The hypercall ABI between an untrusted guest, the hypervisor and a PAL (version 2).
 //!
 //! # Guest -> hypervisor
 //!
@@ -21,9 +21,10 @@
 //! [`Status::BadPointer`] and changes nothing.
 //!
 //! - `register` copies `image len` bytes (1 to [`MAX_IMAGE_LEN`]) of a PAL image into memory
-//!   the guest can never reach, measures it with SHA-256, and writes a [`RegisterOut`]
-//!   ([`REGISTER_OUT_LEN`] bytes: the handle, then the measurement) at `out ptr`. The image is
-//!   a flat, position-independent blob whose entry point is its first byte.
+//!   the guest can never reach, measures that copy with SHA-256, checks it, and writes a
+//!   [`RegisterOut`] ([`REGISTER_OUT_LEN`] bytes: the handle, then the measurement) at
+//!   `out ptr`. The image is a static ELF64 executable for x86-64 ([`pal`] says what it may
+//!   contain); one that breaks a rule is [`Status::BadImage`].
 //! - `execute` copies `in len` (at most [`MAX_IO_LEN`]) bytes of input into the PAL, runs it
 //!   to completion, copies its output (at most `out cap`, itself at most [`MAX_IO_LEN`]) to
 //!   `out ptr` and writes its length as a little-endian `u64` at `out-len ptr`. A PAL that
@@ -33,23 +34,29 @@
 //! # PAL -> hypervisor
 //!
 //! A PAL runs in 64-bit mode at CPL 0 in its own address space ([`pal`] gives the layout),
-//! entered at [`pal::CODE_BASE`] with RDI = input address, RSI = input length, RDX = output
-//! address, RCX = output capacity, RSP = [`pal::STACK_TOP`] and every other general register
-//! zero. It ends an execution with `VMMCALL` and RAX = [`pal::DONE`], RBX = the output length.
-//! Any other `VMMCALL` gets a status in RAX and the PAL resumes: the guest calls answer
-//! [`Status::Busy`] (no re-entrancy), anything else [`Status::UnknownCall`]. The PAL's data
-//! and stack persist from one execution to the next; its general registers do not leave it.
+//! entered at its ELF entry point with RDI = [`pal::INPUT_BASE`], RSI = input length, RDX =
+//! [`pal::OUTPUT_BASE`], RCX = output capacity, RSP = [`pal::STACK_TOP`], every other general
+//! register zero, and a clean x87/SSE state (FNINIT, MXCSR `0x1F80`, XMM registers zero) with
+//! SSE enabled (CR4.OSFXSR and OSXMMEXCPT set, CR0.EM clear). It ends an execution with
+//! `VMMCALL` and RAX = [`pal::DONE`], RBX = the output length. Its other `VMMCALL`s are the
+//! services of [`pal::Service`]: each answers a [`Status`] in RAX (and a value in RBX) and
+//! the PAL resumes. The guest calls answer [`Status::Busy`] (no re-entrancy), anything else
+//! [`Status::UnknownCall`]. The PAL's memory persists from one execution to the next; its
+//! registers, general and vector, do not leave it.
 
 use core::fmt;
 
 /// The ABI version [`Call::Version`] returns.
-pub const ABI_VERSION: u64 = 1;
+pub const ABI_VERSION: u64 = 2;
 
-/// The largest PAL image `register` accepts, in bytes.
-pub const MAX_IMAGE_LEN: u64 = 64 * 1024;
+/// The largest PAL image `register` accepts, in bytes (the ELF file).
+pub const MAX_IMAGE_LEN: u64 = 8 << 20;
+
+/// The most memory a PAL image's segments may take, in 4 KiB pages (64 MiB).
+pub const MAX_IMAGE_PAGES: u64 = 16 * 1024;
 
 /// The largest input and output of one `execute`, in bytes.
-pub const MAX_IO_LEN: u64 = 4096;
+pub const MAX_IO_LEN: u64 = 4 << 20;
 
 /// How many PALs can be registered at once.
 pub const MAX_PALS: usize = 8;
@@ -105,13 +112,17 @@ pub enum Status {
     NoMemory = 6,
     /// The PAL faulted or misbehaved; it was killed and unregistered.
     PalFault = 7,
-    /// The image is empty.
+    /// The image is empty or not an acceptable PAL image (see [`pal`]).
     BadImage = 8,
+    /// The service is not available on this machine (e.g. no RDRAND).
+    Unavailable = 9,
+    /// An argument is outside its range (e.g. a counter number).
+    BadArgument = 10,
 }
 
 impl Status {
     /// Every status.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 11] = [
         Status::Ok,
         Status::UnknownCall,
         Status::BadPointer,
@@ -121,6 +132,8 @@ impl Status {
         Status::NoMemory,
         Status::PalFault,
         Status::BadImage,
+        Status::Unavailable,
+        Status::BadArgument,
     ];
 
     /// The status with number `value`, if there is one.
@@ -148,6 +161,8 @@ impl fmt::Display for Status {
             Status::NoMemory => "no memory",
             Status::PalFault => "PAL fault",
             Status::BadImage => "bad image",
+            Status::Unavailable => "unavailable",
+            Status::BadArgument => "bad argument",
         })
     }
 }
@@ -183,45 +198,99 @@ impl RegisterOut {
 }
 
 pub mod pal {
-    //! The PAL's side: its address space and its call to end an execution.
+    //! The PAL's side: its image, its address space and its calls to the hypervisor.
     //!
-    //! A PAL's guest-physical (and guest-virtual: its page tables identity-map the first 2 MiB)
-    //! address space, each part backed by frames of its own that nothing else maps:
+    //! # The image
+    //!
+    //! A static ELF64 executable (`ET_EXEC`, `EM_X86_64`, little-endian) linked at
+    //! [`IMAGE_BASE`] or above: its `PT_LOAD` segments must lie in [`IMAGE_BASE`] -
+    //! [`IMAGE_END`], take at most [`super::MAX_IMAGE_PAGES`] pages together, share no 4 KiB
+    //! page, and none may be both writable and executable; the entry point must be in an
+    //! executable one. `PT_INTERP`, `PT_DYNAMIC` and `PT_TLS` are refused (nothing loads,
+    //! relocates or sets up TLS for a PAL). Its identity is the SHA-256 of the whole file.
+    //!
+    //! # The address space
+    //!
+    //! Guest-physical = guest-virtual: the PAL's page tables identity-map the first GiB with
+    //! 2 MiB pages, all writable and executable; what the PAL may really do is decided by its
+    //! nested page table, which maps only these, each part backed by frames of its own that
+    //! nothing else maps:
     //!
     //! | address | what | access |
     //! | --- | --- | --- |
     //! | `0x0000`-`0x2FFF` | its page tables (set up by the hypervisor) | read, write |
-    //! | [`CODE_BASE`] | the image, up to [`super::MAX_IMAGE_LEN`] | read, execute |
-    //! | [`DATA_BASE`] | data, zeroed at registration, kept across executions | read, write |
-    //! | [`STACK_BASE`] - [`STACK_TOP`] | stack, kept across executions | read, write |
-    //! | [`INPUT_BASE`] | the input of the current execution | read, write |
-    //! | [`OUTPUT_BASE`] | the output of the current execution | read, write |
+    //! | [`STACK_BASE`] - [`STACK_TOP`] | stack | read, write |
+    //! | [`INPUT_BASE`] | the input of the current execution, [`super::MAX_IO_LEN`] | read, write |
+    //! | [`OUTPUT_BASE`] | the output of the current execution, [`super::MAX_IO_LEN`] | read, write |
+    //! | [`IMAGE_BASE`] - [`IMAGE_END`] | the image's segments, with their ELF permissions | R, RW or RX |
     //!
     //! Nothing else is mapped: any other access is a nested page fault that kills the PAL.
+    //! Everything persists across executions (segments are zeroed only at registration).
 
     /// `VMMCALL` with this in RAX ends an execution; RBX holds the output length.
     pub const DONE: u64 = 0x7670_0100;
-    /// Where the image is mapped; its first byte is the entry point.
-    pub const CODE_BASE: u64 = 0x1_0000;
-    /// Where the data pages start.
-    pub const DATA_BASE: u64 = 0x2_0000;
-    /// Bytes of data.
-    pub const DATA_LEN: u64 = 16 * 1024;
     /// Lowest stack address.
-    pub const STACK_BASE: u64 = 0x3_0000;
+    pub const STACK_BASE: u64 = 0x10_0000;
     /// Bytes of stack.
-    pub const STACK_LEN: u64 = 16 * 1024;
+    pub const STACK_LEN: u64 = 1 << 20;
     /// The initial RSP.
     pub const STACK_TOP: u64 = STACK_BASE + STACK_LEN;
     /// Where the input is.
-    pub const INPUT_BASE: u64 = 0x4_0000;
+    pub const INPUT_BASE: u64 = 0x40_0000;
     /// Where the output goes.
-    pub const OUTPUT_BASE: u64 = 0x4_1000;
+    pub const OUTPUT_BASE: u64 = INPUT_BASE + super::MAX_IO_LEN;
+    /// The lowest address an image segment may use.
+    pub const IMAGE_BASE: u64 = 0x100_0000;
+    /// The end of the range image segments may use (the page tables map the first GiB).
+    pub const IMAGE_END: u64 = 0x4000_0000;
+    /// Most bytes one [`Service::Random`] call fills.
+    pub const MAX_RANDOM_LEN: u64 = 4096;
+    /// How many trusted counters each PAL identity has ([`Service::CounterRead`]).
+    pub const COUNTERS: u64 = 4;
 
-    const _: () = assert!(CODE_BASE + super::MAX_IMAGE_LEN <= DATA_BASE);
-    const _: () = assert!(DATA_BASE + DATA_LEN <= STACK_BASE);
     const _: () = assert!(STACK_TOP <= INPUT_BASE);
-    const _: () = assert!(INPUT_BASE + super::MAX_IO_LEN <= OUTPUT_BASE);
+    const _: () = assert!(OUTPUT_BASE + super::MAX_IO_LEN <= IMAGE_BASE);
+    const _: () = assert!(IMAGE_BASE + super::MAX_IMAGE_PAGES * 4096 <= IMAGE_END);
+
+    /// The hypervisor's services to a running PAL: `VMMCALL` with the number in RAX and the
+    /// arguments in RBX and RCX; the status comes back in RAX, a value in RBX. Pointers are
+    /// the PAL's own addresses and must lie in memory it may write (stack, input, output or
+    /// a writable segment), else [`super::Status::BadPointer`].
+    ///
+    /// | service | RAX | RBX | RCX | returns (RAX, RBX) |
+    /// | --- | --- | --- | --- | --- |
+    /// | [`Service::Random`] | `0x7670_0101` | ptr | len (at most [`MAX_RANDOM_LEN`]) | status |
+    /// | [`Service::Identity`] | `0x7670_0102` | ptr (32 bytes) | | status |
+    /// | [`Service::CounterRead`] | `0x7670_0103` | counter (below [`COUNTERS`], else [`super::Status::BadArgument`]) | | status, value |
+    /// | [`Service::CounterIncrement`] | `0x7670_0104` | counter | | status, new value |
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    #[repr(u64)]
+    pub enum Service {
+        /// Random bytes from the processor's generator (RDRAND); [`super::Status::Unavailable`]
+        /// without one.
+        Random = 0x7670_0101,
+        /// The PAL's identity: the SHA-256 of its image.
+        Identity = 0x7670_0102,
+        /// A trusted counter's value. Counters belong to the PAL's identity (a PAL registered
+        /// again with the same image finds them as they were), start at 0 and never go back.
+        /// Until the uTPM backs them they live in hypervisor memory and do not survive a
+        /// reboot.
+        CounterRead = 0x7670_0103,
+        /// Adds one to a trusted counter and returns the new value.
+        CounterIncrement = 0x7670_0104,
+    }
+
+    impl Service {
+        /// Every service.
+        pub const ALL: [Service; 4] =
+            [Service::Random, Service::Identity, Service::CounterRead, Service::CounterIncrement];
+
+        /// The service with number `number`, if there is one.
+        #[must_use]
+        pub fn from_u64(number: u64) -> Option<Service> {
+            Service::ALL.into_iter().find(|s| *s as u64 == number)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,12 +299,12 @@ mod tests {
 
     #[test]
     fn status_numbers_are_stable_and_round_trip() {
-        let expected = [0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let expected = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         for (status, number) in Status::ALL.into_iter().zip(expected) {
             assert_eq!(status.as_u64(), number);
             assert_eq!(Status::from_u64(number), Some(status));
         }
-        assert_eq!(Status::from_u64(9), None);
+        assert_eq!(Status::from_u64(11), None);
         assert_eq!(Status::from_u64(u64::MAX), None);
     }
 
@@ -248,6 +317,17 @@ mod tests {
         }
         assert_eq!(Call::from_u64(0), None);
         assert_eq!(Call::from_u64(pal::DONE), None);
+    }
+
+    #[test]
+    fn service_numbers_are_stable_and_distinct_from_calls() {
+        let expected = [0x7670_0101, 0x7670_0102, 0x7670_0103, 0x7670_0104];
+        for (service, number) in pal::Service::ALL.into_iter().zip(expected) {
+            assert_eq!(service as u64, number);
+            assert_eq!(pal::Service::from_u64(number), Some(service));
+            assert_eq!(Call::from_u64(number), None);
+        }
+        assert_eq!(pal::Service::from_u64(pal::DONE), None);
     }
 
     #[test]

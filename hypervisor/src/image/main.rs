@@ -14,6 +14,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod cpu;
+#[cfg(target_os = "none")]
 mod exceptions;
 #[cfg(target_os = "none")]
 mod guest;
@@ -49,6 +51,23 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
     log::info!("hv: vpr hypervisor {} booting", env!("CARGO_PKG_VERSION"));
     if let Err(e) = mem::init(magic, info) {
         log::error!("hv: memory set-up failed: {e}");
+        qemu::exit(qemu::ExitCode::Failure);
+    }
+    let constant = mem::image_constant();
+    log::info!(
+        "hv: measurement sha256={} (header, code and read-only data: {} bytes)",
+        vpr_proto::Digest::of(constant),
+        constant.len()
+    );
+    if let Some(module) = mem::module(0) {
+        log::info!(
+            "hv: module 0 (the PAL image): {} bytes, sha256={}",
+            module.len(),
+            vpr_proto::Digest::of(module)
+        );
+    }
+    if let Err(e) = cpu::init() {
+        log::error!("hv: {e}");
         qemu::exit(qemu::ExitCode::Failure);
     }
     let (passed, failed) = selftest::run();

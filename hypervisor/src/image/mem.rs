@@ -1,7 +1,7 @@
 //! The image's memory: the layout from the multiboot memory map, the heap, and frames.
 //!
 //! Layout: the image occupies `[1 MiB, __bss_end)`; the loader's structures (information,
-//! memory map, module table, command line) are kept out of reach; of the usable RAM between
+//! memory map, module table, command line) and the modules' contents are kept out of reach; of the usable RAM between
 //! 1 MiB and 4 GiB (the identity-mapped window `boot.rs` sets up), the largest range holds the
 //! heap (`HEAP_BYTES`, at its start) and then the frame pool (the rest). Physical addresses
 //! are their own virtual addresses.
@@ -11,7 +11,9 @@ use core::fmt;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use vpr_hypervisor::memory::{self, FramePool, MemoryError, Range, PAGE_SIZE};
-use vpr_hypervisor::multiboot::{BootInfo, BootInfoError, MemoryMap, INFO_LEN};
+use vpr_hypervisor::multiboot::{
+    self, BootInfo, BootInfoError, MemoryMap, INFO_LEN, MAX_MODULES, MODULE_ENTRY_LEN,
+};
 use vpr_hypervisor::svm::npt::{NptTable, TableMemory};
 use x86_64::PhysAddr;
 
@@ -27,11 +29,16 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 static FRAMES: Mutex<Option<FramePool>> = Mutex::new(None);
 
+/// The loader's modules (physical ranges), set once at boot; their memory is never reused.
+static MODULES: spin::Once<Vec<Range>> = spin::Once::new();
+
 unsafe extern "C" {
     /// First byte of the image (linker.ld).
     static __image_start: u8;
     /// First byte past the image's .bss (linker.ld).
     static __bss_end: u8;
+    /// First byte of the image's writable data: code and read-only data lie before it.
+    static __data_start: u8;
 }
 
 /// Why the memory set-up failed.
@@ -81,6 +88,17 @@ pub fn image_range() -> Range {
     Range::new(start, end)
 }
 
+/// The image's code and read-only data (its multiboot header, .text, .rodata): bytes that
+/// never change once loaded, so their hash identifies the hypervisor that runs.
+pub fn image_constant() -> &'static [u8] {
+    let start = core::ptr::addr_of!(__image_start);
+    let len = core::ptr::addr_of!(__data_start) as usize - start as usize;
+    // SAFETY: the linker script puts `__data_start` after `__image_start` in the one loaded
+    // segment; the bytes between them are the header, code and read-only data, which
+    // nothing writes.
+    unsafe { core::slice::from_raw_parts(start, len) }
+}
+
 /// Reads the boot information, then sets up the heap and the frame pool.
 pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
     // SAFETY: the loader put INFO_LEN bytes of information at `info_addr`, below 4 GiB (it is
@@ -104,6 +122,22 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
         let start = memory::align_down(structure.start, PAGE_SIZE);
         usable.remove(Range::new(start, memory::align_up(structure.end, PAGE_SIZE)))?;
     }
+    let mut modules = [Range::default(); MAX_MODULES];
+    let mut module_count = 0;
+    if let Some((table, count)) = info.modules {
+        let len = (count as usize).min(MAX_MODULES) * MODULE_ENTRY_LEN;
+        // SAFETY: as above, for the module table (its entries up to MAX_MODULES).
+        let table = unsafe { physical_bytes(table, len) };
+        (modules, module_count) = multiboot::modules(table, count)?;
+    }
+    for module in &modules[..module_count] {
+        if module.end > IDENTITY_MAPPED_END {
+            return Err(SetupError::BootInfo(BootInfoError::ModuleOutOfReach));
+        }
+        let start = memory::align_down(module.start, PAGE_SIZE);
+        usable.remove(Range::new(start, memory::align_up(module.end, PAGE_SIZE)))?;
+        log::info!("hv: module {module} ({} KiB)", module.len() / 1024);
+    }
     let plan = memory::plan(&usable, HEAP_BYTES)?;
 
     // SAFETY: the heap range is usable RAM per the memory map, identity-mapped, outside the
@@ -119,7 +153,63 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
         pool.available()
     );
     *FRAMES.lock() = Some(pool);
+    MODULES.call_once(|| modules[..module_count].to_vec());
     Ok(())
+}
+
+/// The contents of the loader's module `index` (QEMU: the files of `-initrd a,b`), if
+/// there is one.
+pub fn module(index: usize) -> Option<&'static [u8]> {
+    let range = *MODULES.get()?.get(index)?;
+    let len = usize::try_from(range.len()).ok()?;
+    // SAFETY: the module lies below 4 GiB (checked at boot), so it is identity-mapped; its
+    // pages were removed from the usable memory before the heap and the pool were made, so
+    // nothing ever writes them.
+    Some(unsafe { core::slice::from_raw_parts(usize_of(range.start) as *const u8, len) })
+}
+
+/// Contiguous zeroed frames owned by their holder: wiped and given back when dropped.
+#[derive(Debug)]
+pub struct OwnedFrames {
+    first: PhysAddr,
+    count: u64,
+}
+
+impl OwnedFrames {
+    /// `count` contiguous zeroed frames, if the pool has them.
+    pub fn allocate(count: u64) -> Option<OwnedFrames> {
+        Some(OwnedFrames { first: allocate_zeroed(count)?, count })
+    }
+
+    /// The first frame.
+    pub fn first(&self) -> PhysAddr {
+        self.first
+    }
+
+    /// How many frames.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Their bytes, writable.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the frames came from the pool and belong to this value alone (the pool
+        // hands a frame out once, and they go back only in `drop`); they are identity-mapped,
+        // and `&mut self` makes this the only reference.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                usize_of(self.first.as_u64()) as *mut u8,
+                usize_of(self.count * PAGE_SIZE),
+            )
+        }
+    }
+}
+
+impl Drop for OwnedFrames {
+    fn drop(&mut self) {
+        self.bytes_mut().fill(0);
+        free(self.first, self.count);
+    }
 }
 
 /// A physical address or length as a `usize`; the image only runs on 64-bit processors.

@@ -5,21 +5,32 @@
 //! page table maps them, and a guest's never does (guests are mapped from frames of their
 //! own), so a guest cannot name a PAL's memory. A PAL runs in a VMCB of its own (ASID
 //! [`PAL_ASID`]), made for each execution and wiped afterwards; its registers never reach the
-//! guest, whose own are restored by the world switch.
+//! guest, whose own are restored by the world switch, and its x87/SSE state is replaced by
+//! the guest's on the way out (`cpu.rs`).
+//!
+//! `register` copies the image out of the guest, measures the copy, checks it as an ELF
+//! executable (`vpr_hypervisor::elf`) and copies its segments into the PAL's frames;
+//! during a run the PAL may call the services of `pal::Service` (random bytes, its identity,
+//! its trusted counters).
 
+use crate::cpu::{self, FpuState};
 use crate::guest::GuestMemory;
-use crate::mem::{self, PoolTables};
+use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use crate::tsc;
-use vpr_hypervisor::memory::PAGE_SIZE;
+use alloc::vec::Vec;
+use vpr_hypervisor::elf;
+use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::pal::{
-    layout, total_pages, PalCall, Region, RegionKind, Registry, Request, PAGE_TABLES_GPA,
+    layout, total_pages, writable, Counters, PalCall, Region, RegionKind, Registry, Request,
+    IMAGE_LIMITS, PAGE_TABLES_GPA,
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize};
 use vpr_hypervisor::svm::setup::LongModeGuest;
 use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Outcome};
-use vpr_proto::hypercall::{pal, RegisterOut, Status, ABI_VERSION, MAX_PALS};
+use vpr_proto::hypercall::pal::{self, Service};
+use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PALS};
 use vpr_proto::Digest;
 use x86_64::PhysAddr;
 
@@ -29,40 +40,52 @@ pub const PAL_ASID: u32 = 2;
 /// Guest page table bits (APM Vol. 2 §5.4): present, writable; PS in the PD entry.
 const PRESENT_WRITABLE: u64 = 0x3;
 const HUGE: u64 = 0x80;
+/// 2 MiB, the size of a PD entry's page.
+const HUGE_PAGE: u64 = 2 << 20;
 
 /// A registered PAL. Dropping it zeroes its frames and gives them back.
 #[derive(Debug)]
 pub struct Pal {
-    frames: PhysAddr,
-    pages: u64,
-    regions: [Region; 6],
+    frames: OwnedFrames,
+    regions: Vec<Region>,
     npt: Option<NestedPageTable>,
     tables: PoolTables,
+    entry: u64,
     /// SHA-256 of its image: its identity.
     pub measurement: Digest,
+    /// Bytes of the input page the last execution used (zeroed before the next).
+    input_used: u64,
+    /// Bytes of the output page the last execution claimed.
+    output_used: u64,
 }
 
 impl Pal {
-    /// Frames and a nested page table for a PAL of `image_len` bytes, its page tables
-    /// written; the image is not yet copied in.
-    fn new(image_len: u64) -> Result<Pal, Status> {
-        let regions = layout(image_len)?;
-        let pages = total_pages(&regions);
-        let frames = mem::allocate_zeroed(pages).ok_or(Status::NoMemory)?;
+    /// Frames, page tables and a nested page table for a checked `image`, its segments
+    /// copied in.
+    fn new(image: &[u8], measurement: Digest) -> Result<Pal, Status> {
+        let checked = elf::parse(image, &IMAGE_LIMITS).map_err(|e| {
+            log::info!("pal: image refused: {e}");
+            Status::BadImage
+        })?;
+        let regions = layout(&checked);
+        let frames = OwnedFrames::allocate(total_pages(&regions)).ok_or(Status::NoMemory)?;
         let mut pal = Pal {
             frames,
-            pages,
             regions,
             npt: None,
             tables: PoolTables::default(),
-            measurement: Digest::default(),
+            entry: checked.entry,
+            measurement,
+            input_used: 0,
+            output_used: 0,
         };
+        let first = pal.frames.first();
         let npt = NestedPageTable::new(&mut pal.tables).map_err(|_| Status::NoMemory)?;
         let npt = pal.npt.insert(npt);
-        for region in &regions {
+        for region in &pal.regions {
             for page in 0..region.pages {
                 let gpa = GuestPhysAddr::new(region.gpa + page * PAGE_SIZE);
-                let frame = frames + (region.first_page + page) * PAGE_SIZE;
+                let frame = first + (region.first_page + page) * PAGE_SIZE;
                 // Each PAL gets a fresh vCPU that flushes the TLB on its first VMRUN
                 // (`LongModeGuest::write_to`), so the flush is taken care of.
                 let _flush = npt
@@ -70,6 +93,7 @@ impl Pal {
                     .map_err(|_| Status::NoMemory)?;
             }
         }
+        // Its page tables: PML4[0] -> PDPT, PDPT[0] -> PD, PD: the first GiB in 2 MiB pages.
         let tables = pal.region(RegionKind::PageTables);
         let mut entry = |gpa: u64, value: u64| {
             let at = mem::usize_of(gpa - PAGE_TABLES_GPA);
@@ -77,38 +101,62 @@ impl Pal {
         };
         entry(PAGE_TABLES_GPA, (PAGE_TABLES_GPA + 0x1000) | PRESENT_WRITABLE);
         entry(PAGE_TABLES_GPA + 0x1000, (PAGE_TABLES_GPA + 0x2000) | PRESENT_WRITABLE);
-        entry(PAGE_TABLES_GPA + 0x2000, HUGE | PRESENT_WRITABLE);
+        for i in 0..512 {
+            entry(PAGE_TABLES_GPA + 0x2000 + 8 * i, (i * HUGE_PAGE) | HUGE | PRESENT_WRITABLE);
+        }
+        for (i, segment) in checked.segments.iter().enumerate() {
+            let Some(region) = pal.regions.iter().find(|r| r.kind == RegionKind::Segment(i)) else {
+                return Err(Status::BadImage);
+            };
+            let gpa = region.gpa;
+            let bytes = pal.region(RegionKind::Segment(i));
+            for (page, frame) in bytes.chunks_exact_mut(mem::usize_of(PAGE_SIZE)).enumerate() {
+                elf::fill_page(image, segment, gpa + page as u64 * PAGE_SIZE, frame)
+                    .map_err(|_| Status::BadImage)?;
+            }
+        }
         Ok(pal)
     }
 
     /// The frames of the region of `kind`.
     fn region(&mut self, kind: RegionKind) -> &mut [u8] {
-        let region = self.regions.iter().find(|r| r.kind == kind).copied();
-        let Some(region) = region else { return &mut [] };
-        let start = self.frames.as_u64() + region.first_page * PAGE_SIZE;
-        // SAFETY: the region's pages lie inside this PAL's allocation (`layout` numbers them
-        // within `total_pages`), which it owns alone until drop; the PAL does not run while
-        // the hypervisor holds this borrow, and `&mut self` keeps it unique.
-        unsafe {
-            core::slice::from_raw_parts_mut(
-                mem::usize_of(start) as *mut u8,
-                mem::usize_of(region.pages * PAGE_SIZE),
-            )
-        }
+        let Some(region) = self.regions.iter().find(|r| r.kind == kind).copied() else {
+            return &mut [];
+        };
+        let start = mem::usize_of(region.first_page * PAGE_SIZE);
+        let len = mem::usize_of(region.pages * PAGE_SIZE);
+        &mut self.frames.bytes_mut()[start..start + len]
+    }
+
+    /// The PAL's own bytes at `range` (one that [`writable`] or the layout vouched for).
+    fn at(&mut self, range: Range) -> Option<&mut [u8]> {
+        let region = self
+            .regions
+            .iter()
+            .find(|r| r.span().start <= range.start && range.end <= r.span().end)?;
+        let start = mem::usize_of(region.first_page * PAGE_SIZE + (range.start - region.gpa));
+        self.frames.bytes_mut().get_mut(start..start + mem::usize_of(range.len()))
     }
 
     /// The host-physical frames it owns.
     pub fn frames(&self) -> (PhysAddr, u64) {
-        (self.frames, self.pages)
+        (self.frames.first(), self.frames.count())
     }
 
     /// Runs the PAL once on the input already in its input page; the output length on a
-    /// clean finish, the kill report otherwise.
-    fn run(&mut self, svm: &Svm, in_len: u64, out_cap: u64) -> Result<u64, RunError> {
+    /// clean finish, the kill report otherwise. The guest's x87/SSE state is saved before
+    /// and restored after, so the PAL neither sees it nor leaves anything in it.
+    fn run(
+        &mut self,
+        svm: &Svm,
+        counters: &mut Counters,
+        in_len: u64,
+        out_cap: u64,
+    ) -> Result<u64, RunError> {
         let nested_root = self.npt.as_ref().map(NestedPageTable::root).ok_or(RunError::Memory)?;
         let setup = LongModeGuest {
             asid: PAL_ASID,
-            rip: pal::CODE_BASE,
+            rip: self.entry,
             rsp: pal::STACK_TOP,
             cr3: PAGE_TABLES_GPA,
             nested_root,
@@ -124,22 +172,61 @@ impl Pal {
             rcx: out_cap,
             ..GuestRegisters::default()
         };
+        let guest_fpu = FpuState::save();
+        FpuState::clean().restore();
         let mut done = None;
         let outcome = vm::run(&mut vcpu, &mut |r: &mut GuestRegisters| match PalCall::decode(r) {
             PalCall::Done { len } => {
                 done = Some(len);
                 HypercallAction::Finish
             }
+            PalCall::Service { service, a, b } => {
+                (r.rax, r.rbx) = match self.service(counters, service, a, b) {
+                    Ok(value) => (Status::Ok.as_u64(), value),
+                    Err(status) => (status.as_u64(), 0),
+                };
+                HypercallAction::Resume
+            }
             PalCall::Answer(status) => {
                 r.rax = status.as_u64();
                 HypercallAction::Resume
             }
         });
+        guest_fpu.restore();
         // Dropping the vCPU wipes its registers and VMCB: nothing of the PAL's state leaves.
         drop(vcpu);
         match (outcome, done) {
             (Outcome::Finished, Some(len)) => Ok(len),
             (outcome, _) => Err(RunError::Killed(outcome)),
+        }
+    }
+
+    /// One of the PAL's service calls (`pal::Service`); its value for RBX.
+    fn service(
+        &mut self,
+        counters: &mut Counters,
+        service: Service,
+        a: u64,
+        b: u64,
+    ) -> Result<u64, Status> {
+        match service {
+            Service::Random => {
+                if b > pal::MAX_RANDOM_LEN {
+                    return Err(Status::TooLarge);
+                }
+                let range = writable(&self.regions, a, b)?;
+                let out = self.at(range).ok_or(Status::BadPointer)?;
+                cpu::random(out)?;
+                Ok(0)
+            }
+            Service::Identity => {
+                let range = writable(&self.regions, a, 32)?;
+                let measurement = self.measurement.0;
+                self.at(range).ok_or(Status::BadPointer)?.copy_from_slice(&measurement);
+                Ok(0)
+            }
+            Service::CounterRead => counters.read(&self.measurement.0, a),
+            Service::CounterIncrement => counters.increment(&self.measurement.0, a),
         }
     }
 }
@@ -158,17 +245,7 @@ impl Drop for Pal {
         if let Some(npt) = self.npt.take() {
             npt.destroy(&mut self.tables);
         }
-        for kind in [
-            RegionKind::PageTables,
-            RegionKind::Code,
-            RegionKind::Data,
-            RegionKind::Stack,
-            RegionKind::Input,
-            RegionKind::Output,
-        ] {
-            self.region(kind).fill(0);
-        }
-        mem::free(self.frames, self.pages);
+        // `frames` wipes itself when it goes back to the pool.
     }
 }
 
@@ -177,6 +254,8 @@ impl Drop for Pal {
 pub struct Pals<'a> {
     svm: &'a Svm,
     registry: Registry<Pal>,
+    /// The trusted counters of every PAL identity seen, for as long as this registry lives.
+    counters: Counters,
     /// TSC ticks the last successful register took, its log line not included.
     pub register_ticks: u64,
 }
@@ -184,7 +263,17 @@ pub struct Pals<'a> {
 impl<'a> Pals<'a> {
     /// No PAL yet.
     pub fn new(svm: &'a Svm) -> Self {
-        Pals { svm, registry: Registry::new(MAX_PALS), register_ticks: 0 }
+        Pals {
+            svm,
+            registry: Registry::new(MAX_PALS),
+            counters: Counters::default(),
+            register_ticks: 0,
+        }
+    }
+
+    /// How many PALs are registered.
+    pub fn registered(&self) -> usize {
+        self.registry.len()
     }
 
     /// The frames of PAL `handle`, if it is registered.
@@ -215,14 +304,16 @@ impl<'a> Pals<'a> {
             Request::Version => Ok(ABI_VERSION),
             Request::Register { image, out } => {
                 let start = tsc::read();
-                let mut pal = Pal::new(image.len())?;
-                let code = &mut pal.region(RegionKind::Code)[..mem::usize_of(image.len())];
-                if !guest.read(image.start, code) {
+                // The image is copied out of the guest first, then measured and checked:
+                // the guest can change its own memory, never this copy.
+                let pages = image.len().div_ceil(PAGE_SIZE);
+                let mut copy = OwnedFrames::allocate(pages).ok_or(Status::NoMemory)?;
+                let copy = &mut copy.bytes_mut()[..mem::usize_of(image.len())];
+                if !guest.read(image.start, copy) {
                     return Err(Status::BadPointer);
                 }
-                // Measured from the hypervisor's copy, which the guest can no longer change.
-                let measurement = Digest::of(code);
-                pal.measurement = measurement;
+                let measurement = Digest::of(copy);
+                let pal = Pal::new(copy, measurement)?;
                 let handle = self.registry.insert(pal)?;
                 let result = RegisterOut { handle, measurement: measurement.0 };
                 if !guest.write(out.start, &result.to_bytes()) {
@@ -238,14 +329,19 @@ impl<'a> Pals<'a> {
             }
             Request::Execute { handle, input, output, out_len } => {
                 let pal = self.registry.get_mut(handle)?;
+                // The input page holds exactly this input, then zeroes; the output page is
+                // cleared of what the last execution claimed.
                 let in_len = mem::usize_of(input.len());
+                let clear = mem::usize_of(pal.input_used).max(in_len);
                 let in_page = pal.region(RegionKind::Input);
-                in_page.fill(0);
+                in_page[..clear].fill(0);
                 if !guest.read(input.start, &mut in_page[..in_len]) {
                     return Err(Status::BadPointer);
                 }
-                pal.region(RegionKind::Output).fill(0);
-                let len = match pal.run(self.svm, input.len(), output.len()) {
+                pal.input_used = input.len();
+                let clear = mem::usize_of(pal.output_used);
+                pal.region(RegionKind::Output)[..clear].fill(0);
+                let len = match pal.run(self.svm, &mut self.counters, input.len(), output.len()) {
                     Ok(len) => len,
                     Err(RunError::Memory) => return Err(Status::NoMemory),
                     Err(RunError::Killed(outcome)) => {
@@ -259,6 +355,7 @@ impl<'a> Pals<'a> {
                         return Err(Status::PalFault);
                     }
                 };
+                pal.output_used = len.min(MAX_IO_LEN);
                 if len > output.len() {
                     return Err(Status::TooLarge);
                 }

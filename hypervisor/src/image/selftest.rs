@@ -252,7 +252,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 19] = [
+    let tests: [Test; 22] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -271,6 +271,9 @@ pub fn run() -> (u32, u32) {
         ("hostile_hypercalls_refused", pal::hostile_hypercalls),
         ("hostile_pal_is_killed", pal::hostile_pal_is_killed),
         ("pal_reentrancy_refused", pal::pal_reentrancy_refused),
+        ("bad_pal_images_refused", pal::bad_images_refused),
+        ("pal_services", pal::pal_services),
+        ("vector_state_isolated", pal::vector_state_isolated),
         ("pal_cost", pal::pal_cost),
     ];
     for (name, test) in tests {

@@ -23,8 +23,9 @@ pub const MISC2: u32 = intercept::VMRUN
 
 /// CR0 of a 64-bit guest: PE, MP, ET, NE, WP, PG.
 pub const GUEST_CR0: u64 = 1 << 0 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 16 | 1 << 31;
-/// CR4 of a 64-bit guest: PAE.
-pub const GUEST_CR4: u64 = 1 << 5;
+/// CR4 of a 64-bit guest: PAE, and OSFXSR and OSXMMEXCPT so that it may use SSE (the
+/// hypervisor saves and restores that state around PALs, `image/cpu.rs`).
+pub const GUEST_CR4: u64 = 1 << 5 | 1 << 9 | 1 << 10;
 /// EFER of a 64-bit guest: LME, LMA, and SVME, which VMRUN requires (APM §15.5.1).
 pub const GUEST_EFER: u64 = 1 << 8 | 1 << 10 | EFER_SVME;
 /// The power-on PAT (APM §7.8.2): WB, WT, UC-, UC, twice.

@@ -31,7 +31,7 @@ use x86_64::PhysAddr;
 
 mod programs;
 
-pub use programs::{call, program, PAL_SECRET, PATTERNS};
+pub use programs::{call, pal_image, program, PAL_SECRET, PATTERNS};
 
 /// Guest-physical address of the guest's PML4.
 const PML4: u64 = 0x0000;

@@ -1,9 +1,55 @@
 //! The test guests' programs: 64-bit machine code assembled into the image's .rodata, between
 //! `guest_<name>_start` and `guest_<name>_end` labels, and copied into a guest's code page.
-//! The hypervisor never runs them itself. The `pal_*` programs are PAL images (flat,
-//! position-independent, entry at their first byte) that the test guests register.
+//! The hypervisor never runs them itself. The `pal_*` programs are the code of test PALs:
+//! [`pal_image`] wraps one in the ELF executable a guest registers.
 
-use vpr_proto::hypercall::{pal, Call};
+use alloc::vec::Vec;
+use vpr_proto::hypercall::pal::{self, Service};
+use vpr_proto::hypercall::Call;
+
+/// Where a test PAL's code is (its entry point): right after the ELF headers
+/// [`pal_image`] writes, which share its first page.
+pub const TEST_PAL_CODE: u64 = pal::IMAGE_BASE + HEADERS_LEN;
+/// Where a test PAL's data segment is (zero-filled, [`TEST_PAL_DATA_LEN`] bytes).
+pub const TEST_PAL_DATA: u64 = pal::IMAGE_BASE + 0x10_0000;
+/// Bytes of a test PAL's data.
+pub const TEST_PAL_DATA_LEN: u64 = 0x4000;
+/// The ELF header (64 bytes) and two program headers (56 each).
+const HEADERS_LEN: u64 = 64 + 2 * 56;
+
+/// The ELF64 executable of a test PAL (ELF-64 Object File Format 1.5: the file header, then
+/// the program headers): one read-execute segment from file offset 0 at
+/// [`pal::IMAGE_BASE`] holding the headers and `code` (entry [`TEST_PAL_CODE`]), and one
+/// read-write segment of [`TEST_PAL_DATA_LEN`] zero bytes at [`TEST_PAL_DATA`].
+pub fn pal_image(code: &[u8]) -> Vec<u8> {
+    let mut elf = Vec::with_capacity(crate::mem::usize_of(HEADERS_LEN) + code.len());
+    elf.extend_from_slice(&[0x7F, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for half in [2u16, 62] {
+        elf.extend_from_slice(&half.to_le_bytes()); // e_type ET_EXEC, e_machine EM_X86_64
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    for word in [TEST_PAL_CODE, 64, 0] {
+        elf.extend_from_slice(&word.to_le_bytes()); // e_entry, e_phoff, e_shoff
+    }
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for half in [64u16, 56, 2, 64, 0, 0] {
+        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    let file_len = HEADERS_LEN + code.len() as u64;
+    // p_type PT_LOAD, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+    let text = (5u32, 0, pal::IMAGE_BASE, file_len, file_len);
+    let data = (6u32, 0, TEST_PAL_DATA, 0, TEST_PAL_DATA_LEN);
+    for (flags, offset, vaddr, filesz, memsz) in [text, data] {
+        elf.extend_from_slice(&1u32.to_le_bytes());
+        elf.extend_from_slice(&flags.to_le_bytes());
+        for word in [offset, vaddr, vaddr, filesz, memsz, 0x1000] {
+            elf.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+    elf.extend_from_slice(code);
+    elf
+}
 
 /// The register values the `registers` program loads, in the order rbx, rcx, rdx, rsi, rdi,
 /// rbp, r8-r15; the hypervisor inverts them and the program checks it sees the inverses.
@@ -282,8 +328,8 @@ pal_sum_start:
     ud2
 pal_sum_end:
 
-    /* PAL hostile: the first input byte picks the attack. 0: write outside its memory (where
-       the hypervisor's image is in host memory); 1: write its own code; 2: execute its data;
+    /* PAL hostile: the first input byte picks the attack. 0: write outside its memory (just
+       above its stack, where nothing is mapped); 1: write its own code; 2: execute its data;
        3: claim an output far larger than the buffer; 4: halt; 5: end QEMU "successfully"
        through the isa-debug-exit port. */
     .global pal_hostile_start, pal_hostile_end
@@ -299,7 +345,7 @@ pal_hostile_start:
     je 5f
     cmp eax, 5
     je 6f
-    mov qword ptr [0x100000], rax
+    mov qword ptr [{unmapped}], rax
     jmp 4f
 1:  mov r11, {pal_code}
     mov qword ptr [r11], rax
@@ -337,13 +383,193 @@ pal_reenter_start:
     mov eax, {pal_done}
     vmmcall
 pal_reenter_end:
+    /* vector: loads XMM0-15 and MXCSR from its data page, makes the hypercall whose RAX..R8
+       follow, and stores what the registers hold afterwards (see `selftest/pal.rs`). */
+    .global guest_vector_start, guest_vector_end
+guest_vector_start:
+    mov r12, {script}
+    ldmxcsr [r12 + 320]
+    movdqu xmm0, [r12 + 0]
+    movdqu xmm1, [r12 + 16]
+    movdqu xmm2, [r12 + 32]
+    movdqu xmm3, [r12 + 48]
+    movdqu xmm4, [r12 + 64]
+    movdqu xmm5, [r12 + 80]
+    movdqu xmm6, [r12 + 96]
+    movdqu xmm7, [r12 + 112]
+    movdqu xmm8, [r12 + 128]
+    movdqu xmm9, [r12 + 144]
+    movdqu xmm10, [r12 + 160]
+    movdqu xmm11, [r12 + 176]
+    movdqu xmm12, [r12 + 192]
+    movdqu xmm13, [r12 + 208]
+    movdqu xmm14, [r12 + 224]
+    movdqu xmm15, [r12 + 240]
+    mov rax, [r12 + 256]
+    mov rbx, [r12 + 264]
+    mov rcx, [r12 + 272]
+    mov rdx, [r12 + 280]
+    mov rsi, [r12 + 288]
+    mov rdi, [r12 + 296]
+    mov r8, [r12 + 304]
+    vmmcall
+    mov [r12 + 768], rax
+    stmxcsr [r12 + 776]
+    movdqu [r12 + 512], xmm0
+    movdqu [r12 + 528], xmm1
+    movdqu [r12 + 544], xmm2
+    movdqu [r12 + 560], xmm3
+    movdqu [r12 + 576], xmm4
+    movdqu [r12 + 592], xmm5
+    movdqu [r12 + 608], xmm6
+    movdqu [r12 + 624], xmm7
+    movdqu [r12 + 640], xmm8
+    movdqu [r12 + 656], xmm9
+    movdqu [r12 + 672], xmm10
+    movdqu [r12 + 688], xmm11
+    movdqu [r12 + 704], xmm12
+    movdqu [r12 + 720], xmm13
+    movdqu [r12 + 736], xmm14
+    movdqu [r12 + 752], xmm15
+    hlt
+guest_vector_end:
+
+    /* PAL vector: outputs the XMM registers, MXCSR and the x87 control and status words it
+       starts with (264 bytes), then fills XMM0-15 with the secret, changes MXCSR and pushes
+       onto the x87 stack before it is done: none of it may reach the guest. */
+    .global pal_vector_start, pal_vector_end
+pal_vector_start:
+    movdqu [rdx + 0], xmm0
+    movdqu [rdx + 16], xmm1
+    movdqu [rdx + 32], xmm2
+    movdqu [rdx + 48], xmm3
+    movdqu [rdx + 64], xmm4
+    movdqu [rdx + 80], xmm5
+    movdqu [rdx + 96], xmm6
+    movdqu [rdx + 112], xmm7
+    movdqu [rdx + 128], xmm8
+    movdqu [rdx + 144], xmm9
+    movdqu [rdx + 160], xmm10
+    movdqu [rdx + 176], xmm11
+    movdqu [rdx + 192], xmm12
+    movdqu [rdx + 208], xmm13
+    movdqu [rdx + 224], xmm14
+    movdqu [rdx + 240], xmm15
+    stmxcsr [rdx + 256]
+    fnstcw [rdx + 260]
+    fnstsw [rdx + 262]
+    movabs rax, {secret}
+    movq xmm0, rax
+    punpcklqdq xmm0, xmm0
+    movdqa xmm1, xmm0
+    movdqa xmm2, xmm0
+    movdqa xmm3, xmm0
+    movdqa xmm4, xmm0
+    movdqa xmm5, xmm0
+    movdqa xmm6, xmm0
+    movdqa xmm7, xmm0
+    movdqa xmm8, xmm0
+    movdqa xmm9, xmm0
+    movdqa xmm10, xmm0
+    movdqa xmm11, xmm0
+    movdqa xmm12, xmm0
+    movdqa xmm13, xmm0
+    movdqa xmm14, xmm0
+    movdqa xmm15, xmm0
+    mov dword ptr [rsp - 8], 0x7F80
+    ldmxcsr [rsp - 8]
+    fldpi
+    mov ebx, 264
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_vector_end:
+
+    /* PAL services: calls each service (and some wrongly), output: 32 random bytes, its
+       identity (32 bytes), then RAX and RBX after each of the 10 calls (16 bytes each). */
+    .global pal_services_start, pal_services_end
+pal_services_start:
+    mov r12, rdx
+    mov eax, {svc_random}
+    mov rbx, {out}
+    mov rcx, 32
+    vmmcall
+    mov [r12 + 64], rax
+    mov [r12 + 72], rbx
+    mov eax, {svc_identity}
+    mov rbx, {out} + 32
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 80], rax
+    mov [r12 + 88], rbx
+    mov eax, {svc_increment}
+    mov rbx, 0
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 96], rax
+    mov [r12 + 104], rbx
+    mov eax, {svc_increment}
+    mov rbx, 0
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 112], rax
+    mov [r12 + 120], rbx
+    mov eax, {svc_read}
+    mov rbx, 0
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 128], rax
+    mov [r12 + 136], rbx
+    mov eax, {svc_read}
+    mov rbx, {counters}
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 144], rax
+    mov [r12 + 152], rbx
+    mov eax, {svc_random}
+    mov rbx, {pal_code}
+    mov rcx, 8
+    vmmcall
+    mov [r12 + 160], rax
+    mov [r12 + 168], rbx
+    mov eax, {svc_random}
+    mov rbx, {out}
+    mov rcx, {max_random} + 1
+    vmmcall
+    mov [r12 + 176], rax
+    mov [r12 + 184], rbx
+    mov eax, {svc_identity}
+    mov rbx, 0
+    mov rcx, 0
+    vmmcall
+    mov [r12 + 192], rax
+    mov [r12 + 200], rbx
+    mov eax, {svc_random}
+    mov rbx, {pal_data}
+    mov rcx, 16
+    vmmcall
+    mov [r12 + 208], rax
+    mov [r12 + 216], rbx
+    mov ebx, 224
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_services_end:
 "#,
     script = const super::DATA,
     register = const Call::Register as u64,
     execute = const Call::Execute as u64,
     pal_done = const pal::DONE,
-    pal_code = const pal::CODE_BASE,
-    pal_data = const pal::DATA_BASE,
+    pal_code = const pal::IMAGE_BASE,
+    pal_data = const TEST_PAL_DATA,
+    unmapped = const pal::STACK_TOP,
+    out = const pal::OUTPUT_BASE,
+    counters = const pal::COUNTERS,
+    max_random = const pal::MAX_RANDOM_LEN,
+    svc_random = const Service::Random as u64,
+    svc_identity = const Service::Identity as u64,
+    svc_read = const Service::CounterRead as u64,
+    svc_increment = const Service::CounterIncrement as u64,
     secret = const PAL_SECRET,
     ask = const call::ASK,
     report = const call::REPORT,
@@ -403,4 +629,7 @@ programs! {
     pal_sum: pal_sum_start..pal_sum_end;
     pal_hostile: pal_hostile_start..pal_hostile_end;
     pal_reenter: pal_reenter_start..pal_reenter_end;
+    vector: guest_vector_start..guest_vector_end;
+    pal_vector: pal_vector_start..pal_vector_end;
+    pal_services: pal_services_start..pal_services_end;
 }

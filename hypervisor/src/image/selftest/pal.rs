@@ -14,7 +14,7 @@
 //! | `0xC000` | register results (40 bytes each), output lengths from `0xC100` |
 
 use super::{expect_killed, rdtsc, TestResult};
-use crate::guest::{program, GuestMemory, Options, TestGuest, DATA, PAL_SECRET};
+use crate::guest::{pal_image, program, GuestMemory, Options, TestGuest, DATA, PAL_SECRET};
 use crate::mem;
 use crate::pal::Pals;
 use crate::svm::Svm;
@@ -23,7 +23,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use vpr_hypervisor::memory::PAGE_SIZE;
 use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, Outcome, VmExit};
-use vpr_proto::hypercall::{Call, RegisterOut, Status, MAX_IMAGE_LEN, MAX_IO_LEN};
+use vpr_proto::hypercall::{Call, RegisterOut, Status, ABI_VERSION, MAX_IMAGE_LEN, MAX_IO_LEN};
 use vpr_proto::Digest;
 
 const SCRIPT: u64 = DATA;
@@ -150,7 +150,7 @@ pub fn hypercall_version(svm: &Svm) -> TestResult {
         [[VERSION, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [VERSION + 4, 0, 0, 0, 0, 0, 0]];
     let (replies, _) = run_script(svm, &mut pals, &[], &calls)?;
     expect_statuses(&replies, &[Status::Ok, Status::UnknownCall, Status::UnknownCall])?;
-    if replies[0].regs[1] != 1 {
+    if replies[0].regs[1] != ABI_VERSION {
         return Err(format!("version {}", replies[0].regs[1]));
     }
     Ok(())
@@ -170,7 +170,7 @@ pub fn sha256_known_answer(_svm: &Svm) -> TestResult {
 /// leaked, unregister (the frames are wiped, the handle is dead); the measurement is SHA-256
 /// of the image.
 pub fn pal_lifecycle(svm: &Svm) -> TestResult {
-    let image = program::pal_sum();
+    let image = &pal_image(program::pal_sum());
     let input: [u8; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
     let mut pals = Pals::new(svm);
     let exec = |out: u64, out_len: u64| [EXECUTE, PREV, INPUT, 10, out, 64, out_len];
@@ -235,7 +235,7 @@ pub fn pal_lifecycle(svm: &Svm) -> TestResult {
 /// The PAL's frames are in no translation of the guest's nested page table, and a guest
 /// reading them by their host address faults and is killed; the PAL still runs afterwards.
 pub fn pal_memory_unreachable(svm: &Svm) -> TestResult {
-    let image = program::pal_sum();
+    let image = &pal_image(program::pal_sum());
     let mut pals = Pals::new(svm);
     let calls = [[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]];
     let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
@@ -251,8 +251,8 @@ pub fn pal_memory_unreachable(svm: &Svm) -> TestResult {
             _ => {}
         }
     }
-    // The guest aims at the PAL's code frame: with guest-physical = host-physical that is
-    // where it would be; its nested page table maps nothing there.
+    // The guest aims at one of the PAL's frames (its stack's first): with guest-physical =
+    // host-physical that is where it would be; its nested page table maps nothing there.
     let code = frames.as_u64() + 3 * PAGE_SIZE;
     let options = Options { data_pages: 1, ..Options::default() };
     let mut peek =
@@ -285,7 +285,7 @@ pub fn guest_cannot_read_hypervisor(svm: &Svm) -> TestResult {
 /// Hostile hypercalls: bad numbers, lengths, pointers and handles each get their status,
 /// and the PAL and the hypervisor carry on.
 pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
-    let image = program::pal_sum();
+    let image = &pal_image(program::pal_sum());
     let n = len(image);
     let hv = mem::image_range().start;
     let mut pals = Pals::new(svm);
@@ -329,8 +329,8 @@ pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
 /// touch a port are killed and unregistered; one that claims too much output gets
 /// `TooLarge`.
 pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
-    let hostile = program::pal_hostile();
-    let good = program::pal_sum();
+    let hostile = &pal_image(program::pal_hostile());
+    let good = &pal_image(program::pal_sum());
     let mut pals = Pals::new(svm);
     let reg = |image: u64, n: u64| [REGISTER, image, n, RESULT, 0, 0, 0];
     let exec = |attack: u64| [EXECUTE, PREV, INPUT + attack, 1, OUTPUT, 64, OUT_LEN];
@@ -365,7 +365,7 @@ pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
 /// A PAL cannot call the guest interface (no re-entrancy): execute and register answer
 /// `Busy`, an unknown number `UnknownCall`, and the PAL finishes normally.
 pub fn pal_reentrancy_refused(svm: &Svm) -> TestResult {
-    let image = program::pal_reenter();
+    let image = &pal_image(program::pal_reenter());
     let mut pals = Pals::new(svm);
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
@@ -387,7 +387,7 @@ pub fn pal_reentrancy_refused(svm: &Svm) -> TestResult {
 /// The cost of register and execute, over many calls.
 pub fn pal_cost(svm: &Svm) -> TestResult {
     const EXECUTIONS: usize = 50;
-    let image = program::pal_sum();
+    let image = &pal_image(program::pal_sum());
     let mut pals = Pals::new(svm);
     let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
     calls.extend((0..EXECUTIONS).map(|_| [EXECUTE, PREV, INPUT, 64, OUTPUT, 64, OUT_LEN]));
@@ -412,5 +412,194 @@ pub fn pal_cost(svm: &Svm) -> TestResult {
         execute / EXECUTIONS as u64,
         replies[EXECUTIONS + 1].ticks
     );
+    Ok(())
+}
+
+/// Images that are not acceptable PAL executables (a flat blob, writable code, a segment
+/// outside the image window, a position-independent executable) are refused with
+/// `BadImage`, leave nothing registered, and a good image registered after them runs.
+pub fn bad_images_refused(svm: &Svm) -> TestResult {
+    let good = pal_image(program::pal_sum());
+    let flat = program::pal_sum();
+    let mut writable_code = good.clone();
+    writable_code[64 + 4] = 7; // first program header's p_flags: R|W|X
+    let mut outside = good.clone();
+    outside[64 + 16..64 + 24].copy_from_slice(&0x1000u64.to_le_bytes()); // p_vaddr below the window
+    let mut dynamic = good.clone();
+    dynamic[16] = 3; // e_type ET_DYN
+    let mut pals = Pals::new(svm);
+    let reg = |image: u64, n: usize| [REGISTER, image, n as u64, RESULT, 0, 0, 0];
+    let calls = [
+        (reg(IMAGE_A, flat.len()), Status::BadImage),
+        (reg(IMAGE_B, writable_code.len()), Status::BadImage),
+        (reg(IMAGE_B + 0x800, outside.len()), Status::BadImage),
+        (reg(INPUT, dynamic.len()), Status::BadImage),
+        (reg(IMAGE_A + 0x800, good.len()), Status::Ok),
+    ];
+    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
+    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
+    let setup: [(u64, &[u8]); 5] = [
+        (IMAGE_A, flat),
+        (IMAGE_B, &writable_code),
+        (IMAGE_B + 0x800, &outside),
+        (INPUT, &dynamic),
+        (IMAGE_A + 0x800, &good),
+    ];
+    let (replies, _) = run_script(svm, &mut pals, &setup, &args)?;
+    expect_statuses(&replies, &expected)?;
+    if pals.registered() != 1 {
+        return Err(format!("{} PALs registered after refusals", pals.registered()));
+    }
+    let handle = replies[4].regs[1];
+    let calls = [[EXECUTE, handle, INPUT, 3, OUTPUT, 64, OUT_LEN]];
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(INPUT, &[1, 2, 3])], &calls)?;
+    expect_statuses(&replies, &[Status::Ok])?;
+    let sum = read_u64(guest.memory(), OUTPUT)?;
+    if sum != 6 {
+        return Err(format!("sum {sum}"));
+    }
+    Ok(())
+}
+
+/// The PAL services: random bytes, its identity, trusted counters that belong to its
+/// identity (they survive unregistering it and are not another PAL's), and the refusals of
+/// wrong arguments.
+pub fn pal_services(svm: &Svm) -> TestResult {
+    let image = &pal_image(program::pal_services());
+    let other = &pal_image(program::pal_sum());
+    let mut pals = Pals::new(svm);
+    let exec = |out: u64| [EXECUTE, PREV, INPUT, 0, out, 1024, OUT_LEN];
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        exec(OUTPUT),
+        [UNREGISTER, PREV, 0, 0, 0, 0, 0],
+        [REGISTER, IMAGE_B, len(other), RESULT + 40, 0, 0, 0],
+        [REGISTER, IMAGE_A, len(image), RESULT + 80, 0, 0, 0],
+        exec(OUTPUT + 1024),
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (IMAGE_B, other)];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok; 6])?;
+    let memory = guest.memory();
+    let mut outputs = [[0u8; 224]; 2];
+    for (i, out) in outputs.iter_mut().enumerate() {
+        if !memory.read(OUTPUT + 1024 * i as u64, out) {
+            return Err(String::from("output outside the guest"));
+        }
+    }
+    let word = |out: &[u8; 224], at: usize| {
+        let mut b = [0; 8];
+        b.copy_from_slice(&out[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let ok = Status::Ok.as_u64();
+    for (run, out) in outputs.iter().enumerate() {
+        // (RAX, RBX) after each call, as the PAL saw them.
+        let results: Vec<(u64, u64)> =
+            (0..10).map(|i| (word(out, 64 + 16 * i), word(out, 72 + 16 * i))).collect();
+        let first = 2 * run as u64;
+        let expected = [
+            (ok, 0),
+            (ok, 0),
+            (ok, first + 1),
+            (ok, first + 2),
+            (ok, first + 2),
+            (Status::BadArgument.as_u64(), 0),
+            (Status::BadPointer.as_u64(), 0),
+            (Status::TooLarge.as_u64(), 0),
+            (Status::BadPointer.as_u64(), 0),
+            (ok, 0),
+        ];
+        if results != expected {
+            return Err(format!("run {run}: services answered {results:x?}"));
+        }
+        if out[32..64] != Digest::of(image).0 {
+            return Err(format!("run {run}: identity {:x?}", &out[32..64]));
+        }
+    }
+    if outputs[0][..32] == outputs[1][..32] || outputs[0][..32] == [0; 32] {
+        return Err(String::from("random bytes repeat or are zero"));
+    }
+    Ok(())
+}
+
+/// The guest's XMM registers and MXCSR survive a PAL run that changes them all; the PAL
+/// starts with a clean x87/SSE state and none of its values reach the guest.
+pub fn vector_state_isolated(svm: &Svm) -> TestResult {
+    const GUEST_MXCSR: u32 = 0x3F80; // round down, all exceptions masked
+    let image = &pal_image(program::pal_vector());
+    let mut pals = Pals::new(svm);
+    let (replies, _) = run_script(
+        svm,
+        &mut pals,
+        &[(IMAGE_A, image)],
+        &[[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]],
+    )?;
+    expect_statuses(&replies, &[Status::Ok])?;
+    let handle = replies[0].regs[1];
+    let options = Options { data_pages: 3, ..Options::default() };
+    let mut guest = TestGuest::new(svm, program::vector(), options)
+        .map_err(|e| format!("guest set-up: {e}"))?;
+    let patterns: Vec<u128> =
+        (0..16u128).map(|i| 0x1111_2222_3333_4444_5555_6666_7777_0000 | (i + 1)).collect();
+    let (out, out_len) = (DATA + 0x1000, DATA + 0x2000);
+    let memory = guest.memory();
+    let mut ok = true;
+    for (i, p) in patterns.iter().enumerate() {
+        ok &= memory.write(DATA + 16 * i as u64, &p.to_le_bytes());
+    }
+    let args = [EXECUTE, handle, DATA, 0, out, 1024, out_len];
+    for (i, a) in args.iter().enumerate() {
+        ok &= memory.write(DATA + 256 + 8 * i as u64, &a.to_le_bytes());
+    }
+    ok &= memory.write(DATA + 320, &GUEST_MXCSR.to_le_bytes());
+    if !ok {
+        return Err(String::from("the vector guest's data does not fit"));
+    }
+    let outcome = guest.run_with_memory(|r: &mut GuestRegisters, memory: &mut GuestMemory| {
+        pals.hypercall(r, memory)
+    });
+    if outcome != Outcome::Halted {
+        return Err(format!("vector guest: {outcome:?}"));
+    }
+    let memory = guest.memory();
+    let status = read_u64(memory, DATA + 768)?;
+    if status != Status::Ok.as_u64() {
+        return Err(format!("execute returned {status:#x}"));
+    }
+    let mut after = [0u8; 256];
+    let mut mxcsr = [0u8; 4];
+    let mut seen = [0u8; 264];
+    if !(memory.read(DATA + 512, &mut after)
+        && memory.read(DATA + 776, &mut mxcsr)
+        && memory.read(out, &mut seen))
+    {
+        return Err(String::from("results outside the guest"));
+    }
+    let xmm = |bytes: &[u8], i: usize| {
+        let mut b = [0; 16];
+        b.copy_from_slice(&bytes[16 * i..16 * i + 16]);
+        u128::from_le_bytes(b)
+    };
+    // What the PAL started with: zero XMM registers, MXCSR 0x1F80, FCW 0x037F, FSW 0.
+    if (0..16).any(|i| xmm(&seen, i) != 0)
+        || seen[256..260] != 0x1F80u32.to_le_bytes()
+        || seen[260..264] != [0x7F, 0x03, 0, 0]
+    {
+        return Err(format!("the PAL started with {:x?}", &seen[..]));
+    }
+    // What the guest has afterwards: its own values, none of the PAL's.
+    for (i, p) in patterns.iter().enumerate() {
+        if xmm(&after, i) != *p {
+            return Err(format!("guest XMM{i} came back as {:#x}", xmm(&after, i)));
+        }
+    }
+    if u32::from_le_bytes(mxcsr) != GUEST_MXCSR {
+        return Err(format!("guest MXCSR came back as {:#x}", u32::from_le_bytes(mxcsr)));
+    }
+    let secret = PAL_SECRET.to_le_bytes();
+    if after.windows(8).any(|w| w == secret) {
+        return Err(String::from("the PAL's secret reached the guest's vector registers"));
+    }
     Ok(())
 }
