@@ -5,23 +5,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
-# The freestanding image builds in its own target directory with its own profile
-# (panic = abort, no libc); the test `freestanding` checks and runs it.
+# The freestanding images build in their own target directory with their own profile
+# (panic = abort, no libc): the self-test (the test `freestanding` checks and runs it) and the
+# PAL image the hypervisor registers (`cargo xtask qemu-test` builds and boots it).
 image=(-p vpr-pal-selftest --profile freestanding --target-dir target/image)
+pal=(-p vpr-pal-image --profile freestanding --target-dir target/image)
+not_host=(--exclude vpr-pal-selftest --exclude vpr-pal-image)
 # The hypervisor: a bare-metal image for x86_64-unknown-none, in its own target directory.
 hv=(-p vpr-hypervisor --target x86_64-unknown-none --profile freestanding --target-dir target/hypervisor)
 
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
-cargo clippy --locked --workspace --exclude vpr-pal-selftest --all-targets -- -D warnings
+cargo clippy --locked --workspace "${not_host[@]}" --all-targets -- -D warnings
 cargo clippy --locked "${image[@]}" -- -D warnings
+cargo clippy --locked "${pal[@]}" -- -D warnings
 cargo clippy --locked "${hv[@]}" -- -D warnings
 echo "== freestanding PAL self-test image"
 cargo build --locked "${image[@]}"
 echo "== tests"
 # --show-output: the simulation prints its run and scenario counts, the drills their failover
 # times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
-cargo test --locked --workspace --exclude vpr-pal-selftest -- --show-output
+cargo test --locked --workspace "${not_host[@]}" -- --show-output
 echo "== hypervisor boot self-test (QEMU)"
 cargo xtask qemu-test

@@ -38,6 +38,11 @@ impl Range {
         self.end <= self.start
     }
 
+    /// Whether `addr` lies in it.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
     /// The part of it that lies in `other`.
     pub fn intersect(&self, other: Range) -> Range {
         Range { start: self.start.max(other.start), end: self.end.min(other.end) }

@@ -10,6 +10,8 @@
 //!   shared [`DecodeError`].
 //! - [`digest`]: the SHA-256 [`Digest`] newtype and a streaming [`Sha256`](digest::Sha256).
 //! - [`update`]: the [`StateUpdate`] a primary ships to backups (pages of the database file).
+//! - [`pal_io`]: the [`Command`](pal_io::Command) a PAL image's `execute` takes and the
+//!   [`Outcome`](pal_io::Outcome) it returns.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod crypto;
 pub mod digest;
 pub mod hypercall;
 pub mod msg;
+pub mod pal_io;
 pub mod update;
 pub mod wire;
 

@@ -78,7 +78,7 @@ use crate::crypto::{PublicKey, SealedKey, Signature, Tag};
 use crate::digest::Digest;
 use crate::update::StateUpdate;
 
-mod codec;
+pub(crate) mod codec;
 mod envelope;
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,8 @@ use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use crate::tsc;
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use vpr_hypervisor::elf;
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
@@ -274,6 +276,44 @@ impl<'a> Pals<'a> {
     /// How many PALs are registered.
     pub fn registered(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Checks PAL `handle`'s nested page table against its plan, from outside the PAL: every
+    /// page of every region maps the frame the plan gives it, inside the PAL's allocation,
+    /// with the region's permissions; no page is writable and executable; and no 2 MiB
+    /// boundary of the first 4 GiB outside the regions maps anything. Returns the pages
+    /// checked.
+    pub fn audit(&mut self, handle: u64) -> Result<u64, String> {
+        let pal = self.registry.get_mut(handle).map_err(|s| format!("handle: {s}"))?;
+        let npt = pal.npt.as_ref().ok_or("the PAL has no nested page table")?;
+        let (first, count) = (pal.frames.first(), pal.frames.count());
+        let owned = Range::sized(first.as_u64(), count * PAGE_SIZE);
+        let mut pages = 0;
+        for region in &pal.regions {
+            for page in 0..region.pages {
+                let gpa = region.gpa + page * PAGE_SIZE;
+                let t = npt
+                    .translate(&mut pal.tables, GuestPhysAddr::new(gpa))
+                    .ok_or_else(|| format!("{gpa:#x} ({:?}) is not mapped", region.kind))?;
+                let frame = first + (region.first_page + page) * PAGE_SIZE;
+                if t.address != frame || !owned.contains(t.address.as_u64()) {
+                    return Err(format!("{gpa:#x} maps {:#x}, not {frame:#x}", t.address));
+                }
+                if t.permissions != region.permissions
+                    || (t.permissions.write && t.permissions.execute)
+                {
+                    return Err(format!("{gpa:#x} ({:?}): {:?}", region.kind, t.permissions));
+                }
+                pages += 1;
+            }
+        }
+        for gpa in (0..4u64 << 30).step_by(2 << 20) {
+            let inside = pal.regions.iter().any(|r| r.span().contains(gpa));
+            if !inside && npt.translate(&mut pal.tables, GuestPhysAddr::new(gpa)).is_some() {
+                return Err(format!("{gpa:#x} is mapped outside the PAL's regions"));
+            }
+        }
+        Ok(pages)
     }
 
     /// The frames of PAL `handle`, if it is registered.

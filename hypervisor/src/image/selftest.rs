@@ -3,6 +3,7 @@
 //! `test <name>: FAILED: <why>`; `hv_main` prints the totals as `N passed, M failed`.
 
 mod pal;
+mod sql;
 
 use crate::guest::{call, program, Options, TestGuest, CODE, PATTERNS};
 use crate::mem;
@@ -252,7 +253,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 22] = [
+    let tests: [Test; 27] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -274,6 +275,11 @@ pub fn run() -> (u32, u32) {
         ("bad_pal_images_refused", pal::bad_images_refused),
         ("pal_services", pal::pal_services),
         ("vector_state_isolated", pal::vector_state_isolated),
+        ("sql_pal_registers", sql::sql_pal_registers),
+        ("sql_pal_statements", sql::sql_pal_statements),
+        ("sql_pal_replicates", sql::sql_pal_replicates),
+        ("sql_pal_bad_input", sql::sql_pal_bad_input),
+        ("sql_pal_cost", sql::sql_pal_cost),
         ("pal_cost", pal::pal_cost),
     ];
     for (name, test) in tests {

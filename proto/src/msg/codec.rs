@@ -63,16 +63,16 @@ const MIN_RESULT_LEN: usize = 4 + 4 + 8;
 const KEY_GRANT_LEN: usize = 2 + 48;
 const ENTRY_LEN: usize = 16 + 8 + 32;
 
-pub(super) fn to_u64(n: usize) -> u64 {
+pub(crate) fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Writes a length or count as `u32` (saturating: such a length exceeds every limit).
-fn put_len(w: &mut Writer, n: usize) {
+pub(crate) fn put_len(w: &mut Writer, n: usize) {
     w.u32(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
-fn put_bytes(w: &mut Writer, bytes: &[u8]) {
+pub(crate) fn put_bytes(w: &mut Writer, bytes: &[u8]) {
     put_len(w, bytes.len());
     w.bytes(bytes);
 }
@@ -101,7 +101,11 @@ fn put_option<T: Wire>(w: &mut Writer, value: Option<&T>) {
 }
 
 /// Reads a `u32` length or count, at most `max`.
-fn get_len(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<usize, DecodeError> {
+pub(crate) fn get_len(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    max: usize,
+) -> Result<usize, DecodeError> {
     let n = r.u32()?;
     let too_large = DecodeError::TooLarge { field, value: u64::from(n), max: to_u64(max) };
     match usize::try_from(n) {
@@ -110,7 +114,7 @@ fn get_len(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<usize,
     }
 }
 
-fn get_bytes<'a>(
+pub(crate) fn get_bytes<'a>(
     r: &mut Reader<'a>,
     field: &'static str,
     max: usize,
@@ -121,7 +125,11 @@ fn get_bytes<'a>(
 
 /// Reads a byte string that must be UTF-8 ([`DecodeError::Invalid`] carries the offset of the
 /// first bad byte).
-fn get_string(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<String, DecodeError> {
+pub(crate) fn get_string(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    max: usize,
+) -> Result<String, DecodeError> {
     let bytes = get_bytes(r, field, max)?;
     match core::str::from_utf8(bytes) {
         Ok(s) => Ok(String::from(s)),
@@ -129,7 +137,7 @@ fn get_string(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<Str
     }
 }
 
-fn get_bool(r: &mut Reader<'_>, field: &'static str) -> Result<bool, DecodeError> {
+pub(crate) fn get_bool(r: &mut Reader<'_>, field: &'static str) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
@@ -149,7 +157,7 @@ fn get_option<T: Wire>(r: &mut Reader<'_>, field: &'static str) -> Result<Option
 ///
 /// Refuses a count the input left cannot hold before allocating, and preallocates at most
 /// [`PREALLOC_ITEMS`] items.
-fn get_vec_with<T>(
+pub(crate) fn get_vec_with<T>(
     r: &mut Reader<'_>,
     field: &'static str,
     max: usize,
@@ -178,7 +186,7 @@ fn get_vec<T: Wire>(
     get_vec_with(r, field, max, min_len, T::get)
 }
 
-fn get_digest(r: &mut Reader<'_>) -> Result<Digest, DecodeError> {
+pub(crate) fn get_digest(r: &mut Reader<'_>) -> Result<Digest, DecodeError> {
     r.array().map(Digest)
 }
 

@@ -1,4 +1,5 @@
-//! `qemu-test`: build the hypervisor image, boot it, judge the run.
+//! `qemu-test`: build the hypervisor image and the PAL image, boot the first with the second
+//! as its module 0 (`-initrd`), judge the run.
 //!
 //! The image reports through two channels that must agree: its serial log ends with
 //! `N passed, M failed`, and it ends QEMU through the isa-debug-exit device, which turns the
@@ -28,9 +29,32 @@ const TARGET_DIR: &str = "target/hypervisor";
 /// The code generation flag the image cannot do without (it is loaded at a fixed address).
 const STATIC_RELOCATIONS: &str = "relocation-model=static";
 
+/// The target directory of the PAL image build (shared with the freestanding self-test).
+const PAL_TARGET_DIR: &str = "target/image";
+/// Memory of the QEMU machine: the self-test registers two SQL PALs of about 50 MiB each.
+const MEMORY: &str = "512M";
+
 /// Where the image is built.
 pub fn image_path(root: &Path) -> PathBuf {
     root.join(TARGET_DIR).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor")
+}
+
+/// Where the PAL image (`pal/image`, the `vpr-pal-image` binary) is built.
+pub fn pal_image_path(root: &Path) -> PathBuf {
+    root.join(PAL_TARGET_DIR).join(PROFILE).join("vpr-pal-image")
+}
+
+/// Builds the PAL image (a static executable for the host's x86-64, linked at the address
+/// the hypervisor's PAL ABI gives) and returns its path.
+pub fn build_pal_image(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    install::run(
+        Command::new(cargo)
+            .current_dir(root)
+            .args(["build", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
+            .args(["--profile", PROFILE, "--target-dir", PAL_TARGET_DIR]),
+    )?;
+    Ok(pal_image_path(root))
 }
 
 /// Builds the image and returns its path.
@@ -67,13 +91,13 @@ fn kvm_usable() -> bool {
     device && svm
 }
 
-/// The QEMU command line for `image`.
-pub fn command_line(image: &Path, kvm: bool, qboot: bool) -> Vec<String> {
+/// The QEMU command line for `image` with `modules` (multiboot modules, in order).
+pub fn command_line(image: &Path, modules: &[PathBuf], kvm: bool, qboot: bool) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "-kernel".into(),
         image.display().to_string(),
         "-m".into(),
-        "256M".into(),
+        MEMORY.into(),
         "-nodefaults".into(),
         "-display".into(),
         "none".into(),
@@ -83,6 +107,10 @@ pub fn command_line(image: &Path, kvm: bool, qboot: bool) -> Vec<String> {
         "-device".into(),
         "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
     ];
+    if !modules.is_empty() {
+        let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
+        args.extend(["-initrd".into(), list.join(",")]);
+    }
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
     args.extend(["-accel".into(), accel.into(), "-cpu".into(), cpu.into()]);
     if qboot {
@@ -152,6 +180,10 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     install::rust_target()?;
     let image = build_image(root)?;
     let image_bytes = fs::metadata(&image).map_err(|e| format!("{}: {e}", image.display()))?.len();
+    let pal = build_pal_image(root)?;
+    if pal.display().to_string().contains(',') {
+        return Err(format!("{}: QEMU cannot take a module path with a comma", pal.display()));
+    }
     install::qemu(QEMU)?;
 
     let kvm = match options.accel {
@@ -160,7 +192,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Auto => kvm_usable(),
     };
     let accel = if kvm { "kvm" } else { "tcg" };
-    let args = command_line(&image, kvm, Path::new(QBOOT).is_file());
+    let args = command_line(&image, &[pal], kvm, Path::new(QBOOT).is_file());
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
 
@@ -236,15 +268,17 @@ mod tests {
 
     #[test]
     fn command_line_has_exit_device_and_no_reboot() {
-        let args = command_line(Path::new("/i"), false, true);
+        let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], false, true);
         let joined = args.join(" ");
-        assert!(joined.starts_with("-kernel /i "));
+        assert!(joined.starts_with("-kernel /i -m 512M "));
+        assert!(joined.contains("-initrd /p -accel"));
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.ends_with("-bios /usr/share/qemu/qboot.rom"));
-        let kvm = command_line(Path::new("/i"), true, false).join(" ");
+        let kvm = command_line(Path::new("/i"), &[], true, false).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("-bios"));
+        assert!(!kvm.contains("-initrd"));
     }
 
     #[test]

@@ -93,6 +93,13 @@ const COMPONENTS: &[Component] = &[
         split_tests: true,
     },
     Component {
+        name: "pal/image",
+        trust: Trust::Trusted,
+        paths: &["pal/image/src"],
+        exclude: &[],
+        split_tests: true,
+    },
+    Component {
         name: "proto",
         trust: Trust::Trusted,
         paths: &["proto/src"],
@@ -158,23 +165,12 @@ const IMAGE_SELFTEST: Component = Component {
 /// The crates whose dependency closure is "crypto".
 const CRYPTO_ROOTS: &[&str] = &["sha2", "hmac", "hkdf", "p256", "chacha20poly1305"];
 /// Our crates that run inside the TCC, whose dependencies are trusted.
-const TRUSTED_PACKAGES: &[&str] = &["vpr-pal", "vpr-proto", "vpr-hypervisor", "vpr-crt"];
+const TRUSTED_PACKAGES: &[&str] =
+    &["vpr-pal", "vpr-pal-image", "vpr-proto", "vpr-hypervisor", "vpr-crt"];
 /// The target the trusted crates' dependencies are resolved for.
 const TCC_TARGET: &str = "x86_64-unknown-none";
 /// The crate shipping the amalgamation sqlite-shim compiles (as in sqlite-shim/build.rs).
 const AMALGAMATION_CRATE: (&str, &str) = ("libsqlite3-sys", "0.40.0");
-/// The PAL self-test image: its build and where it lands.
-const SELFTEST_BUILD: &[&str] = &[
-    "build",
-    "-p",
-    "vpr-pal-selftest",
-    "--profile",
-    "freestanding",
-    "--target-dir",
-    "target/image",
-];
-const SELFTEST_IMAGE: &str = "target/image/freestanding/pal-selftest";
-
 /// A counted row of the report.
 #[derive(Debug, Clone)]
 struct Row {
@@ -602,7 +598,7 @@ fn collect(root: &Path, options: &TcbOptions) -> Report {
     let newest_of =
         |names: &[&str]| names.iter().filter_map(|n| newest.get(n).copied().flatten()).max();
     let hypervisor_sources = newest_of(&["hypervisor image", "hypervisor lib", "proto"]);
-    let selftest_sources = newest_of(&["pal", "proto", "sqlite-shim (own code)", "pal/selftest"]);
+    let pal_sources = newest_of(&["pal", "proto", "sqlite-shim (own code)", "pal/image"]);
     let hypervisor = image(
         "hypervisor",
         qemu::image_path(root),
@@ -614,17 +610,14 @@ fn collect(root: &Path, options: &TcbOptions) -> Report {
         },
         options.build,
     );
-    let selftest = image(
-        "pal/selftest",
-        root.join(SELFTEST_IMAGE),
-        "stand-in for the PAL image until it exists: the PAL service, SQLite, crypto and the \
-         freestanding C functions, plus the self-test (its zero-filled part is mostly the \
-         self-test's static heap)",
-        selftest_sources,
-        || {
-            install::run(Command::new(cargo()).current_dir(root).args(SELFTEST_BUILD))?;
-            Ok(root.join(SELFTEST_IMAGE))
-        },
+    let pal = image(
+        "pal",
+        qemu::pal_image_path(root),
+        "the PAL image the hypervisor registers (as `cargo xtask qemu-test` builds it): the \
+         PAL service, SQLite, crypto and the freestanding C functions; its zero-filled part is \
+         mostly its static heap",
+        pal_sources,
+        || qemu::build_pal_image(root),
         options.build,
     );
     Report {
@@ -635,7 +628,7 @@ fn collect(root: &Path, options: &TcbOptions) -> Report {
         crypto,
         others,
         deps_note,
-        images: vec![hypervisor, selftest],
+        images: vec![hypervisor, pal],
     }
 }
 

@@ -47,6 +47,8 @@ const STACK: u64 = 0x4000;
 pub const DATA: u64 = 0x5000;
 /// Pages of guest memory before the data pages.
 const PAGES: u64 = 5;
+/// Most data pages a test guest gets (32 MiB: room for a PAL image and its I/O).
+const MAX_DATA_PAGES: u64 = 8192;
 
 /// Guest page table bits (APM Vol. 2 §5.4): present, writable, and for the PD entry PS.
 const PRESENT_WRITABLE: u64 = 0x3;
@@ -107,7 +109,7 @@ impl GuestMemory {
         if program.len() > mem::usize_of(PAGE_SIZE) {
             return Err(GuestError::ProgramTooLarge(program.len()));
         }
-        let pages = PAGES + data_pages.min(256);
+        let pages = PAGES + data_pages.min(MAX_DATA_PAGES);
         let frames = mem::allocate_zeroed(pages).ok_or(GuestError::OutOfMemory)?;
         let mut memory = GuestMemory { npt: None, tables: PoolTables::default(), frames, pages };
         let tables = &mut memory.tables;

@@ -39,7 +39,7 @@ const RAM_END: u64 = 0x10000;
 /// In a script, RBX = this means "the handle the last register returned".
 const PREV: u64 = u64::MAX - 1;
 /// Entries that fit in the script's two pages.
-const MAX_CALLS: usize = 63;
+pub(super) const MAX_CALLS: usize = 63;
 
 const VERSION: u64 = Call::Version as u64;
 const REGISTER: u64 = Call::Register as u64;
@@ -47,18 +47,18 @@ const EXECUTE: u64 = Call::Execute as u64;
 const UNREGISTER: u64 = Call::Unregister as u64;
 
 /// One hypercall of a script: RAX, RBX, RCX, RDX, RSI, RDI, R8.
-type Args = [u64; 7];
+pub(super) type Args = [u64; 7];
 
 /// What came back from one call: RAX, RBX, RCX, RDX, RSI, RDI, R8, R9, and the TSC ticks the
 /// hypervisor spent on it.
 #[derive(Debug, Clone, Copy)]
-struct Reply {
-    regs: [u64; 8],
-    ticks: u64,
+pub(super) struct Reply {
+    pub(super) regs: [u64; 8],
+    pub(super) ticks: u64,
 }
 
 impl Reply {
-    fn status(&self) -> Option<Status> {
+    pub(super) fn status(&self) -> Option<Status> {
         Status::from_u64(self.regs[0])
     }
 }
@@ -71,10 +71,22 @@ fn run_script(
     setup: &[(u64, &[u8])],
     calls: &[Args],
 ) -> Result<(Vec<Reply>, TestGuest), String> {
+    run_script_in(svm, pals, DATA_PAGES, setup, calls)
+}
+
+/// [`run_script`] in a guest with `data_pages` data pages from [`DATA`] (the script takes
+/// the first two).
+pub(super) fn run_script_in(
+    svm: &Svm,
+    pals: &mut Pals<'_>,
+    data_pages: u64,
+    setup: &[(u64, &[u8])],
+    calls: &[Args],
+) -> Result<(Vec<Reply>, TestGuest), String> {
     if calls.len() > MAX_CALLS {
         return Err(format!("{} calls do not fit in a script", calls.len()));
     }
-    let options = Options { data_pages: DATA_PAGES, ..Options::default() };
+    let options = Options { data_pages, ..Options::default() };
     let mut guest = TestGuest::new(svm, program::script(), options)
         .map_err(|e| format!("guest set-up: {e}"))?;
     let memory = guest.memory();
@@ -118,7 +130,7 @@ fn run_script(
     Ok((replies, guest))
 }
 
-fn read_u64(memory: &mut GuestMemory, gpa: u64) -> Result<u64, String> {
+pub(super) fn read_u64(memory: &mut GuestMemory, gpa: u64) -> Result<u64, String> {
     let mut bytes = [0; 8];
     if !memory.read(gpa, &mut bytes) {
         return Err(format!("guest-physical {gpa:#x} is outside the guest"));

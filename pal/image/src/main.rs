@@ -1,0 +1,299 @@
+//! The PAL image: vpr's trusted service as a bare-metal ELF that the vpr hypervisor registers
+//! and runs.
+//!
+//! This is the same `vpr-pal` service (SQLite through `sqlite-shim`, requests captured as
+//! state updates, updates verified and applied) that the simulation backend runs in-process
+//! and that `vpr-pal-selftest` runs as a Linux process, linked with no libc and no OS: its
+//! only outside interface is the hypervisor's, in the `hv` module.
+//!
+//! # Entry and exit
+//!
+//! `vpr_proto::hypercall` ("PAL -> hypervisor" and the `pal` module) is the ABI. A guest
+//! registers the image (the hypervisor measures it: the SHA-256 of this file is the PAL's
+//! identity) and calls `execute` with an input. The hypervisor enters `_start` with RDI =
+//! `pal::INPUT_BASE`, RSI = input length, RDX = `pal::OUTPUT_BASE`, RCX = output capacity and
+//! RSP = `pal::STACK_TOP`. The image decodes the input as a `vpr_proto::pal_io::Command`, runs
+//! it, writes the encoded `pal_io::Outcome` to the output and ends the execution with
+//! `VMMCALL` `pal::DONE` and the output length. `pal_io` documents the commands and outcomes;
+//! in short:
+//!
+//! - an input that is not a command is answered [`Outcome::Refused`] with the decode error;
+//! - with an output capacity below `pal_io::MIN_OUTPUT_CAPACITY` nothing runs and the reported
+//!   length is that minimum, so the hypervisor answers `Status::TooLarge`;
+//! - an `Executed` outcome too large for the output is not sent: the request's writes are
+//!   taken back (undo records) and the answer is `Refused`, so a refused command never changed
+//!   the state.
+//!
+//! Memory persists across executions (the hypervisor keeps a PAL's memory until it is
+//! unregistered): the heap and the [`Service`] are set up by the first execution and used by
+//! every later one. Each execution starts on a fresh stack.
+//!
+//! # Failure
+//!
+//! A panic, an allocation failure, an invalid hypervisor answer where no answer can be given
+//! (no random bytes for SQLite), or a failed roll-back executes `ud2`: the hypervisor kills a
+//! faulting PAL (`Status::PalFault`) and forgets it. A crashed PAL is dead, which matches the
+//! trust model: the trusted code fails only by stopping. Nothing derived from the input
+//! panics.
+//!
+//! # Memory
+//!
+//! The image's segments are linked at `pal::IMAGE_BASE` (16 MiB; see `build.rs`) and take
+//! about 33 MiB: the code and constants (about 1 MiB) and a 32 MiB heap in `.bss`, so the file
+//! stays small and the hypervisor zeroes the heap at registration. SQLite's fixed memsys5
+//! pool takes 8 MiB of the heap (page cache, statements; running out is `SQLITE_NOMEM`, not a
+//! crash); the rest holds the database file (the in-memory VFS grows it with exact
+//! reservations, so a growth briefly needs the old and the new copy), results, the input's
+//! decoded copy and the encoded output (each at most `MAX_IO_LEN`, 4 MiB). The stack is the
+//! hypervisor's: `pal::STACK_LEN`, 1 MiB.
+//!
+//! # Platform
+//!
+//! SQLite's randomness (the seed of `random()` and `randomblob()`) comes from the
+//! hypervisor's `Random` service (RDRAND); without it the PAL stops rather than hand SQLite
+//! predictable bytes. There is no trusted clock yet: the time is 0, so `datetime('now')`
+//! reads 1970-01-01 00:00:00. Only results replicate, never re-execution, so neither makes
+//! replicas diverge.
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+
+mod hv;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::mem::MaybeUninit;
+
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+use sqlite_shim::{Config, Platform};
+use vpr_pal::{Service, ServiceOptions};
+use vpr_proto::digest::Digest;
+use vpr_proto::hypercall::pal;
+use vpr_proto::msg::{self, SqlError, StatementResult, Value};
+use vpr_proto::pal_io::{self, Command, Outcome};
+
+// Keep the C library functions (memcpy...) in the link: nothing in Rust names this crate.
+use vpr_crt as _;
+
+/// The Rust heap: 32 MiB, of which SQLite's memsys5 pool takes 8 MiB.
+const HEAP_BYTES: usize = 32 << 20;
+const SQLITE_HEAP_BYTES: usize = 8 << 20;
+
+/// The name and version [`Command::Info`] reports.
+const IMAGE_NAME: &str = concat!("vpr-pal ", env!("CARGO_PKG_VERSION"));
+
+// build.rs links the image at this address (-Ttext-segment).
+const _: () = assert!(pal::IMAGE_BASE == 0x100_0000);
+
+#[global_allocator]
+static ALLOCATOR: LockedHeap = LockedHeap::empty();
+
+/// The heap's memory, zero-initialized so it lands in `.bss`. The first execution takes the
+/// lock and leaks the guard, handing the allocator a `&'static mut` to it: from then on the
+/// lock stays held, which is how later executions know the allocator has it.
+static HEAP_MEMORY: Mutex<[MaybeUninit<u8>; HEAP_BYTES]> =
+    Mutex::new([MaybeUninit::new(0); HEAP_BYTES]);
+
+/// What persists from one execution to the next.
+struct State {
+    /// `sqlite_shim::initialize` succeeded (it may run only once).
+    engine: bool,
+    /// The service, created by the first command that needs it.
+    service: Option<Service>,
+}
+
+/// The state. The PAL has one thread and the hypervisor never re-enters it, so the lock is
+/// never contended; it only makes the access safe.
+static STATE: Mutex<State> = Mutex::new(State { engine: false, service: None });
+
+/// Runs one execution: `input` is the input (`None` if the hypervisor's registers broke the
+/// ABI), `output` the output buffer. Returns the output length for [`hv::done`].
+fn execute(input: Option<&[u8]>, output: &mut [u8]) -> u64 {
+    if let Some(memory) = HEAP_MEMORY.try_lock() {
+        let memory: &'static mut [MaybeUninit<u8>; HEAP_BYTES] = spin::MutexGuard::leak(memory);
+        ALLOCATOR.lock().init_from_slice(memory);
+    }
+    if output.len() < pal_io::MIN_OUTPUT_CAPACITY {
+        return len_u64(pal_io::MIN_OUTPUT_CAPACITY);
+    }
+    let Some(mut state) = STATE.try_lock() else { hv::abort() };
+    let bytes = match input.map(Command::decode) {
+        None => Outcome::refused("the input registers break the entry ABI").encode(),
+        Some(Err(e)) => Outcome::refused(&format!("malformed command: {e}")).encode(),
+        Some(Ok(command)) => run(&mut state, command, output.len()),
+    };
+    // Always fits: only an `Executed` outcome can be too large, and `run` refuses it. If it
+    // did not, nothing is written and the length beyond the capacity makes the hypervisor
+    // answer TooLarge.
+    if let Some(out) = output.get_mut(..bytes.len()) {
+        out.copy_from_slice(&bytes);
+    }
+    len_u64(bytes.len())
+}
+
+fn len_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Runs a command; returns the encoded outcome, at most `capacity` bytes long if possible.
+fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
+    let outcome = match command {
+        Command::Execute { sql, params } => return execute_sql(state, &sql, params, capacity),
+        Command::Apply { update } => match service(state) {
+            Ok(service) => match service.apply_encoded(&update) {
+                Ok(()) => Outcome::Applied { digest: service.digest() },
+                Err(e) => Outcome::refused(&format!("{e}")),
+            },
+            Err(refused) => refused,
+        },
+        Command::Digest => match service(state) {
+            Ok(service) => {
+                Outcome::Digest { digest: service.digest(), file_size: service.file_size() }
+            }
+            Err(refused) => refused,
+        },
+        Command::Info => match hv::identity() {
+            Ok(identity) => Outcome::Info {
+                sqlite_version: String::from(pal_io::clip_utf8(
+                    sqlite_shim::sqlite_version(),
+                    pal_io::MAX_NAME_BYTES,
+                )),
+                identity: Digest(identity),
+                image: String::from(IMAGE_NAME),
+            },
+            Err(status) => Outcome::refused(&format!("identity: {status}")),
+        },
+        Command::Random { len } => match usize::try_from(len) {
+            Ok(len) if len <= pal_io::MAX_RANDOM_BYTES => {
+                let mut bytes = vec![0; len];
+                match hv::random(&mut bytes) {
+                    Ok(()) => Outcome::Random { bytes },
+                    Err(status) => Outcome::refused(&format!("random: {status}")),
+                }
+            }
+            _ => Outcome::refused("random: too many bytes asked for"),
+        },
+        Command::Counter { index, increment } => {
+            let value =
+                if increment { hv::counter_increment(index) } else { hv::counter_read(index) };
+            match value {
+                Ok(value) => Outcome::Counter { value },
+                Err(status) => Outcome::refused(&format!("counter {index}: {status}")),
+            }
+        }
+    };
+    let bytes = outcome.encode();
+    if bytes.len() <= capacity {
+        bytes
+    } else {
+        Outcome::refused("output too large").encode()
+    }
+}
+
+/// The service, set up on first use: SQLite's engine (pool, randomness, clock), then the
+/// database. A failure is answered with a refusal and tried again by the next command.
+fn service(state: &mut State) -> Result<&mut Service, Outcome> {
+    if !state.engine {
+        let config = Config {
+            heap_bytes: SQLITE_HEAP_BYTES,
+            platform: Platform { fill_random, unix_time_ms: || 0 },
+        };
+        sqlite_shim::initialize(config)
+            .map_err(|e| Outcome::refused(&format!("cannot set up SQLite: {e}")))?;
+        state.engine = true;
+    }
+    if state.service.is_none() {
+        let service = Service::new(&ServiceOptions::default())
+            .map_err(|e| Outcome::refused(&format!("cannot open the database: {e}")))?;
+        state.service = Some(service);
+    }
+    state.service.as_mut().ok_or_else(|| Outcome::refused("no database"))
+}
+
+/// SQLite's random source: the hypervisor's, or nothing (`ud2`).
+fn fill_random(buf: &mut [u8]) {
+    if hv::random(buf).is_err() {
+        hv::abort();
+    }
+}
+
+/// [`Command::Execute`]: runs the SQL, captures the update. If the outcome does not fit the
+/// output, takes the writes back and refuses, so the state never moves without its update
+/// reaching the caller.
+fn execute_sql(state: &mut State, sql: &str, params: Vec<Value>, capacity: usize) -> Vec<u8> {
+    let service = match service(state) {
+        Ok(service) => service,
+        Err(refused) => return refused.encode(),
+    };
+    let params: Vec<sqlite_shim::Value> = params.into_iter().map(to_sql).collect();
+    service.keep_undo(true);
+    let (reply, update) = service.execute(sql, &params);
+    let undo = service.take_undo();
+    service.keep_undo(false);
+    drop(params);
+    let outcome = Outcome::Executed {
+        results: reply.results.into_iter().map(from_sql_result).collect(),
+        error: reply.error.map(|e| SqlError {
+            code: e.code,
+            message: String::from(pal_io::clip_utf8(&e.message, msg::MAX_MESSAGE_BYTES)),
+        }),
+        update: update.encode(),
+    };
+    drop(update);
+    let bytes = outcome.encode();
+    if bytes.len() <= capacity {
+        return bytes;
+    }
+    let needed = bytes.len();
+    drop((outcome, bytes));
+    // The update will not reach anyone: put the file back as it was. If that fails, the
+    // state is one no caller can follow: stop.
+    match undo {
+        Some(undo) if service.revert(&undo).is_ok() => {}
+        _ => hv::abort(),
+    }
+    Outcome::refused(&format!(
+        "output too large: {needed} bytes, capacity {capacity}; the request's writes were \
+         taken back"
+    ))
+    .encode()
+}
+
+fn to_sql(v: Value) -> sqlite_shim::Value {
+    match v {
+        Value::Null => sqlite_shim::Value::Null,
+        Value::Integer(i) => sqlite_shim::Value::Integer(i),
+        Value::Real(r) => sqlite_shim::Value::Real(r),
+        Value::Text(t) => sqlite_shim::Value::Text(t),
+        Value::Blob(b) => sqlite_shim::Value::Blob(b),
+    }
+}
+
+fn from_sql(v: sqlite_shim::Value) -> Value {
+    match v {
+        sqlite_shim::Value::Null => Value::Null,
+        sqlite_shim::Value::Integer(i) => Value::Integer(i),
+        sqlite_shim::Value::Real(r) => Value::Real(r),
+        sqlite_shim::Value::Text(t) => Value::Text(t),
+        sqlite_shim::Value::Blob(b) => Value::Blob(b),
+    }
+}
+
+fn from_sql_result(r: sqlite_shim::StatementResult) -> StatementResult {
+    StatementResult {
+        columns: r.columns,
+        rows: r.rows.into_iter().map(|row| row.into_iter().map(from_sql).collect()).collect(),
+        changes: r.changes,
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    hv::abort()
+}

@@ -1,0 +1,799 @@
+//! The input and output of the PAL image's `execute`: a [`Command`] in, an [`Outcome`] out.
+//!
+//! The hypervisor copies a guest's input into the PAL ([`hypercall`] `execute`), the PAL
+//! decodes it as a [`Command`], runs it and leaves the encoded [`Outcome`] in its output. The
+//! PAL image (`vpr-pal-image`) and whatever drives it (the hypervisor's self-test, the host)
+//! share this module; it depends on nothing but the rest of this crate.
+//!
+//! # Encoding
+//!
+//! Integers are little-endian. Every message starts with an 8-byte header, as
+//! [`Message`](crate::msg::Message) does:
+//!
+//! | offset | size | field      | value                                                    |
+//! |-------:|-----:|------------|----------------------------------------------------------|
+//! |      0 |    4 | `magic`    | [`MAGIC`] = `b"VPRP"`                                    |
+//! |      4 |    1 | `version`  | [`VERSION`] = 1                                          |
+//! |      5 |    1 | `kind`     | see below: commands 1-6, outcomes `0x81`-`0x87`          |
+//! |      6 |    2 | `reserved` | `u16`, must be zero                                      |
+//! |      8 |      | body       | the fields of the kind, in order; nothing may follow     |
+//!
+//! Fields are encoded as in [`msg`]: a byte string is a `u32` length and the
+//! bytes, a string is a byte string that must be UTF-8, a `bool` is one byte 0 or 1, an
+//! `Option` a tag byte 0 or 1 and the item, a [`Digest`] its 32 bytes, and [`Value`],
+//! [`StatementResult`] and [`SqlError`] use their [`Wire`] encodings (a real by its bits).
+//!
+//! | kind | command             | body                                                          |
+//! |-----:|---------------------|---------------------------------------------------------------|
+//! |    1 | [`Command::Execute`]| `sql`: string; `params`: `u32` count, then each [`Value`]     |
+//! |    2 | [`Command::Apply`]  | `update`: byte string (an encoded [`StateUpdate`])            |
+//! |    3 | [`Command::Digest`] | none                                                          |
+//! |    4 | [`Command::Info`]   | none                                                          |
+//! |    5 | [`Command::Random`] | `len`: `u32`                                                  |
+//! |    6 | [`Command::Counter`]| `index`: `u32`; `increment`: `bool`                           |
+//!
+//! | kind | outcome               | body                                                        |
+//! |-----:|-----------------------|-------------------------------------------------------------|
+//! | 0x81 | [`Outcome::Executed`] | `results`: `u32` count, then each [`StatementResult`]; `error`: `Option<`[`SqlError`]`>`; `update`: byte string |
+//! | 0x82 | [`Outcome::Applied`]  | `digest`                                                    |
+//! | 0x83 | [`Outcome::Refused`]  | `reason`: string                                            |
+//! | 0x84 | [`Outcome::Digest`]   | `digest`; `file_size`: `u64`                                |
+//! | 0x85 | [`Outcome::Info`]     | `sqlite_version`: string; `identity`: digest; `image`: string |
+//! | 0x86 | [`Outcome::Random`]   | `bytes`: byte string                                        |
+//! | 0x87 | [`Outcome::Counter`]  | `value`: `u64`                                              |
+//!
+//! Commands and outcomes have distinct kinds, so neither decodes as the other. The encoding is
+//! canonical: `decode(encode(x)) == x` (reals compared by their bits) and every accepted byte
+//! string re-encodes to itself.
+//!
+//! # Limits
+//!
+//! Decoders refuse a message longer than [`MAX_LEN`] (the hypervisor's
+//! [`MAX_IO_LEN`](hypercall::MAX_IO_LEN)) before reading it, and then: SQL text over
+//! [`MAX_SQL_BYTES`], more than [`MAX_PARAMS`] parameters, a random length over
+//! [`MAX_RANDOM_BYTES`], a reason over [`MAX_REASON_BYTES`], an error message over
+//! [`MAX_MESSAGE_BYTES`](crate::msg::MAX_MESSAGE_BYTES), names over [`MAX_NAME_BYTES`]. Every
+//! length and count is checked against the bytes left before anything is allocated, so what a
+//! decoder allocates is proportional to its input. They never panic. Encoders do not check
+//! limits: a value beyond them encodes to bytes that decoders refuse ([`Outcome::refused`] and
+//! [`clip_utf8`] help a producer stay inside them).
+//!
+//! # Output capacity
+//!
+//! The PAL runs a command only when the output capacity is at least [`MIN_OUTPUT_CAPACITY`]:
+//! every outcome but [`Outcome::Executed`] fits in it. When an `Executed` outcome does not fit,
+//! the PAL takes the request's writes back and answers [`Outcome::Refused`]: a refused command
+//! changed nothing.
+//!
+//! [`StateUpdate`]: crate::update::StateUpdate
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::digest::Digest;
+use crate::hypercall::{self, pal};
+use crate::msg::codec::{
+    get_bool, get_bytes, get_digest, get_string, get_vec_with, put_bytes, put_len, to_u64,
+};
+use crate::msg::{self, SqlError, StatementResult, Value, Wire};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// First four bytes of every command and outcome.
+pub const MAGIC: [u8; 4] = *b"VPRP";
+/// The format version this crate reads and writes.
+pub const VERSION: u8 = 1;
+/// Length of the header: magic, version, kind, reserved.
+pub const HEADER_LEN: usize = 8;
+/// Longest command or outcome: the hypervisor's input and output limit.
+pub const MAX_LEN: usize = 4 << 20;
+/// Longest SQL text of an [`Command::Execute`].
+pub const MAX_SQL_BYTES: usize = msg::MAX_SQL_BYTES;
+/// Most parameters of an [`Command::Execute`].
+pub const MAX_PARAMS: usize = msg::MAX_PARAMS;
+/// Most bytes one [`Command::Random`] asks for.
+pub const MAX_RANDOM_BYTES: usize = 4096;
+/// Longest reason of an [`Outcome::Refused`].
+pub const MAX_REASON_BYTES: usize = msg::MAX_MESSAGE_BYTES;
+/// Longest name in an [`Outcome::Info`] (SQLite version, image name).
+pub const MAX_NAME_BYTES: usize = 256;
+/// The smallest output capacity the PAL runs a command with: room for any outcome but
+/// [`Outcome::Executed`].
+pub const MIN_OUTPUT_CAPACITY: usize = 8192;
+
+const _: () = assert!(MAX_LEN as u64 == hypercall::MAX_IO_LEN);
+const _: () = assert!(MAX_RANDOM_BYTES as u64 == pal::MAX_RANDOM_LEN);
+const _: () = assert!(HEADER_LEN + 4 + MAX_REASON_BYTES <= MIN_OUTPUT_CAPACITY);
+const _: () = assert!(HEADER_LEN + 4 + MAX_RANDOM_BYTES <= MIN_OUTPUT_CAPACITY);
+const _: () = assert!(HEADER_LEN + 2 * (4 + MAX_NAME_BYTES) + 32 <= MIN_OUTPUT_CAPACITY);
+
+/// Smallest encoding of a [`Value`] (a tag) and of a [`StatementResult`] (two empty counts
+/// and `changes`).
+const MIN_VALUE_LEN: usize = 1;
+const MIN_RESULT_LEN: usize = 4 + 4 + 8;
+
+/// What the PAL is asked to do in one execution.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Kind 1. Run SQL at the primary: [`Outcome::Executed`].
+    Execute {
+        /// One or more statements.
+        sql: String,
+        /// Values for the statements' parameters (`?`, `?NNN`, `:name`...), in order.
+        params: Vec<Value>,
+    },
+    /// Kind 2. Check and apply a state update made by a primary (backup): [`Outcome::Applied`]
+    /// or [`Outcome::Refused`].
+    Apply {
+        /// An encoded [`StateUpdate`](crate::update::StateUpdate).
+        update: Vec<u8>,
+    },
+    /// Kind 3. The database file's digest and size: [`Outcome::Digest`].
+    Digest,
+    /// Kind 4. What the PAL is: [`Outcome::Info`].
+    Info,
+    /// Kind 5. Random bytes from the hypervisor's generator: [`Outcome::Random`].
+    Random {
+        /// How many, at most [`MAX_RANDOM_BYTES`].
+        len: u32,
+    },
+    /// Kind 6. A trusted counter of the PAL's identity: [`Outcome::Counter`].
+    Counter {
+        /// Which counter (the hypervisor has [`pal::COUNTERS`]; others are refused there).
+        index: u32,
+        /// Add one first.
+        increment: bool,
+    },
+}
+
+/// What the PAL answers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Kind `0x81`: what an [`Command::Execute`] did.
+    Executed {
+        /// One result per statement that completed, in order.
+        results: Vec<StatementResult>,
+        /// The error that stopped the request, if one did (its message at most
+        /// [`MAX_MESSAGE_BYTES`](crate::msg::MAX_MESSAGE_BYTES)).
+        error: Option<SqlError>,
+        /// The encoded [`StateUpdate`](crate::update::StateUpdate) carrying the request's
+        /// writes; an update with no pages when it wrote nothing.
+        update: Vec<u8>,
+    },
+    /// Kind `0x82`: the update was applied; the file's digest now.
+    Applied {
+        /// SHA-256 of the database file after the update.
+        digest: Digest,
+    },
+    /// Kind `0x83`: the command was not run, or was taken back: the state is unchanged (a
+    /// malformed command, a refused update, an output too large...).
+    Refused {
+        /// Why, at most [`MAX_REASON_BYTES`].
+        reason: String,
+    },
+    /// Kind `0x84`: the database file's digest and size.
+    Digest {
+        /// SHA-256 of the database file.
+        digest: Digest,
+        /// Its size in bytes.
+        file_size: u64,
+    },
+    /// Kind `0x85`: what the PAL is.
+    Info {
+        /// The SQLite release it runs.
+        sqlite_version: String,
+        /// Its identity: the SHA-256 of its image, as the hypervisor measured it.
+        identity: Digest,
+        /// Its name and version, e.g. `vpr-pal 0.1.0`.
+        image: String,
+    },
+    /// Kind `0x86`: random bytes.
+    Random {
+        /// As many as asked for.
+        bytes: Vec<u8>,
+    },
+    /// Kind `0x87`: a trusted counter's value (after the increment, if one was asked for).
+    Counter {
+        /// The value.
+        value: u64,
+    },
+}
+
+impl Command {
+    /// The header's `kind` byte (1 to 6).
+    #[must_use]
+    pub const fn kind(&self) -> u8 {
+        match self {
+            Command::Execute { .. } => 1,
+            Command::Apply { .. } => 2,
+            Command::Digest => 3,
+            Command::Info => 4,
+            Command::Random { .. } => 5,
+            Command::Counter { .. } => 6,
+        }
+    }
+
+    /// The canonical encoding.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = header(self.kind());
+        match self {
+            Command::Execute { sql, params } => {
+                put_bytes(&mut w, sql.as_bytes());
+                put_len(&mut w, params.len());
+                for param in params {
+                    param.put(&mut w);
+                }
+            }
+            Command::Apply { update } => put_bytes(&mut w, update),
+            Command::Digest | Command::Info => {}
+            Command::Random { len } => {
+                w.u32(*len);
+            }
+            Command::Counter { index, increment } => {
+                w.u32(*index).u8(u8::from(*increment));
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Decodes exactly `bytes`. Never panics.
+    ///
+    /// # Errors
+    /// A [`DecodeError`]: the message is too long, truncated, has a bad magic, version,
+    /// reserved field or kind (an outcome's kind included), a field beyond its limit, a bad
+    /// tag, bool or UTF-8 string, or trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (kind, mut r) = open(bytes)?;
+        let command = match kind {
+            1 => {
+                let sql = get_string(&mut r, "sql", MAX_SQL_BYTES)?;
+                let params = get_vec_with(&mut r, "params", MAX_PARAMS, MIN_VALUE_LEN, Value::get)?;
+                Command::Execute { sql, params }
+            }
+            2 => Command::Apply { update: get_bytes(&mut r, "update", MAX_LEN)?.to_vec() },
+            3 => Command::Digest,
+            4 => Command::Info,
+            5 => {
+                let len = r.u32()?;
+                if u64::from(len) > to_u64(MAX_RANDOM_BYTES) {
+                    return Err(DecodeError::TooLarge {
+                        field: "random len",
+                        value: u64::from(len),
+                        max: to_u64(MAX_RANDOM_BYTES),
+                    });
+                }
+                Command::Random { len }
+            }
+            6 => {
+                let index = r.u32()?;
+                let increment = get_bool(&mut r, "increment")?;
+                Command::Counter { index, increment }
+            }
+            kind => return Err(DecodeError::Invalid { field: "command kind", value: kind.into() }),
+        };
+        r.finish()?;
+        Ok(command)
+    }
+}
+
+impl Outcome {
+    /// A refusal, its reason clipped to [`MAX_REASON_BYTES`] (at a character boundary).
+    #[must_use]
+    pub fn refused(reason: &str) -> Self {
+        Outcome::Refused { reason: String::from(clip_utf8(reason, MAX_REASON_BYTES)) }
+    }
+
+    /// The header's `kind` byte (`0x81` to `0x87`).
+    #[must_use]
+    pub const fn kind(&self) -> u8 {
+        match self {
+            Outcome::Executed { .. } => 0x81,
+            Outcome::Applied { .. } => 0x82,
+            Outcome::Refused { .. } => 0x83,
+            Outcome::Digest { .. } => 0x84,
+            Outcome::Info { .. } => 0x85,
+            Outcome::Random { .. } => 0x86,
+            Outcome::Counter { .. } => 0x87,
+        }
+    }
+
+    /// The canonical encoding.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = header(self.kind());
+        match self {
+            Outcome::Executed { results, error, update } => {
+                put_len(&mut w, results.len());
+                for result in results {
+                    result.put(&mut w);
+                }
+                match error {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(e) => {
+                        w.u8(1);
+                        e.put(&mut w);
+                    }
+                }
+                put_bytes(&mut w, update);
+            }
+            Outcome::Applied { digest } => {
+                w.bytes(digest.as_bytes());
+            }
+            Outcome::Refused { reason } => put_bytes(&mut w, reason.as_bytes()),
+            Outcome::Digest { digest, file_size } => {
+                w.bytes(digest.as_bytes()).u64(*file_size);
+            }
+            Outcome::Info { sqlite_version, identity, image } => {
+                put_bytes(&mut w, sqlite_version.as_bytes());
+                w.bytes(identity.as_bytes());
+                put_bytes(&mut w, image.as_bytes());
+            }
+            Outcome::Random { bytes } => put_bytes(&mut w, bytes),
+            Outcome::Counter { value } => {
+                w.u64(*value);
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Decodes exactly `bytes`. Never panics.
+    ///
+    /// # Errors
+    /// As [`Command::decode`]; also the errors of the [`Wire`] decoders of
+    /// [`StatementResult`] and [`SqlError`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (kind, mut r) = open(bytes)?;
+        let outcome = match kind {
+            0x81 => {
+                let results = get_vec_with(
+                    &mut r,
+                    "results",
+                    usize::MAX,
+                    MIN_RESULT_LEN,
+                    StatementResult::get,
+                )?;
+                let error = match r.u8()? {
+                    0 => None,
+                    1 => Some(SqlError::get(&mut r)?),
+                    tag => return Err(DecodeError::Invalid { field: "error", value: tag.into() }),
+                };
+                let update = get_bytes(&mut r, "update", MAX_LEN)?.to_vec();
+                Outcome::Executed { results, error, update }
+            }
+            0x82 => Outcome::Applied { digest: get_digest(&mut r)? },
+            0x83 => Outcome::Refused { reason: get_string(&mut r, "reason", MAX_REASON_BYTES)? },
+            0x84 => {
+                let digest = get_digest(&mut r)?;
+                let file_size = r.u64()?;
+                Outcome::Digest { digest, file_size }
+            }
+            0x85 => {
+                let sqlite_version = get_string(&mut r, "sqlite_version", MAX_NAME_BYTES)?;
+                let identity = get_digest(&mut r)?;
+                let image = get_string(&mut r, "image", MAX_NAME_BYTES)?;
+                Outcome::Info { sqlite_version, identity, image }
+            }
+            0x86 => {
+                Outcome::Random { bytes: get_bytes(&mut r, "random", MAX_RANDOM_BYTES)?.to_vec() }
+            }
+            0x87 => Outcome::Counter { value: r.u64()? },
+            kind => return Err(DecodeError::Invalid { field: "outcome kind", value: kind.into() }),
+        };
+        r.finish()?;
+        Ok(outcome)
+    }
+}
+
+/// The longest prefix of `s` that is at most `max` bytes and ends at a character boundary.
+#[must_use]
+pub fn clip_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+fn header(kind: u8) -> Writer {
+    let mut w = Writer::new();
+    w.bytes(&MAGIC).u8(VERSION).u8(kind).u16(0);
+    w
+}
+
+/// Checks the length and header; returns the kind and a reader at the body.
+fn open(bytes: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
+    if bytes.len() > MAX_LEN {
+        return Err(DecodeError::TooLarge {
+            field: "message",
+            value: to_u64(bytes.len()),
+            max: to_u64(MAX_LEN),
+        });
+    }
+    let mut r = Reader::new(bytes);
+    let magic = r.array::<4>()?;
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(u32::from_le_bytes(magic)));
+    }
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let kind = r.u8()?;
+    let reserved = r.u16()?;
+    if reserved != 0 {
+        return Err(DecodeError::Invalid { field: "reserved", value: reserved.into() });
+    }
+    Ok((kind, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn all_values() -> Vec<Value> {
+        vec![
+            Value::Null,
+            Value::Integer(0),
+            Value::Integer(i64::MIN),
+            Value::Integer(i64::MAX),
+            Value::Real(1.5),
+            Value::Real(-0.0),
+            Value::Real(f64::NAN),
+            Value::Real(f64::from_bits(0x7ff8_dead_beef_0001)),
+            Value::Real(f64::NEG_INFINITY),
+            Value::Text(b"h\xc3\xa9llo".to_vec()),
+            Value::Text(vec![0xff, 0x00, 0xfe]),
+            Value::Text(Vec::new()),
+            Value::Blob(vec![0, 1, 2, 255]),
+            Value::Blob(Vec::new()),
+        ]
+    }
+
+    fn commands() -> Vec<Command> {
+        vec![
+            Command::Execute {
+                sql: String::from("SELECT ?1, ?2; INSERT INTO t VALUES (:x)"),
+                params: all_values(),
+            },
+            Command::Execute { sql: String::new(), params: Vec::new() },
+            Command::Apply { update: crate::update::StateUpdate::new(4096, 8192).encode() },
+            Command::Apply { update: Vec::new() },
+            Command::Digest,
+            Command::Info,
+            Command::Random { len: 0 },
+            Command::Random { len: 4096 },
+            Command::Counter { index: 3, increment: true },
+            Command::Counter { index: u32::MAX, increment: false },
+        ]
+    }
+
+    fn outcomes() -> Vec<Outcome> {
+        vec![
+            Outcome::Executed {
+                results: vec![
+                    StatementResult {
+                        columns: vec![String::from("a"), String::from("b\u{e9}")],
+                        rows: vec![all_values()[..2].to_vec(), all_values()[4..6].to_vec()],
+                        changes: 0,
+                    },
+                    StatementResult { columns: Vec::new(), rows: Vec::new(), changes: 7 },
+                    StatementResult {
+                        columns: vec![String::from("v")],
+                        rows: all_values().into_iter().map(|v| vec![v]).collect(),
+                        changes: u64::MAX,
+                    },
+                ],
+                error: Some(SqlError { code: 2067, message: String::from("UNIQUE failed") }),
+                update: crate::update::StateUpdate::new(4096, 0).encode(),
+            },
+            Outcome::Executed { results: Vec::new(), error: None, update: Vec::new() },
+            Outcome::Applied { digest: Digest([7; 32]) },
+            Outcome::Refused { reason: String::from("malformed state update: \u{1f600}") },
+            Outcome::Refused { reason: String::new() },
+            Outcome::Digest { digest: Digest::of(b"file"), file_size: 1 << 40 },
+            Outcome::Info {
+                sqlite_version: String::from("3.54.1"),
+                identity: Digest([0xab; 32]),
+                image: String::from("vpr-pal 0.1.0"),
+            },
+            Outcome::Random { bytes: (0..=255).collect() },
+            Outcome::Random { bytes: Vec::new() },
+            Outcome::Counter { value: 0 },
+            Outcome::Counter { value: u64::MAX },
+        ]
+    }
+
+    fn real_bits(values: &[Value]) -> Vec<Option<u64>> {
+        values
+            .iter()
+            .map(|v| if let Value::Real(x) = v { Some(x.to_bits()) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn every_command_round_trips_canonically() {
+        for command in commands() {
+            let bytes = command.encode();
+            assert_eq!(&bytes[..4], b"VPRP");
+            assert_eq!(bytes[4], VERSION);
+            assert_eq!(bytes[5], command.kind());
+            let decoded = Command::decode(&bytes).expect("decodes");
+            assert_eq!(decoded.encode(), bytes, "canonical: {command:?}");
+            if let (Command::Execute { params: a, .. }, Command::Execute { params: b, .. }) =
+                (&command, &decoded)
+            {
+                assert_eq!(real_bits(a), real_bits(b), "reals bit-exact");
+            } else {
+                assert_eq!(decoded, command);
+            }
+        }
+    }
+
+    #[test]
+    fn every_outcome_round_trips_canonically() {
+        for outcome in outcomes() {
+            let bytes = outcome.encode();
+            assert_eq!(bytes[5], outcome.kind());
+            let decoded = Outcome::decode(&bytes).expect("decodes");
+            assert_eq!(decoded.encode(), bytes, "canonical: {outcome:?}");
+            if let Outcome::Executed { results, .. } = &decoded {
+                let Outcome::Executed { results: original, .. } = &outcome else { unreachable!() };
+                for (a, b) in results.iter().zip(original) {
+                    for (ra, rb) in a.rows.iter().zip(&b.rows) {
+                        assert_eq!(real_bits(ra), real_bits(rb), "reals bit-exact");
+                    }
+                }
+            } else {
+                assert_eq!(decoded, outcome);
+            }
+        }
+    }
+
+    #[test]
+    fn reals_keep_their_bits() {
+        let command = Command::Execute {
+            sql: String::from("?"),
+            params: vec![Value::Real(-0.0), Value::Real(f64::from_bits(0x7ff0_0000_0000_0001))],
+        };
+        let Command::Execute { params, .. } = Command::decode(&command.encode()).unwrap() else {
+            panic!("kind changed");
+        };
+        assert_eq!(real_bits(&params), [Some(0x8000_0000_0000_0000), Some(0x7ff0_0000_0000_0001)]);
+    }
+
+    #[test]
+    fn every_truncation_fails_cleanly() {
+        for bytes in commands().iter().map(Command::encode) {
+            for end in 0..bytes.len() {
+                assert!(Command::decode(&bytes[..end]).is_err(), "prefix {end} of {bytes:?}");
+            }
+        }
+        for bytes in outcomes().iter().map(Outcome::encode) {
+            for end in 0..bytes.len() {
+                assert!(Outcome::decode(&bytes[..end]).is_err(), "prefix {end} of {bytes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for mut bytes in commands().iter().map(Command::encode) {
+            bytes.push(0);
+            assert_eq!(Command::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
+        }
+        for mut bytes in outcomes().iter().map(Outcome::encode) {
+            bytes.push(0);
+            assert_eq!(Outcome::decode(&bytes), Err(DecodeError::TrailingBytes(1)));
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let good = Command::Digest.encode();
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert_eq!(Command::decode(&bad), Err(DecodeError::BadMagic(u32::from_le_bytes(*b"XPRP"))));
+        let mut bad = good.clone();
+        bad[4] = 2;
+        assert_eq!(Command::decode(&bad), Err(DecodeError::UnsupportedVersion(2)));
+        let mut bad = good.clone();
+        bad[7] = 1;
+        assert_eq!(
+            Command::decode(&bad),
+            Err(DecodeError::Invalid { field: "reserved", value: 0x100 })
+        );
+        for kind in [0, 7, 0x80, 0x81, 0xff] {
+            let mut bad = good.clone();
+            bad[5] = kind;
+            assert_eq!(
+                Command::decode(&bad),
+                Err(DecodeError::Invalid { field: "command kind", value: kind.into() })
+            );
+        }
+        for kind in [0, 1, 3, 0x80, 0x88, 0xff] {
+            let mut bad = Outcome::Counter { value: 1 }.encode();
+            bad[5] = kind;
+            assert_eq!(
+                Outcome::decode(&bad),
+                Err(DecodeError::Invalid { field: "outcome kind", value: kind.into() })
+            );
+        }
+        // A command is no outcome and the other way round.
+        assert!(Outcome::decode(&Command::Info.encode()).is_err());
+        assert!(Command::decode(&Outcome::Counter { value: 0 }.encode()).is_err());
+        // Bad bool, option tag, UTF-8.
+        let mut bad = Command::Counter { index: 0, increment: true }.encode();
+        *bad.last_mut().unwrap() = 2;
+        assert_eq!(
+            Command::decode(&bad),
+            Err(DecodeError::Invalid { field: "increment", value: 2 })
+        );
+        let mut bad = Outcome::refused("ab").encode();
+        *bad.last_mut().unwrap() = 0xff;
+        assert_eq!(Outcome::decode(&bad), Err(DecodeError::Invalid { field: "reason", value: 1 }));
+        let mut bad =
+            Outcome::Executed { results: Vec::new(), error: None, update: Vec::new() }.encode();
+        bad[12] = 2;
+        assert_eq!(Outcome::decode(&bad), Err(DecodeError::Invalid { field: "error", value: 2 }));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let random = Command::Random { len: 4097 }.encode();
+        assert_eq!(
+            Command::decode(&random),
+            Err(DecodeError::TooLarge { field: "random len", value: 4097, max: 4096 })
+        );
+        let sql = Command::Execute { sql: "x".repeat(MAX_SQL_BYTES + 1), params: Vec::new() };
+        assert!(matches!(
+            Command::decode(&sql.encode()),
+            Err(DecodeError::TooLarge { field: "sql", .. })
+        ));
+        let sql = Command::Execute { sql: "x".repeat(MAX_SQL_BYTES), params: Vec::new() };
+        assert!(Command::decode(&sql.encode()).is_ok());
+        let params = Command::Execute { sql: String::new(), params: vec![Value::Null; 1000] };
+        assert!(matches!(
+            Command::decode(&params.encode()),
+            Err(DecodeError::TooLarge { field: "params", value: 1000, .. })
+        ));
+        let params = Command::Execute { sql: String::new(), params: vec![Value::Null; 999] };
+        assert!(Command::decode(&params.encode()).is_ok());
+        let reason = Outcome::Refused { reason: "r".repeat(MAX_REASON_BYTES + 1) };
+        assert!(Outcome::decode(&reason.encode()).is_err());
+        let name = Outcome::Info {
+            sqlite_version: "3".repeat(MAX_NAME_BYTES + 1),
+            identity: Digest::default(),
+            image: String::new(),
+        };
+        assert!(Outcome::decode(&name.encode()).is_err());
+        let random = Outcome::Random { bytes: vec![0; MAX_RANDOM_BYTES + 1] };
+        assert!(Outcome::decode(&random.encode()).is_err());
+        // Too long as a whole, whatever it holds.
+        let mut long = Command::Apply { update: vec![0; MAX_LEN] }.encode();
+        assert!(matches!(
+            Command::decode(&long),
+            Err(DecodeError::TooLarge { field: "message", .. })
+        ));
+        long.truncate(MAX_LEN);
+        assert!(matches!(Command::decode(&long), Err(DecodeError::Truncated { .. })));
+        let fits = Command::Apply { update: vec![0; MAX_LEN - HEADER_LEN - 4] }.encode();
+        assert!(Command::decode(&fits).is_ok());
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_refused_before_allocating() {
+        let mut huge = Vec::new();
+        for (kind, body) in [
+            (1u8, [0xff, 0xff, 0xff, 0xff].as_slice()), // sql length
+            (1, &[0, 0, 0, 0, 0xe7, 0x03, 0, 0]),       // 999 params, no bytes for them
+            (2, &[0xff, 0xff, 0xff, 0xff]),             // update length
+        ] {
+            huge.clear();
+            huge.extend_from_slice(&header(kind).into_vec());
+            huge.extend_from_slice(body);
+            assert!(Command::decode(&huge).is_err(), "kind {kind}");
+        }
+        for body in [
+            [0xff, 0xff, 0xff, 0xff].as_slice(),   // u32::MAX results
+            &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f], // one result of 2^31 columns
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], // u32::MAX rows
+            &[0, 0, 0, 0, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], // error message length
+            &[0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff], // update length
+        ] {
+            huge.clear();
+            huge.extend_from_slice(&header(0x81).into_vec());
+            huge.extend_from_slice(body);
+            assert!(Outcome::decode(&huge).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn clip_stays_on_char_boundaries() {
+        assert_eq!(clip_utf8("héllo", 2), "h");
+        assert_eq!(clip_utf8("héllo", 3), "hé");
+        assert_eq!(clip_utf8("héllo", 100), "héllo");
+        assert_eq!(clip_utf8("\u{1f600}", 3), "");
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let Outcome::Refused { reason } = Outcome::refused(&long) else { panic!() };
+        assert_eq!(reason.len(), MAX_REASON_BYTES);
+        assert!(Outcome::decode(&Outcome::refused(&long).encode()).is_ok());
+    }
+
+    #[test]
+    fn fixed_outcomes_fit_the_minimum_capacity() {
+        let largest = [
+            Outcome::refused(&"x".repeat(2 * MAX_REASON_BYTES)),
+            Outcome::Random { bytes: vec![0; MAX_RANDOM_BYTES] },
+            Outcome::Info {
+                sqlite_version: "v".repeat(MAX_NAME_BYTES),
+                identity: Digest::default(),
+                image: "i".repeat(MAX_NAME_BYTES),
+            },
+            Outcome::Digest { digest: Digest::default(), file_size: u64::MAX },
+            Outcome::Applied { digest: Digest::default() },
+            Outcome::Counter { value: u64::MAX },
+        ];
+        for outcome in largest {
+            let bytes = outcome.encode();
+            assert!(bytes.len() <= MIN_OUTPUT_CAPACITY);
+            assert!(Outcome::decode(&bytes).is_ok());
+        }
+    }
+
+    /// Deterministic mutations of valid encodings: decoding never panics, and whatever
+    /// decodes re-encodes to the same bytes.
+    #[test]
+    fn mutated_inputs_never_panic() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds: Vec<Vec<u8>> = commands()
+            .iter()
+            .map(Command::encode)
+            .chain(outcomes().iter().map(Outcome::encode))
+            .collect();
+        let (mut accepted, mut refused) = (0, 0);
+        for i in 0..6000 {
+            let mut bytes = seeds[i % seeds.len()].clone();
+            for _ in 0..=(next() % 4) {
+                let at = usize::try_from(next()).unwrap_or(0) % (bytes.len() + 1);
+                match next() % 6 {
+                    0 | 1 if at < bytes.len() => bytes[at] ^= 1 << (next() % 8),
+                    2 if at < bytes.len() => {
+                        bytes[at] = [0, 0xff, 0x7f, 0x80][usize::from(next().to_le_bytes()[0] % 4)];
+                    }
+                    3 => bytes.insert(at, next().to_le_bytes()[0]),
+                    4 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            match Command::decode(&bytes) {
+                Ok(c) => {
+                    assert_eq!(c.encode(), bytes);
+                    accepted += 1;
+                }
+                Err(_) => refused += 1,
+            }
+            match Outcome::decode(&bytes) {
+                Ok(o) => {
+                    assert_eq!(o.encode(), bytes);
+                    accepted += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(accepted > 100 && refused > 100, "{accepted} accepted, {refused} refused");
+    }
+}
