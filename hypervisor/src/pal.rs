@@ -127,14 +127,13 @@ pub enum PalCall {
         /// The output length it claims (not yet checked against the capacity).
         len: u64,
     },
-    /// A service of [`pal::Service`], with its arguments (RBX, RCX) still unchecked.
+    /// A service of [`pal::Service`], with its arguments (RBX, RCX, RDX, RSI) still
+    /// unchecked.
     Service {
         /// Which.
         service: Service,
-        /// RBX.
-        a: u64,
-        /// RCX.
-        b: u64,
+        /// The arguments: RBX, RCX, RDX, RSI.
+        args: [u64; 4],
     },
     /// Anything else: answer with this status and resume it.
     Answer(Status),
@@ -148,7 +147,7 @@ impl PalCall {
         if r.rax == pal::DONE {
             PalCall::Done { len: r.rbx }
         } else if let Some(service) = Service::from_u64(r.rax) {
-            PalCall::Service { service, a: r.rbx, b: r.rcx }
+            PalCall::Service { service, args: [r.rbx, r.rcx, r.rdx, r.rsi] }
         } else if Call::from_u64(r.rax).is_some() {
             PalCall::Answer(Status::Busy)
         } else {
@@ -434,8 +433,16 @@ mod tests {
             assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::Busy));
         }
         for service in Service::ALL {
-            let r = GuestRegisters { rax: service as u64, rbx: 5, rcx: 6, ..Default::default() };
-            assert_eq!(PalCall::decode(&r), PalCall::Service { service, a: 5, b: 6 });
+            let r = GuestRegisters {
+                rax: service as u64,
+                rbx: 5,
+                rcx: 6,
+                rdx: 7,
+                rsi: 8,
+                rdi: 9,
+                ..Default::default()
+            };
+            assert_eq!(PalCall::decode(&r), PalCall::Service { service, args: [5, 6, 7, 8] });
         }
         let r = GuestRegisters { rax: 0x1234, ..GuestRegisters::default() };
         assert_eq!(PalCall::decode(&r), PalCall::Answer(Status::UnknownCall));

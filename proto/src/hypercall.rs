@@ -40,7 +40,8 @@
 //! SSE enabled (CR4.OSFXSR and OSXMMEXCPT set, CR0.EM clear). It ends an execution with
 //! `VMMCALL` and RAX = [`pal::DONE`], RBX = the output length. Its other `VMMCALL`s are the
 //! services of [`pal::Service`]: each answers a [`Status`] in RAX (and a value in RBX) and
-//! the PAL resumes. The guest calls answer [`Status::Busy`] (no re-entrancy), anything else
+//! the PAL resumes (the services take their arguments in RBX, RCX, RDX and RSI). The guest
+//! calls answer [`Status::Busy`] (no re-entrancy), anything else
 //! [`Status::UnknownCall`]. The PAL's memory persists from one execution to the next; its
 //! registers, general and vector, do not leave it.
 
@@ -118,11 +119,13 @@ pub enum Status {
     Unavailable = 9,
     /// An argument is outside its range (e.g. a counter number).
     BadArgument = 10,
+    /// A sealed blob was refused: altered, sealed by another PAL, or on another boot.
+    Refused = 11,
 }
 
 impl Status {
     /// Every status.
-    pub const ALL: [Status; 11] = [
+    pub const ALL: [Status; 12] = [
         Status::Ok,
         Status::UnknownCall,
         Status::BadPointer,
@@ -134,6 +137,7 @@ impl Status {
         Status::BadImage,
         Status::Unavailable,
         Status::BadArgument,
+        Status::Refused,
     ];
 
     /// The status with number `value`, if there is one.
@@ -163,6 +167,7 @@ impl fmt::Display for Status {
             Status::BadImage => "bad image",
             Status::Unavailable => "unavailable",
             Status::BadArgument => "bad argument",
+            Status::Refused => "refused",
         })
     }
 }
@@ -247,6 +252,14 @@ pub mod pal {
     pub const MAX_RANDOM_LEN: u64 = 4096;
     /// How many trusted counters each PAL identity has ([`Service::CounterRead`]).
     pub const COUNTERS: u64 = 4;
+    /// Most bytes [`Service::Seal`] seals at once.
+    pub const MAX_SEAL_LEN: u64 = 4096;
+    /// Bytes a sealed blob adds to what it seals (a 12-byte nonce and a 16-byte tag).
+    pub const SEAL_OVERHEAD: u64 = 28;
+    /// Bytes [`Service::Attest`] writes: whether the evidence is simulated (1 byte, 0 or 1),
+    /// the TCC's P-256 public key (65, SEC1 uncompressed), its certificate (64) and the
+    /// signature (64), as in `vpr_proto::msg::Attestation`.
+    pub const ATTESTATION_LEN: u64 = 1 + 65 + 64 + 64;
 
     const _: () = assert!(STACK_TOP <= INPUT_BASE);
     const _: () = assert!(OUTPUT_BASE + super::MAX_IO_LEN <= IMAGE_BASE);
@@ -263,6 +276,13 @@ pub mod pal {
     /// | [`Service::Identity`] | `0x7670_0102` | ptr (32 bytes) | | status |
     /// | [`Service::CounterRead`] | `0x7670_0103` | counter (below [`COUNTERS`], else [`super::Status::BadArgument`]) | | status, value |
     /// | [`Service::CounterIncrement`] | `0x7670_0104` | counter | | status, new value |
+    /// | [`Service::Attest`] | `0x7670_0105` | data ptr (32 bytes) | out ptr ([`ATTESTATION_LEN`]) | status |
+    /// | [`Service::Seal`] | `0x7670_0106` | in ptr | in len (at most [`MAX_SEAL_LEN`]) | status, blob length |
+    /// | [`Service::Unseal`] | `0x7670_0107` | in ptr | in len | status, data length |
+    ///
+    /// `Seal` and `Unseal` take their output buffer in RDX (pointer) and RSI (capacity): a
+    /// blob is `in len` + [`SEAL_OVERHEAD`] bytes; a capacity too small is
+    /// [`super::Status::TooLarge`] and writes nothing.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u64)]
     pub enum Service {
@@ -278,12 +298,32 @@ pub mod pal {
         CounterRead = 0x7670_0103,
         /// Adds one to a trusted counter and returns the new value.
         CounterIncrement = 0x7670_0104,
+        /// Evidence that this PAL (its identity) on this TCC vouches for 32 bytes of data: the
+        /// TCC key's signature over `"vpr attest" || simulated || identity || data`
+        /// (`vpr_proto::attest`). Until the uTPM roots it in the TPM the TCC key is made at
+        /// boot, certifies itself, and the evidence says it is simulated.
+        Attest = 0x7670_0105,
+        /// Seals bytes to the PAL's identity (an AEAD under a key derived from the
+        /// hypervisor's secret and the identity): only the same image can unseal them. Until
+        /// the uTPM keeps the secret in the TPM, it is made at boot and blobs do not survive a
+        /// reboot.
+        Seal = 0x7670_0106,
+        /// Opens a blob [`Service::Seal`] made for this identity on this boot, or
+        /// [`super::Status::Refused`].
+        Unseal = 0x7670_0107,
     }
 
     impl Service {
         /// Every service.
-        pub const ALL: [Service; 4] =
-            [Service::Random, Service::Identity, Service::CounterRead, Service::CounterIncrement];
+        pub const ALL: [Service; 7] = [
+            Service::Random,
+            Service::Identity,
+            Service::CounterRead,
+            Service::CounterIncrement,
+            Service::Attest,
+            Service::Seal,
+            Service::Unseal,
+        ];
 
         /// The service with number `number`, if there is one.
         #[must_use]
@@ -299,18 +339,20 @@ mod tests {
 
     #[test]
     fn status_numbers_are_stable_and_round_trip() {
-        let expected = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let expected = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+        assert_eq!(Status::ALL.len(), expected.len());
         for (status, number) in Status::ALL.into_iter().zip(expected) {
             assert_eq!(status.as_u64(), number);
             assert_eq!(Status::from_u64(number), Some(status));
         }
-        assert_eq!(Status::from_u64(11), None);
+        assert_eq!(Status::from_u64(12), None);
         assert_eq!(Status::from_u64(u64::MAX), None);
     }
 
     #[test]
     fn call_numbers_are_stable_and_round_trip() {
         let expected = [0x7670_0000, 0x7670_0001, 0x7670_0002, 0x7670_0003];
+        assert_eq!(Call::ALL.len(), expected.len());
         for (call, number) in Call::ALL.into_iter().zip(expected) {
             assert_eq!(call as u64, number);
             assert_eq!(Call::from_u64(number), Some(call));
@@ -321,7 +363,16 @@ mod tests {
 
     #[test]
     fn service_numbers_are_stable_and_distinct_from_calls() {
-        let expected = [0x7670_0101, 0x7670_0102, 0x7670_0103, 0x7670_0104];
+        let expected = [
+            0x7670_0101,
+            0x7670_0102,
+            0x7670_0103,
+            0x7670_0104,
+            0x7670_0105,
+            0x7670_0106,
+            0x7670_0107,
+        ];
+        assert_eq!(pal::Service::ALL.len(), expected.len());
         for (service, number) in pal::Service::ALL.into_iter().zip(expected) {
             assert_eq!(service as u64, number);
             assert_eq!(pal::Service::from_u64(number), Some(service));

@@ -31,8 +31,10 @@ use vpr_hypervisor::pal::{
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize};
 use vpr_hypervisor::svm::setup::LongModeGuest;
 use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Outcome};
+use vpr_proto::crypto::{self, Key, KeyPair, Signature};
 use vpr_proto::hypercall::pal::{self, Service};
 use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PALS};
+use vpr_proto::msg::Attestation;
 use vpr_proto::Digest;
 use x86_64::PhysAddr;
 
@@ -151,7 +153,7 @@ impl Pal {
     fn run(
         &mut self,
         svm: &Svm,
-        counters: &mut Counters,
+        tcc: &mut Tcc,
         in_len: u64,
         out_cap: u64,
     ) -> Result<u64, RunError> {
@@ -182,8 +184,8 @@ impl Pal {
                 done = Some(len);
                 HypercallAction::Finish
             }
-            PalCall::Service { service, a, b } => {
-                (r.rax, r.rbx) = match self.service(counters, service, a, b) {
+            PalCall::Service { service, args } => {
+                (r.rax, r.rbx) = match self.service(tcc, service, args) {
                     Ok(value) => (Status::Ok.as_u64(), value),
                     Err(status) => (status.as_u64(), 0),
                 };
@@ -204,32 +206,144 @@ impl Pal {
     }
 
     /// One of the PAL's service calls (`pal::Service`); its value for RBX.
-    fn service(
-        &mut self,
-        counters: &mut Counters,
-        service: Service,
-        a: u64,
-        b: u64,
-    ) -> Result<u64, Status> {
+    fn service(&mut self, tcc: &mut Tcc, service: Service, args: [u64; 4]) -> Result<u64, Status> {
+        let [a, b, c, d] = args;
+        let identity = self.measurement.0;
         match service {
             Service::Random => {
                 if b > pal::MAX_RANDOM_LEN {
                     return Err(Status::TooLarge);
                 }
-                let range = writable(&self.regions, a, b)?;
-                let out = self.at(range).ok_or(Status::BadPointer)?;
+                let out = self.writable(a, b)?;
                 cpu::random(out)?;
                 Ok(0)
             }
             Service::Identity => {
-                let range = writable(&self.regions, a, 32)?;
-                let measurement = self.measurement.0;
-                self.at(range).ok_or(Status::BadPointer)?.copy_from_slice(&measurement);
+                self.writable(a, 32)?.copy_from_slice(&identity);
                 Ok(0)
             }
-            Service::CounterRead => counters.read(&self.measurement.0, a),
-            Service::CounterIncrement => counters.increment(&self.measurement.0, a),
+            Service::CounterRead => tcc.counters.read(&identity, a),
+            Service::CounterIncrement => tcc.counters.increment(&identity, a),
+            Service::Attest => {
+                let mut data = [0; 32];
+                data.copy_from_slice(self.writable(a, 32)?);
+                let evidence = tcc.keys()?.attest(Digest(identity), Digest(data));
+                self.writable(b, pal::ATTESTATION_LEN)?.copy_from_slice(&evidence);
+                Ok(0)
+            }
+            Service::Seal | Service::Unseal => {
+                if b > pal::MAX_SEAL_LEN + pal::SEAL_OVERHEAD
+                    || (service == Service::Seal && b > pal::MAX_SEAL_LEN)
+                {
+                    return Err(Status::TooLarge);
+                }
+                let input = self.writable(a, b)?.to_vec();
+                let keys = tcc.keys()?;
+                let output = if service == Service::Seal {
+                    let mut nonce = [0; 12];
+                    cpu::random(&mut nonce)?;
+                    keys.seal(&identity, nonce, &input)
+                } else {
+                    keys.unseal(&identity, &input).ok_or(Status::Refused)?
+                };
+                let len = output.len() as u64;
+                if len > d {
+                    return Err(Status::TooLarge);
+                }
+                self.writable(c, len)?.copy_from_slice(&output);
+                Ok(len)
+            }
         }
+    }
+
+    /// The PAL's own memory at `[ptr, ptr + len)`, if the PAL may write all of it.
+    fn writable(&mut self, ptr: u64, len: u64) -> Result<&mut [u8], Status> {
+        let range = writable(&self.regions, ptr, len)?;
+        self.at(range).ok_or(Status::BadPointer)
+    }
+}
+
+/// The TCC's state behind the PAL services: counters, and the keys made on first use.
+#[derive(Debug, Default)]
+pub struct Tcc {
+    /// The trusted counters of every PAL identity seen.
+    counters: Counters,
+    keys: Option<TccKeys>,
+}
+
+impl Tcc {
+    /// The keys, made from RDRAND on first use.
+    fn keys(&mut self) -> Result<&TccKeys, Status> {
+        if self.keys.is_none() {
+            self.keys = Some(TccKeys::generate()?);
+        }
+        self.keys.as_ref().ok_or(Status::Unavailable)
+    }
+}
+
+/// [`pal::ATTESTATION_LEN`] as an array length.
+const ATTESTATION_LEN: usize = mem::usize_of(pal::ATTESTATION_LEN);
+
+/// The TCC's keys until the uTPM roots them in the TPM: an attestation key that certifies
+/// itself (its evidence says it is simulated) and a sealing secret, both made at boot, so
+/// neither evidence nor sealed blobs outlive it.
+struct TccKeys {
+    key: KeyPair,
+    certificate: Signature,
+    sealing: Key,
+}
+
+impl core::fmt::Debug for TccKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TccKeys").field("public", &Digest::of(&self.key.public())).finish()
+    }
+}
+
+impl TccKeys {
+    fn generate() -> Result<TccKeys, Status> {
+        let mut secret = [0; 32];
+        let key = loop {
+            cpu::random(&mut secret)?;
+            if let Some(key) = KeyPair::from_secret(&secret) {
+                break key;
+            }
+        };
+        secret.fill(0);
+        let certificate = key.sign(&Attestation::certificate_bytes(true, &key.public()));
+        let mut sealing = [0; 32];
+        cpu::random(&mut sealing)?;
+        log::info!(
+            "hv: TCC key made (self-certified, simulated evidence): sha256 of its public key {}",
+            Digest::of(&key.public())
+        );
+        Ok(TccKeys { key, certificate, sealing })
+    }
+
+    /// What `Service::Attest` writes: simulated (1), TCC key, certificate, signature.
+    fn attest(&self, identity: Digest, data: Digest) -> [u8; ATTESTATION_LEN] {
+        let a = Attestation::make(&self.key, self.certificate, true, identity, data);
+        let mut out = [0; ATTESTATION_LEN];
+        out[0] = u8::from(a.simulated);
+        out[1..66].copy_from_slice(&a.tcc_key);
+        out[66..130].copy_from_slice(&a.certificate);
+        out[130..194].copy_from_slice(&a.signature);
+        out
+    }
+
+    /// The key blobs of `identity` are sealed under, and the data they are bound to.
+    fn sealing_for(&self, identity: &[u8; 32]) -> (Key, Vec<u8>) {
+        let key = crypto::mac(&self.sealing, &[b"vpr hv seal key", identity]);
+        (key, crypto::concat(&[b"vpr hv seal", identity]))
+    }
+
+    fn seal(&self, identity: &[u8; 32], nonce: [u8; 12], data: &[u8]) -> Vec<u8> {
+        let (key, aad) = self.sealing_for(identity);
+        crypto::aead_seal(&key, nonce, &aad, data)
+    }
+
+    fn unseal(&self, identity: &[u8; 32], blob: &[u8]) -> Option<Vec<u8>> {
+        let (key, aad) = self.sealing_for(identity);
+        crypto::aead_open(&key, &aad, blob)
     }
 }
 
@@ -256,8 +370,8 @@ impl Drop for Pal {
 pub struct Pals<'a> {
     svm: &'a Svm,
     registry: Registry<Pal>,
-    /// The trusted counters of every PAL identity seen, for as long as this registry lives.
-    counters: Counters,
+    /// Counters and keys behind the PAL services, for as long as this registry lives.
+    tcc: Tcc,
     /// TSC ticks the last successful register took, its log line not included.
     pub register_ticks: u64,
 }
@@ -265,12 +379,7 @@ pub struct Pals<'a> {
 impl<'a> Pals<'a> {
     /// No PAL yet.
     pub fn new(svm: &'a Svm) -> Self {
-        Pals {
-            svm,
-            registry: Registry::new(MAX_PALS),
-            counters: Counters::default(),
-            register_ticks: 0,
-        }
+        Pals { svm, registry: Registry::new(MAX_PALS), tcc: Tcc::default(), register_ticks: 0 }
     }
 
     /// How many PALs are registered.
@@ -381,7 +490,7 @@ impl<'a> Pals<'a> {
                 pal.input_used = input.len();
                 let clear = mem::usize_of(pal.output_used);
                 pal.region(RegionKind::Output)[..clear].fill(0);
-                let len = match pal.run(self.svm, &mut self.counters, input.len(), output.len()) {
+                let len = match pal.run(self.svm, &mut self.tcc, input.len(), output.len()) {
                     Ok(len) => len,
                     Err(RunError::Memory) => return Err(Status::NoMemory),
                     Err(RunError::Killed(outcome)) => {

@@ -555,6 +555,40 @@ pal_services_start:
     vmmcall
     ud2
 pal_services_end:
+    /* PAL sealer: the first input byte picks the service. 0: seal the rest of the input, 1:
+       unseal it (both into 1,024 bytes of output after a 16-byte header), 2: attest the 32
+       bytes after it. Output: RAX (the status), RBX (a length), then the bytes; 1,040 in all. */
+    .global pal_sealer_start, pal_sealer_end
+pal_sealer_start:
+    mov r12, rdx
+    mov r13, rsi
+    movzx eax, byte ptr [rdi]
+    cmp eax, 2
+    je 2f
+    cmp eax, 1
+    je 1f
+    mov eax, {svc_seal}
+    jmp 3f
+1:  mov eax, {svc_unseal}
+3:  lea rbx, [rdi + 1]
+    lea rcx, [r13 - 1]
+    lea rdx, [r12 + 16]
+    mov esi, 1024
+    vmmcall
+    mov [r12], rax
+    mov [r12 + 8], rbx
+    jmp 4f
+2:  mov eax, {svc_attest}
+    lea rbx, [rdi + 1]
+    lea rcx, [r12 + 16]
+    vmmcall
+    mov [r12], rax
+    mov qword ptr [r12 + 8], {attestation_len}
+4:  mov ebx, 1040
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_sealer_end:
 "#,
     script = const super::DATA,
     register = const Call::Register as u64,
@@ -570,6 +604,10 @@ pal_services_end:
     svc_identity = const Service::Identity as u64,
     svc_read = const Service::CounterRead as u64,
     svc_increment = const Service::CounterIncrement as u64,
+    svc_attest = const Service::Attest as u64,
+    svc_seal = const Service::Seal as u64,
+    svc_unseal = const Service::Unseal as u64,
+    attestation_len = const pal::ATTESTATION_LEN,
     secret = const PAL_SECRET,
     ask = const call::ASK,
     report = const call::REPORT,
@@ -632,4 +670,5 @@ programs! {
     vector: guest_vector_start..guest_vector_end;
     pal_vector: pal_vector_start..pal_vector_end;
     pal_services: pal_services_start..pal_services_end;
+    pal_sealer: pal_sealer_start..pal_sealer_end;
 }

@@ -23,6 +23,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use vpr_hypervisor::memory::PAGE_SIZE;
 use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, Outcome, VmExit};
+use vpr_proto::attest::AttestError;
 use vpr_proto::hypercall::{Call, RegisterOut, Status, ABI_VERSION, MAX_IMAGE_LEN, MAX_IO_LEN};
 use vpr_proto::Digest;
 
@@ -612,6 +613,113 @@ pub fn vector_state_isolated(svm: &Svm) -> TestResult {
     let secret = PAL_SECRET.to_le_bytes();
     if after.windows(8).any(|w| w == secret) {
         return Err(String::from("the PAL's secret reached the guest's vector registers"));
+    }
+    Ok(())
+}
+
+/// Sealing and attestation: a blob sealed by a PAL opens for the same image only, not when
+/// one bit of it changed nor for another image; the evidence a PAL gets verifies with the
+/// TCC key as its certifier, says it is simulated, and names the PAL and the data.
+pub fn pal_seal_and_attest(svm: &Svm) -> TestResult {
+    let code = program::pal_sealer();
+    let image = &pal_image(code);
+    // The same code with one more (unreachable) byte: another identity.
+    let other = &pal_image(&[code, &[0x90]].concat());
+    let data = [0x42u8; 32];
+    let secret = b"the group key K and this replica's id";
+    let mut pals = Pals::new(svm);
+    let exec = |handle: u64, input: u64, len: u64, out: u64, out_len: u64| {
+        [EXECUTE, handle, input, len, out, 1040, out_len]
+    };
+    let seal_input = [&[0u8][..], secret].concat();
+    let attest_input = [&[2u8][..], &data].concat();
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        [REGISTER, IMAGE_B, len(other), RESULT + 40, 0, 0, 0],
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (IMAGE_B, other)];
+    let (replies, _) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok])?;
+    let (a, b) = (replies[0].regs[1], replies[1].regs[1]);
+    let calls = [
+        exec(a, INPUT, seal_input.len() as u64, OUTPUT, OUT_LEN),
+        exec(a, INPUT + 0x100, attest_input.len() as u64, OUTPUT + 0x500, OUT_LEN + 8),
+    ];
+    let setup: [(u64, &[u8]); 2] = [(INPUT, &seal_input), (INPUT + 0x100, &attest_input)];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok])?;
+    let memory = guest.memory();
+    let (status, blob_len) = (read_u64(memory, OUTPUT)?, read_u64(memory, OUTPUT + 8)?);
+    let want = secret.len() as u64 + vpr_proto::hypercall::pal::SEAL_OVERHEAD;
+    if status != Status::Ok.as_u64() || blob_len != want {
+        return Err(format!("seal: status {status:#x}, blob of {blob_len} bytes"));
+    }
+    let mut blob = alloc::vec![0; mem::usize_of(blob_len)];
+    let mut evidence = [0u8; 194];
+    if !memory.read(OUTPUT + 16, &mut blob) || !memory.read(OUTPUT + 0x500 + 16, &mut evidence) {
+        return Err(String::from("outputs outside the guest"));
+    }
+    if read_u64(memory, OUTPUT + 0x500)? != Status::Ok.as_u64() {
+        return Err(String::from("attest failed"));
+    }
+    if blob.windows(secret.len()).any(|w| w == secret) {
+        return Err(String::from("the sealed blob shows the secret"));
+    }
+    // Unseal: by the sealer, by the sealer with one bit flipped, by the other image.
+    let mut tampered = blob.clone();
+    tampered[20] ^= 1;
+    let unseal = |blob: &[u8]| [&[1u8][..], blob].concat();
+    let inputs = [unseal(&blob), unseal(&tampered), unseal(&blob)];
+    let calls = [
+        exec(a, INPUT, inputs[0].len() as u64, OUTPUT, OUT_LEN),
+        exec(a, INPUT + 0x100, inputs[1].len() as u64, OUTPUT + 0x500, OUT_LEN + 8),
+        exec(b, INPUT + 0x200, inputs[2].len() as u64, OUTPUT + 0xA00, OUT_LEN + 16),
+    ];
+    let setup: [(u64, &[u8]); 3] =
+        [(INPUT, &inputs[0]), (INPUT + 0x100, &inputs[1]), (INPUT + 0x200, &inputs[2])];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok; 3])?;
+    let memory = guest.memory();
+    let statuses = [
+        read_u64(memory, OUTPUT)?,
+        read_u64(memory, OUTPUT + 0x500)?,
+        read_u64(memory, OUTPUT + 0xA00)?,
+    ];
+    let refused = Status::Refused.as_u64();
+    if statuses != [Status::Ok.as_u64(), refused, refused] {
+        return Err(format!("unseal statuses {statuses:?}"));
+    }
+    let mut opened = alloc::vec![0; secret.len()];
+    memory.read(OUTPUT + 16, &mut opened);
+    if opened != secret || read_u64(memory, OUTPUT + 8)? != secret.len() as u64 {
+        return Err(format!("unsealed {opened:x?}"));
+    }
+    // The evidence.
+    let mut tcc_key = [0; 65];
+    tcc_key.copy_from_slice(&evidence[1..66]);
+    let mut certificate = [0; 64];
+    certificate.copy_from_slice(&evidence[66..130]);
+    let mut signature = [0; 64];
+    signature.copy_from_slice(&evidence[130..194]);
+    let attestation = vpr_proto::msg::Attestation {
+        simulated: evidence[0] == 1,
+        identity: Digest::of(image),
+        data: Digest(data),
+        tcc_key,
+        certificate,
+        signature,
+    };
+    let (id_a, id_b, d) = (Digest::of(image), Digest::of(other), Digest(data));
+    let checks = [
+        (attestation.verify(&tcc_key, &id_a, &d, true), Ok(())),
+        (attestation.verify(&tcc_key, &id_a, &d, false), Err(AttestError::Simulated)),
+        (attestation.verify(&tcc_key, &id_b, &d, true), Err(AttestError::Identity(id_a))),
+        (attestation.verify(&tcc_key, &id_a, &Digest([0; 32]), true), Err(AttestError::Data)),
+    ];
+    for (i, (got, want)) in checks.into_iter().enumerate() {
+        if got != want {
+            return Err(format!("attestation check {i}: {got:?}, expected {want:?}"));
+        }
     }
     Ok(())
 }
