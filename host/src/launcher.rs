@@ -170,8 +170,10 @@ impl LocalCluster {
         &self.dir
     }
 
-    /// Waits until the group is formed and a client is welcomed; then writes the client
-    /// configuration `cluster.toml` and returns its path.
+    /// Waits until the group is formed with every running replica in it (each one's status
+    /// file says so: a replica killed before it joined could not come back into this group)
+    /// and a client is welcomed; then writes the client configuration `cluster.toml` and returns
+    /// its path.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<PathBuf> {
         let deadline = Instant::now() + timeout;
         let mut probe = self.config.clone();
@@ -185,6 +187,19 @@ impl LocalCluster {
                 Err(e) if Instant::now() >= deadline => bail!("the cluster did not form: {e}"),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
+        }
+        loop {
+            self.check_children()?;
+            let waiting: Vec<u16> = (0..self.config.n())
+                .filter(|id| self.is_running(*id) && !self.status(*id).is_ok_and(|r| r.ready))
+                .collect();
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!("the group formed, but replicas {waiting:?} did not join it in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         let mut client_config = self.config.clone();
         client_config.simulation_manufacturer_key = None;

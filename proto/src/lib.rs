@@ -12,6 +12,9 @@
 //! - [`update`]: the [`StateUpdate`] a primary ships to backups (pages of the database file).
 //! - [`pal_io`]: the [`Command`](pal_io::Command) a PAL image's `execute` takes and the
 //!   [`Outcome`](pal_io::Outcome) it returns.
+//! - [`tcc`]: what crosses between the untrusted host and the trusted Manager: the
+//!   [`Call`](tcc::Call)s, [`Effect`](tcc::Effect)s, [`Group`](tcc::Group) configuration and
+//!   [`Status`](tcc::Status), with their encodings.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -26,6 +29,7 @@ pub mod digest;
 pub mod hypercall;
 pub mod msg;
 pub mod pal_io;
+pub mod tcc;
 pub mod update;
 pub mod wire;
 

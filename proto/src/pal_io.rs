@@ -14,14 +14,16 @@
 //! |-------:|-----:|------------|----------------------------------------------------------|
 //! |      0 |    4 | `magic`    | [`MAGIC`] = `b"VPRP"`                                    |
 //! |      4 |    1 | `version`  | [`VERSION`] = 1                                          |
-//! |      5 |    1 | `kind`     | see below: commands 1-6, outcomes `0x81`-`0x87`          |
+//! |      5 |    1 | `kind`     | see below: commands 1-10, outcomes `0x81`-`0x89`         |
 //! |      6 |    2 | `reserved` | `u16`, must be zero                                      |
 //! |      8 |      | body       | the fields of the kind, in order; nothing may follow     |
 //!
 //! Fields are encoded as in [`msg`]: a byte string is a `u32` length and the
 //! bytes, a string is a byte string that must be UTF-8, a `bool` is one byte 0 or 1, an
 //! `Option` a tag byte 0 or 1 and the item, a [`Digest`] its 32 bytes, and [`Value`],
-//! [`StatementResult`] and [`SqlError`] use their [`Wire`] encodings (a real by its bits).
+//! [`StatementResult`] and [`SqlError`] use their [`Wire`] encodings (a real by its bits), as
+//! do the Manager's [`tcc::Call`], [`tcc::Effect`], [`tcc::Group`] and [`tcc::Status`] (their
+//! tables are in [`tcc`]).
 //!
 //! | kind | command             | body                                                          |
 //! |-----:|---------------------|---------------------------------------------------------------|
@@ -31,6 +33,10 @@
 //! |    4 | [`Command::Info`]   | none                                                          |
 //! |    5 | [`Command::Random`] | `len`: `u32`                                                  |
 //! |    6 | [`Command::Counter`]| `index`: `u32`; `increment`: `bool`                           |
+//! |    7 | [`Command::Start`]  | `group`: [`tcc::Group`]                                       |
+//! |    8 | [`Command::Restore`]| `group`: [`tcc::Group`]; `sealed`: byte string                |
+//! |    9 | [`Command::Call`]   | [`tcc::Call`]                                                 |
+//! |   10 | [`Command::Status`] | none                                                          |
 //!
 //! | kind | outcome               | body                                                        |
 //! |-----:|-----------------------|-------------------------------------------------------------|
@@ -41,6 +47,8 @@
 //! | 0x85 | [`Outcome::Info`]     | `sqlite_version`: string; `identity`: digest; `image`: string |
 //! | 0x86 | [`Outcome::Random`]   | `bytes`: byte string                                        |
 //! | 0x87 | [`Outcome::Counter`]  | `value`: `u64`                                              |
+//! | 0x88 | [`Outcome::Effects`]  | `u32` count, then each [`tcc::Effect`]                      |
+//! | 0x89 | [`Outcome::Status`]   | [`tcc::Status`]                                             |
 //!
 //! Commands and outcomes have distinct kinds, so neither decodes as the other. The encoding is
 //! canonical: `decode(encode(x)) == x` (reals compared by their bits) and every accepted byte
@@ -52,7 +60,8 @@
 //! [`MAX_IO_LEN`](hypercall::MAX_IO_LEN)) before reading it, and then: SQL text over
 //! [`MAX_SQL_BYTES`], more than [`MAX_PARAMS`] parameters, a random length over
 //! [`MAX_RANDOM_BYTES`], a reason over [`MAX_REASON_BYTES`], an error message over
-//! [`MAX_MESSAGE_BYTES`](crate::msg::MAX_MESSAGE_BYTES), names over [`MAX_NAME_BYTES`]. Every
+//! [`MAX_MESSAGE_BYTES`](crate::msg::MAX_MESSAGE_BYTES), names over [`MAX_NAME_BYTES`], a
+//! sealed blob over [`tcc::MAX_SEALED_BYTES`], and the limits of [`tcc`]. Every
 //! length and count is checked against the bytes left before anything is allocated, so what a
 //! decoder allocates is proportional to its input. They never panic. Encoders do not check
 //! limits: a value beyond them encodes to bytes that decoders refuse ([`Outcome::refused`] and
@@ -61,9 +70,18 @@
 //! # Output capacity
 //!
 //! The PAL runs a command only when the output capacity is at least [`MIN_OUTPUT_CAPACITY`]:
-//! every outcome but [`Outcome::Executed`] fits in it. When an `Executed` outcome does not fit,
-//! the PAL takes the request's writes back and answers [`Outcome::Refused`]: a refused command
-//! changed nothing.
+//! every outcome but [`Outcome::Executed`] and [`Outcome::Effects`] fits in it. When an
+//! `Executed` outcome does not fit, the PAL takes the request's writes back and answers
+//! [`Outcome::Refused`]: a refused command changed nothing.
+//!
+//! A [`Command::Call`] cannot be taken back: the Manager has moved on (a counter incremented,
+//! an update proposed) by the time its effects are encoded. The host must therefore give every
+//! `Call` the full capacity, [`MAX_LEN`]. If the [`Outcome::Effects`] still do not fit (a
+//! [`tcc::Effect::Snapshot`] carries the whole database, a reply all its rows), the PAL writes
+//! nothing and reports the encoded length as the output length, beyond the capacity, so the
+//! hypervisor answers [`Status::TooLarge`](hypercall::Status::TooLarge): the effects are lost,
+//! never silently, and the host must treat them as messages the network lost. (So a database
+//! much larger than [`MAX_LEN`] cannot move by snapshot through this interface yet.)
 //!
 //! [`StateUpdate`]: crate::update::StateUpdate
 
@@ -76,6 +94,7 @@ use crate::msg::codec::{
     get_bool, get_bytes, get_digest, get_string, get_vec_with, put_bytes, put_len, to_u64,
 };
 use crate::msg::{self, SqlError, StatementResult, Value, Wire};
+use crate::tcc;
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// First four bytes of every command and outcome.
@@ -97,7 +116,7 @@ pub const MAX_REASON_BYTES: usize = msg::MAX_MESSAGE_BYTES;
 /// Longest name in an [`Outcome::Info`] (SQLite version, image name).
 pub const MAX_NAME_BYTES: usize = 256;
 /// The smallest output capacity the PAL runs a command with: room for any outcome but
-/// [`Outcome::Executed`].
+/// [`Outcome::Executed`] and [`Outcome::Effects`].
 pub const MIN_OUTPUT_CAPACITY: usize = 8192;
 
 const _: () = assert!(MAX_LEN as u64 == hypercall::MAX_IO_LEN);
@@ -105,6 +124,7 @@ const _: () = assert!(MAX_RANDOM_BYTES as u64 == pal::MAX_RANDOM_LEN);
 const _: () = assert!(HEADER_LEN + 4 + MAX_REASON_BYTES <= MIN_OUTPUT_CAPACITY);
 const _: () = assert!(HEADER_LEN + 4 + MAX_RANDOM_BYTES <= MIN_OUTPUT_CAPACITY);
 const _: () = assert!(HEADER_LEN + 2 * (4 + MAX_NAME_BYTES) + 32 <= MIN_OUTPUT_CAPACITY);
+const _: () = assert!(HEADER_LEN + tcc::MAX_STATUS_LEN <= MIN_OUTPUT_CAPACITY);
 
 /// Smallest encoding of a [`Value`] (a tag) and of a [`StatementResult`] (two empty counts
 /// and `changes`).
@@ -136,13 +156,36 @@ pub enum Command {
         /// How many, at most [`MAX_RANDOM_BYTES`].
         len: u32,
     },
-    /// Kind 6. A trusted counter of the PAL's identity: [`Outcome::Counter`].
+    /// Kind 6. A trusted counter of the PAL's identity: [`Outcome::Counter`]. The PAL image
+    /// refuses counters 0 and 1, its Manager's view and state counters.
     Counter {
         /// Which counter (the hypervisor has [`pal::COUNTERS`]; others are refused there).
         index: u32,
         /// Add one first.
         increment: bool,
     },
+    /// Kind 7. Start the Manager of a new replica over a fresh database (its trusted counters
+    /// must be zero): [`Outcome::Status`], or [`Outcome::Refused`] if a Manager runs already
+    /// or the configuration is refused.
+    Start {
+        /// The group's configuration.
+        group: tcc::Group,
+    },
+    /// Kind 8. Restart the Manager of a replica from the group state it sealed
+    /// ([`tcc::Effect::Sealed`]): [`Outcome::Status`], or [`Outcome::Refused`] if a Manager
+    /// runs already or the blob is refused.
+    Restore {
+        /// The group's configuration (as at the start).
+        group: tcc::Group,
+        /// The sealed blob, at most [`tcc::MAX_SEALED_BYTES`].
+        sealed: Vec<u8>,
+    },
+    /// Kind 9. One call of the Manager: [`Outcome::Effects`], or [`Outcome::Refused`] if no
+    /// Manager runs. Needs the full output capacity (see "Output capacity" above).
+    Call(tcc::Call),
+    /// Kind 10. Where the Manager stands: [`Outcome::Status`], or [`Outcome::Refused`] if no
+    /// Manager runs.
+    Status,
 }
 
 /// What the PAL answers.
@@ -196,10 +239,14 @@ pub enum Outcome {
         /// The value.
         value: u64,
     },
+    /// Kind `0x88`: what the Manager answered a [`Command::Call`], in order.
+    Effects(Vec<tcc::Effect>),
+    /// Kind `0x89`: where the Manager stands.
+    Status(tcc::Status),
 }
 
 impl Command {
-    /// The header's `kind` byte (1 to 6).
+    /// The header's `kind` byte (1 to 10).
     #[must_use]
     pub const fn kind(&self) -> u8 {
         match self {
@@ -209,6 +256,10 @@ impl Command {
             Command::Info => 4,
             Command::Random { .. } => 5,
             Command::Counter { .. } => 6,
+            Command::Start { .. } => 7,
+            Command::Restore { .. } => 8,
+            Command::Call(_) => 9,
+            Command::Status => 10,
         }
     }
 
@@ -225,13 +276,19 @@ impl Command {
                 }
             }
             Command::Apply { update } => put_bytes(&mut w, update),
-            Command::Digest | Command::Info => {}
+            Command::Digest | Command::Info | Command::Status => {}
             Command::Random { len } => {
                 w.u32(*len);
             }
             Command::Counter { index, increment } => {
                 w.u32(*index).u8(u8::from(*increment));
             }
+            Command::Start { group } => group.put(&mut w),
+            Command::Restore { group, sealed } => {
+                group.put(&mut w);
+                put_bytes(&mut w, sealed);
+            }
+            Command::Call(call) => call.put(&mut w),
         }
         w.into_vec()
     }
@@ -269,6 +326,13 @@ impl Command {
                 let increment = get_bool(&mut r, "increment")?;
                 Command::Counter { index, increment }
             }
+            7 => Command::Start { group: tcc::Group::get(&mut r)? },
+            8 => {
+                let group = tcc::Group::get(&mut r)?;
+                Command::Restore { group, sealed: tcc::get_sealed(&mut r)? }
+            }
+            9 => Command::Call(tcc::Call::get(&mut r)?),
+            10 => Command::Status,
             kind => return Err(DecodeError::Invalid { field: "command kind", value: kind.into() }),
         };
         r.finish()?;
@@ -283,7 +347,7 @@ impl Outcome {
         Outcome::Refused { reason: String::from(clip_utf8(reason, MAX_REASON_BYTES)) }
     }
 
-    /// The header's `kind` byte (`0x81` to `0x87`).
+    /// The header's `kind` byte (`0x81` to `0x89`).
     #[must_use]
     pub const fn kind(&self) -> u8 {
         match self {
@@ -294,6 +358,8 @@ impl Outcome {
             Outcome::Info { .. } => 0x85,
             Outcome::Random { .. } => 0x86,
             Outcome::Counter { .. } => 0x87,
+            Outcome::Effects(_) => 0x88,
+            Outcome::Status(_) => 0x89,
         }
     }
 
@@ -334,6 +400,13 @@ impl Outcome {
             Outcome::Counter { value } => {
                 w.u64(*value);
             }
+            Outcome::Effects(effects) => {
+                put_len(&mut w, effects.len());
+                for effect in effects {
+                    effect.put(&mut w);
+                }
+            }
+            Outcome::Status(status) => status.put(&mut w),
         }
         w.into_vec()
     }
@@ -342,7 +415,7 @@ impl Outcome {
     ///
     /// # Errors
     /// As [`Command::decode`]; also the errors of the [`Wire`] decoders of
-    /// [`StatementResult`] and [`SqlError`].
+    /// [`StatementResult`], [`SqlError`], [`tcc::Effect`] and [`tcc::Status`].
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let (kind, mut r) = open(bytes)?;
         let outcome = match kind {
@@ -379,6 +452,14 @@ impl Outcome {
                 Outcome::Random { bytes: get_bytes(&mut r, "random", MAX_RANDOM_BYTES)?.to_vec() }
             }
             0x87 => Outcome::Counter { value: r.u64()? },
+            0x88 => Outcome::Effects(get_vec_with(
+                &mut r,
+                "effects",
+                usize::MAX,
+                tcc::MIN_EFFECT_LEN,
+                tcc::Effect::get,
+            )?),
+            0x89 => Outcome::Status(tcc::Status::get(&mut r)?),
             kind => return Err(DecodeError::Invalid { field: "outcome kind", value: kind.into() }),
         };
         r.finish()?;
@@ -456,7 +537,7 @@ mod tests {
     }
 
     fn commands() -> Vec<Command> {
-        vec![
+        let mut commands = vec![
             Command::Execute {
                 sql: String::from("SELECT ?1, ?2; INSERT INTO t VALUES (:x)"),
                 params: all_values(),
@@ -470,11 +551,18 @@ mod tests {
             Command::Random { len: 4096 },
             Command::Counter { index: 3, increment: true },
             Command::Counter { index: u32::MAX, increment: false },
-        ]
+        ];
+        let groups = tcc::tests::groups();
+        commands.extend(groups.iter().map(|group| Command::Start { group: group.clone() }));
+        commands.push(Command::Restore { group: groups[0].clone(), sealed: vec![0x5e; 95] });
+        commands.push(Command::Restore { group: groups[1].clone(), sealed: Vec::new() });
+        commands.extend(tcc::tests::calls().into_iter().map(Command::Call));
+        commands.push(Command::Status);
+        commands
     }
 
     fn outcomes() -> Vec<Outcome> {
-        vec![
+        let mut outcomes = vec![
             Outcome::Executed {
                 results: vec![
                     StatementResult {
@@ -506,7 +594,12 @@ mod tests {
             Outcome::Random { bytes: Vec::new() },
             Outcome::Counter { value: 0 },
             Outcome::Counter { value: u64::MAX },
-        ]
+            Outcome::Effects(tcc::tests::effects()),
+            Outcome::Effects(Vec::new()),
+        ];
+        outcomes.extend(tcc::tests::effects().into_iter().map(|e| Outcome::Effects(vec![e])));
+        outcomes.extend(tcc::tests::statuses().into_iter().map(Outcome::Status));
+        outcomes
     }
 
     fn real_bits(values: &[Value]) -> Vec<Option<u64>> {
@@ -608,7 +701,7 @@ mod tests {
             Command::decode(&bad),
             Err(DecodeError::Invalid { field: "reserved", value: 0x100 })
         );
-        for kind in [0, 7, 0x80, 0x81, 0xff] {
+        for kind in [0, 11, 0x80, 0x81, 0x88, 0xff] {
             let mut bad = good.clone();
             bad[5] = kind;
             assert_eq!(
@@ -616,7 +709,7 @@ mod tests {
                 Err(DecodeError::Invalid { field: "command kind", value: kind.into() })
             );
         }
-        for kind in [0, 1, 3, 0x80, 0x88, 0xff] {
+        for kind in [0, 1, 3, 9, 0x80, 0x8a, 0xff] {
             let mut bad = Outcome::Counter { value: 1 }.encode();
             bad[5] = kind;
             assert_eq!(
@@ -684,6 +777,27 @@ mod tests {
         assert!(matches!(Command::decode(&long), Err(DecodeError::Truncated { .. })));
         let fits = Command::Apply { update: vec![0; MAX_LEN - HEADER_LEN - 4] }.encode();
         assert!(Command::decode(&fits).is_ok());
+        // Sealed blobs, and the limits of the Manager's calls and effects.
+        let group = tcc::tests::groups().swap_remove(0);
+        let restore = Command::Restore { group: group.clone(), sealed: vec![1; 4124] };
+        assert!(Command::decode(&restore.encode()).is_ok());
+        let restore = Command::Restore { group, sealed: vec![1; 4125] };
+        assert!(matches!(
+            Command::decode(&restore.encode()),
+            Err(DecodeError::TooLarge { field: "sealed", value: 4125, max: 4124 })
+        ));
+        let probes = Command::Call(tcc::Call::Probes(Vec::new())).encode();
+        let mut many = probes[..HEADER_LEN + 1].to_vec();
+        many.extend_from_slice(&65u32.to_le_bytes());
+        assert!(matches!(
+            Command::decode(&many),
+            Err(DecodeError::TooLarge { field: "probes", value: 65, .. })
+        ));
+        let reason = tcc::Effect::Refused("r".repeat(tcc::MAX_REASON_BYTES + 1));
+        assert!(matches!(
+            Outcome::decode(&Outcome::Effects(vec![reason]).encode()),
+            Err(DecodeError::TooLarge { field: "reason", .. })
+        ));
     }
 
     #[test]
@@ -710,6 +824,16 @@ mod tests {
             huge.extend_from_slice(&header(0x81).into_vec());
             huge.extend_from_slice(body);
             assert!(Outcome::decode(&huge).is_err(), "{body:?}");
+        }
+        // Effects: u32::MAX of them, or a few with no bytes for them.
+        for body in [[0xff, 0xff, 0xff, 0xff], [3, 0, 0, 0]] {
+            huge.clear();
+            huge.extend_from_slice(&header(0x88).into_vec());
+            huge.extend_from_slice(&body);
+            assert!(
+                matches!(Outcome::decode(&huge), Err(DecodeError::Truncated { have: 0, .. })),
+                "{body:?}"
+            );
         }
     }
 
@@ -738,6 +862,7 @@ mod tests {
             Outcome::Digest { digest: Digest::default(), file_size: u64::MAX },
             Outcome::Applied { digest: Digest::default() },
             Outcome::Counter { value: u64::MAX },
+            Outcome::Status(tcc::tests::statuses()[1]),
         ];
         for outcome in largest {
             let bytes = outcome.encode();

@@ -227,7 +227,7 @@ impl Pal {
             Service::Attest => {
                 let mut data = [0; 32];
                 data.copy_from_slice(self.writable(a, 32)?);
-                let evidence = tcc.keys()?.attest(Digest(identity), Digest(data));
+                let evidence = keys()?.attest(Digest(identity), Digest(data));
                 self.writable(b, pal::ATTESTATION_LEN)?.copy_from_slice(&evidence);
                 Ok(0)
             }
@@ -238,7 +238,7 @@ impl Pal {
                     return Err(Status::TooLarge);
                 }
                 let input = self.writable(a, b)?.to_vec();
-                let keys = tcc.keys()?;
+                let keys = keys()?;
                 let output = if service == Service::Seal {
                     let mut nonce = [0; 12];
                     cpu::random(&mut nonce)?;
@@ -263,22 +263,20 @@ impl Pal {
     }
 }
 
-/// The TCC's state behind the PAL services: counters, and the keys made on first use.
+/// The TCC's state behind the PAL services of one registry: its counters. The keys are the
+/// boot's ([`keys`]).
 #[derive(Debug, Default)]
 pub struct Tcc {
     /// The trusted counters of every PAL identity seen.
     counters: Counters,
-    keys: Option<TccKeys>,
 }
 
-impl Tcc {
-    /// The keys, made from RDRAND on first use.
-    fn keys(&mut self) -> Result<&TccKeys, Status> {
-        if self.keys.is_none() {
-            self.keys = Some(TccKeys::generate()?);
-        }
-        self.keys.as_ref().ok_or(Status::Unavailable)
-    }
+/// The boot's TCC keys, made from RDRAND on first use.
+static KEYS: spin::Once<TccKeys> = spin::Once::new();
+
+/// The boot's TCC keys, made on first use.
+fn keys() -> Result<&'static TccKeys, Status> {
+    KEYS.try_call_once(TccKeys::generate)
 }
 
 /// [`pal::ATTESTATION_LEN`] as an array length.
@@ -370,7 +368,9 @@ impl Drop for Pal {
 pub struct Pals<'a> {
     svm: &'a Svm,
     registry: Registry<Pal>,
-    /// Counters and keys behind the PAL services, for as long as this registry lives.
+    /// The counters behind the PAL services, for as long as this registry lives (a
+    /// machine's hypervisor has one registry; the self-test makes several, as several
+    /// machines' TCCs).
     tcc: Tcc,
     /// TSC ticks the last successful register took, its log line not included.
     pub register_ticks: u64,

@@ -2,6 +2,7 @@
 //! exercised by test guests, several of them hostile. Each test logs `test <name>: ok` or
 //! `test <name>: FAILED: <why>`; `hv_main` prints the totals as `N passed, M failed`.
 
+mod manager;
 mod pal;
 mod sql;
 
@@ -253,7 +254,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 28] = [
+    let tests: [Test; 29] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -281,6 +282,7 @@ pub fn run() -> (u32, u32) {
         ("sql_pal_replicates", sql::sql_pal_replicates),
         ("sql_pal_bad_input", sql::sql_pal_bad_input),
         ("sql_pal_cost", sql::sql_pal_cost),
+        ("manager_group_under_the_hypervisor", manager::manager_group_under_the_hypervisor),
         ("pal_cost", pal::pal_cost),
     ];
     for (name, test) in tests {

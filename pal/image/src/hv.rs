@@ -6,11 +6,13 @@
 //! "VMMCALL": in a guest whose hypervisor intercepts it (Vol. 2, §15.9) it exits to the
 //! hypervisor, which answers in the registers and resumes the guest after the instruction.
 //! Outside SVM, or without the intercept, it raises `#UD`: the image only runs under the vpr
-//! hypervisor. The ABI: the service number in RAX, arguments in RBX and RCX, a
+//! hypervisor. The ABI: the service number in RAX, arguments in RBX, RCX, RDX and RSI, a
 //! [`Status`] back in RAX and a value in RBX; every other register is preserved.
 
 #![allow(unsafe_code)]
 
+use alloc::vec;
+use alloc::vec::Vec;
 use core::arch::{asm, global_asm};
 
 use vpr_proto::hypercall::pal::{self, Service};
@@ -19,6 +21,18 @@ use vpr_proto::hypercall::{Status, MAX_IO_LEN};
 /// Bytes one [`Service::Random`] call may fill: [`pal::MAX_RANDOM_LEN`].
 const RANDOM_CHUNK: usize = 4096;
 const _: () = assert!(RANDOM_CHUNK as u64 == pal::MAX_RANDOM_LEN);
+
+/// Bytes [`Service::Attest`] writes: [`pal::ATTESTATION_LEN`] (simulated, TCC key,
+/// certificate, signature).
+pub const ATTESTATION_LEN: usize = 1 + 65 + 64 + 64;
+const _: () = assert!(ATTESTATION_LEN as u64 == pal::ATTESTATION_LEN);
+
+/// Most bytes [`seal`] seals: [`pal::MAX_SEAL_LEN`].
+const MAX_SEAL_LEN: usize = 4096;
+/// Bytes a sealed blob adds: [`pal::SEAL_OVERHEAD`].
+const SEAL_OVERHEAD: usize = 28;
+const _: () = assert!(MAX_SEAL_LEN as u64 == pal::MAX_SEAL_LEN);
+const _: () = assert!(SEAL_OVERHEAD as u64 == pal::SEAL_OVERHEAD);
 
 // The entry point. The hypervisor enters at the ELF entry with RDI = input pointer, RSI =
 // input length, RDX = output pointer, RCX = output capacity, RSP = `pal::STACK_TOP` and the
@@ -100,21 +114,23 @@ pub fn abort() -> ! {
     unsafe { asm!("ud2", options(noreturn, nomem, nostack)) }
 }
 
-/// One service call: RAX = `service`, RBX = `rbx`, RCX = `rcx`; returns (RAX, RBX).
+/// One service call: RAX = `service`, (RBX, RCX, RDX, RSI) = `args`; returns (RAX, RBX).
 ///
 /// # Safety
 /// The arguments must suit the service: a pointer argument must be valid for the hypervisor
-/// to write the service's bytes at, and that memory must not be in use by anything else
-/// during the call.
-unsafe fn vmmcall(service: Service, rbx: u64, rcx: u64) -> (u64, u64) {
+/// to read or write the service's bytes at, and that memory must not be in use by anything
+/// else during the call.
+unsafe fn vmmcall(service: Service, args: [u64; 4]) -> (u64, u64) {
+    let [rbx, rcx, rdx, rsi] = args;
     let status: u64;
     let value: u64;
     // LLVM reserves RBX on x86-64 (it may hold the base pointer), so RBX cannot be an asm
     // operand. The argument goes in a scratch register `{b}` that `xchg` swaps into RBX for
     // the call; the second `xchg` puts the answer in `{b}` and RBX's own value back. (Where
-    // RBX is free, LLVM may pick it as `{b}`: the `xchg`s are then no-ops, still right.) The
-    // hypervisor promises to change only RAX and RBX; to stay conservative RCX is declared
-    // changed too, and flags are not declared preserved.
+    // RBX is free, LLVM may pick it as `{b}`: the `xchg`s are then no-ops, still right; `{b}`
+    // is never RCX, RDX or RSI, which are named operands.) The hypervisor promises to change
+    // only RAX and RBX; to stay conservative RCX, RDX and RSI are declared changed too, and
+    // flags are not declared preserved.
     // SAFETY: VMMCALL under the vpr hypervisor changes no memory but what the service writes
     // at the pointer the caller vouches for (no `nomem`: the compiler assumes memory may
     // change) and does not touch the stack (`nostack`). RBX is restored before the asm ends.
@@ -126,6 +142,8 @@ unsafe fn vmmcall(service: Service, rbx: u64, rcx: u64) -> (u64, u64) {
             b = inout(reg) rbx => value,
             inout("rax") service as u64 => status,
             inout("rcx") rcx => _,
+            inout("rdx") rdx => _,
+            inout("rsi") rsi => _,
             options(nostack),
         );
     }
@@ -154,7 +172,7 @@ pub fn random(buf: &mut [u8]) -> Result<(), Status> {
         // SAFETY: `chunk` is writable for `len` (at most MAX_RANDOM_LEN) bytes and borrowed
         // mutably for the call. It lies in memory the PAL may write (the stack or a writable
         // segment: the heap is in `.bss`), as the hypervisor requires.
-        let (rax, _) = unsafe { vmmcall(Service::Random, ptr, len) };
+        let (rax, _) = unsafe { vmmcall(Service::Random, [ptr, len, 0, 0]) };
         check(rax)?;
     }
     Ok(())
@@ -167,7 +185,7 @@ pub fn random(buf: &mut [u8]) -> Result<(), Status> {
 pub fn identity() -> Result<[u8; 32], Status> {
     let mut out = [0u8; 32];
     // SAFETY: `out` is 32 writable bytes on the stack, borrowed mutably for the call.
-    let (rax, _) = unsafe { vmmcall(Service::Identity, out.as_mut_ptr() as u64, 0) };
+    let (rax, _) = unsafe { vmmcall(Service::Identity, [out.as_mut_ptr() as u64, 0, 0, 0]) };
     check(rax)?;
     Ok(out)
 }
@@ -178,7 +196,7 @@ pub fn identity() -> Result<[u8; 32], Status> {
 /// The hypervisor's status (an index of [`pal::COUNTERS`] or more is refused there).
 pub fn counter_read(index: u32) -> Result<u64, Status> {
     // SAFETY: the service takes no pointer; it writes no memory.
-    let (rax, value) = unsafe { vmmcall(Service::CounterRead, u64::from(index), 0) };
+    let (rax, value) = unsafe { vmmcall(Service::CounterRead, [u64::from(index), 0, 0, 0]) };
     check(rax).map(|()| value)
 }
 
@@ -188,6 +206,69 @@ pub fn counter_read(index: u32) -> Result<u64, Status> {
 /// The hypervisor's status.
 pub fn counter_increment(index: u32) -> Result<u64, Status> {
     // SAFETY: the service takes no pointer; it writes no memory.
-    let (rax, value) = unsafe { vmmcall(Service::CounterIncrement, u64::from(index), 0) };
+    let (rax, value) = unsafe { vmmcall(Service::CounterIncrement, [u64::from(index), 0, 0, 0]) };
     check(rax).map(|()| value)
+}
+
+/// Evidence from the hypervisor that this PAL vouches for `data`: the [`ATTESTATION_LEN`]
+/// bytes of [`Service::Attest`] (whether it is simulated, 1 byte; the TCC key, 65; its
+/// certificate, 64; the signature, 64).
+///
+/// # Errors
+/// The hypervisor's status (e.g. [`Status::Unavailable`] without a TCC key).
+pub fn attest(data: &[u8; 32]) -> Result<[u8; ATTESTATION_LEN], Status> {
+    // The hypervisor reads the data only from memory the PAL may write: a copy on the stack.
+    let mut data = *data;
+    let mut out = [0u8; ATTESTATION_LEN];
+    let args = [data.as_mut_ptr() as u64, out.as_mut_ptr() as u64, 0, 0];
+    // SAFETY: `data` (32 bytes) and `out` (ATTESTATION_LEN bytes) are distinct arrays on the
+    // stack, writable and borrowed mutably for the call; the hypervisor reads the first and
+    // writes the second.
+    let (rax, _) = unsafe { vmmcall(Service::Attest, args) };
+    check(rax)?;
+    Ok(out)
+}
+
+/// Seals `data` (at most [`pal::MAX_SEAL_LEN`] bytes) to this PAL's identity; the blob is
+/// [`pal::SEAL_OVERHEAD`] bytes longer.
+///
+/// # Errors
+/// [`Status::TooLarge`] for more than [`pal::MAX_SEAL_LEN`] bytes, else the hypervisor's status.
+pub fn seal(data: &[u8]) -> Result<Vec<u8>, Status> {
+    if data.len() > MAX_SEAL_LEN {
+        return Err(Status::TooLarge);
+    }
+    transform(Service::Seal, data, data.len() + SEAL_OVERHEAD)
+}
+
+/// Opens a blob [`seal`] made for this PAL on this boot.
+///
+/// # Errors
+/// [`Status::Refused`] for a blob altered, sealed by another PAL or on another boot;
+/// [`Status::TooLarge`] for a blob longer than any seal makes; else the hypervisor's status.
+pub fn unseal(blob: &[u8]) -> Result<Vec<u8>, Status> {
+    if blob.len() > MAX_SEAL_LEN + SEAL_OVERHEAD {
+        return Err(Status::TooLarge);
+    }
+    transform(Service::Unseal, blob, blob.len().saturating_sub(SEAL_OVERHEAD))
+}
+
+/// [`Service::Seal`] or [`Service::Unseal`] of `input` into a buffer of `cap` bytes.
+fn transform(service: Service, input: &[u8], cap: usize) -> Result<Vec<u8>, Status> {
+    // Copies on the heap (in `.bss`, writable, as the hypervisor requires of every pointer
+    // even for input), each at least one byte long so that both pointers are real.
+    let mut input_copy = Vec::with_capacity(input.len().max(1));
+    input_copy.extend_from_slice(input);
+    let mut out = vec![0u8; cap.max(1)];
+    let args =
+        [input_copy.as_mut_ptr() as u64, input.len() as u64, out.as_mut_ptr() as u64, cap as u64];
+    // SAFETY: `input_copy` holds `input.len()` initialized bytes and `out` at least `cap`,
+    // two distinct heap allocations in the PAL's writable memory, borrowed mutably for the
+    // call; the hypervisor reads the first and writes at most `cap` bytes of the second.
+    let (rax, len) = unsafe { vmmcall(service, args) };
+    check(rax)?;
+    // The hypervisor writes at most `cap` bytes; a longer length breaks the ABI.
+    let len = usize::try_from(len).ok().filter(|&len| len <= cap).ok_or(Status::Unavailable)?;
+    out.truncate(len);
+    Ok(out)
 }

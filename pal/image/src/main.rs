@@ -1,10 +1,12 @@
 //! The PAL image: vpr's trusted service as a bare-metal ELF that the vpr hypervisor registers
 //! and runs.
 //!
-//! This is the same `vpr-pal` service (SQLite through `sqlite-shim`, requests captured as
-//! state updates, updates verified and applied) that the simulation backend runs in-process
-//! and that `vpr-pal-selftest` runs as a Linux process, linked with no libc and no OS: its
-//! only outside interface is the hypervisor's, in the `hv` module.
+//! This is the same `vpr-pal` code that the simulation backend runs in-process, linked with no
+//! libc and no OS: the V-PR Manager (`vpr_pal::Manager`: initialization, the normal case,
+//! primary change, state transfer) on the hypervisor's TCC services (the `tcc` module), and
+//! the bare service beneath it (SQLite through `sqlite-shim`, requests captured as state
+//! updates, updates verified and applied), which `vpr-pal-selftest` also runs as a Linux
+//! process. Its only outside interface is the hypervisor's, in the `hv` module.
 //!
 //! # Entry and exit
 //!
@@ -22,16 +24,29 @@
 //!   length is that minimum, so the hypervisor answers `Status::TooLarge`;
 //! - an `Executed` outcome too large for the output is not sent: the request's writes are
 //!   taken back (undo records) and the answer is `Refused`, so a refused command never changed
-//!   the state.
+//!   the state;
+//! - `Start` and `Restore` make the Manager (a fresh one, or one restarted from its sealed
+//!   group state); they are refused while one runs, and a configuration or blob the Manager
+//!   refuses is answered `Refused` with its reason. `Call` hands the Manager one
+//!   `vpr_proto::tcc::Call` and answers its effects; `Status` reports where it stands. Both
+//!   are refused until a Manager runs;
+//! - a Manager call cannot be taken back: its `Effects` are never refused for their size. If
+//!   they do not fit the output, nothing is written and the reported length is theirs, beyond
+//!   the capacity, so the hypervisor answers `Status::TooLarge` (the host must give `Call`
+//!   the full `MAX_IO_LEN`; see `pal_io`, "Output capacity").
 //!
 //! Memory persists across executions (the hypervisor keeps a PAL's memory until it is
-//! unregistered): the heap and the [`Service`] are set up by the first execution and used by
-//! every later one. Each execution starts on a fresh stack.
+//! unregistered): the heap, the bare [`Service`] and the [`Manager`] are set up by the
+//! executions that first need them and used by every later one. The Manager and the bare
+//! service are independent: each has its own database, and the commands `Execute`, `Apply`,
+//! `Digest`, `Info`, `Random` and `Counter` work on the bare service and the hypervisor as
+//! before, whether a Manager runs or not. Each execution starts on a fresh stack.
 //!
 //! # Failure
 //!
 //! A panic, an allocation failure, an invalid hypervisor answer where no answer can be given
-//! (no random bytes for SQLite), or a failed roll-back executes `ud2`: the hypervisor kills a
+//! (no random bytes for SQLite or the Manager's keys, no evidence for an attestation), or a
+//! failed roll-back executes `ud2`: the hypervisor kills a
 //! faulting PAL (`Status::PalFault`) and forgets it. A crashed PAL is dead, which matches the
 //! trust model: the trusted code fails only by stopping. Nothing derived from the input
 //! panics.
@@ -44,7 +59,9 @@
 //! pool takes 8 MiB of the heap (page cache, statements; running out is `SQLITE_NOMEM`, not a
 //! crash); the rest holds the database file (the in-memory VFS grows it with exact
 //! reservations, so a growth briefly needs the old and the new copy), results, the input's
-//! decoded copy and the encoded output (each at most `MAX_IO_LEN`, 4 MiB). The stack is the
+//! decoded copy and the encoded output (each at most `MAX_IO_LEN`, 4 MiB). The Manager's
+//! database lives there too, beside the bare service's; a snapshot it makes or adopts is
+//! held whole, several times over while it is encoded or decoded. The stack is the
 //! hypervisor's: `pal::STACK_LEN`, 1 MiB.
 //!
 //! # Platform
@@ -62,6 +79,7 @@
 extern crate alloc;
 
 mod hv;
+mod tcc;
 
 use alloc::format;
 use alloc::string::String;
@@ -72,11 +90,13 @@ use core::mem::MaybeUninit;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use sqlite_shim::{Config, Platform};
-use vpr_pal::{Service, ServiceOptions};
+use vpr_pal::{Effect, GroupConfig, Manager, Service, ServiceOptions};
 use vpr_proto::digest::Digest;
 use vpr_proto::hypercall::pal;
 use vpr_proto::msg::{self, SqlError, StatementResult, Value};
 use vpr_proto::pal_io::{self, Command, Outcome};
+
+use crate::tcc::HvTcc;
 
 // Keep the C library functions (memcpy...) in the link: nothing in Rust names this crate.
 use vpr_crt as _;
@@ -104,13 +124,18 @@ static HEAP_MEMORY: Mutex<[MaybeUninit<u8>; HEAP_BYTES]> =
 struct State {
     /// `sqlite_shim::initialize` succeeded (it may run only once).
     engine: bool,
-    /// The service, created by the first command that needs it.
+    /// The bare service, created by the first command that needs it.
     service: Option<Service>,
+    /// The Manager, once `Start` or `Restore` made it.
+    manager: Option<Manager<HvTcc>>,
 }
 
 /// The state. The PAL has one thread and the hypervisor never re-enters it, so the lock is
 /// never contended; it only makes the access safe.
-static STATE: Mutex<State> = Mutex::new(State { engine: false, service: None });
+static STATE: Mutex<State> = Mutex::new(State { engine: false, service: None, manager: None });
+
+/// The refusal of a Manager command before `Start` or `Restore`.
+const NO_MANAGER: &str = "no Manager runs: Start or Restore one first";
 
 /// Runs one execution: `input` is the input (`None` if the hypervisor's registers broke the
 /// ABI), `output` the output buffer. Returns the output length for [`hv::done`].
@@ -128,9 +153,9 @@ fn execute(input: Option<&[u8]>, output: &mut [u8]) -> u64 {
         Some(Err(e)) => Outcome::refused(&format!("malformed command: {e}")).encode(),
         Some(Ok(command)) => run(&mut state, command, output.len()),
     };
-    // Always fits: only an `Executed` outcome can be too large, and `run` refuses it. If it
-    // did not, nothing is written and the length beyond the capacity makes the hypervisor
-    // answer TooLarge.
+    // Fits but for `Effects`: `run` refuses any other outcome too large. When it does not fit,
+    // nothing is written and the length beyond the capacity makes the hypervisor answer
+    // TooLarge.
     if let Some(out) = output.get_mut(..bytes.len()) {
         out.copy_from_slice(&bytes);
     }
@@ -141,10 +166,18 @@ fn len_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Runs a command; returns the encoded outcome, at most `capacity` bytes long if possible.
+/// Runs a command; returns the encoded outcome, at most `capacity` bytes long if possible
+/// (always, but for the effects of a Manager call).
 fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
     let outcome = match command {
         Command::Execute { sql, params } => return execute_sql(state, &sql, params, capacity),
+        Command::Call(call) => return call_manager(state, call),
+        Command::Start { group } => start_manager(state, &group, None),
+        Command::Restore { group, sealed } => start_manager(state, &group, Some(&sealed)),
+        Command::Status => match &state.manager {
+            Some(manager) => Outcome::Status(manager.wire_status()),
+            None => Outcome::refused(NO_MANAGER),
+        },
         Command::Apply { update } => match service(state) {
             Ok(service) => match service.apply_encoded(&update) {
                 Ok(()) => Outcome::Applied { digest: service.digest() },
@@ -179,6 +212,11 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
             }
             _ => Outcome::refused("random: too many bytes asked for"),
         },
+        // Counters 0 and 1 are the Manager's view and state counters: the untrusted side may
+        // not move them.
+        Command::Counter { index, .. } if index < tcc::FIRST_FREE_COUNTER => {
+            Outcome::refused(&format!("counter {index} belongs to the Manager"))
+        }
         Command::Counter { index, increment } => {
             let value =
                 if increment { hv::counter_increment(index) } else { hv::counter_read(index) };
@@ -196,9 +234,9 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
     }
 }
 
-/// The service, set up on first use: SQLite's engine (pool, randomness, clock), then the
-/// database. A failure is answered with a refusal and tried again by the next command.
-fn service(state: &mut State) -> Result<&mut Service, Outcome> {
+/// SQLite's engine (pool, randomness, clock), set up on first use. A failure is answered
+/// with a refusal and tried again by the next command.
+fn engine(state: &mut State) -> Result<(), Outcome> {
     if !state.engine {
         let config = Config {
             heap_bytes: SQLITE_HEAP_BYTES,
@@ -208,12 +246,75 @@ fn service(state: &mut State) -> Result<&mut Service, Outcome> {
             .map_err(|e| Outcome::refused(&format!("cannot set up SQLite: {e}")))?;
         state.engine = true;
     }
+    Ok(())
+}
+
+/// The bare service, set up on first use: the engine, then the database. A failure is
+/// answered with a refusal and tried again by the next command.
+fn service(state: &mut State) -> Result<&mut Service, Outcome> {
+    engine(state)?;
     if state.service.is_none() {
         let service = Service::new(&ServiceOptions::default())
             .map_err(|e| Outcome::refused(&format!("cannot open the database: {e}")))?;
         state.service = Some(service);
     }
     state.service.as_mut().ok_or_else(|| Outcome::refused("no database"))
+}
+
+/// [`Command::Start`] (no `sealed` blob) and [`Command::Restore`]: makes the Manager of
+/// replica `group.me` on the hypervisor's TCC services, and reports its status.
+fn start_manager(
+    state: &mut State,
+    group: &vpr_proto::tcc::Group,
+    sealed: Option<&[u8]>,
+) -> Outcome {
+    if state.manager.is_some() {
+        return Outcome::refused("a Manager runs already");
+    }
+    if let Err(refused) = engine(state) {
+        return refused;
+    }
+    let tcc = match HvTcc::new() {
+        Ok(tcc) => tcc,
+        Err(status) => return Outcome::refused(&format!("identity: {status}")),
+    };
+    let config = GroupConfig::from(group);
+    let manager = match sealed {
+        None => Manager::new(tcc, config),
+        Some(sealed) => Manager::restore(tcc, config, sealed),
+    };
+    match manager {
+        Ok(manager) => {
+            let status = manager.wire_status();
+            state.manager = Some(manager);
+            Outcome::Status(status)
+        }
+        Err(reason) => Outcome::refused(&format!("cannot start the Manager: {reason}")),
+    }
+}
+
+/// [`Command::Call`]: one call of the Manager, its effects encoded whatever their size (the
+/// call cannot be taken back; [`execute`] reports a size beyond the capacity).
+fn call_manager(state: &mut State, call: vpr_proto::tcc::Call) -> Vec<u8> {
+    let Some(manager) = state.manager.as_mut() else {
+        return Outcome::refused(NO_MANAGER).encode();
+    };
+    let effects = manager.handle(call).into_iter().map(clip_refusal).collect();
+    Outcome::Effects(effects).encode()
+}
+
+/// A refusal's reason clipped to what decoders accept (`tcc::MAX_REASON_BYTES`), so one long
+/// reason cannot make the whole outcome undecodable.
+fn clip_refusal(effect: Effect) -> Effect {
+    match effect {
+        Effect::Refused(reason) if reason.len() > vpr_proto::tcc::MAX_REASON_BYTES => {
+            Effect::Refused(String::from(pal_io::clip_utf8(
+                &reason,
+                vpr_proto::tcc::MAX_REASON_BYTES,
+            )))
+        }
+        effect => effect,
+    }
 }
 
 /// SQLite's random source: the hypervisor's, or nothing (`ud2`).

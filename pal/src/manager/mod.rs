@@ -12,6 +12,8 @@
 //! - `backup`: holding, acknowledging and applying updates (Fig 5.4, backup side).
 //! - `view`: primary change (§5.2.5).
 //! - `transfer`: state transfer (snapshots) and restart from sealed storage.
+//! - `wire`: the configuration and status as they cross the PAL's boundary
+//!   ([`vpr_proto::tcc`]; [`Call`] and [`Effect`] are defined there too).
 
 mod backup;
 mod init;
@@ -19,21 +21,22 @@ mod primary;
 mod session;
 mod transfer;
 mod view;
+mod wire;
 
-use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use vpr_proto::crypto::{self, Key, KeyPair, PublicKey, Tag};
+use vpr_proto::crypto::{self, Key, KeyPair, PublicKey};
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{
-    Accept, Ack, AckInit, ClientHello, Commit, Join, NewView, Probe, ReplicaId, Reply, Request,
-    Snapshot, StatusReport, StatusRequest, Update, ViewChange, Welcome,
-};
+use vpr_proto::msg::{ReplicaId, Update};
 
 use crate::service::{Service, ServiceOptions};
 use crate::tcc::{Counter, Tcc};
+
+// The host's calls and the Manager's effects are wire types: a driver outside the PAL (the
+// hypervisor backend's host) builds and reads them with `vpr-proto` alone.
+pub use vpr_proto::tcc::{Call, Effect};
 
 /// The group's configuration, as every Manager of the group must see it.
 #[derive(Clone, Debug)]
@@ -72,120 +75,6 @@ impl GroupConfig {
             &self.max_in_flight.to_le_bytes(),
         ])
     }
-}
-
-/// A request from the host.
-#[derive(Clone, Debug)]
-pub enum Call {
-    /// Backup: start initialization (make a Join).
-    Join,
-    /// Primary: the Joins gathered so far; answer with an Accept. With `require_all`, form
-    /// the group only if every backup's Join verifies (else [`Effect::InvalidJoins`]); without,
-    /// with at least f valid ones.
-    Joins {
-        /// The Joins.
-        joins: Vec<Join>,
-        /// Whether every backup must be in.
-        require_all: bool,
-    },
-    /// Backup: the primary's Accept.
-    Accept(Box<Accept>),
-    /// Primary: a backup's AckInit.
-    AckInit(AckInit),
-    /// A client's key exchange.
-    Hello(Box<ClientHello>),
-    /// Primary: a batch of client requests (execution 1).
-    Requests(Vec<Request>),
-    /// Backup: an update from the primary.
-    Update(Update),
-    /// Primary: a backup's acknowledgement (execution 2).
-    Ack(Ack),
-    /// Backup: the primary's commit notice.
-    Commit(Commit),
-    /// Any replica: a client asks for this replica's status.
-    Status(StatusRequest),
-    /// Backup: the primary seems silent (the host's timeout); propose the next view.
-    Suspect,
-    /// The Probes gathered for the next view (this replica's own included).
-    Probes(Vec<Probe>),
-    /// New primary: the ViewChanges gathered for its view (its own included).
-    ViewChanges(Vec<ViewChange>),
-    /// Backup: the new primary's announcement.
-    NewView(NewView),
-    /// Primary: time passed; say what is committed, so backups know the primary is alive.
-    Heartbeat,
-    /// Another replica needs state: make a snapshot of the committed state.
-    MakeSnapshot,
-    /// A snapshot from another replica: adopt it if it is newer than the state here.
-    Snapshot(Box<Snapshot>),
-}
-
-/// Something the host must do.
-#[derive(Clone, Debug)]
-pub enum Effect {
-    /// Send to one replica.
-    Join(Join),
-    /// Send to every backup.
-    Accept(Accept),
-    /// These Joins do not verify (altered, or from another group): drop them and wait for
-    /// those replicas to send again.
-    InvalidJoins(Vec<ReplicaId>),
-    /// Send to the primary.
-    AckInit(AckInit),
-    /// The group is formed (primary) or this backup joined it.
-    Ready,
-    /// Send to the client that said hello.
-    Welcome(Welcome),
-    /// Send to every backup.
-    Update(Update),
-    /// Send to the primary.
-    Ack(Ack),
-    /// Send to every backup.
-    Commit(Commit),
-    /// A reply for a client. If `blinded_until` is set, its tag is blinded: hold it until
-    /// the [`Effect::Release`] of that update, XOR the released blinder into the tag, then send.
-    Reply {
-        /// The reply.
-        reply: Reply,
-        /// The update it waits for.
-        blinded_until: Option<u64>,
-    },
-    /// Update `seq` (and every one before it) is committed; its blinder unblinds the replies
-    /// held for it.
-    Release {
-        /// The update.
-        seq: u64,
-        /// The blinder to XOR into held replies' tags.
-        blinder: Tag,
-    },
-    /// Send to the client that asked.
-    Status(StatusReport),
-    /// Send to every replica.
-    Probe(Probe),
-    /// Send to the primary of the new view (this replica itself, maybe).
-    ViewChange(ViewChange),
-    /// Send to every backup.
-    NewView(NewView),
-    /// Send to the replica that asked for state.
-    Snapshot(Box<Snapshot>),
-    /// Store this blob (sealed to this PAL) and hand it back at restart.
-    Sealed(Vec<u8>),
-    /// This replica misses committed updates up to at least `committed`: retransmissions or a
-    /// snapshot from another replica must bring it there.
-    Behind {
-        /// The highest update known to be committed.
-        committed: u64,
-    },
-    /// New primary: the view can start only once this replica has the state `replica`
-    /// reported (committed up to `committed`): get a snapshot, then pass the ViewChanges again.
-    NeedState {
-        /// The replica with the highest committed state.
-        replica: ReplicaId,
-        /// Its last committed update.
-        committed: u64,
-    },
-    /// Input refused (bad MAC, stale, malformed...); nothing changed.
-    Refused(String),
 }
 
 /// Where initialization stands.

@@ -723,3 +723,25 @@ pub fn pal_seal_and_attest(svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// The TCC's attestation key, as the evidence of a sealer PAL registered in `pals` shows it
+/// (until the uTPM, the key certifies itself: it is what verifiers must trust).
+pub(super) fn tcc_key(svm: &Svm, pals: &mut Pals<'_>) -> Result<[u8; 65], String> {
+    let image = &pal_image(program::pal_sealer());
+    let input = [&[2u8][..], &[0; 32]].concat();
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        [EXECUTE, PREV, INPUT, input.len() as u64, OUTPUT, 1040, OUT_LEN],
+        [UNREGISTER, PREV, 0, 0, 0, 0, 0],
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (INPUT, &input)];
+    let (replies, mut guest) = run_script(svm, pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok; 3])?;
+    let mut key = [0; 65];
+    if read_u64(guest.memory(), OUTPUT)? != Status::Ok.as_u64()
+        || !guest.memory().read(OUTPUT + 16 + 1, &mut key)
+    {
+        return Err(String::from("attest failed"));
+    }
+    Ok(key)
+}

@@ -39,7 +39,7 @@ const IMAGE: u64 = 0x10_0000;
 const OUTPUT_CAP: u64 = 64 * 1024;
 
 /// The PAL image the loader passed, or why the suite cannot run.
-fn image() -> Result<&'static [u8], String> {
+pub(super) fn image() -> Result<&'static [u8], String> {
     mem::module(0).ok_or_else(|| String::from("no PAL image: boot with the image as module 0"))
 }
 
@@ -49,7 +49,7 @@ fn pages_to(end: u64) -> u64 {
 }
 
 /// Registers the PAL image in a fresh guest; its handle and the register call's TSC ticks.
-fn register(svm: &Svm, pals: &mut Pals<'_>) -> Result<(u64, u64), String> {
+pub(super) fn register(svm: &Svm, pals: &mut Pals<'_>) -> Result<(u64, u64), String> {
     let image = image()?;
     let calls = [[Call::Register as u64, IMAGE, image.len() as u64, RESULT, 0, 0, 0]];
     let pages = pages_to(IMAGE + image.len() as u64);
@@ -123,7 +123,7 @@ fn execute_raw(
 
 /// Runs `commands` on PAL `handle` and returns their outcomes; any hypercall failure or
 /// undecodable outcome is an error.
-fn execute(
+pub(super) fn execute(
     svm: &Svm,
     pals: &mut Pals<'_>,
     handle: u64,
@@ -358,15 +358,17 @@ pub fn sql_pal_bad_input(svm: &Svm) -> TestResult {
     let commands = [
         Command::Random { len: 32 },
         Command::Random { len: 32 },
-        Command::Counter { index: 1, increment: true },
-        Command::Counter { index: 1, increment: true },
-        Command::Counter { index: 1, increment: false },
+        Command::Counter { index: 2, increment: true },
+        Command::Counter { index: 2, increment: true },
+        Command::Counter { index: 2, increment: false },
         Command::Counter { index: 99, increment: true },
+        Command::Counter { index: 1, increment: true },
         sql("SELECT 40 + 2"),
     ];
     let outcomes = execute(svm, &mut pals, handle, &commands)?;
+    // Counter 1 (the Manager's state counter) is not the untrusted side's to move.
     match &outcomes[..] {
-        [Outcome::Random { bytes: a }, Outcome::Random { bytes: b }, Outcome::Counter { value: 1 }, Outcome::Counter { value: 2 }, Outcome::Counter { value: 2 }, Outcome::Refused { .. }, last]
+        [Outcome::Random { bytes: a }, Outcome::Random { bytes: b }, Outcome::Counter { value: 1 }, Outcome::Counter { value: 2 }, Outcome::Counter { value: 2 }, Outcome::Refused { .. }, Outcome::Refused { .. }, last]
             if a.len() == 32 && a != b && rows(last)? == [[Value::Integer(42)]] => {}
         other => return Err(format!("services: {other:?}")),
     }
