@@ -186,6 +186,33 @@ pub fn sql_pal_registers(svm: &Svm) -> TestResult {
     let mut pals = Pals::new(svm);
     let (handle, ticks) = register(svm, &mut pals)?;
     let pages = pals.audit(handle)?;
+    // From the other side: no page of a guest that drives the PAL reaches the PAL's frames or
+    // the hypervisor's image.
+    let (first, count) = pals.frames(handle).ok_or("the PAL is not registered")?;
+    let pal_frames = first.as_u64()..first.as_u64() + count * PAGE_SIZE;
+    let hypervisor = mem::image_range();
+    let digest = [Command::Digest.encode()];
+    let calls = [[
+        Call::Execute as u64,
+        handle,
+        INPUTS,
+        digest[0].len() as u64,
+        OUTPUTS,
+        OUTPUT_CAP,
+        OUT_LEN,
+    ]];
+    let guest_pages = pages_to(OUTPUTS + OUTPUT_CAP);
+    let (_, mut guest) =
+        run_script_in(svm, &mut pals, guest_pages, &[(INPUTS, &digest[0])], &calls)?;
+    let ram = guest.memory().ram();
+    for gpa in (ram.start..ram.end).step_by(mem::usize_of(PAGE_SIZE)) {
+        if let Some(t) = guest.translate(gpa) {
+            let host = t.address.as_u64();
+            if pal_frames.contains(&host) || hypervisor.contains(host) {
+                return Err(format!("guest-physical {gpa:#x} maps host {host:#x}"));
+            }
+        }
+    }
     let outcomes = execute(svm, &mut pals, handle, &[Command::Info])?;
     let Some(Outcome::Info { sqlite_version, identity, image }) = outcomes.first() else {
         return Err(format!("info: {outcomes:?}"));
@@ -195,7 +222,8 @@ pub fn sql_pal_registers(svm: &Svm) -> TestResult {
     }
     log::info!(
         "hv: PAL {image} (SQLite {sqlite_version}) identity {identity}: register {ticks} TSC \
-         ticks, {pages} pages audited"
+         ticks, {pages} PAL pages audited, {} guest pages checked",
+        ram.len() / PAGE_SIZE
     );
     Ok(())
 }
