@@ -22,6 +22,9 @@ if ! pkg-config --exists libzmq 2>/dev/null; then
 fi
 # QEMU boots the hypervisor image for its self-test (`cargo xtask qemu-test`).
 command -v qemu-system-x86_64 >/dev/null || packages+=(qemu-system-x86)
+# The software TPM QEMU attaches to the hypervisor's machine, and its set-up tools.
+command -v swtpm >/dev/null || packages+=(swtpm)
+command -v swtpm_setup >/dev/null || packages+=(swtpm-tools)
 if ((${#packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

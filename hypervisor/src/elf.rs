@@ -1095,23 +1095,7 @@ mod tests {
             && image.entry < s.bytes().end));
     }
 
-    /// A deterministic xorshift64 generator.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            usize::try_from(self.next() % n as u64).unwrap()
-        }
-    }
+    use crate::testing::XorShift;
 
     #[test]
     fn mutated_images_never_panic() {

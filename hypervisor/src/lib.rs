@@ -11,7 +11,9 @@
 //!   set-up, nested page tables;
 //! - [`elf`]: PAL images: ELF64 executables checked and planned page by page;
 //! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
-//! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry.
+//! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry;
+//! - [`tpm`]: the TPM 2.0 driver: TIS transport over an MMIO trait, command marshalling and
+//!   response parsing.
 //!
 //! Hardware facts cite the AMD64 Architecture Programmer's Manual, Volume 2 (System
 //! Programming), revision 3.42 ("APM").
@@ -27,4 +29,7 @@ pub mod memory;
 pub mod multiboot;
 pub mod pal;
 pub mod svm;
+#[cfg(test)]
+mod testing;
+pub mod tpm;
 pub mod vm;

@@ -32,6 +32,8 @@ mod serial;
 #[cfg(target_os = "none")]
 mod svm;
 #[cfg(target_os = "none")]
+mod tpm;
+#[cfg(target_os = "none")]
 mod tsc;
 
 /// On a host target there is nothing to run: say where the image is built.
@@ -69,6 +71,12 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
     if let Err(e) = cpu::init() {
         log::error!("hv: {e}");
         qemu::exit(qemu::ExitCode::Failure);
+    }
+    // The self-test reports a missing or failing TPM; boot goes on without one.
+    match tpm::launch(&vpr_proto::Digest::of(constant).0) {
+        Ok(Some(_)) => {}
+        Ok(None) => log::warn!("hv: no TPM: no measured launch"),
+        Err(e) => log::error!("hv: TPM: {e}"),
     }
     let (passed, failed) = selftest::run();
     serial::write_line(format_args!("{passed} passed, {failed} failed"));

@@ -42,10 +42,22 @@ pub fn rust_target() -> Result<(), String> {
 
 /// Installs QEMU's x86 system emulator with apt unless `qemu` runs.
 pub fn qemu(qemu: &str) -> Result<(), String> {
-    if runs(qemu) {
+    apt_unless_runs(qemu, &["qemu-system-x86"])
+}
+
+/// Installs the software TPM (swtpm, and swtpm-tools for its set-up) with apt unless
+/// `swtpm` runs.
+pub fn swtpm() -> Result<(), String> {
+    apt_unless_runs("swtpm", &["swtpm", "swtpm-tools"])
+}
+
+/// Installs `packages` with apt-get (through sudo when not root) unless `program --version`
+/// runs; fails if it still does not run afterwards.
+fn apt_unless_runs(program: &str, packages: &[&str]) -> Result<(), String> {
+    if runs(program) {
         return Ok(());
     }
-    eprintln!("xtask: {qemu} not found; installing qemu-system-x86 with apt-get");
+    eprintln!("xtask: {program} not found; installing {} with apt-get", packages.join(" "));
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -59,10 +71,12 @@ pub fn qemu(qemu: &str) -> Result<(), String> {
         run(&mut command)
     };
     apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])?;
-    if runs(qemu) {
+    let mut install = Vec::from(["install", "-y", "-qq", "--no-install-recommends"]);
+    install.extend_from_slice(packages);
+    apt(&install)?;
+    if runs(program) {
         Ok(())
     } else {
-        Err(format!("{qemu} still does not run after installing qemu-system-x86"))
+        Err(format!("{program} still does not run after installing {}", packages.join(" ")))
     }
 }

@@ -1,5 +1,6 @@
-//! `qemu-test`: build the hypervisor image and the PAL image, boot the first with the second
-//! as its module 0 (`-initrd`), judge the run.
+//! `qemu-test`: build the hypervisor image and the PAL image, start a software TPM (swtpm)
+//! with a fresh state, boot the hypervisor with the PAL image as its module 0 (`-initrd`) and
+//! the TPM on QEMU's TIS interface, judge the run.
 //!
 //! The image reports through two channels that must agree: its serial log ends with
 //! `N passed, M failed`, and it ends QEMU through the isa-debug-exit device, which turns the
@@ -91,8 +92,64 @@ fn kvm_usable() -> bool {
     device && svm
 }
 
-/// The QEMU command line for `image` with `modules` (multiboot modules, in order).
-pub fn command_line(image: &Path, modules: &[PathBuf], kvm: bool, qboot: bool) -> Vec<String> {
+/// A running swtpm with its own state folder: both go when it is dropped.
+struct Swtpm {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Swtpm {
+    /// Starts `swtpm socket` (TPM 2.0) with a fresh state in `dir`, its control socket in
+    /// it, and waits until the socket exists. `--terminate` ends it when QEMU disconnects.
+    fn start(dir: PathBuf) -> Result<Swtpm, String> {
+        install::swtpm()?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let socket = dir.join("swtpm.sock");
+        let child = Command::new("swtpm")
+            .arg("socket")
+            .arg("--tpm2")
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", socket.display()))
+            .arg("--terminate")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start swtpm: {e}"))?;
+        let mut swtpm = Swtpm { child, dir, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !swtpm.socket.exists() {
+            if let Some(status) = swtpm.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("swtpm exited at start ({status})"));
+            }
+            if Instant::now() >= deadline {
+                return Err(String::from("swtpm did not create its socket within 10 s"));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(swtpm)
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The QEMU command line for `image` with `modules` (multiboot modules, in order) and, if
+/// given, the control socket of a swtpm to attach as a TIS TPM at 0xFED40000.
+pub fn command_line(
+    image: &Path,
+    modules: &[PathBuf],
+    tpm: Option<&Path>,
+    kvm: bool,
+    qboot: bool,
+) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "-kernel".into(),
         image.display().to_string(),
@@ -110,6 +167,16 @@ pub fn command_line(image: &Path, modules: &[PathBuf], kvm: bool, qboot: bool) -
     if !modules.is_empty() {
         let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
         args.extend(["-initrd".into(), list.join(",")]);
+    }
+    if let Some(socket) = tpm {
+        args.extend([
+            "-chardev".into(),
+            format!("socket,id=chrtpm,path={}", socket.display()),
+            "-tpmdev".into(),
+            "emulator,id=tpm0,chardev=chrtpm".into(),
+            "-device".into(),
+            "tpm-tis,tpmdev=tpm0".into(),
+        ]);
     }
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
     args.extend(["-accel".into(), accel.into(), "-cpu".into(), cpu.into()]);
@@ -192,7 +259,10 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Auto => kvm_usable(),
     };
     let accel = if kvm { "kvm" } else { "tcg" };
-    let args = command_line(&image, &[pal], kvm, Path::new(QBOOT).is_file());
+    // A fresh TPM for every run (its state folder is removed afterwards).
+    let tpm_dir = root.join("target/tpm").join(format!("qemu-test-{}", std::process::id()));
+    let swtpm = Swtpm::start(tpm_dir)?;
+    let args = command_line(&image, &[pal], Some(&swtpm.socket), kvm, Path::new(QBOOT).is_file());
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
 
@@ -219,6 +289,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let counts = lines.try_iter().filter_map(|line| summary(&line)).last();
 
     let seconds = elapsed.as_secs_f64();
+    drop(swtpm);
     let verdict = match status {
         None => Err(format!("QEMU still running after {}s; killed", options.timeout.as_secs())),
         Some(status) => {
@@ -268,15 +339,20 @@ mod tests {
 
     #[test]
     fn command_line_has_exit_device_and_no_reboot() {
-        let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], false, true);
+        let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], None, false, true);
         let joined = args.join(" ");
         assert!(joined.starts_with("-kernel /i -m 512M "));
         assert!(joined.contains("-initrd /p -accel"));
+        let tpm = command_line(Path::new("/i"), &[], Some(Path::new("/t/s")), false, false);
+        assert!(tpm.join(" ").contains(
+            "-chardev socket,id=chrtpm,path=/t/s -tpmdev emulator,id=tpm0,chardev=chrtpm \
+             -device tpm-tis,tpmdev=tpm0"
+        ));
         assert!(joined.contains("-no-reboot"));
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.ends_with("-bios /usr/share/qemu/qboot.rom"));
-        let kvm = command_line(Path::new("/i"), &[], true, false).join(" ");
+        let kvm = command_line(Path::new("/i"), &[], None, true, false).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("-bios"));
         assert!(!kvm.contains("-initrd"));
     }

@@ -1,0 +1,75 @@
+//! The TPM tests: the measured launch boot did, the TPM's refusal of a PCR 17 extend from a
+//! locality below 2, random bytes, and an extend of the debug PCR read back.
+
+use super::TestResult;
+use crate::mem;
+use crate::svm::Svm;
+use crate::tpm::{LAUNCH_PCR, TPM};
+use alloc::format;
+use alloc::string::String;
+use vpr_hypervisor::tpm::{extended, TpmError};
+use vpr_proto::Digest;
+
+/// The TPM, or why the test cannot run.
+fn with_tpm<T>(
+    f: impl FnOnce(&mut vpr_hypervisor::tpm::Tpm<crate::tpm::TisWindow>) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or_else(|| {
+        String::from("no TPM found at boot (`cargo xtask qemu-test` attaches swtpm)")
+    })?;
+    f(tpm)
+}
+
+fn err(e: TpmError) -> String {
+    format!("TPM: {e}")
+}
+
+/// PCR 17 holds exactly one extend, from all ones, of the hypervisor's measurement.
+pub fn tpm_measured_launch(_svm: &Svm) -> TestResult {
+    let measurement = Digest::of(mem::image_constant()).0;
+    let expected = extended(&[0xFF; 32], &measurement);
+    with_tpm(|tpm| {
+        let pcr17 = tpm.pcr_read(0, LAUNCH_PCR).map_err(err)?;
+        if pcr17 != expected {
+            return Err(format!("PCR 17 is {}, expected {}", Digest(pcr17), Digest(expected)));
+        }
+        Ok(())
+    })
+}
+
+/// An extend of PCR 17 from locality 0 (where a guest's software would stand) is refused by
+/// the TPM (TPM_RC_LOCALITY) and changes nothing.
+pub fn tpm_refuses_launch_pcr_from_locality_0(_svm: &Svm) -> TestResult {
+    with_tpm(|tpm| {
+        let before = tpm.pcr_read(0, LAUNCH_PCR).map_err(err)?;
+        match tpm.pcr_extend(0, LAUNCH_PCR, &[0x5A; 32]) {
+            Err(TpmError::Tpm(rc)) if rc.0 == 0x907 => {}
+            other => return Err(format!("extend from locality 0: {other:?}")),
+        }
+        if tpm.pcr_read(0, LAUNCH_PCR).map_err(err)? != before {
+            return Err(String::from("a refused extend changed PCR 17"));
+        }
+        Ok(())
+    })
+}
+
+/// Random bytes from the TPM differ between two calls; an extend of the debug PCR (16,
+/// resettable, any locality) reads back as SHA-256(old || digest).
+pub fn tpm_random_and_pcr_extend(_svm: &Svm) -> TestResult {
+    with_tpm(|tpm| {
+        let a = tpm.get_random(0, 32).map_err(err)?;
+        let b = tpm.get_random(0, 32).map_err(err)?;
+        if a.len() != 32 || a == b || a.iter().all(|&x| x == 0) {
+            return Err(format!("random bytes {a:x?} then {b:x?}"));
+        }
+        let old = tpm.pcr_read(0, 16).map_err(err)?;
+        let digest = Digest::of(b"vpr tpm self-test").0;
+        tpm.pcr_extend(0, 16, &digest).map_err(err)?;
+        let new = tpm.pcr_read(0, 16).map_err(err)?;
+        if new != extended(&old, &digest) {
+            return Err(format!("PCR 16 went from {} to {}", Digest(old), Digest(new)));
+        }
+        Ok(())
+    })
+}

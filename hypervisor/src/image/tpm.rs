@@ -1,0 +1,104 @@
+//! The machine's TPM: the TIS register window reached with volatile MMIO (`vpr_hypervisor::tpm`
+//! does the rest), and the measured launch at boot.
+//!
+//! QEMU has no SKINIT, so there is no real late launch: at boot the hypervisor extends PCR 17
+//! itself, from locality 2, with the SHA-256 of its code and read-only data (the measurement
+//! the boot log prints). PCR 17 starts at all ones and only localities 2-4 may extend it, so
+//! after boot it holds exactly SHA-256(ones || measurement) unless a guest could reach
+//! locality 2 — which it cannot: the TIS window is not in any guest's nested page table. The
+//! evidence is that of a simulated late launch: its PCR values differ from those a real
+//! SKINIT launch would give.
+
+use spin::Mutex;
+use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
+use vpr_hypervisor::tpm::{Tpm, TpmError};
+
+/// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
+/// QEMU drops writes at 4).
+pub const LAUNCH_LOCALITY: u8 = 2;
+/// The PCR of the (simulated) dynamic launch.
+pub const LAUNCH_PCR: u32 = 17;
+/// Register polls before a TIS wait gives up (each an MMIO read: a QEMU exit).
+const MAX_POLLS: u32 = 2_000_000;
+
+/// The TIS window: five localities of 4 KiB at 0xFED4_0000 (PTP §6.5.2), identity-mapped by
+/// `boot.rs` (the first 4 GiB).
+#[derive(Debug)]
+pub struct TisWindow;
+
+impl TisWindow {
+    /// The address of `offset` in `locality`'s page, if both are in the window.
+    fn address(locality: u8, offset: u16) -> Option<usize> {
+        (locality < 5 && u64::from(offset) < LOCALITY_STRIDE).then(|| {
+            crate::mem::usize_of(
+                TIS_BASE + u64::from(locality) * LOCALITY_STRIDE + u64::from(offset),
+            )
+        })
+    }
+}
+
+impl Mmio for TisWindow {
+    fn read8(&mut self, locality: u8, offset: u16) -> u8 {
+        match TisWindow::address(locality, offset) {
+            // SAFETY: the address is in the TIS window (checked), which boot.rs maps and
+            // nothing else uses; a device register read has no effect on memory.
+            Some(at) => unsafe { core::ptr::read_volatile(at as *const u8) },
+            None => 0xFF,
+        }
+    }
+
+    fn read32(&mut self, locality: u8, offset: u16) -> u32 {
+        match TisWindow::address(locality, offset).filter(|at| at % 4 == 0) {
+            // SAFETY: as in `read8`; the address is 4-byte aligned (checked).
+            Some(at) => unsafe { core::ptr::read_volatile(at as *const u32) },
+            None => u32::MAX,
+        }
+    }
+
+    fn write8(&mut self, locality: u8, offset: u16, value: u8) {
+        if let Some(at) = TisWindow::address(locality, offset) {
+            // SAFETY: the address is in the TIS window (checked); writing a TIS register
+            // talks to the TPM and touches no memory.
+            unsafe { core::ptr::write_volatile(at as *mut u8, value) };
+        }
+    }
+
+    fn write32(&mut self, locality: u8, offset: u16, value: u32) {
+        if let Some(at) = TisWindow::address(locality, offset).filter(|at| at % 4 == 0) {
+            // SAFETY: as in `write8`; the address is 4-byte aligned (checked).
+            unsafe { core::ptr::write_volatile(at as *mut u32, value) };
+        }
+    }
+}
+
+/// The TPM, once boot found one.
+pub static TPM: Mutex<Option<Tpm<TisWindow>>> = Mutex::new(None);
+
+/// Finds the TPM, starts it (TPM2_Startup(CLEAR): nothing before us did) and extends PCR 17
+/// with `measurement` from locality 2; PCR 17 as read back afterwards. `Ok(None)` if the
+/// machine has no TPM.
+pub fn launch(measurement: &[u8; 32]) -> Result<Option<[u8; 32]>, TpmError> {
+    let mut tpm = Tpm::new(TisWindow, MAX_POLLS);
+    let info = match tpm.probe() {
+        Ok(info) => info,
+        Err(TpmError::NoTpm) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    log::info!(
+        "hv: TPM {} vendor {:#06x} device {:#06x} revision {}",
+        if info.tpm2 { "2.0" } else { "1.2" },
+        info.vendor,
+        info.device,
+        info.revision
+    );
+    let fresh = tpm.startup(0)?;
+    tpm.pcr_extend(LAUNCH_LOCALITY, LAUNCH_PCR, measurement)?;
+    let pcr17 = tpm.pcr_read(0, LAUNCH_PCR)?;
+    log::info!(
+        "hv: simulated late launch: PCR 17 extended from locality {LAUNCH_LOCALITY} (TPM {}), now {}",
+        if fresh { "started" } else { "already started" },
+        vpr_proto::Digest(pcr17)
+    );
+    *TPM.lock() = Some(tpm);
+    Ok(Some(pcr17))
+}

@@ -1,0 +1,887 @@
+//! TPM 2.0 commands and responses: the few the hypervisor sends, marshalled by hand, and
+//! parsers for their responses.
+//!
+//! A command is a 10-byte header — `tag` (`TPMI_ST_COMMAND_TAG`, u16), `commandSize` (u32,
+//! the whole command), `commandCode` (`TPM_CC`, u32) — then its handles, its authorization
+//! area when `tag` is [`TPM_ST_SESSIONS`], and its parameters. A response has the same
+//! header with a response code (`TPM_RC`) in place of the command code (Part 1 §18,
+//! "Command/Response Structure"). All integers are big-endian; a `TPM2B_*` is a u16 size
+//! followed by that many bytes; a `TPML_*` is a u32 count followed by that many elements.
+//!
+//! The parsers take whatever the TPM returned and never panic: every length is checked, and
+//! anything but the exact expected layout is [`TpmError::Malformed`]; a non-zero response
+//! code is [`TpmError::Tpm`].
+//!
+//! Constants and structures cite the TPM 2.0 Library specification, Part 2 (Structures),
+//! revision 1.59; commands cite Part 3 (Commands).
+
+use super::TpmError;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// Size of a command or response header: tag, size, command or response code.
+pub const HEADER_LEN: usize = 10;
+/// Size of a SHA-256 digest.
+pub const SHA256_LEN: usize = 32;
+/// PCRs of a PC Client TPM: 0 to 23 (PTP: 24 PCRs per bank).
+pub const PCR_COUNT: u32 = 24;
+/// Bytes of a PCR selection bitmap covering [`PCR_COUNT`] PCRs (Part 2 §10.6.1:
+/// `PCR_SELECT_MIN`).
+pub const PCR_SELECT_MIN: u8 = 3;
+
+/// `TPM_ST_RSP_COMMAND` (Part 2 §6.9): the tag of a response to a command whose tag was
+/// bad — also what a TPM 1.2 answers a TPM 2.0 command with.
+pub const TPM_ST_RSP_COMMAND: u16 = 0x00C4;
+/// `TPM_ST_NO_SESSIONS` (Part 2 §6.9): no authorization area.
+pub const TPM_ST_NO_SESSIONS: u16 = 0x8001;
+/// `TPM_ST_SESSIONS` (Part 2 §6.9): an authorization area follows the handles.
+pub const TPM_ST_SESSIONS: u16 = 0x8002;
+
+/// `TPM_SU_CLEAR` (Part 2 §6.10): a TPM Reset or Restart, not a Resume.
+pub const TPM_SU_CLEAR: u16 = 0x0000;
+/// `TPM_ALG_SHA256` (Part 2 §6.3).
+pub const TPM_ALG_SHA256: u16 = 0x000B;
+/// `TPM_RS_PW` (Part 2 §7.4): the password authorization session.
+pub const TPM_RS_PW: u32 = 0x4000_0009;
+
+/// `TPM_CC_Startup` (Part 2 §6.5.2).
+pub const TPM_CC_STARTUP: u32 = 0x0000_0144;
+/// `TPM_CC_GetRandom` (Part 2 §6.5.2).
+pub const TPM_CC_GET_RANDOM: u32 = 0x0000_017B;
+/// `TPM_CC_PCR_Read` (Part 2 §6.5.2).
+pub const TPM_CC_PCR_READ: u32 = 0x0000_017E;
+/// `TPM_CC_PCR_Extend` (Part 2 §6.5.2).
+pub const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
+
+/// The largest `TPM2B_DIGEST` (Part 2 §10.4.2: the size of `TPMU_HA`, a SHA-512 digest).
+const MAX_DIGEST: usize = 64;
+
+/// A command: the header for `tag` and `code`, then `parts` in order.
+fn command(tag: u16, code: u32, parts: &[&[u8]]) -> Vec<u8> {
+    let len = HEADER_LEN + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&tag.to_be_bytes());
+    // Every command built here is a few dozen bytes.
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// TPM2_Startup(TPM_SU_CLEAR) (Part 3 §9.3): `startupType`.
+pub fn startup_clear() -> Vec<u8> {
+    command(TPM_ST_NO_SESSIONS, TPM_CC_STARTUP, &[&TPM_SU_CLEAR.to_be_bytes()])
+}
+
+/// TPM2_GetRandom (Part 3 §16.1): `bytesRequested`. The TPM returns at most the size of
+/// its largest digest, possibly fewer.
+pub fn get_random(bytes: u16) -> Vec<u8> {
+    command(TPM_ST_NO_SESSIONS, TPM_CC_GET_RANDOM, &[&bytes.to_be_bytes()])
+}
+
+/// The authorization area of a command authorized by the empty password: its size (u32),
+/// then one `TPMS_AUTH_COMMAND` (Part 2 §10.13.2) — `sessionHandle` [`TPM_RS_PW`], an empty
+/// `nonceCaller`, `sessionAttributes` 0 (`TPMA_SESSION`, Part 2 §8.4; `continueSession`
+/// means nothing for the password session), an empty `hmac` (the password).
+const EMPTY_PASSWORD_AUTH: [u8; 13] = {
+    let handle = TPM_RS_PW.to_be_bytes();
+    [0, 0, 0, 9, handle[0], handle[1], handle[2], handle[3], 0, 0, 0, 0, 0]
+};
+
+/// TPM2_PCR_Extend (Part 3 §22.2) of the SHA-256 bank: handle `pcrHandle` (`pcr`, which is
+/// its own handle), the empty-password authorization area, then `digests`, a
+/// `TPML_DIGEST_VALUES` (Part 2 §10.9.6) of one `TPMT_HA` (Part 2 §10.3.2): `hashAlg`
+/// [`TPM_ALG_SHA256`] and the 32 bytes of `digest`.
+pub fn pcr_extend_sha256(pcr: u32, digest: &[u8; 32]) -> Vec<u8> {
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_PCR_EXTEND,
+        &[
+            &pcr.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &1u32.to_be_bytes(),
+            &TPM_ALG_SHA256.to_be_bytes(),
+            digest,
+        ],
+    )
+}
+
+/// The selection bitmap ([`PCR_SELECT_MIN`] bytes) of PCR `pcr`: bit `pcr % 8` of byte
+/// `pcr / 8` (Part 2 §10.6.1). Empty for a PCR above 23.
+fn pcr_bitmap(pcr: u32) -> [u8; PCR_SELECT_MIN as usize] {
+    let mut bitmap = [0; PCR_SELECT_MIN as usize];
+    if let Some(byte) = usize::try_from(pcr / 8).ok().and_then(|i| bitmap.get_mut(i)) {
+        *byte = 1 << (pcr % 8);
+    }
+    bitmap
+}
+
+/// TPM2_PCR_Read (Part 3 §22.4) of the SHA-256 bank of PCR `pcr`: `pcrSelectionIn`, a
+/// `TPML_PCR_SELECTION` (Part 2 §10.9.7) of one `TPMS_PCR_SELECTION` (Part 2 §10.6.2):
+/// `hash` [`TPM_ALG_SHA256`], `sizeofSelect` 3, the bitmap with bit `pcr`. `pcr` must be
+/// below [`PCR_COUNT`]: a three-byte bitmap cannot select a higher one, and the command
+/// then selects no PCR.
+pub fn pcr_read_sha256(pcr: u32) -> Vec<u8> {
+    command(
+        TPM_ST_NO_SESSIONS,
+        TPM_CC_PCR_READ,
+        &[&1u32.to_be_bytes(), &TPM_ALG_SHA256.to_be_bytes(), &[PCR_SELECT_MIN], &pcr_bitmap(pcr)],
+    )
+}
+
+/// A TPM response code, `TPM_RC` (Part 2 §6.6). `Display` names the common ones and, for
+/// format-one codes, the parameter, handle or session they are about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResponseCode(pub u32);
+
+/// Format-one codes (bit 7 set) carry an error number in bits 0 to 5 and, in bits 8 to 11,
+/// a parameter number (bit 6 set), or a handle (bit 11 clear) or session (bit 11 set)
+/// number in bits 8 to 10 (Part 2 §6.6.2).
+const RC_FMT1: u32 = 0x080;
+/// Format-one: bits 8 to 11 are a parameter number.
+const RC_P: u32 = 0x040;
+/// Format-zero: a TPM 2.0 code (not a TPM 1.2 one).
+const RC_VER1: u32 = 0x100;
+/// Format-zero: a vendor-defined code.
+const RC_T: u32 = 0x400;
+/// Format-zero: a warning (the command was not executed; it may succeed later).
+const RC_S: u32 = 0x800;
+
+impl ResponseCode {
+    /// `TPM_RC_SUCCESS`.
+    pub const SUCCESS: ResponseCode = ResponseCode(0x000);
+    /// `TPM_RC_BAD_TAG`: the command's tag was bad (the response's tag is then
+    /// [`TPM_ST_RSP_COMMAND`]).
+    pub const BAD_TAG: ResponseCode = ResponseCode(0x01E);
+    /// `TPM_RC_INITIALIZE`: TPM2_Startup has already run (or has not, for other commands).
+    pub const INITIALIZE: ResponseCode = ResponseCode(0x100);
+    /// `TPM_RC_FAILURE`: the TPM is in failure mode.
+    pub const FAILURE: ResponseCode = ResponseCode(0x101);
+    /// `TPM_RC_COMMAND_CODE`: command code not supported.
+    pub const COMMAND_CODE: ResponseCode = ResponseCode(0x143);
+    /// `TPM_RC_LOCALITY`: the command is not allowed at this locality (a warning).
+    pub const LOCALITY: ResponseCode = ResponseCode(0x907);
+    /// `TPM_RC_YIELDED`: the TPM suspended the command; it may be retried.
+    pub const YIELDED: ResponseCode = ResponseCode(0x908);
+    /// `TPM_RC_CANCELED`: the command was canceled.
+    pub const CANCELED: ResponseCode = ResponseCode(0x909);
+    /// `TPM_RC_TESTING`: the TPM is running self-tests.
+    pub const TESTING: ResponseCode = ResponseCode(0x90A);
+    /// `TPM_RC_RETRY`: the TPM was busy; retry the command.
+    pub const RETRY: ResponseCode = ResponseCode(0x922);
+
+    /// Whether this is `TPM_RC_INITIALIZE`: TPM2_Startup after the TPM was started (or a
+    /// command before it was).
+    pub fn is_initialize(&self) -> bool {
+        *self == ResponseCode::INITIALIZE
+    }
+
+    /// Whether this is a TCG-defined warning (format zero, severity bit set, `TPM_RC_WARN` +
+    /// n): the
+    /// command was not executed and may succeed if sent again (`TPM_RC_RETRY`,
+    /// `TPM_RC_TESTING`, `TPM_RC_YIELDED`, ...).
+    pub fn is_warning(&self) -> bool {
+        self.0 & !0xFFF == 0 && self.0 & (RC_FMT1 | RC_VER1 | RC_T | RC_S) == (RC_VER1 | RC_S)
+    }
+
+    /// The name of a code without parameter, handle or session number (Part 2 §6.6.3).
+    fn name(code: u32) -> Option<&'static str> {
+        Some(match code {
+            0x000 => "TPM_RC_SUCCESS",
+            0x01E => "TPM_RC_BAD_TAG",
+            // Format zero, TPM_RC_VER1 + n.
+            0x100 => "TPM_RC_INITIALIZE",
+            0x101 => "TPM_RC_FAILURE",
+            0x103 => "TPM_RC_SEQUENCE",
+            0x10B => "TPM_RC_PRIVATE",
+            0x119 => "TPM_RC_HMAC",
+            0x120 => "TPM_RC_DISABLED",
+            0x121 => "TPM_RC_EXCLUSIVE",
+            0x124 => "TPM_RC_AUTH_TYPE",
+            0x125 => "TPM_RC_AUTH_MISSING",
+            0x126 => "TPM_RC_POLICY",
+            0x127 => "TPM_RC_PCR",
+            0x128 => "TPM_RC_PCR_CHANGED",
+            0x12D => "TPM_RC_UPGRADE",
+            0x12E => "TPM_RC_TOO_MANY_CONTEXTS",
+            0x12F => "TPM_RC_AUTH_UNAVAILABLE",
+            0x130 => "TPM_RC_REBOOT",
+            0x131 => "TPM_RC_UNBALANCED",
+            0x142 => "TPM_RC_COMMAND_SIZE",
+            0x143 => "TPM_RC_COMMAND_CODE",
+            0x144 => "TPM_RC_AUTHSIZE",
+            0x145 => "TPM_RC_AUTH_CONTEXT",
+            0x146 => "TPM_RC_NV_RANGE",
+            0x147 => "TPM_RC_NV_SIZE",
+            0x148 => "TPM_RC_NV_LOCKED",
+            0x149 => "TPM_RC_NV_AUTHORIZATION",
+            0x14A => "TPM_RC_NV_UNINITIALIZED",
+            0x14B => "TPM_RC_NV_SPACE",
+            0x14C => "TPM_RC_NV_DEFINED",
+            0x150 => "TPM_RC_BAD_CONTEXT",
+            0x151 => "TPM_RC_CPHASH",
+            0x152 => "TPM_RC_PARENT",
+            0x153 => "TPM_RC_NEEDS_TEST",
+            0x154 => "TPM_RC_NO_RESULT",
+            0x155 => "TPM_RC_SENSITIVE",
+            // Format one, TPM_RC_FMT1 + n.
+            0x081 => "TPM_RC_ASYMMETRIC",
+            0x082 => "TPM_RC_ATTRIBUTES",
+            0x083 => "TPM_RC_HASH",
+            0x084 => "TPM_RC_VALUE",
+            0x085 => "TPM_RC_HIERARCHY",
+            0x087 => "TPM_RC_KEY_SIZE",
+            0x088 => "TPM_RC_MGF",
+            0x089 => "TPM_RC_MODE",
+            0x08A => "TPM_RC_TYPE",
+            0x08B => "TPM_RC_HANDLE",
+            0x08C => "TPM_RC_KDF",
+            0x08D => "TPM_RC_RANGE",
+            0x08E => "TPM_RC_AUTH_FAIL",
+            0x08F => "TPM_RC_NONCE",
+            0x090 => "TPM_RC_PP",
+            0x092 => "TPM_RC_SCHEME",
+            0x095 => "TPM_RC_SIZE",
+            0x096 => "TPM_RC_SYMMETRIC",
+            0x097 => "TPM_RC_TAG",
+            0x098 => "TPM_RC_SELECTOR",
+            0x09A => "TPM_RC_INSUFFICIENT",
+            0x09B => "TPM_RC_SIGNATURE",
+            0x09C => "TPM_RC_KEY",
+            0x09D => "TPM_RC_POLICY_FAIL",
+            0x09F => "TPM_RC_INTEGRITY",
+            0x0A0 => "TPM_RC_TICKET",
+            0x0A1 => "TPM_RC_RESERVED_BITS",
+            0x0A2 => "TPM_RC_BAD_AUTH",
+            0x0A3 => "TPM_RC_EXPIRED",
+            0x0A4 => "TPM_RC_POLICY_CC",
+            0x0A5 => "TPM_RC_BINDING",
+            0x0A6 => "TPM_RC_CURVE",
+            0x0A7 => "TPM_RC_ECC_POINT",
+            // Warnings, TPM_RC_WARN + n.
+            0x901 => "TPM_RC_CONTEXT_GAP",
+            0x902 => "TPM_RC_OBJECT_MEMORY",
+            0x903 => "TPM_RC_SESSION_MEMORY",
+            0x904 => "TPM_RC_MEMORY",
+            0x905 => "TPM_RC_SESSION_HANDLES",
+            0x906 => "TPM_RC_OBJECT_HANDLES",
+            0x907 => "TPM_RC_LOCALITY",
+            0x908 => "TPM_RC_YIELDED",
+            0x909 => "TPM_RC_CANCELED",
+            0x90A => "TPM_RC_TESTING",
+            0x920 => "TPM_RC_NV_RATE",
+            0x921 => "TPM_RC_LOCKOUT",
+            0x922 => "TPM_RC_RETRY",
+            0x923 => "TPM_RC_NV_UNAVAILABLE",
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ResponseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rc = self.0;
+        if rc & !0xFFF != 0 {
+            // Not a TPM's: response codes have 12 bits.
+            return write!(f, "unknown response code {rc:#x}");
+        }
+        if rc & RC_FMT1 == 0 {
+            return match ResponseCode::name(rc) {
+                Some(name) => write!(f, "{name} ({rc:#x})"),
+                None if rc & RC_VER1 == 0 => write!(f, "TPM 1.2 response code {rc:#x}"),
+                None if rc & RC_T != 0 => write!(f, "vendor-defined response code {rc:#x}"),
+                None if rc & RC_S != 0 => write!(f, "unknown warning {rc:#x}"),
+                None => write!(f, "unknown response code {rc:#x}"),
+            };
+        }
+        let error = RC_FMT1 | (rc & 0x3F);
+        match ResponseCode::name(error) {
+            Some(name) => write!(f, "{name} ({rc:#x})")?,
+            None => write!(f, "format-one error {error:#x} ({rc:#x})")?,
+        }
+        let n = (rc >> 8) & 0xF;
+        if rc & RC_P != 0 {
+            write!(f, " on parameter {n}")
+        } else if n & 0x8 != 0 {
+            write!(f, " on session {}", n & 0x7)
+        } else if n != 0 {
+            write!(f, " on handle {n}")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A response whose header checked out and whose response code is `TPM_RC_SUCCESS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response<'a> {
+    /// The tag: [`TPM_ST_NO_SESSIONS`] or [`TPM_ST_SESSIONS`] (when the command had an
+    /// authorization area).
+    pub tag: u16,
+    /// What follows the header: handles, parameters, authorization area.
+    pub body: &'a [u8],
+}
+
+/// Checks a response's header: at least 10 bytes, `responseSize` equal to the length, a
+/// response code of `TPM_RC_SUCCESS` ([`TpmError::Tpm`] otherwise) and a tag of
+/// [`TPM_ST_NO_SESSIONS`] or [`TPM_ST_SESSIONS`]. An error response may also carry
+/// [`TPM_ST_RSP_COMMAND`] (the answer to a bad tag, and a TPM 1.2's answer to anything).
+pub fn response(bytes: &[u8]) -> Result<Response<'_>, TpmError> {
+    let mut r = Reader::new(bytes);
+    let tag = r.u16("response shorter than its 10-byte header")?;
+    let size = r.u32("response shorter than its 10-byte header")?;
+    let code = r.u32("response shorter than its 10-byte header")?;
+    if usize::try_from(size).ok() != Some(bytes.len()) {
+        return Err(TpmError::Malformed("response size field disagrees with its length"));
+    }
+    let known = tag == TPM_ST_NO_SESSIONS || tag == TPM_ST_SESSIONS;
+    if code != 0 && (known || tag == TPM_ST_RSP_COMMAND) {
+        return Err(TpmError::Tpm(ResponseCode(code)));
+    }
+    if !known {
+        return Err(TpmError::Malformed(
+            "response tag is neither TPM_ST_NO_SESSIONS nor TPM_ST_SESSIONS",
+        ));
+    }
+    Ok(Response { tag, body: r.rest() })
+}
+
+/// The body of a successful response with tag `tag`.
+fn body(bytes: &[u8], tag: u16) -> Result<Reader<'_>, TpmError> {
+    let response = response(bytes)?;
+    if response.tag != tag {
+        return Err(TpmError::Malformed(if tag == TPM_ST_SESSIONS {
+            "response without the authorization area the command had"
+        } else {
+            "response with an authorization area the command did not have"
+        }));
+    }
+    Ok(Reader::new(response.body))
+}
+
+/// Checks the response to TPM2_Startup (Part 3 §9.3): no body.
+/// `TPM_RC_INITIALIZE` ([`ResponseCode::is_initialize`]) means the TPM was already started.
+pub fn parse_startup(bytes: &[u8]) -> Result<(), TpmError> {
+    body(bytes, TPM_ST_NO_SESSIONS)?.end()
+}
+
+/// The random bytes of a response to TPM2_GetRandom (Part 3 §16.1): `randomBytes`, a
+/// `TPM2B_DIGEST` (at most 64 bytes).
+pub fn parse_get_random(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let mut r = body(bytes, TPM_ST_NO_SESSIONS)?;
+    let random = r.sized("randomBytes truncated")?;
+    if random.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("randomBytes larger than any digest"));
+    }
+    r.end()?;
+    Ok(random.to_vec())
+}
+
+/// Checks the response to TPM2_PCR_Extend (Part 3 §22.2): no handles and no parameters, so
+/// `parameterSize` 0, then the authorization area answering the password session: one
+/// `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3) with an empty `nonceTPM`, any
+/// `sessionAttributes` and an empty `hmac`.
+pub fn parse_pcr_extend(bytes: &[u8]) -> Result<(), TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    if r.u32("parameterSize truncated")? != 0 {
+        return Err(TpmError::Malformed("PCR_Extend response with parameters"));
+    }
+    if !r.sized("nonceTPM truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with a nonce"));
+    }
+    r.u8("sessionAttributes truncated")?;
+    if !r.sized("hmac truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with an HMAC"));
+    }
+    r.end()
+}
+
+/// The value of PCR `pcr` in a response to [`pcr_read_sha256`]`(pcr)` (Part 3 §22.4):
+/// `pcrUpdateCounter` (u32, not used); `pcrSelectionOut`, which must select exactly PCR
+/// `pcr` of the SHA-256 bank (a TPM without that bank, or without that PCR, deselects it);
+/// `pcrValues`, a `TPML_DIGEST` (Part 2 §10.9.5) of exactly one 32-byte `TPM2B_DIGEST`.
+pub fn parse_pcr_read_sha256(bytes: &[u8], pcr: u32) -> Result<[u8; 32], TpmError> {
+    let mut r = body(bytes, TPM_ST_NO_SESSIONS)?;
+    r.u32("pcrUpdateCounter truncated")?;
+    if r.u32("pcrSelectionOut truncated")? != 1 {
+        return Err(TpmError::Malformed("pcrSelectionOut is not one selection"));
+    }
+    if r.u16("pcrSelectionOut truncated")? != TPM_ALG_SHA256 {
+        return Err(TpmError::Malformed("pcrSelectionOut is not of the SHA-256 bank"));
+    }
+    let size = r.u8("pcrSelectionOut truncated")?;
+    let bitmap = r.take(usize::from(size), "pcrSelectionOut truncated")?;
+    let wanted = usize::try_from(pcr / 8).ok();
+    let exact = bitmap.iter().enumerate().all(|(i, &byte)| {
+        let expected = if Some(i) == wanted { 1 << (pcr % 8) } else { 0 };
+        byte == expected
+    });
+    if !exact || wanted.is_none_or(|i| i >= bitmap.len()) {
+        return Err(TpmError::Malformed("pcrSelectionOut does not select exactly the PCR read"));
+    }
+    if r.u32("pcrValues truncated")? != 1 {
+        return Err(TpmError::Malformed("pcrValues is not one digest"));
+    }
+    let digest = r.sized("pcrValues truncated")?;
+    let digest: [u8; 32] =
+        digest.try_into().map_err(|_| TpmError::Malformed("PCR value is not a SHA-256 digest"))?;
+    r.end()?;
+    Ok(digest)
+}
+
+/// Big-endian reads from an untrusted response, each failing with its own message.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TpmError> {
+        if n > self.bytes.len() {
+            return Err(TpmError::Malformed(what));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], TpmError> {
+        self.take(N, what)?.try_into().map_err(|_| TpmError::Malformed(what))
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, TpmError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, TpmError> {
+        self.array(what).map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, TpmError> {
+        self.array(what).map(u32::from_be_bytes)
+    }
+
+    /// A `TPM2B_*`: a u16 size, then that many bytes.
+    fn sized(&mut self, what: &'static str) -> Result<&'a [u8], TpmError> {
+        let n = self.u16(what)?;
+        self.take(usize::from(n), what)
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.bytes)
+    }
+
+    /// Requires that nothing is left.
+    fn end(&self) -> Result<(), TpmError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    const DIGEST: [u8; 32] = [
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE,
+        0xFF, 0x01, 0x23, 0x45, 0x67, 0x89, 0xAB, 0xCD, 0xEF, 0xFE, 0xDC, 0xBA, 0x98, 0x76, 0x54,
+        0x32, 0x10,
+    ];
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn startup_clear_layout() {
+        // tag NO_SESSIONS, size 12, TPM_CC_Startup, TPM_SU_CLEAR.
+        let expected = [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x44, 0x00, 0x00];
+        assert_eq!(startup_clear(), expected);
+    }
+
+    #[test]
+    fn get_random_layout() {
+        let expected = [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x7B, 0x00, 0x20];
+        assert_eq!(get_random(32), expected);
+        let expected = [0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0x01, 0x7B, 0xFF, 0xFE];
+        assert_eq!(get_random(0xFFFE), expected);
+    }
+
+    #[test]
+    fn pcr_extend_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],       // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x41],    // commandSize 65
+            &[0, 0, 0x01, 0x82], // TPM_CC_PCR_Extend
+            &[0, 0, 0, 0x11],    // pcrHandle: PCR 17
+            &[0, 0, 0, 0x09],    // authorizationSize 9
+            &[0x40, 0, 0, 0x09], // TPM_RS_PW
+            &[0, 0],             // nonceCaller: empty
+            &[0x00],             // sessionAttributes
+            &[0, 0],             // hmac: empty password
+            &[0, 0, 0, 0x01],    // TPML_DIGEST_VALUES.count
+            &[0x00, 0x0B],       // TPM_ALG_SHA256
+            &DIGEST,
+        ]);
+        assert_eq!(expected.len(), 65);
+        assert_eq!(pcr_extend_sha256(17, &DIGEST), expected);
+    }
+
+    #[test]
+    fn pcr_read_layout() {
+        let header = [0x80, 0x01, 0, 0, 0, 0x14, 0, 0, 0x01, 0x7E];
+        let selection = [0, 0, 0, 0x01, 0x00, 0x0B, 0x03];
+        for (pcr, bitmap) in [
+            (0, [0x01, 0x00, 0x00]),
+            (7, [0x80, 0x00, 0x00]),
+            (10, [0x00, 0x04, 0x00]),
+            (17, [0x00, 0x00, 0x02]),
+            (23, [0x00, 0x00, 0x80]),
+            (24, [0x00, 0x00, 0x00]),
+            (u32::MAX, [0x00, 0x00, 0x00]),
+        ] {
+            let expected = cat(&[&header, &selection, &bitmap]);
+            assert_eq!(pcr_read_sha256(pcr), expected, "PCR {pcr}");
+        }
+    }
+
+    // Responses as a TPM sends them.
+
+    fn startup_ok() -> Vec<u8> {
+        vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0, 0]
+    }
+
+    fn get_random_ok() -> Vec<u8> {
+        let mut r = vec![0x80, 0x01, 0, 0, 0, 0x1C, 0, 0, 0, 0, 0x00, 0x10];
+        r.extend(1..=16);
+        r
+    }
+
+    fn pcr_extend_ok() -> Vec<u8> {
+        cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0x13, 0, 0, 0, 0],
+            &[0, 0, 0, 0], // parameterSize
+            &[0, 0],       // nonceTPM
+            &[0x01],       // sessionAttributes: continueSession
+            &[0, 0],       // hmac
+        ])
+    }
+
+    fn pcr_read_ok(bitmap: [u8; 3]) -> Vec<u8> {
+        cat(&[
+            &[0x80, 0x01, 0, 0, 0, 0x3E, 0, 0, 0, 0],
+            &[0, 0, 0, 0x2A],             // pcrUpdateCounter
+            &[0, 0, 0, 1, 0x00, 0x0B, 3], // one selection, SHA-256, 3 bytes
+            &bitmap,
+            &[0, 0, 0, 1, 0x00, 0x20], // one digest of 32 bytes
+            &DIGEST,
+        ])
+    }
+
+    /// `bytes` with its size field set to its length.
+    fn resized(mut bytes: Vec<u8>) -> Vec<u8> {
+        if bytes.len() >= 6 {
+            let len = u32::try_from(bytes.len()).unwrap();
+            bytes[2..6].copy_from_slice(&len.to_be_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn valid_responses() {
+        assert_eq!(parse_startup(&startup_ok()), Ok(()));
+        assert_eq!(parse_get_random(&get_random_ok()).unwrap(), (1..=16).collect::<Vec<u8>>());
+        assert_eq!(parse_pcr_extend(&pcr_extend_ok()), Ok(()));
+        assert_eq!(parse_pcr_read_sha256(&pcr_read_ok([0, 0x04, 0]), 10), Ok(DIGEST));
+        assert_eq!(parse_pcr_read_sha256(&pcr_read_ok([0x01, 0, 0]), 0), Ok(DIGEST));
+        assert_eq!(parse_pcr_read_sha256(&pcr_read_ok([0, 0, 0x80]), 23), Ok(DIGEST));
+        let empty = vec![0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0, 0];
+        assert_eq!(parse_get_random(&empty).unwrap(), Vec::<u8>::new());
+        let extend = pcr_extend_ok();
+        let r = response(&extend).unwrap();
+        assert_eq!(r.tag, TPM_ST_SESSIONS);
+        assert_eq!(r.body.len(), 9);
+    }
+
+    #[test]
+    fn header_checks() {
+        // Wrong tags.
+        for tag in [[0x00, 0xC4], [0x80, 0x03], [0x00, 0x00], [0x01, 0x80]] {
+            let mut r = startup_ok();
+            r[..2].copy_from_slice(&tag);
+            assert!(matches!(response(&r), Err(TpmError::Malformed(_))), "{tag:?}");
+        }
+        // Size field larger and smaller than the length.
+        for size in [0u32, 9, 11, 0xFFFF_FFFF] {
+            let mut r = startup_ok();
+            r[2..6].copy_from_slice(&size.to_be_bytes());
+            assert_eq!(
+                response(&r),
+                Err(TpmError::Malformed("response size field disagrees with its length"))
+            );
+        }
+        let mut long = startup_ok();
+        long.push(0);
+        assert!(matches!(response(&long), Err(TpmError::Malformed(_))));
+        assert!(matches!(parse_startup(&resized(long)), Err(TpmError::Malformed(_))));
+        // Response codes.
+        for code in [0x100u32, 0x101, 0x922, 0x1C4, 0x98E, 0xFFF] {
+            let mut r = startup_ok();
+            r[6..10].copy_from_slice(&code.to_be_bytes());
+            assert_eq!(response(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_startup(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_get_random(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_pcr_extend(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_pcr_read_sha256(&r, 0), Err(TpmError::Tpm(ResponseCode(code))));
+        }
+        // A bad-tag answer (and a TPM 1.2's): TPM_ST_RSP_COMMAND with TPM_RC_BAD_TAG.
+        let bad_tag = [0x00, 0xC4, 0, 0, 0, 0x0A, 0, 0, 0, 0x1E];
+        assert_eq!(response(&bad_tag), Err(TpmError::Tpm(ResponseCode::BAD_TAG)));
+        // The tag must match the command's.
+        let mut r = startup_ok();
+        r[1] = 0x02;
+        assert!(matches!(parse_startup(&r), Err(TpmError::Malformed(_))));
+        let mut r = pcr_extend_ok();
+        r[1] = 0x01;
+        assert!(matches!(parse_pcr_extend(&r), Err(TpmError::Malformed(_))));
+    }
+
+    #[test]
+    fn get_random_refusals() {
+        // randomBytes claiming more than is there.
+        let mut r = get_random_ok();
+        r[11] = 0x11;
+        assert!(matches!(parse_get_random(&r), Err(TpmError::Malformed(_))));
+        // Trailing bytes.
+        let mut r = get_random_ok();
+        r.push(0);
+        assert!(matches!(parse_get_random(&resized(r)), Err(TpmError::Malformed(_))));
+        // More than any digest.
+        let mut r = vec![0x80, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x41];
+        r.resize(12 + 65, 7);
+        assert_eq!(
+            parse_get_random(&resized(r)),
+            Err(TpmError::Malformed("randomBytes larger than any digest"))
+        );
+    }
+
+    #[test]
+    fn pcr_extend_refusals() {
+        let mutate = |at: usize, value: u8| {
+            let mut r = pcr_extend_ok();
+            r[at] = value;
+            parse_pcr_extend(&r)
+        };
+        assert!(matches!(mutate(13, 1), Err(TpmError::Malformed(_)))); // parameterSize
+        assert!(matches!(mutate(15, 1), Err(TpmError::Malformed(_)))); // nonceTPM size
+        assert!(matches!(mutate(18, 1), Err(TpmError::Malformed(_)))); // hmac size
+        assert_eq!(mutate(16, 0), Ok(())); // sessionAttributes: any
+                                           // A nonce and an HMAC that are really there.
+        let with_nonce = cat(&[&pcr_extend_ok()[..14], &[0, 2, 9, 9, 0x01, 0, 0]]);
+        assert_eq!(
+            parse_pcr_extend(&resized(with_nonce)),
+            Err(TpmError::Malformed("password session answered with a nonce"))
+        );
+        let with_hmac = cat(&[&pcr_extend_ok()[..17], &[0, 1, 9]]);
+        assert_eq!(
+            parse_pcr_extend(&resized(with_hmac)),
+            Err(TpmError::Malformed("password session answered with an HMAC"))
+        );
+        // No session area at all, or trailing bytes.
+        let bare = pcr_extend_ok()[..14].to_vec();
+        assert!(matches!(parse_pcr_extend(&resized(bare)), Err(TpmError::Malformed(_))));
+        let mut long = pcr_extend_ok();
+        long.push(0);
+        assert!(matches!(parse_pcr_extend(&resized(long)), Err(TpmError::Malformed(_))));
+    }
+
+    #[test]
+    fn pcr_read_refusals() {
+        let selection = |r: Result<[u8; 32], TpmError>| {
+            r == Err(TpmError::Malformed("pcrSelectionOut does not select exactly the PCR read"))
+        };
+        // The wrong PCR, one more, none (the bank or PCR not there).
+        assert!(selection(parse_pcr_read_sha256(&pcr_read_ok([0, 0x04, 0]), 11)));
+        assert!(selection(parse_pcr_read_sha256(&pcr_read_ok([0, 0x0C, 0]), 10)));
+        assert!(selection(parse_pcr_read_sha256(&pcr_read_ok([0, 0, 0]), 10)));
+        assert!(selection(parse_pcr_read_sha256(&pcr_read_ok([0, 0, 0]), 24)));
+        // A PCR beyond a shorter bitmap.
+        let mut r = pcr_read_ok([0, 0, 0x80]);
+        r.remove(23); // drop the last bitmap byte
+        r[20] = 2; // sizeofSelect 2
+        assert!(selection(parse_pcr_read_sha256(&resized(r), 23)));
+        // A longer bitmap that still selects exactly the PCR is fine.
+        let mut r = pcr_read_ok([0, 0, 0x80]);
+        r.insert(24, 0);
+        r[20] = 4;
+        assert_eq!(parse_pcr_read_sha256(&resized(r), 23), Ok(DIGEST));
+        // Selection count, bank, digest count, digest size.
+        let mutate = |at: usize, value: u8| {
+            let mut r = pcr_read_ok([0, 0x04, 0]);
+            r[at] = value;
+            parse_pcr_read_sha256(&r, 10)
+        };
+        assert_eq!(mutate(17, 2), Err(TpmError::Malformed("pcrSelectionOut is not one selection")));
+        assert_eq!(mutate(17, 0), Err(TpmError::Malformed("pcrSelectionOut is not one selection")));
+        assert_eq!(
+            mutate(19, 0x04),
+            Err(TpmError::Malformed("pcrSelectionOut is not of the SHA-256 bank"))
+        );
+        assert_eq!(mutate(27, 2), Err(TpmError::Malformed("pcrValues is not one digest")));
+        assert_eq!(mutate(27, 0), Err(TpmError::Malformed("pcrValues is not one digest")));
+        assert!(matches!(mutate(29, 0x21), Err(TpmError::Malformed(_))));
+        // A 20-byte (SHA-1) digest.
+        let mut r = pcr_read_ok([0, 0x04, 0]);
+        r.truncate(30 + 20);
+        r[29] = 20;
+        assert_eq!(
+            parse_pcr_read_sha256(&resized(r), 10),
+            Err(TpmError::Malformed("PCR value is not a SHA-256 digest"))
+        );
+        // Trailing bytes.
+        let mut r = pcr_read_ok([0, 0x04, 0]);
+        r.push(0);
+        assert_eq!(
+            parse_pcr_read_sha256(&resized(r), 10),
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        );
+    }
+
+    /// Whether a parser accepts a response.
+    type Accepts = fn(&[u8]) -> bool;
+
+    /// Every parser (with the PCR it needs) and a response it accepts.
+    fn parsers() -> [(Vec<u8>, Accepts); 5] {
+        [
+            (startup_ok(), |b| parse_startup(b).is_ok()),
+            (get_random_ok(), |b| parse_get_random(b).is_ok()),
+            (pcr_extend_ok(), |b| parse_pcr_extend(b).is_ok()),
+            (pcr_read_ok([0, 0x04, 0]), |b| parse_pcr_read_sha256(b, 10).is_ok()),
+            (pcr_read_ok([0, 0, 0x80]), |b| parse_pcr_read_sha256(b, 23).is_ok()),
+        ]
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        for (valid, parse) in parsers() {
+            assert!(parse(&valid));
+            for len in 0..valid.len() {
+                let prefix = valid[..len].to_vec();
+                assert!(!parse(&prefix), "prefix of {len} bytes of {valid:02x?}");
+                assert!(response(&prefix).is_err());
+                // With the size field agreeing, the body's own lengths must catch it.
+                assert!(!parse(&resized(prefix)), "resized prefix of {len} bytes");
+            }
+        }
+    }
+
+    use crate::testing::XorShift;
+
+    #[test]
+    fn mutated_responses_never_panic() {
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        let interesting: [u8; 6] = [0x00, 0x01, 0x0B, 0x20, 0x80, 0xFF];
+        for (valid, parse) in parsers() {
+            let (mut accepted, mut refused) = (0u32, 0u32);
+            for _ in 0..5000 {
+                let mut r = valid.clone();
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(r.len());
+                    match rng.below(5) {
+                        0 => r[at] ^= 1 << rng.below(8),
+                        1 => r[at] = interesting[rng.below(interesting.len())],
+                        2 => r[at] = rng.next().to_le_bytes()[0],
+                        3 => {
+                            let byte = rng.next().to_le_bytes()[0];
+                            r.insert(at, byte);
+                        }
+                        _ => {
+                            r.remove(at);
+                        }
+                    }
+                    if r.is_empty() {
+                        break;
+                    }
+                }
+                // Mostly keep the size field consistent, so the bodies get exercised.
+                if rng.below(4) != 0 {
+                    r = resized(r);
+                }
+                let ok = parse(&r);
+                let _ = response(&r);
+                if ok {
+                    accepted += 1;
+                } else {
+                    refused += 1;
+                }
+            }
+            assert!(refused > 1000, "{refused} refused");
+            // Byte flips in the random bytes, the digest or the attributes keep a response
+            // valid; the other layouts have nothing free to mutate.
+            if valid.len() > 20 {
+                assert!(accepted > 50, "{accepted} accepted of {valid:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn response_code_display() {
+        let cases: [(u32, &str); 14] = [
+            (0x100, "TPM_RC_INITIALIZE (0x100)"),
+            (0x101, "TPM_RC_FAILURE (0x101)"),
+            (0x143, "TPM_RC_COMMAND_CODE (0x143)"),
+            (0x907, "TPM_RC_LOCALITY (0x907)"),
+            (0x908, "TPM_RC_YIELDED (0x908)"),
+            (0x909, "TPM_RC_CANCELED (0x909)"),
+            (0x90A, "TPM_RC_TESTING (0x90a)"),
+            (0x922, "TPM_RC_RETRY (0x922)"),
+            (0x084, "TPM_RC_VALUE (0x84)"),
+            (0x1C4, "TPM_RC_VALUE (0x1c4) on parameter 1"),
+            (0xFC4, "TPM_RC_VALUE (0xfc4) on parameter 15"),
+            (0x18B, "TPM_RC_HANDLE (0x18b) on handle 1"),
+            (0x98E, "TPM_RC_AUTH_FAIL (0x98e) on session 1"),
+            (0x9A2, "TPM_RC_BAD_AUTH (0x9a2) on session 1"),
+        ];
+        for (code, text) in cases {
+            assert_eq!(ResponseCode(code).to_string(), text);
+        }
+        assert_eq!(ResponseCode(0x0BF).to_string(), "format-one error 0xbf (0xbf)");
+        assert_eq!(ResponseCode(0x01E).to_string(), "TPM_RC_BAD_TAG (0x1e)");
+        assert_eq!(ResponseCode(0x003).to_string(), "TPM 1.2 response code 0x3");
+        assert_eq!(ResponseCode(0x57F).to_string(), "vendor-defined response code 0x57f");
+        assert_eq!(ResponseCode(0x97F).to_string(), "unknown warning 0x97f");
+        assert_eq!(ResponseCode(0x17F).to_string(), "unknown response code 0x17f");
+        assert_eq!(ResponseCode(0x8_0001).to_string(), "unknown response code 0x80001");
+        assert_eq!(
+            TpmError::Tpm(ResponseCode(0x1C4)).to_string(),
+            "the TPM answered TPM_RC_VALUE (0x1c4) on parameter 1"
+        );
+        // Every code displays without panicking.
+        for code in 0..=0x1000 {
+            assert!(!ResponseCode(code).to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn response_code_predicates() {
+        assert!(ResponseCode(0x100).is_initialize());
+        assert!(!ResponseCode(0x101).is_initialize());
+        assert!(!ResponseCode(0x1C4).is_initialize());
+        for warning in [0x907, 0x908, 0x909, 0x90A, 0x922, 0x923] {
+            assert!(ResponseCode(warning).is_warning(), "{warning:#x}");
+        }
+        for other in [0x000, 0x100, 0x101, 0x143, 0x1C4, 0x98E, 0x9A2, 0x1_0922, 0xD22] {
+            assert!(!ResponseCode(other).is_warning(), "{other:#x}");
+        }
+    }
+}
