@@ -101,10 +101,13 @@ hv_start64:
 
     .section .rodata.boot, "a"
     .balign 16
+    /* The descriptors have their Accessed bit (type bit 0) set already: loading a segment
+       register whose descriptor lacks it makes the processor write it into the GDT (APM
+       Vol. 2 §4.7.1), which would change read-only data after the image measured itself. */
 boot_gdt:
     .quad 0
-    .quad 0x00AF9A000000FFFF    /* 0x08: 64-bit code, DPL 0 */
-    .quad 0x00CF92000000FFFF    /* 0x10: data */
+    .quad 0x00AF9B000000FFFF    /* 0x08: 64-bit code, DPL 0 */
+    .quad 0x00CF93000000FFFF    /* 0x10: data */
 boot_gdt_end:
     .balign 8
 boot_gdt_pointer:

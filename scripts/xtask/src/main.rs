@@ -12,6 +12,7 @@
 mod install;
 mod json;
 mod lines;
+mod measure;
 mod qemu;
 mod tcb;
 

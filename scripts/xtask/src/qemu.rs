@@ -9,6 +9,7 @@
 //! the machine triple-faults under `-no-reboot`.
 
 use crate::install::{self, IMAGE_TARGET};
+use crate::measure;
 use crate::{Accel, QemuTestOptions};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
@@ -286,7 +287,9 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();
     }
-    let counts = lines.try_iter().filter_map(|line| summary(&line)).last();
+    let lines: Vec<String> = lines.try_iter().collect();
+    let counts = lines.iter().rev().find_map(|line| summary(line));
+    let measurement = check_measurement(&image, &lines);
 
     let seconds = elapsed.as_secs_f64();
     drop(swtpm);
@@ -294,7 +297,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         None => Err(format!("QEMU still running after {}s; killed", options.timeout.as_secs())),
         Some(status) => {
             eprintln!("qemu-test: QEMU exited with {status} after {seconds:.2}s ({accel})");
-            judge(status.code(), counts)
+            judge(status.code(), counts).and(measurement)
         }
     };
     // The closing line: the image's counts, or, if it never printed them, the run itself as
@@ -304,6 +307,21 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         None => println!("0 passed, 1 failed"),
     }
     verdict
+}
+
+/// Checks the measurement the image logged against the one recomputed from its file.
+fn check_measurement(image: &Path, lines: &[String]) -> Result<(), String> {
+    let expected = measure::expected(image)?;
+    match lines.iter().find_map(|line| measure::logged(line)) {
+        Some(logged) if logged == expected => {
+            eprintln!("qemu-test: the logged hypervisor measurement matches the image file");
+            Ok(())
+        }
+        Some(logged) => {
+            Err(format!("the image logged measurement {logged}, but its file gives {expected}"))
+        }
+        None => Err(String::from("the image logged no measurement")),
+    }
 }
 
 /// Whether QEMU's exit `code` and the image's `counts` make a successful run.
