@@ -469,6 +469,12 @@ impl<'a> Pals<'a> {
                     drop(self.registry.remove(handle));
                     return Err(Status::BadPointer);
                 }
+                // Measured into the TPM before it can run; a TPM that fails refuses the PAL.
+                if let Err(e) = crate::tpm::measure_pal(&measurement.0) {
+                    log::error!("pal: measuring handle={handle:#x} into the TPM failed: {e}");
+                    drop(self.registry.remove(handle));
+                    return Err(Status::Unavailable);
+                }
                 self.register_ticks = tsc::read() - start;
                 log::info!(
                     "pal: registered handle={handle:#x} identity={measurement} ({} bytes)",

@@ -7,7 +7,8 @@
 //! after boot it holds exactly SHA-256(ones || measurement) unless a guest could reach
 //! locality 2 — which it cannot: the TIS window is not in any guest's nested page table. The
 //! evidence is that of a simulated late launch: its PCR values differ from those a real
-//! SKINIT launch would give.
+//! SKINIT launch would give. Every PAL the hypervisor registers is measured into PCR 18 the
+//! same way, so PCRs 17 and 18 together say which hypervisor ran which PALs.
 
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
@@ -18,6 +19,9 @@ use vpr_hypervisor::tpm::{Tpm, TpmError};
 pub const LAUNCH_LOCALITY: u8 = 2;
 /// The PCR of the (simulated) dynamic launch.
 pub const LAUNCH_PCR: u32 = 17;
+/// The PCR every registered PAL's identity is extended into, from [`LAUNCH_LOCALITY`] (a
+/// dynamic-launch PCR: software below locality 2 cannot extend it).
+pub const PAL_PCR: u32 = 18;
 /// Register polls before a TIS wait gives up (each an MMIO read: a QEMU exit).
 const MAX_POLLS: u32 = 2_000_000;
 
@@ -101,4 +105,13 @@ pub fn launch(measurement: &[u8; 32]) -> Result<Option<[u8; 32]>, TpmError> {
     );
     *TPM.lock() = Some(tpm);
     Ok(Some(pcr17))
+}
+
+/// Extends PCR 18 with a PAL's identity (at registration, before it can run). Without a TPM
+/// there is nothing to extend.
+pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
+    match TPM.lock().as_mut() {
+        Some(tpm) => tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity),
+        None => Ok(()),
+    }
 }

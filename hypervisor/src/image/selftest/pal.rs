@@ -745,3 +745,14 @@ pub(super) fn tcc_key(svm: &Svm, pals: &mut Pals<'_>) -> Result<[u8; 65], String
     }
     Ok(key)
 }
+
+/// Registers the sum PAL in a registry of its own (and unregisters it); its identity.
+pub(super) fn register_sum_pal(svm: &Svm) -> Result<[u8; 32], String> {
+    let image = &pal_image(program::pal_sum());
+    let mut pals = Pals::new(svm);
+    let calls =
+        [[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0], [UNREGISTER, PREV, 0, 0, 0, 0, 0]];
+    let (replies, _) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok])?;
+    Ok(Digest::of(image).0)
+}

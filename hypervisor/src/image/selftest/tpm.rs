@@ -4,7 +4,7 @@
 use super::TestResult;
 use crate::mem;
 use crate::svm::Svm;
-use crate::tpm::{LAUNCH_PCR, TPM};
+use crate::tpm::{LAUNCH_PCR, PAL_PCR, TPM};
 use alloc::format;
 use alloc::string::String;
 use vpr_hypervisor::tpm::{extended, TpmError};
@@ -99,4 +99,20 @@ pub fn tpm_cost(_svm: &Svm) -> TestResult {
         );
         Ok(())
     })
+}
+
+/// Registering a PAL extends PCR 18 with its identity, from locality 2.
+pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
+    let before = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    let identity = super::pal::register_sum_pal(svm)?;
+    let after = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    if after != extended(&before, &identity) {
+        return Err(format!(
+            "PCR 18 went from {} to {}, expected the extend of {}",
+            Digest(before),
+            Digest(after),
+            Digest(identity)
+        ));
+    }
+    Ok(())
 }
