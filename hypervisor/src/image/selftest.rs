@@ -255,7 +255,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 34] = [
+    let tests: [Test; 35] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -283,6 +283,7 @@ pub fn run() -> (u32, u32) {
         ("pal_services", pal::pal_services),
         ("vector_state_isolated", pal::vector_state_isolated),
         ("pal_seal_and_attest", pal::pal_seal_and_attest),
+        ("pal_service_abuse_refused", pal::pal_service_abuse_refused),
         ("sql_pal_registers", sql::sql_pal_registers),
         ("sql_pal_statements", sql::sql_pal_statements),
         ("sql_pal_replicates", sql::sql_pal_replicates),

@@ -589,6 +589,72 @@ pal_sealer_start:
     vmmcall
     ud2
 pal_sealer_end:
+    /* PAL service abuse: calls Seal, Unseal and Attest wrongly (see `selftest/pal.rs`) and
+       outputs RAX after each, at 64 + 16 i. */
+    .global pal_abuse_start, pal_abuse_end
+pal_abuse_start:
+    mov r12, rdx
+    mov eax, {svc_seal}
+    mov rbx, {pal_code}
+    mov rcx, 8
+    mov rdx, {out} + 512
+    mov rsi, 64
+    vmmcall
+    mov [r12 + 64], rax
+    mov eax, {svc_seal}
+    mov rbx, {out}
+    mov rcx, {max_seal} + 1
+    mov rdx, {out} + 512
+    mov rsi, 64
+    vmmcall
+    mov [r12 + 80], rax
+    mov eax, {svc_seal}
+    mov rbx, {out}
+    mov rcx, 16
+    mov rdx, {out} + 512
+    mov rsi, 8
+    vmmcall
+    mov [r12 + 96], rax
+    mov eax, {svc_unseal}
+    mov rbx, {out}
+    mov rcx, 16
+    mov rdx, {out} + 512
+    mov rsi, 64
+    vmmcall
+    mov [r12 + 112], rax
+    mov eax, {svc_attest}
+    mov rbx, 0
+    mov rcx, 0
+    mov rdx, 0
+    mov rsi, 0
+    vmmcall
+    mov [r12 + 128], rax
+    mov eax, {svc_attest}
+    mov rbx, {out}
+    mov rcx, {out_page_end}
+    mov rdx, 0
+    mov rsi, 0
+    vmmcall
+    mov [r12 + 144], rax
+    mov eax, {svc_attest}
+    mov rbx, {out}
+    mov rcx, {pal_code}
+    mov rdx, 0
+    mov rsi, 0
+    vmmcall
+    mov [r12 + 160], rax
+    mov eax, {svc_seal}
+    mov rbx, {out}
+    mov rcx, 16
+    mov rdx, -16
+    mov rsi, 64
+    vmmcall
+    mov [r12 + 176], rax
+    mov ebx, 192
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_abuse_end:
 "#,
     script = const super::DATA,
     register = const Call::Register as u64,
@@ -608,6 +674,8 @@ pal_sealer_end:
     svc_seal = const Service::Seal as u64,
     svc_unseal = const Service::Unseal as u64,
     attestation_len = const pal::ATTESTATION_LEN,
+    max_seal = const pal::MAX_SEAL_LEN,
+    out_page_end = const pal::OUTPUT_BASE + vpr_proto::hypercall::MAX_IO_LEN - 8,
     secret = const PAL_SECRET,
     ask = const call::ASK,
     report = const call::REPORT,
@@ -671,4 +739,5 @@ programs! {
     pal_vector: pal_vector_start..pal_vector_end;
     pal_services: pal_services_start..pal_services_end;
     pal_sealer: pal_sealer_start..pal_sealer_end;
+    pal_abuse: pal_abuse_start..pal_abuse_end;
 }

@@ -756,3 +756,35 @@ pub(super) fn register_sum_pal(svm: &Svm) -> Result<[u8; 32], String> {
     expect_statuses(&replies, &[Status::Ok, Status::Ok])?;
     Ok(Digest::of(image).0)
 }
+
+/// Wrong calls of the sealing and attestation services each get their status and change
+/// nothing: input in its code, too long an input, too small an output, a blob that is not
+/// one, data in its page tables, output running off its output region or into its code, an
+/// output pointer that wraps.
+pub fn pal_service_abuse_refused(svm: &Svm) -> TestResult {
+    let image = &pal_image(program::pal_abuse());
+    let mut pals = Pals::new(svm);
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        [EXECUTE, PREV, INPUT, 0, OUTPUT, 1024, OUT_LEN],
+    ];
+    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Ok])?;
+    let expected = [
+        Status::BadPointer,
+        Status::TooLarge,
+        Status::TooLarge,
+        Status::Refused,
+        Status::BadPointer,
+        Status::BadPointer,
+        Status::BadPointer,
+        Status::BadPointer,
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        let got = read_u64(guest.memory(), OUTPUT + 64 + 16 * i as u64)?;
+        if got != want.as_u64() {
+            return Err(format!("call {i}: status {got:#x}, expected {want}"));
+        }
+    }
+    Ok(())
+}
