@@ -255,7 +255,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 35] = [
+    let tests: [Test; 36] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -271,6 +271,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_refuses_launch_pcr_from_locality_0", tpm::tpm_refuses_launch_pcr_from_locality_0),
         ("tpm_random_and_pcr_extend", tpm::tpm_random_and_pcr_extend),
         ("tpm_measures_registered_pals", tpm::tpm_measures_registered_pals),
+        ("tpm_ek_certificate", tpm::tpm_ek_certificate),
         ("tpm_cost", tpm::tpm_cost),
         ("hypercall_version", pal::hypercall_version),
         ("pal_lifecycle", pal::pal_lifecycle),

@@ -12,7 +12,7 @@
 
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
-use vpr_hypervisor::tpm::{Tpm, TpmError};
+use vpr_hypervisor::tpm::{Tpm, TpmError, EK_CERT_RSA_INDEX};
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -103,6 +103,16 @@ pub fn launch(measurement: &[u8; 32]) -> Result<Option<[u8; 32]>, TpmError> {
         if fresh { "started" } else { "already started" },
         vpr_proto::Digest(pcr17)
     );
+    // The manufacturer's certificate of the TPM's endorsement key: the root of the evidence
+    // chain a verifier checks (a TPM without one was not provisioned by a manufacturer).
+    match tpm.nv_read_all(0, EK_CERT_RSA_INDEX) {
+        Ok(cert) => log::info!(
+            "hv: TPM EK certificate (RSA, NV {EK_CERT_RSA_INDEX:#x}): {} bytes, sha256={}",
+            cert.len(),
+            vpr_proto::Digest::of(&cert)
+        ),
+        Err(e) => log::warn!("hv: TPM EK certificate (RSA, NV {EK_CERT_RSA_INDEX:#x}): {e}"),
+    }
     *TPM.lock() = Some(tpm);
     Ok(Some(pcr17))
 }

@@ -1,5 +1,6 @@
 //! TPM 2.0 commands and responses: the few the hypervisor sends, marshalled by hand, and
-//! parsers for their responses.
+//! parsers for their responses — TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
+//! TPM2_PCR_Read, TPM2_NV_ReadPublic and TPM2_NV_Read.
 //!
 //! A command is a 10-byte header — `tag` (`TPMI_ST_COMMAND_TAG`, u16), `commandSize` (u32,
 //! the whole command), `commandCode` (`TPM_CC`, u32) — then its handles, its authorization
@@ -43,6 +44,8 @@ pub const TPM_SU_CLEAR: u16 = 0x0000;
 pub const TPM_ALG_SHA256: u16 = 0x000B;
 /// `TPM_RS_PW` (Part 2 §7.4): the password authorization session.
 pub const TPM_RS_PW: u32 = 0x4000_0009;
+/// `TPM_RH_OWNER` (Part 2 §7.4): the owner (storage) hierarchy, as an authorization handle.
+pub const TPM_RH_OWNER: u32 = 0x4000_0001;
 
 /// `TPM_CC_Startup` (Part 2 §6.5.2).
 pub const TPM_CC_STARTUP: u32 = 0x0000_0144;
@@ -52,9 +55,16 @@ pub const TPM_CC_GET_RANDOM: u32 = 0x0000_017B;
 pub const TPM_CC_PCR_READ: u32 = 0x0000_017E;
 /// `TPM_CC_PCR_Extend` (Part 2 §6.5.2).
 pub const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
+/// `TPM_CC_NV_Read` (Part 2 §6.5.2).
+pub const TPM_CC_NV_READ: u32 = 0x0000_014E;
+/// `TPM_CC_NV_ReadPublic` (Part 2 §6.5.2).
+pub const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 
 /// The largest `TPM2B_DIGEST` (Part 2 §10.4.2: the size of `TPMU_HA`, a SHA-512 digest).
 const MAX_DIGEST: usize = 64;
+/// The largest `TPM2B_NAME` (Part 2 §10.5.3: the size of `TPMU_NAME`, a `TPMT_HA` — an
+/// algorithm identifier and the largest digest).
+const MAX_NAME: usize = 2 + MAX_DIGEST;
 
 /// A command: the header for `tag` and `code`, then `parts` in order.
 fn command(tag: u16, code: u32, parts: &[&[u8]]) -> Vec<u8> {
@@ -131,6 +141,31 @@ pub fn pcr_read_sha256(pcr: u32) -> Vec<u8> {
     )
 }
 
+/// TPM2_NV_ReadPublic (Part 3 §31.6): handle `nvIndex`, no authorization.
+pub fn nv_read_public(index: u32) -> Vec<u8> {
+    command(TPM_ST_NO_SESSIONS, TPM_CC_NV_READ_PUBLIC, &[&index.to_be_bytes()])
+}
+
+/// TPM2_NV_Read (Part 3 §31.13): handles `authHandle` (`auth`: [`TPM_RH_OWNER`], the
+/// platform hierarchy, or `index` itself, as the index's attributes allow) and `nvIndex`,
+/// the empty-password authorization area (for `authHandle`), then the parameters `size`
+/// (bytes to read) and `offset` (where in the index's data). The TPM refuses `size` above
+/// its `TPM2B_MAX_NV_BUFFER` (at least 512 bytes) and a range beyond the index's data
+/// (`TPM_RC_NV_RANGE`).
+pub fn nv_read(auth: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_NV_READ,
+        &[
+            &auth.to_be_bytes(),
+            &index.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &size.to_be_bytes(),
+            &offset.to_be_bytes(),
+        ],
+    )
+}
+
 /// A TPM response code, `TPM_RC` (Part 2 §6.6). `Display` names the common ones and, for
 /// format-one codes, the parameter, handle or session they are about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,6 +196,14 @@ impl ResponseCode {
     pub const FAILURE: ResponseCode = ResponseCode(0x101);
     /// `TPM_RC_COMMAND_CODE`: command code not supported.
     pub const COMMAND_CODE: ResponseCode = ResponseCode(0x143);
+    /// `TPM_RC_NV_RANGE`: an NV read or write beyond the index's data.
+    pub const NV_RANGE: ResponseCode = ResponseCode(0x146);
+    /// `TPM_RC_NV_LOCKED`: the NV index is locked against this access.
+    pub const NV_LOCKED: ResponseCode = ResponseCode(0x148);
+    /// `TPM_RC_NV_AUTHORIZATION`: the index's attributes do not allow this authorization.
+    pub const NV_AUTHORIZATION: ResponseCode = ResponseCode(0x149);
+    /// `TPM_RC_NV_UNINITIALIZED`: the NV index has never been written.
+    pub const NV_UNINITIALIZED: ResponseCode = ResponseCode(0x14A);
     /// `TPM_RC_LOCALITY`: the command is not allowed at this locality (a warning).
     pub const LOCALITY: ResponseCode = ResponseCode(0x907);
     /// `TPM_RC_YIELDED`: the TPM suspended the command; it may be retried.
@@ -379,6 +422,20 @@ pub fn parse_get_random(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
     Ok(random.to_vec())
 }
 
+/// Checks the rest of a response, `r`, is the authorization area answering the password
+/// session: one `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3) with an empty `nonceTPM`, any
+/// `sessionAttributes` and an empty `hmac`, and nothing after it.
+fn password_session_response(mut r: Reader<'_>) -> Result<(), TpmError> {
+    if !r.sized("nonceTPM truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with a nonce"));
+    }
+    r.u8("sessionAttributes truncated")?;
+    if !r.sized("hmac truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with an HMAC"));
+    }
+    r.end()
+}
+
 /// Checks the response to TPM2_PCR_Extend (Part 3 §22.2): no handles and no parameters, so
 /// `parameterSize` 0, then the authorization area answering the password session: one
 /// `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3) with an empty `nonceTPM`, any
@@ -388,14 +445,66 @@ pub fn parse_pcr_extend(bytes: &[u8]) -> Result<(), TpmError> {
     if r.u32("parameterSize truncated")? != 0 {
         return Err(TpmError::Malformed("PCR_Extend response with parameters"));
     }
-    if !r.sized("nonceTPM truncated")?.is_empty() {
-        return Err(TpmError::Malformed("password session answered with a nonce"));
+    password_session_response(r)
+}
+
+/// The public area of an NV index, `TPMS_NV_PUBLIC` (Part 2 §13.5), without its
+/// `authPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvPublic {
+    /// `nvIndex`: the index's handle.
+    pub index: u32,
+    /// `nameAlg`: the hash algorithm of the index's name (`TPM_ALG_*`).
+    pub name_alg: u16,
+    /// `attributes` (`TPMA_NV`, Part 2 §13.4).
+    pub attributes: u32,
+    /// `dataSize`: the size of the index's data in bytes.
+    pub data_size: u16,
+}
+
+/// The public area in a response to TPM2_NV_ReadPublic (Part 3 §31.6): `nvPublic`, a
+/// `TPM2B_NV_PUBLIC` (Part 2 §13.6) whose size must be exactly that of the
+/// `TPMS_NV_PUBLIC` it wraps — `nvIndex` (u32), `nameAlg` (u16), `attributes` (u32),
+/// `authPolicy` (`TPM2B_DIGEST`, at most 64 bytes), `dataSize` (u16) — then `nvName`, a
+/// `TPM2B_NAME` (at most 66 bytes, not checked further), then nothing.
+pub fn parse_nv_read_public(bytes: &[u8]) -> Result<NvPublic, TpmError> {
+    let mut r = body(bytes, TPM_ST_NO_SESSIONS)?;
+    let mut public = Reader::new(r.sized("nvPublic truncated")?);
+    let index = public.u32("nvPublic shorter than a TPMS_NV_PUBLIC")?;
+    let name_alg = public.u16("nvPublic shorter than a TPMS_NV_PUBLIC")?;
+    let attributes = public.u32("nvPublic shorter than a TPMS_NV_PUBLIC")?;
+    let policy = public.sized("nvPublic shorter than a TPMS_NV_PUBLIC")?;
+    if policy.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("authPolicy larger than any digest"));
     }
-    r.u8("sessionAttributes truncated")?;
-    if !r.sized("hmac truncated")?.is_empty() {
-        return Err(TpmError::Malformed("password session answered with an HMAC"));
+    let data_size = public.u16("nvPublic shorter than a TPMS_NV_PUBLIC")?;
+    if !public.bytes.is_empty() {
+        return Err(TpmError::Malformed("nvPublic longer than a TPMS_NV_PUBLIC"));
     }
-    r.end()
+    let name = r.sized("nvName truncated")?;
+    if name.len() > MAX_NAME {
+        return Err(TpmError::Malformed("nvName larger than any name"));
+    }
+    r.end()?;
+    Ok(NvPublic { index, name_alg, attributes, data_size })
+}
+
+/// The data in a response to [`nv_read`] (Part 3 §31.13): `parameterSize` (u32), which
+/// must be exactly the size of the parameter `data`, a `TPM2B_MAX_NV_BUFFER`; then the
+/// authorization area answering the password session, as for [`parse_pcr_extend`]. How
+/// many bytes the TPM returned is for the caller to check against the `size` it asked.
+pub fn parse_nv_read(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    let size = r.u32("parameterSize truncated")?;
+    let size = usize::try_from(size)
+        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
+    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
+    let data = parameters.sized("data truncated")?;
+    if !parameters.bytes.is_empty() {
+        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
+    }
+    password_session_response(r)?;
+    Ok(data.to_vec())
 }
 
 /// The value of PCR `pcr` in a response to [`pcr_read_sha256`]`(pcr)` (Part 3 §22.4):
@@ -555,6 +664,37 @@ mod tests {
         }
     }
 
+    #[test]
+    fn nv_read_public_layout() {
+        // tag NO_SESSIONS, size 14, TPM_CC_NV_ReadPublic, nvIndex.
+        let expected = [0x80, 0x01, 0, 0, 0, 0x0E, 0, 0, 0x01, 0x69, 0x01, 0xC0, 0x00, 0x02];
+        assert_eq!(nv_read_public(0x01C0_0002), expected);
+    }
+
+    #[test]
+    fn nv_read_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x23],          // commandSize 35
+            &[0, 0, 0x01, 0x4E],       // TPM_CC_NV_Read
+            &[0x40, 0, 0, 0x01],       // authHandle: TPM_RH_OWNER
+            &[0x01, 0xC0, 0x00, 0x02], // nvIndex
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x40, 0, 0, 0x09],       // TPM_RS_PW
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes
+            &[0, 0],                   // hmac: empty password
+            &[0x02, 0x00],             // size 512
+            &[0x04, 0x00],             // offset 1024
+        ]);
+        assert_eq!(expected.len(), 35);
+        assert_eq!(nv_read(TPM_RH_OWNER, 0x01C0_0002, 512, 1024), expected);
+        // The index authorizing its own read.
+        let own = nv_read(0x0150_0001, 0x0150_0001, 1, 0);
+        assert_eq!(&own[10..18], &[0x01, 0x50, 0, 0x01, 0x01, 0x50, 0, 0x01]);
+        assert_eq!(&own[31..], &[0, 1, 0, 0]);
+    }
+
     // Responses as a TPM sends them.
 
     fn startup_ok() -> Vec<u8> {
@@ -588,6 +728,37 @@ mod tests {
         ])
     }
 
+    /// Attributes of swtpm's EK certificate index: PPWRITE, WRITELOCKED, WRITEDEFINE,
+    /// PPREAD, OWNERREAD, AUTHREAD, NO_DA, WRITTEN, PLATFORMCREATE (Part 2 §13.4).
+    const EK_CERT_ATTRIBUTES: u32 = 0x6207_2801;
+
+    fn nv_read_public_ok() -> Vec<u8> {
+        cat(&[
+            &[0x80, 0x01, 0, 0, 0, 0x3E, 0, 0, 0, 0],
+            &[0, 14],                  // nvPublic: 14 bytes
+            &[0x01, 0xC0, 0x00, 0x02], // nvIndex
+            &[0x00, 0x0B],             // nameAlg: SHA-256
+            &EK_CERT_ATTRIBUTES.to_be_bytes(),
+            &[0, 0],              // authPolicy: empty
+            &[0x04, 0x4C],        // dataSize 1100
+            &[0, 34, 0x00, 0x0B], // nvName: SHA-256 ...
+            &DIGEST,              // ... of the public area
+        ])
+    }
+
+    fn nv_read_ok() -> Vec<u8> {
+        let mut data = vec![0, 16];
+        data.extend(1..=16);
+        cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0x25, 0, 0, 0, 0],
+            &[0, 0, 0, 18], // parameterSize
+            &data,          // data: 16 bytes
+            &[0, 0],        // nonceTPM
+            &[0x01],        // sessionAttributes: continueSession
+            &[0, 0],        // hmac
+        ])
+    }
+
     /// `bytes` with its size field set to its length.
     fn resized(mut bytes: Vec<u8>) -> Vec<u8> {
         if bytes.len() >= 6 {
@@ -607,6 +778,14 @@ mod tests {
         assert_eq!(parse_pcr_read_sha256(&pcr_read_ok([0, 0, 0x80]), 23), Ok(DIGEST));
         let empty = vec![0x80, 0x01, 0, 0, 0, 0x0C, 0, 0, 0, 0, 0, 0];
         assert_eq!(parse_get_random(&empty).unwrap(), Vec::<u8>::new());
+        let public = NvPublic {
+            index: 0x01C0_0002,
+            name_alg: TPM_ALG_SHA256,
+            attributes: EK_CERT_ATTRIBUTES,
+            data_size: 1100,
+        };
+        assert_eq!(parse_nv_read_public(&nv_read_public_ok()), Ok(public));
+        assert_eq!(parse_nv_read(&nv_read_ok()).unwrap(), (1..=16).collect::<Vec<u8>>());
         let extend = pcr_extend_ok();
         let r = response(&extend).unwrap();
         assert_eq!(r.tag, TPM_ST_SESSIONS);
@@ -643,6 +822,8 @@ mod tests {
             assert_eq!(parse_get_random(&r), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_pcr_extend(&r), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_pcr_read_sha256(&r, 0), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_nv_read_public(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_nv_read(&r), Err(TpmError::Tpm(ResponseCode(code))));
         }
         // A bad-tag answer (and a TPM 1.2's): TPM_ST_RSP_COMMAND with TPM_RC_BAD_TAG.
         let bad_tag = [0x00, 0xC4, 0, 0, 0, 0x0A, 0, 0, 0, 0x1E];
@@ -757,17 +938,135 @@ mod tests {
         );
     }
 
+    #[test]
+    fn nv_read_public_refusals() {
+        let mutate = |at: usize, value: u8| {
+            let mut r = nv_read_public_ok();
+            r[at] = value;
+            parse_nv_read_public(&r)
+        };
+        // The TPM2B_NV_PUBLIC size: one short, one long (then the name is misread), zero.
+        assert_eq!(
+            mutate(11, 13),
+            Err(TpmError::Malformed("nvPublic shorter than a TPMS_NV_PUBLIC"))
+        );
+        assert!(matches!(mutate(11, 15), Err(TpmError::Malformed(_))));
+        assert!(matches!(mutate(11, 0), Err(TpmError::Malformed(_))));
+        // Inner size larger than what it wraps, with the wrapped bytes really there.
+        let mut r = nv_read_public_ok();
+        r[11] = 15;
+        r.insert(26, 0);
+        assert_eq!(
+            parse_nv_read_public(&resized(r)),
+            Err(TpmError::Malformed("nvPublic longer than a TPMS_NV_PUBLIC"))
+        );
+        // An authPolicy claiming bytes that are the dataSize.
+        assert!(matches!(mutate(23, 1), Err(TpmError::Malformed(_))));
+        // A real 32-byte authPolicy is fine.
+        let mut r = nv_read_public_ok();
+        r[11] = 14 + 32;
+        r[23] = 32;
+        r.splice(24..24, DIGEST);
+        let parsed = parse_nv_read_public(&resized(r)).unwrap();
+        assert_eq!(parsed.data_size, 1100);
+        // An authPolicy larger than any digest.
+        let mut r = nv_read_public_ok();
+        r[11] = 14 + 65;
+        r[23] = 65;
+        r.splice(24..24, [7; 65]);
+        assert_eq!(
+            parse_nv_read_public(&resized(r)),
+            Err(TpmError::Malformed("authPolicy larger than any digest"))
+        );
+        // The name: claiming more than is there, larger than any name, absent, trailing bytes.
+        assert!(matches!(mutate(27, 35), Err(TpmError::Malformed(_))));
+        let mut r = nv_read_public_ok();
+        r[27] = 67;
+        r.extend_from_slice(&[0; 33]);
+        assert_eq!(
+            parse_nv_read_public(&resized(r)),
+            Err(TpmError::Malformed("nvName larger than any name"))
+        );
+        let bare = nv_read_public_ok()[..26].to_vec();
+        assert_eq!(
+            parse_nv_read_public(&resized(bare)),
+            Err(TpmError::Malformed("nvName truncated"))
+        );
+        let mut long = nv_read_public_ok();
+        long.push(0);
+        assert_eq!(
+            parse_nv_read_public(&resized(long)),
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        );
+        // Sessions tag.
+        assert!(matches!(mutate(1, 0x02), Err(TpmError::Malformed(_))));
+    }
+
+    #[test]
+    fn nv_read_refusals() {
+        let mutate = |at: usize, value: u8| {
+            let mut r = nv_read_ok();
+            r[at] = value;
+            parse_nv_read(&r)
+        };
+        // parameterSize smaller or larger than the parameters.
+        assert_eq!(mutate(13, 17), Err(TpmError::Malformed("data truncated")));
+        assert_eq!(
+            mutate(13, 19),
+            Err(TpmError::Malformed("parameterSize larger than the parameters"))
+        );
+        assert_eq!(
+            mutate(13, 0xFF),
+            Err(TpmError::Malformed("parameterSize larger than the response"))
+        );
+        assert_eq!(
+            mutate(10, 0xFF),
+            Err(TpmError::Malformed("parameterSize larger than the response"))
+        );
+        // The data's own size smaller or larger than what parameterSize wraps.
+        assert_eq!(
+            mutate(15, 15),
+            Err(TpmError::Malformed("parameterSize larger than the parameters"))
+        );
+        assert_eq!(mutate(15, 17), Err(TpmError::Malformed("data truncated")));
+        // The session area: a nonce, an HMAC, none, trailing bytes; any attributes.
+        assert_eq!(mutate(33, 0), Ok((1..=16).collect()));
+        let with_nonce = cat(&[&nv_read_ok()[..32], &[0, 2, 9, 9, 0x01, 0, 0]]);
+        assert_eq!(
+            parse_nv_read(&resized(with_nonce)),
+            Err(TpmError::Malformed("password session answered with a nonce"))
+        );
+        let with_hmac = cat(&[&nv_read_ok()[..35], &[0, 1, 9]]);
+        assert_eq!(
+            parse_nv_read(&resized(with_hmac)),
+            Err(TpmError::Malformed("password session answered with an HMAC"))
+        );
+        let bare = nv_read_ok()[..32].to_vec();
+        assert!(matches!(parse_nv_read(&resized(bare)), Err(TpmError::Malformed(_))));
+        let mut long = nv_read_ok();
+        long.push(0);
+        assert!(matches!(parse_nv_read(&resized(long)), Err(TpmError::Malformed(_))));
+        // No authorization area.
+        assert!(matches!(mutate(1, 0x01), Err(TpmError::Malformed(_))));
+        // An empty read is well-formed (the caller checks the length).
+        let empty =
+            cat(&[&[0x80, 0x02, 0, 0, 0, 0x13, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0], &[0, 0, 1, 0, 0]]);
+        assert_eq!(parse_nv_read(&resized(empty)), Ok(Vec::new()));
+    }
+
     /// Whether a parser accepts a response.
     type Accepts = fn(&[u8]) -> bool;
 
     /// Every parser (with the PCR it needs) and a response it accepts.
-    fn parsers() -> [(Vec<u8>, Accepts); 5] {
+    fn parsers() -> [(Vec<u8>, Accepts); 7] {
         [
             (startup_ok(), |b| parse_startup(b).is_ok()),
             (get_random_ok(), |b| parse_get_random(b).is_ok()),
             (pcr_extend_ok(), |b| parse_pcr_extend(b).is_ok()),
             (pcr_read_ok([0, 0x04, 0]), |b| parse_pcr_read_sha256(b, 10).is_ok()),
             (pcr_read_ok([0, 0, 0x80]), |b| parse_pcr_read_sha256(b, 23).is_ok()),
+            (nv_read_public_ok(), |b| parse_nv_read_public(b).is_ok()),
+            (nv_read_ok(), |b| parse_nv_read(b).is_ok()),
         ]
     }
 
@@ -836,7 +1135,7 @@ mod tests {
 
     #[test]
     fn response_code_display() {
-        let cases: [(u32, &str); 14] = [
+        let cases: [(u32, &str); 25] = [
             (0x100, "TPM_RC_INITIALIZE (0x100)"),
             (0x101, "TPM_RC_FAILURE (0x101)"),
             (0x143, "TPM_RC_COMMAND_CODE (0x143)"),
@@ -851,10 +1150,25 @@ mod tests {
             (0x18B, "TPM_RC_HANDLE (0x18b) on handle 1"),
             (0x98E, "TPM_RC_AUTH_FAIL (0x98e) on session 1"),
             (0x9A2, "TPM_RC_BAD_AUTH (0x9a2) on session 1"),
+            (0x146, "TPM_RC_NV_RANGE (0x146)"),
+            (0x147, "TPM_RC_NV_SIZE (0x147)"),
+            (0x148, "TPM_RC_NV_LOCKED (0x148)"),
+            (0x149, "TPM_RC_NV_AUTHORIZATION (0x149)"),
+            (0x14A, "TPM_RC_NV_UNINITIALIZED (0x14a)"),
+            (0x14B, "TPM_RC_NV_SPACE (0x14b)"),
+            (0x14C, "TPM_RC_NV_DEFINED (0x14c)"),
+            (0x08B, "TPM_RC_HANDLE (0x8b)"),
+            (0x28B, "TPM_RC_HANDLE (0x28b) on handle 2"),
+            (0x920, "TPM_RC_NV_RATE (0x920)"),
+            (0x923, "TPM_RC_NV_UNAVAILABLE (0x923)"),
         ];
         for (code, text) in cases {
             assert_eq!(ResponseCode(code).to_string(), text);
         }
+        assert_eq!(ResponseCode::NV_RANGE.0, 0x146);
+        assert_eq!(ResponseCode::NV_LOCKED.0, 0x148);
+        assert_eq!(ResponseCode::NV_AUTHORIZATION.0, 0x149);
+        assert_eq!(ResponseCode::NV_UNINITIALIZED.0, 0x14A);
         assert_eq!(ResponseCode(0x0BF).to_string(), "format-one error 0xbf (0xbf)");
         assert_eq!(ResponseCode(0x01E).to_string(), "TPM_RC_BAD_TAG (0x1e)");
         assert_eq!(ResponseCode(0x003).to_string(), "TPM 1.2 response code 0x3");

@@ -4,10 +4,12 @@
 //! - [`tis`]: the FIFO interface of the TCG PC Client Platform TPM Profile specification —
 //!   register offsets and bits, and [`Tis`], which probes for a TPM and runs one command
 //!   through the FIFO of a locality ([`Tis::transact`]) over any [`Mmio`] implementation;
-//! - [`command`]: marshalling of TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend and
-//!   TPM2_PCR_Read, and parsing of their responses and of response codes ([`ResponseCode`]);
-//! - [`Tpm`]: the two together, one method per command, and [`extended`], the value a SHA-256
-//!   PCR takes when a digest is extended into it.
+//! - [`command`]: marshalling of TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
+//!   TPM2_PCR_Read, TPM2_NV_ReadPublic and TPM2_NV_Read, and parsing of their responses and
+//!   of response codes ([`ResponseCode`]);
+//! - [`Tpm`]: the two together, one method per command (and [`Tpm::nv_read_all`], which
+//!   reads a whole NV index such as the EK certificate's, [`EK_CERT_RSA_INDEX`]), and
+//!   [`extended`], the value a SHA-256 PCR takes when a digest is extended into it.
 //!
 //! The bootable image implements [`Mmio`] with volatile accesses to the TPM's register pages
 //! at [`tis::TIS_BASE`]; under QEMU (`-device tpm-tis`, backed by swtpm) that is a TPM 2.0
@@ -55,7 +57,8 @@ pub enum TpmError {
     /// After the last command byte the TPM still expected more (`TPM_STS_x.Expect` set).
     Expect,
     /// A command to send or a response to receive is larger than [`tis::MAX_COMMAND`] or
-    /// [`tis::MAX_RESPONSE`] (4096 bytes).
+    /// [`tis::MAX_RESPONSE`] (4096 bytes), or an NV index to read is larger than
+    /// [`NV_READ_MAX`] (8 KiB).
     TooLarge,
     /// The caller asked for something the driver refuses before touching the TPM: a
     /// locality above 4, a PCR above 23, a command whose header is inconsistent (carried:
@@ -73,7 +76,10 @@ impl fmt::Display for TpmError {
             TpmError::Expect => {
                 write!(f, "the TPM expected more bytes after the last byte of the command")
             }
-            TpmError::TooLarge => write!(f, "command or response larger than 4096 bytes"),
+            TpmError::TooLarge => write!(
+                f,
+                "command or response larger than 4096 bytes, or NV index larger than 8 KiB"
+            ),
             TpmError::Argument(what) => write!(f, "refused before reaching the TPM: {what}"),
         }
     }
@@ -83,6 +89,19 @@ impl fmt::Display for TpmError {
 /// the most every PC Client TPM returns at once (Part 3 §16.1 caps a request at the
 /// largest digest the TPM implements).
 const RANDOM_CHUNK: usize = 32;
+
+/// The NV index of the RSA-2048 endorsement key's certificate (DER), as the TCG EK
+/// Credential Profile places it and swtpm_setup writes (and locks) it at manufacturing.
+pub const EK_CERT_RSA_INDEX: u32 = 0x01C0_0002;
+
+/// The largest NV index [`Tpm::nv_read_all`] reads: 8 KiB, well above an EK certificate
+/// (about 1 KB for RSA-2048) or any chain of them a TPM stores in one index.
+pub const NV_READ_MAX: u16 = 8192;
+
+/// How many bytes [`Tpm::nv_read_all`] asks for per TPM2_NV_Read: the smallest
+/// `MAX_NV_BUFFER_SIZE` (the size of `TPM2B_MAX_NV_BUFFER`) of any TPM — PTP requires at
+/// least 512.
+const NV_CHUNK: u16 = 512;
 
 /// A TPM 2.0 behind the FIFO interface: one method per command, each a full exchange at the
 /// given locality (0 to 4; requested and released around every command).
@@ -165,6 +184,46 @@ impl<M: Mmio> Tpm<M> {
         let response = self.tis.transact(locality, &command::pcr_read_sha256(pcr))?;
         command::parse_pcr_read_sha256(&response, pcr)
     }
+
+    /// The whole data of NV index `index`: its size from TPM2_NV_ReadPublic (Part 3
+    /// §31.6), then TPM2_NV_Read (Part 3 §31.13) authorized by the owner hierarchy's empty
+    /// password ([`command::TPM_RH_OWNER`]) in pieces of at most 512 bytes. The index's
+    /// attributes must allow owner reads (`TPMA_NV_OWNERREAD`) and it must have been
+    /// written; the TPM refuses otherwise (e.g. `TPM_RC_NV_AUTHORIZATION`,
+    /// `TPM_RC_NV_UNINITIALIZED`, `TPM_RC_NV_LOCKED`), and answers an index that does not
+    /// exist with `TPM_RC_HANDLE`. An index larger than [`NV_READ_MAX`] is
+    /// [`TpmError::TooLarge`] (nothing read); a public area about another index, or a piece
+    /// of another length than asked, is [`TpmError::Malformed`].
+    ///
+    /// Nothing here authenticates the TPM or protects the bytes on the bus: whoever reads a
+    /// certificate this way must verify it.
+    pub fn nv_read_all(&mut self, locality: u8, index: u32) -> Result<Vec<u8>, TpmError> {
+        let response = self.tis.transact(locality, &command::nv_read_public(index))?;
+        let public = command::parse_nv_read_public(&response)?;
+        if public.index != index {
+            return Err(TpmError::Malformed("TPM2_NV_ReadPublic answered about another index"));
+        }
+        let size = public.data_size;
+        if size > NV_READ_MAX {
+            return Err(TpmError::TooLarge);
+        }
+        let mut out = Vec::with_capacity(usize::from(size));
+        let mut offset: u16 = 0;
+        while offset < size {
+            let want = (size - offset).min(NV_CHUNK);
+            let command = command::nv_read(command::TPM_RH_OWNER, index, want, offset);
+            let response = self.tis.transact(locality, &command)?;
+            let chunk = command::parse_nv_read(&response)?;
+            if chunk.len() != usize::from(want) {
+                return Err(TpmError::Malformed(
+                    "TPM2_NV_Read returned other than the bytes asked",
+                ));
+            }
+            out.extend_from_slice(&chunk);
+            offset += want;
+        }
+        Ok(out)
+    }
 }
 
 /// Refuses a PCR index the PC Client platform does not have.
@@ -189,7 +248,8 @@ mod tests {
     use alloc::vec;
 
     /// A TPM 2.0 simulated at the command level, written from Part 3 independently of the
-    /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank.
+    /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank,
+    /// NV_ReadPublic and NV_Read (owner-authorized) of ordinary NV indices.
     struct Simulated {
         started: bool,
         pcrs: [[u8; 32]; 24],
@@ -197,7 +257,19 @@ mod tests {
         random: u8,
         /// Most bytes one GetRandom returns.
         random_cap: usize,
+        /// NV indices: handle and data.
+        nv: Vec<(u32, Vec<u8>)>,
+        /// Most bytes one NV_Read may ask for (`MAX_NV_BUFFER_SIZE`).
+        nv_buffer: usize,
+        /// Knob: NV_Read returns one byte fewer than asked.
+        nv_short: bool,
+        /// Knob: NV_ReadPublic answers with the public area of this index instead.
+        nv_other: Option<u32>,
     }
+
+    /// The `TPMA_NV` of swtpm's EK certificate index (Part 2 §13.4): PPWRITE, WRITELOCKED,
+    /// WRITEDEFINE, PPREAD, OWNERREAD, AUTHREAD, NO_DA, WRITTEN, PLATFORMCREATE.
+    const EK_CERT_ATTRIBUTES: u32 = 0x6207_2801;
 
     fn reply(tag: u16, rc: u32, body: &[u8]) -> Vec<u8> {
         let mut r = tag.to_be_bytes().to_vec();
@@ -209,7 +281,25 @@ mod tests {
 
     impl Simulated {
         fn new() -> Self {
-            Simulated { started: false, pcrs: [[0; 32]; 24], counter: 0, random: 0, random_cap: 32 }
+            Simulated {
+                started: false,
+                pcrs: [[0; 32]; 24],
+                counter: 0,
+                random: 0,
+                random_cap: 32,
+                nv: Vec::new(),
+                nv_buffer: 1024,
+                nv_short: false,
+                nv_other: None,
+            }
+        }
+
+        /// A started TPM holding NV index `index` with `data`.
+        fn with_nv(index: u32, data: Vec<u8>) -> Self {
+            let mut simulated = Simulated::new();
+            simulated.started = true;
+            simulated.nv.push((index, data));
+            simulated
         }
 
         fn execute(&mut self, c: &[u8]) -> Vec<u8> {
@@ -263,6 +353,56 @@ mod tests {
                     body.extend_from_slice(&[0, 0, 0, 1, 0, 32]);
                     body.extend_from_slice(&self.pcrs[pcr]);
                     reply(0x8001, 0, &body)
+                }
+                0x169 => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
+                    assert_eq!(c.len(), 14);
+                    let index = be32(10);
+                    let Some((_, data)) = self.nv.iter().find(|(i, _)| *i == index) else {
+                        return reply(0x8001, 0x18B, &[]); // TPM_RC_HANDLE on handle 1
+                    };
+                    // TPMS_NV_PUBLIC: nvIndex, nameAlg, attributes, empty authPolicy, dataSize.
+                    let mut public = self.nv_other.unwrap_or(index).to_be_bytes().to_vec();
+                    public.extend_from_slice(&[0x00, 0x0B]);
+                    public.extend_from_slice(&EK_CERT_ATTRIBUTES.to_be_bytes());
+                    public.extend_from_slice(&[0, 0]);
+                    public.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+                    let mut body = u16::try_from(public.len()).unwrap().to_be_bytes().to_vec();
+                    body.extend_from_slice(&public);
+                    // nvName: nameAlg || SHA-256(TPMS_NV_PUBLIC).
+                    body.extend_from_slice(&[0, 34, 0x00, 0x0B]);
+                    body.extend_from_slice(&vpr_proto::Digest::of(&public).0);
+                    reply(0x8001, 0, &body)
+                }
+                0x14E => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+                    assert_eq!(c.len(), 35);
+                    assert_eq!(be32(10), 0x4000_0001, "authHandle TPM_RH_OWNER");
+                    let index = be32(14);
+                    assert_eq!(be32(18), 9, "authorizationSize");
+                    assert_eq!(be32(22), 0x4000_0009, "TPM_RS_PW");
+                    assert_eq!(&c[26..31], &[0, 0, 0, 0, 0], "empty nonce, attributes, hmac");
+                    let size = usize::from(u16::from_be_bytes([c[31], c[32]]));
+                    let offset = usize::from(u16::from_be_bytes([c[33], c[34]]));
+                    let Some((_, data)) = self.nv.iter().find(|(i, _)| *i == index) else {
+                        return reply(0x8001, 0x28B, &[]); // TPM_RC_HANDLE on handle 2
+                    };
+                    if size > self.nv_buffer {
+                        return reply(0x8001, 0x1C4, &[]); // TPM_RC_VALUE on parameter 1
+                    }
+                    if offset + size > data.len() {
+                        return reply(0x8001, 0x146, &[]); // TPM_RC_NV_RANGE
+                    }
+                    let mut chunk = data[offset..offset + size].to_vec();
+                    if self.nv_short {
+                        chunk.pop();
+                    }
+                    let n = u16::try_from(chunk.len()).unwrap();
+                    let mut body = (u32::from(n) + 2).to_be_bytes().to_vec();
+                    body.extend_from_slice(&n.to_be_bytes());
+                    body.extend_from_slice(&chunk);
+                    body.extend_from_slice(&[0, 0, 0x01, 0, 0]);
+                    reply(0x8002, 0, &body)
                 }
                 _ => reply(0x8001, 0x143, &[]),
             }
@@ -348,6 +488,102 @@ mod tests {
         );
     }
 
+    /// `n` bytes standing for a certificate.
+    fn certificate(n: usize) -> Vec<u8> {
+        (0..n).map(|i| u8::try_from(i * 7 % 251).unwrap()).collect()
+    }
+
+    /// The (size, offset) of every NV_Read the fake TPM executed.
+    fn nv_reads(tpm: &mut Tpm<Fake>) -> Vec<(u16, u16)> {
+        let fake = tpm.tis().mmio();
+        let reads = fake.executed.iter().map(|(_, c)| c).filter(|c| c[8..10] == [0x01, 0x4E]);
+        reads
+            .map(|c| (u16::from_be_bytes([c[31], c[32]]), u16::from_be_bytes([c[33], c[34]])))
+            .collect()
+    }
+
+    #[test]
+    fn nv_read_all_in_chunks() {
+        let cert = certificate(1100);
+        let mut tpm = self::tpm(Simulated::with_nv(EK_CERT_RSA_INDEX, cert.clone()), 7);
+        assert_eq!(tpm.nv_read_all(0, EK_CERT_RSA_INDEX), Ok(cert));
+        assert_eq!(nv_reads(&mut tpm), [(512, 0), (512, 512), (76, 1024)]);
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.executed.len(), 4);
+        assert_eq!(fake.executed[0].1, command::nv_read_public(EK_CERT_RSA_INDEX));
+        assert_eq!(fake.active, None);
+        assert_eq!(fake.requests, fake.releases);
+
+        // Exactly one chunk, a multiple of chunks, the largest index, an empty one.
+        for (n, reads) in [(512, 1), (1024, 2), (1, 1), (8192, 16), (0, 0)] {
+            let cert = certificate(n);
+            let mut tpm = self::tpm(Simulated::with_nv(0x0150_0000, cert.clone()), 0x1000);
+            assert_eq!(tpm.nv_read_all(2, 0x0150_0000), Ok(cert), "{n} bytes");
+            assert_eq!(nv_reads(&mut tpm).len(), reads, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn nv_read_all_errors() {
+        // No such index: TPM_RC_HANDLE from NV_ReadPublic, no NV_Read.
+        let mut tpm = self::tpm(Simulated::with_nv(0x0150_0000, certificate(10)), 0x1000);
+        let error = tpm.nv_read_all(0, EK_CERT_RSA_INDEX).unwrap_err();
+        assert_eq!(error, TpmError::Tpm(ResponseCode(0x18B)));
+        assert_eq!(error.to_string(), "the TPM answered TPM_RC_HANDLE (0x18b) on handle 1");
+        assert_eq!(nv_reads(&mut tpm), []);
+
+        // A piece shorter than asked.
+        let mut simulated = Simulated::with_nv(EK_CERT_RSA_INDEX, certificate(1100));
+        simulated.nv_short = true;
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(
+            tpm.nv_read_all(0, EK_CERT_RSA_INDEX),
+            Err(TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
+        );
+        assert_eq!(nv_reads(&mut tpm), [(512, 0)]);
+
+        // The public area of another index.
+        let mut simulated = Simulated::with_nv(EK_CERT_RSA_INDEX, certificate(100));
+        simulated.nv_other = Some(0x01C0_000A);
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(
+            tpm.nv_read_all(0, EK_CERT_RSA_INDEX),
+            Err(TpmError::Malformed("TPM2_NV_ReadPublic answered about another index"))
+        );
+
+        // Larger than 8 KiB: refused before any NV_Read.
+        let mut tpm = self::tpm(Simulated::with_nv(EK_CERT_RSA_INDEX, certificate(8193)), 0x1000);
+        assert_eq!(tpm.nv_read_all(0, EK_CERT_RSA_INDEX), Err(TpmError::TooLarge));
+        assert_eq!(nv_reads(&mut tpm), []);
+
+        // Errors of NV_Read come through: a TPM whose NV buffer is below 512 bytes refuses
+        // the first piece.
+        let mut simulated = Simulated::with_nv(EK_CERT_RSA_INDEX, certificate(1100));
+        simulated.nv_buffer = 256;
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(tpm.nv_read_all(0, EK_CERT_RSA_INDEX), Err(TpmError::Tpm(ResponseCode(0x1C4))));
+
+        // An error of NV_ReadPublic other than TPM_RC_HANDLE (canned: every command is
+        // answered TPM_RC_NV_LOCKED).
+        let locked = vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0x01, 0x48];
+        let mut tpm = Tpm::new(Fake::canned(0x1000, locked), 100);
+        assert_eq!(
+            tpm.nv_read_all(0, EK_CERT_RSA_INDEX),
+            Err(TpmError::Tpm(ResponseCode::NV_LOCKED))
+        );
+
+        // Before Startup, and at a locality that does not exist.
+        let mut tpm = self::tpm(Simulated::new(), 0x1000);
+        assert_eq!(
+            tpm.nv_read_all(0, EK_CERT_RSA_INDEX),
+            Err(TpmError::Tpm(ResponseCode::INITIALIZE))
+        );
+        assert_eq!(
+            tpm.nv_read_all(5, EK_CERT_RSA_INDEX),
+            Err(TpmError::Argument("locality above 4"))
+        );
+    }
+
     #[test]
     fn pcr_arguments_are_checked_before_the_tpm() {
         let mut tpm = tpm(Simulated::new(), 0x1000);
@@ -382,7 +618,10 @@ mod tests {
         let cases = [
             (TpmError::NoTpm, "no TPM (TPM_DID_VID reads all zeros or all ones)"),
             (TpmError::Expect, "the TPM expected more bytes after the last byte of the command"),
-            (TpmError::TooLarge, "command or response larger than 4096 bytes"),
+            (
+                TpmError::TooLarge,
+                "command or response larger than 4096 bytes, or NV index larger than 8 KiB",
+            ),
             (TpmError::Malformed("x"), "TPM protocol violation: x"),
             (TpmError::Argument("y"), "refused before reaching the TPM: y"),
             (TpmError::Timeout("z"), "timed out waiting for the TPM: z"),

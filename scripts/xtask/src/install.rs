@@ -51,12 +51,43 @@ pub fn swtpm() -> Result<(), String> {
     apt_unless_runs("swtpm", &["swtpm", "swtpm-tools"])
 }
 
+/// Installs openssl (it checks EK certificate chains) with apt unless `openssl version` runs.
+pub fn openssl() -> Result<(), String> {
+    let present = || {
+        Command::new("openssl")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    apt_install("openssl", &["openssl"])?;
+    if present() {
+        Ok(())
+    } else {
+        Err(String::from("openssl still does not run after installing it"))
+    }
+}
+
 /// Installs `packages` with apt-get (through sudo when not root) unless `program --version`
 /// runs; fails if it still does not run afterwards.
 fn apt_unless_runs(program: &str, packages: &[&str]) -> Result<(), String> {
     if runs(program) {
         return Ok(());
     }
+    apt_install(program, packages)?;
+    if runs(program) {
+        Ok(())
+    } else {
+        Err(format!("{program} still does not run after installing {}", packages.join(" ")))
+    }
+}
+
+/// Installs `packages` with apt-get, through sudo when not root.
+fn apt_install(program: &str, packages: &[&str]) -> Result<(), String> {
     eprintln!("xtask: {program} not found; installing {} with apt-get", packages.join(" "));
     let root = Command::new("id")
         .arg("-u")
@@ -73,10 +104,5 @@ fn apt_unless_runs(program: &str, packages: &[&str]) -> Result<(), String> {
     apt(&["update", "-qq"])?;
     let mut install = Vec::from(["install", "-y", "-qq", "--no-install-recommends"]);
     install.extend_from_slice(packages);
-    apt(&install)?;
-    if runs(program) {
-        Ok(())
-    } else {
-        Err(format!("{program} still does not run after installing {}", packages.join(" ")))
-    }
+    apt(&install)
 }

@@ -9,7 +9,7 @@
 //! the machine triple-faults under `-no-reboot`.
 
 use crate::install::{self, IMAGE_TARGET};
-use crate::measure;
+use crate::{ek, measure};
 use crate::{Accel, QemuTestOptions};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
@@ -101,12 +101,13 @@ struct Swtpm {
 }
 
 impl Swtpm {
-    /// Starts `swtpm socket` (TPM 2.0) with a fresh state in `dir`, its control socket in
-    /// it, and waits until the socket exists. `--terminate` ends it when QEMU disconnects.
-    fn start(dir: PathBuf) -> Result<Swtpm, String> {
+    /// Provisions a fresh TPM state in `dir` with `qemu/tpm-setup.sh` (EK certificates from
+    /// the local CA in `ca`), starts `swtpm socket` (TPM 2.0) on it with its control socket
+    /// in it, and waits until the socket exists. `--terminate` ends it when QEMU disconnects.
+    fn start(root: &Path, dir: PathBuf, ca: &Path) -> Result<Swtpm, String> {
         install::swtpm()?;
         let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        install::run(Command::new(root.join("qemu/tpm-setup.sh")).arg(&dir).arg(ca))?;
         let socket = dir.join("swtpm.sock");
         let child = Command::new("swtpm")
             .arg("socket")
@@ -260,9 +261,13 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Auto => kvm_usable(),
     };
     let accel = if kvm { "kvm" } else { "tcg" };
-    // A fresh TPM for every run (its state folder is removed afterwards).
+    // A fresh TPM for every run (its state folder is removed afterwards), provisioned by the
+    // local CA kept in target/tpm/ca.
     let tpm_dir = root.join("target/tpm").join(format!("qemu-test-{}", std::process::id()));
-    let swtpm = Swtpm::start(tpm_dir)?;
+    let ca = root.join("target/tpm/ca");
+    let swtpm = Swtpm::start(root, tpm_dir, &ca)?;
+    let ek = ek::check_chain(&swtpm.dir, &ca)?;
+    eprintln!("qemu-test: the TPM's EK certificate chains to the local CA (openssl verify)");
     let args = command_line(&image, &[pal], Some(&swtpm.socket), kvm, Path::new(QBOOT).is_file());
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
@@ -289,7 +294,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     }
     let lines: Vec<String> = lines.try_iter().collect();
     let counts = lines.iter().rev().find_map(|line| summary(line));
-    let measurement = check_measurement(&image, &lines);
+    let measurement = check_measurement(&image, &lines).and(ek::check_logged(&ek, &lines));
 
     let seconds = elapsed.as_secs_f64();
     drop(swtpm);

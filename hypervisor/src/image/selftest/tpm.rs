@@ -116,3 +116,21 @@ pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// The TPM holds a manufacturer's certificate for its endorsement key: a DER SEQUENCE whose
+/// length header covers exactly the bytes read. (`qemu-test` checks it is the certificate
+/// the TPM was made with and that it chains to the local CA.)
+pub fn tpm_ek_certificate(_svm: &Svm) -> TestResult {
+    let cert =
+        with_tpm(|tpm| tpm.nv_read_all(0, vpr_hypervisor::tpm::EK_CERT_RSA_INDEX).map_err(err))?;
+    // DER (X.690 §8.1.3): 0x30, then a long-form length of one or two bytes for a certificate.
+    let declared = match cert.get(..4) {
+        Some([0x30, 0x81, n, _]) => usize::from(*n) + 3,
+        Some([0x30, 0x82, hi, lo]) => (usize::from(*hi) << 8 | usize::from(*lo)) + 4,
+        _ => 0,
+    };
+    if cert.len() < 100 || declared != cert.len() {
+        return Err(format!("EK certificate of {} bytes declares {declared}", cert.len()));
+    }
+    Ok(())
+}
