@@ -29,6 +29,9 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 static FRAMES: Mutex<Option<FramePool>> = Mutex::new(None);
 
+/// The loader's command line (QEMU: the kernel's file name, then `-append`), set once at boot.
+static COMMAND_LINE: spin::Once<&'static str> = spin::Once::new();
+
 /// The loader's modules (physical ranges), set once at boot; their memory is never reused.
 static MODULES: spin::Once<Vec<Range>> = spin::Once::new();
 
@@ -138,6 +141,15 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
         usable.remove(Range::new(start, memory::align_up(module.end, PAGE_SIZE)))?;
         log::info!("hv: module {module} ({} KiB)", module.len() / 1024);
     }
+    // The command line: NUL-terminated within the page `structures` keeps out of the pools.
+    // No copy (the heap does not exist yet): the page is never reused, so the text stays.
+    let command_line = info.cmdline.map_or("", |addr| {
+        // SAFETY: as above, for the page at the command line's address, which `structures`
+        // keeps out of the heap and the pool for good.
+        let page: &'static [u8] = unsafe { physical_bytes(addr, usize_of(PAGE_SIZE)) };
+        let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
+        core::str::from_utf8(&page[..end]).unwrap_or("")
+    });
     let plan = memory::plan(&usable, HEAP_BYTES)?;
 
     // SAFETY: the heap range is usable RAM per the memory map, identity-mapped, outside the
@@ -154,7 +166,13 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
     );
     *FRAMES.lock() = Some(pool);
     MODULES.call_once(|| modules[..module_count].to_vec());
+    COMMAND_LINE.call_once(|| command_line);
     Ok(())
+}
+
+/// The loader's command line (empty if it passed none).
+pub fn command_line() -> &'static str {
+    COMMAND_LINE.get().copied().unwrap_or("")
 }
 
 /// The contents of the loader's module `index` (QEMU: the files of `-initrd a,b`), if

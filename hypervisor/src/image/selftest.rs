@@ -233,6 +233,26 @@ impl Suite {
     }
 }
 
+/// The tests of the second boot on the same TPM state: the TPM kept its identity (the EK
+/// certificate, which `qemu-test` compares with the file again), its PCRs were reset by the
+/// reboot, and the measured launch gives the same PCR 17 as before.
+pub fn run_after_reboot() -> (u32, u32) {
+    let mut suite = Suite { passed: 0, failed: 0 };
+    let Ok(svm) = svm::enable() else {
+        suite.record("svm_available", Err(String::from("SVM could not be enabled")));
+        return (suite.passed, suite.failed);
+    };
+    let tests: [Test; 3] = [
+        ("tpm_measured_launch_after_reboot", tpm::tpm_measured_launch),
+        ("tpm_pal_pcr_reset_by_reboot", tpm::tpm_pal_pcr_reset),
+        ("tpm_ek_certificate_after_reboot", tpm::tpm_ek_certificate),
+    ];
+    for (name, test) in tests {
+        suite.record(name, test(&svm));
+    }
+    (suite.passed, suite.failed)
+}
+
 /// Runs every test; returns (passed, failed).
 pub fn run() -> (u32, u32) {
     let mut suite = Suite { passed: 0, failed: 0 };

@@ -102,14 +102,30 @@ struct Swtpm {
 
 impl Swtpm {
     /// Provisions a fresh TPM state in `dir` with `qemu/tpm-setup.sh` (EK certificates from
-    /// the local CA in `ca`), starts `swtpm socket` (TPM 2.0) on it with its control socket
-    /// in it, and waits until the socket exists. `--terminate` ends it when QEMU disconnects.
+    /// the local CA in `ca`) and starts swtpm on it.
     fn start(root: &Path, dir: PathBuf, ca: &Path) -> Result<Swtpm, String> {
         install::swtpm()?;
         let _ = fs::remove_dir_all(&dir);
         install::run(Command::new(root.join("qemu/tpm-setup.sh")).arg(&dir).arg(ca))?;
         let socket = dir.join("swtpm.sock");
-        let child = Command::new("swtpm")
+        let child = Swtpm::spawn(&dir, &socket)?;
+        Ok(Swtpm { child, dir, socket })
+    }
+
+    /// Starts swtpm again on the same state, as a machine's TPM after a reboot (the last one
+    /// ended when QEMU disconnected).
+    fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.socket);
+        self.child = Swtpm::spawn(&self.dir, &self.socket)?;
+        Ok(())
+    }
+
+    /// `swtpm socket` (TPM 2.0) on the state in `dir`, its control socket at `socket`, once
+    /// the socket exists. `--terminate` ends it when QEMU disconnects.
+    fn spawn(dir: &Path, socket: &Path) -> Result<Child, String> {
+        let mut child = Command::new("swtpm")
             .arg("socket")
             .arg("--tpm2")
             .arg("--tpmstate")
@@ -120,18 +136,19 @@ impl Swtpm {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start swtpm: {e}"))?;
-        let mut swtpm = Swtpm { child, dir, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !swtpm.socket.exists() {
-            if let Some(status) = swtpm.child.try_wait().map_err(|e| e.to_string())? {
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("swtpm exited at start ({status})"));
             }
             if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
                 return Err(String::from("swtpm did not create its socket within 10 s"));
             }
             thread::sleep(Duration::from_millis(10));
         }
-        Ok(swtpm)
+        Ok(child)
     }
 }
 
@@ -149,6 +166,7 @@ pub fn command_line(
     image: &Path,
     modules: &[PathBuf],
     tpm: Option<&Path>,
+    append: Option<&str>,
     kvm: bool,
     qboot: bool,
 ) -> Vec<String> {
@@ -169,6 +187,9 @@ pub fn command_line(
     if !modules.is_empty() {
         let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
         args.extend(["-initrd".into(), list.join(",")]);
+    }
+    if let Some(append) = append {
+        args.extend(["-append".into(), append.into()]);
     }
     if let Some(socket) = tpm {
         args.extend([
@@ -268,13 +289,57 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let swtpm = Swtpm::start(root, tpm_dir, &ca)?;
     let ek = ek::check_chain(&swtpm.dir, &ca)?;
     eprintln!("qemu-test: the TPM's EK certificate chains to the local CA (openssl verify)");
-    let args = command_line(&image, &[pal], Some(&swtpm.socket), kvm, Path::new(QBOOT).is_file());
-    eprintln!("qemu-test: {QEMU} {}", args.join(" "));
+    let qboot = Path::new(QBOOT).is_file();
     eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
+    let mut swtpm = swtpm;
 
+    // Boot 1: the whole self-test.
+    let args =
+        command_line(&image, std::slice::from_ref(&pal), Some(&swtpm.socket), None, kvm, qboot);
+    let first = boot(&args, options.timeout, accel)?;
+    let first_verdict = first.verdict(&image, &ek);
+    // Boot 2, on the same TPM state: what must survive a reboot, and what must not.
+    swtpm.restart()?;
+    let args = command_line(&image, &[pal], Some(&swtpm.socket), Some("vpr.boot=2"), kvm, qboot);
+    let second = boot(&args, options.timeout, accel)?;
+    let second_verdict = second.verdict(&image, &ek);
+    drop(swtpm);
+
+    // The closing line: both boots' counts, a boot that never printed them counting as one
+    // failure.
+    let (p1, f1) = first.counts.unwrap_or((0, 1));
+    let (p2, f2) = second.counts.unwrap_or((0, 1));
+    println!("{} passed, {} failed", p1 + p2, f1 + f2);
+    first_verdict.map_err(|e| format!("first boot: {e}"))?;
+    second_verdict.map_err(|e| format!("second boot: {e}"))
+}
+
+/// What one boot gave.
+struct Boot {
+    status: Option<ExitStatus>,
+    lines: Vec<String>,
+    counts: Option<(u32, u32)>,
+}
+
+impl Boot {
+    /// Whether the boot succeeded: QEMU's status, the self-test's counts, the logged
+    /// hypervisor measurement and the EK certificate the hypervisor read.
+    fn verdict(&self, image: &Path, ek: &str) -> Result<(), String> {
+        let Some(status) = self.status else {
+            return Err(String::from("QEMU still running at the timeout; killed"));
+        };
+        judge(status.code(), self.counts)?;
+        check_measurement(image, &self.lines)?;
+        ek::check_logged(ek, &self.lines)
+    }
+}
+
+/// Boots QEMU with `args`, streams its output, waits at most `timeout`.
+fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String> {
+    eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     let started = Instant::now();
     let child = Command::new(QEMU)
-        .args(&args)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -287,31 +352,20 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         qemu.0.stderr.take().map(|err| stream(err, sender.clone())),
     ];
     drop(sender);
-    let status = wait(&mut qemu, options.timeout)?;
-    let elapsed = started.elapsed();
+    let status = wait(&mut qemu, timeout)?;
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();
     }
     let lines: Vec<String> = lines.try_iter().collect();
     let counts = lines.iter().rev().find_map(|line| summary(line));
-    let measurement = check_measurement(&image, &lines).and(ek::check_logged(&ek, &lines));
-
-    let seconds = elapsed.as_secs_f64();
-    drop(swtpm);
-    let verdict = match status {
-        None => Err(format!("QEMU still running after {}s; killed", options.timeout.as_secs())),
-        Some(status) => {
-            eprintln!("qemu-test: QEMU exited with {status} after {seconds:.2}s ({accel})");
-            judge(status.code(), counts).and(measurement)
-        }
-    };
-    // The closing line: the image's counts, or, if it never printed them, the run itself as
-    // one failure.
-    match counts {
-        Some((passed, failed)) => println!("{passed} passed, {failed} failed"),
-        None => println!("0 passed, 1 failed"),
+    match status {
+        Some(status) => eprintln!(
+            "qemu-test: QEMU exited with {status} after {:.2}s ({accel})",
+            started.elapsed().as_secs_f64()
+        ),
+        None => eprintln!("qemu-test: QEMU still running after {}s; killed", timeout.as_secs()),
     }
-    verdict
+    Ok(Boot { status, lines, counts })
 }
 
 /// Checks the measurement the image logged against the one recomputed from its file.
@@ -362,11 +416,13 @@ mod tests {
 
     #[test]
     fn command_line_has_exit_device_and_no_reboot() {
-        let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], None, false, true);
+        let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], None, None, false, true);
         let joined = args.join(" ");
         assert!(joined.starts_with("-kernel /i -m 512M "));
         assert!(joined.contains("-initrd /p -accel"));
-        let tpm = command_line(Path::new("/i"), &[], Some(Path::new("/t/s")), false, false);
+        let tpm =
+            command_line(Path::new("/i"), &[], Some(Path::new("/t/s")), Some("a=1"), false, false);
+        assert!(tpm.join(" ").contains("-append a=1 -chardev"));
         assert!(tpm.join(" ").contains(
             "-chardev socket,id=chrtpm,path=/t/s -tpmdev emulator,id=tpm0,chardev=chrtpm \
              -device tpm-tis,tpmdev=tpm0"
@@ -375,7 +431,7 @@ mod tests {
         assert!(joined.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"));
         assert!(joined.contains("-accel tcg -cpu max"));
         assert!(joined.ends_with("-bios /usr/share/qemu/qboot.rom"));
-        let kvm = command_line(Path::new("/i"), &[], None, true, false).join(" ");
+        let kvm = command_line(Path::new("/i"), &[], None, None, true, false).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("-bios"));
         assert!(!kvm.contains("-initrd"));
     }

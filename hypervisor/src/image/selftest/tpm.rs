@@ -134,3 +134,13 @@ pub fn tpm_ek_certificate(_svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// After a reboot, before any PAL is registered, PCR 18 holds its reset value (all ones, as
+/// the dynamic-launch PCRs 17-22 start): nothing of the previous boot's PALs is left.
+pub fn tpm_pal_pcr_reset(_svm: &Svm) -> TestResult {
+    let pcr18 = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    if pcr18 != [0xFF; 32] {
+        return Err(format!("PCR 18 is {} before any registration", Digest(pcr18)));
+    }
+    Ok(())
+}
