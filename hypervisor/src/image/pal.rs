@@ -222,8 +222,8 @@ impl Pal {
                 self.writable(a, 32)?.copy_from_slice(&identity);
                 Ok(0)
             }
-            Service::CounterRead => tcc.counters.read(&identity, a),
-            Service::CounterIncrement => tcc.counters.increment(&identity, a),
+            Service::CounterRead => tcc.read(&identity, a),
+            Service::CounterIncrement => tcc.increment(&identity, a),
             Service::Attest => {
                 let mut data = [0; 32];
                 data.copy_from_slice(self.writable(a, 32)?);
@@ -263,12 +263,31 @@ impl Pal {
     }
 }
 
-/// The TCC's state behind the PAL services of one registry: its counters. The keys are the
-/// boot's ([`keys`]).
-#[derive(Debug, Default)]
-pub struct Tcc {
-    /// The trusted counters of every PAL identity seen.
-    counters: Counters,
+/// The TCC's state behind the PAL services of one registry: where its counters live. The keys
+/// are the boot's ([`keys`]).
+#[derive(Debug)]
+pub enum Tcc {
+    /// Counters in hypervisor memory: they outlive a PAL's registration, not a reboot (and
+    /// each registry has its own, as separate machines' TCCs would).
+    Memory(Counters),
+    /// Counters in the TPM's NV memory (`tpm.rs`): they survive reboots.
+    Tpm,
+}
+
+impl Tcc {
+    fn read(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+        match self {
+            Tcc::Memory(counters) => counters.read(identity, index),
+            Tcc::Tpm => crate::tpm::counter_read(identity, index),
+        }
+    }
+
+    fn increment(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+        match self {
+            Tcc::Memory(counters) => counters.increment(identity, index),
+            Tcc::Tpm => crate::tpm::counter_increment(identity, index),
+        }
+    }
 }
 
 /// The boot's TCC keys, made from RDRAND on first use.
@@ -379,7 +398,12 @@ pub struct Pals<'a> {
 impl<'a> Pals<'a> {
     /// No PAL yet.
     pub fn new(svm: &'a Svm) -> Self {
-        Pals { svm, registry: Registry::new(MAX_PALS), tcc: Tcc::default(), register_ticks: 0 }
+        Pals::with_tcc(svm, Tcc::Memory(Counters::default()))
+    }
+
+    /// No PAL yet; the PALs' counters live in `tcc`.
+    pub fn with_tcc(svm: &'a Svm, tcc: Tcc) -> Self {
+        Pals { svm, registry: Registry::new(MAX_PALS), tcc, register_ticks: 0 }
     }
 
     /// How many PALs are registered.

@@ -13,6 +13,7 @@
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
 use vpr_hypervisor::tpm::{Tpm, TpmError, EK_CERT_RSA_INDEX};
+use vpr_proto::hypercall::{pal, Status};
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -124,4 +125,75 @@ pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
         Some(tpm) => tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity),
         None => Ok(()),
     }
+}
+
+/// Where the trusted counters live in the TPM's NV memory: index `counter` of PAL `identity`
+/// in an owner-defined NV index (TPM 2.0 Part 2 §7.4: 0x0180_0000-0x01BF_FFFF) chosen by a
+/// hash of both; the index holds the identity and the value, so a slot that another identity
+/// took is recognized, not shared.
+fn counter_nv_index(identity: &[u8; 32], counter: u64) -> u32 {
+    let h = vpr_proto::crypto::hash(&[b"vpr hv counter", identity, &counter.to_le_bytes()]);
+    0x0180_0000 | (u32::from_le_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) & 0x3F_FFFF)
+}
+
+/// NV attributes of a counter's index: written and read with owner authorization (only the
+/// hypervisor reaches the TPM: the TIS window is in no guest's nested page table), no
+/// dictionary-attack lockout, ordinary (the hypervisor keeps it monotonic).
+const COUNTER_ATTRIBUTES: u32 = (1 << 1) | (1 << 17) | (1 << 25);
+/// Bytes of a counter's index: the identity, then the value (big-endian).
+const COUNTER_NV_LEN: u16 = 40;
+
+/// Counter `counter` of `identity` from the TPM: 0 if it was never incremented.
+pub fn counter_read(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
+    if counter >= pal::COUNTERS {
+        return Err(Status::BadArgument);
+    }
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
+    read_counter(tpm, identity, counter_nv_index(identity, counter))
+}
+
+fn read_counter(tpm: &mut Tpm<TisWindow>, identity: &[u8; 32], nv: u32) -> Result<u64, Status> {
+    match tpm.nv_read(0, nv, 0, COUNTER_NV_LEN) {
+        Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == identity[..] => {
+            let mut value = [0; 8];
+            value.copy_from_slice(&bytes[32..]);
+            Ok(u64::from_be_bytes(value))
+        }
+        Ok(_) => {
+            log::error!("hv: TPM counter slot {nv:#x} belongs to another PAL");
+            Err(Status::Unavailable)
+        }
+        // Never defined (a handle error) or defined but not yet written: never incremented.
+        Err(TpmError::Tpm(rc)) if rc.0 == 0x14A || (rc.0 & 0xC0 == 0x80 && rc.0 & 0x3F == 0x0B) => {
+            Ok(0)
+        }
+        Err(e) => {
+            log::error!("hv: TPM counter {nv:#x}: {e}");
+            Err(Status::Unavailable)
+        }
+    }
+}
+
+/// Adds one to counter `counter` of `identity` in the TPM; the new value. The value is
+/// written only once it is known to be larger than the one read: counters never go back.
+pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
+    if counter >= pal::COUNTERS {
+        return Err(Status::BadArgument);
+    }
+    let nv = counter_nv_index(identity, counter);
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
+    let next = read_counter(tpm, identity, nv)?.checked_add(1).ok_or(Status::BadArgument)?;
+    let mut data = [0; COUNTER_NV_LEN as usize];
+    data[..32].copy_from_slice(identity);
+    data[32..].copy_from_slice(&next.to_be_bytes());
+    let written = tpm
+        .nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN)
+        .and_then(|_| tpm.nv_write(0, nv, 0, &data));
+    written.map_err(|e| {
+        log::error!("hv: TPM counter {nv:#x}: {e}");
+        Status::Unavailable
+    })?;
+    Ok(next)
 }

@@ -1,6 +1,6 @@
 //! TPM 2.0 commands and responses: the few the hypervisor sends, marshalled by hand, and
 //! parsers for their responses — TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
-//! TPM2_PCR_Read, TPM2_NV_ReadPublic and TPM2_NV_Read.
+//! TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace and TPM2_NV_Write.
 //!
 //! A command is a 10-byte header — `tag` (`TPMI_ST_COMMAND_TAG`, u16), `commandSize` (u32,
 //! the whole command), `commandCode` (`TPM_CC`, u32) — then its handles, its authorization
@@ -59,6 +59,36 @@ pub const TPM_CC_PCR_EXTEND: u32 = 0x0000_0182;
 pub const TPM_CC_NV_READ: u32 = 0x0000_014E;
 /// `TPM_CC_NV_ReadPublic` (Part 2 §6.5.2).
 pub const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
+/// `TPM_CC_NV_DefineSpace` (Part 2 §6.5.2).
+pub const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
+/// `TPM_CC_NV_Write` (Part 2 §6.5.2).
+pub const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
+
+// NV index attributes, `TPMA_NV` (Part 2 §13.4): a u32 of bits, with the index's type,
+// `TPM_NT`, in bits 4 to 7.
+
+/// `TPMA_NV_OWNERWRITE` (bit 1): the owner hierarchy's authorization may write the index.
+pub const TPMA_NV_OWNERWRITE: u32 = 1 << 1;
+/// `TPMA_NV_AUTHWRITE` (bit 2): the index's own authValue may write it.
+pub const TPMA_NV_AUTHWRITE: u32 = 1 << 2;
+/// `TPMA_NV_OWNERREAD` (bit 17): the owner hierarchy's authorization may read the index.
+pub const TPMA_NV_OWNERREAD: u32 = 1 << 17;
+/// `TPMA_NV_AUTHREAD` (bit 18): the index's own authValue may read it.
+pub const TPMA_NV_AUTHREAD: u32 = 1 << 18;
+/// `TPMA_NV_NO_DA` (bit 25): failed authorizations of the index do not count towards
+/// dictionary-attack lockout.
+pub const TPMA_NV_NO_DA: u32 = 1 << 25;
+/// `TPMA_NV_WRITTEN` (bit 29): the index has been written. Set by the TPM only: a
+/// TPM2_NV_DefineSpace with it set is refused (`TPM_RC_ATTRIBUTES`).
+pub const TPMA_NV_WRITTEN: u32 = 1 << 29;
+/// `TPMA_NV_TPM_NT` (bits 4 to 7): the index's type, a `TPM_NT` shifted by
+/// [`TPMA_NV_TPM_NT_SHIFT`].
+pub const TPMA_NV_TPM_NT_MASK: u32 = 0xF << TPMA_NV_TPM_NT_SHIFT;
+/// Where `TPM_NT` sits in `TPMA_NV`.
+pub const TPMA_NV_TPM_NT_SHIFT: u32 = 4;
+/// `TPM_NT_ORDINARY` (Part 2 §13.4), already in place in bits 4 to 7: an
+/// ordinary index, data written and read as bytes.
+pub const TPM_NT_ORDINARY: u32 = 0;
 
 /// The largest `TPM2B_DIGEST` (Part 2 §10.4.2: the size of `TPMU_HA`, a SHA-512 digest).
 const MAX_DIGEST: usize = 64;
@@ -166,6 +196,58 @@ pub fn nv_read(auth: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
     )
 }
 
+/// TPM2_NV_DefineSpace (Part 3 §31.3) of an NV index, authorized by the
+/// owner hierarchy's empty password: handle `authHandle` [`TPM_RH_OWNER`], the
+/// empty-password authorization area, then the parameters `auth` (a `TPM2B_AUTH`, the
+/// index's own authValue: empty) and `publicInfo`, a `TPM2B_NV_PUBLIC` (Part 2 §13.6) of a
+/// `TPMS_NV_PUBLIC` (Part 2 §13.5) — `nvIndex` `index`, `nameAlg` [`TPM_ALG_SHA256`],
+/// `attributes` (`TPMA_NV`: the `TPMA_NV_*` constants and the type, e.g.
+/// [`TPM_NT_ORDINARY`]), an empty `authPolicy` and `dataSize` `data_size`.
+pub fn nv_define_space(index: u32, attributes: u32, data_size: u16) -> Vec<u8> {
+    // TPMS_NV_PUBLIC: 4 + 2 + 4 + 2 + 2 bytes.
+    const PUBLIC_LEN: u16 = 14;
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_NV_DEFINE_SPACE,
+        &[
+            &TPM_RH_OWNER.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &0u16.to_be_bytes(), // auth: empty
+            &PUBLIC_LEN.to_be_bytes(),
+            &index.to_be_bytes(),
+            &TPM_ALG_SHA256.to_be_bytes(),
+            &attributes.to_be_bytes(),
+            &0u16.to_be_bytes(), // authPolicy: empty
+            &data_size.to_be_bytes(),
+        ],
+    )
+}
+
+/// TPM2_NV_Write (Part 3 §31.8): handles `authHandle` (`auth`: [`TPM_RH_OWNER`], the
+/// platform hierarchy, or `index` itself, as the index's attributes allow) and `nvIndex`,
+/// the empty-password authorization area (for `authHandle`), then the parameters `data`
+/// (a `TPM2B_MAX_NV_BUFFER`) and `offset` (where in the index's data). The TPM refuses
+/// `data` above its `MAX_NV_BUFFER_SIZE` (at least 512 bytes) and a range beyond the
+/// index's data (`TPM_RC_NV_RANGE`). `data` must fit in a `TPM2B` (at most 65535 bytes;
+/// longer is cut to that, which the TPM then refuses as too large for its buffer).
+pub fn nv_write(auth: u32, index: u32, data: &[u8], offset: u16) -> Vec<u8> {
+    let data = data.get(..usize::from(u16::MAX)).unwrap_or(data);
+    // `data` is at most u16::MAX bytes now.
+    let size = u16::try_from(data.len()).unwrap_or(u16::MAX);
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_NV_WRITE,
+        &[
+            &auth.to_be_bytes(),
+            &index.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &size.to_be_bytes(),
+            data,
+            &offset.to_be_bytes(),
+        ],
+    )
+}
+
 /// A TPM response code, `TPM_RC` (Part 2 §6.6). `Display` names the common ones and, for
 /// format-one codes, the parameter, handle or session they are about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,6 +286,8 @@ impl ResponseCode {
     pub const NV_AUTHORIZATION: ResponseCode = ResponseCode(0x149);
     /// `TPM_RC_NV_UNINITIALIZED`: the NV index has never been written.
     pub const NV_UNINITIALIZED: ResponseCode = ResponseCode(0x14A);
+    /// `TPM_RC_NV_DEFINED`: TPM2_NV_DefineSpace of an index that is already defined.
+    pub const NV_DEFINED: ResponseCode = ResponseCode(0x14C);
     /// `TPM_RC_LOCALITY`: the command is not allowed at this locality (a warning).
     pub const LOCALITY: ResponseCode = ResponseCode(0x907);
     /// `TPM_RC_YIELDED`: the TPM suspended the command; it may be retried.
@@ -219,6 +303,12 @@ impl ResponseCode {
     /// command before it was).
     pub fn is_initialize(&self) -> bool {
         *self == ResponseCode::INITIALIZE
+    }
+
+    /// Whether this is `TPM_RC_NV_DEFINED`: the NV index TPM2_NV_DefineSpace was to define
+    /// already exists.
+    pub fn is_nv_defined(&self) -> bool {
+        *self == ResponseCode::NV_DEFINED
     }
 
     /// Whether this is a TCG-defined warning (format zero, severity bit set, `TPM_RC_WARN` +
@@ -441,11 +531,32 @@ fn password_session_response(mut r: Reader<'_>) -> Result<(), TpmError> {
 /// `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3) with an empty `nonceTPM`, any
 /// `sessionAttributes` and an empty `hmac`.
 pub fn parse_pcr_extend(bytes: &[u8]) -> Result<(), TpmError> {
+    no_parameters(bytes, "PCR_Extend response with parameters")
+}
+
+/// Checks a response to a command with the password session and neither response handles
+/// nor response parameters: `parameterSize` 0 (`with_parameters` otherwise), then the
+/// authorization area answering the password session.
+fn no_parameters(bytes: &[u8], with_parameters: &'static str) -> Result<(), TpmError> {
     let mut r = body(bytes, TPM_ST_SESSIONS)?;
     if r.u32("parameterSize truncated")? != 0 {
-        return Err(TpmError::Malformed("PCR_Extend response with parameters"));
+        return Err(TpmError::Malformed(with_parameters));
     }
     password_session_response(r)
+}
+
+/// Checks the response to [`nv_define_space`] (Part 3 §31.3): no handles and no parameters,
+/// as for [`parse_pcr_extend`]. `TPM_RC_NV_DEFINED` ([`ResponseCode::is_nv_defined`])
+/// means the index already exists — with attributes and size that may not be the ones
+/// asked.
+pub fn parse_nv_define_space(bytes: &[u8]) -> Result<(), TpmError> {
+    no_parameters(bytes, "NV_DefineSpace response with parameters")
+}
+
+/// Checks the response to [`nv_write`] (Part 3 §31.8): no handles and no parameters, as for
+/// [`parse_pcr_extend`].
+pub fn parse_nv_write(bytes: &[u8]) -> Result<(), TpmError> {
+    no_parameters(bytes, "NV_Write response with parameters")
 }
 
 /// The public area of an NV index, `TPMS_NV_PUBLIC` (Part 2 §13.5), without its
@@ -695,6 +806,91 @@ mod tests {
         assert_eq!(&own[31..], &[0, 1, 0, 0]);
     }
 
+    #[test]
+    fn nv_define_space_layout() {
+        let attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD | TPMA_NV_NO_DA;
+        assert_eq!(attributes, 0x0202_0002);
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x2D],          // commandSize 45
+            &[0, 0, 0x01, 0x2A],       // TPM_CC_NV_DefineSpace
+            &[0x40, 0, 0, 0x01],       // authHandle: TPM_RH_OWNER
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x40, 0, 0, 0x09],       // TPM_RS_PW
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes
+            &[0, 0],                   // hmac: empty password
+            &[0, 0],                   // auth: empty
+            &[0, 14],                  // publicInfo: 14 bytes
+            &[0x01, 0x50, 0x00, 0x10], // nvIndex
+            &[0x00, 0x0B],             // nameAlg: SHA-256
+            &[0x02, 0x02, 0x00, 0x02], // attributes: NO_DA, OWNERREAD, OWNERWRITE, ordinary
+            &[0, 0],                   // authPolicy: empty
+            &[0x02, 0xBC],             // dataSize 700
+        ]);
+        assert_eq!(expected.len(), 45);
+        assert_eq!(nv_define_space(0x0150_0010, attributes, 700), expected);
+    }
+
+    #[test]
+    fn nv_write_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x26],          // commandSize 38
+            &[0, 0, 0x01, 0x37],       // TPM_CC_NV_Write
+            &[0x40, 0, 0, 0x01],       // authHandle: TPM_RH_OWNER
+            &[0x01, 0x50, 0x00, 0x10], // nvIndex
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x40, 0, 0, 0x09],       // TPM_RS_PW
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes
+            &[0, 0],                   // hmac: empty password
+            &[0, 3, 0xAA, 0xBB, 0xCC], // data: 3 bytes
+            &[0x02, 0x00],             // offset 512
+        ]);
+        assert_eq!(expected.len(), 38);
+        assert_eq!(nv_write(TPM_RH_OWNER, 0x0150_0010, &[0xAA, 0xBB, 0xCC], 512), expected);
+        // The index authorizing its own write; an empty write.
+        let own = nv_write(0x0150_0001, 0x0150_0001, &[], 7);
+        assert_eq!(own.len(), 35);
+        assert_eq!(&own[10..18], &[0x01, 0x50, 0, 0x01, 0x01, 0x50, 0, 0x01]);
+        assert_eq!(&own[31..], &[0, 0, 0, 7]);
+        // A full buffer of 512 bytes.
+        let data = [0x5A; 512];
+        let full = nv_write(TPM_RH_OWNER, 0x0150_0010, &data, 0);
+        assert_eq!(full.len(), 35 + 512);
+        assert_eq!(&full[2..6], &[0, 0, 0x02, 0x23]);
+        assert_eq!(&full[31..33], &[0x02, 0x00]);
+        assert_eq!(&full[33..545], &data);
+        assert_eq!(&full[545..], &[0, 0]);
+        // More than a TPM2B holds is cut to 65535 bytes, size field and all.
+        let huge = vec![1; 70_000];
+        let cut = nv_write(TPM_RH_OWNER, 0x0150_0010, &huge, 0);
+        assert_eq!(cut.len(), 35 + 65_535);
+        assert_eq!(&cut[31..33], &[0xFF, 0xFF]);
+    }
+
+    #[test]
+    fn nv_attributes() {
+        // The bits of swtpm's EK certificate index include OWNERREAD, AUTHREAD, NO_DA and
+        // WRITTEN, and neither write bit here; it is an ordinary index.
+        for bit in [TPMA_NV_OWNERREAD, TPMA_NV_AUTHREAD, TPMA_NV_NO_DA, TPMA_NV_WRITTEN] {
+            assert_eq!(EK_CERT_ATTRIBUTES & bit, bit, "{bit:#x}");
+        }
+        for bit in [TPMA_NV_OWNERWRITE, TPMA_NV_AUTHWRITE] {
+            assert_eq!(EK_CERT_ATTRIBUTES & bit, 0, "{bit:#x}");
+        }
+        assert_eq!(EK_CERT_ATTRIBUTES & TPMA_NV_TPM_NT_MASK, TPM_NT_ORDINARY);
+        assert_eq!(
+            [TPMA_NV_OWNERWRITE, TPMA_NV_AUTHWRITE, TPMA_NV_OWNERREAD, TPMA_NV_AUTHREAD],
+            [0x2, 0x4, 0x2_0000, 0x4_0000]
+        );
+        assert_eq!([TPMA_NV_NO_DA, TPMA_NV_WRITTEN], [0x0200_0000, 0x2000_0000]);
+        assert_eq!(TPMA_NV_TPM_NT_MASK, 0xF0);
+        // TPM_NT_COUNTER (1), shifted, is not ordinary.
+        assert_ne!((1 << TPMA_NV_TPM_NT_SHIFT) & TPMA_NV_TPM_NT_MASK, TPM_NT_ORDINARY);
+    }
+
     // Responses as a TPM sends them.
 
     fn startup_ok() -> Vec<u8> {
@@ -759,6 +955,17 @@ mod tests {
         ])
     }
 
+    /// The response to TPM2_NV_DefineSpace or TPM2_NV_Write: like that to PCR_Extend.
+    fn nv_no_parameters_ok() -> Vec<u8> {
+        cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0x13, 0, 0, 0, 0],
+            &[0, 0, 0, 0], // parameterSize
+            &[0, 0],       // nonceTPM
+            &[0x01],       // sessionAttributes: continueSession
+            &[0, 0],       // hmac
+        ])
+    }
+
     /// `bytes` with its size field set to its length.
     fn resized(mut bytes: Vec<u8>) -> Vec<u8> {
         if bytes.len() >= 6 {
@@ -786,6 +993,8 @@ mod tests {
         };
         assert_eq!(parse_nv_read_public(&nv_read_public_ok()), Ok(public));
         assert_eq!(parse_nv_read(&nv_read_ok()).unwrap(), (1..=16).collect::<Vec<u8>>());
+        assert_eq!(parse_nv_define_space(&nv_no_parameters_ok()), Ok(()));
+        assert_eq!(parse_nv_write(&nv_no_parameters_ok()), Ok(()));
         let extend = pcr_extend_ok();
         let r = response(&extend).unwrap();
         assert_eq!(r.tag, TPM_ST_SESSIONS);
@@ -824,6 +1033,8 @@ mod tests {
             assert_eq!(parse_pcr_read_sha256(&r, 0), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_nv_read_public(&r), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_nv_read(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_nv_define_space(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_nv_write(&r), Err(TpmError::Tpm(ResponseCode(code))));
         }
         // A bad-tag answer (and a TPM 1.2's): TPM_ST_RSP_COMMAND with TPM_RC_BAD_TAG.
         let bad_tag = [0x00, 0xC4, 0, 0, 0, 0x0A, 0, 0, 0, 0x1E];
@@ -1054,11 +1265,71 @@ mod tests {
         assert_eq!(parse_nv_read(&resized(empty)), Ok(Vec::new()));
     }
 
+    #[test]
+    fn nv_define_space_and_write_refusals() {
+        type Parse = fn(&[u8]) -> Result<(), TpmError>;
+        let cases: [(Parse, &str); 2] = [
+            (parse_nv_define_space, "NV_DefineSpace response with parameters"),
+            (parse_nv_write, "NV_Write response with parameters"),
+        ];
+        for (parse, with_parameters) in cases {
+            let mutate = |at: usize, value: u8| {
+                let mut r = nv_no_parameters_ok();
+                r[at] = value;
+                parse(&r)
+            };
+            // parameterSize: any non-zero value, even with the parameters really there.
+            assert_eq!(mutate(13, 1), Err(TpmError::Malformed(with_parameters)));
+            assert_eq!(mutate(10, 0x80), Err(TpmError::Malformed(with_parameters)));
+            let with_parameter =
+                cat(&[&nv_no_parameters_ok()[..10], &[0, 0, 0, 2, 0, 0], &[0, 0, 0x01, 0, 0]]);
+            assert_eq!(parse(&resized(with_parameter)), Err(TpmError::Malformed(with_parameters)));
+            // nonceTPM and hmac sizes claiming bytes that are not there.
+            assert!(matches!(mutate(15, 1), Err(TpmError::Malformed(_))));
+            assert!(matches!(mutate(18, 1), Err(TpmError::Malformed(_))));
+            // sessionAttributes: any.
+            assert_eq!(mutate(16, 0), Ok(()));
+            assert_eq!(mutate(16, 0xFF), Ok(()));
+            // A nonce and an HMAC that are really there.
+            let with_nonce = cat(&[&nv_no_parameters_ok()[..14], &[0, 2, 9, 9, 0x01, 0, 0]]);
+            assert_eq!(
+                parse(&resized(with_nonce)),
+                Err(TpmError::Malformed("password session answered with a nonce"))
+            );
+            let with_hmac = cat(&[&nv_no_parameters_ok()[..17], &[0, 1, 9]]);
+            assert_eq!(
+                parse(&resized(with_hmac)),
+                Err(TpmError::Malformed("password session answered with an HMAC"))
+            );
+            // No session area at all, or trailing bytes.
+            let bare = nv_no_parameters_ok()[..14].to_vec();
+            assert!(matches!(parse(&resized(bare)), Err(TpmError::Malformed(_))));
+            let mut long = nv_no_parameters_ok();
+            long.push(0);
+            assert_eq!(
+                parse(&resized(long)),
+                Err(TpmError::Malformed("trailing bytes after the response's last field"))
+            );
+            // No authorization area: the tag of a sessionless response.
+            assert_eq!(
+                mutate(1, 0x01),
+                Err(TpmError::Malformed("response without the authorization area the command had"))
+            );
+            // TPM_RC_NV_DEFINED, TPM_RC_NV_RANGE, TPM_RC_NV_AUTHORIZATION come through.
+            for rc in
+                [ResponseCode::NV_DEFINED, ResponseCode::NV_RANGE, ResponseCode::NV_AUTHORIZATION]
+            {
+                let error = cat(&[&[0x80, 0x01, 0, 0, 0, 0x0A], &rc.0.to_be_bytes()]);
+                assert_eq!(parse(&error), Err(TpmError::Tpm(rc)));
+            }
+        }
+    }
+
     /// Whether a parser accepts a response.
     type Accepts = fn(&[u8]) -> bool;
 
     /// Every parser (with the PCR it needs) and a response it accepts.
-    fn parsers() -> [(Vec<u8>, Accepts); 7] {
+    fn parsers() -> [(Vec<u8>, Accepts); 9] {
         [
             (startup_ok(), |b| parse_startup(b).is_ok()),
             (get_random_ok(), |b| parse_get_random(b).is_ok()),
@@ -1067,6 +1338,8 @@ mod tests {
             (pcr_read_ok([0, 0, 0x80]), |b| parse_pcr_read_sha256(b, 23).is_ok()),
             (nv_read_public_ok(), |b| parse_nv_read_public(b).is_ok()),
             (nv_read_ok(), |b| parse_nv_read(b).is_ok()),
+            (nv_no_parameters_ok(), |b| parse_nv_define_space(b).is_ok()),
+            (nv_no_parameters_ok(), |b| parse_nv_write(b).is_ok()),
         ]
     }
 
@@ -1169,6 +1442,7 @@ mod tests {
         assert_eq!(ResponseCode::NV_LOCKED.0, 0x148);
         assert_eq!(ResponseCode::NV_AUTHORIZATION.0, 0x149);
         assert_eq!(ResponseCode::NV_UNINITIALIZED.0, 0x14A);
+        assert_eq!(ResponseCode::NV_DEFINED.0, 0x14C);
         assert_eq!(ResponseCode(0x0BF).to_string(), "format-one error 0xbf (0xbf)");
         assert_eq!(ResponseCode(0x01E).to_string(), "TPM_RC_BAD_TAG (0x1e)");
         assert_eq!(ResponseCode(0x003).to_string(), "TPM 1.2 response code 0x3");
@@ -1191,6 +1465,10 @@ mod tests {
         assert!(ResponseCode(0x100).is_initialize());
         assert!(!ResponseCode(0x101).is_initialize());
         assert!(!ResponseCode(0x1C4).is_initialize());
+        assert!(ResponseCode(0x14C).is_nv_defined());
+        for other in [0x000, 0x14A, 0x14B, 0x1CC, 0x94C, 0x1_014C] {
+            assert!(!ResponseCode(other).is_nv_defined(), "{other:#x}");
+        }
         for warning in [0x907, 0x908, 0x909, 0x90A, 0x922, 0x923] {
             assert!(ResponseCode(warning).is_warning(), "{warning:#x}");
         }

@@ -5,11 +5,14 @@
 //!   register offsets and bits, and [`Tis`], which probes for a TPM and runs one command
 //!   through the FIFO of a locality ([`Tis::transact`]) over any [`Mmio`] implementation;
 //! - [`command`]: marshalling of TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
-//!   TPM2_PCR_Read, TPM2_NV_ReadPublic and TPM2_NV_Read, and parsing of their responses and
-//!   of response codes ([`ResponseCode`]);
-//! - [`Tpm`]: the two together, one method per command (and [`Tpm::nv_read_all`], which
-//!   reads a whole NV index such as the EK certificate's, [`EK_CERT_RSA_INDEX`]), and
-//!   [`extended`], the value a SHA-256 PCR takes when a digest is extended into it.
+//!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace and
+//!   TPM2_NV_Write, and parsing of their responses and of response codes
+//!   ([`ResponseCode`]);
+//! - [`Tpm`]: the two together, one method per command — [`Tpm::nv_define`],
+//!   [`Tpm::nv_write`] and [`Tpm::nv_read`] for NV indices the hypervisor keeps (such as
+//!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK
+//!   certificate's, [`EK_CERT_RSA_INDEX`] — and [`extended`], the value a SHA-256 PCR takes
+//!   when a digest is extended into it.
 //!
 //! The bootable image implements [`Mmio`] with volatile accesses to the TPM's register pages
 //! at [`tis::TIS_BASE`]; under QEMU (`-device tpm-tis`, backed by swtpm) that is a TPM 2.0
@@ -57,12 +60,12 @@ pub enum TpmError {
     /// After the last command byte the TPM still expected more (`TPM_STS_x.Expect` set).
     Expect,
     /// A command to send or a response to receive is larger than [`tis::MAX_COMMAND`] or
-    /// [`tis::MAX_RESPONSE`] (4096 bytes), or an NV index to read is larger than
+    /// [`tis::MAX_RESPONSE`] (4096 bytes), or an NV index or range to read is larger than
     /// [`NV_READ_MAX`] (8 KiB).
     TooLarge,
     /// The caller asked for something the driver refuses before touching the TPM: a
-    /// locality above 4, a PCR above 23, a command whose header is inconsistent (carried:
-    /// what).
+    /// locality above 4, a PCR above 23, an NV range beyond 65535 bytes, a command whose
+    /// header is inconsistent (carried: what).
     Argument(&'static str),
 }
 
@@ -94,11 +97,13 @@ const RANDOM_CHUNK: usize = 32;
 /// Credential Profile places it and swtpm_setup writes (and locks) it at manufacturing.
 pub const EK_CERT_RSA_INDEX: u32 = 0x01C0_0002;
 
-/// The largest NV index [`Tpm::nv_read_all`] reads: 8 KiB, well above an EK certificate
+/// The largest NV index [`Tpm::nv_read_all`] reads, and the most bytes [`Tpm::nv_read`]
+/// reads at once: 8 KiB, well above an EK certificate
 /// (about 1 KB for RSA-2048) or any chain of them a TPM stores in one index.
 pub const NV_READ_MAX: u16 = 8192;
 
-/// How many bytes [`Tpm::nv_read_all`] asks for per TPM2_NV_Read: the smallest
+/// How many bytes [`Tpm::nv_read`] asks for per TPM2_NV_Read, and [`Tpm::nv_write`] sends
+/// per TPM2_NV_Write: the smallest
 /// `MAX_NV_BUFFER_SIZE` (the size of `TPM2B_MAX_NV_BUFFER`) of any TPM — PTP requires at
 /// least 512.
 const NV_CHUNK: u16 = 512;
@@ -203,15 +208,96 @@ impl<M: Mmio> Tpm<M> {
         if public.index != index {
             return Err(TpmError::Malformed("TPM2_NV_ReadPublic answered about another index"));
         }
-        let size = public.data_size;
+        self.nv_read(locality, index, 0, public.data_size)
+    }
+
+    /// TPM2_NV_DefineSpace (Part 3 §31.3) of NV index `index` (a handle `0x01xx_xxxx`) with
+    /// `attributes` (`TPMA_NV`, Part 2 §13.4: the [`command`]`::TPMA_NV_*` bits and the
+    /// type, e.g. [`command::TPM_NT_ORDINARY`]) and `size` bytes of data, authorized by the
+    /// owner hierarchy's empty password ([`command::TPM_RH_OWNER`]), with an empty
+    /// authValue and no policy. `true` if this created the index, `false` if it already
+    /// existed (`TPM_RC_NV_DEFINED`) — then with whatever attributes and size it was
+    /// defined with, which the caller must check (TPM2_NV_ReadPublic) before trusting it.
+    /// The TPM refuses attributes it does not accept, such as `TPMA_NV_WRITTEN` or no read
+    /// or no write authorization (`TPM_RC_ATTRIBUTES`), a size above its
+    /// `MAX_NV_INDEX_SIZE` (`TPM_RC_SIZE`), and a full NV memory (`TPM_RC_NV_SPACE`).
+    ///
+    /// An ordinary index cannot be read until it has been written: TPM2_NV_Read answers
+    /// `TPM_RC_NV_UNINITIALIZED` ([`ResponseCode::NV_UNINITIALIZED`]) until then.
+    pub fn nv_define(
+        &mut self,
+        locality: u8,
+        index: u32,
+        attributes: u32,
+        size: u16,
+    ) -> Result<bool, TpmError> {
+        let command = command::nv_define_space(index, attributes, size);
+        let response = self.tis.transact(locality, &command)?;
+        match command::parse_nv_define_space(&response) {
+            Ok(()) => Ok(true),
+            Err(TpmError::Tpm(rc)) if rc.is_nv_defined() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `data` at `offset` into NV index `index` with TPM2_NV_Write (Part 3 §31.8),
+    /// authorized by the owner hierarchy's empty password ([`command::TPM_RH_OWNER`]), in
+    /// pieces of at most 512 bytes (in order; nothing is sent for empty `data`). The index's
+    /// attributes must allow owner writes (`TPMA_NV_OWNERWRITE`; `TPM_RC_NV_AUTHORIZATION`
+    /// otherwise) and the range must lie within its data (`TPM_RC_NV_RANGE`); a range
+    /// beyond 65535 bytes is refused before reaching the TPM ([`TpmError::Argument`]).
+    ///
+    /// Each piece is its own command: when one fails, the pieces before it are written. A
+    /// value that must change atomically, such as a counter, must fit in one piece.
+    pub fn nv_write(
+        &mut self,
+        locality: u8,
+        index: u32,
+        offset: u16,
+        data: &[u8],
+    ) -> Result<(), TpmError> {
+        check_nv_range(offset, data.len())?;
+        let mut at = offset;
+        for piece in data.chunks(usize::from(NV_CHUNK)) {
+            let command = command::nv_write(command::TPM_RH_OWNER, index, piece, at);
+            let response = self.tis.transact(locality, &command)?;
+            command::parse_nv_write(&response)?;
+            // A piece is at most NV_CHUNK bytes, and the range ends at most at 65535.
+            at = at.saturating_add(u16::try_from(piece.len()).unwrap_or(NV_CHUNK));
+        }
+        Ok(())
+    }
+
+    /// `size` bytes at `offset` of NV index `index`, read with TPM2_NV_Read (Part 3
+    /// §31.13) authorized by the owner hierarchy's empty password
+    /// ([`command::TPM_RH_OWNER`]) in pieces of at most 512 bytes (nothing is sent for
+    /// `size` 0). The index's attributes must allow owner reads (`TPMA_NV_OWNERREAD`) and it
+    /// must have been written; the TPM refuses otherwise (e.g. `TPM_RC_NV_AUTHORIZATION`,
+    /// `TPM_RC_NV_UNINITIALIZED`, `TPM_RC_NV_LOCKED`), answers a range beyond the index's
+    /// data with `TPM_RC_NV_RANGE`, and an index that does not exist with `TPM_RC_HANDLE`.
+    /// `size` above [`NV_READ_MAX`] is [`TpmError::TooLarge`] and a range beyond 65535 bytes
+    /// [`TpmError::Argument`] (nothing sent); a piece of another length than asked is
+    /// [`TpmError::Malformed`].
+    ///
+    /// Nothing here authenticates the TPM or protects the bytes on the bus.
+    pub fn nv_read(
+        &mut self,
+        locality: u8,
+        index: u32,
+        offset: u16,
+        size: u16,
+    ) -> Result<Vec<u8>, TpmError> {
         if size > NV_READ_MAX {
             return Err(TpmError::TooLarge);
         }
+        check_nv_range(offset, usize::from(size))?;
         let mut out = Vec::with_capacity(usize::from(size));
-        let mut offset: u16 = 0;
-        while offset < size {
-            let want = (size - offset).min(NV_CHUNK);
-            let command = command::nv_read(command::TPM_RH_OWNER, index, want, offset);
+        let mut done: u16 = 0;
+        while done < size {
+            let want = (size - done).min(NV_CHUNK);
+            // `offset + size` is at most 65535 (checked above).
+            let at = offset.saturating_add(done);
+            let command = command::nv_read(command::TPM_RH_OWNER, index, want, at);
             let response = self.tis.transact(locality, &command)?;
             let chunk = command::parse_nv_read(&response)?;
             if chunk.len() != usize::from(want) {
@@ -220,9 +306,18 @@ impl<M: Mmio> Tpm<M> {
                 ));
             }
             out.extend_from_slice(&chunk);
-            offset += want;
+            done += want;
         }
         Ok(out)
+    }
+}
+
+/// Refuses an NV range of `len` bytes at `offset` that ends beyond 65535 bytes, the most an
+/// NV index holds (its `dataSize` is a u16).
+fn check_nv_range(offset: u16, len: usize) -> Result<(), TpmError> {
+    match usize::from(offset).checked_add(len) {
+        Some(end) if end <= usize::from(u16::MAX) => Ok(()),
+        _ => Err(TpmError::Argument("NV range beyond 65535 bytes")),
     }
 }
 
@@ -249,7 +344,8 @@ mod tests {
 
     /// A TPM 2.0 simulated at the command level, written from Part 3 independently of the
     /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank,
-    /// NV_ReadPublic and NV_Read (owner-authorized) of ordinary NV indices.
+    /// NV_ReadPublic, and NV_DefineSpace, NV_Write and NV_Read (owner-authorized) of
+    /// ordinary NV indices.
     struct Simulated {
         started: bool,
         pcrs: [[u8; 32]; 24],
@@ -257,15 +353,37 @@ mod tests {
         random: u8,
         /// Most bytes one GetRandom returns.
         random_cap: usize,
-        /// NV indices: handle and data.
-        nv: Vec<(u32, Vec<u8>)>,
-        /// Most bytes one NV_Read may ask for (`MAX_NV_BUFFER_SIZE`).
+        /// NV indices.
+        nv: Vec<NvIndex>,
+        /// Most bytes one NV_Read may ask for, or one NV_Write carry (`MAX_NV_BUFFER_SIZE`).
         nv_buffer: usize,
+        /// Largest index NV_DefineSpace accepts (`MAX_NV_INDEX_SIZE`).
+        nv_index_max: usize,
         /// Knob: NV_Read returns one byte fewer than asked.
         nv_short: bool,
         /// Knob: NV_ReadPublic answers with the public area of this index instead.
         nv_other: Option<u32>,
     }
+
+    /// An NV index of the simulated TPM.
+    struct NvIndex {
+        handle: u32,
+        /// `TPMA_NV` as defined (without `TPMA_NV_WRITTEN`, kept in `written`).
+        attributes: u32,
+        data: Vec<u8>,
+        written: bool,
+    }
+
+    /// `TPMA_NV` bits (Part 2 §13.4), spelled out here independently of `command`.
+    const PPWRITE: u32 = 1 << 0;
+    const OWNERWRITE: u32 = 1 << 1;
+    const AUTHWRITE: u32 = 1 << 2;
+    const POLICYWRITE: u32 = 1 << 3;
+    const PPREAD: u32 = 1 << 16;
+    const OWNERREAD: u32 = 1 << 17;
+    const AUTHREAD: u32 = 1 << 18;
+    const POLICYREAD: u32 = 1 << 19;
+    const WRITTEN: u32 = 1 << 29;
 
     /// The `TPMA_NV` of swtpm's EK certificate index (Part 2 §13.4): PPWRITE, WRITELOCKED,
     /// WRITEDEFINE, PPREAD, OWNERREAD, AUTHREAD, NO_DA, WRITTEN, PLATFORMCREATE.
@@ -289,6 +407,7 @@ mod tests {
                 random_cap: 32,
                 nv: Vec::new(),
                 nv_buffer: 1024,
+                nv_index_max: 2048,
                 nv_short: false,
                 nv_other: None,
             }
@@ -298,8 +417,16 @@ mod tests {
         fn with_nv(index: u32, data: Vec<u8>) -> Self {
             let mut simulated = Simulated::new();
             simulated.started = true;
-            simulated.nv.push((index, data));
+            let attributes = EK_CERT_ATTRIBUTES & !WRITTEN;
+            simulated.nv.push(NvIndex { handle: index, attributes, data, written: true });
             simulated
+        }
+
+        /// The empty-password authorization area at `at` of a command.
+        fn assert_password_session(c: &[u8], at: usize) {
+            assert_eq!(&c[at..at + 4], &[0, 0, 0, 9], "authorizationSize");
+            assert_eq!(&c[at + 4..at + 8], &[0x40, 0, 0, 0x09], "TPM_RS_PW");
+            assert_eq!(&c[at + 8..at + 13], &[0, 0, 0, 0, 0], "empty nonce, attributes, hmac");
         }
 
         fn execute(&mut self, c: &[u8]) -> Vec<u8> {
@@ -358,15 +485,16 @@ mod tests {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
                     assert_eq!(c.len(), 14);
                     let index = be32(10);
-                    let Some((_, data)) = self.nv.iter().find(|(i, _)| *i == index) else {
+                    let Some(nv) = self.nv.iter().find(|nv| nv.handle == index) else {
                         return reply(0x8001, 0x18B, &[]); // TPM_RC_HANDLE on handle 1
                     };
                     // TPMS_NV_PUBLIC: nvIndex, nameAlg, attributes, empty authPolicy, dataSize.
                     let mut public = self.nv_other.unwrap_or(index).to_be_bytes().to_vec();
                     public.extend_from_slice(&[0x00, 0x0B]);
-                    public.extend_from_slice(&EK_CERT_ATTRIBUTES.to_be_bytes());
+                    let attributes = nv.attributes | if nv.written { WRITTEN } else { 0 };
+                    public.extend_from_slice(&attributes.to_be_bytes());
                     public.extend_from_slice(&[0, 0]);
-                    public.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+                    public.extend_from_slice(&u16::try_from(nv.data.len()).unwrap().to_be_bytes());
                     let mut body = u16::try_from(public.len()).unwrap().to_be_bytes().to_vec();
                     body.extend_from_slice(&public);
                     // nvName: nameAlg || SHA-256(TPMS_NV_PUBLIC).
@@ -384,9 +512,17 @@ mod tests {
                     assert_eq!(&c[26..31], &[0, 0, 0, 0, 0], "empty nonce, attributes, hmac");
                     let size = usize::from(u16::from_be_bytes([c[31], c[32]]));
                     let offset = usize::from(u16::from_be_bytes([c[33], c[34]]));
-                    let Some((_, data)) = self.nv.iter().find(|(i, _)| *i == index) else {
+                    let Some(nv) = self.nv.iter().find(|nv| nv.handle == index) else {
                         return reply(0x8001, 0x28B, &[]); // TPM_RC_HANDLE on handle 2
                     };
+                    // The access checks come before the command's own (Part 3 §31.13).
+                    if nv.attributes & OWNERREAD == 0 {
+                        return reply(0x8001, 0x149, &[]); // TPM_RC_NV_AUTHORIZATION
+                    }
+                    if !nv.written {
+                        return reply(0x8001, 0x14A, &[]); // TPM_RC_NV_UNINITIALIZED
+                    }
+                    let data = &nv.data;
                     if size > self.nv_buffer {
                         return reply(0x8001, 0x1C4, &[]); // TPM_RC_VALUE on parameter 1
                     }
@@ -403,6 +539,68 @@ mod tests {
                     body.extend_from_slice(&chunk);
                     body.extend_from_slice(&[0, 0, 0x01, 0, 0]);
                     reply(0x8002, 0, &body)
+                }
+                0x12A => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+                    assert_eq!(c.len(), 45);
+                    assert_eq!(be32(10), 0x4000_0001, "authHandle TPM_RH_OWNER");
+                    Self::assert_password_session(c, 14);
+                    assert_eq!(&c[27..29], &[0, 0], "auth: empty");
+                    assert_eq!(&c[29..31], &[0, 14], "publicInfo: a 14-byte TPMS_NV_PUBLIC");
+                    let index = be32(31);
+                    assert_eq!(&c[35..37], &[0x00, 0x0B], "nameAlg SHA-256");
+                    let attributes = be32(37);
+                    assert_eq!(&c[41..43], &[0, 0], "authPolicy: empty");
+                    let size = usize::from(u16::from_be_bytes([c[43], c[44]]));
+                    // TPM_RC_ATTRIBUTES on parameter 2 (publicInfo): WRITTEN set, a type
+                    // other than ordinary (the only one simulated), no way to write or to
+                    // read.
+                    let writes = PPWRITE | OWNERWRITE | AUTHWRITE | POLICYWRITE;
+                    let reads = PPREAD | OWNERREAD | AUTHREAD | POLICYREAD;
+                    if attributes & WRITTEN != 0
+                        || attributes & 0xF0 != 0
+                        || attributes & writes == 0
+                        || attributes & reads == 0
+                    {
+                        return reply(0x8001, 0x2C2, &[]);
+                    }
+                    if index >> 24 != 0x01 {
+                        return reply(0x8001, 0x2C4, &[]); // TPM_RC_VALUE on parameter 2
+                    }
+                    if size > self.nv_index_max {
+                        return reply(0x8001, 0x2D5, &[]); // TPM_RC_SIZE on parameter 2
+                    }
+                    if self.nv.iter().any(|nv| nv.handle == index) {
+                        return reply(0x8001, 0x14C, &[]); // TPM_RC_NV_DEFINED
+                    }
+                    // What unwritten bytes hold is this simulation's choice.
+                    let data = vec![0xFF; size];
+                    self.nv.push(NvIndex { handle: index, attributes, data, written: false });
+                    reply(0x8002, 0, &[0, 0, 0, 0, 0, 0, 0x01, 0, 0])
+                }
+                0x137 => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+                    assert_eq!(be32(10), 0x4000_0001, "authHandle TPM_RH_OWNER");
+                    let index = be32(14);
+                    Self::assert_password_session(c, 18);
+                    let n = usize::from(u16::from_be_bytes([c[31], c[32]]));
+                    assert_eq!(c.len(), 35 + n);
+                    let offset = usize::from(u16::from_be_bytes([c[33 + n], c[34 + n]]));
+                    let Some(nv) = self.nv.iter_mut().find(|nv| nv.handle == index) else {
+                        return reply(0x8001, 0x28B, &[]); // TPM_RC_HANDLE on handle 2
+                    };
+                    if nv.attributes & OWNERWRITE == 0 {
+                        return reply(0x8001, 0x149, &[]); // TPM_RC_NV_AUTHORIZATION
+                    }
+                    if n > self.nv_buffer {
+                        return reply(0x8001, 0x1D5, &[]); // TPM_RC_SIZE on parameter 1
+                    }
+                    if offset + n > nv.data.len() {
+                        return reply(0x8001, 0x146, &[]); // TPM_RC_NV_RANGE
+                    }
+                    nv.data[offset..offset + n].copy_from_slice(&c[33..33 + n]);
+                    nv.written = true;
+                    reply(0x8002, 0, &[0, 0, 0, 0, 0, 0, 0x01, 0, 0])
                 }
                 _ => reply(0x8001, 0x143, &[]),
             }
@@ -582,6 +780,224 @@ mod tests {
             tpm.nv_read_all(5, EK_CERT_RSA_INDEX),
             Err(TpmError::Argument("locality above 4"))
         );
+    }
+
+    /// A counter-like index: owner-written, owner-read, outside dictionary-attack lockout.
+    const COUNTER: u32 = 0x0150_0010;
+    const COUNTER_ATTRIBUTES: u32 =
+        command::TPMA_NV_OWNERWRITE | command::TPMA_NV_OWNERREAD | command::TPMA_NV_NO_DA;
+
+    /// The (size, offset) of every NV_Write the fake TPM executed.
+    fn nv_writes(tpm: &mut Tpm<Fake>) -> Vec<(u16, u16)> {
+        let fake = tpm.tis().mmio();
+        let writes = fake.executed.iter().map(|(_, c)| c).filter(|c| c[8..10] == [0x01, 0x37]);
+        writes
+            .map(|c| {
+                let n = u16::from_be_bytes([c[31], c[32]]);
+                let at = 33 + usize::from(n);
+                (n, u16::from_be_bytes([c[at], c[at + 1]]))
+            })
+            .collect()
+    }
+
+    /// A started TPM with no NV index.
+    fn started() -> Tpm<Fake> {
+        let mut simulated = Simulated::new();
+        simulated.started = true;
+        tpm(simulated, 0x1000)
+    }
+
+    #[test]
+    fn nv_define_new_and_already_defined() {
+        let mut tpm = self::tpm(Simulated::new(), 5);
+        tpm.startup(0).unwrap();
+        assert_eq!(tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 8), Ok(true));
+        assert_eq!(
+            tpm.tis().mmio().executed[1].1,
+            command::nv_define_space(COUNTER, COUNTER_ATTRIBUTES, 8)
+        );
+        // Again, even with another size or attributes: it exists, as first defined.
+        assert_eq!(tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 8), Ok(false));
+        assert_eq!(
+            tpm.nv_define(2, COUNTER, command::TPMA_NV_AUTHREAD | command::TPMA_NV_AUTHWRITE, 16),
+            Ok(false)
+        );
+        let public = tpm.tis().transact(0, &command::nv_read_public(COUNTER)).unwrap();
+        let public = command::parse_nv_read_public(&public).unwrap();
+        assert_eq!((public.index, public.attributes, public.data_size), (COUNTER, 0x0202_0002, 8));
+        // Another index next to it.
+        assert_eq!(tpm.nv_define(0, COUNTER + 1, COUNTER_ATTRIBUTES, 700), Ok(true));
+
+        // Refusals of the TPM come through: WRITTEN asked for, no read authorization, a
+        // size above the TPM's largest index, a handle that is not an NV index's.
+        let written = COUNTER_ATTRIBUTES | command::TPMA_NV_WRITTEN;
+        assert_eq!(
+            tpm.nv_define(0, 0x0150_0020, written, 8),
+            Err(TpmError::Tpm(ResponseCode(0x2C2)))
+        );
+        let write_only = command::TPMA_NV_OWNERWRITE;
+        assert_eq!(
+            tpm.nv_define(0, 0x0150_0020, write_only, 8),
+            Err(TpmError::Tpm(ResponseCode(0x2C2)))
+        );
+        assert_eq!(
+            tpm.nv_define(0, 0x0150_0020, COUNTER_ATTRIBUTES, 4096),
+            Err(TpmError::Tpm(ResponseCode(0x2D5)))
+        );
+        assert_eq!(
+            tpm.nv_define(0, 0x8100_0001, COUNTER_ATTRIBUTES, 8),
+            Err(TpmError::Tpm(ResponseCode(0x2C4)))
+        );
+        // Before Startup, and at a locality that does not exist.
+        let mut fresh = self::tpm(Simulated::new(), 0x1000);
+        assert_eq!(
+            fresh.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 8),
+            Err(TpmError::Tpm(ResponseCode::INITIALIZE))
+        );
+        assert_eq!(
+            fresh.nv_define(5, COUNTER, COUNTER_ATTRIBUTES, 8),
+            Err(TpmError::Argument("locality above 4"))
+        );
+
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.active, None);
+        assert_eq!(fake.requests, fake.releases);
+    }
+
+    #[test]
+    fn nv_write_then_read_back() {
+        let mut tpm = started();
+        assert_eq!(tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 700), Ok(true));
+
+        // Defined but never written: TPM_RC_NV_UNINITIALIZED, whichever way it is read.
+        let uninitialized = TpmError::Tpm(ResponseCode::NV_UNINITIALIZED);
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 8), Err(uninitialized));
+        assert_eq!(tpm.nv_read_all(0, COUNTER), Err(uninitialized));
+        let error = tpm.nv_read(0, COUNTER, 100, 600).unwrap_err();
+        assert!(matches!(error, TpmError::Tpm(rc) if rc == ResponseCode::NV_UNINITIALIZED));
+        assert_eq!(error.to_string(), "the TPM answered TPM_RC_NV_UNINITIALIZED (0x14a)");
+
+        // 700 bytes, across two pieces.
+        let mut expected = certificate(700);
+        tpm.nv_write(0, COUNTER, 0, &expected).unwrap();
+        assert_eq!(nv_writes(&mut tpm), [(512, 0), (188, 512)]);
+        let fake = tpm.tis().mmio();
+        let last = &fake.executed.last().unwrap().1;
+        assert_eq!(*last, command::nv_write(command::TPM_RH_OWNER, COUNTER, &expected[512..], 512));
+        fake.executed.clear();
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 700), Ok(expected.clone()));
+        assert_eq!(nv_reads(&mut tpm), [(512, 0), (188, 512)]);
+        assert_eq!(tpm.nv_read_all(3, COUNTER), Ok(expected.clone()));
+        // Written now, as the public area says.
+        let public = tpm.tis().transact(0, &command::nv_read_public(COUNTER)).unwrap();
+        let public = command::parse_nv_read_public(&public).unwrap();
+        assert_eq!(public.attributes, COUNTER_ATTRIBUTES | command::TPMA_NV_WRITTEN);
+
+        // A write at an offset, across the 512-byte boundary of the pieces.
+        tpm.tis().mmio().executed.clear();
+        let patch = vec![0xC3; 600];
+        tpm.nv_write(1, COUNTER, 50, &patch).unwrap();
+        assert_eq!(nv_writes(&mut tpm), [(512, 50), (88, 562)]);
+        expected[50..650].copy_from_slice(&patch);
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 700), Ok(expected.clone()));
+        // Partial reads at an offset: within one piece, and across two.
+        tpm.tis().mmio().executed.clear();
+        assert_eq!(tpm.nv_read(0, COUNTER, 640, 20), Ok(expected[640..660].to_vec()));
+        assert_eq!(tpm.nv_read(0, COUNTER, 100, 600), Ok(expected[100..].to_vec()));
+        assert_eq!(nv_reads(&mut tpm), [(20, 640), (512, 100), (88, 612)]);
+
+        // A counter's eight bytes, written in one piece (atomically) and read back.
+        assert_eq!(tpm.nv_define(0, COUNTER + 1, COUNTER_ATTRIBUTES, 8), Ok(true));
+        tpm.tis().mmio().executed.clear();
+        tpm.nv_write(0, COUNTER + 1, 0, &42u64.to_be_bytes()).unwrap();
+        assert_eq!(nv_writes(&mut tpm), [(8, 0)]);
+        let value = tpm.nv_read(0, COUNTER + 1, 0, 8).unwrap();
+        assert_eq!(u64::from_be_bytes(value.try_into().unwrap()), 42);
+
+        // The last byte, and one past it.
+        tpm.nv_write(0, COUNTER, 699, &[7]).unwrap();
+        assert_eq!(tpm.nv_read(0, COUNTER, 699, 1), Ok(vec![7]));
+        let range = Err(TpmError::Tpm(ResponseCode::NV_RANGE));
+        assert_eq!(tpm.nv_write(0, COUNTER, 699, &[7, 8]), range);
+        assert_eq!(tpm.nv_read(0, COUNTER, 699, 2), range.map(|()| Vec::new()));
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 700).unwrap()[699], 7);
+
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.active, None);
+        assert_eq!(fake.requests, fake.releases);
+    }
+
+    #[test]
+    fn nv_write_and_read_errors() {
+        // No such index: TPM_RC_HANDLE on the index's handle.
+        let mut tpm = started();
+        let handle = Err(TpmError::Tpm(ResponseCode(0x28B)));
+        assert_eq!(tpm.nv_write(0, COUNTER, 0, &[1]), handle);
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 1), handle.map(|()| Vec::new()));
+
+        // Attributes without owner writes (the EK certificate's) or without owner reads.
+        let mut tpm = self::tpm(Simulated::with_nv(EK_CERT_RSA_INDEX, certificate(100)), 0x1000);
+        let authorization = Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION));
+        assert_eq!(tpm.nv_write(0, EK_CERT_RSA_INDEX, 0, &[1]), authorization);
+        assert_eq!(tpm.nv_read(0, EK_CERT_RSA_INDEX, 0, 100), Ok(certificate(100)));
+        let auth_read = command::TPMA_NV_OWNERWRITE | command::TPMA_NV_AUTHREAD;
+        assert_eq!(tpm.nv_define(0, COUNTER, auth_read, 8), Ok(true));
+        tpm.nv_write(0, COUNTER, 0, &[1; 8]).unwrap();
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, 8), authorization.map(|()| Vec::new()));
+
+        // A TPM whose NV buffer is below 512 bytes refuses the first piece: nothing written.
+        let mut simulated = Simulated::new();
+        simulated.started = true;
+        simulated.nv_buffer = 256;
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 700), Ok(true));
+        let data = certificate(700);
+        assert_eq!(tpm.nv_write(0, COUNTER, 0, &data), Err(TpmError::Tpm(ResponseCode(0x1D5))));
+        assert_eq!(nv_writes(&mut tpm), [(512, 0)]);
+        assert_eq!(tpm.nv_write(0, COUNTER, 0, &data[..256]), Ok(()));
+
+        // A piece shorter than asked.
+        let mut simulated = Simulated::with_nv(COUNTER, certificate(700));
+        simulated.nv_short = true;
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(
+            tpm.nv_read(0, COUNTER, 100, 10),
+            Err(TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
+        );
+
+        // A write answered without its authorization area (canned: every command gets it).
+        let bare = vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0, 0];
+        let mut tpm = Tpm::new(Fake::canned(0x1000, bare), 100);
+        assert_eq!(
+            tpm.nv_write(0, COUNTER, 0, &[1]),
+            Err(TpmError::Malformed("response without the authorization area the command had"))
+        );
+        assert_eq!(
+            tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 8),
+            Err(TpmError::Malformed("response without the authorization area the command had"))
+        );
+    }
+
+    #[test]
+    fn nv_arguments_are_checked_before_the_tpm() {
+        let mut tpm = started();
+        let beyond = Err(TpmError::Argument("NV range beyond 65535 bytes"));
+        assert_eq!(tpm.nv_write(0, COUNTER, u16::MAX, &[1]), beyond);
+        assert_eq!(tpm.nv_write(0, COUNTER, 1, &vec![0; 65_535]), beyond);
+        assert_eq!(tpm.nv_write(0, COUNTER, 0, &vec![0; 65_536]), beyond);
+        assert_eq!(tpm.nv_read(0, COUNTER, u16::MAX, 1), beyond.map(|()| Vec::new()));
+        assert_eq!(tpm.nv_read(0, COUNTER, u16::MAX - 8191, 8192), beyond.map(|()| Vec::new()));
+        assert_eq!(tpm.nv_read(0, COUNTER, 0, NV_READ_MAX + 1), Err(TpmError::TooLarge));
+        // Nothing to write or read: nothing sent.
+        assert_eq!(tpm.nv_write(0, COUNTER, u16::MAX, &[]), Ok(()));
+        assert_eq!(tpm.nv_read(0, COUNTER, u16::MAX, 0), Ok(Vec::new()));
+        assert_eq!(tpm.tis().mmio().accesses, 0);
+        // The range may end exactly at 65535 bytes (then the TPM decides).
+        assert_eq!(
+            tpm.nv_read(0, COUNTER, u16::MAX - 1, 1),
+            Err(TpmError::Tpm(ResponseCode(0x28B)))
+        );
+        assert_eq!(tpm.nv_write(5, COUNTER, 0, &[1]), Err(TpmError::Argument("locality above 4")));
     }
 
     #[test]

@@ -655,6 +655,26 @@ pal_abuse_start:
     vmmcall
     ud2
 pal_abuse_end:
+    /* PAL counter: the first input byte picks the call: 0 reads counter 0, 1 increments it.
+       Output: RAX and RBX after the call (16 bytes). */
+    .global pal_counter_start, pal_counter_end
+pal_counter_start:
+    mov r12, rdx
+    movzx eax, byte ptr [rdi]
+    test eax, eax
+    jnz 1f
+    mov eax, {svc_read}
+    jmp 2f
+1:  mov eax, {svc_increment}
+2:  xor ebx, ebx
+    vmmcall
+    mov [r12], rax
+    mov [r12 + 8], rbx
+    mov ebx, 16
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_counter_end:
 "#,
     script = const super::DATA,
     register = const Call::Register as u64,
@@ -740,4 +760,5 @@ programs! {
     pal_services: pal_services_start..pal_services_end;
     pal_sealer: pal_sealer_start..pal_sealer_end;
     pal_abuse: pal_abuse_start..pal_abuse_end;
+    pal_counter: pal_counter_start..pal_counter_end;
 }

@@ -788,3 +788,36 @@ pub fn pal_service_abuse_refused(svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// Runs the counter PAL in a registry whose counters live in the TPM: one execution per
+/// entry of `ops` (0 reads counter 0, 1 increments it); the values it saw.
+pub(super) fn tpm_counter_runs(svm: &Svm, image: &[u8], ops: &[u8]) -> Result<Vec<u64>, String> {
+    let mut pals = Pals::with_tcc(svm, crate::pal::Tcc::Tpm);
+    let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
+    let mut setup: Vec<(u64, &[u8])> = Vec::from([(IMAGE_A, image)]);
+    for (i, op) in ops.iter().enumerate() {
+        let at = INPUT + i as u64;
+        setup.push((at, core::slice::from_ref(op)));
+        calls.push([EXECUTE, PREV, at, 1, OUTPUT + 16 * i as u64, 16, OUT_LEN + 8 * i as u64]);
+    }
+    calls.push([UNREGISTER, PREV, 0, 0, 0, 0, 0]);
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    if let Some(r) = replies.iter().find(|r| r.status() != Some(Status::Ok)) {
+        return Err(format!("a call failed: RAX {:#x}", r.regs[0]));
+    }
+    let mut values = Vec::new();
+    for i in 0..ops.len() as u64 {
+        let status = read_u64(guest.memory(), OUTPUT + 16 * i)?;
+        if status != Status::Ok.as_u64() {
+            return Err(format!("counter call {i}: status {status:#x}"));
+        }
+        values.push(read_u64(guest.memory(), OUTPUT + 16 * i + 8)?);
+    }
+    Ok(values)
+}
+
+/// The counter PAL's image, and the same code with one more byte: another identity.
+pub(super) fn counter_images() -> (Vec<u8>, Vec<u8>) {
+    let code = program::pal_counter();
+    (pal_image(code), pal_image(&[code, &[0x90]].concat()))
+}

@@ -144,3 +144,28 @@ pub fn tpm_pal_pcr_reset(_svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// Counters kept in the TPM (first boot, on a fresh TPM): a PAL's counter 0 starts at 0,
+/// increments to 1 and 2, and is still 2 after the PAL is unregistered and registered again
+/// in another registry; another image's counter 0 is its own. The second boot reads it again.
+pub fn tpm_counters(svm: &Svm) -> TestResult {
+    let (image, other) = super::pal::counter_images();
+    let first = super::pal::tpm_counter_runs(svm, &image, &[0, 1, 1, 0])?;
+    let again = super::pal::tpm_counter_runs(svm, &image, &[0])?;
+    let theirs = super::pal::tpm_counter_runs(svm, &other, &[0, 1])?;
+    if first != [0, 1, 2, 2] || again != [2] || theirs != [0, 1] {
+        return Err(format!("counters: {first:?}, then {again:?}; another image's {theirs:?}"));
+    }
+    Ok(())
+}
+
+/// After the reboot the TPM-kept counter is where the first boot left it (2), and goes on.
+pub fn tpm_counters_after_reboot(svm: &Svm) -> TestResult {
+    let (image, other) = super::pal::counter_images();
+    let values = super::pal::tpm_counter_runs(svm, &image, &[0, 1])?;
+    let theirs = super::pal::tpm_counter_runs(svm, &other, &[0])?;
+    if values != [2, 3] || theirs != [1] {
+        return Err(format!("after the reboot: {values:?}; another image's {theirs:?}"));
+    }
+    Ok(())
+}
