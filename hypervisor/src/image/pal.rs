@@ -317,20 +317,42 @@ impl core::fmt::Debug for TccKeys {
 }
 
 impl TccKeys {
+    /// The keys: derived from the TPM-held master secret when the boot has one (so they are
+    /// the same on every boot of this hypervisor on this TPM), else made from RDRAND for this
+    /// boot only.
     fn generate() -> Result<TccKeys, Status> {
+        let master = crate::tpm::master_secret()?;
         let mut secret = [0; 32];
+        let mut attempt = 0u32;
         let key = loop {
-            cpu::random(&mut secret)?;
+            match &master {
+                Some(m) => {
+                    secret = crypto::mac(m, &[b"vpr hv attestation key", &attempt.to_le_bytes()]);
+                }
+                None => cpu::random(&mut secret)?,
+            }
+            attempt += 1;
             if let Some(key) = KeyPair::from_secret(&secret) {
                 break key;
             }
         };
         secret.fill(0);
         let certificate = key.sign(&Attestation::certificate_bytes(true, &key.public()));
-        let mut sealing = [0; 32];
-        cpu::random(&mut sealing)?;
+        let sealing = match &master {
+            Some(m) => crypto::mac(m, &[b"vpr hv sealing secret"]),
+            None => {
+                let mut sealing = [0; 32];
+                cpu::random(&mut sealing)?;
+                sealing
+            }
+        };
         log::info!(
-            "hv: TCC key made (self-certified, simulated evidence): sha256 of its public key {}",
+            "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
+            if master.is_some() {
+                "derived from the TPM-held master secret"
+            } else {
+                "made for this boot"
+            },
             Digest::of(&key.public())
         );
         Ok(TccKeys { key, certificate, sealing })

@@ -242,12 +242,15 @@ pub fn run_after_reboot() -> (u32, u32) {
         suite.record("svm_available", Err(String::from("SVM could not be enabled")));
         return (suite.passed, suite.failed);
     };
-    let tests: [Test; 4] = [
+    let tests: [Test; 6] = [
         ("tpm_measured_launch_after_reboot", tpm::tpm_measured_launch),
         ("tpm_pal_pcr_reset_by_reboot", tpm::tpm_pal_pcr_reset),
         ("tpm_ek_certificate_after_reboot", tpm::tpm_ek_certificate),
         // Registers PALs (which extends PCR 18): after the PCR 18 check.
         ("tpm_counters_after_reboot", tpm::tpm_counters_after_reboot),
+        ("tpm_unseal_after_reboot", tpm::tpm_unseal_after_reboot),
+        // Changes PCR 17 for good: last.
+        ("tpm_master_secret_needs_pcr17", tpm::tpm_master_secret_needs_pcr17),
     ];
     for (name, test) in tests {
         suite.record(name, test(&svm));
@@ -277,7 +280,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 37] = [
+    let tests: [Test; 38] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -295,6 +298,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_measures_registered_pals", tpm::tpm_measures_registered_pals),
         ("tpm_ek_certificate", tpm::tpm_ek_certificate),
         ("tpm_counters", tpm::tpm_counters),
+        ("tpm_seal_for_next_boot", tpm::tpm_seal_for_next_boot),
         ("tpm_cost", tpm::tpm_cost),
         ("hypercall_version", pal::hypercall_version),
         ("pal_lifecycle", pal::pal_lifecycle),

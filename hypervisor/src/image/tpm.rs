@@ -128,12 +128,12 @@ pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
 }
 
 /// Where the trusted counters live in the TPM's NV memory: index `counter` of PAL `identity`
-/// in an owner-defined NV index (TPM 2.0 Part 2 §7.4: 0x0180_0000-0x01BF_FFFF) chosen by a
-/// hash of both; the index holds the identity and the value, so a slot that another identity
+/// in an owner-defined NV index (TPM 2.0 Part 2 §7.4: 0x0180_0000-0x01BF_FFFF; counters take
+/// 0x0180_0000-0x019F_FFFF) chosen by a hash of both; the index holds the identity and the value, so a slot that another identity
 /// took is recognized, not shared.
 fn counter_nv_index(identity: &[u8; 32], counter: u64) -> u32 {
     let h = vpr_proto::crypto::hash(&[b"vpr hv counter", identity, &counter.to_le_bytes()]);
-    0x0180_0000 | (u32::from_le_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) & 0x3F_FFFF)
+    0x0180_0000 | (u32::from_le_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) & 0x1F_FFFF)
 }
 
 /// NV attributes of a counter's index: written and read with owner authorization (only the
@@ -165,9 +165,7 @@ fn read_counter(tpm: &mut Tpm<TisWindow>, identity: &[u8; 32], nv: u32) -> Resul
             Err(Status::Unavailable)
         }
         // Never defined (a handle error) or defined but not yet written: never incremented.
-        Err(TpmError::Tpm(rc)) if rc.0 == 0x14A || (rc.0 & 0xC0 == 0x80 && rc.0 & 0x3F == 0x0B) => {
-            Ok(0)
-        }
+        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(0),
         Err(e) => {
             log::error!("hv: TPM counter {nv:#x}: {e}");
             Err(Status::Unavailable)
@@ -196,4 +194,57 @@ pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Statu
         Status::Unavailable
     })?;
     Ok(next)
+}
+
+/// The NV index that holds the hypervisor's master secret (owner-defined range, above the
+/// counters').
+pub const MASTER_NV_INDEX: u32 = 0x01A0_0000;
+
+/// The boot's master secret, once asked for: `None` without a TPM.
+static MASTER: spin::Once<Result<Option<[u8; 32]>, Status>> = spin::Once::new();
+
+/// The hypervisor's master secret, the root of its sealing and attestation keys: 32 bytes in
+/// the TPM's NV memory that read only while PCR 17 holds the value it had when they were
+/// stored (an NV index with a PolicyPCR read policy), that is, only for this hypervisor image
+/// after a measured launch. Made and stored on first use on a TPM that has none. `Ok(None)`
+/// without a TPM (the keys are then the boot's own); `Unavailable` if the TPM has a master
+/// secret bound to another PCR 17 (another hypervisor image) or fails.
+pub fn master_secret() -> Result<Option<[u8; 32]>, Status> {
+    *MASTER.call_once(|| {
+        let mut tpm = TPM.lock();
+        let Some(tpm) = tpm.as_mut() else { return Ok(None) };
+        match tpm.read_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR) {
+            Ok(secret) => {
+                log::info!("hv: master secret read from the TPM (bound to PCR 17)");
+                Ok(Some(secret))
+            }
+            Err(TpmError::Tpm(rc)) if absent(rc.0) => {
+                let mut secret = [0; 32];
+                let from_tpm = tpm.get_random(0, 32).map_err(|e| {
+                    log::error!("hv: TPM random bytes: {e}");
+                    Status::Unavailable
+                })?;
+                crate::cpu::random(&mut secret)?;
+                // Both sources: neither a weak RDRAND nor a weak TPM alone decides the secret.
+                let secret = vpr_proto::crypto::hash(&[b"vpr hv master", &secret, &from_tpm]).0;
+                tpm.store_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR, &secret)
+                    .map_err(|e| {
+                    log::error!("hv: storing the master secret in the TPM: {e}");
+                    Status::Unavailable
+                })?;
+                log::info!("hv: master secret made and stored in the TPM (bound to PCR 17)");
+                Ok(Some(secret))
+            }
+            Err(e) => {
+                log::error!("hv: the TPM's master secret does not open for this launch: {e}");
+                Err(Status::Unavailable)
+            }
+        }
+    })
+}
+
+/// Whether a TPM response code says an NV index is not there (a handle error) or was never
+/// written (TPM_RC_NV_UNINITIALIZED).
+fn absent(rc: u32) -> bool {
+    rc == 0x14A || (rc & 0xC0 == 0x80 && rc & 0x3F == 0x0B)
 }

@@ -1,6 +1,9 @@
 //! TPM 2.0 commands and responses: the few the hypervisor sends, marshalled by hand, and
 //! parsers for their responses — TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
-//! TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace and TPM2_NV_Write.
+//! TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace and TPM2_NV_Write,
+//! and the policy-session commands TPM2_StartAuthSession, TPM2_PolicyPCR and
+//! TPM2_FlushContext with which an NV index is read under a PCR policy
+//! ([`nv_read_with_session`], [`policy_pcr_digest`]).
 //!
 //! A command is a 10-byte header — `tag` (`TPMI_ST_COMMAND_TAG`, u16), `commandSize` (u32,
 //! the whole command), `commandCode` (`TPM_CC`, u32) — then its handles, its authorization
@@ -46,6 +49,16 @@ pub const TPM_ALG_SHA256: u16 = 0x000B;
 pub const TPM_RS_PW: u32 = 0x4000_0009;
 /// `TPM_RH_OWNER` (Part 2 §7.4): the owner (storage) hierarchy, as an authorization handle.
 pub const TPM_RH_OWNER: u32 = 0x4000_0001;
+/// `TPM_RH_NULL` (Part 2 §7.4): no entity — for TPM2_StartAuthSession, no salt key
+/// (`tpmKey`) and no bind entity (`bind`).
+pub const TPM_RH_NULL: u32 = 0x4000_0007;
+/// `TPM_HT_POLICY_SESSION` (Part 2 §7.2): the handle type (most significant byte) of a
+/// policy session's handle.
+pub const TPM_HT_POLICY_SESSION: u8 = 0x03;
+/// `TPM_SE_POLICY` (Part 2 §6.11): a policy session.
+pub const TPM_SE_POLICY: u8 = 0x01;
+/// `TPM_ALG_NULL` (Part 2 §6.3): no algorithm — for a session, no parameter encryption.
+pub const TPM_ALG_NULL: u16 = 0x0010;
 
 /// `TPM_CC_Startup` (Part 2 §6.5.2).
 pub const TPM_CC_STARTUP: u32 = 0x0000_0144;
@@ -63,6 +76,12 @@ pub const TPM_CC_NV_READ_PUBLIC: u32 = 0x0000_0169;
 pub const TPM_CC_NV_DEFINE_SPACE: u32 = 0x0000_012A;
 /// `TPM_CC_NV_Write` (Part 2 §6.5.2).
 pub const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
+/// `TPM_CC_StartAuthSession` (Part 2 §6.5.2).
+pub const TPM_CC_START_AUTH_SESSION: u32 = 0x0000_0176;
+/// `TPM_CC_PolicyPCR` (Part 2 §6.5.2).
+pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
+/// `TPM_CC_FlushContext` (Part 2 §6.5.2).
+pub const TPM_CC_FLUSH_CONTEXT: u32 = 0x0000_0165;
 
 // NV index attributes, `TPMA_NV` (Part 2 §13.4): a u32 of bits, with the index's type,
 // `TPM_NT`, in bits 4 to 7.
@@ -71,10 +90,16 @@ pub const TPM_CC_NV_WRITE: u32 = 0x0000_0137;
 pub const TPMA_NV_OWNERWRITE: u32 = 1 << 1;
 /// `TPMA_NV_AUTHWRITE` (bit 2): the index's own authValue may write it.
 pub const TPMA_NV_AUTHWRITE: u32 = 1 << 2;
+/// `TPMA_NV_WRITEDEFINE` (bit 13): TPM2_NV_WriteLock may lock the index against writes
+/// until it is deleted.
+pub const TPMA_NV_WRITEDEFINE: u32 = 1 << 13;
 /// `TPMA_NV_OWNERREAD` (bit 17): the owner hierarchy's authorization may read the index.
 pub const TPMA_NV_OWNERREAD: u32 = 1 << 17;
 /// `TPMA_NV_AUTHREAD` (bit 18): the index's own authValue may read it.
 pub const TPMA_NV_AUTHREAD: u32 = 1 << 18;
+/// `TPMA_NV_POLICYREAD` (bit 19): a policy session satisfying the index's `authPolicy`
+/// may read it.
+pub const TPMA_NV_POLICYREAD: u32 = 1 << 19;
 /// `TPMA_NV_NO_DA` (bit 25): failed authorizations of the index do not count towards
 /// dictionary-attack lockout.
 pub const TPMA_NV_NO_DA: u32 = 1 << 25;
@@ -204,8 +229,28 @@ pub fn nv_read(auth: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
 /// `attributes` (`TPMA_NV`: the `TPMA_NV_*` constants and the type, e.g.
 /// [`TPM_NT_ORDINARY`]), an empty `authPolicy` and `dataSize` `data_size`.
 pub fn nv_define_space(index: u32, attributes: u32, data_size: u16) -> Vec<u8> {
-    // TPMS_NV_PUBLIC: 4 + 2 + 4 + 2 + 2 bytes.
-    const PUBLIC_LEN: u16 = 14;
+    define_space(index, attributes, data_size, &[])
+}
+
+/// TPM2_NV_DefineSpace (Part 3 §31.3) as [`nv_define_space`], but with `authPolicy`
+/// `auth_policy`: a SHA-256 policy digest (the `nameAlg`'s size, as the TPM requires), such
+/// as [`policy_pcr_digest`]'s. With [`TPMA_NV_POLICYREAD`] in `attributes`, a policy session
+/// whose `policyDigest` equals it may read the index ([`nv_read_with_session`]).
+pub fn nv_define_space_with_policy(
+    index: u32,
+    attributes: u32,
+    data_size: u16,
+    auth_policy: &[u8; 32],
+) -> Vec<u8> {
+    define_space(index, attributes, data_size, auth_policy)
+}
+
+/// TPM2_NV_DefineSpace with `authPolicy` `auth_policy` (empty or a 32-byte digest).
+fn define_space(index: u32, attributes: u32, data_size: u16, auth_policy: &[u8]) -> Vec<u8> {
+    // `auth_policy` is at most a digest.
+    let policy_len = u16::try_from(auth_policy.len()).unwrap_or(0);
+    // TPMS_NV_PUBLIC: 4 + 2 + 4 + (2 + the policy) + 2 bytes.
+    let public_len = 14 + policy_len;
     command(
         TPM_ST_SESSIONS,
         TPM_CC_NV_DEFINE_SPACE,
@@ -213,11 +258,12 @@ pub fn nv_define_space(index: u32, attributes: u32, data_size: u16) -> Vec<u8> {
             &TPM_RH_OWNER.to_be_bytes(),
             &EMPTY_PASSWORD_AUTH,
             &0u16.to_be_bytes(), // auth: empty
-            &PUBLIC_LEN.to_be_bytes(),
+            &public_len.to_be_bytes(),
             &index.to_be_bytes(),
             &TPM_ALG_SHA256.to_be_bytes(),
             &attributes.to_be_bytes(),
-            &0u16.to_be_bytes(), // authPolicy: empty
+            &policy_len.to_be_bytes(),
+            auth_policy,
             &data_size.to_be_bytes(),
         ],
     )
@@ -243,6 +289,118 @@ pub fn nv_write(auth: u32, index: u32, data: &[u8], offset: u16) -> Vec<u8> {
             &EMPTY_PASSWORD_AUTH,
             &size.to_be_bytes(),
             data,
+            &offset.to_be_bytes(),
+        ],
+    )
+}
+
+/// `data` cut to what a `TPM2B` holds (65535 bytes), and its size field.
+fn tpm2b(data: &[u8]) -> ([u8; 2], &[u8]) {
+    let data = data.get(..usize::from(u16::MAX)).unwrap_or(data);
+    // `data` is at most u16::MAX bytes now.
+    (u16::try_from(data.len()).unwrap_or(u16::MAX).to_be_bytes(), data)
+}
+
+/// TPM2_StartAuthSession (Part 3 §11.1) of an unsalted, unbound policy session with
+/// SHA-256 as its hash and no parameter encryption: no authorization area; handles
+/// `tpmKey` [`TPM_RH_NULL`] (no salt) and `bind` [`TPM_RH_NULL`] (unbound); then the
+/// parameters `nonceCaller` (a `TPM2B_NONCE`: `nonce_caller`, which the TPM wants of 16
+/// bytes to the size of a SHA-256 digest, 32 — `TPM_RC_SIZE` otherwise), `encryptedSalt`
+/// (a `TPM2B_ENCRYPTED_SECRET`: empty), `sessionType` (`TPM_SE`, one byte:
+/// [`TPM_SE_POLICY`]), `symmetric` (a `TPMT_SYM_DEF`, Part 2 §11.1.6: `algorithm`
+/// [`TPM_ALG_NULL`], and then no `keyBits` or `mode`, which are empty for it) and
+/// `authHash` ([`TPM_ALG_SHA256`]).
+///
+/// Without a salt or a bind entity the session key is empty: the session authorizes by
+/// its policy alone, and its responses carry no HMAC.
+pub fn start_auth_session_policy(nonce_caller: &[u8]) -> Vec<u8> {
+    let (size, nonce) = tpm2b(nonce_caller);
+    command(
+        TPM_ST_NO_SESSIONS,
+        TPM_CC_START_AUTH_SESSION,
+        &[
+            &TPM_RH_NULL.to_be_bytes(), // tpmKey
+            &TPM_RH_NULL.to_be_bytes(), // bind
+            &size,
+            nonce,
+            &0u16.to_be_bytes(), // encryptedSalt: empty
+            &[TPM_SE_POLICY],
+            &TPM_ALG_NULL.to_be_bytes(),   // symmetric.algorithm
+            &TPM_ALG_SHA256.to_be_bytes(), // authHash
+        ],
+    )
+}
+
+/// The marshalled `TPML_PCR_SELECTION` (Part 2 §10.9.7) of PCR `pcr` of the SHA-256 bank:
+/// `count` 1, then one `TPMS_PCR_SELECTION` — `hash` [`TPM_ALG_SHA256`], `sizeofSelect` 3
+/// and the bitmap ([`pcr_bitmap`]).
+fn pcr_selection_sha256(pcr: u32) -> [u8; 10] {
+    let [c0, c1, c2, c3] = 1u32.to_be_bytes();
+    let [h0, h1] = TPM_ALG_SHA256.to_be_bytes();
+    let [b0, b1, b2] = pcr_bitmap(pcr);
+    [c0, c1, c2, c3, h0, h1, PCR_SELECT_MIN, b0, b1, b2]
+}
+
+/// TPM2_PolicyPCR (Part 3 §23.7): no authorization area; handle `policySession`
+/// (`session`); then the parameters `pcrDigest` (a `TPM2B_DIGEST`: empty, so the TPM
+/// digests the PCRs' current values rather than checking them against an expected digest)
+/// and `pcrs`, a `TPML_PCR_SELECTION` of PCR `pcr` of the SHA-256 bank (as for
+/// [`pcr_read_sha256`]; `pcr` must be below [`PCR_COUNT`]). The session's `policyDigest`
+/// is then extended as [`policy_pcr_digest`] describes.
+pub fn policy_pcr_sha256(session: u32, pcr: u32) -> Vec<u8> {
+    command(
+        TPM_ST_NO_SESSIONS,
+        TPM_CC_POLICY_PCR,
+        &[&session.to_be_bytes(), &0u16.to_be_bytes(), &pcr_selection_sha256(pcr)],
+    )
+}
+
+/// The `policyDigest` of a SHA-256 policy session after TPM2_PolicyPCR ([`policy_pcr_sha256`])
+/// of PCR `pcr` holding `pcr_value`, started from the all-zero digest of a new session
+/// (Part 3 §23.7.1): SHA-256(`policyDigest_old` (32 zero bytes) || `TPM_CC_PolicyPCR`
+/// (u32) || `pcrs` (the marshalled `TPML_PCR_SELECTION`: count 1, SHA-256, size 3, the
+/// bitmap) || `pcrDigest`), where `pcrDigest` is the SHA-256 of the selected PCRs' values
+/// concatenated — of the one value here. This is the `authPolicy` an NV index needs for
+/// such a session to read it.
+pub fn policy_pcr_digest(pcr_value: &[u8; 32], pcr: u32) -> [u8; 32] {
+    use vpr_proto::crypto::hash;
+    let pcr_digest = hash(&[pcr_value]);
+    let zero = [0u8; SHA256_LEN];
+    let code = TPM_CC_POLICY_PCR.to_be_bytes();
+    hash(&[&zero, &code, &pcr_selection_sha256(pcr), &pcr_digest.0]).0
+}
+
+/// TPM2_FlushContext (Part 3 §28.4): no authorization area and no handles; the handle to
+/// flush (`flushHandle`, a transient object or a session) is a parameter.
+pub fn flush_context(handle: u32) -> Vec<u8> {
+    command(TPM_ST_NO_SESSIONS, TPM_CC_FLUSH_CONTEXT, &[&handle.to_be_bytes()])
+}
+
+/// TPM2_NV_Read (Part 3 §31.13) of `size` bytes at `offset` of NV index `index`,
+/// authorized by the policy session `session`: handles `authHandle` and `nvIndex` both
+/// `index`, then the authorization area — its size (u32) and one `TPMS_AUTH_COMMAND`
+/// (Part 2 §10.13.2): `sessionHandle` `session`, an empty `nonceCaller`,
+/// `sessionAttributes` 0 (`TPMA_SESSION`, Part 2 §8.4: `continueSession` clear, so the TPM
+/// flushes the session once the command succeeds) and an empty `hmac` (a policy session
+/// without TPM2_PolicyAuthValue or TPM2_PolicyPassword carries none, Part 1 §19.7.1) —
+/// then `size` and `offset`. The index must have [`TPMA_NV_POLICYREAD`] and an
+/// `authPolicy` equal to the session's `policyDigest`; the TPM answers
+/// `TPM_RC_POLICY_FAIL` otherwise ([`ResponseCode::is_policy_failure`]), and then keeps the
+/// session (flush it: [`flush_context`]).
+pub fn nv_read_with_session(session: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
+    const AUTH_LEN: u32 = 4 + 2 + 1 + 2;
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_NV_READ,
+        &[
+            &index.to_be_bytes(), // authHandle
+            &index.to_be_bytes(), // nvIndex
+            &AUTH_LEN.to_be_bytes(),
+            &session.to_be_bytes(),
+            &0u16.to_be_bytes(), // nonceCaller: empty
+            &[0],                // sessionAttributes: continueSession clear
+            &0u16.to_be_bytes(), // hmac: empty
+            &size.to_be_bytes(),
             &offset.to_be_bytes(),
         ],
     )
@@ -288,6 +446,11 @@ impl ResponseCode {
     pub const NV_UNINITIALIZED: ResponseCode = ResponseCode(0x14A);
     /// `TPM_RC_NV_DEFINED`: TPM2_NV_DefineSpace of an index that is already defined.
     pub const NV_DEFINED: ResponseCode = ResponseCode(0x14C);
+    /// `TPM_RC_POLICY_FAIL` on session 1 (format one, `TPM_RC_S + TPM_RC_1`): the policy
+    /// session in the first slot of the authorization area does not satisfy the entity's
+    /// `authPolicy` — for a PCR policy, the PCR changed. The same error on another session
+    /// or without a number is [`ResponseCode::is_policy_failure`] too.
+    pub const POLICY_FAIL: ResponseCode = ResponseCode(0x99D);
     /// `TPM_RC_LOCALITY`: the command is not allowed at this locality (a warning).
     pub const LOCALITY: ResponseCode = ResponseCode(0x907);
     /// `TPM_RC_YIELDED`: the TPM suspended the command; it may be retried.
@@ -309,6 +472,13 @@ impl ResponseCode {
     /// already exists.
     pub fn is_nv_defined(&self) -> bool {
         *self == ResponseCode::NV_DEFINED
+    }
+
+    /// Whether this is `TPM_RC_POLICY_FAIL` (format one, error number 0x1D), whatever
+    /// session, handle or parameter it names: a policy session's `policyDigest` did not
+    /// match the `authPolicy` of what it was to authorize.
+    pub fn is_policy_failure(&self) -> bool {
+        self.0 & !0xFFF == 0 && self.0 & RC_FMT1 != 0 && self.0 & 0x3F == 0x1D
     }
 
     /// Whether this is a TCG-defined warning (format zero, severity bit set, `TPM_RC_WARN` +
@@ -512,6 +682,37 @@ pub fn parse_get_random(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
     Ok(random.to_vec())
 }
 
+/// The session handle and `nonceTPM` of a response to [`start_auth_session_policy`]
+/// (Part 3 §11.1): no authorization area; `sessionHandle` (u32), which must be a policy
+/// session's (type [`TPM_HT_POLICY_SESSION`], so that nothing but a session is ever
+/// flushed with it); `nonceTPM`, a `TPM2B_NONCE` of at most 64 bytes (the size of the
+/// session's hash, 32, from a conforming TPM); then nothing.
+pub fn parse_start_auth_session(bytes: &[u8]) -> Result<(u32, Vec<u8>), TpmError> {
+    let mut r = body(bytes, TPM_ST_NO_SESSIONS)?;
+    let handle = r.u32("sessionHandle truncated")?;
+    if handle.to_be_bytes()[0] != TPM_HT_POLICY_SESSION {
+        return Err(TpmError::Malformed("sessionHandle is not a policy session's"));
+    }
+    let nonce = r.sized("nonceTPM truncated")?;
+    if nonce.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("nonceTPM larger than any digest"));
+    }
+    r.end()?;
+    Ok((handle, nonce.to_vec()))
+}
+
+/// Checks the response to [`policy_pcr_sha256`] (Part 3 §23.7): no authorization area and
+/// no body. `TPM_RC_VALUE` would mean a non-empty `pcrDigest` did not match the PCRs.
+pub fn parse_policy_pcr(bytes: &[u8]) -> Result<(), TpmError> {
+    body(bytes, TPM_ST_NO_SESSIONS)?.end()
+}
+
+/// Checks the response to [`flush_context`] (Part 3 §28.4): no authorization area and no
+/// body. `TPM_RC_HANDLE` means nothing was loaded under the handle.
+pub fn parse_flush_context(bytes: &[u8]) -> Result<(), TpmError> {
+    body(bytes, TPM_ST_NO_SESSIONS)?.end()
+}
+
 /// Checks the rest of a response, `r`, is the authorization area answering the password
 /// session: one `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3) with an empty `nonceTPM`, any
 /// `sessionAttributes` and an empty `hmac`, and nothing after it.
@@ -605,6 +806,40 @@ pub fn parse_nv_read_public(bytes: &[u8]) -> Result<NvPublic, TpmError> {
 /// authorization area answering the password session, as for [`parse_pcr_extend`]. How
 /// many bytes the TPM returned is for the caller to check against the `size` it asked.
 pub fn parse_nv_read(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    nv_read_data(bytes, password_session_response)
+}
+
+/// Checks the rest of a response, `r`, is the authorization area answering an unsalted,
+/// unbound policy session without an authValue: one `TPMS_AUTH_RESPONSE` (Part 2 §10.13.3)
+/// with a `nonceTPM` of at most 32 bytes (the TPM's fresh nonce, of the size of the
+/// session's SHA-256), any `sessionAttributes` and an empty `hmac` (with an empty session
+/// key and an empty command HMAC the TPM computes none), and nothing after it.
+fn policy_session_response(mut r: Reader<'_>) -> Result<(), TpmError> {
+    if r.sized("nonceTPM truncated")?.len() > SHA256_LEN {
+        return Err(TpmError::Malformed("nonceTPM larger than a SHA-256 digest"));
+    }
+    r.u8("sessionAttributes truncated")?;
+    if !r.sized("hmac truncated")?.is_empty() {
+        return Err(TpmError::Malformed("policy session answered with an HMAC"));
+    }
+    r.end()
+}
+
+/// The data in a response to [`nv_read_with_session`] (Part 3 §31.13): as for
+/// [`parse_nv_read`], but the authorization area answers the policy session — a
+/// `nonceTPM` of up to 32 bytes, any `sessionAttributes`, an empty `hmac`. How many bytes
+/// the TPM returned is for the caller to check against the `size` it asked.
+/// `TPM_RC_POLICY_FAIL` ([`ResponseCode::is_policy_failure`]) means the session's policy
+/// does not satisfy the index's `authPolicy`.
+pub fn parse_nv_read_policy(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    nv_read_data(bytes, policy_session_response)
+}
+
+/// The data of an NV_Read response whose authorization area `session` checks.
+fn nv_read_data(
+    bytes: &[u8],
+    session: fn(Reader<'_>) -> Result<(), TpmError>,
+) -> Result<Vec<u8>, TpmError> {
     let mut r = body(bytes, TPM_ST_SESSIONS)?;
     let size = r.u32("parameterSize truncated")?;
     let size = usize::try_from(size)
@@ -614,7 +849,7 @@ pub fn parse_nv_read(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
     if !parameters.bytes.is_empty() {
         return Err(TpmError::Malformed("parameterSize larger than the parameters"));
     }
-    password_session_response(r)?;
+    session(r)?;
     Ok(data.to_vec())
 }
 
@@ -871,6 +1106,134 @@ mod tests {
     }
 
     #[test]
+    fn nv_define_space_with_policy_layout() {
+        let attributes = TPMA_NV_OWNERWRITE | TPMA_NV_POLICYREAD | TPMA_NV_NO_DA;
+        assert_eq!(attributes, 0x0208_0002);
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x4D],          // commandSize 77
+            &[0, 0, 0x01, 0x2A],       // TPM_CC_NV_DefineSpace
+            &[0x40, 0, 0, 0x01],       // authHandle: TPM_RH_OWNER
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x40, 0, 0, 0x09],       // TPM_RS_PW
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes
+            &[0, 0],                   // hmac: empty password
+            &[0, 0],                   // auth: empty
+            &[0, 46],                  // publicInfo: 46 bytes
+            &[0x01, 0x50, 0x00, 0x20], // nvIndex
+            &[0x00, 0x0B],             // nameAlg: SHA-256
+            &[0x02, 0x08, 0x00, 0x02], // attributes: NO_DA, POLICYREAD, OWNERWRITE, ordinary
+            &[0, 32],                  // authPolicy: 32 bytes ...
+            &DIGEST,                   // ... the policy digest
+            &[0x00, 0x20],             // dataSize 32
+        ]);
+        assert_eq!(expected.len(), 77);
+        assert_eq!(nv_define_space_with_policy(0x0150_0020, attributes, 32, &DIGEST), expected);
+    }
+
+    #[test]
+    fn start_auth_session_policy_layout() {
+        let nonce: Vec<u8> = (0xA0..0xB0).collect();
+        let expected = cat(&[
+            &[0x80, 0x01],       // TPM_ST_NO_SESSIONS
+            &[0, 0, 0, 0x2B],    // commandSize 43
+            &[0, 0, 0x01, 0x76], // TPM_CC_StartAuthSession
+            &[0x40, 0, 0, 0x07], // tpmKey: TPM_RH_NULL
+            &[0x40, 0, 0, 0x07], // bind: TPM_RH_NULL
+            &[0, 16],            // nonceCaller: 16 bytes ...
+            &nonce,              // ... of nonce
+            &[0, 0],             // encryptedSalt: empty
+            &[0x01],             // sessionType: TPM_SE_POLICY
+            &[0x00, 0x10],       // symmetric.algorithm: TPM_ALG_NULL (no keyBits, mode)
+            &[0x00, 0x0B],       // authHash: TPM_ALG_SHA256
+        ]);
+        assert_eq!(expected.len(), 43);
+        assert_eq!(start_auth_session_policy(&nonce), expected);
+        // A 32-byte nonce: 16 more bytes, sizes to match.
+        let long = start_auth_session_policy(&DIGEST);
+        assert_eq!(long.len(), 59);
+        assert_eq!(&long[2..6], &[0, 0, 0, 59]);
+        assert_eq!(&long[18..20], &[0, 32]);
+        assert_eq!(&long[20..52], &DIGEST);
+        assert_eq!(&long[52..], &[0, 0, 0x01, 0x00, 0x10, 0x00, 0x0B]);
+    }
+
+    #[test]
+    fn policy_pcr_layout() {
+        let expected = [
+            0x80, 0x01, // TPM_ST_NO_SESSIONS
+            0, 0, 0, 0x1A, // commandSize 26
+            0, 0, 0x01, 0x7F, // TPM_CC_PolicyPCR
+            0x03, 0, 0, 0x00, // policySession
+            0, 0, // pcrDigest: empty
+            0, 0, 0, 0x01, // TPML_PCR_SELECTION.count
+            0x00, 0x0B, // hash: SHA-256
+            0x03, // sizeofSelect
+            0x00, 0x00, 0x02, // PCR 17
+        ];
+        assert_eq!(policy_pcr_sha256(0x0300_0000, 17), expected);
+        let other = policy_pcr_sha256(0x0300_0001, 0);
+        assert_eq!(&other[10..14], &[0x03, 0, 0, 0x01]);
+        assert_eq!(&other[23..], &[0x01, 0, 0]);
+    }
+
+    #[test]
+    fn flush_context_layout() {
+        // tag NO_SESSIONS, size 14, TPM_CC_FlushContext, flushHandle (a parameter).
+        let expected = [0x80, 0x01, 0, 0, 0, 0x0E, 0, 0, 0x01, 0x65, 0x03, 0x00, 0x00, 0x00];
+        assert_eq!(flush_context(0x0300_0000), expected);
+    }
+
+    #[test]
+    fn nv_read_with_session_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x23],          // commandSize 35
+            &[0, 0, 0x01, 0x4E],       // TPM_CC_NV_Read
+            &[0x01, 0x50, 0x00, 0x20], // authHandle: the index
+            &[0x01, 0x50, 0x00, 0x20], // nvIndex
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x03, 0, 0, 0x00],       // sessionHandle: the policy session
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes: continueSession clear
+            &[0, 0],                   // hmac: empty
+            &[0x00, 0x20],             // size 32
+            &[0x00, 0x00],             // offset 0
+        ]);
+        assert_eq!(expected.len(), 35);
+        assert_eq!(nv_read_with_session(0x0300_0000, 0x0150_0020, 32, 0), expected);
+    }
+
+    #[test]
+    fn policy_pcr_digest_known_answers() {
+        // The spec's formula spelled out with literal bytes: SHA-256 of 32 zero bytes (the
+        // new session's policyDigest), TPM_CC_PolicyPCR, the TPML_PCR_SELECTION of PCR 17
+        // in the SHA-256 bank, and SHA-256 of the PCR's value.
+        let value = [0xA5; 32];
+        let pcr_digest = vpr_proto::Digest::of(&value).0;
+        let mut message = vec![0u8; 32];
+        message.extend_from_slice(&[0x00, 0x00, 0x01, 0x7F]);
+        message.extend_from_slice(&[0, 0, 0, 1, 0x00, 0x0B, 0x03, 0x00, 0x00, 0x02]);
+        message.extend_from_slice(&pcr_digest);
+        assert_eq!(message.len(), 78);
+        assert_eq!(policy_pcr_digest(&value, 17), vpr_proto::Digest::of(&message).0);
+        // The same, computed outside this code base (Python's hashlib).
+        let known = [
+            ([0xA5; 32], 17, "56334bb9dbb7e1241c377764f84a59ada2f6b7d667ee858f644d4086a724ff71"),
+            ([0x00; 32], 17, "aefbd9cc0d367ad183f68d4ed6dcaf3a4c373542ed56c74f7ffd459d9f0dfb76"),
+            ([0x00; 32], 0, "093ceb41181d47808862d7946268ee6a17a10e3d1b79b32351bc56e4beaceff0"),
+        ];
+        for (value, pcr, expected) in known {
+            let digest = vpr_proto::Digest(policy_pcr_digest(&value, pcr));
+            assert_eq!(digest.to_string(), expected, "PCR {pcr}");
+        }
+        // Another PCR or another value gives another policy.
+        assert_ne!(policy_pcr_digest(&[0; 32], 16), policy_pcr_digest(&[0; 32], 17));
+        assert_ne!(policy_pcr_digest(&[1; 32], 17), policy_pcr_digest(&[0; 32], 17));
+    }
+
+    #[test]
     fn nv_attributes() {
         // The bits of swtpm's EK certificate index include OWNERREAD, AUTHREAD, NO_DA and
         // WRITTEN, and neither write bit here; it is an ordinary index.
@@ -886,6 +1249,9 @@ mod tests {
             [0x2, 0x4, 0x2_0000, 0x4_0000]
         );
         assert_eq!([TPMA_NV_NO_DA, TPMA_NV_WRITTEN], [0x0200_0000, 0x2000_0000]);
+        assert_eq!([TPMA_NV_WRITEDEFINE, TPMA_NV_POLICYREAD], [0x2000, 0x8_0000]);
+        assert_eq!(EK_CERT_ATTRIBUTES & TPMA_NV_WRITEDEFINE, TPMA_NV_WRITEDEFINE);
+        assert_eq!(EK_CERT_ATTRIBUTES & TPMA_NV_POLICYREAD, 0);
         assert_eq!(TPMA_NV_TPM_NT_MASK, 0xF0);
         // TPM_NT_COUNTER (1), shifted, is not ordinary.
         assert_ne!((1 << TPMA_NV_TPM_NT_SHIFT) & TPMA_NV_TPM_NT_MASK, TPM_NT_ORDINARY);
@@ -966,6 +1332,39 @@ mod tests {
         ])
     }
 
+    /// The nonce of [`start_auth_session_ok`] and [`nv_read_policy_ok`].
+    fn nonce_tpm() -> Vec<u8> {
+        (0x40..0x60).collect()
+    }
+
+    fn start_auth_session_ok() -> Vec<u8> {
+        cat(&[
+            &[0x80, 0x01, 0, 0, 0, 0x30, 0, 0, 0, 0],
+            &[0x03, 0, 0, 0], // sessionHandle: policy session 0
+            &[0, 32],         // nonceTPM: 32 bytes
+            &nonce_tpm(),
+        ])
+    }
+
+    /// The response to TPM2_PolicyPCR or TPM2_FlushContext: the header alone.
+    fn no_body_ok() -> Vec<u8> {
+        vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0, 0]
+    }
+
+    fn nv_read_policy_ok() -> Vec<u8> {
+        let mut data = vec![0, 16];
+        data.extend(1..=16);
+        cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0x45, 0, 0, 0, 0],
+            &[0, 0, 0, 18], // parameterSize
+            &data,          // data: 16 bytes
+            &[0, 32],       // nonceTPM: 32 bytes
+            &nonce_tpm(),
+            &[0x00], // sessionAttributes: continueSession clear
+            &[0, 0], // hmac: empty
+        ])
+    }
+
     /// `bytes` with its size field set to its length.
     fn resized(mut bytes: Vec<u8>) -> Vec<u8> {
         if bytes.len() >= 6 {
@@ -995,6 +1394,13 @@ mod tests {
         assert_eq!(parse_nv_read(&nv_read_ok()).unwrap(), (1..=16).collect::<Vec<u8>>());
         assert_eq!(parse_nv_define_space(&nv_no_parameters_ok()), Ok(()));
         assert_eq!(parse_nv_write(&nv_no_parameters_ok()), Ok(()));
+        assert_eq!(
+            parse_start_auth_session(&start_auth_session_ok()),
+            Ok((0x0300_0000, nonce_tpm()))
+        );
+        assert_eq!(parse_policy_pcr(&no_body_ok()), Ok(()));
+        assert_eq!(parse_flush_context(&no_body_ok()), Ok(()));
+        assert_eq!(parse_nv_read_policy(&nv_read_policy_ok()), Ok((1..=16).collect()));
         let extend = pcr_extend_ok();
         let r = response(&extend).unwrap();
         assert_eq!(r.tag, TPM_ST_SESSIONS);
@@ -1035,6 +1441,10 @@ mod tests {
             assert_eq!(parse_nv_read(&r), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_nv_define_space(&r), Err(TpmError::Tpm(ResponseCode(code))));
             assert_eq!(parse_nv_write(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_start_auth_session(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_policy_pcr(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_flush_context(&r), Err(TpmError::Tpm(ResponseCode(code))));
+            assert_eq!(parse_nv_read_policy(&r), Err(TpmError::Tpm(ResponseCode(code))));
         }
         // A bad-tag answer (and a TPM 1.2's): TPM_ST_RSP_COMMAND with TPM_RC_BAD_TAG.
         let bad_tag = [0x00, 0xC4, 0, 0, 0, 0x0A, 0, 0, 0, 0x1E];
@@ -1296,11 +1706,168 @@ mod tests {
         }
     }
 
+    #[test]
+    fn start_auth_session_refusals() {
+        let mutate = |at: usize, value: u8| {
+            let mut r = start_auth_session_ok();
+            r[at] = value;
+            parse_start_auth_session(&r)
+        };
+        // Handles of other types: an HMAC session, a permanent handle, an NV index.
+        for kind in [0x02, 0x40, 0x01, 0x80, 0x00] {
+            assert_eq!(
+                mutate(10, kind),
+                Err(TpmError::Malformed("sessionHandle is not a policy session's"))
+            );
+        }
+        // Any policy session handle.
+        assert_eq!(mutate(13, 0x7F).map(|(h, _)| h), Ok(0x0300_007F));
+        // nonceTPM claiming more or fewer bytes than are there.
+        assert_eq!(mutate(15, 33), Err(TpmError::Malformed("nonceTPM truncated")));
+        assert_eq!(
+            mutate(15, 31),
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        );
+        // Shorter nonces, and an empty one, are the TPM's business; more than a digest is not.
+        let short = cat(&[&start_auth_session_ok()[..14], &[0, 16], &[7; 16]]);
+        assert_eq!(parse_start_auth_session(&resized(short)), Ok((0x0300_0000, vec![7; 16])));
+        let empty = cat(&[&start_auth_session_ok()[..14], &[0, 0]]);
+        assert_eq!(parse_start_auth_session(&resized(empty)), Ok((0x0300_0000, Vec::new())));
+        let sha512 = cat(&[&start_auth_session_ok()[..14], &[0, 64], &[7; 64]]);
+        assert!(parse_start_auth_session(&resized(sha512)).is_ok());
+        let huge = cat(&[&start_auth_session_ok()[..14], &[0, 65], &[7; 65]]);
+        assert_eq!(
+            parse_start_auth_session(&resized(huge)),
+            Err(TpmError::Malformed("nonceTPM larger than any digest"))
+        );
+        // No nonce at all, trailing bytes, an authorization area.
+        let bare = start_auth_session_ok()[..14].to_vec();
+        assert_eq!(
+            parse_start_auth_session(&resized(bare)),
+            Err(TpmError::Malformed("nonceTPM truncated"))
+        );
+        let mut long = start_auth_session_ok();
+        long.push(0);
+        assert_eq!(
+            parse_start_auth_session(&resized(long)),
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        );
+        assert_eq!(
+            mutate(1, 0x02),
+            Err(TpmError::Malformed(
+                "response with an authorization area the command did not have"
+            ))
+        );
+        // TPM_RC_SIZE on parameter 1 (a nonceCaller under 16 bytes) comes through.
+        let error = [0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0x01, 0xD5];
+        assert_eq!(parse_start_auth_session(&error), Err(TpmError::Tpm(ResponseCode(0x1D5))));
+    }
+
+    #[test]
+    fn policy_pcr_and_flush_context_refusals() {
+        type Parse = fn(&[u8]) -> Result<(), TpmError>;
+        for parse in [parse_policy_pcr as Parse, parse_flush_context] {
+            let mut long = no_body_ok();
+            long.extend_from_slice(&[0, 0, 0, 0]);
+            assert_eq!(
+                parse(&resized(long)),
+                Err(TpmError::Malformed("trailing bytes after the response's last field"))
+            );
+            // An authorization area the command did not have (even an empty one).
+            let sessions = cat(&[&[0x80, 0x02, 0, 0, 0, 0x13, 0, 0, 0, 0], &[0; 9]]);
+            assert_eq!(
+                parse(&sessions),
+                Err(TpmError::Malformed(
+                    "response with an authorization area the command did not have"
+                ))
+            );
+            // TPM_RC_HANDLE on parameter 1 (nothing to flush) and TPM_RC_VALUE on parameter 1
+            // (pcrDigest mismatch) come through.
+            for rc in [0x1CB, 0x1C4] {
+                let error = cat(&[&[0x80, 0x01, 0, 0, 0, 0x0A], &u32::to_be_bytes(rc)]);
+                assert_eq!(parse(&error), Err(TpmError::Tpm(ResponseCode(rc))));
+            }
+        }
+    }
+
+    #[test]
+    fn nv_read_policy_refusals() {
+        let mutate = |at: usize, value: u8| {
+            let mut r = nv_read_policy_ok();
+            r[at] = value;
+            parse_nv_read_policy(&r)
+        };
+        let data: Vec<u8> = (1..=16).collect();
+        // parameterSize smaller or larger than the parameters; data's own size off.
+        assert_eq!(mutate(13, 17), Err(TpmError::Malformed("data truncated")));
+        assert_eq!(
+            mutate(13, 19),
+            Err(TpmError::Malformed("parameterSize larger than the parameters"))
+        );
+        assert_eq!(
+            mutate(10, 0xFF),
+            Err(TpmError::Malformed("parameterSize larger than the response"))
+        );
+        assert_eq!(mutate(15, 17), Err(TpmError::Malformed("data truncated")));
+        // sessionAttributes: any.
+        for attributes in [0x00, 0x01, 0xFF] {
+            assert_eq!(mutate(66, attributes), Ok(data.clone()));
+        }
+        // nonceTPM of 0 to 32 bytes; 33 refused.
+        let head = &nv_read_policy_ok()[..32];
+        for n in [0u8, 1, 16, 20, 32] {
+            let nonce = vec![9; usize::from(n)];
+            let r = cat(&[head, &[0, n], &nonce, &[0x00, 0, 0]]);
+            assert_eq!(parse_nv_read_policy(&resized(r)), Ok(data.clone()), "{n}-byte nonce");
+        }
+        let r = cat(&[head, &[0, 33], &[9; 33], &[0x00, 0, 0]]);
+        assert_eq!(
+            parse_nv_read_policy(&resized(r)),
+            Err(TpmError::Malformed("nonceTPM larger than a SHA-256 digest"))
+        );
+        // An HMAC.
+        let with_hmac = cat(&[&nv_read_policy_ok()[..67], &[0, 32], &DIGEST]);
+        assert_eq!(
+            parse_nv_read_policy(&resized(with_hmac)),
+            Err(TpmError::Malformed("policy session answered with an HMAC"))
+        );
+        // nonceTPM claiming more than is there; no session area; trailing bytes.
+        assert_eq!(mutate(33, 40), Err(TpmError::Malformed("nonceTPM truncated")));
+        let bare = nv_read_policy_ok()[..32].to_vec();
+        assert_eq!(
+            parse_nv_read_policy(&resized(bare)),
+            Err(TpmError::Malformed("nonceTPM truncated"))
+        );
+        let mut long = nv_read_policy_ok();
+        long.push(0);
+        assert_eq!(
+            parse_nv_read_policy(&resized(long)),
+            Err(TpmError::Malformed("trailing bytes after the response's last field"))
+        );
+        // No authorization area.
+        assert_eq!(
+            mutate(1, 0x01),
+            Err(TpmError::Malformed("response without the authorization area the command had"))
+        );
+        // The password-session parser refuses the policy session's nonce, and this one
+        // accepts the password session's empty answer.
+        assert_eq!(
+            parse_nv_read(&nv_read_policy_ok()),
+            Err(TpmError::Malformed("password session answered with a nonce"))
+        );
+        assert_eq!(parse_nv_read_policy(&nv_read_ok()), Ok(data));
+        // TPM_RC_POLICY_FAIL on session 1 and TPM_RC_HANDLE on handle 1 come through.
+        for rc in [ResponseCode::POLICY_FAIL, ResponseCode(0x18B)] {
+            let error = cat(&[&[0x80, 0x01, 0, 0, 0, 0x0A], &rc.0.to_be_bytes()]);
+            assert_eq!(parse_nv_read_policy(&error), Err(TpmError::Tpm(rc)));
+        }
+    }
+
     /// Whether a parser accepts a response.
     type Accepts = fn(&[u8]) -> bool;
 
     /// Every parser (with the PCR it needs) and a response it accepts.
-    fn parsers() -> [(Vec<u8>, Accepts); 9] {
+    fn parsers() -> [(Vec<u8>, Accepts); 13] {
         [
             (startup_ok(), |b| parse_startup(b).is_ok()),
             (get_random_ok(), |b| parse_get_random(b).is_ok()),
@@ -1311,6 +1878,10 @@ mod tests {
             (nv_read_ok(), |b| parse_nv_read(b).is_ok()),
             (nv_no_parameters_ok(), |b| parse_nv_define_space(b).is_ok()),
             (nv_no_parameters_ok(), |b| parse_nv_write(b).is_ok()),
+            (start_auth_session_ok(), |b| parse_start_auth_session(b).is_ok()),
+            (no_body_ok(), |b| parse_policy_pcr(b).is_ok()),
+            (no_body_ok(), |b| parse_flush_context(b).is_ok()),
+            (nv_read_policy_ok(), |b| parse_nv_read_policy(b).is_ok()),
         ]
     }
 
@@ -1379,7 +1950,10 @@ mod tests {
 
     #[test]
     fn response_code_display() {
-        let cases: [(u32, &str); 25] = [
+        let cases: [(u32, &str); 28] = [
+            (0x99D, "TPM_RC_POLICY_FAIL (0x99d) on session 1"),
+            (0xA9D, "TPM_RC_POLICY_FAIL (0xa9d) on session 2"),
+            (0x09D, "TPM_RC_POLICY_FAIL (0x9d)"),
             (0x100, "TPM_RC_INITIALIZE (0x100)"),
             (0x101, "TPM_RC_FAILURE (0x101)"),
             (0x143, "TPM_RC_COMMAND_CODE (0x143)"),
@@ -1414,6 +1988,11 @@ mod tests {
         assert_eq!(ResponseCode::NV_AUTHORIZATION.0, 0x149);
         assert_eq!(ResponseCode::NV_UNINITIALIZED.0, 0x14A);
         assert_eq!(ResponseCode::NV_DEFINED.0, 0x14C);
+        assert_eq!(ResponseCode::POLICY_FAIL.0, 0x99D);
+        assert_eq!(
+            TpmError::Tpm(ResponseCode::POLICY_FAIL).to_string(),
+            "the TPM answered TPM_RC_POLICY_FAIL (0x99d) on session 1"
+        );
         assert_eq!(ResponseCode(0x0BF).to_string(), "format-one error 0xbf (0xbf)");
         assert_eq!(ResponseCode(0x01E).to_string(), "TPM_RC_BAD_TAG (0x1e)");
         assert_eq!(ResponseCode(0x003).to_string(), "TPM 1.2 response code 0x3");
@@ -1445,6 +2024,16 @@ mod tests {
         }
         for other in [0x000, 0x100, 0x101, 0x143, 0x1C4, 0x98E, 0x9A2, 0x1_0922, 0xD22] {
             assert!(!ResponseCode(other).is_warning(), "{other:#x}");
+        }
+        // TPM_RC_POLICY_FAIL on any session, handle or parameter, or none.
+        for failure in [0x99D, 0x09D, 0xA9D, 0xF9D, 0x19D, 0x1DD] {
+            assert!(ResponseCode(failure).is_policy_failure(), "{failure:#x}");
+        }
+        assert!(ResponseCode::POLICY_FAIL.is_policy_failure());
+        // Not: TPM_RC_POLICY (format zero), TPM_RC_PCR_CHANGED, other format-one errors, a
+        // format-zero code with the same low bits, a code beyond 12 bits.
+        for other in [0x000, 0x126, 0x128, 0x98E, 0x99C, 0x99E, 0x01D, 0x11D, 0x91D, 0x1_099D] {
+            assert!(!ResponseCode(other).is_policy_failure(), "{other:#x}");
         }
     }
 }

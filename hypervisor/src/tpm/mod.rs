@@ -5,14 +5,15 @@
 //!   register offsets and bits, and [`Tis`], which probes for a TPM and runs one command
 //!   through the FIFO of a locality ([`Tis::transact`]) over any [`Mmio`] implementation;
 //! - [`command`]: marshalling of TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
-//!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace and
-//!   TPM2_NV_Write, and parsing of their responses and of response codes
-//!   ([`ResponseCode`]);
+//!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace,
+//!   TPM2_NV_Write, TPM2_StartAuthSession, TPM2_PolicyPCR and TPM2_FlushContext, and
+//!   parsing of their responses and of response codes ([`ResponseCode`]);
 //! - [`Tpm`]: the two together, one method per command — [`Tpm::nv_define`],
 //!   [`Tpm::nv_write`] and [`Tpm::nv_read`] for NV indices the hypervisor keeps (such as
 //!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK
-//!   certificate's, [`EK_CERT_RSA_INDEX`] — and [`extended`], the value a SHA-256 PCR takes
-//!   when a digest is extended into it.
+//!   certificate's, [`EK_CERT_RSA_INDEX`], [`Tpm::store_pcr_bound_secret`] and
+//!   [`Tpm::read_pcr_bound_secret`] for a secret only readable while a PCR keeps its value
+//!   — and [`extended`], the value a SHA-256 PCR takes when a digest is extended into it.
 //!
 //! The bootable image implements [`Mmio`] with volatile accesses to the TPM's register pages
 //! at [`tis::TIS_BASE`]; under QEMU (`-device tpm-tis`, backed by swtpm) that is a TPM 2.0
@@ -24,9 +25,11 @@
 //!
 //! What the driver does not do yet:
 //!
-//! - sessions other than the empty password session (`TPM_RS_PW`): no HMAC or policy
-//!   sessions, hence no parameter encryption and no protection against an interposer on the
-//!   bus; commands needing other authorizations cannot be sent;
+//! - sessions other than the empty password session (`TPM_RS_PW`) and unsalted, unbound
+//!   policy sessions with a single TPM2_PolicyPCR: no HMAC sessions, no salted sessions,
+//!   hence no parameter encryption and no protection against an interposer on the bus (a
+//!   PCR-bound secret crosses the bus in the clear); commands needing other authorizations
+//!   cannot be sent;
 //! - interrupts (it polls), the CRB interface, TPM 1.2, command cancellation and
 //!   `responseRetry`;
 //! - retrying commands the TPM answers with a warning such as `TPM_RC_RETRY` or
@@ -92,6 +95,17 @@ impl fmt::Display for TpmError {
 /// the most every PC Client TPM returns at once (Part 3 §16.1 caps a request at the
 /// largest digest the TPM implements).
 const RANDOM_CHUNK: usize = 32;
+
+/// Bytes of `nonceCaller` for TPM2_StartAuthSession: the least the TPM accepts (Part 3
+/// §11.1), taken from its own random number generator.
+const SESSION_NONCE_LEN: usize = 16;
+
+/// The `TPMA_NV` of an index [`Tpm::store_pcr_bound_secret`] defines: written with the owner
+/// hierarchy's authorization, read only with a policy session satisfying its PCR policy
+/// (neither the owner nor the index's authValue may read it), outside dictionary-attack
+/// lockout; an ordinary index.
+pub const PCR_BOUND_SECRET_ATTRIBUTES: u32 =
+    command::TPMA_NV_OWNERWRITE | command::TPMA_NV_POLICYREAD | command::TPMA_NV_NO_DA;
 
 /// The NV index of the RSA-2048 endorsement key's certificate (DER), as the TCG EK
 /// Credential Profile places it and swtpm_setup writes (and locks) it at manufacturing.
@@ -312,6 +326,96 @@ impl<M: Mmio> Tpm<M> {
     }
 }
 
+impl<M: Mmio> Tpm<M> {
+    /// Keeps the 32-byte `secret` in a new NV index `index` (a handle `0x01xx_xxxx`) that
+    /// only reads while PCR `pcr` (0 to 23, SHA-256 bank) holds the value it holds now:
+    /// reads the PCR (TPM2_PCR_Read), defines the index (TPM2_NV_DefineSpace, authorized by
+    /// the owner hierarchy's empty password) with [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes
+    /// and `authPolicy` [`command::policy_pcr_digest`] of that value, then writes `secret`
+    /// into it (TPM2_NV_Write with the owner's empty password). Read it back with
+    /// [`Tpm::read_pcr_bound_secret`].
+    ///
+    /// An index that already exists is refused with `TPM_RC_NV_DEFINED`
+    /// ([`ResponseCode::is_nv_defined`]) and nothing is written: its policy, set by whoever
+    /// defined it, might let others read the secret. Other refusals of the TPM come through
+    /// as for [`Tpm::nv_define`]; when the write fails the index stays defined, unwritten.
+    ///
+    /// The owner hierarchy may overwrite the secret (it has `TPMA_NV_OWNERWRITE`) but not
+    /// read it. The secret crosses the bus in the clear.
+    pub fn store_pcr_bound_secret(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+        secret: &[u8; 32],
+    ) -> Result<(), TpmError> {
+        let value = self.pcr_read(locality, pcr)?;
+        let policy = command::policy_pcr_digest(&value, pcr);
+        let command =
+            command::nv_define_space_with_policy(index, PCR_BOUND_SECRET_ATTRIBUTES, 32, &policy);
+        let response = self.tis.transact(locality, &command)?;
+        command::parse_nv_define_space(&response)?;
+        self.nv_write(locality, index, 0, secret)
+    }
+
+    /// The 32-byte secret [`Tpm::store_pcr_bound_secret`] kept in NV index `index` bound to
+    /// PCR `pcr` (0 to 23): starts an unsalted, unbound SHA-256 policy session
+    /// (TPM2_StartAuthSession, with a 16-byte `nonceCaller` from TPM2_GetRandom), restricts
+    /// it to the current value of PCR `pcr` (TPM2_PolicyPCR), then reads the 32 bytes at
+    /// offset 0 with TPM2_NV_Read authorized by that session, which the TPM then flushes
+    /// (`continueSession` clear). When anything fails after the session started, the
+    /// session is flushed (TPM2_FlushContext, whose own failure is ignored) and the first
+    /// error returned.
+    ///
+    /// A PCR whose value changed since the secret was stored is `TPM_RC_POLICY_FAIL`
+    /// ([`ResponseCode::is_policy_failure`]); a PCR extended between TPM2_PolicyPCR and
+    /// TPM2_NV_Read is `TPM_RC_PCR_CHANGED`; an index that does not exist is
+    /// `TPM_RC_HANDLE`; an index of another size, less than 32 bytes, `TPM_RC_NV_RANGE`;
+    /// a TPM out of session slots `TPM_RC_SESSION_MEMORY` (a warning). A PCR above 23 is
+    /// [`TpmError::Argument`] (nothing sent); a read of other than 32 bytes, or a session
+    /// handle that is not a policy session's, [`TpmError::Malformed`].
+    ///
+    /// Nothing here authenticates the TPM or protects the secret on the bus.
+    pub fn read_pcr_bound_secret(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+    ) -> Result<[u8; 32], TpmError> {
+        check_pcr(pcr)?;
+        let nonce = self.get_random(locality, SESSION_NONCE_LEN)?;
+        let response = self.tis.transact(locality, &command::start_auth_session_policy(&nonce))?;
+        let (session, _nonce_tpm) = command::parse_start_auth_session(&response)?;
+        let result = self.read_with_pcr_policy(locality, session, index, pcr);
+        if result.is_err() {
+            // Best effort: after a successful NV_Read the TPM has flushed the session
+            // already, and answers TPM_RC_HANDLE.
+            if let Ok(response) = self.tis.transact(locality, &command::flush_context(session)) {
+                let _ = command::parse_flush_context(&response);
+            }
+        }
+        result
+    }
+
+    /// TPM2_PolicyPCR of PCR `pcr` in the policy session `session`, then TPM2_NV_Read of
+    /// the 32 bytes at offset 0 of NV index `index`, authorized by it.
+    fn read_with_pcr_policy(
+        &mut self,
+        locality: u8,
+        session: u32,
+        index: u32,
+        pcr: u32,
+    ) -> Result<[u8; 32], TpmError> {
+        let response = self.tis.transact(locality, &command::policy_pcr_sha256(session, pcr))?;
+        command::parse_policy_pcr(&response)?;
+        let command = command::nv_read_with_session(session, index, 32, 0);
+        let response = self.tis.transact(locality, &command)?;
+        let data = command::parse_nv_read_policy(&response)?;
+        data.try_into()
+            .map_err(|_| TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
+    }
+}
+
 /// Refuses an NV range of `len` bytes at `offset` that ends beyond 65535 bytes, the most an
 /// NV index holds (its `dataSize` is a u16).
 fn check_nv_range(offset: u16, len: usize) -> Result<(), TpmError> {
@@ -345,7 +449,9 @@ mod tests {
     /// A TPM 2.0 simulated at the command level, written from Part 3 independently of the
     /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank,
     /// NV_ReadPublic, and NV_DefineSpace, NV_Write and NV_Read (owner-authorized) of
-    /// ordinary NV indices.
+    /// ordinary NV indices; unsalted, unbound SHA-256 policy sessions (StartAuthSession,
+    /// PolicyPCR, FlushContext) and NV_Read authorized by one against the index's
+    /// `authPolicy`.
     struct Simulated {
         started: bool,
         pcrs: [[u8; 32]; 24],
@@ -363,6 +469,17 @@ mod tests {
         nv_short: bool,
         /// Knob: NV_ReadPublic answers with the public area of this index instead.
         nv_other: Option<u32>,
+        /// Loaded policy sessions.
+        sessions: Vec<Session>,
+        /// Knob: PolicyPCR answers this response code.
+        policy_pcr_rc: Option<u32>,
+    }
+
+    /// A policy session of the simulated TPM.
+    struct Session {
+        handle: u32,
+        /// `policyDigest`, SHA-256.
+        digest: [u8; 32],
     }
 
     /// An NV index of the simulated TPM.
@@ -372,6 +489,8 @@ mod tests {
         attributes: u32,
         data: Vec<u8>,
         written: bool,
+        /// `authPolicy`: empty or a SHA-256 digest.
+        auth_policy: Vec<u8>,
     }
 
     /// `TPMA_NV` bits (Part 2 §13.4), spelled out here independently of `command`.
@@ -410,6 +529,8 @@ mod tests {
                 nv_index_max: 2048,
                 nv_short: false,
                 nv_other: None,
+                sessions: Vec::new(),
+                policy_pcr_rc: None,
             }
         }
 
@@ -418,7 +539,14 @@ mod tests {
             let mut simulated = Simulated::new();
             simulated.started = true;
             let attributes = EK_CERT_ATTRIBUTES & !WRITTEN;
-            simulated.nv.push(NvIndex { handle: index, attributes, data, written: true });
+            let auth_policy = Vec::new();
+            simulated.nv.push(NvIndex {
+                handle: index,
+                attributes,
+                data,
+                written: true,
+                auth_policy,
+            });
             simulated
         }
 
@@ -493,7 +621,10 @@ mod tests {
                     public.extend_from_slice(&[0x00, 0x0B]);
                     let attributes = nv.attributes | if nv.written { WRITTEN } else { 0 };
                     public.extend_from_slice(&attributes.to_be_bytes());
-                    public.extend_from_slice(&[0, 0]);
+                    public.extend_from_slice(
+                        &u16::try_from(nv.auth_policy.len()).unwrap().to_be_bytes(),
+                    );
+                    public.extend_from_slice(&nv.auth_policy);
                     public.extend_from_slice(&u16::try_from(nv.data.len()).unwrap().to_be_bytes());
                     let mut body = u16::try_from(public.len()).unwrap().to_be_bytes().to_vec();
                     body.extend_from_slice(&public);
@@ -502,6 +633,7 @@ mod tests {
                     body.extend_from_slice(&vpr_proto::Digest::of(&public).0);
                     reply(0x8001, 0, &body)
                 }
+                0x14E if be32(22) != 0x4000_0009 => self.nv_read_policy(c),
                 0x14E => {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
                     assert_eq!(c.len(), 35);
@@ -542,16 +674,24 @@ mod tests {
                 }
                 0x12A => {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
-                    assert_eq!(c.len(), 45);
                     assert_eq!(be32(10), 0x4000_0001, "authHandle TPM_RH_OWNER");
                     Self::assert_password_session(c, 14);
                     assert_eq!(&c[27..29], &[0, 0], "auth: empty");
-                    assert_eq!(&c[29..31], &[0, 14], "publicInfo: a 14-byte TPMS_NV_PUBLIC");
+                    let policy_len = usize::from(u16::from_be_bytes([c[41], c[42]]));
+                    assert_eq!(c.len(), 45 + policy_len);
+                    let public_len = usize::from(u16::from_be_bytes([c[29], c[30]]));
+                    assert_eq!(public_len, 14 + policy_len, "publicInfo: a TPMS_NV_PUBLIC");
                     let index = be32(31);
                     assert_eq!(&c[35..37], &[0x00, 0x0B], "nameAlg SHA-256");
                     let attributes = be32(37);
-                    assert_eq!(&c[41..43], &[0, 0], "authPolicy: empty");
-                    let size = usize::from(u16::from_be_bytes([c[43], c[44]]));
+                    let auth_policy = c[43..43 + policy_len].to_vec();
+                    let at = 43 + policy_len;
+                    let size = usize::from(u16::from_be_bytes([c[at], c[at + 1]]));
+                    // An authPolicy is empty or of the nameAlg's size: TPM_RC_SIZE on
+                    // parameter 2 otherwise.
+                    if policy_len != 0 && policy_len != 32 {
+                        return reply(0x8001, 0x2D5, &[]);
+                    }
                     // TPM_RC_ATTRIBUTES on parameter 2 (publicInfo): WRITTEN set, a type
                     // other than ordinary (the only one simulated), no way to write or to
                     // read.
@@ -575,7 +715,13 @@ mod tests {
                     }
                     // What unwritten bytes hold is this simulation's choice.
                     let data = vec![0xFF; size];
-                    self.nv.push(NvIndex { handle: index, attributes, data, written: false });
+                    self.nv.push(NvIndex {
+                        handle: index,
+                        attributes,
+                        data,
+                        written: false,
+                        auth_policy,
+                    });
                     reply(0x8002, 0, &[0, 0, 0, 0, 0, 0, 0x01, 0, 0])
                 }
                 0x137 => {
@@ -602,8 +748,126 @@ mod tests {
                     nv.written = true;
                     reply(0x8002, 0, &[0, 0, 0, 0, 0, 0, 0x01, 0, 0])
                 }
+                0x176 => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
+                    assert_eq!(be32(10), 0x4000_0007, "tpmKey TPM_RH_NULL");
+                    assert_eq!(be32(14), 0x4000_0007, "bind TPM_RH_NULL");
+                    let n = usize::from(u16::from_be_bytes([c[18], c[19]]));
+                    assert_eq!(c.len(), 20 + n + 7);
+                    let rest = &c[20 + n..];
+                    assert_eq!(&rest[..2], &[0, 0], "encryptedSalt: empty");
+                    assert_eq!(rest[2], 0x01, "TPM_SE_POLICY");
+                    assert_eq!(&rest[3..5], &[0x00, 0x10], "symmetric: TPM_ALG_NULL");
+                    assert_eq!(&rest[5..7], &[0x00, 0x0B], "authHash: SHA-256");
+                    if !(16..=32).contains(&n) {
+                        return reply(0x8001, 0x1D5, &[]); // TPM_RC_SIZE on parameter 1
+                    }
+                    if self.sessions.len() >= 3 {
+                        return reply(0x8001, 0x903, &[]); // TPM_RC_SESSION_MEMORY
+                    }
+                    let handle = (0x0300_0000..)
+                        .find(|h| self.sessions.iter().all(|s| s.handle != *h))
+                        .unwrap();
+                    self.sessions.push(Session { handle, digest: [0; 32] });
+                    let mut body = handle.to_be_bytes().to_vec();
+                    body.extend_from_slice(&[0, 32]);
+                    body.extend_from_slice(&Self::nonce_tpm());
+                    reply(0x8001, 0, &body)
+                }
+                0x17F => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
+                    assert_eq!(c.len(), 26);
+                    let handle = be32(10);
+                    assert_eq!(&c[14..16], &[0, 0], "pcrDigest: empty");
+                    let pcrs = &c[16..26];
+                    assert_eq!(&pcrs[..7], &[0, 0, 0, 1, 0x00, 0x0B, 3]);
+                    if let Some(rc) = self.policy_pcr_rc {
+                        return reply(0x8001, rc, &[]);
+                    }
+                    let Some(session) = self.sessions.iter_mut().find(|s| s.handle == handle)
+                    else {
+                        return reply(0x8001, 0x910, &[]); // TPM_RC_REFERENCE_H0
+                    };
+                    // pcrDigest: the hash of the selected PCRs' values, in order.
+                    let mut values = Vec::new();
+                    for i in (0..24).filter(|&i| pcrs[7 + i / 8] & (1 << (i % 8)) != 0) {
+                        values.extend_from_slice(&self.pcrs[i]);
+                    }
+                    let pcr_digest = vpr_proto::Digest::of(&values).0;
+                    // policyDigest_new = H(policyDigest_old || TPM_CC_PolicyPCR || pcrs ||
+                    // pcrDigest) (Part 3 §23.7.1).
+                    let mut message = session.digest.to_vec();
+                    message.extend_from_slice(&[0, 0, 0x01, 0x7F]);
+                    message.extend_from_slice(pcrs);
+                    message.extend_from_slice(&pcr_digest);
+                    session.digest = vpr_proto::Digest::of(&message).0;
+                    reply(0x8001, 0, &[])
+                }
+                0x165 => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
+                    assert_eq!(c.len(), 14);
+                    let handle = be32(10);
+                    let before = self.sessions.len();
+                    self.sessions.retain(|s| s.handle != handle);
+                    if self.sessions.len() == before {
+                        return reply(0x8001, 0x1CB, &[]); // TPM_RC_HANDLE on parameter 1
+                    }
+                    reply(0x8001, 0, &[])
+                }
                 _ => reply(0x8001, 0x143, &[]),
             }
+        }
+
+        /// The nonceTPM of every session reply.
+        fn nonce_tpm() -> [u8; 32] {
+            [0x5A; 32]
+        }
+
+        /// NV_Read authorized by a policy session.
+        fn nv_read_policy(&mut self, c: &[u8]) -> Vec<u8> {
+            let be32 = |at: usize| u32::from_be_bytes(c[at..at + 4].try_into().unwrap());
+            assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+            assert_eq!(c.len(), 35);
+            let index = be32(14);
+            assert_eq!(be32(10), index, "authHandle: the index itself");
+            assert_eq!(be32(18), 9, "authorizationSize");
+            let handle = be32(22);
+            assert_eq!(&c[26..31], &[0, 0, 0, 0, 0], "empty nonce, no attributes, empty hmac");
+            let size = usize::from(u16::from_be_bytes([c[31], c[32]]));
+            let offset = usize::from(u16::from_be_bytes([c[33], c[34]]));
+            // Handles first, then the session, then the index's access checks.
+            let Some(nv) = self.nv.iter().find(|nv| nv.handle == index) else {
+                return reply(0x8001, 0x18B, &[]); // TPM_RC_HANDLE on handle 1
+            };
+            let Some(at) = self.sessions.iter().position(|s| s.handle == handle) else {
+                return reply(0x8001, 0x918, &[]); // TPM_RC_REFERENCE_S0
+            };
+            if nv.attributes & POLICYREAD == 0 {
+                return reply(0x8001, 0x149, &[]); // TPM_RC_NV_AUTHORIZATION
+            }
+            if self.sessions[at].digest[..] != nv.auth_policy[..] {
+                return reply(0x8001, 0x99D, &[]); // TPM_RC_POLICY_FAIL on session 1
+            }
+            if !nv.written {
+                return reply(0x8001, 0x14A, &[]); // TPM_RC_NV_UNINITIALIZED
+            }
+            if offset + size > nv.data.len() {
+                return reply(0x8001, 0x146, &[]); // TPM_RC_NV_RANGE
+            }
+            let mut chunk = nv.data[offset..offset + size].to_vec();
+            if self.nv_short {
+                chunk.pop();
+            }
+            // continueSession clear: the session ends with the command.
+            self.sessions.remove(at);
+            let n = u16::try_from(chunk.len()).unwrap();
+            let mut body = (u32::from(n) + 2).to_be_bytes().to_vec();
+            body.extend_from_slice(&n.to_be_bytes());
+            body.extend_from_slice(&chunk);
+            body.extend_from_slice(&[0, 32]);
+            body.extend_from_slice(&Self::nonce_tpm());
+            body.extend_from_slice(&[0x00, 0, 0]);
+            reply(0x8002, 0, &body)
         }
     }
 
@@ -998,6 +1262,224 @@ mod tests {
             Err(TpmError::Tpm(ResponseCode(0x28B)))
         );
         assert_eq!(tpm.nv_write(5, COUNTER, 0, &[1]), Err(TpmError::Argument("locality above 4")));
+    }
+
+    /// An index for a PCR-bound secret, and the secret.
+    const SECRET_INDEX: u32 = 0x0150_0030;
+    const SECRET: [u8; 32] = [
+        0x73, 0x65, 0x63, 0x72, 0x65, 0x74, 0x21, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
+        0x08, 0xF0, 0xE1, 0xD2, 0xC3, 0xB4, 0xA5, 0x96, 0x87, 0x78, 0x69, 0x5A, 0x4B, 0x3C, 0x2D,
+        0x1E, 0x0F,
+    ];
+
+    /// The command codes the fake TPM executed, and forgets them.
+    fn codes(tpm: &mut Tpm<Fake>) -> Vec<u32> {
+        let fake = tpm.tis().mmio();
+        let codes = fake
+            .executed
+            .iter()
+            .map(|(_, c)| u32::from_be_bytes(c[6..10].try_into().unwrap()))
+            .collect();
+        fake.executed.clear();
+        codes
+    }
+
+    /// Whether the simulated TPM has no session loaded under `0x0300_0000`: flushing it
+    /// fails with TPM_RC_HANDLE.
+    fn no_session(tpm: &mut Tpm<Fake>) -> bool {
+        let response = tpm.tis().transact(0, &command::flush_context(0x0300_0000)).unwrap();
+        let gone =
+            command::parse_flush_context(&response) == Err(TpmError::Tpm(ResponseCode(0x1CB)));
+        tpm.tis().mmio().executed.clear();
+        gone
+    }
+
+    #[test]
+    fn pcr_bound_secret_round_trip() {
+        let mut tpm = started();
+        tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
+        let value = tpm.pcr_read(0, 17).unwrap();
+        codes(&mut tpm);
+
+        assert_eq!(tpm.store_pcr_bound_secret(2, SECRET_INDEX, 17, &SECRET), Ok(()));
+        let fake = tpm.tis().mmio();
+        let executed: Vec<Vec<u8>> = fake.executed.iter().map(|(_, c)| c.clone()).collect();
+        assert!(fake.executed.iter().all(|(locality, _)| *locality == 2));
+        let policy = command::policy_pcr_digest(&value, 17);
+        assert_eq!(
+            executed,
+            [
+                command::pcr_read_sha256(17),
+                command::nv_define_space_with_policy(
+                    SECRET_INDEX,
+                    PCR_BOUND_SECRET_ATTRIBUTES,
+                    32,
+                    &policy
+                ),
+                command::nv_write(command::TPM_RH_OWNER, SECRET_INDEX, &SECRET, 0),
+            ]
+        );
+        assert_eq!(PCR_BOUND_SECRET_ATTRIBUTES, 0x0208_0002);
+        codes(&mut tpm);
+        let public = tpm.tis().transact(0, &command::nv_read_public(SECRET_INDEX)).unwrap();
+        let public = command::parse_nv_read_public(&public).unwrap();
+        assert_eq!(public.attributes, PCR_BOUND_SECRET_ATTRIBUTES | command::TPMA_NV_WRITTEN);
+        assert_eq!(public.data_size, 32);
+        codes(&mut tpm);
+
+        // Read back: GetRandom, StartAuthSession with its bytes, PolicyPCR, NV_Read with the
+        // session, which the TPM flushes; no FlushContext.
+        assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
+        let fake = tpm.tis().mmio();
+        let executed: Vec<Vec<u8>> = fake.executed.iter().map(|(_, c)| c.clone()).collect();
+        let nonce: Vec<u8> = (1..=16).collect(); // the simulated TPM's first random bytes
+        assert_eq!(
+            executed,
+            [
+                command::get_random(16),
+                command::start_auth_session_policy(&nonce),
+                command::policy_pcr_sha256(0x0300_0000, 17),
+                command::nv_read_with_session(0x0300_0000, SECRET_INDEX, 32, 0),
+            ]
+        );
+        codes(&mut tpm);
+        assert!(no_session(&mut tpm));
+        // Again, at another locality: a new session each time.
+        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17), Ok(SECRET));
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E]);
+        assert!(no_session(&mut tpm));
+
+        // Neither the owner's password nor the policy of another PCR reads it.
+        assert_eq!(
+            tpm.nv_read(0, SECRET_INDEX, 0, 32),
+            Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION))
+        );
+        let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 16).unwrap_err();
+        assert_eq!(error, TpmError::Tpm(ResponseCode::POLICY_FAIL));
+        codes(&mut tpm);
+
+        // Another secret under PCR 0, which holds zeros.
+        let other = [0x42; 32];
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX + 1, 0, &other).unwrap();
+        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX + 1, 0), Ok(other));
+        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17), Ok(SECRET));
+
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.active, None);
+        assert_eq!(fake.requests, fake.releases);
+    }
+
+    #[test]
+    fn pcr_bound_secret_after_the_pcr_changed() {
+        let mut tpm = started();
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
+        codes(&mut tpm);
+
+        let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17).unwrap_err();
+        assert_eq!(error, TpmError::Tpm(ResponseCode::POLICY_FAIL));
+        assert!(matches!(error, TpmError::Tpm(rc) if rc.is_policy_failure()));
+        assert_eq!(error.to_string(), "the TPM answered TPM_RC_POLICY_FAIL (0x99d) on session 1");
+        // The session the TPM kept was flushed.
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.executed.last().unwrap().1, command::flush_context(0x0300_0000));
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert!(no_session(&mut tpm));
+        // Every later attempt fails the same way, and leaks no session.
+        for _ in 0..5 {
+            let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17).unwrap_err();
+            assert_eq!(error, TpmError::Tpm(ResponseCode::POLICY_FAIL));
+        }
+        assert!(no_session(&mut tpm));
+    }
+
+    #[test]
+    fn pcr_bound_secret_errors() {
+        // No such index: TPM_RC_HANDLE on the NV_Read, the session flushed.
+        let mut tpm = started();
+        let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17).unwrap_err();
+        assert_eq!(error, TpmError::Tpm(ResponseCode(0x18B)));
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert!(no_session(&mut tpm));
+
+        // Already defined: refused, nothing written, the old contents kept.
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        codes(&mut tpm);
+        assert_eq!(
+            tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &[0; 32]),
+            Err(TpmError::Tpm(ResponseCode::NV_DEFINED))
+        );
+        assert_eq!(codes(&mut tpm), [0x17E, 0x12A]);
+        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17), Ok(SECRET));
+
+        // An index that is not a secret's: owner-readable only, or too small.
+        tpm.nv_define(0, COUNTER, COUNTER_ATTRIBUTES, 32).unwrap();
+        tpm.nv_write(0, COUNTER, 0, &SECRET).unwrap();
+        codes(&mut tpm);
+        assert_eq!(
+            tpm.read_pcr_bound_secret(0, COUNTER, 17),
+            Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION))
+        );
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        let policy = command::policy_pcr_digest(&[0; 32], 17);
+        let small = command::nv_define_space_with_policy(
+            SECRET_INDEX + 1,
+            PCR_BOUND_SECRET_ATTRIBUTES,
+            16,
+            &policy,
+        );
+        command::parse_nv_define_space(&tpm.tis().transact(0, &small).unwrap()).unwrap();
+        tpm.nv_write(0, SECRET_INDEX + 1, 0, &[1; 16]).unwrap();
+        assert_eq!(
+            tpm.read_pcr_bound_secret(0, SECRET_INDEX + 1, 17),
+            Err(TpmError::Tpm(ResponseCode::NV_RANGE))
+        );
+        assert!(no_session(&mut tpm));
+
+        // PolicyPCR refused: the session flushed.
+        let mut simulated = Simulated::new();
+        simulated.started = true;
+        simulated.policy_pcr_rc = Some(0x1C4);
+        let mut tpm = self::tpm(simulated, 0x1000);
+        assert_eq!(
+            tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17),
+            Err(TpmError::Tpm(ResponseCode(0x1C4)))
+        );
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x165]);
+        assert!(no_session(&mut tpm));
+
+        // A read shorter than asked: Malformed, though the TPM flushed the session already
+        // (the FlushContext then fails, which is ignored).
+        let mut simulated = Simulated::new();
+        simulated.started = true;
+        simulated.nv_short = true;
+        let mut tpm = self::tpm(simulated, 0x1000);
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        codes(&mut tpm);
+        assert_eq!(
+            tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17),
+            Err(TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
+        );
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert!(no_session(&mut tpm));
+
+        // Refused before the TPM: a PCR above 23, a locality above 4.
+        let mut tpm = started();
+        let refused = Err(TpmError::Argument("PCR index above 23"));
+        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 24), refused);
+        assert_eq!(tpm.store_pcr_bound_secret(0, SECRET_INDEX, 24, &SECRET), refused.map(|_| ()));
+        let locality = Err(TpmError::Argument("locality above 4"));
+        assert_eq!(tpm.read_pcr_bound_secret(5, SECRET_INDEX, 17), locality);
+        assert_eq!(tpm.store_pcr_bound_secret(5, SECRET_INDEX, 17, &SECRET), locality.map(|_| ()));
+        assert_eq!(tpm.tis().mmio().accesses, 0);
+
+        // Before Startup: TPM_RC_INITIALIZE from GetRandom, no session started.
+        let mut tpm = self::tpm(Simulated::new(), 0x1000);
+        assert_eq!(
+            tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17),
+            Err(TpmError::Tpm(ResponseCode::INITIALIZE))
+        );
+        assert_eq!(codes(&mut tpm), [0x17B]);
     }
 
     #[test]

@@ -298,11 +298,18 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         command_line(&image, std::slice::from_ref(&pal), Some(&swtpm.socket), None, kvm, qboot);
     let first = boot(&args, options.timeout, accel)?;
     let first_verdict = first.verdict(&image, &ek);
-    // Boot 2, on the same TPM state: what must survive a reboot, and what must not.
+    // Boot 2, on the same TPM state: what must survive a reboot, and what must not. The
+    // blob boot 1 sealed goes along as module 1, as a guest would keep it on its disk.
     swtpm.restart()?;
-    let args = command_line(&image, &[pal], Some(&swtpm.socket), Some("vpr.boot=2"), kvm, qboot);
+    let mut modules = Vec::from([pal]);
+    if let Some(blob) = first.lines.iter().find_map(|line| sealed_blob(line)) {
+        let path = swtpm.dir.join("sealed-for-boot-2.bin");
+        fs::write(&path, blob).map_err(|e| format!("{}: {e}", path.display()))?;
+        modules.push(path);
+    }
+    let args = command_line(&image, &modules, Some(&swtpm.socket), Some("vpr.boot=2"), kvm, qboot);
     let second = boot(&args, options.timeout, accel)?;
-    let second_verdict = second.verdict(&image, &ek);
+    let second_verdict = second.verdict(&image, &ek).and(same_tcc_key(&first.lines, &second.lines));
     drop(swtpm);
 
     // The closing line: both boots' counts, a boot that never printed them counting as one
@@ -312,6 +319,33 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     println!("{} passed, {} failed", p1 + p2, f1 + f2);
     first_verdict.map_err(|e| format!("first boot: {e}"))?;
     second_verdict.map_err(|e| format!("second boot: {e}"))
+}
+
+/// The bytes of a "sealed for the next boot" log line, if `line` is one.
+fn sealed_blob(line: &str) -> Option<Vec<u8>> {
+    let hex = line.split("hv: sealed for the next boot: ").nth(1)?.trim();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The TCC key's digest a boot logged, if it made one.
+fn tcc_key(lines: &[String]) -> Option<&str> {
+    lines
+        .iter()
+        .find_map(|line| line.contains("hv: TCC key").then(|| line.rsplit(' ').next()).flatten())
+}
+
+/// The TCC key is derived from the TPM-held master secret: the same after a reboot.
+fn same_tcc_key(first: &[String], second: &[String]) -> Result<(), String> {
+    match (tcc_key(first), tcc_key(second)) {
+        (Some(a), Some(b)) if a == b => {
+            eprintln!("qemu-test: the TCC key is the same after the reboot");
+            Ok(())
+        }
+        (a, b) => Err(format!("TCC key {a:?} in boot 1, {b:?} in boot 2")),
+    }
 }
 
 /// What one boot gave.
@@ -434,6 +468,22 @@ mod tests {
         let kvm = command_line(Path::new("/i"), &[], None, None, true, false).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("-bios"));
         assert!(!kvm.contains("-initrd"));
+    }
+
+    #[test]
+    fn boot_lines_carry_the_sealed_blob_and_the_tcc_key() {
+        assert_eq!(
+            sealed_blob("[0][INFO] hv: sealed for the next boot: 00ff10"),
+            Some(vec![0, 255, 16])
+        );
+        assert_eq!(sealed_blob("hv: sealed for the next boot: 0f1"), None);
+        assert_eq!(sealed_blob("hv: sealed for the next boot: zz"), None);
+        let boot = |key: &str| {
+            vec![format!("[0][INFO][pal] hv: TCC key x: sha256 of its public key {key}")]
+        };
+        assert!(same_tcc_key(&boot("ab"), &boot("ab")).is_ok());
+        assert!(same_tcc_key(&boot("ab"), &boot("cd")).is_err());
+        assert!(same_tcc_key(&boot("ab"), &[]).is_err());
     }
 
     #[test]

@@ -821,3 +821,26 @@ pub(super) fn counter_images() -> (Vec<u8>, Vec<u8>) {
     let code = program::pal_counter();
     (pal_image(code), pal_image(&[code, &[0x90]].concat()))
 }
+
+/// Runs the sealer PAL once on `op` (0 seal, 1 unseal) and `data`: the service's status and
+/// the bytes it produced.
+pub(super) fn sealer(svm: &Svm, op: u8, data: &[u8]) -> Result<(u64, Vec<u8>), String> {
+    let image = &pal_image(program::pal_sealer());
+    let input = [&[op][..], data].concat();
+    let mut pals = Pals::new(svm);
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        [EXECUTE, PREV, INPUT, input.len() as u64, OUTPUT, 1040, OUT_LEN],
+        [UNREGISTER, PREV, 0, 0, 0, 0, 0],
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (INPUT, &input)];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok; 3])?;
+    let memory = guest.memory();
+    let (status, n) = (read_u64(memory, OUTPUT)?, read_u64(memory, OUTPUT + 8)?);
+    let mut out = alloc::vec![0; mem::usize_of(n.min(1024))];
+    if status == Status::Ok.as_u64() && !memory.read(OUTPUT + 16, &mut out) {
+        return Err(String::from("output outside the guest"));
+    }
+    Ok((status, out))
+}

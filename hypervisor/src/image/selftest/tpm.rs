@@ -169,3 +169,48 @@ pub fn tpm_counters_after_reboot(svm: &Svm) -> TestResult {
     }
     Ok(())
 }
+
+/// What the first boot seals for the second.
+const FOR_NEXT_BOOT: &[u8] = b"sealed in boot 1, for boot 2";
+
+/// Seals a secret with the sealer PAL and logs the blob, which `qemu-test` hands to the second
+/// boot as module 1 (as a guest would keep it on its disk).
+pub fn tpm_seal_for_next_boot(svm: &Svm) -> TestResult {
+    let (status, blob) = super::pal::sealer(svm, 0, FOR_NEXT_BOOT)?;
+    if status != 0 || blob.len() != FOR_NEXT_BOOT.len() + 28 {
+        return Err(format!("seal: status {status:#x}, {} bytes", blob.len()));
+    }
+    let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
+    log::info!("hv: sealed for the next boot: {hex}");
+    Ok(())
+}
+
+/// The blob the first boot sealed (module 1) opens for the same PAL after the reboot, and
+/// with one bit changed it does not.
+pub fn tpm_unseal_after_reboot(svm: &Svm) -> TestResult {
+    let blob = mem::module(1).ok_or("no module 1: the first boot's sealed blob")?;
+    let (status, opened) = super::pal::sealer(svm, 1, blob)?;
+    if status != 0 || opened != FOR_NEXT_BOOT {
+        return Err(format!("unseal after reboot: status {status:#x}, {opened:x?}"));
+    }
+    let mut tampered = blob.to_vec();
+    tampered[20] ^= 1;
+    let (status, _) = super::pal::sealer(svm, 1, &tampered)?;
+    if status != vpr_proto::hypercall::Status::Refused.as_u64() {
+        return Err(format!("a tampered blob: status {status:#x}"));
+    }
+    Ok(())
+}
+
+/// Once PCR 17 no longer holds this hypervisor's launch value (another image, or anything
+/// extended after it), the TPM refuses the master secret: a policy failure. Last test of the
+/// boot: PCR 17 stays changed.
+pub fn tpm_master_secret_needs_pcr17(_svm: &Svm) -> TestResult {
+    with_tpm(|tpm| {
+        tpm.pcr_extend(crate::tpm::LAUNCH_LOCALITY, LAUNCH_PCR, &[0xEE; 32]).map_err(err)?;
+        match tpm.read_pcr_bound_secret(0, crate::tpm::MASTER_NV_INDEX, LAUNCH_PCR) {
+            Err(TpmError::Tpm(rc)) if rc.is_policy_failure() => Ok(()),
+            other => Err(format!("reading the master secret after PCR 17 changed: {other:?}")),
+        }
+    })
+}
