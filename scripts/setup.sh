@@ -25,8 +25,10 @@ command -v qemu-system-x86_64 >/dev/null || packages+=(qemu-system-x86)
 # The software TPM QEMU attaches to the hypervisor's machine, and its set-up tools.
 command -v swtpm >/dev/null || packages+=(swtpm)
 command -v swtpm_setup >/dev/null || packages+=(swtpm-tools)
-# openssl checks that a TPM's EK certificate chains to the local CA.
+# openssl checks that a TPM's EK certificate chains to the local CA; tpm2-tools'
+# tpm2_checkquote checks the hypervisor's TPM quote.
 command -v openssl >/dev/null || packages+=(openssl)
+command -v tpm2_checkquote >/dev/null || packages+=(tpm2-tools)
 if ((${#packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -280,7 +280,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 38] = [
+    let tests: [Test; 39] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -299,6 +299,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_ek_certificate", tpm::tpm_ek_certificate),
         ("tpm_counters", tpm::tpm_counters),
         ("tpm_seal_for_next_boot", tpm::tpm_seal_for_next_boot),
+        ("tpm_quote", tpm::tpm_quote),
         ("tpm_cost", tpm::tpm_cost),
         ("hypercall_version", pal::hypercall_version),
         ("pal_lifecycle", pal::pal_lifecycle),

@@ -4,6 +4,9 @@
 //! and the policy-session commands TPM2_StartAuthSession, TPM2_PolicyPCR and
 //! TPM2_FlushContext with which an NV index is read under a PCR policy
 //! ([`nv_read_with_session`], [`policy_pcr_digest`]).
+//! For attestation: TPM2_CreatePrimary of a restricted ECDSA P-256 signing key
+//! ([`create_primary_ecc_signing_key`]) and TPM2_Quote of SHA-256 PCRs with it
+//! ([`quote_sha256`], [`parse_quote`], [`parse_tpms_attest_quote`]).
 //!
 //! A command is a 10-byte header — `tag` (`TPMI_ST_COMMAND_TAG`, u16), `commandSize` (u32,
 //! the whole command), `commandCode` (`TPM_CC`, u32) — then its handles, its authorization
@@ -82,6 +85,57 @@ pub const TPM_CC_START_AUTH_SESSION: u32 = 0x0000_0176;
 pub const TPM_CC_POLICY_PCR: u32 = 0x0000_017F;
 /// `TPM_CC_FlushContext` (Part 2 §6.5.2).
 pub const TPM_CC_FLUSH_CONTEXT: u32 = 0x0000_0165;
+
+/// `TPM_CC_CreatePrimary` (Part 2 §6.5.2).
+pub const TPM_CC_CREATE_PRIMARY: u32 = 0x0000_0131;
+/// `TPM_CC_Quote` (Part 2 §6.5.2).
+pub const TPM_CC_QUOTE: u32 = 0x0000_0158;
+
+/// `TPM_RH_ENDORSEMENT` (Part 2 §7.4): the endorsement hierarchy, as a primary object's
+/// parent (TPM2_CreatePrimary) and as an authorization handle.
+pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
+/// `TPM_ALG_ECC` (Part 2 §6.3): an elliptic-curve object.
+pub const TPM_ALG_ECC: u16 = 0x0023;
+/// `TPM_ALG_ECDSA` (Part 2 §6.3): the ECDSA signature scheme.
+pub const TPM_ALG_ECDSA: u16 = 0x0018;
+/// `TPM_ECC_NIST_P256` (Part 2 §6.4): the NIST P-256 curve.
+pub const TPM_ECC_NIST_P256: u16 = 0x0003;
+/// `TPM_ST_ATTEST_QUOTE` (Part 2 §6.9): the `type` of a `TPMS_ATTEST` made by TPM2_Quote.
+pub const TPM_ST_ATTEST_QUOTE: u16 = 0x8018;
+/// `TPM_GENERATED_VALUE` (Part 2 §6.2): the `magic` opening every `TPMS_ATTEST` the TPM
+/// made itself ("\xffTCG"), which a restricted signing key signs nothing without.
+pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
+
+// Object attributes, `TPMA_OBJECT` (Part 2 §8.3): a u32 of bits.
+
+/// `fixedTPM` (bit 1): the object cannot be duplicated out of this TPM.
+pub const TPMA_OBJECT_FIXEDTPM: u32 = 1 << 1;
+/// `fixedParent` (bit 4): the object cannot be duplicated to another parent.
+pub const TPMA_OBJECT_FIXEDPARENT: u32 = 1 << 4;
+/// `sensitiveDataOrigin` (bit 5): the TPM generated the object's secret itself.
+pub const TPMA_OBJECT_SENSITIVEDATAORIGIN: u32 = 1 << 5;
+/// `userWithAuth` (bit 6): the object's authValue (here empty) authorizes its use.
+pub const TPMA_OBJECT_USERWITHAUTH: u32 = 1 << 6;
+/// `noDA` (bit 10): failed authorizations of the object do not count towards
+/// dictionary-attack lockout.
+pub const TPMA_OBJECT_NODA: u32 = 1 << 10;
+/// `restricted` (bit 16): a signing key that signs only digests the TPM computed — data
+/// that does not begin with [`TPM_GENERATED_VALUE`], or attestations it made.
+pub const TPMA_OBJECT_RESTRICTED: u32 = 1 << 16;
+/// `sign` (bit 18): a signing key.
+pub const TPMA_OBJECT_SIGN: u32 = 1 << 18;
+/// The `objectAttributes` of the attestation key [`create_primary_ecc_signing_key`]
+/// creates: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA, restricted,
+/// sign.
+pub const ATTESTATION_KEY_ATTRIBUTES: u32 = TPMA_OBJECT_FIXEDTPM
+    | TPMA_OBJECT_FIXEDPARENT
+    | TPMA_OBJECT_SENSITIVEDATAORIGIN
+    | TPMA_OBJECT_USERWITHAUTH
+    | TPMA_OBJECT_NODA
+    | TPMA_OBJECT_RESTRICTED
+    | TPMA_OBJECT_SIGN;
+/// Size of a P-256 coordinate, and of an ECDSA P-256 `r` or `s`.
+pub const P256_LEN: usize = 32;
 
 // NV index attributes, `TPMA_NV` (Part 2 §13.4): a u32 of bits, with the index's type,
 // `TPM_NT`, in bits 4 to 7.
@@ -402,6 +456,87 @@ pub fn nv_read_with_session(session: u32, index: u32, size: u16, offset: u16) ->
             &0u16.to_be_bytes(), // hmac: empty
             &size.to_be_bytes(),
             &offset.to_be_bytes(),
+        ],
+    )
+}
+
+/// The marshalled `TPMT_PUBLIC` (Part 2 §12.2.4) of a restricted ECDSA P-256 signing key
+/// without a unique value: `type` [`TPM_ALG_ECC`], `nameAlg` [`TPM_ALG_SHA256`],
+/// `objectAttributes` [`ATTESTATION_KEY_ATTRIBUTES`], an empty `authPolicy`, then
+/// `parameters`, a `TPMS_ECC_PARMS` (Part 2 §12.2.3.6) — `symmetric` (a
+/// `TPMT_SYM_DEF_OBJECT`: [`TPM_ALG_NULL`], nothing more), `scheme` (a `TPMT_ECC_SCHEME`:
+/// [`TPM_ALG_ECDSA`] and its `hashAlg` [`TPM_ALG_SHA256`]), `curveID`
+/// [`TPM_ECC_NIST_P256`], `kdf` (a `TPMT_KDF_SCHEME`: [`TPM_ALG_NULL`], nothing more) —
+/// then `unique`, a `TPMS_ECC_POINT` of an empty `x` and an empty `y`.
+const ECC_SIGNING_TEMPLATE: [u8; 24] = {
+    let [t0, t1] = TPM_ALG_ECC.to_be_bytes();
+    let [h0, h1] = TPM_ALG_SHA256.to_be_bytes();
+    let [a0, a1, a2, a3] = ATTESTATION_KEY_ATTRIBUTES.to_be_bytes();
+    let [n0, n1] = TPM_ALG_NULL.to_be_bytes();
+    let [e0, e1] = TPM_ALG_ECDSA.to_be_bytes();
+    let [c0, c1] = TPM_ECC_NIST_P256.to_be_bytes();
+    [
+        t0, t1, h0, h1, a0, a1, a2, a3, 0, 0, // type, nameAlg, objectAttributes, authPolicy
+        n0, n1, e0, e1, h0, h1, c0, c1, n0, n1, // symmetric, scheme, curveID, kdf
+        0, 0, 0, 0, // unique: empty x, empty y
+    ]
+};
+
+/// TPM2_CreatePrimary (Part 3 §24.1) of a restricted ECDSA P-256 signing key — an
+/// attestation key — in hierarchy `hierarchy` (e.g. [`TPM_RH_ENDORSEMENT`]), authorized by
+/// the hierarchy's empty password: handle `primaryHandle` `hierarchy`, the empty-password
+/// authorization area, then the parameters `inSensitive` (a `TPM2B_SENSITIVE_CREATE` of 4
+/// bytes: an empty `userAuth` and empty `data`), `inPublic` (a `TPM2B_PUBLIC` of the
+/// template `ECC_SIGNING_TEMPLATE` describes), `outsideInfo` (a `TPM2B_DATA`: empty) and
+/// `creationPCR` (a `TPML_PCR_SELECTION`: no selection).
+///
+/// A primary key is derived from the hierarchy's seed and the template: the same TPM
+/// returns the same key every time (until the hierarchy's seed changes).
+pub fn create_primary_ecc_signing_key(hierarchy: u32) -> Vec<u8> {
+    let template_len = u16::try_from(ECC_SIGNING_TEMPLATE.len()).unwrap_or(0);
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_CREATE_PRIMARY,
+        &[
+            &hierarchy.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &[0, 4, 0, 0, 0, 0], // inSensitive: 4 bytes, empty userAuth, empty data
+            &template_len.to_be_bytes(),
+            &ECC_SIGNING_TEMPLATE,
+            &0u16.to_be_bytes(), // outsideInfo: empty
+            &0u32.to_be_bytes(), // creationPCR: no selection
+        ],
+    )
+}
+
+/// TPM2_Quote (Part 3 §18.4) with the signing key `sign_handle`, authorized by its empty
+/// password: handle `signHandle`, the empty-password authorization area, then the
+/// parameters `qualifyingData` (a `TPM2B_DATA`: `qualifying_data`, which the TPM wants of
+/// at most the size of a `TPMT_HA` — `TPM_RC_SIZE` otherwise), `inScheme` (a
+/// `TPMT_SIG_SCHEME`: [`TPM_ALG_NULL`], the key's own scheme) and `PCRselect`, a
+/// `TPML_PCR_SELECTION` of one SHA-256 selection with the 3-byte bitmap of `pcrs` (PCRs
+/// above 23 are left out).
+pub fn quote_sha256(sign_handle: u32, qualifying_data: &[u8], pcrs: &[u32]) -> Vec<u8> {
+    let (size, data) = tpm2b(qualifying_data);
+    let mut bitmap = [0u8; PCR_SELECT_MIN as usize];
+    for &pcr in pcrs {
+        for (byte, bit) in bitmap.iter_mut().zip(pcr_bitmap(pcr)) {
+            *byte |= bit;
+        }
+    }
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_QUOTE,
+        &[
+            &sign_handle.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &size,
+            data,
+            &TPM_ALG_NULL.to_be_bytes(), // inScheme
+            &1u32.to_be_bytes(),
+            &TPM_ALG_SHA256.to_be_bytes(),
+            &[PCR_SELECT_MIN],
+            &bitmap,
         ],
     )
 }
@@ -884,6 +1019,194 @@ pub fn parse_pcr_read_sha256(bytes: &[u8], pcr: u32) -> Result<[u8; 32], TpmErro
         digest.try_into().map_err(|_| TpmError::Malformed("PCR value is not a SHA-256 digest"))?;
     r.end()?;
     Ok(digest)
+}
+
+/// The object handle and public point of a response to [`create_primary_ecc_signing_key`]
+/// (Part 3 §24.1): `objectHandle` (u32); `parameterSize` (u32), which must be exactly the
+/// size of the parameters — `outPublic` (a `TPM2B_PUBLIC` whose `TPMT_PUBLIC` must be of
+/// type [`TPM_ALG_ECC`] with the template's `nameAlg`, `symmetric`, `scheme`, curve
+/// [`TPM_ECC_NIST_P256`] and `kdf`, and a `unique` point of two 32-byte coordinates),
+/// `creationData` (a `TPM2B_CREATION_DATA`), `creationHash` (a `TPM2B_DIGEST`),
+/// `creationTicket` (a `TPMT_TK_CREATION`: `tag`, `hierarchy`, a `TPM2B_DIGEST`) and
+/// `name` (a `TPM2B_NAME`), the last four skipped by their sizes — then the authorization
+/// area answering the password session.
+pub fn parse_create_primary_ecc(bytes: &[u8]) -> Result<(u32, [u8; 32], [u8; 32]), TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    let handle = r.u32("objectHandle truncated")?;
+    let size = r.u32("parameterSize truncated")?;
+    let size = usize::try_from(size)
+        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
+    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
+    let (x, y) = ecc_signing_public(parameters.sized("outPublic truncated")?)?;
+    parameters.sized("creationData truncated")?;
+    if parameters.sized("creationHash truncated")?.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("creationHash larger than any digest"));
+    }
+    parameters.u16("creationTicket truncated")?;
+    parameters.u32("creationTicket truncated")?;
+    if parameters.sized("creationTicket truncated")?.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("creationTicket digest larger than any digest"));
+    }
+    if parameters.sized("name truncated")?.len() > MAX_NAME {
+        return Err(TpmError::Malformed("name larger than any name"));
+    }
+    if !parameters.bytes.is_empty() {
+        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
+    }
+    password_session_response(r)?;
+    Ok((handle, x, y))
+}
+
+/// The point of the `TPMT_PUBLIC` (Part 2 §12.2.4) `public` of a key made from
+/// [`ECC_SIGNING_TEMPLATE`]: the template's fields up to `unique`, then a `TPMS_ECC_POINT`
+/// of two 32-byte coordinates, then nothing. The attributes and `authPolicy` are not
+/// checked (the TPM may set others than asked only where the template leaves it free).
+fn ecc_signing_public(public: &[u8]) -> Result<([u8; 32], [u8; 32]), TpmError> {
+    const SHORT: &str = "outPublic shorter than an ECC TPMT_PUBLIC";
+    let mut p = Reader::new(public);
+    if p.u16(SHORT)? != TPM_ALG_ECC {
+        return Err(TpmError::Malformed("outPublic is not an ECC key"));
+    }
+    if p.u16(SHORT)? != TPM_ALG_SHA256 {
+        return Err(TpmError::Malformed("outPublic nameAlg is not SHA-256"));
+    }
+    p.u32(SHORT)?; // objectAttributes
+    if p.sized(SHORT)?.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("authPolicy larger than any digest"));
+    }
+    if p.u16(SHORT)? != TPM_ALG_NULL {
+        return Err(TpmError::Malformed("outPublic has a symmetric algorithm"));
+    }
+    if p.u16(SHORT)? != TPM_ALG_ECDSA || p.u16(SHORT)? != TPM_ALG_SHA256 {
+        return Err(TpmError::Malformed("outPublic scheme is not ECDSA with SHA-256"));
+    }
+    if p.u16(SHORT)? != TPM_ECC_NIST_P256 {
+        return Err(TpmError::Malformed("outPublic curve is not NIST P-256"));
+    }
+    if p.u16(SHORT)? != TPM_ALG_NULL {
+        return Err(TpmError::Malformed("outPublic has a KDF"));
+    }
+    let x: [u8; P256_LEN] = p
+        .sized(SHORT)?
+        .try_into()
+        .map_err(|_| TpmError::Malformed("outPublic x is not 32 bytes"))?;
+    let y: [u8; P256_LEN] = p
+        .sized(SHORT)?
+        .try_into()
+        .map_err(|_| TpmError::Malformed("outPublic y is not 32 bytes"))?;
+    if !p.bytes.is_empty() {
+        return Err(TpmError::Malformed("outPublic longer than an ECC TPMT_PUBLIC"));
+    }
+    Ok((x, y))
+}
+
+/// A quote: the `TPMS_ATTEST` the TPM signed, and its ECDSA P-256 signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The marshalled `TPMS_ATTEST` (Part 2 §10.12.12) exactly as signed: the signature is
+    /// over its SHA-256 digest. Parse it with [`parse_tpms_attest_quote`].
+    pub attest: Vec<u8>,
+    /// The signature's `r`, big-endian, left-padded to 32 bytes.
+    pub r: [u8; 32],
+    /// The signature's `s`, big-endian, left-padded to 32 bytes.
+    pub s: [u8; 32],
+}
+
+/// The quote in a response to [`quote_sha256`] (Part 3 §18.4): `parameterSize` (u32),
+/// which must be exactly the size of the parameters — `quoted` (a `TPM2B_ATTEST`) and
+/// `signature`, a `TPMT_SIGNATURE` (Part 2 §11.3.4) of `sigAlg` [`TPM_ALG_ECDSA`] and a
+/// `TPMS_SIGNATURE_ECDSA` (Part 2 §11.3.2): `hash` [`TPM_ALG_SHA256`], `signatureR` and
+/// `signatureS` (each a `TPM2B_ECC_PARAMETER` of at most 32 bytes, left-padded with zeros
+/// to 32) — then the authorization area answering the password session. The contents of
+/// `quoted` are not checked here: [`parse_tpms_attest_quote`].
+pub fn parse_quote(bytes: &[u8]) -> Result<Quote, TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    let size = r.u32("parameterSize truncated")?;
+    let size = usize::try_from(size)
+        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
+    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
+    let attest = parameters.sized("quoted truncated")?.to_vec();
+    if parameters.u16("signature truncated")? != TPM_ALG_ECDSA {
+        return Err(TpmError::Malformed("signature is not ECDSA"));
+    }
+    if parameters.u16("signature truncated")? != TPM_ALG_SHA256 {
+        return Err(TpmError::Malformed("signature hash is not SHA-256"));
+    }
+    let sig_r = left_padded(parameters.sized("signature truncated")?)?;
+    let sig_s = left_padded(parameters.sized("signature truncated")?)?;
+    if !parameters.bytes.is_empty() {
+        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
+    }
+    password_session_response(r)?;
+    Ok(Quote { attest, r: sig_r, s: sig_s })
+}
+
+/// A big-endian ECC parameter of at most 32 bytes, left-padded with zeros to 32.
+fn left_padded(value: &[u8]) -> Result<[u8; 32], TpmError> {
+    let mut out = [0u8; P256_LEN];
+    let at = P256_LEN
+        .checked_sub(value.len())
+        .ok_or(TpmError::Malformed("signature value longer than 32 bytes"))?;
+    out[at..].copy_from_slice(value);
+    Ok(out)
+}
+
+/// What a quote's `TPMS_ATTEST` attests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteInfo {
+    /// `extraData`: the `qualifyingData` of the TPM2_Quote (a verifier's nonce).
+    pub extra_data: Vec<u8>,
+    /// The bitmap of the SHA-256 PCRs quoted.
+    pub pcr_select: [u8; 3],
+    /// `pcrDigest`: SHA-256 of the selected PCRs' values concatenated, in PCR order.
+    pub pcr_digest: [u8; 32],
+}
+
+/// The contents of the `TPMS_ATTEST` (Part 2 §10.12.12) of a quote of SHA-256 PCRs:
+/// `magic` [`TPM_GENERATED_VALUE`], `type` [`TPM_ST_ATTEST_QUOTE`], `qualifiedSigner` (a
+/// `TPM2B_NAME`, not checked further), `extraData` (a `TPM2B_DATA`, at most 66 bytes),
+/// `clockInfo` (a `TPMS_CLOCK_INFO`: `clock` u64, `resetCount` u32, `restartCount` u32,
+/// `safe` u8 — not checked), `firmwareVersion` (u64, not checked), then `attested`, a
+/// `TPMS_QUOTE_INFO` (Part 2 §10.12.1): `pcrSelect`, one SHA-256 selection of 3 bytes, and
+/// `pcrDigest`, a 32-byte `TPM2B_DIGEST`; then nothing.
+///
+/// Only meaningful once the signature over `attest` has been checked
+/// ([`super::quote_verifies`]).
+pub fn parse_tpms_attest_quote(attest: &[u8]) -> Result<QuoteInfo, TpmError> {
+    let mut a = Reader::new(attest);
+    if a.u32("TPMS_ATTEST truncated")? != TPM_GENERATED_VALUE {
+        return Err(TpmError::Malformed("TPMS_ATTEST magic is not TPM_GENERATED_VALUE"));
+    }
+    if a.u16("TPMS_ATTEST truncated")? != TPM_ST_ATTEST_QUOTE {
+        return Err(TpmError::Malformed("TPMS_ATTEST is not a quote's"));
+    }
+    if a.sized("qualifiedSigner truncated")?.len() > MAX_NAME {
+        return Err(TpmError::Malformed("qualifiedSigner larger than any name"));
+    }
+    let extra_data = a.sized("extraData truncated")?;
+    if extra_data.len() > MAX_NAME {
+        return Err(TpmError::Malformed("extraData larger than a TPMT_HA"));
+    }
+    a.take(8 + 4 + 4 + 1, "clockInfo truncated")?;
+    a.take(8, "firmwareVersion truncated")?;
+    if a.u32("pcrSelect truncated")? != 1 {
+        return Err(TpmError::Malformed("pcrSelect is not one selection"));
+    }
+    if a.u16("pcrSelect truncated")? != TPM_ALG_SHA256 {
+        return Err(TpmError::Malformed("pcrSelect is not of the SHA-256 bank"));
+    }
+    if a.u8("pcrSelect truncated")? != PCR_SELECT_MIN {
+        return Err(TpmError::Malformed("pcrSelect is not of 3 bytes"));
+    }
+    let pcr_select = a.array::<3>("pcrSelect truncated")?;
+    let pcr_digest: [u8; 32] = a
+        .sized("pcrDigest truncated")?
+        .try_into()
+        .map_err(|_| TpmError::Malformed("pcrDigest is not a SHA-256 digest"))?;
+    if !a.bytes.is_empty() {
+        return Err(TpmError::Malformed("trailing bytes after the TPMS_ATTEST"));
+    }
+    Ok(QuoteInfo { extra_data: extra_data.to_vec(), pcr_select, pcr_digest })
 }
 
 /// Big-endian reads from an untrusted response, each failing with its own message.
@@ -1863,11 +2186,346 @@ mod tests {
         }
     }
 
+    #[test]
+    fn attestation_constants() {
+        assert_eq!(ATTESTATION_KEY_ATTRIBUTES, 0x0005_0472);
+        assert_eq!(
+            [TPM_CC_CREATE_PRIMARY, TPM_CC_QUOTE, TPM_RH_ENDORSEMENT],
+            [0x131, 0x158, 0x4000_000B]
+        );
+        assert_eq!(TPM_GENERATED_VALUE.to_be_bytes(), *b"\xffTCG");
+    }
+
+    #[test]
+    fn create_primary_ecc_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],             // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x41],          // commandSize 65
+            &[0, 0, 0x01, 0x31],       // TPM_CC_CreatePrimary
+            &[0x40, 0, 0, 0x0B],       // primaryHandle: TPM_RH_ENDORSEMENT
+            &[0, 0, 0, 0x09],          // authorizationSize 9
+            &[0x40, 0, 0, 0x09],       // TPM_RS_PW
+            &[0, 0],                   // nonceCaller: empty
+            &[0x00],                   // sessionAttributes
+            &[0, 0],                   // hmac: empty password
+            &[0, 4],                   // inSensitive: 4 bytes
+            &[0, 0],                   //   userAuth: empty
+            &[0, 0],                   //   data: empty
+            &[0, 24],                  // inPublic: 24 bytes
+            &[0x00, 0x23],             //   type: TPM_ALG_ECC
+            &[0x00, 0x0B],             //   nameAlg: SHA-256
+            &[0x00, 0x05, 0x04, 0x72], //   sign, restricted, noDA, userWithAuth, sDO, fP, fTPM
+            &[0, 0],                   //   authPolicy: empty
+            &[0x00, 0x10],             //   symmetric: TPM_ALG_NULL
+            &[0x00, 0x18, 0x00, 0x0B], //   scheme: ECDSA, SHA-256
+            &[0x00, 0x03],             //   curveID: NIST P-256
+            &[0x00, 0x10],             //   kdf: TPM_ALG_NULL
+            &[0, 0, 0, 0],             //   unique: empty x, empty y
+            &[0, 0],                   // outsideInfo: empty
+            &[0, 0, 0, 0],             // creationPCR: count 0
+        ]);
+        assert_eq!(expected.len(), 65);
+        assert_eq!(create_primary_ecc_signing_key(TPM_RH_ENDORSEMENT), expected);
+        let owner = create_primary_ecc_signing_key(TPM_RH_OWNER);
+        assert_eq!(&owner[10..14], &[0x40, 0, 0, 0x01]);
+        assert_eq!(owner[14..], expected[14..]);
+    }
+
+    #[test]
+    fn quote_layout() {
+        let expected = cat(&[
+            &[0x80, 0x02],                   // TPM_ST_SESSIONS
+            &[0, 0, 0, 0x2D],                // commandSize 45
+            &[0, 0, 0x01, 0x58],             // TPM_CC_Quote
+            &[0x80, 0x00, 0x00, 0x01],       // signHandle
+            &[0, 0, 0, 0x09],                // authorizationSize 9
+            &[0x40, 0, 0, 0x09],             // TPM_RS_PW
+            &[0, 0],                         // nonceCaller: empty
+            &[0x00],                         // sessionAttributes
+            &[0, 0],                         // hmac: empty password
+            &[0, 4, 0xDE, 0xAD, 0xBE, 0xEF], // qualifyingData: 4 bytes
+            &[0x00, 0x10],                   // inScheme: TPM_ALG_NULL
+            &[0, 0, 0, 1],                   // PCRselect: one selection
+            &[0x00, 0x0B, 0x03],             //   SHA-256, 3 bytes
+            &[0x81, 0x00, 0x82],             //   PCRs 0, 7, 17, 23
+        ]);
+        assert_eq!(expected.len(), 45);
+        assert_eq!(quote_sha256(0x8000_0001, &[0xDE, 0xAD, 0xBE, 0xEF], &[17, 0, 23, 7]), expected);
+        // No qualifying data, no PCR, PCRs above 23 left out, a repeated PCR.
+        let bare = quote_sha256(0x8000_0000, &[], &[24, 99, u32::MAX]);
+        assert_eq!(bare.len(), 41);
+        assert_eq!(&bare[2..6], &[0, 0, 0, 41]);
+        assert_eq!(&bare[27..], &[0, 0, 0x00, 0x10, 0, 0, 0, 1, 0x00, 0x0B, 3, 0, 0, 0]);
+        assert_eq!(&quote_sha256(0x8000_0000, &[], &[10, 10])[38..], &[0, 0x04, 0]);
+        let nonce = [0x77; 32];
+        let long = quote_sha256(0x8000_0000, &nonce, &[16]);
+        assert_eq!(long.len(), 73);
+        assert_eq!(&long[27..29], &[0, 32]);
+        assert_eq!(&long[29..61], &nonce);
+        assert_eq!(&long[70..], &[0, 0, 0x01]);
+    }
+
+    const POINT_X: [u8; 32] = [0x1F; 32];
+    const POINT_Y: [u8; 32] = [0x2E; 32];
+
+    /// The `TPMT_PUBLIC` of the attestation key with point (`x`, `y`) as a TPM returns it.
+    fn ecc_public(x: &[u8], y: &[u8]) -> Vec<u8> {
+        let x_len = u16::try_from(x.len()).unwrap().to_be_bytes();
+        let y_len = u16::try_from(y.len()).unwrap().to_be_bytes();
+        cat(&[
+            &[0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x04, 0x72, 0, 0],
+            &[0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00, 0x03, 0x00, 0x10],
+            &x_len,
+            x,
+            &y_len,
+            y,
+        ])
+    }
+
+    /// A response to TPM2_CreatePrimary with `public` as the `TPMT_PUBLIC`.
+    fn create_primary_with(public: &[u8]) -> Vec<u8> {
+        let creation_data: &[u8] = &[
+            0, 0, 0, 0, // pcrSelect: none
+            0, 0,    // pcrDigest: empty
+            0x01, // locality 0
+            0x00, 0x23, // parentNameAlg: TPM_ALG_ECC... (any)
+            0, 4, 0x40, 0, 0, 0x0B, // parentName: the hierarchy's handle
+            0, 4, 0x40, 0, 0, 0x0B, // parentQualifiedName
+            0, 0, // outsideInfo
+        ];
+        let public_len = u16::try_from(public.len()).unwrap().to_be_bytes();
+        let data_len = u16::try_from(creation_data.len()).unwrap().to_be_bytes();
+        let parameters = cat(&[
+            &public_len,
+            public,
+            &data_len,
+            creation_data,
+            &[0, 32],
+            &DIGEST,                                // creationHash
+            &[0x80, 0x21, 0x40, 0, 0, 0x0B, 0, 32], // creationTicket: TPM_ST_CREATION, EH
+            &DIGEST,
+            &[0, 34, 0x00, 0x0B], // name: SHA-256 ...
+            &DIGEST,              // ... of the public area
+        ]);
+        let parameter_size = u32::try_from(parameters.len()).unwrap().to_be_bytes();
+        resized(cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0x80, 0, 0, 0], // objectHandle
+            &parameter_size,
+            &parameters,
+            &[0, 0], // nonceTPM
+            &[0x01], // sessionAttributes: continueSession
+            &[0, 0], // hmac
+        ]))
+    }
+
+    fn create_primary_ok() -> Vec<u8> {
+        create_primary_with(&ecc_public(&POINT_X, &POINT_Y))
+    }
+
+    /// A `TPMS_ATTEST` of a quote of PCRs 0 and 17 with 16 bytes of extraData.
+    fn attest_quote() -> Vec<u8> {
+        let extra: Vec<u8> = (1..=16).collect();
+        cat(&[
+            &[0xFF, 0x54, 0x43, 0x47], // magic: TPM_GENERATED_VALUE
+            &[0x80, 0x18],             // type: TPM_ST_ATTEST_QUOTE
+            &[0, 34, 0x00, 0x0B],      // qualifiedSigner: SHA-256 ...
+            &DIGEST,                   // ... name
+            &[0, 16],                  // extraData: 16 bytes
+            &extra,
+            &[0, 0, 0, 0, 0, 0x01, 0x23, 0x45], // clock
+            &[0, 0, 0, 3],                      // resetCount
+            &[0, 0, 0, 0],                      // restartCount
+            &[0x01],                            // safe
+            &[0x20, 0x19, 0x10, 0x23, 0, 0x16, 0x36, 0x36], // firmwareVersion
+            &[0, 0, 0, 1, 0x00, 0x0B, 3, 0x01, 0x00, 0x02], // pcrSelect: PCRs 0, 17
+            &[0, 32],                           // pcrDigest
+            &DIGEST,
+        ])
+    }
+
+    /// A response to TPM2_Quote of `attest` with `r` and `s` as given.
+    fn quote_with(attest: &[u8], r: &[u8], s: &[u8]) -> Vec<u8> {
+        let sized = |b: &[u8]| cat(&[&u16::try_from(b.len()).unwrap().to_be_bytes(), b]);
+        let parameters = cat(&[
+            &sized(attest),
+            &[0x00, 0x18, 0x00, 0x0B], // sigAlg: ECDSA, hash: SHA-256
+            &sized(r),
+            &sized(s),
+        ]);
+        resized(cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+            &u32::try_from(parameters.len()).unwrap().to_be_bytes(),
+            &parameters,
+            &[0, 0], // nonceTPM
+            &[0x01], // sessionAttributes: continueSession
+            &[0, 0], // hmac
+        ]))
+    }
+
+    fn quote_ok() -> Vec<u8> {
+        quote_with(&attest_quote(), &[0xA1; 32], &[0xB2; 32])
+    }
+
+    #[test]
+    fn create_primary_ecc_responses() {
+        let expected = Ok((0x8000_0000, POINT_X, POINT_Y));
+        assert_eq!(parse_create_primary_ecc(&create_primary_ok()), expected);
+
+        let malformed = |bytes: &[u8]| match parse_create_primary_ecc(bytes) {
+            Err(TpmError::Malformed(what)) => what,
+            other => panic!("{other:?}"),
+        };
+        let x31 = ecc_public(&POINT_X[..31], &POINT_Y);
+        assert_eq!(malformed(&create_primary_with(&x31)), "outPublic x is not 32 bytes");
+        let y33 = ecc_public(&POINT_X, &[1; 33]);
+        assert_eq!(malformed(&create_primary_with(&y33)), "outPublic y is not 32 bytes");
+        let mut longer = ecc_public(&POINT_X, &POINT_Y);
+        longer.push(0);
+        assert_eq!(
+            malformed(&create_primary_with(&longer)),
+            "outPublic longer than an ECC TPMT_PUBLIC"
+        );
+        for (at, value, what) in [
+            (1, 0x01, "outPublic is not an ECC key"), // TPM_ALG_RSA
+            (3, 0x04, "outPublic nameAlg is not SHA-256"),
+            (11, 0x06, "outPublic has a symmetric algorithm"), // AES
+            (13, 0x14, "outPublic scheme is not ECDSA with SHA-256"), // RSASSA
+            (15, 0x0C, "outPublic scheme is not ECDSA with SHA-256"), // SHA-384
+            (17, 0x04, "outPublic curve is not NIST P-256"),   // P-384
+            (19, 0x20, "outPublic has a KDF"),                 // KDF1_SP800_56A
+        ] {
+            let mut public = ecc_public(&POINT_X, &POINT_Y);
+            public[at] = value;
+            assert_eq!(malformed(&create_primary_with(&public)), what);
+        }
+        // parameterSize one short, one long.
+        for delta in [-1i32, 1] {
+            let mut r = create_primary_ok();
+            let size = u32::from_be_bytes(r[14..18].try_into().unwrap());
+            r[14..18].copy_from_slice(&size.wrapping_add_signed(delta).to_be_bytes());
+            assert!(parse_create_primary_ecc(&r).is_err(), "{delta}");
+        }
+        // An error, and a response without the authorization area.
+        let error = vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0x09, 0x02];
+        assert_eq!(parse_create_primary_ecc(&error), Err(TpmError::Tpm(ResponseCode(0x902))));
+        let mut bare = create_primary_ok();
+        bare[1] = 0x01;
+        assert!(parse_create_primary_ecc(&bare).is_err());
+    }
+
+    #[test]
+    fn quote_responses() {
+        let quote = parse_quote(&quote_ok()).unwrap();
+        assert_eq!(quote, Quote { attest: attest_quote(), r: [0xA1; 32], s: [0xB2; 32] });
+
+        // Short r and s are left-padded; an empty one is zero.
+        let quote = parse_quote(&quote_with(&attest_quote(), &[0x0F; 31], &[])).unwrap();
+        let mut r = [0x0F; 32];
+        r[0] = 0;
+        assert_eq!((quote.r, quote.s), (r, [0; 32]));
+        // Longer than 32 bytes is refused, even with a leading zero.
+        for (r, s) in [(&[1u8; 33][..], &[2u8; 32][..]), (&[2; 32], &[0; 33])] {
+            assert_eq!(
+                parse_quote(&quote_with(&attest_quote(), r, s)),
+                Err(TpmError::Malformed("signature value longer than 32 bytes"))
+            );
+        }
+        // Another signature algorithm or hash.
+        let mut other = quote_ok();
+        let at = 10 + 4 + 2 + attest_quote().len();
+        assert_eq!(&other[at..at + 4], &[0x00, 0x18, 0x00, 0x0B]);
+        other[at + 1] = 0x14; // RSASSA
+        assert_eq!(parse_quote(&other), Err(TpmError::Malformed("signature is not ECDSA")));
+        let mut other = quote_ok();
+        other[at + 3] = 0x04; // SHA-1
+        assert_eq!(parse_quote(&other), Err(TpmError::Malformed("signature hash is not SHA-256")));
+        // parameterSize one short, one long; an error; no authorization area.
+        for delta in [-1i32, 1] {
+            let mut r = quote_ok();
+            let size = u32::from_be_bytes(r[10..14].try_into().unwrap());
+            r[10..14].copy_from_slice(&size.wrapping_add_signed(delta).to_be_bytes());
+            assert!(parse_quote(&r).is_err(), "{delta}");
+        }
+        let error = vec![0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0x01, 0x8B];
+        assert_eq!(parse_quote(&error), Err(TpmError::Tpm(ResponseCode(0x18B))));
+        let mut bare = quote_ok();
+        bare[1] = 0x01;
+        assert!(parse_quote(&bare).is_err());
+    }
+
+    #[test]
+    fn tpms_attest_quote() {
+        let info = parse_tpms_attest_quote(&attest_quote()).unwrap();
+        assert_eq!(
+            info,
+            QuoteInfo {
+                extra_data: (1..=16).collect(),
+                pcr_select: [0x01, 0x00, 0x02],
+                pcr_digest: DIGEST
+            }
+        );
+        let malformed = |bytes: &[u8]| match parse_tpms_attest_quote(bytes) {
+            Err(TpmError::Malformed(what)) => what,
+            other => panic!("{other:?}"),
+        };
+        let valid = attest_quote();
+        // Offsets: magic 0, type 4, qualifiedSigner 6, extraData 42, clockInfo 60,
+        // firmwareVersion 77, pcrSelect 85, pcrDigest 95.
+        for (at, value, what) in [
+            (0, 0x00, "TPMS_ATTEST magic is not TPM_GENERATED_VALUE"),
+            (5, 0x17, "TPMS_ATTEST is not a quote's"), // TPM_ST_ATTEST_CERTIFY
+            (88, 0x02, "pcrSelect is not one selection"),
+            (90, 0x04, "pcrSelect is not of the SHA-256 bank"),
+            (91, 0x04, "pcrSelect is not of 3 bytes"),
+            (96, 0x14, "pcrDigest is not a SHA-256 digest"),
+        ] {
+            let mut attest = valid.clone();
+            attest[at] = value;
+            assert_eq!(malformed(&attest), what, "byte {at}");
+        }
+        let mut longer = valid.clone();
+        longer.push(0);
+        assert_eq!(malformed(&longer), "trailing bytes after the TPMS_ATTEST");
+        for len in 0..valid.len() {
+            assert!(parse_tpms_attest_quote(&valid[..len]).is_err(), "{len} bytes");
+        }
+        // A name larger than any, extraData larger than a TPMT_HA.
+        let mut attest = valid[..6].to_vec();
+        attest.extend_from_slice(&[0, 67]);
+        attest.extend_from_slice(&[0; 67]);
+        attest.extend_from_slice(&valid[42..]);
+        assert_eq!(malformed(&attest), "qualifiedSigner larger than any name");
+        let mut attest = valid[..42].to_vec();
+        attest.extend_from_slice(&[0, 67]);
+        attest.extend_from_slice(&[0; 67]);
+        attest.extend_from_slice(&valid[60..]);
+        assert_eq!(malformed(&attest), "extraData larger than a TPMT_HA");
+        // Changes of the free fields keep it valid; random mutations never panic.
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut accepted = 0;
+        for _ in 0..5000 {
+            let mut attest = valid.clone();
+            let at = rng.below(attest.len());
+            match rng.below(3) {
+                0 => attest[at] ^= 1 << rng.below(8),
+                1 => attest.insert(at, rng.next().to_le_bytes()[0]),
+                _ => {
+                    attest.remove(at);
+                }
+            }
+            if parse_tpms_attest_quote(&attest).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert!(accepted > 500, "{accepted}");
+    }
+
     /// Whether a parser accepts a response.
     type Accepts = fn(&[u8]) -> bool;
 
     /// Every parser (with the PCR it needs) and a response it accepts.
-    fn parsers() -> [(Vec<u8>, Accepts); 13] {
+    fn parsers() -> [(Vec<u8>, Accepts); 15] {
         [
             (startup_ok(), |b| parse_startup(b).is_ok()),
             (get_random_ok(), |b| parse_get_random(b).is_ok()),
@@ -1882,6 +2540,8 @@ mod tests {
             (no_body_ok(), |b| parse_policy_pcr(b).is_ok()),
             (no_body_ok(), |b| parse_flush_context(b).is_ok()),
             (nv_read_policy_ok(), |b| parse_nv_read_policy(b).is_ok()),
+            (create_primary_ok(), |b| parse_create_primary_ecc(b).is_ok()),
+            (quote_ok(), |b| parse_quote(b).is_ok()),
         ]
     }
 

@@ -13,7 +13,10 @@
 //!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK
 //!   certificate's, [`EK_CERT_RSA_INDEX`], [`Tpm::store_pcr_bound_secret`] and
 //!   [`Tpm::read_pcr_bound_secret`] for a secret only readable while a PCR keeps its value
-//!   — and [`extended`], the value a SHA-256 PCR takes when a digest is extended into it.
+//!   — [`Tpm::create_attestation_key`], [`Tpm::quote`] and [`Tpm::flush`] for quotes of PCRs
+//!   signed by an ECDSA P-256 key of the endorsement hierarchy, checked with
+//!   [`quote_verifies`] — and [`extended`], the value a SHA-256 PCR takes when a digest is
+//!   extended into it.
 //!
 //! The bootable image implements [`Mmio`] with volatile accesses to the TPM's register pages
 //! at [`tis::TIS_BASE`]; under QEMU (`-device tpm-tis`, backed by swtpm) that is a TPM 2.0
@@ -416,6 +419,76 @@ impl<M: Mmio> Tpm<M> {
     }
 }
 
+impl<M: Mmio> Tpm<M> {
+    /// The attestation key: TPM2_CreatePrimary (Part 3 §24.1) of a restricted ECDSA P-256
+    /// signing key in the endorsement hierarchy ([`command::TPM_RH_ENDORSEMENT`], authorized
+    /// by its empty password) from the template of
+    /// [`command::create_primary_ecc_signing_key`]. A primary key derives from the
+    /// hierarchy's seed: the same TPM gives the same key every boot. Returns the transient
+    /// handle it is loaded under (flush it with [`Tpm::flush`] when done) and its public
+    /// point's `x` and `y`.
+    ///
+    /// Nothing here proves the key is a TPM's: that takes the endorsement key's certificate
+    /// and a credential activation, which the driver does not do.
+    pub fn create_attestation_key(
+        &mut self,
+        locality: u8,
+    ) -> Result<(u32, [u8; 32], [u8; 32]), TpmError> {
+        let command = command::create_primary_ecc_signing_key(command::TPM_RH_ENDORSEMENT);
+        let response = self.tis.transact(locality, &command)?;
+        command::parse_create_primary_ecc(&response)
+    }
+
+    /// TPM2_Quote (Part 3 §18.4) of the SHA-256 PCRs `pcrs` (each 0 to 23) with the
+    /// signing key loaded under `key` (authorized by its empty password, signing with its
+    /// own scheme), `qualifying_data` (at most 64 bytes, e.g. a verifier's nonce) becoming
+    /// the attestation's `extraData`. Check it with [`quote_verifies`] and read it with
+    /// [`command::parse_tpms_attest_quote`]. A PCR above 23 or longer `qualifying_data` is
+    /// [`TpmError::Argument`] (nothing sent).
+    pub fn quote(
+        &mut self,
+        locality: u8,
+        key: u32,
+        qualifying_data: &[u8],
+        pcrs: &[u32],
+    ) -> Result<command::Quote, TpmError> {
+        for &pcr in pcrs {
+            check_pcr(pcr)?;
+        }
+        if qualifying_data.len() > QUALIFYING_DATA_MAX {
+            return Err(TpmError::Argument("qualifying data longer than 64 bytes"));
+        }
+        let command = command::quote_sha256(key, qualifying_data, pcrs);
+        let response = self.tis.transact(locality, &command)?;
+        command::parse_quote(&response)
+    }
+
+    /// TPM2_FlushContext (Part 3 §28.4) of the transient object or session `handle`.
+    /// Nothing loaded under it is `TPM_RC_HANDLE`.
+    pub fn flush(&mut self, locality: u8, handle: u32) -> Result<(), TpmError> {
+        let response = self.tis.transact(locality, &command::flush_context(handle))?;
+        command::parse_flush_context(&response)
+    }
+}
+
+/// The most `qualifyingData` [`Tpm::quote`] sends: a SHA-512 digest (the TPM accepts up to
+/// the size of a `TPMT_HA`, Part 2 §10.4.3).
+const QUALIFYING_DATA_MAX: usize = 64;
+
+/// Whether `quote`'s signature is a valid ECDSA P-256 signature, by the key whose public
+/// point is (`x`, `y`), over the SHA-256 digest of `quote.attest` — as the TPM signs a
+/// `TPMS_ATTEST` with an ECDSA/SHA-256 key (Part 1, "Attestation").
+pub fn quote_verifies(x: &[u8; 32], y: &[u8; 32], quote: &command::Quote) -> bool {
+    let mut public = [0u8; 65];
+    public[0] = 0x04; // SEC1 uncompressed
+    public[1..33].copy_from_slice(x);
+    public[33..].copy_from_slice(y);
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&quote.r);
+    signature[32..].copy_from_slice(&quote.s);
+    vpr_proto::crypto::verify(&public, &quote.attest, &signature)
+}
+
 /// Refuses an NV range of `len` bytes at `offset` that ends beyond 65535 bytes, the most an
 /// NV index holds (its `dataSize` is a u16).
 fn check_nv_range(offset: u16, len: usize) -> Result<(), TpmError> {
@@ -445,13 +518,15 @@ mod tests {
     use super::tis::fake::Fake;
     use super::*;
     use alloc::vec;
+    use vpr_proto::crypto::KeyPair;
 
     /// A TPM 2.0 simulated at the command level, written from Part 3 independently of the
     /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank,
     /// NV_ReadPublic, and NV_DefineSpace, NV_Write and NV_Read (owner-authorized) of
     /// ordinary NV indices; unsalted, unbound SHA-256 policy sessions (StartAuthSession,
     /// PolicyPCR, FlushContext) and NV_Read authorized by one against the index's
-    /// `authPolicy`.
+    /// `authPolicy`; CreatePrimary of the attestation key template (always the key
+    /// [`attestation_key`]) and Quote with it, signed by that key.
     struct Simulated {
         started: bool,
         pcrs: [[u8; 32]; 24],
@@ -473,6 +548,8 @@ mod tests {
         sessions: Vec<Session>,
         /// Knob: PolicyPCR answers this response code.
         policy_pcr_rc: Option<u32>,
+        /// Transient objects loaded by CreatePrimary: all the one attestation key.
+        objects: Vec<u32>,
     }
 
     /// A policy session of the simulated TPM.
@@ -531,6 +608,7 @@ mod tests {
                 nv_other: None,
                 sessions: Vec::new(),
                 policy_pcr_rc: None,
+                objects: Vec::new(),
             }
         }
 
@@ -807,15 +885,100 @@ mod tests {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
                     assert_eq!(c.len(), 14);
                     let handle = be32(10);
-                    let before = self.sessions.len();
+                    let before = self.sessions.len() + self.objects.len();
                     self.sessions.retain(|s| s.handle != handle);
-                    if self.sessions.len() == before {
+                    self.objects.retain(|&o| o != handle);
+                    if self.sessions.len() + self.objects.len() == before {
                         return reply(0x8001, 0x1CB, &[]); // TPM_RC_HANDLE on parameter 1
                     }
                     reply(0x8001, 0, &[])
                 }
+                0x131 => self.create_primary(c),
+                0x158 => self.quote(c),
                 _ => reply(0x8001, 0x143, &[]),
             }
+        }
+
+        /// CreatePrimary of the ECC P-256 restricted signing template in the endorsement
+        /// hierarchy: always the key [`attestation_key`].
+        fn create_primary(&mut self, c: &[u8]) -> Vec<u8> {
+            assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+            assert_eq!(c.len(), 65);
+            assert_eq!(&c[10..14], &[0x40, 0, 0, 0x0B], "TPM_RH_ENDORSEMENT");
+            Self::assert_password_session(c, 14);
+            assert_eq!(&c[27..35], &[0, 4, 0, 0, 0, 0, 0, 24], "inSensitive, inPublic size");
+            let template = [
+                0x00, 0x23, 0x00, 0x0B, 0x00, 0x05, 0x04, 0x72, 0, 0, 0x00, 0x10, 0x00, 0x18, 0x00,
+                0x0B, 0x00, 0x03, 0x00, 0x10, 0, 0, 0, 0,
+            ];
+            assert_eq!(&c[35..59], &template);
+            assert_eq!(&c[59..], &[0, 0, 0, 0, 0, 0]);
+            if self.objects.len() >= 3 {
+                return reply(0x8001, 0x902, &[]); // TPM_RC_OBJECT_MEMORY
+            }
+            let handle = (0x8000_0000..).find(|h| !self.objects.contains(h)).unwrap();
+            self.objects.push(handle);
+            let point = attestation_key().public();
+            let mut public = template[..20].to_vec();
+            public.extend_from_slice(&[0, 32]);
+            public.extend_from_slice(&point[1..33]);
+            public.extend_from_slice(&[0, 32]);
+            public.extend_from_slice(&point[33..]);
+            let name_digest = vpr_proto::Digest::of(&public).0;
+            let mut parameters = vec![0, 88];
+            parameters.extend_from_slice(&public);
+            parameters.extend_from_slice(&[0, 6, 0, 0, 0, 0, 0, 0]); // creationData
+            parameters.extend_from_slice(&[0, 32]);
+            parameters.extend_from_slice(&[0x33; 32]); // creationHash
+            parameters.extend_from_slice(&[0x80, 0x21, 0x40, 0, 0, 0x0B, 0, 32]);
+            parameters.extend_from_slice(&[0x44; 32]); // creationTicket
+            parameters.extend_from_slice(&[0, 34, 0x00, 0x0B]);
+            parameters.extend_from_slice(&name_digest); // name
+            let mut body = handle.to_be_bytes().to_vec();
+            body.extend_from_slice(&u32::try_from(parameters.len()).unwrap().to_be_bytes());
+            body.extend_from_slice(&parameters);
+            body.extend_from_slice(&[0, 0, 0x01, 0, 0]);
+            reply(0x8002, 0, &body)
+        }
+
+        /// Quote with a loaded attestation key of SHA-256 PCRs.
+        fn quote(&mut self, c: &[u8]) -> Vec<u8> {
+            assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+            let handle = u32::from_be_bytes(c[10..14].try_into().unwrap());
+            Self::assert_password_session(c, 14);
+            let n = usize::from(u16::from_be_bytes([c[27], c[28]]));
+            let extra = &c[27..29 + n];
+            let rest = &c[29 + n..];
+            assert_eq!(&rest[..9], &[0x00, 0x10, 0, 0, 0, 1, 0x00, 0x0B, 3]);
+            assert_eq!(rest.len(), 12);
+            if !self.objects.contains(&handle) {
+                return reply(0x8001, 0x18B, &[]); // TPM_RC_HANDLE on handle 1
+            }
+            let bitmap = &rest[9..12];
+            let mut values = Vec::new();
+            for pcr in (0..24).filter(|&i| bitmap[i / 8] & (1 << (i % 8)) != 0) {
+                values.extend_from_slice(&self.pcrs[pcr]);
+            }
+            let mut attest = vec![0xFF, 0x54, 0x43, 0x47, 0x80, 0x18, 0, 34, 0x00, 0x0B];
+            attest.extend_from_slice(&[0x55; 32]); // qualifiedSigner
+            attest.extend_from_slice(extra);
+            attest.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+            attest.extend_from_slice(&[0, 0, 0, 0, 0x20, 0x19, 0x10, 0x23]);
+            attest.extend_from_slice(&[0, 0, 0, 1, 0x00, 0x0B, 3]);
+            attest.extend_from_slice(bitmap);
+            attest.extend_from_slice(&[0, 32]);
+            attest.extend_from_slice(&vpr_proto::Digest::of(&values).0);
+            let signature = attestation_key().sign(&attest);
+            let mut parameters = u16::try_from(attest.len()).unwrap().to_be_bytes().to_vec();
+            parameters.extend_from_slice(&attest);
+            parameters.extend_from_slice(&[0x00, 0x18, 0x00, 0x0B, 0, 32]);
+            parameters.extend_from_slice(&signature[..32]);
+            parameters.extend_from_slice(&[0, 32]);
+            parameters.extend_from_slice(&signature[32..]);
+            let mut body = u32::try_from(parameters.len()).unwrap().to_be_bytes().to_vec();
+            body.extend_from_slice(&parameters);
+            body.extend_from_slice(&[0, 0, 0x01, 0, 0]);
+            reply(0x8002, 0, &body)
         }
 
         /// The nonceTPM of every session reply.
@@ -869,6 +1032,11 @@ mod tests {
             body.extend_from_slice(&[0x00, 0, 0]);
             reply(0x8002, 0, &body)
         }
+    }
+
+    /// The simulated TPM's attestation key.
+    fn attestation_key() -> KeyPair {
+        KeyPair::from_secret(&[0x07; 32]).unwrap()
     }
 
     fn tpm(mut simulated: Simulated, burst: u16) -> Tpm<Fake> {
@@ -1527,5 +1695,150 @@ mod tests {
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);
         }
+    }
+
+    /// The order n of the P-256 group, big-endian.
+    const P256_ORDER: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63,
+        0x25, 0x51,
+    ];
+
+    /// n - `s`, big-endian: the other valid `s` of an ECDSA signature.
+    fn negated(s: &[u8; 32]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(P256_ORDER[i]) - i16::from(s[i]) - borrow;
+            borrow = i16::from(d < 0);
+            out[i] = u8::try_from(d.rem_euclid(256)).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn quote_verifies_a_signed_attestation() {
+        let key = KeyPair::from_secret(&[0x42; 32]).unwrap();
+        let public = key.public();
+        let (x, y): ([u8; 32], [u8; 32]) =
+            (public[1..33].try_into().unwrap(), public[33..].try_into().unwrap());
+        // A TPMS_ATTEST of a quote of PCR 17, by hand.
+        let mut attest = vec![0xFF, 0x54, 0x43, 0x47, 0x80, 0x18, 0, 34, 0x00, 0x0B];
+        attest.extend_from_slice(&[0x55; 32]);
+        attest.extend_from_slice(&[0, 4, 1, 2, 3, 4]);
+        attest.extend_from_slice(&[0; 17]);
+        attest.extend_from_slice(&[0; 8]);
+        attest.extend_from_slice(&[0, 0, 0, 1, 0x00, 0x0B, 3, 0, 0, 0x02, 0, 32]);
+        attest.extend_from_slice(&[0x66; 32]);
+        let info = command::parse_tpms_attest_quote(&attest).unwrap();
+        assert_eq!(info.extra_data, [1, 2, 3, 4]);
+        assert_eq!((info.pcr_select, info.pcr_digest), ([0, 0, 0x02], [0x66; 32]));
+
+        let signature = key.sign(&attest);
+        let quote = command::Quote {
+            attest: attest.clone(),
+            r: signature[..32].try_into().unwrap(),
+            s: signature[32..].try_into().unwrap(),
+        };
+        assert!(quote_verifies(&x, &y, &quote));
+        // Both values of s verify (a TPM does not normalize it).
+        let mut other_s = quote.clone();
+        other_s.s = negated(&quote.s);
+        assert_ne!(other_s.s, quote.s);
+        assert!(quote_verifies(&x, &y, &other_s));
+        // Any one bit changed anywhere is refused.
+        for bit in 0..attest.len() * 8 {
+            let mut changed = quote.clone();
+            changed.attest[bit / 8] ^= 1 << (bit % 8);
+            assert!(!quote_verifies(&x, &y, &changed), "attest bit {bit}");
+        }
+        for bit in 0..256 {
+            let mut changed = quote.clone();
+            changed.r[bit / 8] ^= 1 << (bit % 8);
+            assert!(!quote_verifies(&x, &y, &changed), "r bit {bit}");
+            let mut changed = quote.clone();
+            changed.s[bit / 8] ^= 1 << (bit % 8);
+            assert!(!quote_verifies(&x, &y, &changed), "s bit {bit}");
+            let mut bad_x = x;
+            bad_x[bit / 8] ^= 1 << (bit % 8);
+            assert!(!quote_verifies(&bad_x, &y, &quote), "x bit {bit}");
+        }
+        // Another key, a zero signature, a point not on the curve.
+        let other = KeyPair::from_secret(&[0x43; 32]).unwrap().public();
+        let (ox, oy) = (other[1..33].try_into().unwrap(), other[33..].try_into().unwrap());
+        assert!(!quote_verifies(&ox, &oy, &quote));
+        let zero = command::Quote { attest, r: [0; 32], s: [0; 32] };
+        assert!(!quote_verifies(&x, &y, &zero));
+        assert!(!quote_verifies(&[0; 32], &[0; 32], &quote));
+    }
+
+    #[test]
+    fn attestation_key_and_quote_against_simulated_tpm() {
+        let mut tpm = started();
+        tpm.pcr_extend(0, 0, &[0x10; 32]).unwrap();
+        tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
+        let (pcr0, pcr17) = (tpm.pcr_read(0, 0).unwrap(), tpm.pcr_read(0, 17).unwrap());
+        codes(&mut tpm);
+
+        let (handle, x, y) = tpm.create_attestation_key(0).unwrap();
+        assert_eq!(handle, 0x8000_0000);
+        let public = attestation_key().public();
+        assert_eq!((&x[..], &y[..]), (&public[1..33], &public[33..]));
+        let fake = tpm.tis().mmio();
+        assert_eq!(
+            fake.executed[0].1,
+            command::create_primary_ecc_signing_key(command::TPM_RH_ENDORSEMENT)
+        );
+        codes(&mut tpm);
+
+        let nonce = [0xC0; 32];
+        let quote = tpm.quote(2, handle, &nonce, &[17, 0]).unwrap();
+        assert_eq!(
+            tpm.tis().mmio().executed[0],
+            (2, command::quote_sha256(handle, &nonce, &[0, 17]))
+        );
+        assert!(quote_verifies(&x, &y, &quote));
+        let info = command::parse_tpms_attest_quote(&quote.attest).unwrap();
+        assert_eq!(info.extra_data, nonce);
+        assert_eq!(info.pcr_select, [0x01, 0x00, 0x02]);
+        let mut values = pcr0.to_vec();
+        values.extend_from_slice(&pcr17);
+        assert_eq!(info.pcr_digest, vpr_proto::Digest::of(&values).0);
+        // The same key again (deterministic), under another handle while the first is loaded.
+        let (second, x2, y2) = tpm.create_attestation_key(0).unwrap();
+        assert_eq!((second, x2, y2), (0x8000_0001, x, y));
+        // After an extend the quote changes, and still verifies.
+        tpm.pcr_extend(0, 0, &[0x11; 32]).unwrap();
+        let later = tpm.quote(0, second, &[], &[0, 17]).unwrap();
+        assert!(quote_verifies(&x, &y, &later));
+        let later_info = command::parse_tpms_attest_quote(&later.attest).unwrap();
+        assert!(later_info.extra_data.is_empty());
+        assert_ne!(later_info.pcr_digest, info.pcr_digest);
+        // Flushed: the handle is gone.
+        assert_eq!(tpm.flush(0, handle), Ok(()));
+        assert_eq!(tpm.flush(0, handle), Err(TpmError::Tpm(ResponseCode(0x1CB))));
+        assert_eq!(tpm.quote(0, handle, &nonce, &[0]), Err(TpmError::Tpm(ResponseCode(0x18B))));
+        assert_eq!(tpm.flush(0, second), Ok(()));
+        codes(&mut tpm);
+
+        // Refused before the TPM: a PCR above 23, qualifying data above 64 bytes, a locality.
+        let refused = Err(TpmError::Argument("PCR index above 23"));
+        assert_eq!(tpm.quote(0, handle, &nonce, &[0, 24]), refused);
+        assert_eq!(
+            tpm.quote(0, handle, &[0; 65], &[0]),
+            Err(TpmError::Argument("qualifying data longer than 64 bytes"))
+        );
+        assert_eq!(tpm.create_attestation_key(5), Err(TpmError::Argument("locality above 4")));
+        assert!(tpm.tis().mmio().executed.is_empty());
+        // The TPM's errors come through: out of object memory, before Startup.
+        for _ in 0..3 {
+            tpm.create_attestation_key(0).unwrap();
+        }
+        assert_eq!(tpm.create_attestation_key(0), Err(TpmError::Tpm(ResponseCode(0x902))));
+        let mut fresh = self::tpm(Simulated::new(), 0x1000);
+        assert_eq!(fresh.create_attestation_key(0), Err(TpmError::Tpm(ResponseCode::INITIALIZE)));
+        let fake = tpm.tis().mmio();
+        assert_eq!(fake.active, None);
+        assert_eq!(fake.requests, fake.releases);
     }
 }

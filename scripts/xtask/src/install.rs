@@ -51,6 +51,11 @@ pub fn swtpm() -> Result<(), String> {
     apt_unless_runs("swtpm", &["swtpm", "swtpm-tools"])
 }
 
+/// Installs tpm2-tools (tpm2_checkquote checks the TPM quote) with apt unless it runs.
+pub fn tpm2_tools() -> Result<(), String> {
+    apt_unless_runs("tpm2_checkquote", &["tpm2-tools"])
+}
+
 /// Installs openssl (it checks EK certificate chains) with apt unless `openssl version` runs.
 pub fn openssl() -> Result<(), String> {
     let present = || {

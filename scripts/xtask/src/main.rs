@@ -9,6 +9,7 @@
 //! Installs what it needs when missing: the `x86_64-unknown-none` target (rustup) and QEMU
 //! (`apt-get install qemu-system-x86`, through sudo when not root).
 
+mod checkquote;
 mod ek;
 mod install;
 mod json;

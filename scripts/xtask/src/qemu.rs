@@ -9,7 +9,7 @@
 //! the machine triple-faults under `-no-reboot`.
 
 use crate::install::{self, IMAGE_TARGET};
-use crate::{ek, measure};
+use crate::{checkquote, ek, measure};
 use crate::{Accel, QemuTestOptions};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
@@ -297,7 +297,8 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let args =
         command_line(&image, std::slice::from_ref(&pal), Some(&swtpm.socket), None, kvm, qboot);
     let first = boot(&args, options.timeout, accel)?;
-    let first_verdict = first.verdict(&image, &ek);
+    let first_verdict =
+        first.verdict(&image, &ek).and_then(|()| checkquote::check(&first.lines, &swtpm.dir));
     // Boot 2, on the same TPM state: what must survive a reboot, and what must not. The
     // blob boot 1 sealed goes along as module 1, as a guest would keep it on its disk.
     swtpm.restart()?;
@@ -323,11 +324,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
 
 /// The bytes of a "sealed for the next boot" log line, if `line` is one.
 fn sealed_blob(line: &str) -> Option<Vec<u8>> {
-    let hex = line.split("hv: sealed for the next boot: ").nth(1)?.trim();
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+    checkquote::unhex(line.split("hv: sealed for the next boot: ").nth(1)?.trim())
 }
 
 /// The TCC key's digest a boot logged, if it made one.
