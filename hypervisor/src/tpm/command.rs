@@ -970,20 +970,30 @@ pub fn parse_nv_read_policy(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
     nv_read_data(bytes, policy_session_response)
 }
 
+/// The response parameters after `parameterSize` (a u32: Part 1 §18.9, present in responses
+/// with an authorization area): `parse` reads them and must use every byte the size covers.
+fn parameters<'a, T>(
+    r: &mut Reader<'a>,
+    parse: impl FnOnce(&mut Reader<'a>) -> Result<T, TpmError>,
+) -> Result<T, TpmError> {
+    let size = r.u32("parameterSize truncated")?;
+    let size = usize::try_from(size)
+        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
+    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
+    let value = parse(&mut parameters)?;
+    if !parameters.bytes.is_empty() {
+        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
+    }
+    Ok(value)
+}
+
 /// The data of an NV_Read response whose authorization area `session` checks.
 fn nv_read_data(
     bytes: &[u8],
     session: fn(Reader<'_>) -> Result<(), TpmError>,
 ) -> Result<Vec<u8>, TpmError> {
     let mut r = body(bytes, TPM_ST_SESSIONS)?;
-    let size = r.u32("parameterSize truncated")?;
-    let size = usize::try_from(size)
-        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
-    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
-    let data = parameters.sized("data truncated")?;
-    if !parameters.bytes.is_empty() {
-        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
-    }
+    let data = parameters(&mut r, |p| p.sized("data truncated"))?;
     session(r)?;
     Ok(data.to_vec())
 }
@@ -1033,26 +1043,22 @@ pub fn parse_pcr_read_sha256(bytes: &[u8], pcr: u32) -> Result<[u8; 32], TpmErro
 pub fn parse_create_primary_ecc(bytes: &[u8]) -> Result<(u32, [u8; 32], [u8; 32]), TpmError> {
     let mut r = body(bytes, TPM_ST_SESSIONS)?;
     let handle = r.u32("objectHandle truncated")?;
-    let size = r.u32("parameterSize truncated")?;
-    let size = usize::try_from(size)
-        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
-    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
-    let (x, y) = ecc_signing_public(parameters.sized("outPublic truncated")?)?;
-    parameters.sized("creationData truncated")?;
-    if parameters.sized("creationHash truncated")?.len() > MAX_DIGEST {
-        return Err(TpmError::Malformed("creationHash larger than any digest"));
-    }
-    parameters.u16("creationTicket truncated")?;
-    parameters.u32("creationTicket truncated")?;
-    if parameters.sized("creationTicket truncated")?.len() > MAX_DIGEST {
-        return Err(TpmError::Malformed("creationTicket digest larger than any digest"));
-    }
-    if parameters.sized("name truncated")?.len() > MAX_NAME {
-        return Err(TpmError::Malformed("name larger than any name"));
-    }
-    if !parameters.bytes.is_empty() {
-        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
-    }
+    let (x, y) = parameters(&mut r, |p| {
+        let point = ecc_signing_public(p.sized("outPublic truncated")?)?;
+        p.sized("creationData truncated")?;
+        if p.sized("creationHash truncated")?.len() > MAX_DIGEST {
+            return Err(TpmError::Malformed("creationHash larger than any digest"));
+        }
+        p.u16("creationTicket truncated")?;
+        p.u32("creationTicket truncated")?;
+        if p.sized("creationTicket truncated")?.len() > MAX_DIGEST {
+            return Err(TpmError::Malformed("creationTicket digest larger than any digest"));
+        }
+        if p.sized("name truncated")?.len() > MAX_NAME {
+            return Err(TpmError::Malformed("name larger than any name"));
+        }
+        Ok(point)
+    })?;
     password_session_response(r)?;
     Ok((handle, x, y))
 }
@@ -1121,24 +1127,20 @@ pub struct Quote {
 /// `quoted` are not checked here: [`parse_tpms_attest_quote`].
 pub fn parse_quote(bytes: &[u8]) -> Result<Quote, TpmError> {
     let mut r = body(bytes, TPM_ST_SESSIONS)?;
-    let size = r.u32("parameterSize truncated")?;
-    let size = usize::try_from(size)
-        .map_err(|_| TpmError::Malformed("parameterSize larger than the response"))?;
-    let mut parameters = Reader::new(r.take(size, "parameterSize larger than the response")?);
-    let attest = parameters.sized("quoted truncated")?.to_vec();
-    if parameters.u16("signature truncated")? != TPM_ALG_ECDSA {
-        return Err(TpmError::Malformed("signature is not ECDSA"));
-    }
-    if parameters.u16("signature truncated")? != TPM_ALG_SHA256 {
-        return Err(TpmError::Malformed("signature hash is not SHA-256"));
-    }
-    let sig_r = left_padded(parameters.sized("signature truncated")?)?;
-    let sig_s = left_padded(parameters.sized("signature truncated")?)?;
-    if !parameters.bytes.is_empty() {
-        return Err(TpmError::Malformed("parameterSize larger than the parameters"));
-    }
+    let quote = parameters(&mut r, |p| {
+        let attest = p.sized("quoted truncated")?.to_vec();
+        if p.u16("signature truncated")? != TPM_ALG_ECDSA {
+            return Err(TpmError::Malformed("signature is not ECDSA"));
+        }
+        if p.u16("signature truncated")? != TPM_ALG_SHA256 {
+            return Err(TpmError::Malformed("signature hash is not SHA-256"));
+        }
+        let r = left_padded(p.sized("signature truncated")?)?;
+        let s = left_padded(p.sized("signature truncated")?)?;
+        Ok(Quote { attest, r, s })
+    })?;
     password_session_response(r)?;
-    Ok(Quote { attest, r: sig_r, s: sig_s })
+    Ok(quote)
 }
 
 /// A big-endian ECC parameter of at most 32 bytes, left-padded with zeros to 32.
