@@ -56,9 +56,9 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         qemu::exit(qemu::ExitCode::Failure);
     }
     let constant = mem::image_constant();
+    let measurement = vpr_proto::Digest::of(constant);
     log::info!(
-        "hv: measurement sha256={} (header, code and read-only data: {} bytes)",
-        vpr_proto::Digest::of(constant),
+        "hv: measurement sha256={measurement} (header, code and read-only data: {} bytes)",
         constant.len()
     );
     if let Some(module) = mem::module(0) {
@@ -73,7 +73,7 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         qemu::exit(qemu::ExitCode::Failure);
     }
     // The self-test reports a missing or failing TPM; boot goes on without one.
-    match tpm::launch(&vpr_proto::Digest::of(constant).0) {
+    match tpm::launch(&measurement.0) {
         Ok(Some(_)) => {}
         Ok(None) => log::warn!("hv: no TPM: no measured launch"),
         Err(e) => log::error!("hv: TPM: {e}"),

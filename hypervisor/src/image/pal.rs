@@ -113,10 +113,16 @@ impl Pal {
                 return Err(Status::BadImage);
             };
             let gpa = region.gpa;
+            // Only the pages that hold file bytes: the rest (`.bss`) is zero already, as
+            // every frame of the allocation is.
+            let file_end = segment.vaddr + segment.file_len;
             let bytes = pal.region(RegionKind::Segment(i));
             for (page, frame) in bytes.chunks_exact_mut(mem::usize_of(PAGE_SIZE)).enumerate() {
-                elf::fill_page(image, segment, gpa + page as u64 * PAGE_SIZE, frame)
-                    .map_err(|_| Status::BadImage)?;
+                let page_gpa = gpa + page as u64 * PAGE_SIZE;
+                if page_gpa >= file_end {
+                    break;
+                }
+                elf::fill_page(image, segment, page_gpa, frame).map_err(|_| Status::BadImage)?;
             }
         }
         Ok(pal)

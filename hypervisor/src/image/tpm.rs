@@ -145,55 +145,68 @@ const COUNTER_NV_LEN: u16 = 40;
 
 /// Counter `counter` of `identity` from the TPM: 0 if it was never incremented.
 pub fn counter_read(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
+    with_counter(identity, counter, |tpm, nv| Ok(read_counter(tpm, identity, nv)?.unwrap_or(0)))
+}
+
+/// Adds one to counter `counter` of `identity` in the TPM; the new value. The value is
+/// written only once it is known to be larger than the one read: counters never go back.
+/// The counter's NV index is defined on its first increment only.
+pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
+    with_counter(identity, counter, |tpm, nv| {
+        let current = read_counter(tpm, identity, nv)?;
+        let next = current.unwrap_or(0).checked_add(1).ok_or(Status::BadArgument)?;
+        let mut data = [0; COUNTER_NV_LEN as usize];
+        data[..32].copy_from_slice(identity);
+        data[32..].copy_from_slice(&next.to_be_bytes());
+        let defined = match current {
+            Some(_) => Ok(false),
+            None => tpm.nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN),
+        };
+        defined.and_then(|_| tpm.nv_write(0, nv, 0, &data)).map_err(|e| {
+            log::error!("hv: TPM counter {nv:#x}: {e}");
+            Status::Unavailable
+        })?;
+        Ok(next)
+    })
+}
+
+/// Runs `f` on the TPM and the NV index of counter `counter` of `identity`.
+fn with_counter<T>(
+    identity: &[u8; 32],
+    counter: u64,
+    f: impl FnOnce(&mut Tpm<TisWindow>, u32) -> Result<T, Status>,
+) -> Result<T, Status> {
     if counter >= pal::COUNTERS {
         return Err(Status::BadArgument);
     }
     let mut tpm = TPM.lock();
     let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
-    read_counter(tpm, identity, counter_nv_index(identity, counter))
+    f(tpm, counter_nv_index(identity, counter))
 }
 
-fn read_counter(tpm: &mut Tpm<TisWindow>, identity: &[u8; 32], nv: u32) -> Result<u64, Status> {
+/// The value in a counter's NV index; `None` if it was never incremented (the index is not
+/// there, or was defined and never written).
+fn read_counter(
+    tpm: &mut Tpm<TisWindow>,
+    identity: &[u8; 32],
+    nv: u32,
+) -> Result<Option<u64>, Status> {
     match tpm.nv_read(0, nv, 0, COUNTER_NV_LEN) {
         Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == identity[..] => {
             let mut value = [0; 8];
             value.copy_from_slice(&bytes[32..]);
-            Ok(u64::from_be_bytes(value))
+            Ok(Some(u64::from_be_bytes(value)))
         }
         Ok(_) => {
             log::error!("hv: TPM counter slot {nv:#x} belongs to another PAL");
             Err(Status::Unavailable)
         }
-        // Never defined (a handle error) or defined but not yet written: never incremented.
-        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(0),
+        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(None),
         Err(e) => {
             log::error!("hv: TPM counter {nv:#x}: {e}");
             Err(Status::Unavailable)
         }
     }
-}
-
-/// Adds one to counter `counter` of `identity` in the TPM; the new value. The value is
-/// written only once it is known to be larger than the one read: counters never go back.
-pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
-    if counter >= pal::COUNTERS {
-        return Err(Status::BadArgument);
-    }
-    let nv = counter_nv_index(identity, counter);
-    let mut tpm = TPM.lock();
-    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
-    let next = read_counter(tpm, identity, nv)?.checked_add(1).ok_or(Status::BadArgument)?;
-    let mut data = [0; COUNTER_NV_LEN as usize];
-    data[..32].copy_from_slice(identity);
-    data[32..].copy_from_slice(&next.to_be_bytes());
-    let written = tpm
-        .nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN)
-        .and_then(|_| tpm.nv_write(0, nv, 0, &data));
-    written.map_err(|e| {
-        log::error!("hv: TPM counter {nv:#x}: {e}");
-        Status::Unavailable
-    })?;
-    Ok(next)
 }
 
 /// The NV index that holds the hypervisor's master secret (owner-defined range, above the
