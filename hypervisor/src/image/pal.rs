@@ -311,26 +311,18 @@ pub fn key_operation_ticks(runs: usize) -> Result<[u64; 3], Status> {
     let identity = [0x5A; 32];
     let data = [0xA5; 64];
     let blob = keys.seal(&identity, [1; 12], &data);
-    let median = |f: &mut dyn FnMut()| {
-        let mut ticks: Vec<u64> = (0..runs.max(1))
-            .map(|_| {
-                let start = tsc::read();
-                f();
-                tsc::read() - start
-            })
-            .collect();
-        ticks.sort_unstable();
-        ticks[ticks.len() / 2]
-    };
-    let seal = median(&mut || {
+    let seal = tsc::median(runs, || {
         core::hint::black_box(keys.seal(&identity, [2; 12], &data));
-    });
-    let unseal = median(&mut || {
+        Ok::<(), Status>(())
+    })?;
+    let unseal = tsc::median(runs, || {
         core::hint::black_box(keys.unseal(&identity, &blob));
-    });
-    let attest = median(&mut || {
+        Ok::<(), Status>(())
+    })?;
+    let attest = tsc::median(runs, || {
         core::hint::black_box(keys.attest(Digest(identity), Digest([3; 32])));
-    });
+        Ok::<(), Status>(())
+    })?;
     Ok([seal, unseal, attest])
 }
 

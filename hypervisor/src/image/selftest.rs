@@ -233,14 +233,26 @@ impl Suite {
     }
 }
 
+/// SVM enabled on this processor, or why not.
+fn enable_svm() -> Result<Svm, String> {
+    match svm::enable() {
+        Ok(svm) if svm::enabled() => Ok(svm),
+        Ok(_) => Err(String::from("EFER.SVME did not stick")),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
 /// The tests of the second boot on the same TPM state: the TPM kept its identity (the EK
 /// certificate, which `qemu-test` compares with the file again), its PCRs were reset by the
 /// reboot, and the measured launch gives the same PCR 17 as before.
 pub fn run_after_reboot() -> (u32, u32) {
     let mut suite = Suite { passed: 0, failed: 0 };
-    let Ok(svm) = svm::enable() else {
-        suite.record("svm_available", Err(String::from("SVM could not be enabled")));
-        return (suite.passed, suite.failed);
+    let svm = match enable_svm() {
+        Ok(svm) => svm,
+        Err(why) => {
+            suite.record("svm_available", Err(why));
+            return (suite.passed, suite.failed);
+        }
     };
     let tests: [Test; 6] = [
         ("tpm_measured_launch_after_reboot", tpm::tpm_measured_launch),
@@ -261,14 +273,10 @@ pub fn run_after_reboot() -> (u32, u32) {
 /// Runs every test; returns (passed, failed).
 pub fn run() -> (u32, u32) {
     let mut suite = Suite { passed: 0, failed: 0 };
-    let svm = match svm::enable() {
-        Ok(svm) if svm::enabled() => svm,
-        Ok(_) => {
-            suite.record("svm_available", Err(String::from("EFER.SVME did not stick")));
-            return (suite.passed, suite.failed);
-        }
-        Err(e) => {
-            suite.record("svm_available", Err(format!("{e}")));
+    let svm = match enable_svm() {
+        Ok(svm) => svm,
+        Err(why) => {
+            suite.record("svm_available", Err(why));
             return (suite.passed, suite.failed);
         }
     };

@@ -6,3 +6,15 @@ pub fn read() -> u64 {
     // allowed.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
+
+/// The median TSC ticks of `runs` (at least one) calls of `f`; the first error stops it.
+pub fn median<E>(runs: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<u64, E> {
+    let mut ticks = alloc::vec::Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let start = read();
+        f()?;
+        ticks.push(read() - start);
+    }
+    ticks.sort_unstable();
+    Ok(ticks[ticks.len() / 2])
+}

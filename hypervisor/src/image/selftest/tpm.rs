@@ -74,25 +74,13 @@ pub fn tpm_random_and_pcr_extend(_svm: &Svm) -> TestResult {
     })
 }
 
-/// The median TSC ticks of `runs` calls of `f`.
-fn median_ticks(runs: usize, mut f: impl FnMut() -> Result<(), String>) -> Result<u64, String> {
-    let mut ticks = alloc::vec::Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = crate::tsc::read();
-        f()?;
-        ticks.push(crate::tsc::read() - start);
-    }
-    ticks.sort_unstable();
-    Ok(ticks[runs / 2])
-}
-
 /// The cost of TPM commands through the TIS under QEMU and swtpm (medians of 15).
 pub fn tpm_cost(_svm: &Svm) -> TestResult {
     const RUNS: usize = 15;
     with_tpm(|tpm| {
-        let random = median_ticks(RUNS, || tpm.get_random(0, 32).map(drop).map_err(err))?;
-        let read = median_ticks(RUNS, || tpm.pcr_read(0, 16).map(drop).map_err(err))?;
-        let extend = median_ticks(RUNS, || tpm.pcr_extend(0, 16, &[7; 32]).map_err(err))?;
+        let random = crate::tsc::median(RUNS, || tpm.get_random(0, 32).map(drop).map_err(err))?;
+        let read = crate::tsc::median(RUNS, || tpm.pcr_read(0, 16).map(drop).map_err(err))?;
+        let extend = crate::tsc::median(RUNS, || tpm.pcr_extend(0, 16, &[7; 32]).map_err(err))?;
         log::info!(
             "hv: TPM command TSC ticks (median of {RUNS}): GetRandom(32) {random}, PCR_Read \
              {read}, PCR_Extend {extend}"
@@ -101,10 +89,10 @@ pub fn tpm_cost(_svm: &Svm) -> TestResult {
     })?;
     // A trusted counter kept in the TPM (an identity no other test uses): read, increment.
     let identity = Digest::of(b"vpr tpm cost counter").0;
-    let read = median_ticks(RUNS, || {
+    let read = crate::tsc::median(RUNS, || {
         crate::tpm::counter_read(&identity, 3).map(drop).map_err(|s| format!("{s}"))
     })?;
-    let increment = median_ticks(RUNS, || {
+    let increment = crate::tsc::median(RUNS, || {
         crate::tpm::counter_increment(&identity, 3).map(drop).map_err(|s| format!("{s}"))
     })?;
     log::info!(
@@ -198,8 +186,7 @@ pub fn tpm_seal_for_next_boot(svm: &Svm) -> TestResult {
     if status != 0 || blob.len() != FOR_NEXT_BOOT.len() + 28 {
         return Err(format!("seal: status {status:#x}, {} bytes", blob.len()));
     }
-    let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
-    log::info!("hv: sealed for the next boot: {hex}");
+    log::info!("hv: sealed for the next boot: {}", hex(&blob));
     Ok(())
 }
 
@@ -267,7 +254,6 @@ pub fn tpm_quote(_svm: &Svm) -> TestResult {
         }
         let public = [&[4u8][..], &x, &y].concat();
         // For a check by stock tools (`qemu-test` runs tpm2_checkquote on it).
-        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         log::info!(
             "hv: TPM quote for tpm2_checkquote: attest={} r={} s={} point={} nonce={}",
             hex(&quote.attest),
@@ -283,4 +269,9 @@ pub fn tpm_quote(_svm: &Svm) -> TestResult {
         );
         Ok(())
     })
+}
+
+/// Lowercase hex, for log lines `qemu-test` reads back.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
