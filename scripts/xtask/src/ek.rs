@@ -40,7 +40,7 @@ pub fn check_chain(state: &Path, ca: &Path) -> Result<String, String> {
             String::from_utf8_lossy(&verify.stdout).trim()
         ));
     }
-    Ok(hex(&Sha256::digest(&bytes)))
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Checks the boot log's EK certificate line against `expected` (the file's SHA-256).
@@ -63,10 +63,6 @@ pub fn logged(line: &str) -> Option<&str> {
     let rest = line.split("hv: TPM EK certificate").nth(1)?;
     let hex = rest.split("sha256=").nth(1)?.split_whitespace().next()?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

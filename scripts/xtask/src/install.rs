@@ -18,8 +18,13 @@ pub fn run(command: &mut Command) -> Result<(), String> {
 
 /// Whether `program --version` runs.
 fn runs(program: &str) -> bool {
+    answers(program, "--version")
+}
+
+/// Whether `program arg` runs and succeeds.
+fn answers(program: &str, arg: &str) -> bool {
     Command::new(program)
-        .arg("--version")
+        .arg(arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -58,19 +63,11 @@ pub fn tpm2_tools() -> Result<(), String> {
 
 /// Installs openssl (it checks EK certificate chains) with apt unless `openssl version` runs.
 pub fn openssl() -> Result<(), String> {
-    let present = || {
-        Command::new("openssl")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if present() {
+    if answers("openssl", "version") {
         return Ok(());
     }
     apt_install("openssl", &["openssl"])?;
-    if present() {
+    if answers("openssl", "version") {
         Ok(())
     } else {
         Err(String::from("openssl still does not run after installing it"))

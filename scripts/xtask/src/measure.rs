@@ -22,7 +22,7 @@ pub fn expected(image: &Path) -> Result<String, String> {
     let end = symbol(&symbols, "__data_start")?;
     let range = file_range(&bytes, start, end)?;
     let digest = Sha256::digest(&bytes[range]);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(digest))
 }
 
 /// The measurement a boot log line reports, if `line` is the image's measurement line.
