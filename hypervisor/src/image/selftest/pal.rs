@@ -139,6 +139,21 @@ pub(super) fn read_u64(memory: &mut GuestMemory, gpa: u64) -> Result<u64, String
     Ok(u64::from_le_bytes(bytes))
 }
 
+/// [`run_script`] of the calls of `calls`, failing unless each reply has the status paired
+/// with its call.
+fn run_expecting(
+    svm: &Svm,
+    pals: &mut Pals<'_>,
+    setup: &[(u64, &[u8])],
+    calls: &[(Args, Status)],
+) -> Result<(Vec<Reply>, TestGuest), String> {
+    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
+    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
+    let (replies, guest) = run_script(svm, pals, setup, &args)?;
+    expect_statuses(&replies, &expected)?;
+    Ok((replies, guest))
+}
+
 /// Fails unless each reply has the expected status.
 fn expect_statuses(replies: &[Reply], expected: &[Status]) -> TestResult {
     for (i, (reply, status)) in replies.iter().zip(expected).enumerate() {
@@ -326,10 +341,7 @@ pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
         ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::Ok),
         ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::NoSuchHandle),
     ];
-    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
-    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
-    let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &args)?;
-    expect_statuses(&replies, &expected)?;
+    let (_, mut guest) = run_expecting(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
     // The execution whose output did not fit still ran: the counter says 2.
     let counter = read_u64(guest.memory(), OUTPUT + 16)?;
     if counter != 2 {
@@ -367,12 +379,9 @@ pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
         (exec(0), Status::Ok),
         ([UNREGISTER, PREV, 0, 0, 0, 0, 0], Status::Ok),
     ];
-    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
-    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
     let setup: [(u64, &[u8]); 3] =
         [(IMAGE_A, good), (IMAGE_B, hostile), (INPUT, &[0, 1, 2, 3, 4, 5])];
-    let (replies, _) = run_script(svm, &mut pals, &setup, &args)?;
-    expect_statuses(&replies, &expected)
+    run_expecting(svm, &mut pals, &setup, &calls).map(drop)
 }
 
 /// A PAL cannot call the guest interface (no re-entrancy): execute and register answer
@@ -449,8 +458,6 @@ pub fn bad_images_refused(svm: &Svm) -> TestResult {
         (reg(INPUT, dynamic.len()), Status::BadImage),
         (reg(IMAGE_A + 0x800, good.len()), Status::Ok),
     ];
-    let args: Vec<Args> = calls.iter().map(|(a, _)| *a).collect();
-    let expected: Vec<Status> = calls.iter().map(|(_, s)| *s).collect();
     let setup: [(u64, &[u8]); 5] = [
         (IMAGE_A, flat),
         (IMAGE_B, &writable_code),
@@ -458,8 +465,7 @@ pub fn bad_images_refused(svm: &Svm) -> TestResult {
         (INPUT, &dynamic),
         (IMAGE_A + 0x800, &good),
     ];
-    let (replies, _) = run_script(svm, &mut pals, &setup, &args)?;
-    expect_statuses(&replies, &expected)?;
+    let (replies, _) = run_expecting(svm, &mut pals, &setup, &calls)?;
     if pals.registered() != 1 {
         return Err(format!("{} PALs registered after refusals", pals.registered()));
     }
