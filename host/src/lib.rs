@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod evidence;
 pub mod launcher;
 pub mod net;
 pub mod replica;

@@ -79,6 +79,32 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Verify attestation evidence with only the CA's root certificate: EK certificate ->
+    /// attestation key certificate -> TPM quote of PCRs 17-19 (hypervisor, its PALs, its TCC
+    /// key) -> the PAL's uTPM quote over the nonce and data.
+    Verify {
+        /// The evidence (JSON, as `cargo xtask qemu-test` or a replica writes it).
+        evidence: PathBuf,
+        /// The CA's root certificate (PEM or DER): the only trust anchor.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The nonce the evidence must answer (64 hex digits).
+        #[arg(long, value_parser = hex32)]
+        nonce: [u8; 32],
+        /// The PAL identity expected (SHA-256 of its image, 64 hex digits).
+        #[arg(long, value_parser = hex32)]
+        identity: [u8; 32],
+        /// The data the PAL must vouch for (64 hex digits); printed either way.
+        #[arg(long, value_parser = hex32)]
+        data: Option<[u8; 32]>,
+        /// The hypervisor's measurement PCR 17 must show (64 hex digits; required for TPM
+        /// evidence).
+        #[arg(long, value_parser = hex32)]
+        hypervisor: Option<[u8; 32]>,
+        /// Accept evidence of the simulation backend (no TPM: its key vouches for itself).
+        #[arg(long)]
+        allow_simulation: bool,
+    },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
     Demo,
@@ -114,7 +140,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
+        Command::Verify { evidence, ca, nonce, identity, data, hypervisor, allow_simulation } => {
+            let expected = VerifyArgs { nonce, identity, data, hypervisor, allow_simulation };
+            verify(&evidence, &ca, &expected)
+        }
         Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
+    }
+}
+
+/// 32 bytes from 64 hex digits (a command-line argument).
+fn hex32(text: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(text).map_err(|e| format!("not hex: {e}"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| format!("{} bytes, expected 32", b.len()))
+}
+
+/// What `vpr verify` expects, from its arguments.
+struct VerifyArgs {
+    nonce: [u8; 32],
+    identity: [u8; 32],
+    data: Option<[u8; 32]>,
+    hypervisor: Option<[u8; 32]>,
+    allow_simulation: bool,
+}
+
+/// `vpr verify`: exit status 0 and what the evidence vouches for, or 1 and why it is refused.
+fn verify(evidence: &Path, ca: &Path, args: &VerifyArgs) -> Result<ExitCode> {
+    use vpr_host::evidence::{x509, Evidence, Expected};
+    use vpr_proto::Digest;
+    let text = std::fs::read_to_string(evidence)
+        .with_context(|| format!("reading {}", evidence.display()))?;
+    let roots = x509::read_certificates(
+        &std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+    )
+    .with_context(|| format!("{}: the CA's root certificate", ca.display()))?;
+    let expected = Expected {
+        roots: &roots,
+        nonce: args.nonce,
+        identity: args.identity,
+        data: args.data,
+        hypervisor: args.hypervisor,
+        allow_simulation: args.allow_simulation,
+        now: std::time::SystemTime::now(),
+    };
+    let verified = Evidence::from_json(&text).and_then(|e| e.verify(&expected));
+    match verified {
+        Ok(v) => {
+            println!("verified: PAL {} vouches for {}", Digest(v.identity), Digest(v.data));
+            println!("  TCC key (sha256):        {}", Digest(v.tcc_key));
+            match (v.ek_certificate, v.launch, args.hypervisor) {
+                (Some(ek), Some(launch), Some(hypervisor)) => {
+                    println!("  TPM EK certificate:      {} (chains to the CA)", Digest(ek));
+                    println!("  hypervisor (PCR 17):     {} ({launch})", Digest(hypervisor));
+                    if launch == "simulated-late-launch" {
+                        println!(
+                            "  note: a simulated late launch: the hypervisor extended PCR 17 \
+                             itself from locality 2 (no SKINIT under QEMU)"
+                        );
+                    }
+                    let log = v.pal_log.unwrap_or_default();
+                    println!("  PALs registered (PCR 18): {}", log.len());
+                }
+                _ => println!(
+                    "  SIMULATED: no TPM vouches for this key (accepted with --allow-simulation)"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("refused: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -260,6 +260,14 @@ pub mod pal {
     /// the TCC's P-256 public key (65, SEC1 uncompressed), its certificate (64) and the
     /// signature (64), as in `vpr_proto::msg::Attestation`.
     pub const ATTESTATION_LEN: u64 = 1 + 65 + 64 + 64;
+    /// Bytes of the nonce and data [`Service::Quote`] reads: a verifier's 32-byte nonce,
+    /// then the PAL's 32 bytes of data.
+    pub const QUOTE_INPUT_LEN: u64 = 64;
+    /// Most bytes a [`Service::Quote`] writes (a `TPM2B_ATTEST` and a `TPMT_SIGNATURE`,
+    /// `crate::utpm::Quote::to_bytes`: about 250).
+    pub const MAX_QUOTE_LEN: u64 = 512;
+    /// uPCRs per PAL ([`Service::PcrRead`]): [`crate::utpm::UPCRS`].
+    pub const UPCRS: u64 = crate::utpm::UPCRS as u64;
 
     const _: () = assert!(STACK_TOP <= INPUT_BASE);
     const _: () = assert!(OUTPUT_BASE + super::MAX_IO_LEN <= IMAGE_BASE);
@@ -280,9 +288,14 @@ pub mod pal {
     /// | [`Service::Seal`] | `0x7670_0106` | in ptr | in len (at most [`MAX_SEAL_LEN`]) | status, blob length |
     /// | [`Service::Unseal`] | `0x7670_0107` | in ptr | in len | status, data length |
     ///
-    /// `Seal` and `Unseal` take their output buffer in RDX (pointer) and RSI (capacity): a
-    /// blob is `in len` + [`SEAL_OVERHEAD`] bytes; a capacity too small is
-    /// [`super::Status::TooLarge`] and writes nothing.
+    /// | [`Service::Quote`] | `0x7670_0108` | nonce and data ptr ([`QUOTE_INPUT_LEN`]) | uPCR selection (bitmap below 2^[`UPCRS`]) | status, quote length |
+    /// | [`Service::PcrRead`] | `0x7670_0109` | uPCR (below [`UPCRS`]) | out ptr (32 bytes) | status |
+    /// | [`Service::PcrExtend`] | `0x7670_010A` | uPCR | digest ptr (32 bytes) | status |
+    ///
+    /// `Seal`, `Unseal` and `Quote` take their output buffer in RDX (pointer) and RSI
+    /// (capacity): a blob is `in len` + [`SEAL_OVERHEAD`] bytes, a quote at most
+    /// [`MAX_QUOTE_LEN`]; a capacity too small is [`super::Status::TooLarge`] and writes
+    /// nothing.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     #[repr(u64)]
     pub enum Service {
@@ -311,11 +324,22 @@ pub mod pal {
         /// Opens a blob [`Service::Seal`] made for this identity on this boot, or
         /// [`super::Status::Refused`].
         Unseal = 0x7670_0107,
+        /// A uTPM quote (`crate::utpm`): a `TPMS_ATTEST` over the selected uPCRs with the
+        /// nonce and data as `extraData`, signed by the TCC key, as `TPM2B_ATTEST` ‖
+        /// `TPMT_SIGNATURE`. With a TPM, the TCC key is bound to the TPM by PCR 19, which
+        /// the hypervisor extends with the key's hash at boot, so a TPM quote of PCRs
+        /// 17-19 vouches for the hypervisor, its PALs and this key.
+        Quote = 0x7670_0108,
+        /// Reads one of the PAL's uPCRs (uPCR 0 holds its identity from registration on;
+        /// the others start at zero). They live as long as the registration.
+        PcrRead = 0x7670_0109,
+        /// Extends one of the PAL's uPCRs with a 32-byte digest.
+        PcrExtend = 0x7670_010A,
     }
 
     impl Service {
         /// Every service.
-        pub const ALL: [Service; 7] = [
+        pub const ALL: [Service; 10] = [
             Service::Random,
             Service::Identity,
             Service::CounterRead,
@@ -323,6 +347,9 @@ pub mod pal {
             Service::Attest,
             Service::Seal,
             Service::Unseal,
+            Service::Quote,
+            Service::PcrRead,
+            Service::PcrExtend,
         ];
 
         /// The service with number `number`, if there is one.
@@ -371,6 +398,9 @@ mod tests {
             0x7670_0105,
             0x7670_0106,
             0x7670_0107,
+            0x7670_0108,
+            0x7670_0109,
+            0x7670_010A,
         ];
         assert_eq!(pal::Service::ALL.len(), expected.len());
         for (service, number) in pal::Service::ALL.into_iter().zip(expected) {

@@ -30,7 +30,9 @@ pub mod hypercall;
 pub mod msg;
 pub mod pal_io;
 pub mod tcc;
+pub mod tpm2;
 pub mod update;
+pub mod utpm;
 pub mod wire;
 
 pub use digest::Digest;

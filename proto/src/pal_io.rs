@@ -37,6 +37,7 @@
 //! |    8 | [`Command::Restore`]| `group`: [`tcc::Group`]; `sealed`: byte string                |
 //! |    9 | [`Command::Call`]   | [`tcc::Call`]                                                 |
 //! |   10 | [`Command::Status`] | none                                                          |
+//! |   11 | [`Command::Quote`]  | `nonce`: digest; `data`: digest; `selection`: `u8`            |
 //!
 //! | kind | outcome               | body                                                        |
 //! |-----:|-----------------------|-------------------------------------------------------------|
@@ -49,6 +50,7 @@
 //! | 0x87 | [`Outcome::Counter`]  | `value`: `u64`                                              |
 //! | 0x88 | [`Outcome::Effects`]  | `u32` count, then each [`tcc::Effect`]                      |
 //! | 0x89 | [`Outcome::Status`]   | [`tcc::Status`]                                             |
+//! | 0x8A | [`Outcome::Quote`]    | `quote`: byte string (at most [`MAX_QUOTE_BYTES`])          |
 //!
 //! Commands and outcomes have distinct kinds, so neither decodes as the other. The encoding is
 //! canonical: `decode(encode(x)) == x` (reals compared by their bits) and every accepted byte
@@ -109,6 +111,10 @@ pub const MAX_LEN: usize = 4 << 20;
 pub const MAX_SQL_BYTES: usize = msg::MAX_SQL_BYTES;
 /// Most parameters of an [`Command::Execute`].
 pub const MAX_PARAMS: usize = msg::MAX_PARAMS;
+/// Most bytes of an [`Outcome::Quote`] ([`hypercall::pal::MAX_QUOTE_LEN`]).
+pub const MAX_QUOTE_BYTES: usize = 512;
+const _: () = assert!(MAX_QUOTE_BYTES as u64 == hypercall::pal::MAX_QUOTE_LEN);
+
 /// Most bytes one [`Command::Random`] asks for.
 pub const MAX_RANDOM_BYTES: usize = 4096;
 /// Longest reason of an [`Outcome::Refused`].
@@ -186,6 +192,17 @@ pub enum Command {
     /// Kind 10. Where the Manager stands: [`Outcome::Status`], or [`Outcome::Refused`] if no
     /// Manager runs.
     Status,
+    /// Kind 11. A uTPM quote (`crate::utpm`) of the PAL's uPCRs `selection` names (uPCR 0
+    /// holds its identity) over `nonce` and `data`: [`Outcome::Quote`], or
+    /// [`Outcome::Refused`].
+    Quote {
+        /// The verifier's nonce.
+        nonce: Digest,
+        /// What the PAL vouches for.
+        data: Digest,
+        /// Bitmap of uPCRs (bit i: uPCR i).
+        selection: u8,
+    },
 }
 
 /// What the PAL answers.
@@ -243,6 +260,11 @@ pub enum Outcome {
     Effects(Vec<tcc::Effect>),
     /// Kind `0x89`: where the Manager stands.
     Status(tcc::Status),
+    /// Kind `0x8A`: a uTPM quote, as `crate::utpm::Quote::to_bytes` writes it.
+    Quote {
+        /// `TPM2B_ATTEST` ‖ `TPMT_SIGNATURE`.
+        quote: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -260,6 +282,7 @@ impl Command {
             Command::Restore { .. } => 8,
             Command::Call(_) => 9,
             Command::Status => 10,
+            Command::Quote { .. } => 11,
         }
     }
 
@@ -289,6 +312,9 @@ impl Command {
                 put_bytes(&mut w, sealed);
             }
             Command::Call(call) => call.put(&mut w),
+            Command::Quote { nonce, data, selection } => {
+                w.bytes(nonce.as_bytes()).bytes(data.as_bytes()).u8(*selection);
+            }
         }
         w.into_vec()
     }
@@ -333,6 +359,11 @@ impl Command {
             }
             9 => Command::Call(tcc::Call::get(&mut r)?),
             10 => Command::Status,
+            11 => {
+                let nonce = get_digest(&mut r)?;
+                let data = get_digest(&mut r)?;
+                Command::Quote { nonce, data, selection: r.u8()? }
+            }
             kind => return Err(DecodeError::Invalid { field: "command kind", value: kind.into() }),
         };
         r.finish()?;
@@ -360,6 +391,7 @@ impl Outcome {
             Outcome::Counter { .. } => 0x87,
             Outcome::Effects(_) => 0x88,
             Outcome::Status(_) => 0x89,
+            Outcome::Quote { .. } => 0x8A,
         }
     }
 
@@ -407,6 +439,7 @@ impl Outcome {
                 }
             }
             Outcome::Status(status) => status.put(&mut w),
+            Outcome::Quote { quote } => put_bytes(&mut w, quote),
         }
         w.into_vec()
     }
@@ -460,6 +493,7 @@ impl Outcome {
                 tcc::Effect::get,
             )?),
             0x89 => Outcome::Status(tcc::Status::get(&mut r)?),
+            0x8A => Outcome::Quote { quote: get_bytes(&mut r, "quote", MAX_QUOTE_BYTES)?.to_vec() },
             kind => return Err(DecodeError::Invalid { field: "outcome kind", value: kind.into() }),
         };
         r.finish()?;
@@ -548,6 +582,7 @@ mod tests {
             Command::Digest,
             Command::Info,
             Command::Random { len: 0 },
+            Command::Quote { nonce: Digest([1; 32]), data: Digest([2; 32]), selection: 0x81 },
             Command::Random { len: 4096 },
             Command::Counter { index: 3, increment: true },
             Command::Counter { index: u32::MAX, increment: false },
@@ -592,6 +627,7 @@ mod tests {
             },
             Outcome::Random { bytes: (0..=255).collect() },
             Outcome::Random { bytes: Vec::new() },
+            Outcome::Quote { quote: vec![7; MAX_QUOTE_BYTES] },
             Outcome::Counter { value: 0 },
             Outcome::Counter { value: u64::MAX },
             Outcome::Effects(tcc::tests::effects()),
@@ -701,7 +737,7 @@ mod tests {
             Command::decode(&bad),
             Err(DecodeError::Invalid { field: "reserved", value: 0x100 })
         );
-        for kind in [0, 11, 0x80, 0x81, 0x88, 0xff] {
+        for kind in [0, 12, 0x80, 0x81, 0x88, 0xff] {
             let mut bad = good.clone();
             bad[5] = kind;
             assert_eq!(
@@ -709,7 +745,7 @@ mod tests {
                 Err(DecodeError::Invalid { field: "command kind", value: kind.into() })
             );
         }
-        for kind in [0, 1, 3, 9, 0x80, 0x8a, 0xff] {
+        for kind in [0, 1, 3, 9, 0x80, 0x8b, 0xff] {
             let mut bad = Outcome::Counter { value: 1 }.encode();
             bad[5] = kind;
             assert_eq!(

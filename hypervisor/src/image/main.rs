@@ -78,6 +78,10 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         Ok(None) => log::warn!("hv: no TPM: no measured launch"),
         Err(e) => log::error!("hv: TPM: {e}"),
     }
+    // The TCC keys, and with a TPM their binding into PCR 19, before any guest runs.
+    if let Err(e) = pal::tcc_key() {
+        log::error!("hv: TCC keys: {e}");
+    }
     // `vpr.boot=2`: the second boot of a two-boot run on one TPM state (`qemu-test`).
     let (passed, failed) = if mem::command_line().split_whitespace().any(|w| w == "vpr.boot=2") {
         log::info!("hv: second boot (command line: {})", mem::command_line());

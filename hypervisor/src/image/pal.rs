@@ -35,6 +35,7 @@ use vpr_proto::crypto::{self, Key, KeyPair, Signature};
 use vpr_proto::hypercall::pal::{self, Service};
 use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PALS};
 use vpr_proto::msg::Attestation;
+use vpr_proto::utpm::{self, Quote, QuoteInfo, Upcrs};
 use vpr_proto::Digest;
 use x86_64::PhysAddr;
 
@@ -61,6 +62,8 @@ pub struct Pal {
     input_used: u64,
     /// Bytes of the output page the last execution claimed.
     output_used: u64,
+    /// Its uPCRs (`vpr_proto::utpm`): uPCR 0 holds its identity.
+    upcrs: Upcrs,
 }
 
 impl Pal {
@@ -82,6 +85,7 @@ impl Pal {
             measurement,
             input_used: 0,
             output_used: 0,
+            upcrs: Upcrs::new(&measurement.0),
         };
         let first = pal.frames.first();
         let npt = NestedPageTable::new(&mut pal.tables).map_err(|_| Status::NoMemory)?;
@@ -237,6 +241,41 @@ impl Pal {
                 self.writable(b, pal::ATTESTATION_LEN)?.copy_from_slice(&evidence);
                 Ok(0)
             }
+            Service::Quote => {
+                let input: [u8; 64] = self
+                    .writable(a, pal::QUOTE_INPUT_LEN)?
+                    .try_into()
+                    .map_err(|_| Status::BadPointer)?;
+                let selection = u8::try_from(b)
+                    .ok()
+                    .filter(|&s| u64::from(s) < 1 << pal::UPCRS)
+                    .ok_or(Status::BadArgument)?;
+                let quote = keys()?.quote(&input, selection, &self.upcrs).to_bytes();
+                let len = quote.len() as u64;
+                if len > d {
+                    return Err(Status::TooLarge);
+                }
+                self.writable(c, len)?.copy_from_slice(&quote);
+                Ok(len)
+            }
+            Service::PcrRead => {
+                let value = usize::try_from(a)
+                    .ok()
+                    .and_then(|i| self.upcrs.read(i))
+                    .ok_or(Status::BadArgument)?;
+                self.writable(b, 32)?.copy_from_slice(&value);
+                Ok(0)
+            }
+            Service::PcrExtend => {
+                let index = usize::try_from(a)
+                    .ok()
+                    .filter(|&i| i < utpm::UPCRS)
+                    .ok_or(Status::BadArgument)?;
+                let mut digest = [0; 32];
+                digest.copy_from_slice(self.writable(b, 32)?);
+                self.upcrs.extend(index, &digest).ok_or(Status::BadArgument)?;
+                Ok(0)
+            }
             Service::Seal | Service::Unseal => {
                 if b > pal::MAX_SEAL_LEN + pal::SEAL_OVERHEAD
                     || (service == Service::Seal && b > pal::MAX_SEAL_LEN)
@@ -302,6 +341,13 @@ static KEYS: spin::Once<TccKeys> = spin::Once::new();
 /// The boot's TCC keys, made on first use.
 fn keys() -> Result<&'static TccKeys, Status> {
     KEYS.try_call_once(TccKeys::generate)
+}
+
+/// The TCC key's public key (SEC1 uncompressed), making the keys if they were not yet:
+/// boot calls it once the TPM is up, so that PCR 19 holds the key's hash before any guest
+/// runs.
+pub fn tcc_key() -> Result<crypto::PublicKey, Status> {
+    keys().map(|k| k.key.public())
 }
 
 /// Median TSC ticks, over `runs`, of what the Seal, Unseal and Attest services do once their
@@ -374,6 +420,16 @@ impl TccKeys {
                 sealing
             }
         };
+        // With a TPM, the key is bound to it: PCR 19 (a dynamic-launch PCR only locality 2
+        // and up extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote
+        // of PCRs 17-19 says which hypervisor holds which key.
+        let key_digest = Digest::of(&key.public());
+        if master.is_some() {
+            crate::tpm::bind_tcc_key(&key_digest.0).map_err(|e| {
+                log::error!("hv: binding the TCC key into PCR 19: {e}");
+                Status::Unavailable
+            })?;
+        }
         log::info!(
             "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
             if master.is_some() {
@@ -395,6 +451,23 @@ impl TccKeys {
         out[66..130].copy_from_slice(&a.certificate);
         out[130..194].copy_from_slice(&a.signature);
         out
+    }
+
+    /// A uTPM quote (`vpr_proto::utpm`) of the uPCRs `selection` names, with `nonce_data`
+    /// (a verifier's nonce, then the PAL's data) as `extraData`, signed by the TCC key.
+    fn quote(&self, nonce_data: &[u8; 64], selection: u8, upcrs: &Upcrs) -> Quote {
+        let hypervisor = crate::tpm::hypervisor_measurement();
+        let mut firmware = [0; 8];
+        firmware.copy_from_slice(&hypervisor[..8]);
+        let info = QuoteInfo {
+            qualified_signer: utpm::signer_name(&self.key.public()).to_vec(),
+            extra_data: nonce_data.to_vec(),
+            reset_count: 0,
+            firmware_version: u64::from_be_bytes(firmware),
+            pcr_select: [selection, 0, 0],
+            pcr_digest: utpm::pcr_digest(&upcrs.selected(selection)),
+        };
+        Quote::sign(&self.key, &info)
     }
 
     /// The key blobs of `identity` are sealed under, and the data they are bound to.

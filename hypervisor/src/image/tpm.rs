@@ -23,6 +23,9 @@ pub const LAUNCH_PCR: u32 = 17;
 /// The PCR every registered PAL's identity is extended into, from [`LAUNCH_LOCALITY`] (a
 /// dynamic-launch PCR: software below locality 2 cannot extend it).
 pub const PAL_PCR: u32 = 18;
+/// The PCR the hypervisor's TCC key is bound into (its SHA-256, from [`LAUNCH_LOCALITY`]),
+/// once per boot when the key is made.
+pub const KEY_PCR: u32 = 19;
 /// Register polls before a TIS wait gives up (each an MMIO read: a QEMU exit).
 const MAX_POLLS: u32 = 2_000_000;
 
@@ -83,6 +86,7 @@ pub static TPM: Mutex<Option<Tpm<TisWindow>>> = Mutex::new(None);
 /// with `measurement` from locality 2; PCR 17 as read back afterwards. `Ok(None)` if the
 /// machine has no TPM.
 pub fn launch(measurement: &[u8; 32]) -> Result<Option<[u8; 32]>, TpmError> {
+    HYPERVISOR.call_once(|| *measurement);
     let mut tpm = Tpm::new(TisWindow, MAX_POLLS);
     let info = match tpm.probe() {
         Ok(info) => info,
@@ -118,13 +122,42 @@ pub fn launch(measurement: &[u8; 32]) -> Result<Option<[u8; 32]>, TpmError> {
     Ok(Some(pcr17))
 }
 
-/// Extends PCR 18 with a PAL's identity (at registration, before it can run). Without a TPM
-/// there is nothing to extend.
-pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
+/// The hypervisor's own measurement, as [`launch`] extended it into PCR 17.
+static HYPERVISOR: spin::Once<[u8; 32]> = spin::Once::new();
+
+/// The hypervisor's measurement (zero before [`launch`]).
+pub fn hypervisor_measurement() -> [u8; 32] {
+    HYPERVISOR.get().copied().unwrap_or([0; 32])
+}
+
+/// Extends PCR 19 with the TCC key's hash (once per boot, when the key is made).
+pub fn bind_tcc_key(key_digest: &[u8; 32]) -> Result<(), TpmError> {
     match TPM.lock().as_mut() {
-        Some(tpm) => tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity),
+        Some(tpm) => tpm.pcr_extend(LAUNCH_LOCALITY, KEY_PCR, key_digest),
         None => Ok(()),
     }
+}
+
+/// The identities extended into PCR 18 this boot, in order: the event log a verifier
+/// replays to check PCR 18 and find a PAL in it.
+static PAL_LOG: Mutex<alloc::vec::Vec<[u8; 32]>> = Mutex::new(alloc::vec::Vec::new());
+
+/// Extends PCR 18 with a PAL's identity (at registration, before it can run) and logs it
+/// ([`pal_log`]). Without a TPM there is nothing to extend.
+pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
+    match TPM.lock().as_mut() {
+        Some(tpm) => {
+            tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity)?;
+            PAL_LOG.lock().push(*identity);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// The identities extended into PCR 18 so far this boot, in order.
+pub fn pal_log() -> alloc::vec::Vec<[u8; 32]> {
+    PAL_LOG.lock().clone()
 }
 
 /// Where the trusted counters live in the TPM's NV memory: index `counter` of PAL `identity`

@@ -26,6 +26,16 @@ use super::TpmError;
 use alloc::vec::Vec;
 use core::fmt;
 
+/// The algorithm identifiers, tags and object attributes shared with the uTPM and the
+/// verifier.
+pub use vpr_proto::tpm2::{
+    ATTESTATION_KEY_ATTRIBUTES, TPMA_OBJECT_ADMINWITHPOLICY, TPMA_OBJECT_DECRYPT,
+    TPMA_OBJECT_FIXEDPARENT, TPMA_OBJECT_FIXEDTPM, TPMA_OBJECT_NODA, TPMA_OBJECT_RESTRICTED,
+    TPMA_OBJECT_SENSITIVEDATAORIGIN, TPMA_OBJECT_SIGN, TPMA_OBJECT_USERWITHAUTH, TPM_ALG_AES,
+    TPM_ALG_CFB, TPM_ALG_ECC, TPM_ALG_ECDSA, TPM_ALG_NULL, TPM_ALG_RSA, TPM_ALG_SHA256,
+    TPM_ECC_NIST_P256, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE,
+};
+
 /// Size of a command or response header: tag, size, command or response code.
 pub const HEADER_LEN: usize = 10;
 /// Size of a SHA-256 digest.
@@ -46,8 +56,6 @@ pub const TPM_ST_SESSIONS: u16 = 0x8002;
 
 /// `TPM_SU_CLEAR` (Part 2 §6.10): a TPM Reset or Restart, not a Resume.
 pub const TPM_SU_CLEAR: u16 = 0x0000;
-/// `TPM_ALG_SHA256` (Part 2 §6.3).
-pub const TPM_ALG_SHA256: u16 = 0x000B;
 /// `TPM_RS_PW` (Part 2 §7.4): the password authorization session.
 pub const TPM_RS_PW: u32 = 0x4000_0009;
 /// `TPM_RH_OWNER` (Part 2 §7.4): the owner (storage) hierarchy, as an authorization handle.
@@ -60,8 +68,6 @@ pub const TPM_RH_NULL: u32 = 0x4000_0007;
 pub const TPM_HT_POLICY_SESSION: u8 = 0x03;
 /// `TPM_SE_POLICY` (Part 2 §6.11): a policy session.
 pub const TPM_SE_POLICY: u8 = 0x01;
-/// `TPM_ALG_NULL` (Part 2 §6.3): no algorithm — for a session, no parameter encryption.
-pub const TPM_ALG_NULL: u16 = 0x0010;
 
 /// `TPM_CC_Startup` (Part 2 §6.5.2).
 pub const TPM_CC_STARTUP: u32 = 0x0000_0144;
@@ -94,46 +100,34 @@ pub const TPM_CC_QUOTE: u32 = 0x0000_0158;
 /// `TPM_RH_ENDORSEMENT` (Part 2 §7.4): the endorsement hierarchy, as a primary object's
 /// parent (TPM2_CreatePrimary) and as an authorization handle.
 pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
-/// `TPM_ALG_ECC` (Part 2 §6.3): an elliptic-curve object.
-pub const TPM_ALG_ECC: u16 = 0x0023;
-/// `TPM_ALG_ECDSA` (Part 2 §6.3): the ECDSA signature scheme.
-pub const TPM_ALG_ECDSA: u16 = 0x0018;
-/// `TPM_ECC_NIST_P256` (Part 2 §6.4): the NIST P-256 curve.
-pub const TPM_ECC_NIST_P256: u16 = 0x0003;
-/// `TPM_ST_ATTEST_QUOTE` (Part 2 §6.9): the `type` of a `TPMS_ATTEST` made by TPM2_Quote.
-pub const TPM_ST_ATTEST_QUOTE: u16 = 0x8018;
-/// `TPM_GENERATED_VALUE` (Part 2 §6.2): the `magic` opening every `TPMS_ATTEST` the TPM
-/// made itself ("\xffTCG"), which a restricted signing key signs nothing without.
-pub const TPM_GENERATED_VALUE: u32 = 0xFF54_4347;
-
-// Object attributes, `TPMA_OBJECT` (Part 2 §8.3): a u32 of bits.
-
-/// `fixedTPM` (bit 1): the object cannot be duplicated out of this TPM.
-pub const TPMA_OBJECT_FIXEDTPM: u32 = 1 << 1;
-/// `fixedParent` (bit 4): the object cannot be duplicated to another parent.
-pub const TPMA_OBJECT_FIXEDPARENT: u32 = 1 << 4;
-/// `sensitiveDataOrigin` (bit 5): the TPM generated the object's secret itself.
-pub const TPMA_OBJECT_SENSITIVEDATAORIGIN: u32 = 1 << 5;
-/// `userWithAuth` (bit 6): the object's authValue (here empty) authorizes its use.
-pub const TPMA_OBJECT_USERWITHAUTH: u32 = 1 << 6;
-/// `noDA` (bit 10): failed authorizations of the object do not count towards
-/// dictionary-attack lockout.
-pub const TPMA_OBJECT_NODA: u32 = 1 << 10;
-/// `restricted` (bit 16): a signing key that signs only digests the TPM computed — data
-/// that does not begin with [`TPM_GENERATED_VALUE`], or attestations it made.
-pub const TPMA_OBJECT_RESTRICTED: u32 = 1 << 16;
-/// `sign` (bit 18): a signing key.
-pub const TPMA_OBJECT_SIGN: u32 = 1 << 18;
-/// The `objectAttributes` of the attestation key [`create_primary_ecc_signing_key`]
-/// creates: fixedTPM, fixedParent, sensitiveDataOrigin, userWithAuth, noDA, restricted,
-/// sign.
-pub const ATTESTATION_KEY_ATTRIBUTES: u32 = TPMA_OBJECT_FIXEDTPM
+/// `TPM_CC_PolicySecret` (Part 2 §6.5.2).
+pub const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
+/// `TPM_CC_ActivateCredential` (Part 2 §6.5.2).
+pub const TPM_CC_ACTIVATE_CREDENTIAL: u32 = 0x0000_0147;
+/// The `objectAttributes` of the RSA endorsement key of the TCG EK Credential Profile's
+/// template L-1 (§B.3.3): fixedTPM, fixedParent, sensitiveDataOrigin, adminWithPolicy,
+/// restricted, decrypt.
+pub const EK_ATTRIBUTES: u32 = TPMA_OBJECT_FIXEDTPM
     | TPMA_OBJECT_FIXEDPARENT
     | TPMA_OBJECT_SENSITIVEDATAORIGIN
-    | TPMA_OBJECT_USERWITHAUTH
-    | TPMA_OBJECT_NODA
+    | TPMA_OBJECT_ADMINWITHPOLICY
     | TPMA_OBJECT_RESTRICTED
-    | TPMA_OBJECT_SIGN;
+    | TPMA_OBJECT_DECRYPT;
+/// The `authPolicy` of the EK templates (TCG EK Credential Profile §B.3.2, "Policy A"):
+/// the digest of TPM2_PolicySecret(`TPM_RH_ENDORSEMENT`): using the EK takes the
+/// endorsement hierarchy's authorization.
+pub const EK_POLICY_A: [u8; 32] = [
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xB3, 0xF8, 0x1A, 0x90, 0xCC, 0x8D, 0x46, 0xA5, 0xD7, 0x24,
+    0xFD, 0x52, 0xD7, 0x6E, 0x06, 0x52, 0x0B, 0x64, 0xF2, 0xA1, 0xDA, 0x1B, 0x33, 0x14, 0x69, 0xAA,
+];
+/// Bytes of the modulus of an RSA-2048 key.
+pub const RSA2048_LEN: usize = 256;
+/// [`RSA2048_LEN`] as the size field of a `TPM2B_PUBLIC_KEY_RSA`.
+const RSA2048_SIZE: [u8; 2] = [1, 0];
+const _: () = assert!(u16::from_be_bytes(RSA2048_SIZE) as usize == RSA2048_LEN);
+/// [`P256_LEN`] as the size field of a `TPM2B_ECC_PARAMETER`.
+const P256_SIZE: [u8; 2] = [0, 32];
+
 /// Size of a P-256 coordinate, and of an ECDSA P-256 `r` or `s`.
 pub const P256_LEN: usize = 32;
 
@@ -505,6 +499,133 @@ pub fn create_primary_ecc_signing_key(hierarchy: u32) -> Vec<u8> {
             &ECC_SIGNING_TEMPLATE,
             &0u16.to_be_bytes(), // outsideInfo: empty
             &0u32.to_be_bytes(), // creationPCR: no selection
+        ],
+    )
+}
+
+/// The marshalled `TPMT_PUBLIC` (Part 2 §12.2.4) of the TCG EK Credential Profile's RSA-2048
+/// endorsement key template L-1 (§B.3.3): `type` [`TPM_ALG_RSA`], `nameAlg`
+/// [`TPM_ALG_SHA256`], `objectAttributes` [`EK_ATTRIBUTES`], `authPolicy` [`EK_POLICY_A`],
+/// then a `TPMS_RSA_PARMS` (Part 2 §12.2.3.5): `symmetric` AES-128 in CFB mode, `scheme`
+/// [`TPM_ALG_NULL`], `keyBits` 2048, `exponent` 0 (the default, 65537); then `unique`, 256
+/// zero bytes. TPM2_CreatePrimary of it in the endorsement hierarchy gives the key the
+/// manufacturer certified (the EK certificate holds its modulus).
+pub fn endorsement_key_template() -> Vec<u8> {
+    let mut t = Vec::with_capacity(2 + 2 + 4 + 2 + 32 + 6 + 2 + 2 + 4 + 2 + RSA2048_LEN);
+    t.extend_from_slice(&TPM_ALG_RSA.to_be_bytes());
+    t.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+    t.extend_from_slice(&EK_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&32u16.to_be_bytes());
+    t.extend_from_slice(&EK_POLICY_A);
+    t.extend_from_slice(&TPM_ALG_AES.to_be_bytes());
+    t.extend_from_slice(&128u16.to_be_bytes());
+    t.extend_from_slice(&TPM_ALG_CFB.to_be_bytes());
+    t.extend_from_slice(&TPM_ALG_NULL.to_be_bytes()); // scheme
+    t.extend_from_slice(&2048u16.to_be_bytes()); // keyBits
+    t.extend_from_slice(&0u32.to_be_bytes()); // exponent
+    t.extend_from_slice(&RSA2048_SIZE);
+    t.extend_from_slice(&[0; RSA2048_LEN]);
+    t
+}
+
+/// TPM2_CreatePrimary (Part 3 §24.1) of the endorsement key
+/// ([`endorsement_key_template`]) under [`TPM_RH_ENDORSEMENT`], authorized by its empty
+/// password; the other parameters as for [`create_primary_ecc_signing_key`].
+pub fn create_primary_endorsement_key() -> Vec<u8> {
+    let template = endorsement_key_template();
+    let (size, template) = tpm2b(&template);
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_CREATE_PRIMARY,
+        &[
+            &TPM_RH_ENDORSEMENT.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &[0, 4, 0, 0, 0, 0], // inSensitive: 4 bytes, empty userAuth, empty data
+            &size,
+            template,
+            &0u16.to_be_bytes(), // outsideInfo: empty
+            &0u32.to_be_bytes(), // creationPCR: no selection
+        ],
+    )
+}
+
+/// The marshalled `TPMT_PUBLIC` of the attestation key whose point is (`x`, `y`): the fields
+/// of [`ECC_SIGNING_TEMPLATE`] up to `unique`, then a `TPMS_ECC_POINT` of the two 32-byte
+/// coordinates. The key's TPM name is `TPM_ALG_SHA256` || SHA-256 of these bytes
+/// ([`object_name`]).
+pub fn attestation_key_public(x: &[u8; 32], y: &[u8; 32]) -> Vec<u8> {
+    let head = &ECC_SIGNING_TEMPLATE[..ECC_SIGNING_TEMPLATE.len() - 4];
+    [head, &P256_SIZE, x, &P256_SIZE, y].concat()
+}
+
+/// The name (Part 1 §16) of an object with the SHA-256 name algorithm and the marshalled
+/// `TPMT_PUBLIC` `public`: [`TPM_ALG_SHA256`] || SHA-256(`public`).
+pub fn object_name(public: &[u8]) -> [u8; 34] {
+    vpr_proto::tpm2::sha256_name(public)
+}
+
+/// TPM2_PolicySecret (Part 3 §23.4) of the policy session `session` with the authorization
+/// of `auth` (e.g. [`TPM_RH_ENDORSEMENT`]: its empty password): handles `authHandle` `auth`
+/// and `policySession` `session`, the empty-password authorization area (for `authHandle`),
+/// then the parameters `nonceTPM`, `cpHashA` and `policyRef` (`TPM2B`s, all empty: no
+/// freshness, command or reference restriction) and `expiration` (INT32 0: none). The
+/// session's `policyDigest` becomes as [`policy_secret_digest`] says.
+pub fn policy_secret(auth: u32, session: u32) -> Vec<u8> {
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_POLICY_SECRET,
+        &[
+            &auth.to_be_bytes(),
+            &session.to_be_bytes(),
+            &EMPTY_PASSWORD_AUTH,
+            &0u16.to_be_bytes(), // nonceTPM
+            &0u16.to_be_bytes(), // cpHashA
+            &0u16.to_be_bytes(), // policyRef
+            &0u32.to_be_bytes(), // expiration
+        ],
+    )
+}
+
+/// The `policyDigest` of a new SHA-256 policy session after TPM2_PolicySecret of the
+/// permanent handle `auth` without a `policyRef` (Part 3 §23.4.1 and §23.2.4,
+/// PolicyUpdate): SHA-256(SHA-256(0³² || `TPM_CC_PolicySecret` || name of `auth`) || the
+/// empty `policyRef`). A permanent handle's name is the handle itself (Part 1 §16).
+pub fn policy_secret_digest(auth: u32) -> [u8; 32] {
+    use vpr_proto::crypto::hash;
+    let first = hash(&[&[0; SHA256_LEN], &TPM_CC_POLICY_SECRET.to_be_bytes(), &auth.to_be_bytes()]);
+    hash(&[&first.0]).0
+}
+
+/// TPM2_ActivateCredential (Part 3 §12.5): handles `activateHandle` (`object`, the key the
+/// credential names, authorized in its admin role by its empty password: it has no
+/// `adminWithPolicy`) and `keyHandle` (`key`, the endorsement key, authorized in its user
+/// role by the policy session `session`, which must satisfy [`EK_POLICY_A`]); then the
+/// authorization area of two `TPMS_AUTH_COMMAND`s — the password session, then `session`
+/// with an empty `nonceCaller`, `continueSession` clear (the TPM flushes it after the
+/// command) and an empty `hmac` — then the parameters `credentialBlob` (a
+/// `TPM2B_ID_OBJECT`) and `secret` (a `TPM2B_ENCRYPTED_SECRET`), given here already
+/// marshalled with their size fields, as a verifier's TPM2_MakeCredential returns them.
+pub fn activate_credential(
+    object: u32,
+    key: u32,
+    session: u32,
+    credential_blob: &[u8],
+    secret: &[u8],
+) -> Vec<u8> {
+    const AUTH_LEN: u32 = 2 * (4 + 2 + 1 + 2);
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_ACTIVATE_CREDENTIAL,
+        &[
+            &object.to_be_bytes(),
+            &key.to_be_bytes(),
+            &AUTH_LEN.to_be_bytes(),
+            &TPM_RS_PW.to_be_bytes(),
+            &[0, 0, 0, 0, 0], // empty nonceCaller, attributes 0, empty password
+            &session.to_be_bytes(),
+            &[0, 0, 0, 0, 0], // empty nonceCaller, continueSession clear, empty hmac
+            credential_blob,
+            secret,
         ],
     )
 }
@@ -1045,22 +1166,98 @@ pub fn parse_create_primary_ecc(bytes: &[u8]) -> Result<(u32, [u8; 32], [u8; 32]
     let handle = r.u32("objectHandle truncated")?;
     let (x, y) = parameters(&mut r, |p| {
         let point = ecc_signing_public(p.sized("outPublic truncated")?)?;
-        p.sized("creationData truncated")?;
-        if p.sized("creationHash truncated")?.len() > MAX_DIGEST {
-            return Err(TpmError::Malformed("creationHash larger than any digest"));
-        }
-        p.u16("creationTicket truncated")?;
-        p.u32("creationTicket truncated")?;
-        if p.sized("creationTicket truncated")?.len() > MAX_DIGEST {
-            return Err(TpmError::Malformed("creationTicket digest larger than any digest"));
-        }
-        if p.sized("name truncated")?.len() > MAX_NAME {
-            return Err(TpmError::Malformed("name larger than any name"));
-        }
+        creation_results(p)?;
         Ok(point)
     })?;
     password_session_response(r)?;
     Ok((handle, x, y))
+}
+
+/// The handle and modulus in a response to [`create_primary_endorsement_key`] (Part 3
+/// §24.1), with the same layout as for [`parse_create_primary_ecc`]; `outPublic` must be an
+/// RSA-2048 `TPMT_PUBLIC` of the EK template's `type`, `nameAlg`, attributes, policy and
+/// parameters ([`endorsement_key_template`]) with a 256-byte modulus in `unique`.
+pub fn parse_create_primary_rsa_ek(bytes: &[u8]) -> Result<(u32, Vec<u8>), TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    let handle = r.u32("objectHandle truncated")?;
+    let modulus = parameters(&mut r, |p| {
+        let public = p.sized("outPublic truncated")?;
+        let template = endorsement_key_template();
+        let fixed = template.len() - RSA2048_LEN - 2;
+        if public.len() != template.len() || public[..fixed] != template[..fixed] {
+            return Err(TpmError::Malformed("outPublic is not of the EK template"));
+        }
+        if public[fixed..fixed + 2] != RSA2048_SIZE {
+            return Err(TpmError::Malformed("outPublic modulus is not of 2048 bits"));
+        }
+        let modulus = public[fixed + 2..].to_vec();
+        creation_results(p)?;
+        Ok(modulus)
+    })?;
+    password_session_response(r)?;
+    Ok((handle, modulus))
+}
+
+/// Skips what TPM2_CreatePrimary returns after `outPublic` (Part 3 §24.1):
+/// `creationData`, `creationHash`, `creationTicket` and `name`, checking their sizes.
+fn creation_results(p: &mut Reader<'_>) -> Result<(), TpmError> {
+    p.sized("creationData truncated")?;
+    if p.sized("creationHash truncated")?.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("creationHash larger than any digest"));
+    }
+    p.u16("creationTicket truncated")?;
+    p.u32("creationTicket truncated")?;
+    if p.sized("creationTicket truncated")?.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("creationTicket digest larger than any digest"));
+    }
+    if p.sized("name truncated")?.len() > MAX_NAME {
+        return Err(TpmError::Malformed("name larger than any name"));
+    }
+    Ok(())
+}
+
+/// Checks the response to [`policy_secret`] (Part 3 §23.4): `parameterSize`, then
+/// `timeout` (a `TPM2B_TIMEOUT`, at most 8 bytes) and `policyTicket` (a `TPMT_TK_AUTH`:
+/// `tag` u16, `hierarchy` u32, a `TPM2B_DIGEST`), then the authorization area answering the
+/// password session. `TPM_RC_BAD_AUTH` would mean the hierarchy has a password.
+pub fn parse_policy_secret(bytes: &[u8]) -> Result<(), TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    parameters(&mut r, |p| {
+        if p.sized("timeout truncated")?.len() > 8 {
+            return Err(TpmError::Malformed("timeout larger than 8 bytes"));
+        }
+        p.u16("policyTicket truncated")?;
+        p.u32("policyTicket truncated")?;
+        if p.sized("policyTicket truncated")?.len() > MAX_DIGEST {
+            return Err(TpmError::Malformed("policyTicket digest larger than any digest"));
+        }
+        Ok(())
+    })?;
+    password_session_response(r)
+}
+
+/// The credential in a response to [`activate_credential`] (Part 3 §12.5):
+/// `parameterSize`, then `certInfo` (a `TPM2B_DIGEST`, at most 64 bytes), then the
+/// authorization area answering the password session (as for [`parse_pcr_extend`]) and
+/// then the policy session (a `nonceTPM` of up to 32 bytes, any attributes, an empty
+/// `hmac`). `TPM_RC_INTEGRITY` means the blob was not made for this key and this object's
+/// name (a credential for another TPM or another key); `TPM_RC_POLICY_FAIL` a session that
+/// does not satisfy the EK's policy.
+pub fn parse_activate_credential(bytes: &[u8]) -> Result<Vec<u8>, TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    let credential = parameters(&mut r, |p| p.sized("certInfo truncated"))?;
+    if credential.len() > MAX_DIGEST {
+        return Err(TpmError::Malformed("certInfo larger than any digest"));
+    }
+    if !r.sized("nonceTPM truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with a nonce"));
+    }
+    r.u8("sessionAttributes truncated")?;
+    if !r.sized("hmac truncated")?.is_empty() {
+        return Err(TpmError::Malformed("password session answered with an HMAC"));
+    }
+    policy_session_response(r)?;
+    Ok(credential.to_vec())
 }
 
 /// The point of the `TPMT_PUBLIC` (Part 2 §12.2.4) `public` of a key made from
@@ -1153,62 +1350,21 @@ fn left_padded(value: &[u8]) -> Result<[u8; 32], TpmError> {
     Ok(out)
 }
 
-/// What a quote's `TPMS_ATTEST` attests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuoteInfo {
-    /// `extraData`: the `qualifyingData` of the TPM2_Quote (a verifier's nonce).
-    pub extra_data: Vec<u8>,
-    /// The bitmap of the SHA-256 PCRs quoted.
-    pub pcr_select: [u8; 3],
-    /// `pcrDigest`: SHA-256 of the selected PCRs' values concatenated, in PCR order.
-    pub pcr_digest: [u8; 32],
-}
+/// What a quote's `TPMS_ATTEST` attests: the format is shared with the uTPM's quotes and
+/// `vpr verify` ([`vpr_proto::utpm::QuoteInfo`]).
+pub use vpr_proto::utpm::QuoteInfo;
 
-/// The contents of the `TPMS_ATTEST` (Part 2 §10.12.12) of a quote of SHA-256 PCRs:
-/// `magic` [`TPM_GENERATED_VALUE`], `type` [`TPM_ST_ATTEST_QUOTE`], `qualifiedSigner` (a
-/// `TPM2B_NAME`, not checked further), `extraData` (a `TPM2B_DATA`, at most 66 bytes),
-/// `clockInfo` (a `TPMS_CLOCK_INFO`: `clock` u64, `resetCount` u32, `restartCount` u32,
-/// `safe` u8 — not checked), `firmwareVersion` (u64, not checked), then `attested`, a
-/// `TPMS_QUOTE_INFO` (Part 2 §10.12.1): `pcrSelect`, one SHA-256 selection of 3 bytes, and
-/// `pcrDigest`, a 32-byte `TPM2B_DIGEST`; then nothing.
+/// The contents of a quote's `TPMS_ATTEST` (Part 2 §10.12.12; read by
+/// [`QuoteInfo::from_attest`], which refuses anything but a quote of one SHA-256 selection
+/// of 3 bytes with a 32-byte `pcrDigest`, and trailing bytes).
 ///
 /// Only meaningful once the signature over `attest` has been checked
 /// ([`super::quote_verifies`]).
 pub fn parse_tpms_attest_quote(attest: &[u8]) -> Result<QuoteInfo, TpmError> {
-    let mut a = Reader::new(attest);
-    if a.u32("TPMS_ATTEST truncated")? != TPM_GENERATED_VALUE {
-        return Err(TpmError::Malformed("TPMS_ATTEST magic is not TPM_GENERATED_VALUE"));
-    }
-    if a.u16("TPMS_ATTEST truncated")? != TPM_ST_ATTEST_QUOTE {
-        return Err(TpmError::Malformed("TPMS_ATTEST is not a quote's"));
-    }
-    if a.sized("qualifiedSigner truncated")?.len() > MAX_NAME {
-        return Err(TpmError::Malformed("qualifiedSigner larger than any name"));
-    }
-    let extra_data = a.sized("extraData truncated")?;
-    if extra_data.len() > MAX_NAME {
-        return Err(TpmError::Malformed("extraData larger than a TPMT_HA"));
-    }
-    a.take(8 + 4 + 4 + 1, "clockInfo truncated")?;
-    a.take(8, "firmwareVersion truncated")?;
-    if a.u32("pcrSelect truncated")? != 1 {
-        return Err(TpmError::Malformed("pcrSelect is not one selection"));
-    }
-    if a.u16("pcrSelect truncated")? != TPM_ALG_SHA256 {
-        return Err(TpmError::Malformed("pcrSelect is not of the SHA-256 bank"));
-    }
-    if a.u8("pcrSelect truncated")? != PCR_SELECT_MIN {
-        return Err(TpmError::Malformed("pcrSelect is not of 3 bytes"));
-    }
-    let pcr_select = a.array::<3>("pcrSelect truncated")?;
-    let pcr_digest: [u8; 32] = a
-        .sized("pcrDigest truncated")?
-        .try_into()
-        .map_err(|_| TpmError::Malformed("pcrDigest is not a SHA-256 digest"))?;
-    if !a.bytes.is_empty() {
-        return Err(TpmError::Malformed("trailing bytes after the TPMS_ATTEST"));
-    }
-    Ok(QuoteInfo { extra_data: extra_data.to_vec(), pcr_select, pcr_digest })
+    QuoteInfo::from_attest(attest).map_err(|e| match e {
+        vpr_proto::utpm::QuoteError::Malformed(what) => TpmError::Malformed(what),
+        _ => TpmError::Malformed("TPMS_ATTEST refused"),
+    })
 }
 
 /// Big-endian reads from an untrusted response, each failing with its own message.
@@ -2346,6 +2502,100 @@ mod tests {
         ])
     }
 
+    #[test]
+    fn ek_policy_is_policy_secret_of_the_endorsement_hierarchy() {
+        assert_eq!(policy_secret_digest(TPM_RH_ENDORSEMENT), EK_POLICY_A);
+        assert_ne!(policy_secret_digest(TPM_RH_OWNER), EK_POLICY_A);
+    }
+
+    #[test]
+    fn endorsement_key_template_layout() {
+        let t = endorsement_key_template();
+        // TCG EK Credential Profile, template L-1: 0x0001 0x000B 0x000300B2, 32-byte policy,
+        // AES 128 CFB, NULL scheme, 2048 bits, exponent 0, 256 zero bytes.
+        assert_eq!(t[..8], [0, 1, 0, 0x0B, 0, 0x03, 0x00, 0xB2]);
+        assert_eq!(t[8..10], [0, 32]);
+        assert_eq!(t[42..56], [0, 6, 0, 128, 0, 0x43, 0, 0x10, 0x08, 0, 0, 0, 0, 0]);
+        assert_eq!(t[56..58], [1, 0]);
+        assert_eq!(t.len(), 58 + 256);
+        assert!(t[58..].iter().all(|&b| b == 0));
+        let command = create_primary_endorsement_key();
+        assert_eq!(command[6..14], [0, 0, 0x01, 0x31, 0x40, 0, 0, 0x0B]);
+        assert_eq!(
+            usize::try_from(u32::from_be_bytes(command[2..6].try_into().unwrap())).unwrap(),
+            command.len()
+        );
+    }
+
+    #[test]
+    fn attestation_key_public_and_name() {
+        let public = attestation_key_public(&[1; 32], &[2; 32]);
+        assert_eq!(public[..20], ECC_SIGNING_TEMPLATE[..20]);
+        assert_eq!(public[20..22], [0, 32]);
+        assert_eq!(public[22..54], [1; 32]);
+        assert_eq!(public[54..56], [0, 32]);
+        assert_eq!(public[56..], [2; 32]);
+        let name = object_name(&public);
+        assert_eq!(name[..2], [0, 0x0B]);
+        assert_eq!(name[2..], vpr_proto::crypto::hash(&[&public]).0);
+    }
+
+    #[test]
+    fn policy_secret_and_activate_credential_layouts() {
+        let c = policy_secret(TPM_RH_ENDORSEMENT, 0x0300_0001);
+        assert_eq!(
+            c,
+            cat(&[
+                &[0x80, 0x02, 0, 0, 0, 0x29, 0, 0, 0x01, 0x51],
+                &[0x40, 0, 0, 0x0B, 0x03, 0, 0, 0x01],
+                &EMPTY_PASSWORD_AUTH,
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ])
+        );
+        let c = activate_credential(
+            0x8000_0001,
+            0x8000_0002,
+            0x0300_0001,
+            &[0, 1, 0xAA],
+            &[0, 1, 0xBB],
+        );
+        assert_eq!(
+            c,
+            cat(&[
+                &[0x80, 0x02, 0, 0, 0, 0x2E, 0, 0, 0x01, 0x47],
+                &[0x80, 0, 0, 1, 0x80, 0, 0, 2],
+                &[0, 0, 0, 18, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 3, 0, 0, 1, 0, 0, 0, 0, 0],
+                &[0, 1, 0xAA, 0, 1, 0xBB],
+            ])
+        );
+    }
+
+    #[test]
+    fn activate_credential_responses() {
+        let response = |credential: &[u8], policy_nonce: &[u8]| {
+            let sized = |b: &[u8]| cat(&[&u16::try_from(b.len()).unwrap().to_be_bytes(), b]);
+            let parameters = sized(credential);
+            resized(cat(&[
+                &[0x80, 0x02, 0, 0, 0, 0, 0, 0, 0, 0],
+                &u32::try_from(parameters.len()).unwrap().to_be_bytes(),
+                &parameters,
+                &[0, 0, 0x01, 0, 0], // password session
+                &sized(policy_nonce),
+                &[0, 0, 0], // attributes, empty hmac
+            ]))
+        };
+        let ok = response(&[7; 32], &[9; 32]);
+        assert_eq!(parse_activate_credential(&ok), Ok(vec![7; 32]));
+        for len in 0..ok.len() {
+            assert!(parse_activate_credential(&resized(ok[..len].to_vec())).is_err(), "{len}");
+        }
+        assert!(parse_activate_credential(&response(&[7; 65], &[9; 32])).is_err());
+        assert!(parse_activate_credential(&response(&[7; 32], &[9; 33])).is_err());
+        // TPM_RC_INTEGRITY on parameter 1 (0x9F | 0x100): a credential for another key.
+        let refused = [0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0x01, 0x9F];
+        assert_eq!(parse_activate_credential(&refused), Err(TpmError::Tpm(ResponseCode(0x19F))));
+    }
+
     /// A response to TPM2_Quote of `attest` with `r` and `s` as given.
     fn quote_with(attest: &[u8], r: &[u8], s: &[u8]) -> Vec<u8> {
         let sized = |b: &[u8]| cat(&[&u16::try_from(b.len()).unwrap().to_be_bytes(), b]);
@@ -2462,7 +2712,10 @@ mod tests {
         assert_eq!(
             info,
             QuoteInfo {
+                qualified_signer: info.qualified_signer.clone(),
                 extra_data: (1..=16).collect(),
+                reset_count: info.reset_count,
+                firmware_version: info.firmware_version,
                 pcr_select: [0x01, 0x00, 0x02],
                 pcr_digest: DIGEST
             }

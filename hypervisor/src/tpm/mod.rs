@@ -463,6 +463,53 @@ impl<M: Mmio> Tpm<M> {
         command::parse_quote(&response)
     }
 
+    /// The endorsement key: TPM2_CreatePrimary of the TCG EK Credential Profile's RSA-2048
+    /// template L-1 ([`command::endorsement_key_template`]) under the endorsement hierarchy
+    /// (its empty password). It derives from the endorsement seed, so it is the key the
+    /// manufacturer certified: its modulus is the one in the EK certificate. Returns the
+    /// transient handle (flush it with [`Tpm::flush`]) and the 256-byte modulus.
+    pub fn create_endorsement_key(&mut self, locality: u8) -> Result<(u32, Vec<u8>), TpmError> {
+        let response = self.tis.transact(locality, &command::create_primary_endorsement_key())?;
+        command::parse_create_primary_rsa_ek(&response)
+    }
+
+    /// TPM2_ActivateCredential (Part 3 §12.5; the protocol of Part 1 §24): the credential a
+    /// verifier made with TPM2_MakeCredential for the endorsement key loaded under `ek`
+    /// and the name of the object loaded under `object` (e.g. the attestation key).
+    /// Starts a policy session, satisfies the EK's policy in it (TPM2_PolicySecret of the
+    /// endorsement hierarchy, by its empty password), then activates; the TPM flushes the
+    /// session after the command, and it is flushed here if anything fails first.
+    ///
+    /// The TPM answers `TPM_RC_INTEGRITY` (on `credentialBlob`) when the credential was made
+    /// for another EK or another object's name: getting the credential back proves the
+    /// object is on the TPM that holds the EK.
+    pub fn activate_credential(
+        &mut self,
+        locality: u8,
+        object: u32,
+        ek: u32,
+        credential_blob: &[u8],
+        secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let nonce = self.get_random(locality, SESSION_NONCE_LEN)?;
+        let response = self.tis.transact(locality, &command::start_auth_session_policy(&nonce))?;
+        let (session, _nonce_tpm) = command::parse_start_auth_session(&response)?;
+        let result = (|| {
+            let command = command::policy_secret(command::TPM_RH_ENDORSEMENT, session);
+            command::parse_policy_secret(&self.tis.transact(locality, &command)?)?;
+            let command =
+                command::activate_credential(object, ek, session, credential_blob, secret);
+            command::parse_activate_credential(&self.tis.transact(locality, &command)?)
+        })();
+        if result.is_err() {
+            // Best effort, as in `read_pcr_bound_secret`.
+            if let Ok(response) = self.tis.transact(locality, &command::flush_context(session)) {
+                let _ = command::parse_flush_context(&response);
+            }
+        }
+        result
+    }
+
     /// TPM2_FlushContext (Part 3 §28.4) of the transient object or session `handle`.
     /// Nothing loaded under it is `TPM_RC_HANDLE`.
     pub fn flush(&mut self, locality: u8, handle: u32) -> Result<(), TpmError> {

@@ -229,6 +229,35 @@ pub fn attest(data: &[u8; 32]) -> Result<[u8; ATTESTATION_LEN], Status> {
     Ok(out)
 }
 
+/// Most bytes a uTPM quote takes: [`pal::MAX_QUOTE_LEN`].
+const MAX_QUOTE_LEN: usize = 512;
+const _: () = assert!(MAX_QUOTE_LEN as u64 == pal::MAX_QUOTE_LEN);
+
+/// A uTPM quote of the uPCRs `selection` names over `nonce_data` (a verifier's nonce, then
+/// the PAL's data): `TPM2B_ATTEST` ‖ `TPMT_SIGNATURE` (`vpr_proto::utpm`).
+///
+/// # Errors
+/// [`Status::BadArgument`] for a selection beyond the uPCRs, else the hypervisor's status.
+pub fn quote(nonce_data: &[u8; 64], selection: u8) -> Result<Vec<u8>, Status> {
+    let mut input = *nonce_data;
+    let mut out = vec![0u8; MAX_QUOTE_LEN];
+    let args = [
+        input.as_mut_ptr() as u64,
+        u64::from(selection),
+        out.as_mut_ptr() as u64,
+        MAX_QUOTE_LEN as u64,
+    ];
+    // SAFETY: `input` (64 bytes, on the stack) and `out` (MAX_QUOTE_LEN bytes, on the heap
+    // in `.bss`) are distinct, writable and borrowed mutably for the call; the hypervisor
+    // reads the first and writes at most MAX_QUOTE_LEN bytes of the second.
+    let (rax, len) = unsafe { vmmcall(Service::Quote, args) };
+    check(rax)?;
+    let len =
+        usize::try_from(len).ok().filter(|&len| len <= MAX_QUOTE_LEN).ok_or(Status::Unavailable)?;
+    out.truncate(len);
+    Ok(out)
+}
+
 /// Seals `data` (at most [`pal::MAX_SEAL_LEN`] bytes) to this PAL's identity; the blob is
 /// [`pal::SEAL_OVERHEAD`] bytes longer.
 ///

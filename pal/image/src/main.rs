@@ -174,6 +174,15 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
         Command::Call(call) => return call_manager(state, call),
         Command::Start { group } => start_manager(state, &group, None),
         Command::Restore { group, sealed } => start_manager(state, &group, Some(&sealed)),
+        Command::Quote { nonce, data, selection } => {
+            let mut nonce_data = [0; 64];
+            nonce_data[..32].copy_from_slice(nonce.as_bytes());
+            nonce_data[32..].copy_from_slice(data.as_bytes());
+            match hv::quote(&nonce_data, selection) {
+                Ok(quote) => Outcome::Quote { quote },
+                Err(status) => Outcome::refused(&format!("quote: {status}")),
+            }
+        }
         Command::Status => match &state.manager {
             Some(manager) => Outcome::Status(manager.wire_status()),
             None => Outcome::refused(NO_MANAGER),

@@ -32,16 +32,33 @@ pub fn check(lines: &[String], dir: &Path) -> Result<(), String> {
         signature.extend_from_slice(&len.to_be_bytes());
         signature.extend_from_slice(part);
     }
+    check_quote(dir, "quote", &attest, &signature, &point, &nonce)?;
+    eprintln!("qemu-test: tpm2_checkquote accepts the TPM quote (and refuses another nonce)");
+    Ok(())
+}
+
+/// Has `tpm2_checkquote` check a quote — `attest` (a TPMS_ATTEST), `signature` (a
+/// TPMT_SIGNATURE) by the P-256 key whose point is `point` (x || y), qualifying data
+/// `qualifying` — which it must accept, and refuse with other qualifying data. The files go
+/// to `dir`, named after `name`.
+pub fn check_quote(
+    dir: &Path,
+    name: &str,
+    attest: &[u8],
+    signature: &[u8],
+    point: &[u8],
+    qualifying: &[u8],
+) -> Result<(), String> {
     let mut spki = unhex(P256_SPKI_PREFIX).ok_or("bad SPKI prefix")?;
     spki.push(4);
-    spki.extend_from_slice(&point);
-    let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
+    spki.extend_from_slice(point);
+    let write = |suffix: &str, bytes: &[u8]| {
+        let path = dir.join(format!("{name}.{suffix}"));
         fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display())).map(|()| path)
     };
     let (message, sig, der) =
-        (write("quote.msg", &attest)?, write("quote.sig", &signature)?, write("ak.der", &spki)?);
-    let pem = dir.join("ak.pem");
+        (write("msg", attest)?, write("sig", signature)?, write("key.der", &spki)?);
+    let pem = dir.join(format!("{name}.key.pem"));
     crate::install::run(
         Command::new("openssl")
             .args(["pkey", "-pubin", "-inform", "der", "-in"])
@@ -50,7 +67,7 @@ pub fn check(lines: &[String], dir: &Path) -> Result<(), String> {
             .arg(&pem),
     )?;
     crate::install::tpm2_tools()?;
-    let checkquote = |nonce: &str| {
+    let checkquote = |qualifying: &str| {
         Command::new("tpm2_checkquote")
             .arg("-u")
             .arg(&pem)
@@ -58,19 +75,18 @@ pub fn check(lines: &[String], dir: &Path) -> Result<(), String> {
             .arg(&message)
             .arg("-s")
             .arg(&sig)
-            .args(["-g", "sha256", "-q", nonce])
+            .args(["-g", "sha256", "-q", qualifying])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !checkquote(&hex::encode(&nonce)) {
-        return Err(String::from("tpm2_checkquote refuses the hypervisor's quote"));
+    if !checkquote(&hex::encode(qualifying)) {
+        return Err(format!("tpm2_checkquote refuses the {name}"));
     }
     if checkquote("00ff") {
-        return Err(String::from("tpm2_checkquote accepts the quote with another nonce"));
+        return Err(format!("tpm2_checkquote accepts the {name} with other qualifying data"));
     }
-    eprintln!("qemu-test: tpm2_checkquote accepts the TPM quote (and refuses another nonce)");
     Ok(())
 }
 

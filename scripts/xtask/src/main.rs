@@ -11,6 +11,7 @@
 
 mod checkquote;
 mod ek;
+mod evidence;
 mod install;
 mod json;
 mod lines;

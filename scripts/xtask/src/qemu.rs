@@ -9,7 +9,7 @@
 //! the machine triple-faults under `-no-reboot`.
 
 use crate::install::{self, IMAGE_TARGET};
-use crate::{checkquote, ek, measure};
+use crate::{checkquote, ek, evidence, measure};
 use crate::{Accel, QemuTestOptions};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
@@ -299,18 +299,40 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let first = boot(&args, options.timeout, accel)?;
     let first_verdict =
         first.verdict(&image, &ek).and_then(|()| checkquote::check(&first.lines, &swtpm.dir));
+    // The CA's credential for the attestation key boot 1 logged, for boot 2 to activate.
+    let credential = evidence::make_credential(&first.lines, &swtpm.dir);
     // Boot 2, on the same TPM state: what must survive a reboot, and what must not. The
-    // blob boot 1 sealed goes along as module 1, as a guest would keep it on its disk.
+    // blob boot 1 sealed goes along as module 1, as a guest would keep it on its disk, the
+    // credential as module 2; a fresh nonce on the command line asks for evidence.
     swtpm.restart()?;
-    let mut modules = Vec::from([pal]);
-    if let Some(blob) = first.lines.iter().find_map(|line| sealed_blob(line)) {
-        let path = swtpm.dir.join("sealed-for-boot-2.bin");
-        fs::write(&path, blob).map_err(|e| format!("{}: {e}", path.display()))?;
-        modules.push(path);
+    let sealed = first.lines.iter().find_map(|line| sealed_blob(line)).unwrap_or_default();
+    let sealed_path = swtpm.dir.join("sealed-for-boot-2.bin");
+    fs::write(&sealed_path, sealed).map_err(|e| format!("{}: {e}", sealed_path.display()))?;
+    let mut modules = Vec::from([pal.clone(), sealed_path]);
+    if let Ok(credential) = &credential {
+        modules.push(credential.module.clone());
     }
-    let args = command_line(&image, &modules, Some(&swtpm.socket), Some("vpr.boot=2"), kvm, qboot);
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    let append = format!("vpr.boot=2 vpr.nonce={}", hex::encode(nonce));
+    let args = command_line(&image, &modules, Some(&swtpm.socket), Some(&append), kvm, qboot);
     let second = boot(&args, options.timeout, accel)?;
-    let second_verdict = second.verdict(&image, &ek).and(same_tcc_key(&first.lines, &second.lines));
+    let hypervisor = measure::expected(&image)?;
+    let keep = root.join("target/tpm/evidence.json");
+    let inputs = evidence::Inputs {
+        root,
+        state: &swtpm.dir,
+        ca: &ca,
+        other_ca: &root.join("target/tpm/other-ca"),
+        pal: &pal,
+        hypervisor: &hypervisor,
+        nonce,
+        keep: &keep,
+    };
+    let second_verdict = second
+        .verdict(&image, &ek)
+        .and(same_tcc_key(&first.lines, &second.lines))
+        .and(credential.and_then(|made| evidence::check(&second.lines, &made, &inputs)));
     drop(swtpm);
 
     // The closing line: both boots' counts, a boot that never printed them counting as one

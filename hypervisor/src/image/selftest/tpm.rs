@@ -4,10 +4,10 @@
 use super::TestResult;
 use crate::mem;
 use crate::svm::Svm;
-use crate::tpm::{LAUNCH_PCR, PAL_PCR, TPM};
+use crate::tpm::{KEY_PCR, LAUNCH_PCR, PAL_PCR, TPM};
 use alloc::format;
 use alloc::string::String;
-use vpr_hypervisor::tpm::{extended, TpmError};
+use vpr_hypervisor::tpm::{command, extended, TpmError, EK_CERT_RSA_INDEX};
 use vpr_proto::Digest;
 
 /// The TPM, or why the test cannot run.
@@ -274,4 +274,162 @@ pub fn tpm_quote(_svm: &Svm) -> TestResult {
 /// Lowercase hex, for log lines `qemu-test` reads back.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// PCR 19 holds exactly one extend, from all ones, of the SHA-256 of the TCC key (made at
+/// boot): a TPM quote of it names the key the uTPM signs with. Locality 0 cannot extend it.
+pub fn tpm_tcc_key_bound(_svm: &Svm) -> TestResult {
+    let key = crate::pal::tcc_key().map_err(|s| format!("TCC key: {s}"))?;
+    let expected = extended(&[0xFF; 32], &Digest::of(&key).0);
+    with_tpm(|tpm| {
+        let pcr19 = tpm.pcr_read(0, KEY_PCR).map_err(err)?;
+        if pcr19 != expected {
+            return Err(format!("PCR 19 is {}, expected {}", Digest(pcr19), Digest(expected)));
+        }
+        match tpm.pcr_extend(0, KEY_PCR, &[0x5A; 32]) {
+            Err(TpmError::Tpm(rc)) if rc.0 == 0x907 => Ok(()),
+            other => Err(format!("extend of PCR 19 from locality 0: {other:?}")),
+        }
+    })
+}
+
+/// The endorsement key the TPM derives from the EK template is the key its manufacturer
+/// certified (its modulus is in the EK certificate); the attestation key's public area is
+/// logged, for the verifier's credential (`qemu-test` makes it from this line and the EK
+/// certificate, and the second boot activates it).
+pub fn tpm_endorsement_and_attestation_keys(_svm: &Svm) -> TestResult {
+    with_tpm(|tpm| {
+        let cert = tpm.nv_read_all(0, EK_CERT_RSA_INDEX).map_err(err)?;
+        let (ek, modulus) = tpm.create_endorsement_key(0).map_err(err)?;
+        let _ = tpm.flush(0, ek);
+        if modulus.len() != 256 || !cert.windows(modulus.len()).any(|w| w == modulus) {
+            return Err(String::from("the EK's modulus is not the certified one"));
+        }
+        let (ak, x, y) = tpm.create_attestation_key(0).map_err(err)?;
+        let _ = tpm.flush(0, ak);
+        let public = command::attestation_key_public(&x, &y);
+        log::info!(
+            "hv: attestation key public area {} name {}",
+            hex(&public),
+            hex(&command::object_name(&public))
+        );
+        Ok(())
+    })
+}
+
+/// The credential a verifier made (module 2: `TPM2B_ID_OBJECT` then
+/// `TPM2B_ENCRYPTED_SECRET`) for the EK certificate's key and the attestation key's name
+/// opens on this TPM (TPM2_ActivateCredential; the secret is logged for `qemu-test` to
+/// compare), and with one bit changed it does not (TPM_RC_INTEGRITY).
+pub fn tpm_activate_credential(_svm: &Svm) -> TestResult {
+    let module = mem::module(2).ok_or("no module 2: the verifier's credential")?;
+    let split = module
+        .get(..2)
+        .map(|n| 2 + usize::from(u16::from_be_bytes([n[0], n[1]])))
+        .filter(|&at| at < module.len())
+        .ok_or("module 2 is not a TPM2B_ID_OBJECT and a TPM2B_ENCRYPTED_SECRET")?;
+    let (blob, secret) = module.split_at(split);
+    with_tpm(|tpm| {
+        let (ek, _) = tpm.create_endorsement_key(0).map_err(err)?;
+        let ak = tpm.create_attestation_key(0).map_err(err);
+        let result = ak.and_then(|(ak, _, _)| {
+            let start = crate::tsc::read();
+            let activated = tpm.activate_credential(0, ak, ek, blob, secret).map_err(err);
+            let ticks = crate::tsc::read() - start;
+            let mut tampered = blob.to_vec();
+            if let Some(last) = tampered.last_mut() {
+                *last ^= 1;
+            }
+            let refused = tpm.activate_credential(0, ak, ek, &tampered, secret);
+            let _ = tpm.flush(0, ak);
+            match refused {
+                Err(TpmError::Tpm(rc)) if rc.0 & 0x3F == 0x1F => {} // TPM_RC_INTEGRITY
+                other => return Err(format!("a tampered credential: {other:?}")),
+            }
+            let credential = activated?;
+            log::info!("hv: credential activated: {} ({ticks} TSC ticks)", hex(&credential));
+            Ok(())
+        });
+        let _ = tpm.flush(0, ek);
+        result
+    })
+}
+
+/// The nonce `qemu-test` put on the command line (`vpr.nonce=<64 hex digits>`).
+fn nonce_from_command_line() -> Result<[u8; 32], String> {
+    let word = mem::command_line()
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("vpr.nonce="))
+        .ok_or("no vpr.nonce= on the command line")?;
+    let mut nonce = [0; 32];
+    if word.len() != 64 {
+        return Err(format!("vpr.nonce={word}: not 32 bytes of hex"));
+    }
+    for (i, byte) in nonce.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&word[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("vpr.nonce={word}: not hex"))?;
+    }
+    Ok(nonce)
+}
+
+/// The data the PAL vouches for in the evidence `qemu-test` checks with `vpr verify`.
+pub const EVIDENCE_DATA: &[u8] = b"vpr verify: data the PAL vouches for";
+
+/// Evidence for `vpr verify`, over the verifier's nonce (from the command line): the PAL
+/// image, registered, makes a uTPM quote of its uPCR 0 (its identity) over the nonce and
+/// SHA-256 of [`EVIDENCE_DATA`], which verifies with the TCC key; then the attestation key
+/// quotes PCRs 17 (the hypervisor), 18 (its PALs) and 19 (the TCC key) over the same nonce.
+/// Both, the PCR values and PCR 18's event log are logged for `qemu-test`.
+pub fn tpm_evidence(svm: &Svm) -> TestResult {
+    use vpr_proto::pal_io::{Command, Outcome};
+    use vpr_proto::utpm::{self, Quote};
+    let nonce = nonce_from_command_line()?;
+    let data = Digest::of(EVIDENCE_DATA);
+    let mut pals = crate::pal::Pals::new(svm);
+    let (handle, _) = super::sql::register(svm, &mut pals)?;
+    let identity = Digest::of(super::sql::image()?).0;
+    let command = Command::Quote { nonce: Digest(nonce), data, selection: 1 };
+    let start = crate::tsc::read();
+    let outcomes = super::sql::execute(svm, &mut pals, handle, &[command])?;
+    let ticks = crate::tsc::read() - start;
+    let Some(Outcome::Quote { quote: pal_quote }) = outcomes.first() else {
+        return Err(format!("quote: {outcomes:?}"));
+    };
+    let key = crate::pal::tcc_key().map_err(|s| format!("TCC key: {s}"))?;
+    let quote = Quote::from_bytes(pal_quote).map_err(|e| format!("uTPM quote: {e}"))?;
+    let info = quote
+        .verify(&key, &[utpm::extended(&[0; 32], &identity)])
+        .map_err(|e| format!("uTPM quote: {e}"))?;
+    if info.extra_data != [nonce, data.0].concat()
+        || info.qualified_signer != utpm::signer_name(&key)
+    {
+        return Err(format!("uTPM quote says {info:?}"));
+    }
+    log::info!("hv: uTPM quote by the PAL: {ticks} TSC ticks (execute included)");
+    with_tpm(|tpm| {
+        let (ak, x, y) = tpm.create_attestation_key(0).map_err(err)?;
+        let pcrs = [LAUNCH_PCR, PAL_PCR, KEY_PCR];
+        let tpm_quote = tpm.quote(0, ak, &nonce, &pcrs);
+        let _ = tpm.flush(0, ak);
+        let tpm_quote = tpm_quote.map_err(err)?;
+        let mut values = String::new();
+        for pcr in pcrs {
+            values.push_str(&hex(&tpm.pcr_read(0, pcr).map_err(err)?));
+        }
+        let mut signature = [0; 64];
+        signature[..32].copy_from_slice(&tpm_quote.r);
+        signature[32..].copy_from_slice(&tpm_quote.s);
+        let tpm_quote = Quote { attest: tpm_quote.attest, signature };
+        let log: String = crate::tpm::pal_log().iter().map(|id| hex(id)).collect();
+        log::info!(
+            "hv: evidence: nonce={} tcc_key={} pal_quote={} tpm_quote={} pcrs={values} \
+             pal_log={log} ak={}",
+            hex(&nonce),
+            hex(&key),
+            hex(pal_quote),
+            hex(&tpm_quote.to_bytes()),
+            hex(&[&x[..], &y[..]].concat())
+        );
+        Ok(())
+    })
 }

@@ -1,0 +1,655 @@
+//! Attestation evidence rooted in a TPM, and its check (`vpr verify`): the CA's side of
+//! credential activation ([`credential`]), X.509 chains to the CA that plays the TPM
+//! manufacturer ([`x509`]), and the chain of the whole (docs/hypervisor.md, "Evidence"):
+//!
+//! 1. the TPM's **EK certificate** chains to the CA's root (through the CA's intermediate);
+//! 2. the **attestation key's certificate** chains to the same root and names that EK
+//!    certificate: the CA issued it after a credential activation proved the attestation
+//!    key (AK) is on the EK's TPM ([`credential`]);
+//! 3. a **TPM quote** by the AK over the verifier's nonce covers PCR 17 (the hypervisor's
+//!    measured launch), PCR 18 (the PALs it registered, whose event log is replayed) and
+//!    PCR 19 (the hash of the hypervisor's TCC key);
+//! 4. a **uTPM quote** (`vpr_proto::utpm`) by that TCC key over the same nonce and the PAL's
+//!    data covers uPCR 0, which holds the PAL's identity.
+//!
+//! Evidence from the simulation backend has no TPM part: its TCC key vouches for itself.
+//! It is refused unless the verifier allows simulation explicitly.
+
+pub mod credential;
+pub mod x509;
+
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+use vpr_proto::crypto::{self, PublicKey};
+use vpr_proto::utpm::{self, Quote, QuoteError, QuoteInfo, Upcrs};
+use vpr_proto::Digest;
+
+/// The format tag of an evidence file.
+pub const FORMAT: &str = "vpr-evidence-1";
+/// The PCRs a TPM quote in evidence covers: the measured launch, the PALs, the TCC key.
+pub const QUOTED_PCRS: [u32; 3] = [17, 18, 19];
+/// The value PCRs 17-22 hold after TPM2_Startup(CLEAR) (PC Client PTP: dynamic-launch PCRs
+/// start at all ones).
+const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
+
+/// Evidence that a PAL on a TCC vouches for some data, as `vpr verify` reads it (JSON, byte
+/// strings in lowercase hex).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The TCC key (P-256, SEC1 uncompressed) that signed the uTPM quote.
+    #[serde(with = "hex::serde")]
+    pub tcc_key: Vec<u8>,
+    /// The uTPM quote (`TPM2B_ATTEST` ‖ `TPMT_SIGNATURE`, `vpr_proto::utpm::Quote`).
+    #[serde(with = "hex::serde")]
+    pub pal_quote: Vec<u8>,
+    /// The values of the uPCRs the uTPM quote selects, in index order (uPCR 0 first).
+    pub upcrs: Vec<HexDigest>,
+    /// The TPM part; `None` for evidence of the simulation backend.
+    pub tpm: Option<TpmEvidence>,
+}
+
+/// The TPM part of [`Evidence`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmEvidence {
+    /// The TPM's EK certificate (DER), as its manufacturer wrote it into the TPM.
+    #[serde(with = "hex::serde")]
+    pub ek_certificate: Vec<u8>,
+    /// The attestation key's certificate (DER), issued by the CA after credential activation.
+    #[serde(with = "hex::serde")]
+    pub ak_certificate: Vec<u8>,
+    /// Intermediate CA certificates (DER) between the root and the two above.
+    pub intermediates: Vec<HexBytes>,
+    /// The TPM quote of [`QUOTED_PCRS`] (`TPM2B_ATTEST` ‖ `TPMT_SIGNATURE`).
+    #[serde(with = "hex::serde")]
+    pub quote: Vec<u8>,
+    /// The values of PCRs 17, 18 and 19 the quote covers.
+    pub pcrs: Vec<HexDigest>,
+    /// The PAL identities extended into PCR 18, in order (its event log).
+    pub pal_log: Vec<HexDigest>,
+    /// How PCR 17 was extended: `"simulated-late-launch"` (the hypervisor extends it from
+    /// locality 2 at boot: no SKINIT under QEMU) or `"skinit"`.
+    pub launch: String,
+}
+
+/// 32 bytes in hex.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HexDigest(#[serde(with = "hex::serde")] pub [u8; 32]);
+
+/// Bytes in hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HexBytes(#[serde(with = "hex::serde")] pub Vec<u8>);
+
+/// What the verifier expects.
+#[derive(Clone, Debug)]
+pub struct Expected<'a> {
+    /// The CA's root certificate(s): the only trust anchor.
+    pub roots: &'a [x509::Certificate],
+    /// The verifier's fresh nonce.
+    pub nonce: [u8; 32],
+    /// The PAL's identity (SHA-256 of its image).
+    pub identity: [u8; 32],
+    /// The data the PAL must vouch for, if the verifier knows it.
+    pub data: Option<[u8; 32]>,
+    /// The hypervisor's measurement (what it extends into PCR 17); required for TPM evidence.
+    pub hypervisor: Option<[u8; 32]>,
+    /// Accept evidence of the simulation backend (no TPM).
+    pub allow_simulation: bool,
+    /// The time certificates must be valid at.
+    pub now: SystemTime,
+}
+
+/// What verified evidence says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The PAL's identity.
+    pub identity: [u8; 32],
+    /// The data it vouches for.
+    pub data: [u8; 32],
+    /// SHA-256 of the TCC key.
+    pub tcc_key: [u8; 32],
+    /// SHA-256 of the EK certificate (`None`: simulated).
+    pub ek_certificate: Option<[u8; 32]>,
+    /// PCR 17's launch kind (`None`: simulated).
+    pub launch: Option<String>,
+    /// The PALs registered before the quote, in order (`None`: simulated).
+    pub pal_log: Option<Vec<[u8; 32]>>,
+}
+
+/// Why evidence was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Not evidence of this format.
+    #[error("not vpr evidence: {0}")]
+    Format(String),
+    /// Simulation-backend evidence without `--allow-simulation`.
+    #[error("simulated evidence (no TPM: the TCC key vouches for itself); pass --allow-simulation to accept it")]
+    Simulated,
+    /// An X.509 link failed.
+    #[error("{what}: {source}")]
+    Certificate {
+        /// Which certificate.
+        what: &'static str,
+        /// Why.
+        source: x509::X509Error,
+    },
+    /// The AK certificate names another TPM's EK certificate.
+    #[error("the attestation key's certificate was issued for another TPM (EK certificate {certified}, evidence has {found})")]
+    OtherTpm {
+        /// The EK certificate digest the AK certificate names.
+        certified: Digest,
+        /// The digest of the EK certificate in the evidence.
+        found: Digest,
+    },
+    /// A quote failed.
+    #[error("{what}: {source}")]
+    Quote {
+        /// Which quote.
+        what: &'static str,
+        /// Why.
+        source: QuoteError,
+    },
+    /// A quote is over another nonce (a replay, or evidence for another verifier).
+    #[error("{0} is over another nonce (replayed or not made for this request)")]
+    Nonce(&'static str),
+    /// The TPM quote covers other PCRs than 17, 18 and 19.
+    #[error("the TPM quote covers PCRs {0:?}, not 17, 18 and 19")]
+    PcrSelection(Vec<u32>),
+    /// PCR 17 is not the expected hypervisor's launch.
+    #[error("PCR 17 is not the measured launch of hypervisor {expected}")]
+    Hypervisor {
+        /// The expected measurement.
+        expected: Digest,
+    },
+    /// TPM evidence needs the expected hypervisor measurement.
+    #[error("TPM evidence is checked against a hypervisor measurement: give --hypervisor")]
+    NoHypervisor,
+    /// PCR 18 does not replay from its event log, or the PAL is not in it.
+    #[error("PCR 18 {0}")]
+    PalLog(&'static str),
+    /// PCR 19 does not hold the TCC key that signed the uTPM quote.
+    #[error("PCR 19 does not bind the TCC key that signed the PAL's quote")]
+    TccKey,
+    /// The uTPM quote is not for the expected PAL.
+    #[error("the PAL's quote is for identity {found}, not {expected}")]
+    Identity {
+        /// The expected identity.
+        expected: Digest,
+        /// The identity whose uPCR 0 the quote covers.
+        found: Digest,
+    },
+    /// The uTPM quote vouches for other data.
+    #[error("the PAL vouches for {found}, not {expected}")]
+    Data {
+        /// The expected data.
+        expected: Digest,
+        /// What it vouches for.
+        found: Digest,
+    },
+    /// The uTPM quote is malformed in a way the quote format allows.
+    #[error("the PAL's quote {0}")]
+    PalQuote(&'static str),
+}
+
+impl Evidence {
+    /// Reads evidence from JSON.
+    ///
+    /// # Errors
+    /// [`VerifyError::Format`] for anything but evidence of [`FORMAT`].
+    pub fn from_json(text: &str) -> Result<Evidence, VerifyError> {
+        let evidence: Evidence =
+            serde_json::from_str(text).map_err(|e| VerifyError::Format(e.to_string()))?;
+        if evidence.format != FORMAT {
+            return Err(VerifyError::Format(format!("format {:?}", evidence.format)));
+        }
+        Ok(evidence)
+    }
+
+    /// The evidence as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Evidence of the simulation backend: a uTPM quote of uPCR 0 of `identity` over `nonce`
+    /// and `data`, signed by `tcc`, with no TPM part.
+    pub fn simulated(
+        tcc: &crypto::KeyPair,
+        identity: &[u8; 32],
+        nonce: &[u8; 32],
+        data: &[u8; 32],
+    ) -> Evidence {
+        let upcrs = Upcrs::new(identity);
+        let selected = upcrs.selected(1);
+        let info = QuoteInfo {
+            qualified_signer: utpm::signer_name(&tcc.public()).to_vec(),
+            extra_data: [&nonce[..], &data[..]].concat(),
+            reset_count: 0,
+            firmware_version: 0,
+            pcr_select: [1, 0, 0],
+            pcr_digest: utpm::pcr_digest(&selected),
+        };
+        Evidence {
+            format: FORMAT.into(),
+            tcc_key: tcc.public().to_vec(),
+            pal_quote: Quote::sign(tcc, &info).to_bytes(),
+            upcrs: selected.into_iter().map(HexDigest).collect(),
+            tpm: None,
+        }
+    }
+
+    /// Checks the whole chain against `expected`; what it vouches for.
+    ///
+    /// # Errors
+    /// The first link that fails, as a [`VerifyError`].
+    pub fn verify(&self, expected: &Expected<'_>) -> Result<Verified, VerifyError> {
+        let tcc_key: PublicKey = self
+            .tcc_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| VerifyError::Format(String::from("tcc_key is not 65 bytes")))?;
+        let mut verified = match &self.tpm {
+            None if !expected.allow_simulation => return Err(VerifyError::Simulated),
+            None => Verified {
+                identity: [0; 32],
+                data: [0; 32],
+                tcc_key: Digest::of(&tcc_key).0,
+                ek_certificate: None,
+                launch: None,
+                pal_log: None,
+            },
+            Some(tpm) => tpm.verify(expected, &tcc_key)?,
+        };
+        let (identity, data) = self.verify_pal_quote(expected, &tcc_key)?;
+        verified.identity = identity;
+        verified.data = data;
+        Ok(verified)
+    }
+
+    /// Link 4: the uTPM quote, by the TCC key, over the nonce, of uPCR 0 = the identity.
+    fn verify_pal_quote(
+        &self,
+        expected: &Expected<'_>,
+        tcc_key: &PublicKey,
+    ) -> Result<([u8; 32], [u8; 32]), VerifyError> {
+        let what = "the PAL's uTPM quote";
+        let quote_error = |source| VerifyError::Quote { what, source };
+        let quote = Quote::from_bytes(&self.pal_quote).map_err(quote_error)?;
+        let values: Vec<[u8; 32]> = self.upcrs.iter().map(|v| v.0).collect();
+        let info = quote.verify(tcc_key, &values).map_err(quote_error)?;
+        if info.qualified_signer != utpm::signer_name(tcc_key) {
+            return Err(VerifyError::PalQuote("names another signer"));
+        }
+        if info.pcr_select[0] & 1 == 0 || info.pcr_select[1..] != [0, 0] {
+            return Err(VerifyError::PalQuote("does not cover uPCR 0 (the identity) alone"));
+        }
+        let selected = info.pcr_select[0].count_ones() as usize;
+        if selected != values.len() {
+            return Err(VerifyError::PalQuote("comes with another number of uPCR values"));
+        }
+        let (nonce, data) = info
+            .extra_data
+            .split_at_checked(32)
+            .ok_or(VerifyError::PalQuote("has no nonce and data in extraData"))?;
+        let data: [u8; 32] = data
+            .try_into()
+            .map_err(|_| VerifyError::PalQuote("has data of other than 32 bytes"))?;
+        if nonce != expected.nonce {
+            return Err(VerifyError::Nonce("the PAL's uTPM quote"));
+        }
+        let expected_upcr0 = utpm::extended(&[0; 32], &expected.identity);
+        if values.first() != Some(&expected_upcr0) {
+            // uPCR 0 is SHA-256(0 || identity): the identity itself cannot be read back, so
+            // report the first uPCR's value.
+            return Err(VerifyError::Identity {
+                expected: Digest(expected.identity),
+                found: Digest(values.first().copied().unwrap_or_default()),
+            });
+        }
+        if let Some(want) = expected.data {
+            if data != want {
+                return Err(VerifyError::Data { expected: Digest(want), found: Digest(data) });
+            }
+        }
+        Ok((expected.identity, data))
+    }
+}
+
+impl TpmEvidence {
+    /// Links 1-3: certificates, the TPM quote and what its PCRs say.
+    fn verify(
+        &self,
+        expected: &Expected<'_>,
+        tcc_key: &PublicKey,
+    ) -> Result<Verified, VerifyError> {
+        let certificate = |what, bytes: &[u8]| {
+            let mut certs = x509::read_certificates(bytes)
+                .map_err(|source| VerifyError::Certificate { what, source })?;
+            match certs.len() {
+                1 => Ok(certs.remove(0)),
+                n => Err(VerifyError::Format(format!("{what}: {n} certificates, not one"))),
+            }
+        };
+        let ek = certificate("the EK certificate", &self.ek_certificate)?;
+        let ak = certificate("the attestation key's certificate", &self.ak_certificate)?;
+        let intermediates = self
+            .intermediates
+            .iter()
+            .map(|c| certificate("an intermediate certificate", &c.0))
+            .collect::<Result<Vec<_>, _>>()?;
+        chain_to_a_root(expected, &intermediates, &ek, "the EK certificate")?;
+        chain_to_a_root(expected, &intermediates, &ak, "the attestation key's certificate")?;
+        let ek_digest = x509::ek_certificate_digest(&self.ek_certificate);
+        let certified = x509::ek_binding(&ak).map_err(|source| VerifyError::Certificate {
+            what: "the attestation key's certificate",
+            source,
+        })?;
+        if certified != ek_digest {
+            return Err(VerifyError::OtherTpm {
+                certified: Digest(certified),
+                found: Digest(ek_digest),
+            });
+        }
+        let ak_key = x509::p256_public_key(&ak).map_err(|source| VerifyError::Certificate {
+            what: "the attestation key's certificate",
+            source,
+        })?;
+        let ak_key: PublicKey =
+            p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&ak_key, false)
+                .as_bytes()
+                .try_into()
+                .map_err(|_| {
+                    VerifyError::Format(String::from("attestation key is not a P-256 point"))
+                })?;
+
+        let what = "the TPM quote";
+        let quote_error = |source| VerifyError::Quote { what, source };
+        let quote = Quote::from_bytes(&self.quote).map_err(quote_error)?;
+        let pcrs: Vec<[u8; 32]> = self.pcrs.iter().map(|v| v.0).collect();
+        let info = quote.verify(&ak_key, &pcrs).map_err(quote_error)?;
+        let selected = utpm::selected_pcrs(&info.pcr_select);
+        if selected != QUOTED_PCRS || pcrs.len() != QUOTED_PCRS.len() {
+            return Err(VerifyError::PcrSelection(selected));
+        }
+        if info.extra_data != expected.nonce {
+            return Err(VerifyError::Nonce("the TPM quote"));
+        }
+        let hypervisor = expected.hypervisor.ok_or(VerifyError::NoHypervisor)?;
+        if pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, &hypervisor) {
+            return Err(VerifyError::Hypervisor { expected: Digest(hypervisor) });
+        }
+        let log: Vec<[u8; 32]> = self.pal_log.iter().map(|v| v.0).collect();
+        let replayed = log.iter().fold(DYNAMIC_PCR_START, |pcr, id| utpm::extended(&pcr, id));
+        if replayed != pcrs[1] {
+            return Err(VerifyError::PalLog("does not replay from the PAL log"));
+        }
+        if !log.contains(&expected.identity) {
+            return Err(VerifyError::PalLog("does not show the PAL registered"));
+        }
+        let key_digest = Digest::of(tcc_key).0;
+        if pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &key_digest) {
+            return Err(VerifyError::TccKey);
+        }
+        Ok(Verified {
+            identity: expected.identity,
+            data: [0; 32],
+            tcc_key: key_digest,
+            ek_certificate: Some(ek_digest),
+            launch: Some(self.launch.clone()),
+            pal_log: Some(log),
+        })
+    }
+}
+
+/// `leaf` chains to one of the expected roots through `intermediates`.
+fn chain_to_a_root(
+    expected: &Expected<'_>,
+    intermediates: &[x509::Certificate],
+    leaf: &x509::Certificate,
+    what: &'static str,
+) -> Result<(), VerifyError> {
+    let mut first_error = None;
+    for root in expected.roots {
+        match x509::verify_chain(root, intermediates, leaf, expected.now) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(source) => Err(VerifyError::Certificate { what, source }),
+        None => Err(VerifyError::Format(String::from("no CA root certificate to check against"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+    use vpr_proto::crypto::KeyPair;
+
+    const EK_A: &[u8] = include_bytes!("testdata/x509/ek-a-rsa2048.crt");
+    const EK_B: &[u8] = include_bytes!("testdata/x509/ek-b-rsa2048.crt");
+    const ROOT_A: &[u8] = include_bytes!("testdata/x509/ca-a/ca/swtpm-localca-rootca-cert.pem");
+    const ROOT_B: &[u8] = include_bytes!("testdata/x509/root-b.pem");
+    const NONCE: [u8; 32] = [1; 32];
+    const DATA: [u8; 32] = [2; 32];
+    const IDENTITY: [u8; 32] = [5; 32];
+    const HYPERVISOR: [u8; 32] = [7; 32];
+
+    fn ca() -> x509::Ca {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/evidence/testdata/x509/ca-a");
+        x509::Ca::load(&dir).unwrap()
+    }
+
+    fn ak_certificate(ak: &KeyPair, ek: &[u8]) -> Vec<u8> {
+        let key = p256::PublicKey::from_sec1_bytes(&ak.public()).unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        ca().issue_attestation_key_certificate(&key, ek, [9; 16], now - hour, now + 24 * hour)
+            .unwrap()
+    }
+
+    /// The TPM quote an attestation key `ak` makes of PCRs 17-19 with these values.
+    fn tpm_quote(ak: &KeyPair, nonce: &[u8; 32], pcrs: &[[u8; 32]; 3]) -> Vec<u8> {
+        let info = QuoteInfo {
+            qualified_signer: vec![0, 0x0B, 3, 3],
+            extra_data: nonce.to_vec(),
+            reset_count: 4,
+            firmware_version: 0x2019_1023,
+            pcr_select: utpm::selection_bitmap(&QUOTED_PCRS),
+            pcr_digest: utpm::pcr_digest(pcrs),
+        };
+        Quote::sign(ak, &info).to_bytes()
+    }
+
+    /// Genuine evidence of a TPM with EK certificate A, as a hypervisor of measurement
+    /// `HYPERVISOR` that registered another PAL and then `IDENTITY` would give.
+    fn genuine(tcc: &KeyPair) -> Evidence {
+        let ak = KeyPair::from_secret(&[3; 32]).unwrap();
+        let log = [[6; 32], IDENTITY];
+        let start = DYNAMIC_PCR_START;
+        let pcrs = [
+            utpm::extended(&start, &HYPERVISOR),
+            log.iter().fold(start, |pcr, id| utpm::extended(&pcr, id)),
+            utpm::extended(&start, &Digest::of(&tcc.public()).0),
+        ];
+        let mut evidence = Evidence::simulated(tcc, &IDENTITY, &NONCE, &DATA);
+        evidence.tpm = Some(TpmEvidence {
+            ek_certificate: EK_A.to_vec(),
+            ak_certificate: ak_certificate(&ak, EK_A),
+            intermediates: vec![HexBytes(ca().intermediate_der().to_vec())],
+            quote: tpm_quote(&ak, &NONCE, &pcrs),
+            pcrs: pcrs.into_iter().map(HexDigest).collect(),
+            pal_log: log.into_iter().map(HexDigest).collect(),
+            launch: String::from("simulated-late-launch"),
+        });
+        evidence
+    }
+
+    fn tcc() -> KeyPair {
+        KeyPair::from_secret(&[4; 32]).unwrap()
+    }
+
+    fn check(
+        evidence: &Evidence,
+        roots: &[u8],
+        change: impl Fn(&mut Expected<'_>),
+    ) -> Result<Verified, VerifyError> {
+        let roots = x509::read_certificates(roots).unwrap();
+        let mut expected = Expected {
+            roots: &roots,
+            nonce: NONCE,
+            identity: IDENTITY,
+            data: Some(DATA),
+            hypervisor: Some(HYPERVISOR),
+            allow_simulation: false,
+            now: SystemTime::now(),
+        };
+        change(&mut expected);
+        evidence.verify(&expected)
+    }
+
+    #[test]
+    fn a_genuine_chain_verifies_and_round_trips_through_json() {
+        let evidence = genuine(&tcc());
+        let verified = check(&evidence, ROOT_A, |_| {}).unwrap();
+        assert_eq!(verified.identity, IDENTITY);
+        assert_eq!(verified.data, DATA);
+        assert_eq!(verified.tcc_key, Digest::of(&tcc().public()).0);
+        assert_eq!(verified.ek_certificate, Some(x509::ek_certificate_digest(EK_A)));
+        assert_eq!(verified.pal_log, Some(vec![[6; 32], IDENTITY]));
+        let again = Evidence::from_json(&evidence.to_json()).unwrap();
+        assert_eq!(again, evidence);
+        // Without expected data, the data is reported.
+        assert_eq!(check(&evidence, ROOT_A, |e| e.data = None).unwrap().data, DATA);
+    }
+
+    #[test]
+    fn other_anchors_and_other_tpms_are_refused() {
+        let evidence = genuine(&tcc());
+        let err = check(&evidence, ROOT_B, |_| {}).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::Certificate { what: "the EK certificate", .. }),
+            "{err}"
+        );
+        // An AK certificate the CA issued for another TPM's EK.
+        let mut other = evidence.clone();
+        let ak = KeyPair::from_secret(&[3; 32]).unwrap();
+        other.tpm.as_mut().unwrap().ak_certificate = ak_certificate(&ak, EK_B);
+        assert!(matches!(check(&other, ROOT_A, |_| {}), Err(VerifyError::OtherTpm { .. })));
+        // The EK certificate of another TPM in the evidence (it chains to another root).
+        let mut other = evidence.clone();
+        other.tpm.as_mut().unwrap().ek_certificate = EK_B.to_vec();
+        assert!(matches!(check(&other, ROOT_A, |_| {}), Err(VerifyError::Certificate { .. })));
+        // No intermediate.
+        let mut other = evidence.clone();
+        other.tpm.as_mut().unwrap().intermediates.clear();
+        assert!(matches!(check(&other, ROOT_A, |_| {}), Err(VerifyError::Certificate { .. })));
+        // Certificates expired by the verifier's clock.
+        let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+        let err = check(&evidence, ROOT_A, |e| e.now = later).unwrap_err();
+        assert!(matches!(err, VerifyError::Certificate { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_tpm_quote_and_its_pcrs_are_checked() {
+        let evidence = genuine(&tcc());
+        for pcr in 0..3 {
+            let mut changed = evidence.clone();
+            changed.tpm.as_mut().unwrap().pcrs[pcr].0[31] ^= 1;
+            let err = check(&changed, ROOT_A, |_| {}).unwrap_err();
+            assert!(
+                matches!(err, VerifyError::Quote { source: QuoteError::PcrDigest, .. }),
+                "{err}"
+            );
+        }
+        let mut changed = evidence.clone();
+        changed.tpm.as_mut().unwrap().quote[40] ^= 1;
+        assert!(matches!(check(&changed, ROOT_A, |_| {}), Err(VerifyError::Quote { .. })));
+        let err = check(&evidence, ROOT_A, |e| e.nonce = [8; 32]).unwrap_err();
+        assert!(matches!(err, VerifyError::Nonce("the TPM quote")), "{err}");
+        let err = check(&evidence, ROOT_A, |e| e.hypervisor = Some([8; 32])).unwrap_err();
+        assert!(matches!(err, VerifyError::Hypervisor { .. }), "{err}");
+        let err = check(&evidence, ROOT_A, |e| e.hypervisor = None).unwrap_err();
+        assert!(matches!(err, VerifyError::NoHypervisor), "{err}");
+        // A log that does not replay to PCR 18, and a PAL that is not in it.
+        let mut changed = evidence.clone();
+        changed.tpm.as_mut().unwrap().pal_log.reverse();
+        assert!(matches!(check(&changed, ROOT_A, |_| {}), Err(VerifyError::PalLog(_))));
+        let err = check(&evidence, ROOT_A, |e| e.identity = [8; 32]).unwrap_err();
+        assert!(matches!(err, VerifyError::PalLog("does not show the PAL registered")), "{err}");
+    }
+
+    #[test]
+    fn the_pal_quote_must_come_from_the_key_in_pcr_19() {
+        // Another TCC key signs the PAL's quote: PCR 19 names the first one.
+        let mut evidence = genuine(&tcc());
+        let other = KeyPair::from_secret(&[11; 32]).unwrap();
+        let forged = Evidence::simulated(&other, &IDENTITY, &NONCE, &DATA);
+        evidence.tcc_key = forged.tcc_key;
+        evidence.pal_quote = forged.pal_quote;
+        assert!(matches!(check(&evidence, ROOT_A, |_| {}), Err(VerifyError::TccKey)));
+    }
+
+    #[test]
+    fn the_pal_quote_is_checked() {
+        let evidence = genuine(&tcc());
+        let mut changed = evidence.clone();
+        changed.pal_quote[30] ^= 1;
+        assert!(matches!(check(&changed, ROOT_A, |_| {}), Err(VerifyError::Quote { .. })));
+        let err = check(&evidence, ROOT_A, |e| e.data = Some([8; 32])).unwrap_err();
+        assert!(matches!(err, VerifyError::Data { .. }), "{err}");
+        // The uTPM quote's own links, on simulated evidence (no PCR 18 to name the PAL).
+        let simulated = Evidence::simulated(&tcc(), &IDENTITY, &NONCE, &DATA);
+        let allow = |e: &mut Expected<'_>| e.allow_simulation = true;
+        assert!(check(&simulated, ROOT_A, allow).is_ok());
+        let err = check(&simulated, ROOT_A, |e| {
+            e.allow_simulation = true;
+            e.identity = [8; 32];
+        })
+        .unwrap_err();
+        assert!(matches!(err, VerifyError::Identity { .. }), "{err}");
+        let err = check(&simulated, ROOT_A, |e| {
+            e.allow_simulation = true;
+            e.nonce = [8; 32];
+        })
+        .unwrap_err();
+        assert!(matches!(err, VerifyError::Nonce("the PAL's uTPM quote")), "{err}");
+        let mut fewer = simulated.clone();
+        fewer.upcrs.clear();
+        assert!(check(&fewer, ROOT_A, allow).is_err());
+    }
+
+    #[test]
+    fn simulated_evidence_needs_the_flag() {
+        let simulated = Evidence::simulated(&tcc(), &IDENTITY, &NONCE, &DATA);
+        let err = check(&simulated, ROOT_A, |_| {}).unwrap_err();
+        assert!(matches!(err, VerifyError::Simulated), "{err}");
+        let verified = check(&simulated, ROOT_A, |e| e.allow_simulation = true).unwrap();
+        assert_eq!((verified.ek_certificate, verified.launch), (None, None));
+    }
+
+    #[test]
+    fn malformed_evidence_is_refused_without_panics() {
+        assert!(matches!(Evidence::from_json("{}"), Err(VerifyError::Format(_))));
+        assert!(matches!(Evidence::from_json("not json"), Err(VerifyError::Format(_))));
+        let mut other = genuine(&tcc());
+        other.format = String::from("vpr-evidence-0");
+        assert!(matches!(Evidence::from_json(&other.to_json()), Err(VerifyError::Format(_))));
+        let json = genuine(&tcc()).to_json();
+        for len in (0..json.len()).step_by(97) {
+            assert!(Evidence::from_json(&json[..len]).is_err());
+        }
+        let mut short = genuine(&tcc());
+        short.tcc_key.pop();
+        assert!(matches!(check(&short, ROOT_A, |_| {}), Err(VerifyError::Format(_))));
+        let mut garbage = genuine(&tcc());
+        garbage.tpm.as_mut().unwrap().ek_certificate = vec![0x30, 0x82, 0xFF];
+        assert!(matches!(check(&garbage, ROOT_A, |_| {}), Err(VerifyError::Certificate { .. })));
+        garbage.pal_quote = vec![0; 3];
+        assert!(check(&garbage, ROOT_A, |_| {}).is_err());
+    }
+}

@@ -1,0 +1,481 @@
+//! The uTPM's attestation format, in TPM 2.0 structures: micro-PCRs (uPCRs) per PAL and
+//! quotes over them, and the parsing of TPM quotes, shared by the hypervisor (which makes
+//! uTPM quotes and reads the TPM's), the simulation backend and `vpr verify`.
+//!
+//! A uTPM quote is what TPM2_Quote would return (TPM 2.0 Part 3 §18.4) had the PAL's uPCRs
+//! been a TPM's SHA-256 PCR bank and the TCC key a TPM's ECDSA P-256 signing key: a
+//! `TPMS_ATTEST` (Part 2 §10.12.12) of type `TPM_ST_ATTEST_QUOTE` and a `TPMT_SIGNATURE`
+//! (Part 2 §11.3.4) over its SHA-256 digest. So stock tools (`tpm2_checkquote`) check it with
+//! the TCC key's public key. Its fields:
+//!
+//! | field | value |
+//! | --- | --- |
+//! | `magic` | `TPM_GENERATED_VALUE` |
+//! | `type` | `TPM_ST_ATTEST_QUOTE` |
+//! | `qualifiedSigner` | `TPM_ALG_SHA256` ‖ SHA-256 of the TCC public key (SEC1 uncompressed) |
+//! | `extraData` | the verifier's 32-byte nonce ‖ the PAL's 32 bytes of data |
+//! | `clockInfo` | zeros, `safe` = 1 (the uTPM keeps no clock) |
+//! | `firmwareVersion` | the first 8 bytes of the hypervisor's measurement |
+//! | `attested` | a `TPMS_QUOTE_INFO`: the uPCR selection (SHA-256 bank, 3 bytes) and SHA-256 of the selected uPCRs |
+//!
+//! uPCR 0 holds the PAL's identity from its registration on (SHA-256(0³² ‖ identity)), so a
+//! quote that selects it names the PAL; the PAL extends the others as it likes.
+
+use alloc::vec::Vec;
+
+use crate::crypto::{self, PublicKey, Signature};
+use crate::tpm2::{TPM_ALG_ECDSA, TPM_ALG_SHA256, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE};
+
+/// uPCRs per PAL.
+pub const UPCRS: usize = 8;
+/// The uPCR that holds the PAL's identity.
+pub const IDENTITY_UPCR: usize = 0;
+/// Bytes of a PCR selection bitmap (`sizeofSelect`) for the 24 PCRs of a PC Client TPM.
+pub const PCR_SELECT_LEN: usize = PCR_SELECT_BYTE as usize;
+/// [`PCR_SELECT_LEN`] as the `sizeofSelect` byte.
+const PCR_SELECT_BYTE: u8 = 3;
+/// The most bytes a `TPM2B_NAME` or quote `extraData` may hold here (a `TPMT_HA` of
+/// SHA-512: 2 + 64).
+const MAX_NAME: usize = 66;
+/// The most a `TPMS_ATTEST` may be that this module reads (any quote is far smaller).
+const MAX_ATTEST: usize = 1024;
+
+/// Why a quote was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    /// The bytes are not the structure they should be.
+    #[error("malformed quote: {0}")]
+    Malformed(&'static str),
+    /// The signature does not verify with the key.
+    #[error("the quote's signature does not verify")]
+    Signature,
+    /// The PCR values given do not hash to the quote's `pcrDigest`.
+    #[error("the PCR values do not match the quote's pcrDigest")]
+    PcrDigest,
+}
+
+/// A PAL's uPCRs: SHA-256 registers that only grow by extension and start at zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upcrs {
+    values: [[u8; 32]; UPCRS],
+}
+
+impl Upcrs {
+    /// The uPCRs of a PAL just registered: all zero, then `identity` extended into
+    /// [`IDENTITY_UPCR`].
+    #[must_use]
+    pub fn new(identity: &[u8; 32]) -> Upcrs {
+        let mut upcrs = Upcrs { values: [[0; 32]; UPCRS] };
+        upcrs.values[IDENTITY_UPCR] = extended(&[0; 32], identity);
+        upcrs
+    }
+
+    /// uPCR `index`, if there is one.
+    #[must_use]
+    pub fn read(&self, index: usize) -> Option<[u8; 32]> {
+        self.values.get(index).copied()
+    }
+
+    /// Extends uPCR `index` with `digest` (TPM 2.0 Part 1, "PCR Extend"); `None` if there is
+    /// no such uPCR. uPCR [`IDENTITY_UPCR`] may be extended too: its first value stays in
+    /// its history, as in a TPM.
+    pub fn extend(&mut self, index: usize, digest: &[u8; 32]) -> Option<[u8; 32]> {
+        let value = self.values.get_mut(index)?;
+        *value = extended(value, digest);
+        Some(*value)
+    }
+
+    /// The values of the uPCRs `selection` names, in index order.
+    #[must_use]
+    pub fn selected(&self, selection: u8) -> Vec<[u8; 32]> {
+        (0..UPCRS).filter(|i| selection & (1 << i) != 0).map(|i| self.values[i]).collect()
+    }
+}
+
+/// The value of a SHA-256 PCR holding `old` after `digest` is extended into it:
+/// SHA-256(`old` ‖ `digest`) (Part 1, "PCR Extend").
+#[must_use]
+pub fn extended(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
+    crypto::hash(&[old, digest]).0
+}
+
+/// `pcrDigest` of a quote (Part 3 §18.4): SHA-256 of the selected PCRs' values concatenated
+/// in index order.
+#[must_use]
+pub fn pcr_digest(values: &[[u8; 32]]) -> [u8; 32] {
+    let parts: Vec<&[u8]> = values.iter().map(<[u8; 32]>::as_slice).collect();
+    crypto::hash(&parts).0
+}
+
+/// The 3-byte selection bitmap (`pcrSelect`, Part 2 §10.6.1) of the PCRs `pcrs` (those above
+/// 23 are left out).
+#[must_use]
+pub fn selection_bitmap(pcrs: &[u32]) -> [u8; PCR_SELECT_LEN] {
+    let mut bitmap = [0u8; PCR_SELECT_LEN];
+    for &pcr in pcrs.iter().filter(|&&p| p < 24) {
+        bitmap[(pcr / 8) as usize] |= 1 << (pcr % 8);
+    }
+    bitmap
+}
+
+/// The PCR indexes a selection bitmap names, ascending.
+#[must_use]
+pub fn selected_pcrs(bitmap: &[u8; PCR_SELECT_LEN]) -> Vec<u32> {
+    (0..24u32).filter(|&p| bitmap[(p / 8) as usize] & (1 << (p % 8)) != 0).collect()
+}
+
+/// The `qualifiedSigner` of a uTPM quote: `TPM_ALG_SHA256` ‖ SHA-256 of the TCC public key.
+#[must_use]
+pub fn signer_name(tcc_key: &PublicKey) -> [u8; 34] {
+    crate::tpm2::sha256_name(tcc_key)
+}
+
+/// What a quote's `TPMS_ATTEST` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteInfo {
+    /// `qualifiedSigner`: the signing key's (qualified) name.
+    pub qualified_signer: Vec<u8>,
+    /// `extraData`: the quote's `qualifyingData` (a verifier's nonce, and for a uTPM quote
+    /// the PAL's data).
+    pub extra_data: Vec<u8>,
+    /// `clockInfo.resetCount` (a TPM's count of TPM2_Startup(CLEAR)s; 0 for a uTPM).
+    pub reset_count: u32,
+    /// `firmwareVersion`.
+    pub firmware_version: u64,
+    /// The bitmap of the SHA-256 PCRs quoted.
+    pub pcr_select: [u8; PCR_SELECT_LEN],
+    /// `pcrDigest`: SHA-256 of the selected PCRs' values concatenated, in PCR order.
+    pub pcr_digest: [u8; 32],
+}
+
+impl QuoteInfo {
+    /// The marshalled `TPMS_ATTEST` of a quote of one SHA-256 PCR selection (Part 2
+    /// §10.12.12), with a zero `clockInfo` but for `resetCount` and `safe` = 1.
+    #[must_use]
+    pub fn to_attest(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(&TPM_GENERATED_VALUE.to_be_bytes());
+        out.extend_from_slice(&TPM_ST_ATTEST_QUOTE.to_be_bytes());
+        push_sized(&mut out, &self.qualified_signer);
+        push_sized(&mut out, &self.extra_data);
+        out.extend_from_slice(&0u64.to_be_bytes()); // clock
+        out.extend_from_slice(&self.reset_count.to_be_bytes());
+        out.extend_from_slice(&0u32.to_be_bytes()); // restartCount
+        out.push(1); // safe
+        out.extend_from_slice(&self.firmware_version.to_be_bytes());
+        out.extend_from_slice(&1u32.to_be_bytes()); // one selection
+        out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+        out.push(PCR_SELECT_BYTE);
+        out.extend_from_slice(&self.pcr_select);
+        push_sized(&mut out, &self.pcr_digest);
+        out
+    }
+
+    /// Reads the `TPMS_ATTEST` (Part 2 §10.12.12) of a quote of SHA-256 PCRs: `magic`
+    /// `TPM_GENERATED_VALUE`, `type` `TPM_ST_ATTEST_QUOTE`, `qualifiedSigner` (a
+    /// `TPM2B_NAME`), `extraData` (a `TPM2B_DATA`), `clockInfo` (`clock` u64, `resetCount`
+    /// u32, `restartCount` u32, `safe` u8), `firmwareVersion` (u64), then a
+    /// `TPMS_QUOTE_INFO` (Part 2 §10.12.1): `pcrSelect`, one SHA-256 selection of 3 bytes,
+    /// and `pcrDigest`, a 32-byte `TPM2B_DIGEST`; then nothing.
+    ///
+    /// Only meaningful once the signature over `attest` has been checked.
+    pub fn from_attest(attest: &[u8]) -> Result<QuoteInfo, QuoteError> {
+        let mut a = Reader { bytes: attest };
+        if attest.len() > MAX_ATTEST {
+            return Err(QuoteError::Malformed("TPMS_ATTEST larger than any quote"));
+        }
+        if a.u32("TPMS_ATTEST truncated")? != TPM_GENERATED_VALUE {
+            return Err(QuoteError::Malformed("TPMS_ATTEST magic is not TPM_GENERATED_VALUE"));
+        }
+        if a.u16("TPMS_ATTEST truncated")? != TPM_ST_ATTEST_QUOTE {
+            return Err(QuoteError::Malformed("TPMS_ATTEST is not a quote's"));
+        }
+        let qualified_signer = a.sized("qualifiedSigner truncated")?.to_vec();
+        if qualified_signer.len() > MAX_NAME {
+            return Err(QuoteError::Malformed("qualifiedSigner larger than any name"));
+        }
+        let extra_data = a.sized("extraData truncated")?.to_vec();
+        if extra_data.len() > MAX_NAME {
+            return Err(QuoteError::Malformed("extraData larger than a TPMT_HA"));
+        }
+        a.take(8, "clockInfo truncated")?;
+        let reset_count = a.u32("clockInfo truncated")?;
+        a.take(4 + 1, "clockInfo truncated")?;
+        let firmware_version = u64::from_be_bytes(a.array("firmwareVersion truncated")?);
+        if a.u32("pcrSelect truncated")? != 1 {
+            return Err(QuoteError::Malformed("pcrSelect is not one selection"));
+        }
+        if a.u16("pcrSelect truncated")? != TPM_ALG_SHA256 {
+            return Err(QuoteError::Malformed("pcrSelect is not of the SHA-256 bank"));
+        }
+        if usize::from(a.array::<1>("pcrSelect truncated")?[0]) != PCR_SELECT_LEN {
+            return Err(QuoteError::Malformed("pcrSelect is not of 3 bytes"));
+        }
+        let pcr_select = a.array("pcrSelect truncated")?;
+        let pcr_digest: [u8; 32] = a
+            .sized("pcrDigest truncated")?
+            .try_into()
+            .map_err(|_| QuoteError::Malformed("pcrDigest is not a SHA-256 digest"))?;
+        if !a.bytes.is_empty() {
+            return Err(QuoteError::Malformed("trailing bytes after the TPMS_ATTEST"));
+        }
+        Ok(QuoteInfo {
+            qualified_signer,
+            extra_data,
+            reset_count,
+            firmware_version,
+            pcr_select,
+            pcr_digest,
+        })
+    }
+}
+
+/// A signed quote: the `TPMS_ATTEST` exactly as signed and its ECDSA P-256 / SHA-256
+/// signature (r ‖ s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The marshalled `TPMS_ATTEST`.
+    pub attest: Vec<u8>,
+    /// ECDSA P-256 over SHA-256(`attest`), r ‖ s, each 32 bytes big-endian.
+    pub signature: Signature,
+}
+
+impl Quote {
+    /// Signs `info` with `key` (what the uTPM does).
+    #[must_use]
+    pub fn sign(key: &crypto::KeyPair, info: &QuoteInfo) -> Quote {
+        let attest = info.to_attest();
+        let signature = key.sign(&attest);
+        Quote { attest, signature }
+    }
+
+    /// The signature as a `TPMT_SIGNATURE` (Part 2 §11.3.4): `sigAlg` `TPM_ALG_ECDSA`, then
+    /// a `TPMS_SIGNATURE_ECDSA` (§11.3.2): `hash` `TPM_ALG_SHA256`, `signatureR` and
+    /// `signatureS` (`TPM2B_ECC_PARAMETER`s of 32 bytes).
+    #[must_use]
+    pub fn tpmt_signature(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 2 * 34);
+        out.extend_from_slice(&TPM_ALG_ECDSA.to_be_bytes());
+        out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+        push_sized(&mut out, &self.signature[..32]);
+        push_sized(&mut out, &self.signature[32..]);
+        out
+    }
+
+    /// Reads a `TPMT_SIGNATURE` of ECDSA / SHA-256 with parameters of at most 32 bytes
+    /// (left-padded here to 32), as a TPM or the uTPM writes it; nothing may follow.
+    pub fn signature_from_tpmt(bytes: &[u8]) -> Result<Signature, QuoteError> {
+        let mut r = Reader { bytes };
+        let signature = read_tpmt_signature(&mut r)?;
+        if !r.bytes.is_empty() {
+            return Err(QuoteError::Malformed("trailing bytes after the TPMT_SIGNATURE"));
+        }
+        Ok(signature)
+    }
+
+    /// The quote as TPM2_Quote's response parameters: `quoted` (a `TPM2B_ATTEST`), then the
+    /// `TPMT_SIGNATURE`.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.attest.len() + 72);
+        push_sized(&mut out, &self.attest);
+        out.extend_from_slice(&self.tpmt_signature());
+        out
+    }
+
+    /// Reads what [`Quote::to_bytes`] writes; nothing may follow.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Quote, QuoteError> {
+        let mut r = Reader { bytes };
+        let attest = r.sized("quoted truncated")?.to_vec();
+        if attest.len() > MAX_ATTEST {
+            return Err(QuoteError::Malformed("TPMS_ATTEST larger than any quote"));
+        }
+        let signature = read_tpmt_signature(&mut r)?;
+        if !r.bytes.is_empty() {
+            return Err(QuoteError::Malformed("trailing bytes after the quote"));
+        }
+        Ok(Quote { attest, signature })
+    }
+
+    /// Checks the signature with `key` (SEC1 uncompressed P-256), then reads the
+    /// `TPMS_ATTEST`, and checks that `pcr_values` — the selected PCRs' values in index
+    /// order — hash to its `pcrDigest`.
+    pub fn verify(
+        &self,
+        key: &PublicKey,
+        pcr_values: &[[u8; 32]],
+    ) -> Result<QuoteInfo, QuoteError> {
+        if !crypto::verify(key, &self.attest, &self.signature) {
+            return Err(QuoteError::Signature);
+        }
+        let info = QuoteInfo::from_attest(&self.attest)?;
+        if pcr_digest(pcr_values) != info.pcr_digest {
+            return Err(QuoteError::PcrDigest);
+        }
+        Ok(info)
+    }
+}
+
+/// The `TPMT_SIGNATURE` at `r`'s position (see [`Quote::tpmt_signature`]).
+fn read_tpmt_signature(r: &mut Reader<'_>) -> Result<Signature, QuoteError> {
+    if r.u16("signature truncated")? != TPM_ALG_ECDSA {
+        return Err(QuoteError::Malformed("signature is not ECDSA"));
+    }
+    if r.u16("signature truncated")? != TPM_ALG_SHA256 {
+        return Err(QuoteError::Malformed("signature hash is not SHA-256"));
+    }
+    let mut signature = [0; 64];
+    for half in signature.chunks_exact_mut(32) {
+        let value = r.sized("signature truncated")?;
+        let at = 32usize
+            .checked_sub(value.len())
+            .ok_or(QuoteError::Malformed("signature value longer than 32 bytes"))?;
+        half[at..].copy_from_slice(value);
+    }
+    Ok(signature)
+}
+
+/// Appends a `TPM2B`: a u16 size, then the bytes (callers keep them below 64 KiB).
+fn push_sized(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&bytes[..usize::from(len)]);
+}
+
+/// Big-endian reads from untrusted bytes, each failing with its own message.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], QuoteError> {
+        if n > self.bytes.len() {
+            return Err(QuoteError::Malformed(what));
+        }
+        let (taken, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], QuoteError> {
+        self.take(N, what)?.try_into().map_err(|_| QuoteError::Malformed(what))
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, QuoteError> {
+        self.array(what).map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, QuoteError> {
+        self.array(what).map(u32::from_be_bytes)
+    }
+
+    fn sized(&mut self, what: &'static str) -> Result<&'a [u8], QuoteError> {
+        let n = self.u16(what)?;
+        self.take(usize::from(n), what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KeyPair;
+
+    fn key() -> KeyPair {
+        KeyPair::from_secret(&[7; 32]).unwrap()
+    }
+
+    fn info(upcrs: &Upcrs, selection: u8) -> QuoteInfo {
+        QuoteInfo {
+            qualified_signer: signer_name(&key().public()).to_vec(),
+            extra_data: [[1; 32], [2; 32]].concat(),
+            reset_count: 0,
+            firmware_version: 0x0102_0304_0506_0708,
+            pcr_select: [selection, 0, 0],
+            pcr_digest: pcr_digest(&upcrs.selected(selection)),
+        }
+    }
+
+    #[test]
+    fn upcrs_start_with_the_identity_and_only_grow() {
+        let mut u = Upcrs::new(&[9; 32]);
+        assert_eq!(u.read(0), Some(crypto::hash(&[&[0; 32], &[9; 32]]).0));
+        assert_eq!(u.read(1), Some([0; 32]));
+        assert_eq!(u.read(UPCRS), None);
+        let after = u.extend(3, &[5; 32]).unwrap();
+        assert_eq!(after, extended(&[0; 32], &[5; 32]));
+        assert_eq!(u.read(3), Some(after));
+        assert_eq!(u.extend(UPCRS, &[5; 32]), None);
+        assert_eq!(u.selected(0b1001), vec![u.read(0).unwrap(), after]);
+    }
+
+    #[test]
+    fn quotes_round_trip_and_verify() {
+        let upcrs = Upcrs::new(&[9; 32]);
+        let info = info(&upcrs, 0b11);
+        let quote = Quote::sign(&key(), &info);
+        assert_eq!(QuoteInfo::from_attest(&quote.attest), Ok(info.clone()));
+        let again = Quote::from_bytes(&quote.to_bytes()).unwrap();
+        assert_eq!(again, quote);
+        assert_eq!(Quote::signature_from_tpmt(&quote.tpmt_signature()), Ok(quote.signature));
+        assert_eq!(quote.verify(&key().public(), &upcrs.selected(0b11)), Ok(info));
+        let other = KeyPair::from_secret(&[8; 32]).unwrap().public();
+        assert_eq!(quote.verify(&other, &upcrs.selected(0b11)), Err(QuoteError::Signature));
+        assert_eq!(quote.verify(&key().public(), &upcrs.selected(0b1)), Err(QuoteError::PcrDigest));
+        let mut tampered = quote.clone();
+        tampered.attest[20] ^= 1;
+        assert_eq!(tampered.verify(&key().public(), &[]), Err(QuoteError::Signature));
+    }
+
+    #[test]
+    fn truncations_and_trailing_bytes_are_refused() {
+        let quote = Quote::sign(&key(), &info(&Upcrs::new(&[1; 32]), 1));
+        let bytes = quote.to_bytes();
+        for len in 0..bytes.len() {
+            assert!(Quote::from_bytes(&bytes[..len]).is_err(), "{len} bytes");
+        }
+        for len in 0..quote.attest.len() {
+            assert!(QuoteInfo::from_attest(&quote.attest[..len]).is_err(), "{len} bytes");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Quote::from_bytes(&longer).is_err());
+        let mut longer = quote.attest.clone();
+        longer.push(0);
+        assert!(QuoteInfo::from_attest(&longer).is_err());
+    }
+
+    #[test]
+    fn short_signature_values_are_left_padded() {
+        // A TPM may drop leading zero bytes of r or s.
+        let mut sig = [0u8; 64];
+        sig[1..32].fill(0xAB);
+        sig[32..].fill(0xCD);
+        let mut tpmt = Vec::new();
+        tpmt.extend_from_slice(&TPM_ALG_ECDSA.to_be_bytes());
+        tpmt.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+        push_sized(&mut tpmt, &sig[1..32]);
+        push_sized(&mut tpmt, &sig[32..]);
+        assert_eq!(Quote::signature_from_tpmt(&tpmt), Ok(sig));
+    }
+
+    #[test]
+    fn selection_bitmaps() {
+        assert_eq!(selection_bitmap(&[17, 18, 19]), [0, 0, 0b1110]);
+        assert_eq!(selection_bitmap(&[0, 7, 8, 24]), [0x81, 1, 0]);
+        assert_eq!(selected_pcrs(&[0x81, 1, 0b1110]), vec![0, 7, 8, 17, 18, 19]);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for _ in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 200) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 56)).to_le_bytes()[0]).collect();
+            let _ = Quote::from_bytes(&bytes);
+            let _ = QuoteInfo::from_attest(&bytes);
+        }
+    }
+}
