@@ -260,34 +260,28 @@ pub fn writable(regions: &[Region], ptr: u64, len: u64) -> Result<Range, Status>
 /// hypervisor memory, so they outlive a PAL's registration but not a reboot.
 #[derive(Debug, Default)]
 pub struct Counters {
-    by_identity: BTreeMap<[u8; 32], [u64; COUNTERS]>,
+    by_id: BTreeMap<[u8; 32], u64>,
 }
 
-/// [`pal::COUNTERS`] as an array length.
-#[allow(clippy::cast_possible_truncation, reason = "a small constant")]
-const COUNTERS: usize = pal::COUNTERS as usize;
-
 impl Counters {
-    /// Counter `index` of the PAL `identity`.
-    pub fn read(&self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
-        let index = Self::index(index)?;
-        Ok(self.by_identity.get(identity).map_or(0, |c| c[index]))
+    /// The counter `name` of the PAL `identity` (`pal::counter_id`): 0 if never incremented.
+    pub fn read(&self, identity: &[u8; 32], name: &[u8; 32]) -> u64 {
+        self.by_id.get(&pal::counter_id(identity, name)).copied().unwrap_or(0)
     }
 
-    /// Adds one to counter `index` of `identity`; its new value. A counter at `u64::MAX`
-    /// stays there and the call fails ([`Status::BadArgument`]): counters never wrap.
-    pub fn increment(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
-        let index = Self::index(index)?;
-        let counters = self.by_identity.entry(*identity).or_default();
-        counters[index] = counters[index].checked_add(1).ok_or(Status::BadArgument)?;
-        Ok(counters[index])
-    }
-
-    fn index(index: u64) -> Result<usize, Status> {
-        match usize::try_from(index) {
-            Ok(i) if index < pal::COUNTERS => Ok(i),
-            _ => Err(Status::BadArgument),
-        }
+    /// Adds one to counter `name` of `identity`; its new value. A counter at `u64::MAX`
+    /// stays there and the call fails ([`Status::BadArgument`]): counters never wrap. A new
+    /// counter beyond [`pal::MAX_COUNTERS`] is [`Status::NoMemory`].
+    pub fn increment(&mut self, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
+        let id = pal::counter_id(identity, name);
+        let full = self.by_id.len() as u64 >= pal::MAX_COUNTERS;
+        let value = match self.by_id.get_mut(&id) {
+            Some(value) => value,
+            None if full => return Err(Status::NoMemory),
+            None => self.by_id.entry(id).or_insert(0),
+        };
+        *value = value.checked_add(1).ok_or(Status::BadArgument)?;
+        Ok(*value)
     }
 }
 
@@ -516,20 +510,28 @@ mod tests {
     }
 
     #[test]
-    fn counters_belong_to_an_identity_and_never_go_back() {
+    fn counters_belong_to_an_identity_and_a_name_and_never_go_back() {
         let mut counters = Counters::default();
         let (a, b) = ([1; 32], [2; 32]);
-        assert_eq!(counters.read(&a, 0), Ok(0));
-        assert_eq!(counters.increment(&a, 0), Ok(1));
-        assert_eq!(counters.increment(&a, 0), Ok(2));
-        assert_eq!(counters.increment(&a, 3), Ok(1));
-        assert_eq!(counters.read(&a, 0), Ok(2));
-        assert_eq!(counters.read(&b, 0), Ok(0));
-        assert_eq!(counters.read(&a, pal::COUNTERS), Err(Status::BadArgument));
-        assert_eq!(counters.increment(&a, u64::MAX), Err(Status::BadArgument));
-        counters.by_identity.insert(b, [u64::MAX; COUNTERS]);
-        assert_eq!(counters.increment(&b, 1), Err(Status::BadArgument));
-        assert_eq!(counters.read(&b, 1), Ok(u64::MAX));
+        let (view, state) = ([0; 32], [3; 32]);
+        assert_eq!(counters.read(&a, &view), 0);
+        assert_eq!(counters.increment(&a, &view), Ok(1));
+        assert_eq!(counters.increment(&a, &view), Ok(2));
+        assert_eq!(counters.increment(&a, &state), Ok(1));
+        assert_eq!(counters.read(&a, &view), 2);
+        assert_eq!(counters.read(&b, &view), 0);
+        counters.by_id.insert(pal::counter_id(&b, &state), u64::MAX);
+        assert_eq!(counters.increment(&b, &state), Err(Status::BadArgument));
+        assert_eq!(counters.read(&b, &state), u64::MAX);
+        // A full TCC refuses new counters, and still counts the ones it has.
+        let mut full = Counters::default();
+        for i in 0..pal::MAX_COUNTERS {
+            let mut name = [0; 32];
+            name[..8].copy_from_slice(&i.to_le_bytes());
+            assert_eq!(full.increment(&a, &name), Ok(1));
+        }
+        assert_eq!(full.increment(&a, &[0xEE; 32]), Err(Status::NoMemory));
+        assert_eq!(full.increment(&a, &[0; 32]), Ok(2));
     }
 
     #[test]

@@ -250,8 +250,18 @@ pub mod pal {
     pub const IMAGE_END: u64 = 0x4000_0000;
     /// Most bytes one [`Service::Random`] call fills.
     pub const MAX_RANDOM_LEN: u64 = 4096;
-    /// How many trusted counters each PAL identity has ([`Service::CounterRead`]).
-    pub const COUNTERS: u64 = 4;
+    /// Most trusted counters one TCC keeps in hypervisor memory (all identities together);
+    /// TPM-kept counters are bounded by the TPM's NV memory.
+    pub const MAX_COUNTERS: u64 = 1024;
+
+    /// The counter a PAL of `identity` names `name` ([`Service::CounterRead`]):
+    /// SHA-256("vpr counter" ‖ identity ‖ name). A PAL reaches only its own identity's
+    /// counters, and PALs (or replicas) that share an image and a TCC keep theirs apart by
+    /// name.
+    #[must_use]
+    pub fn counter_id(identity: &[u8; 32], name: &[u8; 32]) -> [u8; 32] {
+        crate::crypto::hash(&[b"vpr counter", identity, name]).0
+    }
     /// Most bytes [`Service::Seal`] seals at once.
     pub const MAX_SEAL_LEN: u64 = 4096;
     /// Bytes a sealed blob adds to what it seals (a 12-byte nonce and a 16-byte tag).
@@ -282,8 +292,8 @@ pub mod pal {
     /// | --- | --- | --- | --- | --- |
     /// | [`Service::Random`] | `0x7670_0101` | ptr | len (at most [`MAX_RANDOM_LEN`]) | status |
     /// | [`Service::Identity`] | `0x7670_0102` | ptr (32 bytes) | | status |
-    /// | [`Service::CounterRead`] | `0x7670_0103` | counter (below [`COUNTERS`], else [`super::Status::BadArgument`]) | | status, value |
-    /// | [`Service::CounterIncrement`] | `0x7670_0104` | counter | | status, new value |
+    /// | [`Service::CounterRead`] | `0x7670_0103` | name ptr (32 bytes) | | status, value |
+    /// | [`Service::CounterIncrement`] | `0x7670_0104` | name ptr (32 bytes) | | status, new value |
     /// | [`Service::Attest`] | `0x7670_0105` | data ptr (32 bytes) | out ptr ([`ATTESTATION_LEN`]) | status |
     /// | [`Service::Seal`] | `0x7670_0106` | in ptr | in len (at most [`MAX_SEAL_LEN`]) | status, blob length |
     /// | [`Service::Unseal`] | `0x7670_0107` | in ptr | in len | status, data length |
@@ -304,12 +314,15 @@ pub mod pal {
         Random = 0x7670_0101,
         /// The PAL's identity: the SHA-256 of its image.
         Identity = 0x7670_0102,
-        /// A trusted counter's value. Counters belong to the PAL's identity (a PAL registered
-        /// again with the same image finds them as they were), start at 0 and never go back.
-        /// Until the uTPM backs them they live in hypervisor memory and do not survive a
-        /// reboot.
+        /// The value of the trusted counter the PAL names (32 bytes at RBX): counter
+        /// [`counter_id`] of its identity and the name. Counters belong to the identity (a
+        /// PAL registered again with the same image finds them as they were), start at 0 and
+        /// never go back. In hypervisor memory they last until reboot; in the TPM's NV
+        /// memory (a machine with a TPM) they survive it.
         CounterRead = 0x7670_0103,
-        /// Adds one to a trusted counter and returns the new value.
+        /// Adds one to the named trusted counter and returns the new value;
+        /// [`super::Status::BadArgument`] at `u64::MAX` (counters never wrap),
+        /// [`super::Status::NoMemory`] beyond [`MAX_COUNTERS`].
         CounterIncrement = 0x7670_0104,
         /// Evidence that this PAL (its identity) on this TCC vouches for 32 bytes of data: the
         /// TCC key's signature over `"vpr attest" || simulated || identity || data`

@@ -32,7 +32,7 @@
 //! |    3 | [`Command::Digest`] | none                                                          |
 //! |    4 | [`Command::Info`]   | none                                                          |
 //! |    5 | [`Command::Random`] | `len`: `u32`                                                  |
-//! |    6 | [`Command::Counter`]| `index`: `u32`; `increment`: `bool`                           |
+//! |    6 | [`Command::Counter`]| `name`: digest; `increment`: `bool`                           |
 //! |    7 | [`Command::Start`]  | `group`: [`tcc::Group`]                                       |
 //! |    8 | [`Command::Restore`]| `group`: [`tcc::Group`]; `sealed`: byte string                |
 //! |    9 | [`Command::Call`]   | [`tcc::Call`]                                                 |
@@ -163,10 +163,11 @@ pub enum Command {
         len: u32,
     },
     /// Kind 6. A trusted counter of the PAL's identity: [`Outcome::Counter`]. The PAL image
-    /// refuses counters 0 and 1, its Manager's view and state counters.
+    /// keeps the untrusted side's counters in a name space apart from its Manager's view and
+    /// state counters, which it cannot reach.
     Counter {
-        /// Which counter (the hypervisor has [`pal::COUNTERS`]; others are refused there).
-        index: u32,
+        /// The counter's name.
+        name: Digest,
         /// Add one first.
         increment: bool,
     },
@@ -303,8 +304,8 @@ impl Command {
             Command::Random { len } => {
                 w.u32(*len);
             }
-            Command::Counter { index, increment } => {
-                w.u32(*index).u8(u8::from(*increment));
+            Command::Counter { name, increment } => {
+                w.bytes(name.as_bytes()).u8(u8::from(*increment));
             }
             Command::Start { group } => group.put(&mut w),
             Command::Restore { group, sealed } => {
@@ -348,9 +349,9 @@ impl Command {
                 Command::Random { len }
             }
             6 => {
-                let index = r.u32()?;
+                let name = get_digest(&mut r)?;
                 let increment = get_bool(&mut r, "increment")?;
-                Command::Counter { index, increment }
+                Command::Counter { name, increment }
             }
             7 => Command::Start { group: tcc::Group::get(&mut r)? },
             8 => {
@@ -584,8 +585,8 @@ mod tests {
             Command::Random { len: 0 },
             Command::Quote { nonce: Digest([1; 32]), data: Digest([2; 32]), selection: 0x81 },
             Command::Random { len: 4096 },
-            Command::Counter { index: 3, increment: true },
-            Command::Counter { index: u32::MAX, increment: false },
+            Command::Counter { name: Digest([3; 32]), increment: true },
+            Command::Counter { name: Digest([0xFF; 32]), increment: false },
         ];
         let groups = tcc::tests::groups();
         commands.extend(groups.iter().map(|group| Command::Start { group: group.clone() }));
@@ -757,7 +758,7 @@ mod tests {
         assert!(Outcome::decode(&Command::Info.encode()).is_err());
         assert!(Command::decode(&Outcome::Counter { value: 0 }.encode()).is_err());
         // Bad bool, option tag, UTF-8.
-        let mut bad = Command::Counter { index: 0, increment: true }.encode();
+        let mut bad = Command::Counter { name: Digest([0; 32]), increment: true }.encode();
         *bad.last_mut().unwrap() = 2;
         assert_eq!(
             Command::decode(&bad),

@@ -232,8 +232,15 @@ impl Pal {
                 self.writable(a, 32)?.copy_from_slice(&identity);
                 Ok(0)
             }
-            Service::CounterRead => tcc.read(&identity, a),
-            Service::CounterIncrement => tcc.increment(&identity, a),
+            Service::CounterRead | Service::CounterIncrement => {
+                let mut name = [0; 32];
+                name.copy_from_slice(self.writable(a, 32)?);
+                if service == Service::CounterRead {
+                    tcc.read(&identity, &name)
+                } else {
+                    tcc.increment(&identity, &name)
+                }
+            }
             Service::Attest => {
                 let mut data = [0; 32];
                 data.copy_from_slice(self.writable(a, 32)?);
@@ -320,17 +327,17 @@ pub enum Tcc {
 }
 
 impl Tcc {
-    fn read(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+    fn read(&mut self, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
         match self {
-            Tcc::Memory(counters) => counters.read(identity, index),
-            Tcc::Tpm => crate::tpm::counter_read(identity, index),
+            Tcc::Memory(counters) => Ok(counters.read(identity, name)),
+            Tcc::Tpm => crate::tpm::counter_read(&pal::counter_id(identity, name)),
         }
     }
 
-    fn increment(&mut self, identity: &[u8; 32], index: u64) -> Result<u64, Status> {
+    fn increment(&mut self, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
         match self {
-            Tcc::Memory(counters) => counters.increment(identity, index),
-            Tcc::Tpm => crate::tpm::counter_increment(identity, index),
+            Tcc::Memory(counters) => counters.increment(identity, name),
+            Tcc::Tpm => crate::tpm::counter_increment(&pal::counter_id(identity, name)),
         }
     }
 }

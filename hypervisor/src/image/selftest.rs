@@ -254,7 +254,7 @@ pub fn run_after_reboot() -> (u32, u32) {
             return (suite.passed, suite.failed);
         }
     };
-    let tests: [Test; 8] = [
+    let tests: [Test; 9] = [
         ("tpm_measured_launch_after_reboot", tpm::tpm_measured_launch),
         ("tpm_pal_pcr_reset_by_reboot", tpm::tpm_pal_pcr_reset),
         ("tpm_ek_certificate_after_reboot", tpm::tpm_ek_certificate),
@@ -263,6 +263,7 @@ pub fn run_after_reboot() -> (u32, u32) {
         ("tpm_unseal_after_reboot", tpm::tpm_unseal_after_reboot),
         ("tpm_activate_credential", tpm::tpm_activate_credential),
         ("tpm_evidence", tpm::tpm_evidence),
+        ("tpm_manager_after_reboot", manager::tpm_manager_after_reboot),
         // Changes PCR 17 for good: last.
         ("tpm_master_secret_needs_pcr17", tpm::tpm_master_secret_needs_pcr17),
     ];
@@ -290,7 +291,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 41] = [
+    let tests: [Test; 42] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -312,6 +313,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_quote", tpm::tpm_quote),
         ("tpm_tcc_key_bound", tpm::tpm_tcc_key_bound),
         ("tpm_endorsement_and_attestation_keys", tpm::tpm_endorsement_and_attestation_keys),
+        ("tpm_manager_for_next_boot", manager::tpm_manager_for_next_boot),
         ("tpm_cost", tpm::tpm_cost),
         ("hypercall_version", pal::hypercall_version),
         ("pal_lifecycle", pal::pal_lifecycle),

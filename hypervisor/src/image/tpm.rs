@@ -13,7 +13,7 @@
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
 use vpr_hypervisor::tpm::{Tpm, TpmError, EK_CERT_RSA_INDEX};
-use vpr_proto::hypercall::{pal, Status};
+use vpr_proto::hypercall::Status;
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -160,36 +160,36 @@ pub fn pal_log() -> alloc::vec::Vec<[u8; 32]> {
     PAL_LOG.lock().clone()
 }
 
-/// Where the trusted counters live in the TPM's NV memory: index `counter` of PAL `identity`
-/// in an owner-defined NV index (TPM 2.0 Part 2 §7.4: 0x0180_0000-0x01BF_FFFF; counters take
-/// 0x0180_0000-0x019F_FFFF) chosen by a hash of both; the index holds the identity and the value, so a slot that another identity
-/// took is recognized, not shared.
-fn counter_nv_index(identity: &[u8; 32], counter: u64) -> u32 {
-    let h = vpr_proto::crypto::hash(&[b"vpr hv counter", identity, &counter.to_le_bytes()]);
-    0x0180_0000 | (u32::from_le_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) & 0x1F_FFFF)
+/// Where a trusted counter lives in the TPM's NV memory: counter `id` (`pal::counter_id`
+/// of a PAL identity and a name) in an owner-defined NV index (TPM 2.0 Part 2 §7.4:
+/// 0x0180_0000-0x01BF_FFFF; counters take 0x0180_0000-0x019F_FFFF) chosen by the id's
+/// first bytes; the index holds the id and the value, so a slot another counter took is
+/// recognized, not shared.
+fn counter_nv_index(id: &[u8; 32]) -> u32 {
+    0x0180_0000 | (u32::from_le_bytes([id[0], id[1], id[2], id[3]]) & 0x1F_FFFF)
 }
 
 /// NV attributes of a counter's index: written and read with owner authorization (only the
 /// hypervisor reaches the TPM: the TIS window is in no guest's nested page table), no
 /// dictionary-attack lockout, ordinary (the hypervisor keeps it monotonic).
 const COUNTER_ATTRIBUTES: u32 = (1 << 1) | (1 << 17) | (1 << 25);
-/// Bytes of a counter's index: the identity, then the value (big-endian).
+/// Bytes of a counter's index: the counter's id, then the value (big-endian).
 const COUNTER_NV_LEN: u16 = 40;
 
-/// Counter `counter` of `identity` from the TPM: 0 if it was never incremented.
-pub fn counter_read(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
-    with_counter(identity, counter, |tpm, nv| Ok(read_counter(tpm, identity, nv)?.unwrap_or(0)))
+/// Counter `id` from the TPM: 0 if it was never incremented.
+pub fn counter_read(id: &[u8; 32]) -> Result<u64, Status> {
+    with_counter(id, |tpm, nv| Ok(read_counter(tpm, id, nv)?.unwrap_or(0)))
 }
 
-/// Adds one to counter `counter` of `identity` in the TPM; the new value. The value is
-/// written only once it is known to be larger than the one read: counters never go back.
-/// The counter's NV index is defined on its first increment only.
-pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Status> {
-    with_counter(identity, counter, |tpm, nv| {
-        let current = read_counter(tpm, identity, nv)?;
+/// Adds one to counter `id` in the TPM; the new value. The value is written only once it is
+/// known to be larger than the one read: counters never go back. The counter's NV index is
+/// defined on its first increment only.
+pub fn counter_increment(id: &[u8; 32]) -> Result<u64, Status> {
+    with_counter(id, |tpm, nv| {
+        let current = read_counter(tpm, id, nv)?;
         let next = current.unwrap_or(0).checked_add(1).ok_or(Status::BadArgument)?;
         let mut data = [0; COUNTER_NV_LEN as usize];
-        data[..32].copy_from_slice(identity);
+        data[..32].copy_from_slice(id);
         data[32..].copy_from_slice(&next.to_be_bytes());
         let defined = match current {
             Some(_) => Ok(false),
@@ -203,35 +203,27 @@ pub fn counter_increment(identity: &[u8; 32], counter: u64) -> Result<u64, Statu
     })
 }
 
-/// Runs `f` on the TPM and the NV index of counter `counter` of `identity`.
+/// Runs `f` on the TPM and the NV index of counter `id`.
 fn with_counter<T>(
-    identity: &[u8; 32],
-    counter: u64,
+    id: &[u8; 32],
     f: impl FnOnce(&mut Tpm<TisWindow>, u32) -> Result<T, Status>,
 ) -> Result<T, Status> {
-    if counter >= pal::COUNTERS {
-        return Err(Status::BadArgument);
-    }
     let mut tpm = TPM.lock();
     let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
-    f(tpm, counter_nv_index(identity, counter))
+    f(tpm, counter_nv_index(id))
 }
 
 /// The value in a counter's NV index; `None` if it was never incremented (the index is not
 /// there, or was defined and never written).
-fn read_counter(
-    tpm: &mut Tpm<TisWindow>,
-    identity: &[u8; 32],
-    nv: u32,
-) -> Result<Option<u64>, Status> {
+fn read_counter(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Option<u64>, Status> {
     match tpm.nv_read(0, nv, 0, COUNTER_NV_LEN) {
-        Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == identity[..] => {
+        Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == id[..] => {
             let mut value = [0; 8];
             value.copy_from_slice(&bytes[32..]);
             Ok(Some(u64::from_be_bytes(value)))
         }
         Ok(_) => {
-            log::error!("hv: TPM counter slot {nv:#x} belongs to another PAL");
+            log::error!("hv: TPM counter slot {nv:#x} belongs to another counter");
             Err(Status::Unavailable)
         }
         Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(None),

@@ -190,23 +190,30 @@ pub fn identity() -> Result<[u8; 32], Status> {
     Ok(out)
 }
 
-/// A trusted counter's value.
-///
-/// # Errors
-/// The hypervisor's status (an index of [`pal::COUNTERS`] or more is refused there).
-pub fn counter_read(index: u32) -> Result<u64, Status> {
-    // SAFETY: the service takes no pointer; it writes no memory.
-    let (rax, value) = unsafe { vmmcall(Service::CounterRead, [u64::from(index), 0, 0, 0]) };
-    check(rax).map(|()| value)
-}
-
-/// Adds one to a trusted counter; returns the new value.
+/// The value of the trusted counter this PAL names `name` (`pal::counter_id`).
 ///
 /// # Errors
 /// The hypervisor's status.
-pub fn counter_increment(index: u32) -> Result<u64, Status> {
-    // SAFETY: the service takes no pointer; it writes no memory.
-    let (rax, value) = unsafe { vmmcall(Service::CounterIncrement, [u64::from(index), 0, 0, 0]) };
+pub fn counter_read(name: &[u8; 32]) -> Result<u64, Status> {
+    counter(Service::CounterRead, name)
+}
+
+/// Adds one to the trusted counter named `name`; returns the new value.
+///
+/// # Errors
+/// The hypervisor's status ([`Status::BadArgument`] at `u64::MAX`, [`Status::NoMemory`] when
+/// the TCC keeps no more counters).
+pub fn counter_increment(name: &[u8; 32]) -> Result<u64, Status> {
+    counter(Service::CounterIncrement, name)
+}
+
+/// [`Service::CounterRead`] or [`Service::CounterIncrement`] of the counter `name`.
+fn counter(service: Service, name: &[u8; 32]) -> Result<u64, Status> {
+    // The hypervisor reads the name only from memory the PAL may write: a copy on the stack.
+    let mut name = *name;
+    // SAFETY: `name` is a 32-byte array on the stack, borrowed mutably for the call; the
+    // hypervisor reads it and writes nothing.
+    let (rax, value) = unsafe { vmmcall(service, [name.as_mut_ptr() as u64, 0, 0, 0]) };
     check(rax).map(|()| value)
 }
 

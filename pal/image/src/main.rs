@@ -221,17 +221,15 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
             }
             _ => Outcome::refused("random: too many bytes asked for"),
         },
-        // Counters 0 and 1 are the Manager's view and state counters: the untrusted side may
-        // not move them.
-        Command::Counter { index, .. } if index < tcc::FIRST_FREE_COUNTER => {
-            Outcome::refused(&format!("counter {index} belongs to the Manager"))
-        }
-        Command::Counter { index, increment } => {
+        // The untrusted side's counters live in a name space of their own: it cannot move
+        // the Manager's view and state counters.
+        Command::Counter { name, increment } => {
+            let name = tcc::untrusted_counter(name.as_bytes());
             let value =
-                if increment { hv::counter_increment(index) } else { hv::counter_read(index) };
+                if increment { hv::counter_increment(&name) } else { hv::counter_read(&name) };
             match value {
                 Ok(value) => Outcome::Counter { value },
-                Err(status) => Outcome::refused(&format!("counter {index}: {status}")),
+                Err(status) => Outcome::refused(&format!("counter: {status}")),
             }
         }
     };
@@ -283,7 +281,7 @@ fn start_manager(
     if let Err(refused) = engine(state) {
         return refused;
     }
-    let tcc = match HvTcc::new() {
+    let tcc = match HvTcc::new(&group.cluster, group.me) {
         Ok(tcc) => tcc,
         Err(status) => return Outcome::refused(&format!("identity: {status}")),
     };

@@ -6,7 +6,7 @@
 //! | `identity`                     | `Identity`, read once when the Manager starts      |
 //! | `random`                       | `Random` (RDRAND); none: the PAL stops (`ud2`)     |
 //! | `attest`                       | `Attest`; a failure stops the PAL (`ud2`)          |
-//! | `counter`, `increment`         | `CounterRead`, `CounterIncrement`: [`Counter::View`] is hypervisor counter [`VIEW_COUNTER`], [`Counter::State`] is [`STATE_COUNTER`] |
+//! | `counter`, `increment`         | `CounterRead`, `CounterIncrement` of the replica's counters [`manager_counter`] names |
 //! | `advance`                      | the trait's default: one increment at a time       |
 //! | `seal`, `unseal`               | `Seal`, `Unseal`                                   |
 //!
@@ -24,36 +24,53 @@ use vpr_proto::msg::Attestation;
 
 use crate::hv;
 
-/// The hypervisor counter that holds the Manager's view.
-pub const VIEW_COUNTER: u32 = 0;
-/// The hypervisor counter that holds the Manager's state (last committed update).
-pub const STATE_COUNTER: u32 = 1;
-/// The first counter the Manager does not use: the `Counter` command may reach only these.
-pub const FIRST_FREE_COUNTER: u32 = 2;
-const _: () = assert!(VIEW_COUNTER < FIRST_FREE_COUNTER && STATE_COUNTER < FIRST_FREE_COUNTER);
+/// The name of a Manager's trusted counter: SHA-256 of its kind, the cluster and the
+/// replica's id. Replicas of one cluster that share a TCC (and so an image's counters) keep
+/// theirs apart; the untrusted side's counters ([`untrusted_counter`]) never meet them.
+pub fn manager_counter(counter: Counter, cluster: &[u8; 32], me: u16) -> [u8; 32] {
+    let kind: &[u8] = match counter {
+        Counter::View => b"vpr manager view counter",
+        Counter::State => b"vpr manager state counter",
+    };
+    vpr_proto::crypto::hash(&[kind, cluster, &me.to_le_bytes()]).0
+}
+
+/// The name under which the PAL keeps the counter the untrusted side calls `name` (the
+/// `Counter` command): in a space of its own, apart from the Manager's.
+pub fn untrusted_counter(name: &[u8; 32]) -> [u8; 32] {
+    vpr_proto::crypto::hash(&[b"vpr untrusted counter", name]).0
+}
 
 /// The hypervisor's services as a [`Tcc`].
 #[derive(Debug)]
 pub struct HvTcc {
     /// The PAL's identity, read once.
     identity: Digest,
+    /// The names of the Manager's view and state counters.
+    view: [u8; 32],
+    state: [u8; 32],
 }
 
 impl HvTcc {
-    /// Reads the PAL's identity (the hypervisor's measurement of the image).
+    /// Reads the PAL's identity (the hypervisor's measurement of the image), for replica
+    /// `me` of cluster `cluster`.
     ///
     /// # Errors
     /// The hypervisor's status.
-    pub fn new() -> Result<Self, Status> {
-        hv::identity().map(|identity| HvTcc { identity: Digest(identity) })
+    pub fn new(cluster: &[u8; 32], me: u16) -> Result<Self, Status> {
+        hv::identity().map(|identity| HvTcc {
+            identity: Digest(identity),
+            view: manager_counter(Counter::View, cluster, me),
+            state: manager_counter(Counter::State, cluster, me),
+        })
     }
-}
 
-/// The hypervisor counter that holds `counter`.
-const fn index(counter: Counter) -> u32 {
-    match counter {
-        Counter::View => VIEW_COUNTER,
-        Counter::State => STATE_COUNTER,
+    /// The name of `counter`.
+    fn name(&self, counter: Counter) -> &[u8; 32] {
+        match counter {
+            Counter::View => &self.view,
+            Counter::State => &self.state,
+        }
     }
 }
 
@@ -102,12 +119,12 @@ impl Tcc for HvTcc {
     }
 
     fn counter(&mut self, counter: Counter) -> Result<u64, TccError> {
-        hv::counter_read(index(counter))
+        hv::counter_read(self.name(counter))
             .map_err(|status| TccError(format!("reading the {counter:?} counter: {status}")))
     }
 
     fn increment(&mut self, counter: Counter) -> Result<u64, TccError> {
-        hv::counter_increment(index(counter))
+        hv::counter_increment(self.name(counter))
             .map_err(|status| TccError(format!("incrementing the {counter:?} counter: {status}")))
     }
 

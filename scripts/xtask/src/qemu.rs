@@ -308,10 +308,23 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let sealed = first.lines.iter().find_map(|line| sealed_blob(line)).unwrap_or_default();
     let sealed_path = swtpm.dir.join("sealed-for-boot-2.bin");
     fs::write(&sealed_path, sealed).map_err(|e| format!("{}: {e}", sealed_path.display()))?;
-    let mut modules = Vec::from([pal.clone(), sealed_path]);
-    if let Ok(credential) = &credential {
-        modules.push(credential.module.clone());
+    // Modules keep their numbers whatever boot 1 left out: an empty file stands in.
+    let placeholder = |name: &str| -> Result<PathBuf, String> {
+        let path = swtpm.dir.join(name);
+        fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let credential_path = match &credential {
+        Ok(credential) => credential.module.clone(),
+        Err(_) => placeholder("no-credential.bin")?,
+    };
+    let manager_path = swtpm.dir.join("manager-for-boot-2.bin");
+    match manager_state(&first.lines) {
+        Some(state) => fs::write(&manager_path, state)
+            .map_err(|e| format!("{}: {e}", manager_path.display()))?,
+        None => fs::write(&manager_path, b"").map_err(|e| format!("{e}"))?,
     }
+    let modules = Vec::from([pal.clone(), sealed_path, credential_path, manager_path]);
     let mut nonce = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
     let append = format!("vpr.boot=2 vpr.nonce={}", hex::encode(nonce));
@@ -347,6 +360,21 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
 /// The bytes of a "sealed for the next boot" log line, if `line` is one.
 fn sealed_blob(line: &str) -> Option<Vec<u8>> {
     checkquote::unhex(line.split("hv: sealed for the next boot: ").nth(1)?.trim())
+}
+
+/// The Manager state boot 1 logged for boot 2 (module 3): its restart command, an older and
+/// a newer snapshot and the database digest, each as a u32 (little-endian) length and the
+/// bytes.
+fn manager_state(lines: &[String]) -> Option<Vec<u8>> {
+    let line = lines.iter().find_map(|l| l.split("hv: manager for the next boot: ").nth(1))?;
+    let mut module = Vec::new();
+    for name in ["restore=", "old=", "new=", "digest="] {
+        let value = line.split_whitespace().find_map(|w| w.strip_prefix(name))?;
+        let bytes = checkquote::unhex(value)?;
+        module.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_le_bytes());
+        module.extend_from_slice(&bytes);
+    }
+    Some(module)
 }
 
 /// The TCC key's digest a boot logged, if it made one.
@@ -503,6 +531,14 @@ mod tests {
         assert!(same_tcc_key(&boot("ab"), &boot("ab")).is_ok());
         assert!(same_tcc_key(&boot("ab"), &boot("cd")).is_err());
         assert!(same_tcc_key(&boot("ab"), &[]).is_err());
+        let line = String::from(
+            "[0][INFO] hv: manager for the next boot: restore=0102 old=03 new= digest=ff",
+        );
+        assert_eq!(
+            manager_state(&[line]),
+            Some(vec![2, 0, 0, 0, 1, 2, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 0, 0, 0, 0xff])
+        );
+        assert_eq!(manager_state(&[String::from("hv: manager for the next boot: old=03")]), None);
     }
 
     #[test]

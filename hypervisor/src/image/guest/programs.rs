@@ -486,7 +486,8 @@ pal_vector_start:
 pal_vector_end:
 
     /* PAL services: calls each service (and some wrongly), output: 32 random bytes, its
-       identity (32 bytes), then RAX and RBX after each of the 10 calls (16 bytes each). */
+       identity (32 bytes), then RAX and RBX after each of the 10 calls (16 bytes each). The
+       counter calls name their counter by the first 32 bytes of the input page. */
     .global pal_services_start, pal_services_end
 pal_services_start:
     mov r12, rdx
@@ -503,25 +504,25 @@ pal_services_start:
     mov [r12 + 80], rax
     mov [r12 + 88], rbx
     mov eax, {svc_increment}
-    mov rbx, 0
+    mov rbx, {input}
     mov rcx, 0
     vmmcall
     mov [r12 + 96], rax
     mov [r12 + 104], rbx
     mov eax, {svc_increment}
-    mov rbx, 0
+    mov rbx, {input}
     mov rcx, 0
     vmmcall
     mov [r12 + 112], rax
     mov [r12 + 120], rbx
     mov eax, {svc_read}
-    mov rbx, 0
+    mov rbx, {input}
     mov rcx, 0
     vmmcall
     mov [r12 + 128], rax
     mov [r12 + 136], rbx
     mov eax, {svc_read}
-    mov rbx, {counters}
+    mov rbx, {pal_code}
     mov rcx, 0
     vmmcall
     mov [r12 + 144], rax
@@ -655,8 +656,9 @@ pal_abuse_start:
     vmmcall
     ud2
 pal_abuse_end:
-    /* PAL counter: the first input byte picks the call: 0 reads counter 0, 1 increments it.
-       Output: RAX and RBX after the call (16 bytes). */
+    /* PAL counter: the first input byte picks the call: 0 reads the counter named by the
+       32 input bytes after it, 1 increments it. Output: RAX and RBX after the call (16
+       bytes). */
     .global pal_counter_start, pal_counter_end
 pal_counter_start:
     mov r12, rdx
@@ -666,7 +668,7 @@ pal_counter_start:
     mov eax, {svc_read}
     jmp 2f
 1:  mov eax, {svc_increment}
-2:  xor ebx, ebx
+2:  lea rbx, [rdi + 1]
     vmmcall
     mov [r12], rax
     mov [r12 + 8], rbx
@@ -684,7 +686,7 @@ pal_counter_end:
     pal_data = const TEST_PAL_DATA,
     unmapped = const pal::STACK_TOP,
     out = const pal::OUTPUT_BASE,
-    counters = const pal::COUNTERS,
+    input = const pal::INPUT_BASE,
     max_random = const pal::MAX_RANDOM_LEN,
     svc_random = const Service::Random as u64,
     svc_identity = const Service::Identity as u64,

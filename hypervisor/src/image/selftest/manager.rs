@@ -160,41 +160,51 @@ fn replicate(
     Ok(reply)
 }
 
-/// Initialization (Join, Accept, AckInit), a client's attested key exchange, a write and a
-/// linearizable read replicated through update, Acks and commit with the reply blinded until
-/// then; a tampered update and a forged request refused; all three database files equal.
-pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
-    let mut pals = [Pals::new(svm), Pals::new(svm), Pals::new(svm)];
-    let manufacturer = tcc_key(svm, &mut pals[0])?;
+/// The configuration of replica `me` of a 3-replica test cluster `cluster`.
+fn group(me: u16, manufacturer: [u8; 65], cluster: [u8; 32]) -> Group {
+    Group {
+        replicas: 3,
+        me,
+        manufacturer,
+        allow_simulated: true,
+        cluster,
+        max_in_flight: 4,
+        page_size: None,
+        max_sql_bytes: 1 << 20,
+        max_vm_steps: Some(1 << 32),
+    }
+}
+
+/// Registers the PAL image in each registry of `pals` (one TCC each), starts replicas 0-2 of
+/// cluster `cluster` and forms the group (Join, Accept, AckInit: Fig 5.3). The group, and the
+/// group state each replica sealed once it was in.
+fn form<'s, 'p>(
+    svm: &'s Svm,
+    mut pals: [Pals<'p>; 3],
+    manufacturer: [u8; 65],
+    cluster: [u8; 32],
+) -> Result<(Group3<'s, 'p>, [Vec<u8>; 3]), String> {
     let mut handles = [0; 3];
     for (h, p) in handles.iter_mut().zip(pals.iter_mut()) {
         *h = register(svm, p)?.0;
     }
     let mut g = Group3 { svm, pals, handles };
-    let identity = Digest::of(image()?);
     for me in 0..3u16 {
-        let group = Group {
-            replicas: 3,
-            me,
-            manufacturer,
-            allow_simulated: true,
-            cluster: [0x76; 32],
-            max_in_flight: 4,
-            page_size: None,
-            max_sql_bytes: 1 << 20,
-            max_vm_steps: Some(1 << 32),
-        };
-        let outcome = execute(
-            svm,
-            &mut g.pals[usize::from(me)],
-            handles[usize::from(me)],
-            &[Command::Start { group }],
-        )?;
+        let group = group(me, manufacturer, cluster);
+        let r = usize::from(me);
+        let outcome = execute(svm, &mut g.pals[r], handles[r], &[Command::Start { group }])?;
         if !matches!(outcome.first(), Some(Outcome::Status(_))) {
             return Err(format!("start {me}: {outcome:?}"));
         }
     }
-    // Initialization (Fig 5.3).
+    let mut sealed: [Vec<u8>; 3] = Default::default();
+    let mut keep_sealed = |r: usize, effects: &[Effect]| {
+        for e in effects {
+            if let Effect::Sealed(blob) = e {
+                sealed[r].clone_from(blob);
+            }
+        }
+    };
     let mut joins = Vec::new();
     for r in [1, 2] {
         let effects = g.call(r, Call::Join)?;
@@ -204,6 +214,7 @@ pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
         })?);
     }
     let effects = g.call(0, Call::Joins { joins, require_all: true })?;
+    keep_sealed(0, &effects);
     let accept = one(&effects, "Accept", |e| match e {
         Effect::Accept(a) => Some(a.clone()),
         _ => None,
@@ -211,32 +222,54 @@ pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
     let mut ack_inits = Vec::new();
     for r in [1, 2] {
         let effects = g.call(r, Call::Accept(Box::new(accept.clone())))?;
+        keep_sealed(r, &effects);
         ack_inits.push(one(&effects, "AckInit", |e| match e {
             Effect::AckInit(a) => Some(a.clone()),
             _ => None,
         })?);
     }
     for ack in ack_inits {
-        g.call(0, Call::AckInit(ack))?;
+        let effects = g.call(0, Call::AckInit(ack))?;
+        keep_sealed(0, &effects);
     }
-    for r in 0..3 {
+    for (r, blob) in sealed.iter().enumerate() {
         if !g.status(r)?.ready {
             return Err(format!("replica {r} is not in the group"));
         }
+        if blob.is_empty() {
+            return Err(format!("replica {r} sealed no group state"));
+        }
     }
-    // A client's key exchange with the primary, checked against the TCC key and the image.
+    Ok((g, sealed))
+}
+
+/// A client's key exchange with the primary (its Welcome checked against the TCC key and
+/// the image); the session.
+fn client(g: &mut Group3<'_, '_>, manufacturer: [u8; 65]) -> Result<Session, String> {
     let pending = Pending::new(&mut Rdrand);
     let effects = g.call(0, Call::Hello(Box::new(pending.hello().clone())))?;
     let welcome = one(&effects, "Welcome", |e| match e {
         Effect::Welcome(w) => Some(w.clone()),
         _ => None,
     })?;
+    let identity = Digest::of(image()?);
     let trust = Trust { manufacturer, identity, allow_simulated: true };
-    let mut session = pending.finish(&welcome, &trust).map_err(|e| format!("welcome: {e}"))?;
+    let session = pending.finish(&welcome, &trust).map_err(|e| format!("welcome: {e}"))?;
     let strict = Trust { allow_simulated: false, ..trust };
     if pending.finish(&welcome, &strict).is_ok() {
         return Err(String::from("simulated evidence accepted without allow_simulated"));
     }
+    Ok(session)
+}
+
+/// Initialization (Join, Accept, AckInit), a client's attested key exchange, a write and a
+/// linearizable read replicated through update, Acks and commit with the reply blinded until
+/// then; a tampered update and a forged request refused; all three database files equal.
+pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
+    let mut pals = [Pals::new(svm), Pals::new(svm), Pals::new(svm)];
+    let manufacturer = tcc_key(svm, &mut pals[0])?;
+    let (mut g, _) = form(svm, pals, manufacturer, [0x76; 32])?;
+    let mut session = client(&mut g, manufacturer)?;
     // A write, then a linearizable read of it.
     let write = session.request(
         String::from("CREATE TABLE kv (k TEXT PRIMARY KEY, v); INSERT INTO kv VALUES ('a', 7)"),
@@ -294,5 +327,115 @@ pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
         return Err(format!("statuses differ: {statuses:?}"));
     }
     log::info!("hv: V-PR group of 3 PALs: committed {} updates, database {}", first.0, first.1);
+    Ok(())
+}
+
+/// The cluster of the replicas that keep their counters in the TPM.
+const TPM_CLUSTER: [u8; 32] = [0x54; 32];
+
+/// A snapshot of replica `r`'s committed state (`MakeSnapshot`), as the command that hands
+/// it to another replica.
+fn snapshot(g: &mut Group3<'_, '_>, r: usize) -> Result<Command, String> {
+    let effects = g.call(r, Call::MakeSnapshot)?;
+    let snapshot = one(&effects, "Snapshot", |e| match e {
+        Effect::Snapshot(s) => Some(s.clone()),
+        _ => None,
+    })?;
+    Ok(Command::Call(Call::Snapshot(snapshot)))
+}
+
+/// Lowercase hex, for the log line `qemu-test` hands to the next boot.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Boot 1: three replicas whose view and state counters live in the machine's TPM (one TPM
+/// for all three: their counters are apart by name) form a group and commit two writes; a
+/// backup's snapshots after each. Logged for the next boot: the backup's restart command
+/// (its configuration and sealed group state), the older and the newer snapshot, and the
+/// database digest at the second write.
+pub fn tpm_manager_for_next_boot(svm: &Svm) -> TestResult {
+    use crate::pal::Tcc;
+    let manufacturer = tcc_key(svm, &mut Pals::new(svm))?;
+    let pals = [
+        Pals::with_tcc(svm, Tcc::Tpm),
+        Pals::with_tcc(svm, Tcc::Tpm),
+        Pals::with_tcc(svm, Tcc::Tpm),
+    ];
+    let (mut g, sealed) = form(svm, pals, manufacturer, TPM_CLUSTER)?;
+    let mut session = client(&mut g, manufacturer)?;
+    let first = session.request(
+        String::from("CREATE TABLE t (k INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'one')"),
+        Vec::new(),
+    );
+    replicate(&mut g, &session, &first)?;
+    let old = snapshot(&mut g, 1)?;
+    let second = session.request(String::from("UPDATE t SET v = 'two'"), Vec::new());
+    replicate(&mut g, &session, &second)?;
+    let new = snapshot(&mut g, 1)?;
+    let status = g.status(1)?;
+    if status.committed != 2 || g.status(0)?.digest != status.digest {
+        return Err(format!("after two writes: {status:?}"));
+    }
+    let restore =
+        Command::Restore { group: group(1, manufacturer, TPM_CLUSTER), sealed: sealed[1].clone() };
+    log::info!(
+        "hv: manager for the next boot: restore={} old={} new={} digest={}",
+        hex(&restore.encode()),
+        hex(&old.encode()),
+        hex(&new.encode()),
+        status.digest
+    );
+    Ok(())
+}
+
+/// Boot 2: the backup restarts from its sealed group state (module 3, from boot 1's log) on
+/// the same TPM: its trusted counters say where it was (update 2), so it waits for a snapshot
+/// at least that new; the older snapshot boot 1 made — a replayed old state — is refused
+/// for it, the newer one brings it back to boot 1's database.
+pub fn tpm_manager_after_reboot(svm: &Svm) -> TestResult {
+    let module = crate::mem::module(3).ok_or("no module 3: the Manager's state from boot 1")?;
+    let mut parts = Vec::new();
+    let mut rest = module;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let part = tail.get(..len).ok_or("module 3 is truncated")?;
+        parts.push(part);
+        rest = &tail[len..];
+    }
+    let [restore, old, new, digest] = parts[..] else {
+        return Err(format!("module 3 has {} parts, not 4", parts.len()));
+    };
+    let decode = |bytes: &[u8]| Command::decode(bytes).map_err(|e| format!("module 3: {e}"));
+    let (restore, old, new) = (decode(restore)?, decode(old)?, decode(new)?);
+    let mut pals = Pals::with_tcc(svm, crate::pal::Tcc::Tpm);
+    let (handle, _) = register(svm, &mut pals)?;
+    let status = match execute(svm, &mut pals, handle, &[restore])?.pop() {
+        Some(Outcome::Status(status)) => status,
+        other => return Err(format!("restore: {other:?}")),
+    };
+    if !status.ready || status.needs_state != Some(2) {
+        return Err(format!("restored from the sealed state: {status:?}"));
+    }
+    match execute(svm, &mut pals, handle, &[old])?.pop() {
+        Some(Outcome::Effects(effects))
+            if !effects.is_empty() && effects.iter().all(|e| matches!(e, Effect::Refused(_))) =>
+        {
+            log::info!("hv: an older state replayed after the reboot: {effects:?}");
+        }
+        other => return Err(format!("the older snapshot was not refused: {other:?}")),
+    }
+    match execute(svm, &mut pals, handle, &[new])?.pop() {
+        Some(Outcome::Effects(effects))
+            if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) => {}
+        other => return Err(format!("the newer snapshot: {other:?}")),
+    }
+    let status = match execute(svm, &mut pals, handle, &[Command::Status])?.pop() {
+        Some(Outcome::Status(status)) => status,
+        other => return Err(format!("status: {other:?}")),
+    };
+    if status.committed != 2 || status.needs_state.is_some() || status.digest.as_bytes() != digest {
+        return Err(format!("after the newer snapshot: {status:?}"));
+    }
     Ok(())
 }

@@ -523,7 +523,7 @@ pub fn pal_services(svm: &Svm) -> TestResult {
             (ok, first + 1),
             (ok, first + 2),
             (ok, first + 2),
-            (Status::BadArgument.as_u64(), 0),
+            (Status::BadPointer.as_u64(), 0), // a counter name in its code
             (Status::BadPointer.as_u64(), 0),
             (Status::TooLarge.as_u64(), 0),
             (Status::BadPointer.as_u64(), 0),
@@ -797,14 +797,21 @@ pub fn pal_service_abuse_refused(svm: &Svm) -> TestResult {
 
 /// Runs the counter PAL in a registry whose counters live in the TPM: one execution per
 /// entry of `ops` (0 reads counter 0, 1 increments it); the values it saw.
-pub(super) fn tpm_counter_runs(svm: &Svm, image: &[u8], ops: &[u8]) -> Result<Vec<u64>, String> {
+pub(super) fn tpm_counter_runs(
+    svm: &Svm,
+    image: &[u8],
+    name: u8,
+    ops: &[u8],
+) -> Result<Vec<u64>, String> {
     let mut pals = Pals::with_tcc(svm, crate::pal::Tcc::Tpm);
     let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
+    // Each input: the operation, then the counter's name.
+    let inputs: Vec<Vec<u8>> = ops.iter().map(|&op| [&[op][..], &[name; 32]].concat()).collect();
     let mut setup: Vec<(u64, &[u8])> = Vec::from([(IMAGE_A, image)]);
-    for (i, op) in ops.iter().enumerate() {
-        let at = INPUT + i as u64;
-        setup.push((at, core::slice::from_ref(op)));
-        calls.push([EXECUTE, PREV, at, 1, OUTPUT + 16 * i as u64, 16, OUT_LEN + 8 * i as u64]);
+    for (i, input) in inputs.iter().enumerate() {
+        let at = INPUT + 64 * i as u64;
+        setup.push((at, input));
+        calls.push([EXECUTE, PREV, at, 33, OUTPUT + 16 * i as u64, 16, OUT_LEN + 8 * i as u64]);
     }
     calls.push([UNREGISTER, PREV, 0, 0, 0, 0, 0]);
     let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;

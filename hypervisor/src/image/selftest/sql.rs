@@ -386,17 +386,16 @@ pub fn sql_pal_bad_input(svm: &Svm) -> TestResult {
     let commands = [
         Command::Random { len: 32 },
         Command::Random { len: 32 },
-        Command::Counter { index: 2, increment: true },
-        Command::Counter { index: 2, increment: true },
-        Command::Counter { index: 2, increment: false },
-        Command::Counter { index: 99, increment: true },
-        Command::Counter { index: 1, increment: true },
+        Command::Counter { name: Digest([2; 32]), increment: true },
+        Command::Counter { name: Digest([2; 32]), increment: true },
+        Command::Counter { name: Digest([2; 32]), increment: false },
+        Command::Counter { name: Digest([9; 32]), increment: true },
         sql("SELECT 40 + 2"),
     ];
     let outcomes = execute(svm, &mut pals, handle, &commands)?;
-    // Counter 1 (the Manager's state counter) is not the untrusted side's to move.
+    // Each name its own counter.
     match &outcomes[..] {
-        [Outcome::Random { bytes: a }, Outcome::Random { bytes: b }, Outcome::Counter { value: 1 }, Outcome::Counter { value: 2 }, Outcome::Counter { value: 2 }, Outcome::Refused { .. }, Outcome::Refused { .. }, last]
+        [Outcome::Random { bytes: a }, Outcome::Random { bytes: b }, Outcome::Counter { value: 1 }, Outcome::Counter { value: 2 }, Outcome::Counter { value: 2 }, Outcome::Counter { value: 1 }, last]
             if a.len() == 32 && a != b && rows(last)? == [[Value::Integer(42)]] => {}
         other => return Err(format!("services: {other:?}")),
     }

@@ -89,11 +89,12 @@ pub fn tpm_cost(_svm: &Svm) -> TestResult {
     })?;
     // A trusted counter kept in the TPM (an identity no other test uses): read, increment.
     let identity = Digest::of(b"vpr tpm cost counter").0;
+    let counter = vpr_proto::hypercall::pal::counter_id(&identity, &[3; 32]);
     let read = crate::tsc::median(RUNS, || {
-        crate::tpm::counter_read(&identity, 3).map(drop).map_err(|s| format!("{s}"))
+        crate::tpm::counter_read(&counter).map(drop).map_err(|s| format!("{s}"))
     })?;
     let increment = crate::tsc::median(RUNS, || {
-        crate::tpm::counter_increment(&identity, 3).map(drop).map_err(|s| format!("{s}"))
+        crate::tpm::counter_increment(&counter).map(drop).map_err(|s| format!("{s}"))
     })?;
     log::info!(
         "hv: TPM-kept counter TSC ticks (median of {RUNS}): read {read}, increment {increment}"
@@ -156,11 +157,15 @@ pub fn tpm_pal_pcr_reset(_svm: &Svm) -> TestResult {
 /// in another registry; another image's counter 0 is its own. The second boot reads it again.
 pub fn tpm_counters(svm: &Svm) -> TestResult {
     let (image, other) = super::pal::counter_images();
-    let first = super::pal::tpm_counter_runs(svm, &image, &[0, 1, 1, 0])?;
-    let again = super::pal::tpm_counter_runs(svm, &image, &[0])?;
-    let theirs = super::pal::tpm_counter_runs(svm, &other, &[0, 1])?;
-    if first != [0, 1, 2, 2] || again != [2] || theirs != [0, 1] {
-        return Err(format!("counters: {first:?}, then {again:?}; another image's {theirs:?}"));
+    let first = super::pal::tpm_counter_runs(svm, &image, 0, &[0, 1, 1, 0])?;
+    let again = super::pal::tpm_counter_runs(svm, &image, 0, &[0])?;
+    let named = super::pal::tpm_counter_runs(svm, &image, 7, &[0, 1])?;
+    let theirs = super::pal::tpm_counter_runs(svm, &other, 0, &[0, 1])?;
+    if first != [0, 1, 2, 2] || again != [2] || named != [0, 1] || theirs != [0, 1] {
+        return Err(format!(
+            "counters: {first:?}, then {again:?}; another name's {named:?}; another image's \
+             {theirs:?}"
+        ));
     }
     Ok(())
 }
@@ -168,10 +173,13 @@ pub fn tpm_counters(svm: &Svm) -> TestResult {
 /// After the reboot the TPM-kept counter is where the first boot left it (2), and goes on.
 pub fn tpm_counters_after_reboot(svm: &Svm) -> TestResult {
     let (image, other) = super::pal::counter_images();
-    let values = super::pal::tpm_counter_runs(svm, &image, &[0, 1])?;
-    let theirs = super::pal::tpm_counter_runs(svm, &other, &[0])?;
-    if values != [2, 3] || theirs != [1] {
-        return Err(format!("after the reboot: {values:?}; another image's {theirs:?}"));
+    let values = super::pal::tpm_counter_runs(svm, &image, 0, &[0, 1])?;
+    let named = super::pal::tpm_counter_runs(svm, &image, 7, &[0])?;
+    let theirs = super::pal::tpm_counter_runs(svm, &other, 0, &[0])?;
+    if values != [2, 3] || named != [1] || theirs != [1] {
+        return Err(format!(
+            "after the reboot: {values:?}; another name's {named:?}; another image's {theirs:?}"
+        ));
     }
     Ok(())
 }
