@@ -677,6 +677,42 @@ pal_counter_start:
     vmmcall
     ud2
 pal_counter_end:
+    /* PAL uPCRs: reads uPCR 0, extends uPCR 1 with the 32 input bytes, reads uPCR 1, then
+       reads uPCR 8 (there is none) and extends uPCR 1 from its own code (not writable).
+       Output: uPCR 0 (32 bytes), uPCR 1 (32), then RAX after each of the 5 calls. */
+    .global pal_upcr_start, pal_upcr_end
+pal_upcr_start:
+    mov r12, rdx
+    mov eax, {svc_pcr_read}
+    xor ebx, ebx
+    mov rcx, r12
+    vmmcall
+    mov [r12 + 64], rax
+    mov eax, {svc_pcr_extend}
+    mov ebx, 1
+    mov rcx, rdi
+    vmmcall
+    mov [r12 + 72], rax
+    mov eax, {svc_pcr_read}
+    mov ebx, 1
+    lea rcx, [r12 + 32]
+    vmmcall
+    mov [r12 + 80], rax
+    mov eax, {svc_pcr_read}
+    mov ebx, 8
+    lea rcx, [r12 + 104]
+    vmmcall
+    mov [r12 + 88], rax
+    mov eax, {svc_pcr_extend}
+    mov ebx, 1
+    mov rcx, {pal_code}
+    vmmcall
+    mov [r12 + 96], rax
+    mov ebx, 104
+    mov eax, {pal_done}
+    vmmcall
+    ud2
+pal_upcr_end:
 "#,
     script = const super::DATA,
     register = const Call::Register as u64,
@@ -695,6 +731,8 @@ pal_counter_end:
     svc_attest = const Service::Attest as u64,
     svc_seal = const Service::Seal as u64,
     svc_unseal = const Service::Unseal as u64,
+    svc_pcr_read = const Service::PcrRead as u64,
+    svc_pcr_extend = const Service::PcrExtend as u64,
     attestation_len = const pal::ATTESTATION_LEN,
     max_seal = const pal::MAX_SEAL_LEN,
     out_page_end = const pal::OUTPUT_BASE + vpr_proto::hypercall::MAX_IO_LEN - 8,
@@ -763,4 +801,5 @@ programs! {
     pal_sealer: pal_sealer_start..pal_sealer_end;
     pal_abuse: pal_abuse_start..pal_abuse_end;
     pal_counter: pal_counter_start..pal_counter_end;
+    pal_upcr: pal_upcr_start..pal_upcr_end;
 }

@@ -857,3 +857,52 @@ pub(super) fn sealer(svm: &Svm, op: u8, data: &[u8]) -> Result<(u64, Vec<u8>), S
     }
     Ok((status, out))
 }
+
+/// uPCRs (TrustVisor's micro-PCRs, `vpr_proto::utpm`): uPCR 0 holds SHA-256(0 || identity)
+/// from registration on; uPCR 1 extends to SHA-256(0 || digest); uPCR 8 does not exist
+/// (`BadArgument`) and a digest in the PAL's code is `BadPointer`. Registered again, the PAL
+/// starts from fresh uPCRs (they live as long as a registration), and the same extension
+/// gives the same value.
+pub fn pal_upcrs(svm: &Svm) -> TestResult {
+    use vpr_proto::utpm::extended;
+    let image = &pal_image(program::pal_upcr());
+    let identity = Digest::of(image).0;
+    let digest = Digest::of(b"vpr upcr self-test").0;
+    let mut pals = Pals::new(svm);
+    let exec = |out: u64| [EXECUTE, PREV, INPUT, 32, out, 104, OUT_LEN];
+    let calls = [
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        exec(OUTPUT),
+        exec(OUTPUT + 1024),
+        [UNREGISTER, PREV, 0, 0, 0, 0, 0],
+        [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
+        exec(OUTPUT + 2048),
+    ];
+    let setup: [(u64, &[u8]); 2] = [(IMAGE_A, image), (INPUT, &digest)];
+    let (replies, mut guest) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(&replies, &[Status::Ok; 6])?;
+    let once = extended(&[0; 32], &digest);
+    let twice = extended(&once, &digest);
+    let ok = Status::Ok.as_u64();
+    let statuses = [ok, ok, ok, Status::BadArgument.as_u64(), Status::BadPointer.as_u64()];
+    for (run, upcr1) in [(0u64, once), (1, twice), (2, once)] {
+        let mut out = [0u8; 104];
+        if !guest.memory().read(OUTPUT + 1024 * run, &mut out) {
+            return Err(String::from("output outside the guest"));
+        }
+        let answered: Vec<u64> = (0..5)
+            .map(|i| read_u64(guest.memory(), OUTPUT + 1024 * run + 64 + 8 * i))
+            .collect::<Result<_, _>>()?;
+        if out[..32] != extended(&[0; 32], &identity)
+            || out[32..64] != upcr1
+            || answered != statuses
+        {
+            return Err(format!(
+                "run {run}: uPCR 0 {:x?}, uPCR 1 {:x?}, statuses {answered:x?}",
+                &out[..32],
+                &out[32..64]
+            ));
+        }
+    }
+    Ok(())
+}
