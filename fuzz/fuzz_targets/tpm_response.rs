@@ -19,4 +19,13 @@ fuzz_target!(|data: &[u8]| {
     for pcr in [0, 17, 23] {
         let _ = command::parse_pcr_read_sha256(data, pcr);
     }
+    let _ = command::parse_create_primary_ecc(data);
+    if let Ok((_, modulus)) = command::parse_create_primary_rsa_ek(data) {
+        assert_eq!(modulus.len(), command::RSA2048_LEN);
+    }
+    let _ = command::parse_policy_secret(data);
+    if let Ok(credential) = command::parse_activate_credential(data) {
+        assert!(credential.len() <= 64);
+    }
+    let _ = command::parse_quote(data);
 });
