@@ -6,6 +6,7 @@
 //! ("Secure Virtual Machine") and appendices B (VMCB layout) and C (exit codes).
 
 pub mod exit;
+pub mod guest_os;
 pub mod npt;
 pub mod setup;
 pub mod vmcb;

@@ -1,0 +1,353 @@
+//! What an untrusted operating system (Linux) needs from SVM to run as the guest: the VMCB of
+//! its 32-bit protected-mode entry (the Linux/x86 boot protocol's 32-bit entry), the MSR
+//! permission map that protects SVM's own MSRs, and the CPUID answers that hide SVM.
+//!
+//! Unlike the test guests, this guest keeps the processor: physical interrupts reach it
+//! directly (no INTR intercept, `V_INTR_MASKING` clear, so its RFLAGS.IF governs them: APM
+//! §15.21.1), it halts when idle (no HLT intercept), and its port accesses go to the devices
+//! (an all-zero I/O permission map). What stays with the hypervisor: the SVM instructions,
+//! VMMCALL (the hypercall), CPUID, the MSRs that would turn SVM off or move its host save
+//! area, and a triple fault.
+
+use crate::svm::setup::{DEFAULT_PAT, MISC2};
+use crate::svm::vmcb::{intercept, Segment, Vmcb};
+use crate::svm::{CPUID_SVM, EFER_SVME, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
+use x86_64::PhysAddr;
+
+/// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map (all zero: no exits,
+/// but a valid map is required), the MSR map ([`MsrPermissions`]), and shutdown.
+pub const OS_MISC1: u32 =
+    intercept::CPUID | intercept::IOIO_PROT | intercept::MSR_PROT | intercept::SHUTDOWN;
+
+/// MSR EFER (C000_0080h).
+pub const MSR_EFER: u32 = 0xC000_0080;
+
+/// Segment attributes of the flat 32-bit segments of the boot protocol's entry: code type 0xB
+/// (execute/read, accessed), S, P, D/B, G; data type 0x3 (read/write, accessed), S, P, D/B, G
+/// (APM §15.5.1 packing: descriptor bits 47:40 in 7:0, 55:52 in 11:8).
+pub const CODE32: u16 = 0x0C9B;
+/// See [`CODE32`].
+pub const DATA32: u16 = 0x0C93;
+
+/// Everything needed to enter an OS at its 32-bit protected-mode entry (the Linux/x86 boot
+/// protocol, "32-bit Boot Protocol"): flat 4 GiB segments with the boot protocol's
+/// selectors, paging off, interrupts off, ESI = the boot parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtectedModeGuest {
+    /// Address space ID (non-zero).
+    pub asid: u32,
+    /// The entry point (a physical address: paging is off). RSI (Linux: the boot
+    /// parameters' address) is a general register: the caller sets it in the vCPU.
+    pub entry: u64,
+    /// The GDT in guest memory (base, and limit in bytes - 1).
+    pub gdt: (u64, u16),
+    /// The code and data selectors the GDT defines (Linux: `__BOOT_CS` 0x10, `__BOOT_DS`
+    /// 0x18).
+    pub selectors: (u16, u16),
+    /// Host-physical address of the nested page table's PML4.
+    pub nested_root: PhysAddr,
+    /// Host-physical address of the 12 KiB I/O permission map (all zero for an OS).
+    pub iopm: PhysAddr,
+    /// Host-physical address of the 8 KiB MSR permission map ([`MsrPermissions`]).
+    pub msrpm: PhysAddr,
+}
+
+impl ProtectedModeGuest {
+    /// Writes the control area and the guest state into `vmcb` (which should be zeroed): CPL
+    /// 0, CR0 = PE | ET, CR3 = CR4 = 0, EFER = SVME only (VMRUN requires it: APM §15.5.1),
+    /// RFLAGS = 2 (IF clear), no IDT, nested paging on, the OS intercepts ([`OS_MISC1`] and
+    /// the SVM instructions), `V_INTR_MASKING` clear, and a TLB flush on the first VMRUN.
+    pub fn write_to(&self, vmcb: &mut Vmcb) {
+        let c = &mut vmcb.control;
+        c.intercept_misc1 = OS_MISC1;
+        c.intercept_misc2 = MISC2;
+        c.iopm_base_pa = self.iopm.as_u64();
+        c.msrpm_base_pa = self.msrpm.as_u64();
+        c.guest_asid = self.asid;
+        c.tlb_control = 1;
+        c.np_control = 1;
+        c.ncr3 = self.nested_root.as_u64();
+        c.vmcb_clean = 0;
+        // V_INTR_MASKING (bit 24 of the virtual interrupt control) stays clear: physical
+        // interrupts are the guest's, masked by its own RFLAGS.IF (APM §15.21.1).
+        c.virtual_interrupt = 0;
+
+        let (code, data) = self.selectors;
+        let flat = |selector, attrib| Segment { selector, attrib, limit: 0xFFFF_FFFF, base: 0 };
+        let s = &mut vmcb.save;
+        s.cs = flat(code, CODE32);
+        for segment in [&mut s.ds, &mut s.es, &mut s.ss, &mut s.fs, &mut s.gs] {
+            *segment = flat(data, DATA32);
+        }
+        // A 32-bit busy TSS and an empty LDT: VMRUN checks TR's type, not its contents
+        // until the guest loads its own.
+        s.tr = Segment { selector: 0, attrib: 0x008B, limit: 0x67, base: 0 };
+        s.ldtr = Segment::default();
+        s.gdtr = Segment { selector: 0, attrib: 0, limit: u32::from(self.gdt.1), base: self.gdt.0 };
+        s.idtr = Segment::default();
+        s.cpl = 0;
+        s.efer = EFER_SVME;
+        s.cr0 = 1 << 0 | 1 << 4; // PE, ET
+        s.cr3 = 0;
+        s.cr4 = 0;
+        s.dr6 = 0xFFFF_0FF0;
+        s.dr7 = 0x400;
+        s.rflags = 0x2;
+        s.rip = self.entry;
+        s.rsp = 0;
+        s.rax = 0;
+        s.g_pat = DEFAULT_PAT;
+    }
+}
+
+/// The MSR permission map of an OS guest (APM §15.11): two bits per MSR (read, then write)
+/// for three ranges — 0000_0000h-0000_1FFFh at byte 0, C000_0000h-C000_1FFFh at byte 0x800,
+/// C001_0000h-C001_1FFFh at byte 0x1000; a set bit makes the access exit. Intercepted:
+/// writes of EFER (so the guest cannot clear SVME, which would make the next VMRUN fail,
+/// APM §15.5.1), and reads and writes of VM_CR and VM_HSAVE_PA (the host save area belongs to
+/// the hypervisor). Everything else goes to the processor.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MsrPermissions {
+    bits: [u8; MSRPM_LEN],
+}
+
+/// [`MSRPM_BYTES`] as an array length.
+const MSRPM_LEN: usize = 8 * 1024;
+const _: () = assert!(MSRPM_LEN as u64 == MSRPM_BYTES);
+
+impl core::fmt::Debug for MsrPermissions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let set = self.bits.iter().map(|b| b.count_ones()).sum::<u32>();
+        f.debug_struct("MsrPermissions").field("intercepted_accesses", &set).finish()
+    }
+}
+
+impl Default for MsrPermissions {
+    fn default() -> Self {
+        MsrPermissions::for_os()
+    }
+}
+
+impl MsrPermissions {
+    /// The map with nothing intercepted.
+    pub const fn none() -> Self {
+        MsrPermissions { bits: [0; MSRPM_LEN] }
+    }
+
+    /// The OS guest's map (see the type's description).
+    pub fn for_os() -> Self {
+        let mut map = MsrPermissions::none();
+        map.intercept(MSR_EFER, false, true);
+        map.intercept(MSR_VM_CR, true, true);
+        map.intercept(MSR_VM_HSAVE_PA, true, true);
+        map
+    }
+
+    /// The byte and the bit of the read permission of `msr`, if the map covers it.
+    fn position(msr: u32) -> Option<(usize, u8)> {
+        let (base, first) = match msr {
+            0x0000_0000..=0x0000_1FFF => (0x000, 0x0000_0000),
+            0xC000_0000..=0xC000_1FFF => (0x800, 0xC000_0000),
+            0xC001_0000..=0xC001_1FFF => (0x1000, 0xC001_0000),
+            _ => return None,
+        };
+        let index = usize::try_from(msr - first).ok()?;
+        Some((base + index / 4, u8::try_from(2 * (index % 4)).ok()?))
+    }
+
+    /// Makes reads (`read`) and writes (`write`) of `msr` exit. MSRs outside the three
+    /// ranges always exit (APM §15.11): nothing to set for them.
+    pub fn intercept(&mut self, msr: u32, read: bool, write: bool) {
+        if let Some((byte, bit)) = MsrPermissions::position(msr) {
+            if read {
+                self.bits[byte] |= 1 << bit;
+            }
+            if write {
+                self.bits[byte] |= 1 << (bit + 1);
+            }
+        }
+    }
+
+    /// Whether reading (`write` false) or writing `msr` exits.
+    pub fn intercepts(&self, msr: u32, write: bool) -> bool {
+        match MsrPermissions::position(msr) {
+            Some((byte, bit)) => self.bits[byte] & 1 << (bit + u8::from(write)) != 0,
+            None => true,
+        }
+    }
+
+    /// The map's bytes, to copy into the 8 KiB the VMCB points to.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+}
+
+/// What the hypervisor does with an intercepted MSR access of an OS guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrAction {
+    /// Let the write happen with this value instead (EFER with SVME kept set).
+    Write(u64),
+    /// Answer the read with this value.
+    Read(u64),
+    /// Inject #GP(0): the MSR is not the guest's.
+    Fault,
+}
+
+/// The answer to an intercepted `rdmsr` (`write` = None) or `wrmsr` of `value` by an OS guest
+/// (EFER, VM_CR, VM_HSAVE_PA: [`MsrPermissions::for_os`]); `efer` is the guest's EFER as the
+/// VMCB holds it. A write of EFER keeps SVME set (the guest sees the rest as it wrote it); VM_CR
+/// reads as 0 ("SVM not locked, not disabled" is irrelevant: the guest sees no SVM) and every
+/// other access of SVM's MSRs faults, as on a processor without SVM.
+pub fn msr_access(msr: u32, write: Option<u64>, efer: u64) -> MsrAction {
+    match (msr, write) {
+        (MSR_EFER, Some(value)) => MsrAction::Write(value | EFER_SVME),
+        (MSR_EFER, None) => MsrAction::Read(efer),
+        (MSR_VM_CR, None) => MsrAction::Read(0),
+        _ => MsrAction::Fault,
+    }
+}
+
+/// The EVENTINJ value (APM §15.20) that injects exception `vector` with error code `code`
+/// (if any) at the next VMRUN: vector in bits 7:0, type 3 (exception) in 10:8, EV (bit 11)
+/// when an error code is pushed, V (bit 31), the error code in 63:32.
+pub fn exception(vector: u8, code: Option<u32>) -> u64 {
+    let ev = if code.is_some() { 1 << 11 } else { 0 };
+    u64::from(vector) | 3 << 8 | ev | 1 << 31 | u64::from(code.unwrap_or(0)) << 32
+}
+
+/// #GP(0): what a guest gets for touching memory or an MSR that is not its own.
+pub fn general_protection() -> u64 {
+    exception(13, Some(0))
+}
+
+/// #UD: what a guest gets for an SVM instruction (as on a processor without SVM).
+pub fn invalid_opcode() -> u64 {
+    exception(6, None)
+}
+
+/// CPUID leaf of the hypervisor's identification (the range reserved for hypervisors,
+/// 4000_0000h-4000_00FFh).
+pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
+/// The hypervisor's 12-byte signature in leaf [`HYPERVISOR_LEAF`] (EBX, ECX, EDX).
+pub const SIGNATURE: &[u8; 12] = b"vpr hv vpr  ";
+/// CPUID leaf 1, ECX bit 31: "running under a hypervisor".
+const HYPERVISOR_PRESENT: u32 = 1 << 31;
+
+/// The registers an OS guest's CPUID `leaf` (and `subleaf`) returns, from the processor's
+/// answer `host` (EAX, EBX, ECX, EDX): SVM hidden (8000_0001h ECX bit 2 clear, leaf
+/// 8000_000Ah all zero), "hypervisor present" set in leaf 1, and the hypervisor leaves
+/// answering the signature (and nothing beyond 4000_0000h).
+pub fn cpuid(leaf: u32, host: [u32; 4]) -> [u32; 4] {
+    let [eax, ebx, ecx, edx] = host;
+    let word = |i: usize| {
+        let b = &SIGNATURE[4 * i..4 * i + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    };
+    match leaf {
+        1 => [eax, ebx, ecx | HYPERVISOR_PRESENT, edx],
+        HYPERVISOR_LEAF => [HYPERVISOR_LEAF, word(0), word(1), word(2)],
+        0x4000_0001..=0x4000_00FF => [0; 4],
+        0x8000_0001 => [eax, ebx, ecx & !CPUID_SVM, edx],
+        0x8000_000A => [0; 4],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::boxed::Box;
+
+    #[test]
+    fn protected_mode_entry_state() {
+        let mut vmcb = Box::new(Vmcb::zeroed());
+        ProtectedModeGuest {
+            asid: 1,
+            entry: 0x100_0000,
+            gdt: (0x2_2000, 31),
+            selectors: (0x10, 0x18),
+            nested_root: PhysAddr::new(0x20_0000),
+            iopm: PhysAddr::new(0x30_0000),
+            msrpm: PhysAddr::new(0x30_3000),
+        }
+        .write_to(&mut vmcb);
+        let c = &vmcb.control;
+        // APM §15.5.1: VMRUN intercepted, ASID non-zero, EFER.SVME set.
+        assert_ne!(c.intercept_misc2 & intercept::VMRUN, 0);
+        assert_ne!(c.intercept_misc2 & intercept::VMMCALL, 0);
+        assert_ne!(c.guest_asid, 0);
+        assert_eq!(c.intercept_misc1 & (intercept::INTR | intercept::HLT), 0);
+        assert_ne!(c.intercept_misc1 & intercept::CPUID, 0);
+        assert_eq!(c.virtual_interrupt & 1 << 24, 0, "V_INTR_MASKING clear");
+        let s = &vmcb.save;
+        assert_eq!(s.efer, EFER_SVME);
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.rflags), (0x11, 0, 0, 2));
+        assert_eq!((s.cs.selector, s.cs.attrib, s.cs.limit), (0x10, CODE32, 0xFFFF_FFFF));
+        assert_eq!((s.ds.selector, s.ss.attrib), (0x18, DATA32));
+        assert_eq!((s.gdtr.base, s.gdtr.limit), (0x2_2000, 31));
+        assert_eq!(s.rip, 0x100_0000);
+        // D/B set and L clear: 32-bit code.
+        assert_eq!((s.cs.attrib >> 10 & 1, s.cs.attrib >> 9 & 1), (1, 0));
+    }
+
+    #[test]
+    fn msr_map_intercepts_only_svm_state() {
+        let map = MsrPermissions::for_os();
+        assert!(map.intercepts(MSR_EFER, true));
+        assert!(!map.intercepts(MSR_EFER, false));
+        for msr in [MSR_VM_CR, MSR_VM_HSAVE_PA] {
+            assert!(map.intercepts(msr, false) && map.intercepts(msr, true));
+        }
+        // LSTAR, the TSC, APIC base, PAT: the guest's.
+        for msr in [0xC000_0082, 0x10, 0x1B, 0x277] {
+            assert!(!map.intercepts(msr, false) && !map.intercepts(msr, true), "{msr:#x}");
+        }
+        // Outside the three ranges every access exits.
+        assert!(map.intercepts(0x4000_0000, false));
+        // The exact bits (APM §15.11): EFER is C000_0080h, byte 0x800 + 0x80 / 4 = 0x820,
+        // its write bit is bit 1; VM_CR C001_0114h: byte 0x1000 + 0x45, bits 0 and 1 of
+        // pair 0; VM_HSAVE_PA C001_0117h: byte 0x1045, bits 6 and 7.
+        let bytes = map.as_bytes();
+        assert_eq!(bytes[0x820], 0b10);
+        assert_eq!(bytes[0x1045], 0b1100_0011);
+        assert_eq!(bytes.iter().map(|b| b.count_ones()).sum::<u32>(), 5);
+    }
+
+    #[test]
+    fn msr_accesses_keep_svm_on_and_its_msrs_away() {
+        assert_eq!(
+            msr_access(MSR_EFER, Some(0x500), EFER_SVME),
+            MsrAction::Write(0x500 | EFER_SVME)
+        );
+        assert_eq!(msr_access(MSR_EFER, Some(0), EFER_SVME), MsrAction::Write(EFER_SVME));
+        assert_eq!(msr_access(MSR_EFER, None, 0xD01), MsrAction::Read(0xD01));
+        assert_eq!(msr_access(MSR_VM_CR, None, 0), MsrAction::Read(0));
+        assert_eq!(msr_access(MSR_VM_CR, Some(1 << 4), 0), MsrAction::Fault);
+        assert_eq!(msr_access(MSR_VM_HSAVE_PA, None, 0), MsrAction::Fault);
+        assert_eq!(msr_access(MSR_VM_HSAVE_PA, Some(0x1000), 0), MsrAction::Fault);
+    }
+
+    #[test]
+    fn injected_exceptions() {
+        assert_eq!(general_protection(), 0x0000_0000_8000_0B0D);
+        assert_eq!(invalid_opcode(), 0x8000_0306);
+        assert_eq!(exception(14, Some(2)), 0x0000_0002_8000_0B0E);
+    }
+
+    #[test]
+    fn cpuid_hides_svm_and_names_the_hypervisor() {
+        let host = [1, 2, u32::MAX, 4];
+        assert_eq!(cpuid(0x8000_0001, host), [1, 2, !CPUID_SVM, 4]);
+        assert_eq!(cpuid(0x8000_000A, host), [0; 4]);
+        assert_eq!(cpuid(1, [1, 2, 0, 4])[2], HYPERVISOR_PRESENT);
+        let id = cpuid(HYPERVISOR_LEAF, host);
+        let mut signature = [0u8; 12];
+        for (i, word) in id[1..].iter().enumerate() {
+            signature[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
+        }
+        assert_eq!(&signature, SIGNATURE);
+        assert_eq!(cpuid(0x4000_0001, host), [0; 4]);
+        assert_eq!(cpuid(0, host), host);
+        assert_eq!(cpuid(7, host), host);
+    }
+}
