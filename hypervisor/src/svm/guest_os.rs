@@ -9,7 +9,7 @@
 //! VMMCALL (the hypercall), CPUID, the MSRs that would turn SVM off or move its host save
 //! area, and a triple fault.
 
-use crate::svm::setup::{DEFAULT_PAT, MISC2};
+use crate::svm::setup::{control, DEFAULT_PAT};
 use crate::svm::vmcb::{intercept, Segment, Vmcb};
 use crate::svm::{CPUID_SVM, EFER_SVME, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
 use x86_64::PhysAddr;
@@ -58,19 +58,10 @@ impl ProtectedModeGuest {
     /// RFLAGS = 2 (IF clear), no IDT, nested paging on, the OS intercepts ([`OS_MISC1`] and
     /// the SVM instructions), `V_INTR_MASKING` clear, and a TLB flush on the first VMRUN.
     pub fn write_to(&self, vmcb: &mut Vmcb) {
-        let c = &mut vmcb.control;
-        c.intercept_misc1 = OS_MISC1;
-        c.intercept_misc2 = MISC2;
-        c.iopm_base_pa = self.iopm.as_u64();
-        c.msrpm_base_pa = self.msrpm.as_u64();
-        c.guest_asid = self.asid;
-        c.tlb_control = 1;
-        c.np_control = 1;
-        c.ncr3 = self.nested_root.as_u64();
-        c.vmcb_clean = 0;
+        control(vmcb, OS_MISC1, self.asid, (self.iopm, self.msrpm), self.nested_root);
         // V_INTR_MASKING (bit 24 of the virtual interrupt control) stays clear: physical
         // interrupts are the guest's, masked by its own RFLAGS.IF (APM §15.21.1).
-        c.virtual_interrupt = 0;
+        vmcb.control.virtual_interrupt = 0;
 
         let (code, data) = self.selectors;
         let flat = |selector, attrib| Segment { selector, attrib, limit: 0xFFFF_FFFF, base: 0 };

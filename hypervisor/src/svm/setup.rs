@@ -56,6 +56,28 @@ pub struct LongModeGuest {
     pub extra_misc1: u32,
 }
 
+/// The control area every guest starts with: the misc1 intercepts `misc1` and always
+/// [`MISC2`], the I/O and MSR permission maps `maps`, ASID `asid`, nested paging with the
+/// table at `nested_root`, a TLB flush on the first VMRUN and nothing cached (clean bits 0).
+pub fn control(
+    vmcb: &mut Vmcb,
+    misc1: u32,
+    asid: u32,
+    maps: (PhysAddr, PhysAddr),
+    nested_root: PhysAddr,
+) {
+    let c = &mut vmcb.control;
+    c.intercept_misc1 = misc1;
+    c.intercept_misc2 = MISC2;
+    c.iopm_base_pa = maps.0.as_u64();
+    c.msrpm_base_pa = maps.1.as_u64();
+    c.guest_asid = asid;
+    c.tlb_control = 1;
+    c.np_control = 1;
+    c.ncr3 = nested_root.as_u64();
+    c.vmcb_clean = 0;
+}
+
 fn flat(selector: u16, attrib: u16) -> Segment {
     Segment { selector, attrib, limit: 0xFFFF_FFFF, base: 0 }
 }
@@ -65,16 +87,8 @@ impl LongModeGuest {
     /// 0, flat 64-bit segments, paging on with the guest's CR3, nested paging on, the
     /// standard intercepts, and a flush of the TLB on the first VMRUN.
     pub fn write_to(&self, vmcb: &mut Vmcb) {
-        let c = &mut vmcb.control;
-        c.intercept_misc1 = MISC1 | self.extra_misc1;
-        c.intercept_misc2 = MISC2;
-        c.iopm_base_pa = self.iopm.as_u64();
-        c.msrpm_base_pa = self.msrpm.as_u64();
-        c.guest_asid = self.asid;
-        c.tlb_control = 1;
-        c.np_control = 1;
-        c.ncr3 = self.nested_root.as_u64();
-        c.vmcb_clean = 0;
+        let maps = (self.iopm, self.msrpm);
+        control(vmcb, MISC1 | self.extra_misc1, self.asid, maps, self.nested_root);
 
         let s = &mut vmcb.save;
         s.cs = flat(CODE_SELECTOR, attrib::CODE64);
