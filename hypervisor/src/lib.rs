@@ -25,6 +25,7 @@
 extern crate alloc;
 
 pub mod elf;
+pub mod linux;
 pub mod memory;
 pub mod multiboot;
 pub mod pal;
