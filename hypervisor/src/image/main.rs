@@ -20,6 +20,8 @@ mod exceptions;
 #[cfg(target_os = "none")]
 mod guest;
 #[cfg(target_os = "none")]
+mod linux;
+#[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
 mod pal;
@@ -63,7 +65,8 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
     );
     if let Some(module) = mem::module(0) {
         log::info!(
-            "hv: module 0 (the PAL image): {} bytes, sha256={}",
+            "hv: module 0 ({}): {} bytes, sha256={}",
+            if mem::guest_layout().is_some() { "the guest's kernel" } else { "the PAL image" },
             module.len(),
             vpr_proto::Digest::of(module)
         );
@@ -81,6 +84,15 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
     // The TCC keys, and with a TPM their binding into PCR 19, before any guest runs.
     if let Err(e) = pal::tcc_key() {
         log::error!("hv: TCC keys: {e}");
+    }
+    // `vpr.guest=linux`: run Linux as the guest (a replica's machine).
+    if mem::guest_layout().is_some() {
+        let result =
+            svm::enable().map_err(|e| alloc::format!("SVM: {e}")).and_then(|svm| linux::run(&svm));
+        if let Err(e) = result {
+            log::error!("hv: Linux guest: {e}");
+        }
+        qemu::exit(qemu::ExitCode::Failure)
     }
     // `vpr.boot=2`: the second boot of a two-boot run on one TPM state (`qemu-test`).
     let (passed, failed) = if mem::command_line().split_whitespace().any(|w| w == "vpr.boot=2") {

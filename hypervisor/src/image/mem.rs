@@ -35,6 +35,42 @@ static COMMAND_LINE: spin::Once<&'static str> = spin::Once::new();
 /// The loader's modules (physical ranges), set once at boot; their memory is never reused.
 static MODULES: spin::Once<Vec<Range>> = spin::Once::new();
 
+/// The memory of an OS guest, when the command line asks for one (`vpr.guest=linux`).
+static GUEST: spin::Once<GuestLayout> = spin::Once::new();
+
+/// Bytes of the frame pool when an OS guest gets the rest of memory: PALs (the SQL PAL takes
+/// 42 MiB per registration), nested page tables and vCPUs. A 2 MiB multiple, so that the
+/// guest's nested page table maps around it with large pages.
+const OS_POOL_BYTES: u64 = 160 << 20;
+/// Large-page size of the guest's nested page table.
+const LARGE_PAGE: u64 = 2 << 20;
+
+/// Where an OS guest's memory is: guest-physical addresses are host-physical ones (an
+/// identity map), minus what the hypervisor keeps.
+#[derive(Debug, Clone)]
+pub struct GuestLayout {
+    /// RAM the guest gets (page-aligned, disjoint): the firmware's usable RAM below 4 GiB
+    /// without the hypervisor's.
+    pub ram: Vec<Range>,
+    /// The hypervisor's memory: its image, the loader's structures, the heap and the frame
+    /// pool (page-aligned). The loader's modules are the guest's: the OS loader copies out
+    /// what it needs first.
+    pub hypervisor: Vec<Range>,
+    /// What the firmware's map does not call usable RAM (ROMs, ACPI tables, holes it lists),
+    /// below 4 GiB.
+    pub firmware: Vec<Range>,
+}
+
+/// Whether the command line asks for an OS guest.
+fn wants_os_guest(command_line: &str) -> bool {
+    command_line.split_whitespace().any(|w| w == "vpr.guest=linux")
+}
+
+/// The OS guest's memory, if this boot runs one.
+pub fn guest_layout() -> Option<&'static GuestLayout> {
+    GUEST.get()
+}
+
 unsafe extern "C" {
     /// First byte of the image (linker.ld).
     static __image_start: u8;
@@ -118,7 +154,7 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
             log::info!("hv:   {} {:?}", region.range, region.kind);
         }
     }
-    let mut usable = map.usable(Range::new(LOW_MEMORY_END, IDENTITY_MAPPED_END))?;
+    let mut usable = map.clone().usable(Range::new(LOW_MEMORY_END, IDENTITY_MAPPED_END))?;
     let image = image_range();
     usable.remove(Range::new(memory::align_down(image.start, PAGE_SIZE), image.end))?;
     for structure in info.structures(info_addr) {
@@ -150,7 +186,16 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
         let end = page.iter().position(|&b| b == 0).unwrap_or(page.len());
         core::str::from_utf8(&page[..end]).unwrap_or("")
     });
-    let plan = memory::plan(&usable, HEAP_BYTES)?;
+    let mut plan = memory::plan(&usable, HEAP_BYTES)?;
+    let os_guest = wants_os_guest(command_line);
+    if os_guest {
+        // The pool is the top OS_POOL_BYTES of the range: the rest goes to the guest.
+        let start = memory::align_down(plan.frames.end.saturating_sub(OS_POOL_BYTES), LARGE_PAGE);
+        if start <= plan.frames.start {
+            return Err(SetupError::Memory(MemoryError::NotEnoughMemory(OS_POOL_BYTES)));
+        }
+        plan.frames = Range::new(start, plan.frames.end);
+    }
 
     // SAFETY: the heap range is usable RAM per the memory map, identity-mapped, outside the
     // image and the loader's structures, and given to nothing else; this runs once.
@@ -167,6 +212,41 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
     *FRAMES.lock() = Some(pool);
     MODULES.call_once(|| modules[..module_count].to_vec());
     COMMAND_LINE.call_once(|| command_line);
+    if os_guest {
+        let mut hypervisor = Vec::from([
+            Range::new(memory::align_down(image.start, PAGE_SIZE), image.end),
+            plan.heap,
+            plan.frames,
+        ]);
+        for structure in info.structures(info_addr) {
+            let start = memory::align_down(structure.start, PAGE_SIZE);
+            hypervisor.push(Range::new(start, memory::align_up(structure.end, PAGE_SIZE)));
+        }
+        let mut ram = map.clone().usable(Range::new(0, IDENTITY_MAPPED_END))?;
+        for range in &hypervisor {
+            ram.remove(*range)?;
+        }
+        let mut firmware = Vec::new();
+        for region in map.clone() {
+            let region = region?;
+            let below = region.range.intersect(Range::new(0, IDENTITY_MAPPED_END));
+            if region.kind != multiboot::RegionKind::Available && !below.is_empty() {
+                firmware.push(below);
+            }
+        }
+        let ram = ram
+            .ranges()
+            .iter()
+            .map(|r| {
+                Range::new(
+                    memory::align_up(r.start, PAGE_SIZE),
+                    memory::align_down(r.end, PAGE_SIZE),
+                )
+            })
+            .filter(|r| r.start < r.end)
+            .collect();
+        GUEST.call_once(|| GuestLayout { ram, hypervisor, firmware });
+    }
     Ok(())
 }
 
@@ -175,15 +255,56 @@ pub fn command_line() -> &'static str {
     COMMAND_LINE.get().copied().unwrap_or("")
 }
 
+/// Set when an OS guest starts: from then on the modules are its memory, and gone.
+static GUEST_STARTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The contents of the loader's module `index` (QEMU: the files of `-initrd a,b`), if
-/// there is one.
+/// there is one (and no OS guest started, which owns their memory then).
 pub fn module(index: usize) -> Option<&'static [u8]> {
+    if GUEST_STARTED.load(core::sync::atomic::Ordering::Acquire) {
+        return None;
+    }
     let range = *MODULES.get()?.get(index)?;
     let len = usize::try_from(range.len()).ok()?;
     // SAFETY: the module lies below 4 GiB (checked at boot), so it is identity-mapped; its
     // pages were removed from the usable memory before the heap and the pool were made, so
     // nothing ever writes them.
     Some(unsafe { core::slice::from_raw_parts(usize_of(range.start) as *const u8, len) })
+}
+
+/// The physical ranges of the loader's modules.
+pub fn module_ranges() -> Vec<Range> {
+    MODULES.get().cloned().unwrap_or_default()
+}
+
+/// Copies `bytes` to guest-physical (= host-physical) `addr` of the OS guest, before it runs;
+/// `false` (nothing written) unless the whole range is the guest's RAM and no loader module
+/// overlaps it (the copies come from the modules).
+pub fn write_guest(addr: u64, bytes: &[u8]) -> bool {
+    let Some(layout) = GUEST.get() else { return false };
+    let Some(end) = addr.checked_add(bytes.len() as u64) else { return false };
+    let target = Range::new(addr, end);
+    let in_ram = layout.ram.iter().any(|r| r.start <= addr && end <= r.end);
+    let on_module = module_ranges().iter().any(|m| m.start < end && addr < m.end);
+    if !in_ram || on_module || GUEST_STARTED.load(core::sync::atomic::Ordering::Acquire) {
+        return false;
+    }
+    // SAFETY: the range is guest RAM (checked): identity-mapped memory below 4 GiB that holds
+    // no Rust object (the image, heap, pool and loader structures are not guest RAM), that no
+    // module slice covers (checked), and that no guest writes yet (none started).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            usize_of(target.start) as *mut u8,
+            bytes.len(),
+        )
+    };
+    true
+}
+
+/// The OS guest is about to run: the modules' memory is its own from now on.
+pub fn start_guest() {
+    GUEST_STARTED.store(true, core::sync::atomic::Ordering::Release);
 }
 
 /// Contiguous zeroed frames owned by their holder: wiped and given back when dropped.

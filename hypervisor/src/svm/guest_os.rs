@@ -188,10 +188,13 @@ pub enum MsrAction {
 /// (EFER, VM_CR, VM_HSAVE_PA: [`MsrPermissions::for_os`]); `efer` is the guest's EFER as the
 /// VMCB holds it. A write of EFER keeps SVME set (the guest sees the rest as it wrote it); VM_CR
 /// reads as 0 ("SVM not locked, not disabled" is irrelevant: the guest sees no SVM) and every
-/// other access of SVM's MSRs faults, as on a processor without SVM.
+/// other access of SVM's MSRs faults, as on a processor without SVM. EFER.LMA is the
+/// processor's to set (it follows CR0.PG and EFER.LME): a write keeps the value it has, as
+/// the processor would, and VMRUN's consistency checks hold (APM §15.5.1).
 pub fn msr_access(msr: u32, write: Option<u64>, efer: u64) -> MsrAction {
+    const LMA: u64 = 1 << 10;
     match (msr, write) {
-        (MSR_EFER, Some(value)) => MsrAction::Write(value | EFER_SVME),
+        (MSR_EFER, Some(value)) => MsrAction::Write((value & !LMA) | (efer & LMA) | EFER_SVME),
         (MSR_EFER, None) => MsrAction::Read(efer),
         (MSR_VM_CR, None) => MsrAction::Read(0),
         _ => MsrAction::Fault,
@@ -306,11 +309,19 @@ mod tests {
 
     #[test]
     fn msr_accesses_keep_svm_on_and_its_msrs_away() {
+        // LME and LMA written: LME taken, LMA left as the processor has it (clear here).
         assert_eq!(
             msr_access(MSR_EFER, Some(0x500), EFER_SVME),
-            MsrAction::Write(0x500 | EFER_SVME)
+            MsrAction::Write(0x100 | EFER_SVME)
         );
         assert_eq!(msr_access(MSR_EFER, Some(0), EFER_SVME), MsrAction::Write(EFER_SVME));
+        // LMA stays as the processor set it, whatever the guest writes.
+        let long = EFER_SVME | 1 << 10 | 1 << 8;
+        assert_eq!(
+            msr_access(MSR_EFER, Some(1 << 8 | 1 << 11), long),
+            MsrAction::Write(long | 1 << 11)
+        );
+        assert_eq!(msr_access(MSR_EFER, Some(1 << 10), EFER_SVME), MsrAction::Write(EFER_SVME));
         assert_eq!(msr_access(MSR_EFER, None, 0xD01), MsrAction::Read(0xD01));
         assert_eq!(msr_access(MSR_VM_CR, None, 0), MsrAction::Read(0));
         assert_eq!(msr_access(MSR_VM_CR, Some(1 << 4), 0), MsrAction::Fault);

@@ -24,6 +24,11 @@ pub struct SvmVcpu {
 impl SvmVcpu {
     /// A vCPU that starts `guest`; `None` if no frames are left.
     pub fn new(svm: &Svm, guest: &LongModeGuest) -> Option<Self> {
+        SvmVcpu::with_setup(svm, |vmcb| guest.write_to(vmcb))
+    }
+
+    /// A vCPU whose zeroed VMCB `setup` fills in; `None` if no frames are left.
+    pub fn with_setup(svm: &Svm, setup: impl FnOnce(&mut Vmcb)) -> Option<Self> {
         let vmcb = mem::allocate_zeroed(1)?;
         let Some(host_state) = mem::allocate_zeroed(1) else {
             mem::free(vmcb, 1);
@@ -36,7 +41,7 @@ impl SvmVcpu {
             flush_pending: false,
             nrip_save: svm.nrip_save,
         };
-        guest.write_to(vcpu.vmcb());
+        setup(vcpu.vmcb());
         Some(vcpu)
     }
 
@@ -46,6 +51,23 @@ impl SvmVcpu {
         // valid value of the type) and is freed only on drop; `&mut self` makes the borrow
         // exclusive.
         unsafe { mem::frame_mut(self.vmcb) }
+    }
+
+    /// Moves the guest past the `len`-byte instruction that caused the last exit (the
+    /// processor's nRIP when it saves one, APM §15.7.1).
+    pub fn skip(&mut self, len: u64) {
+        let nrip_save = self.nrip_save;
+        let vmcb = self.vmcb();
+        vmcb.save.rip = if nrip_save && vmcb.control.next_rip != 0 {
+            vmcb.control.next_rip
+        } else {
+            vmcb.save.rip + len
+        };
+    }
+
+    /// Makes the next VMRUN deliver the event `eventinj` (APM §15.20) to the guest.
+    pub fn inject(&mut self, eventinj: u64) {
+        self.vmcb().control.event_injection = eventinj;
     }
 
     /// Makes the next VMRUN flush the TLB, after a nested page table change.
@@ -84,15 +106,8 @@ impl Vcpu for SvmVcpu {
     }
 
     fn skip_hypercall(&mut self) {
-        let nrip_save = self.nrip_save;
-        let vmcb = self.vmcb();
-        // With nRIP save the processor says where the next instruction is (APM §15.7.1);
-        // QEMU's TCG does not, and VMMCALL is 3 bytes.
-        vmcb.save.rip = if nrip_save && vmcb.control.next_rip != 0 {
-            vmcb.control.next_rip
-        } else {
-            vmcb.save.rip + VMMCALL_LEN
-        };
+        // QEMU's TCG saves no nRIP, and VMMCALL is 3 bytes.
+        self.skip(VMMCALL_LEN);
     }
 }
 

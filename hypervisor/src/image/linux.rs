@@ -1,0 +1,230 @@
+//! Linux as the untrusted guest (`vpr.guest=linux` on the command line): module 0 is the
+//! kernel (a bzImage), module 1 its initramfs, and the command line after ` -- ` is the
+//! kernel's. The hypervisor loads them by the Linux/x86 boot protocol
+//! (`vpr_hypervisor::linux`), gives the guest all RAM but its own (its image, heap, frame pool
+//! and the loader's structures: reserved in the e820 map and left out of the nested page
+//! table), and enters the kernel's 32-bit entry (`vpr_hypervisor::svm::guest_os`).
+//!
+//! The guest keeps the processor: its interrupts, its devices, its idle HLT. It exits for
+//! CPUID (SVM hidden), the MSRs that hold SVM's state (EFER writes keep SVME; VM_CR reads 0;
+//! the rest is #GP), the SVM instructions (#UD, as on a processor without SVM), VMMCALL
+//! (the hypercall), and nested page faults: an access to the hypervisor's memory or the TPM
+//! gets #GP(0), and the guest goes on.
+
+use crate::mem::{self, OwnedFrames, PoolTables};
+use crate::svm::vcpu::SvmVcpu;
+use crate::svm::Svm;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::arch::x86_64::__cpuid_count;
+use vpr_hypervisor::linux::{self as boot, BzImage, BOOT_CS, BOOT_DS, GDT_LEN};
+use vpr_hypervisor::memory::{Range, PAGE_SIZE};
+use vpr_hypervisor::svm::exit::code;
+use vpr_hypervisor::svm::guest_os::{self, MsrAction, MsrPermissions, ProtectedModeGuest};
+use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
+use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
+use vpr_hypervisor::vm::{Vcpu, VmExit};
+use vpr_proto::hypercall::{Status, ABI_VERSION};
+
+/// The ASID of the OS guest (PALs use 2, test guests 1).
+const OS_ASID: u32 = 3;
+/// The TPM's register window (TIS, five localities): the hypervisor's alone.
+const TIS_WINDOW: Range = Range::new(0xFED4_0000, 0xFED4_5000);
+/// The guest-physical window the nested page table covers: the first 4 GiB.
+const WINDOW_END: u64 = 4 << 30;
+/// Large-page size of the nested page table.
+const LARGE_PAGE: u64 = 2 << 20;
+/// Bytes of CPUID, RDMSR and WRMSR (0F A2, 0F 32, 0F 30), for guests without nRIP.
+const TWO_BYTE_INSTRUCTION: u64 = 2;
+/// Nested page faults logged in full; later ones are only counted.
+const LOGGED_FAULTS: u64 = 16;
+
+/// The GDT's limit (its length - 1).
+const GDT_LIMIT: u16 = 31;
+const _: () = assert!(GDT_LIMIT as usize + 1 == GDT_LEN);
+
+/// The low 32 bits of a register (CPUID's leaf in EAX, an MSR number in ECX).
+#[allow(clippy::cast_possible_truncation, reason = "the low half is what is asked for")]
+const fn low32(value: u64) -> u32 {
+    value as u32
+}
+
+/// The kernel's command line: what follows ` -- ` on the hypervisor's.
+fn kernel_command_line(line: &str) -> &str {
+    line.split_once(" -- ").map_or("", |(_, kernel)| kernel.trim())
+}
+
+/// Loads Linux and runs it until it stops (a power-off ends QEMU before this returns); why
+/// it stopped otherwise.
+pub fn run(svm: &Svm) -> Result<(), String> {
+    let layout = mem::guest_layout().ok_or("no guest memory: boot with vpr.guest=linux")?;
+    let kernel = mem::module(0).ok_or("no module 0: the Linux kernel (a bzImage)")?;
+    let initrd = mem::module(1).unwrap_or(&[]);
+    let command_line = kernel_command_line(mem::command_line());
+    let image = BzImage::parse(kernel).map_err(|e| format!("module 0: {e}"))?;
+    let (initrd_len, cmdline_len) = (initrd.len() as u64, command_line.len() as u64);
+    let mut taken = layout.hypervisor.clone();
+    taken.extend(mem::module_ranges());
+    let placement = boot::place(&image, initrd_len, cmdline_len, &layout.ram, &taken)
+        .map_err(|e| format!("placing Linux: {e}"))?;
+    let mut reserved = layout.hypervisor.clone();
+    reserved.extend_from_slice(&layout.firmware);
+    reserved.push(TIS_WINDOW);
+    let e820 = boot::e820(&layout.ram, &reserved).map_err(|e| format!("e820: {e}"))?;
+    let params = boot::boot_params(&image, &placement, initrd_len, cmdline_len, &e820)
+        .map_err(|e| format!("boot parameters: {e}"))?;
+    let mut line = Vec::from(command_line.as_bytes());
+    line.push(0);
+    let copies: [(&str, u64, &[u8]); 5] = [
+        ("the initramfs", placement.initrd, initrd),
+        ("the kernel", placement.kernel, image.protected_mode()),
+        ("the boot parameters", placement.boot_params, &params),
+        ("the command line", placement.cmdline, &line),
+        ("the GDT", placement.gdt, &boot::gdt()),
+    ];
+    for (what, addr, bytes) in copies {
+        if !mem::write_guest(addr, bytes) {
+            return Err(format!("cannot write {what} at {addr:#x}: not the guest's RAM"));
+        }
+    }
+    log::info!(
+        "hv: Linux (boot protocol {:#x}): kernel {} KiB at {:#x}, initramfs {} KiB at {:#x}, \
+         command line {command_line:?}",
+        image.version(),
+        image.protected_mode().len() / 1024,
+        placement.kernel,
+        initrd.len() / 1024,
+        placement.initrd
+    );
+    for entry in &e820 {
+        log::info!("hv:   e820 {entry}");
+    }
+
+    let mut tables = PoolTables::default();
+    let mut npt = NestedPageTable::new(&mut tables).map_err(|e| format!("NPT: {e:?}"))?;
+    let denied: Vec<Range> = layout.hypervisor.iter().copied().chain([TIS_WINDOW]).collect();
+    let pages = identity_map(&mut npt, &mut tables, &denied)?;
+    let mut msrpm = OwnedFrames::allocate(MSRPM_BYTES / PAGE_SIZE).ok_or("no frames")?;
+    msrpm.bytes_mut().copy_from_slice(MsrPermissions::for_os().as_bytes());
+    let iopm = OwnedFrames::allocate(IOPM_BYTES.div_ceil(PAGE_SIZE)).ok_or("no frames")?;
+    let setup = ProtectedModeGuest {
+        asid: OS_ASID,
+        entry: placement.kernel,
+        gdt: (placement.gdt, GDT_LIMIT),
+        selectors: (BOOT_CS, BOOT_DS),
+        nested_root: npt.root(),
+        iopm: iopm.first(),
+        msrpm: msrpm.first(),
+    };
+    let mut vcpu = SvmVcpu::with_setup(svm, |vmcb| setup.write_to(vmcb)).ok_or("no frames")?;
+    vcpu.registers().rsi = placement.boot_params;
+    log::info!(
+        "hv: entering Linux at {:#x} (nested page table: {} 2 MiB and {} 4 KiB pages)",
+        placement.kernel,
+        pages.0,
+        pages.1
+    );
+    mem::start_guest();
+    let result = exits(&mut vcpu);
+    drop((npt, tables, msrpm, iopm));
+    result
+}
+
+/// Maps guest-physical = host-physical over the first 4 GiB, but for `denied`: 2 MiB pages
+/// where nothing denied touches them, 4 KiB pages around what does. The numbers of both.
+fn identity_map(
+    npt: &mut NestedPageTable,
+    tables: &mut PoolTables,
+    denied: &[Range],
+) -> Result<(u64, u64), String> {
+    let touches = |r: Range| denied.iter().any(|d| d.start < r.end && r.start < d.end);
+    let mut counts = (0, 0);
+    let mut map = |gpa: u64, size: PageSize| {
+        npt.map(tables, GuestPhysAddr::new(gpa), x86_64::PhysAddr::new(gpa), size, Permissions::ALL)
+            .map(drop)
+            .map_err(|e| format!("NPT map {gpa:#x}: {e:?}"))
+    };
+    for chunk in (0..WINDOW_END).step_by(mem::usize_of(LARGE_PAGE)) {
+        if !touches(Range::sized(chunk, LARGE_PAGE)) {
+            map(chunk, PageSize::Size2M)?;
+            counts.0 += 1;
+            continue;
+        }
+        for page in (chunk..chunk + LARGE_PAGE).step_by(mem::usize_of(PAGE_SIZE)) {
+            if !touches(Range::sized(page, PAGE_SIZE)) {
+                map(page, PageSize::Size4K)?;
+                counts.1 += 1;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Runs the guest, answering its exits, until one it cannot go on after.
+fn exits(vcpu: &mut SvmVcpu) -> Result<(), String> {
+    let mut faults = 0u64;
+    let mut counts = [0u64; 4]; // CPUID, MSR, hypercalls, injected #UD
+    loop {
+        match vcpu.run() {
+            VmExit::Hypercall => {
+                counts[2] += 1;
+                // The PAL hypercalls need guest-virtual buffers: answered after the PAL
+                // registry learns to walk the guest's page tables. For now: the version.
+                let r = vcpu.registers();
+                r.rax =
+                    if r.rax == 0x7670_0000 { ABI_VERSION } else { Status::UnknownCall.as_u64() };
+                vcpu.skip_hypercall();
+            }
+            VmExit::Other { code: code::CPUID, .. } => {
+                counts[0] += 1;
+                let r = vcpu.registers();
+                let (leaf, subleaf) = (low32(r.rax), low32(r.rcx));
+                let host = __cpuid_count(leaf, subleaf);
+                let [a, b, c, d] = guest_os::cpuid(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
+                (r.rax, r.rbx, r.rcx, r.rdx) = (a.into(), b.into(), c.into(), d.into());
+                vcpu.skip(TWO_BYTE_INSTRUCTION);
+            }
+            VmExit::Msr { write } => {
+                counts[1] += 1;
+                let r = vcpu.registers();
+                let msr = low32(r.rcx);
+                let value = (r.rdx << 32) | (r.rax & 0xFFFF_FFFF);
+                let efer = vcpu.vmcb().save.efer;
+                match guest_os::msr_access(msr, write.then_some(value), efer) {
+                    MsrAction::Write(value) => {
+                        vcpu.vmcb().save.efer = value;
+                        vcpu.skip(TWO_BYTE_INSTRUCTION);
+                    }
+                    MsrAction::Read(value) => {
+                        let r = vcpu.registers();
+                        (r.rax, r.rdx) = (value & 0xFFFF_FFFF, value >> 32);
+                        vcpu.skip(TWO_BYTE_INSTRUCTION);
+                    }
+                    MsrAction::Fault => vcpu.inject(guest_os::general_protection()),
+                }
+            }
+            VmExit::NestedPageFault { gpa, error } => {
+                faults += 1;
+                if faults <= LOGGED_FAULTS {
+                    let rip = vcpu.vmcb().save.rip;
+                    log::warn!(
+                        "hv: guest touched {gpa:#x} (error {error:#x}, rip {rip:#x}): #GP injected"
+                    );
+                }
+                vcpu.inject(guest_os::general_protection());
+            }
+            VmExit::Other { code: c, .. } if (code::VMRUN..=code::VMRUN + 6).contains(&c) => {
+                counts[3] += 1;
+                vcpu.inject(guest_os::invalid_opcode());
+            }
+            VmExit::Shutdown => {
+                return Err(format!(
+                    "the guest shut down (triple fault) after {counts:?} exits (CPUID, MSR, \
+                     hypercall, #UD) and {faults} nested page faults"
+                ));
+            }
+            other => return Err(format!("the guest stopped: {other}")),
+        }
+    }
+}
