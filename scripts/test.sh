@@ -29,3 +29,7 @@ echo "== tests"
 cargo test --locked --workspace "${not_host[@]}" -- --show-output
 echo "== hypervisor boot self-test (QEMU)"
 cargo xtask qemu-test
+echo "== Linux as the hypervisor's guest (QEMU)"
+# Builds the guest image (qemu/guest-image.sh: Debian's kernel and busybox, downloaded once
+# into target/guest/cache) and boots it on the hypervisor.
+cargo xtask linux-test

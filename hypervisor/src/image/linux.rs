@@ -61,7 +61,13 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let layout = mem::guest_layout().ok_or("no guest memory: boot with vpr.guest=linux")?;
     let kernel = mem::module(0).ok_or("no module 0: the Linux kernel (a bzImage)")?;
     let initrd = mem::module(1).unwrap_or(&[]);
-    let command_line = kernel_command_line(mem::command_line());
+    // The kernel's command line, and where the hypervisor's memory is (`vpr.hv=`), for the
+    // guest to know where it must not go (and for tests that it cannot).
+    let ranges: Vec<String> =
+        layout.hypervisor.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end)).collect();
+    let command_line =
+        format!("{} vpr.hv={}", kernel_command_line(mem::command_line()), ranges.join(","));
+    let command_line = command_line.trim_start();
     let image = BzImage::parse(kernel).map_err(|e| format!("module 0: {e}"))?;
     let (initrd_len, cmdline_len) = (initrd.len() as u64, command_line.len() as u64);
     let mut taken = layout.hypervisor.clone();

@@ -222,6 +222,8 @@ pub fn init(magic: u32, info_addr: u32) -> Result<(), SetupError> {
             let start = memory::align_down(structure.start, PAGE_SIZE);
             hypervisor.push(Range::new(start, memory::align_up(structure.end, PAGE_SIZE)));
         }
+        hypervisor.sort_by_key(|r| (r.start, r.end));
+        hypervisor.dedup();
         let mut ram = map.clone().usable(Range::new(0, IDENTITY_MAPPED_END))?;
         for range in &hypervisor {
             ram.remove(*range)?;

@@ -15,6 +15,7 @@ mod evidence;
 mod install;
 mod json;
 mod lines;
+mod linux;
 mod measure;
 mod qemu;
 mod tcb;
@@ -31,6 +32,11 @@ tasks:
       Build the hypervisor image and run its boot self-test under QEMU. KVM is used when
       /dev/kvm is usable and the host CPU has SVM, TCG otherwise; --kvm or --tcg forces one.
       The run is killed after SECS seconds (default 120).
+  linux-test [--kvm | --tcg] [--timeout SECS]
+      Build the hypervisor, the vpr binary and the Linux guest image (qemu/guest-image.sh:
+      Debian's kernel, a busybox initramfs), boot Linux as the hypervisor's guest, and check
+      that it reaches user space, runs vpr, cannot read or write the hypervisor's memory and
+      keeps running (default timeout 300 s).
   tcb [--json FILE] [--build]
       Print the trusted computing base: files, lines, code, comment, blank, test and unsafe
       lines per component, third-party code apart, and the image sizes. --json FILE writes
@@ -60,6 +66,7 @@ pub struct QemuTestOptions {
 #[derive(Debug, PartialEq, Eq)]
 enum Task {
     QemuTest(QemuTestOptions),
+    LinuxTest(QemuTestOptions),
     Tcb(tcb::TcbOptions),
     Help,
 }
@@ -69,25 +76,8 @@ fn parse(args: &[String]) -> Result<Task, String> {
         return Ok(Task::Help);
     };
     match task.as_str() {
-        "qemu-test" => {
-            let mut options =
-                QemuTestOptions { accel: Accel::Auto, timeout: Duration::from_secs(120) };
-            let mut rest = rest.iter();
-            while let Some(arg) = rest.next() {
-                match arg.as_str() {
-                    "--kvm" => options.accel = Accel::Kvm,
-                    "--tcg" => options.accel = Accel::Tcg,
-                    "--timeout" => {
-                        let value = rest.next().ok_or("--timeout needs a number of seconds")?;
-                        let secs: u64 =
-                            value.parse().map_err(|_| format!("bad --timeout value {value:?}"))?;
-                        options.timeout = Duration::from_secs(secs);
-                    }
-                    other => return Err(format!("qemu-test: unknown argument {other:?}")),
-                }
-            }
-            Ok(Task::QemuTest(options))
-        }
+        "qemu-test" => Ok(Task::QemuTest(qemu_options("qemu-test", rest, 120)?)),
+        "linux-test" => Ok(Task::LinuxTest(qemu_options("linux-test", rest, 300)?)),
         "tcb" => {
             let mut options = tcb::TcbOptions::default();
             let mut rest = rest.iter();
@@ -108,6 +98,32 @@ fn parse(args: &[String]) -> Result<Task, String> {
     }
 }
 
+/// The options of a task that boots QEMU: `--kvm`, `--tcg`, `--timeout SECS` (default
+/// `default_timeout` seconds).
+fn qemu_options(
+    task: &str,
+    rest: &[String],
+    default_timeout: u64,
+) -> Result<QemuTestOptions, String> {
+    let mut options =
+        QemuTestOptions { accel: Accel::Auto, timeout: Duration::from_secs(default_timeout) };
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--kvm" => options.accel = Accel::Kvm,
+            "--tcg" => options.accel = Accel::Tcg,
+            "--timeout" => {
+                let value = rest.next().ok_or("--timeout needs a number of seconds")?;
+                let secs: u64 =
+                    value.parse().map_err(|_| format!("bad --timeout value {value:?}"))?;
+                options.timeout = Duration::from_secs(secs);
+            }
+            other => return Err(format!("{task}: unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
 /// The workspace root: two levels above this crate (`scripts/xtask`).
 fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -126,6 +142,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("qemu-test: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(Task::LinuxTest(options)) => match linux::test(&workspace_root(), &options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("linux-test: FAILED: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -169,6 +192,9 @@ mod tests {
         );
         let Ok(Task::QemuTest(o)) = parse(&args("qemu-test --kvm")) else { panic!() };
         assert_eq!(o.accel, Accel::Kvm);
+        let Ok(Task::LinuxTest(o)) = parse(&args("linux-test --tcg")) else { panic!() };
+        assert_eq!((o.accel, o.timeout), (Accel::Tcg, Duration::from_secs(300)));
+        assert!(parse(&args("linux-test --fast")).is_err());
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub fn build_image(root: &Path) -> Result<PathBuf, String> {
 
 /// Whether KVM can run the image: /dev/kvm opens for reading and writing and the host CPU
 /// has SVM (without it, KVM cannot give the guest SVM either).
-fn kvm_usable() -> bool {
+pub fn kvm_usable() -> bool {
     let device = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     let svm = fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
         info.lines()
@@ -396,10 +396,15 @@ fn same_tcc_key(first: &[String], second: &[String]) -> Result<(), String> {
 }
 
 /// What one boot gave.
-struct Boot {
-    status: Option<ExitStatus>,
-    lines: Vec<String>,
-    counts: Option<(u32, u32)>,
+pub struct Boot {
+    /// QEMU's exit status (`None`: killed at the timeout).
+    pub status: Option<ExitStatus>,
+    /// Everything it printed, line by line.
+    pub lines: Vec<String>,
+    /// The self-test's `N passed, M failed`, if it printed one.
+    pub counts: Option<(u32, u32)>,
+    /// How long it ran.
+    pub elapsed: Duration,
 }
 
 impl Boot {
@@ -416,7 +421,7 @@ impl Boot {
 }
 
 /// Boots QEMU with `args`, streams its output, waits at most `timeout`.
-fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String> {
+pub fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String> {
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     let started = Instant::now();
     let child = Command::new(QEMU)
@@ -446,7 +451,7 @@ fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String>
         ),
         None => eprintln!("qemu-test: QEMU still running after {}s; killed", timeout.as_secs()),
     }
-    Ok(Boot { status, lines, counts })
+    Ok(Boot { status, lines, counts, elapsed: started.elapsed() })
 }
 
 /// Checks the measurement the image logged against the one recomputed from its file.
