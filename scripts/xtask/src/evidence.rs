@@ -151,7 +151,7 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
     stock_tools_accept(lines, &genuine, inputs)?;
 
     // The verifier's run, with only the CA's root certificate.
-    let vpr = build_vpr(inputs.root)?;
+    let vpr = crate::qemu::build_vpr(inputs.root)?;
     let root = inputs.ca.join(x509::ROOT_CERTIFICATE_FILE);
     let data = vpr_proto::Digest::of(EVIDENCE_DATA).0;
     let verify = Verify { vpr: &vpr, dir: inputs.state, root: &root, identity, data, inputs };
@@ -239,19 +239,6 @@ fn other_ca(inputs: &Inputs<'_>) -> Result<x509::Ca, String> {
         let _ = fs::remove_dir_all(&state);
     }
     x509::Ca::load(inputs.other_ca).map_err(|e| format!("the other CA: {e}"))
-}
-
-/// Builds the `vpr` binary (debug, as the tests use it); its path.
-fn build_vpr(root: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
-    install::run(Command::new(cargo).current_dir(root).args([
-        "build",
-        "--package",
-        "vpr-host",
-        "--bin",
-        "vpr",
-    ]))?;
-    Ok(root.join("target/debug/vpr"))
 }
 
 /// `vpr verify` runs against one expectation.

@@ -22,18 +22,9 @@ const KERNEL_ARGS: &str =
 
 /// Builds the `vpr` binary (debug) and the guest image; the kernel and the initramfs.
 fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
-    install::run(Command::new(cargo).current_dir(root).args([
-        "build",
-        "--package",
-        "vpr-host",
-        "--bin",
-        "vpr",
-    ]))?;
+    let vpr = qemu::build_vpr(root)?;
     let out = root.join(GUEST_DIR);
-    install::run(
-        Command::new(root.join("qemu/guest-image.sh")).arg(&out).arg(root.join("target/debug/vpr")),
-    )?;
+    install::run(Command::new(root.join("qemu/guest-image.sh")).arg(&out).arg(vpr))?;
     Ok((out.join("vmlinuz"), out.join("initramfs.cpio.gz")))
 }
 

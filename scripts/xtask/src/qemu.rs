@@ -59,6 +59,19 @@ pub fn build_pal_image(root: &Path) -> Result<PathBuf, String> {
     Ok(pal_image_path(root))
 }
 
+/// Builds the `vpr` binary (debug, as the tests use it) and returns its path.
+pub fn build_vpr(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
+    install::run(Command::new(cargo).current_dir(root).args([
+        "build",
+        "--package",
+        "vpr-host",
+        "--bin",
+        "vpr",
+    ]))?;
+    Ok(root.join("target/debug/vpr"))
+}
+
 /// Builds the image and returns its path.
 pub fn build_image(root: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
