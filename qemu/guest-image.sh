@@ -23,6 +23,8 @@
 #   VPR_GUEST_KERNEL_PACKAGE  kernel package to use (default: what linux-image-amd64 depends on)
 #   VPR_GUEST_MODULES         module names to include (default: "virtio_net virtio_pci e1000")
 #   VPR_GUEST_STRIP           1 (default): strip debug info from the copy of vpr; 0: copy as is
+#   VPR_GUEST_PAL             a PAL image (vpr-pal-image) to put at /usr/lib/vpr/vpr-pal-image,
+#                             copied as is (its SHA-256 is its identity)
 set -euo pipefail
 
 die() { echo "guest-image: error: $*" >&2; exit 1; }
@@ -41,6 +43,11 @@ CACHE="$OUT/cache"
 mkdir -p "$CACHE"
 MODULES=${VPR_GUEST_MODULES:-virtio_net virtio_pci e1000}
 STRIP=${VPR_GUEST_STRIP:-1}
+PAL=${VPR_GUEST_PAL:-}
+if [ -n "$PAL" ]; then
+    [ -f "$PAL" ] || die "VPR_GUEST_PAL '$PAL' does not exist"
+    PAL=$(realpath "$PAL")
+fi
 
 # --- host tools -------------------------------------------------------------------------------
 need_pkgs=()
@@ -180,7 +187,8 @@ fi
 
 # --- up to date? ------------------------------------------------------------------------------
 stamp=$({
-    echo "format 1 modules=$MODULES strip=$STRIP"
+    echo "format 1 modules=$MODULES strip=$STRIP pal=${PAL:+yes}"
+    if [ -n "$PAL" ]; then sha256sum "$PAL" | cut -d' ' -f1; fi
     basename "$KDEB"; basename "$BDEB"
     sha256sum "$VPR_BIN" "$INIT_SRC" "${BASH_SOURCE[0]}" "${LIBS[@]}" | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
@@ -210,6 +218,11 @@ else
     cp "$VPR_BIN" "$ST/bin/vpr"
 fi
 chmod 0755 "$ST/bin/vpr"
+if [ -n "$PAL" ]; then
+    mkdir -p "$ST/usr/lib/vpr"
+    cp "$PAL" "$ST/usr/lib/vpr/vpr-pal-image"
+    chmod 0644 "$ST/usr/lib/vpr/vpr-pal-image"
+fi
 for lib in "${LIBS[@]}"; do
     mkdir -p "$ST/$(dirname "$lib")"
     cp -L "$lib" "$ST/$lib"

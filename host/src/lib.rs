@@ -4,7 +4,7 @@
 //! Nothing here is trusted: the Managers authenticate everything they receive, and clients
 //! verify every reply. The host never sees the group key or client keys.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;

@@ -105,6 +105,13 @@ enum Command {
         #[arg(long)]
         allow_simulation: bool,
     },
+    /// On the vpr hypervisor (a replica VM's Linux): register the PAL image, run SQL through
+    /// it, take a uTPM quote, unregister it; report what each step gave.
+    PalSmoke {
+        /// The PAL image (the `vpr-pal-image` ELF file).
+        #[arg(long)]
+        image: PathBuf,
+    },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
     Demo,
@@ -140,12 +147,93 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
+        Command::PalSmoke { image } => pal_smoke(&image),
         Command::Verify { evidence, ca, nonce, identity, data, hypervisor, allow_simulation } => {
             let expected = VerifyArgs { nonce, identity, data, hypervisor, allow_simulation };
             verify(&evidence, &ca, &expected)
         }
         Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
     }
+}
+
+/// `vpr pal-smoke`: the PAL through the real TCC, from a process of the hypervisor's guest.
+fn pal_smoke(image: &Path) -> Result<ExitCode> {
+    use vpr_host::tcc::hypercall::Hypervisor;
+    use vpr_proto::pal_io::{Command as PalCommand, Outcome};
+    use vpr_proto::utpm::{self, Quote, QuoteInfo};
+    use vpr_proto::Digest;
+    let hv = Hypervisor::open()?;
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let started = std::time::Instant::now();
+    let registered = hv.register(&bytes)?;
+    let identity = Digest::of(&bytes);
+    anyhow::ensure!(
+        registered.measurement == identity.0,
+        "the measurement is not the image's SHA-256"
+    );
+    println!(
+        "pal-smoke: registered {} ({} bytes) as handle {:#x} in {} ms",
+        identity,
+        bytes.len(),
+        registered.handle,
+        started.elapsed().as_millis()
+    );
+    let run = |command: PalCommand| -> Result<Outcome> {
+        let output = hv.execute(registered.handle, &command.encode(), 64 << 10)?;
+        Ok(Outcome::decode(&output)?)
+    };
+    let started = std::time::Instant::now();
+    let write = run(PalCommand::Execute {
+        sql: String::from(
+            "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'one')",
+        ),
+        params: Vec::new(),
+    })?;
+    let write_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let Outcome::Executed { error: None, update, .. } = write else {
+        anyhow::bail!("the write: {write:?}");
+    };
+    anyhow::ensure!(!update.is_empty(), "the write captured no state update");
+    let read = run(PalCommand::Execute {
+        sql: String::from("SELECT v FROM kv WHERE k = 1"),
+        params: Vec::new(),
+    })?;
+    let Outcome::Executed { error: None, results, .. } = read else {
+        anyhow::bail!("the read: {read:?}");
+    };
+    let value = results.last().and_then(|r| r.rows.first()).and_then(|row| row.first()).cloned();
+    let expected = vpr_proto::msg::Value::Text(b"one".to_vec());
+    anyhow::ensure!(value.as_ref() == Some(&expected), "the read gave {value:?}");
+    println!(
+        "pal-smoke: SQL through the PAL: a write ({write_ms:.1} ms, a {}-byte state update) and \
+         a read of it ('one')",
+        update.len()
+    );
+    let Outcome::Digest { digest, file_size } = run(PalCommand::Digest)? else {
+        anyhow::bail!("no digest");
+    };
+    println!("pal-smoke: database digest {digest} ({file_size} bytes)");
+    let nonce = Digest::of(&started.elapsed().as_nanos().to_le_bytes());
+    let data = Digest::of(b"vpr pal-smoke");
+    let Outcome::Quote { quote } = run(PalCommand::Quote { nonce, data, selection: 1 })? else {
+        anyhow::bail!("no quote");
+    };
+    let quote = Quote::from_bytes(&quote)?;
+    let info = QuoteInfo::from_attest(&quote.attest)?;
+    let upcr0 = utpm::extended(&[0; 32], &identity.0);
+    anyhow::ensure!(
+        info.extra_data == [nonce.0, data.0].concat()
+            && info.pcr_digest == utpm::pcr_digest(&[upcr0]),
+        "the quote is over other data or uPCRs: {info:?}"
+    );
+    println!(
+        "pal-smoke: uTPM quote over the nonce and data, uPCR 0 = the PAL's identity, signed by \
+         the TCC key {} (its signature is checked by `vpr verify` with the TPM evidence)",
+        hex::encode(&info.qualified_signer[2..])
+    );
+    hv.unregister(registered.handle)?;
+    println!("pal-smoke: ok");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 32 bytes from 64 hex digits (a command-line argument).

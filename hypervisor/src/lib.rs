@@ -28,6 +28,7 @@ pub mod elf;
 pub mod linux;
 pub mod memory;
 pub mod multiboot;
+pub mod paging;
 pub mod pal;
 pub mod svm;
 #[cfg(test)]

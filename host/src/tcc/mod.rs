@@ -6,6 +6,7 @@
 //! - the hypervisor backend (hypercalls from a Linux guest of vpr's hypervisor) is not built
 //!   yet.
 
+pub mod hypercall;
 pub mod simulation;
 
 use vpr_pal::{Call, Effect};

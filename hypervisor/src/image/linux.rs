@@ -12,6 +12,7 @@
 //! gets #GP(0), and the guest goes on.
 
 use crate::mem::{self, OwnedFrames, PoolTables};
+use crate::pal::{GuestAccess, Pals, Tcc};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use alloc::format;
@@ -20,12 +21,12 @@ use alloc::vec::Vec;
 use core::arch::x86_64::__cpuid_count;
 use vpr_hypervisor::linux::{self as boot, BzImage, BOOT_CS, BOOT_DS, GDT_LEN};
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
+use vpr_hypervisor::paging;
 use vpr_hypervisor::svm::exit::code;
 use vpr_hypervisor::svm::guest_os::{self, MsrAction, MsrPermissions, ProtectedModeGuest};
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
 use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
 use vpr_hypervisor::vm::{Vcpu, VmExit};
-use vpr_proto::hypercall::{Status, ABI_VERSION};
 
 /// The ASID of the OS guest (PALs use 2, test guests 1).
 const OS_ASID: u32 = 3;
@@ -132,7 +133,11 @@ pub fn run(svm: &Svm) -> Result<(), String> {
         pages.1
     );
     mem::start_guest();
-    let result = exits(&mut vcpu);
+    // The PALs of this machine's TCC: their counters in the TPM when there is one.
+    let tcc =
+        if crate::tpm::TPM.lock().is_some() { Tcc::Tpm } else { Tcc::Memory(Default::default()) };
+    let mut pals = Pals::with_tcc(svm, tcc);
+    let result = exits(&mut vcpu, &mut pals);
     drop((npt, tables, msrpm, iopm));
     result
 }
@@ -167,19 +172,80 @@ fn identity_map(
     Ok(counts)
 }
 
+/// CR4.LA57 (bit 12): 5-level paging, which the walk does not do (the guest boots with
+/// `no5lvl`).
+fn four_level(cr4: u64) -> bool {
+    cr4 & 1 << 12 == 0
+}
+
+/// A guest process's memory, reached through the page tables at `cr3` as a user-mode access
+/// of that process would be, page by page; every table and page must be the guest's RAM.
+struct UserMemory {
+    cr3: u64,
+    /// Whether the guest uses 4-level paging (the only kind walked).
+    paging_ok: bool,
+}
+
+impl UserMemory {
+    /// `f(guest-physical address, offset in the buffer, length)` for each page-sized piece of
+    /// `[va, va + len)`; `false` at the first piece that does not translate or copy.
+    fn pieces(
+        &self,
+        va: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(u64, usize, usize) -> bool,
+    ) -> bool {
+        if !self.paging_ok {
+            return false;
+        }
+        let entry = |pa: u64| {
+            let mut e = [0u8; 8];
+            mem::read_guest_physical(pa, &mut e).then(|| u64::from_le_bytes(e))
+        };
+        let mut done = 0usize;
+        while done < len {
+            let Some(at) = va.checked_add(done as u64) else { return false };
+            let room = mem::usize_of(PAGE_SIZE - at % PAGE_SIZE).min(len - done);
+            match paging::translate(self.cr3, at, write, entry) {
+                Ok(pa) if f(pa, done, room) => done += room,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+impl GuestAccess for UserMemory {
+    fn window(&self) -> Range {
+        Range::new(PAGE_SIZE, paging::USER_END)
+    }
+
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        self.pieces(addr, out.len(), false, |pa, at, n| {
+            mem::read_guest_physical(pa, &mut out[at..at + n])
+        })
+    }
+
+    fn write(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        self.pieces(addr, bytes.len(), true, |pa, at, n| {
+            mem::write_guest_physical(pa, &bytes[at..at + n])
+        })
+    }
+}
+
 /// Runs the guest, answering its exits, until one it cannot go on after.
-fn exits(vcpu: &mut SvmVcpu) -> Result<(), String> {
+fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut faults = 0u64;
     let mut counts = [0u64; 4]; // CPUID, MSR, hypercalls, injected #UD
     loop {
         match vcpu.run() {
             VmExit::Hypercall => {
                 counts[2] += 1;
-                // The PAL hypercalls need guest-virtual buffers: answered after the PAL
-                // registry learns to walk the guest's page tables. For now: the version.
-                let r = vcpu.registers();
-                r.rax =
-                    if r.rax == 0x7670_0000 { ABI_VERSION } else { Status::UnknownCall.as_u64() };
+                // The caller's buffers are guest-virtual: its page tables say where they are.
+                let save = &vcpu.vmcb().save;
+                let mut memory = UserMemory { cr3: save.cr3, paging_ok: four_level(save.cr4) };
+                let _ = pals.hypercall(vcpu.registers(), &mut memory);
                 vcpu.skip_hypercall();
             }
             VmExit::Other { code: code::CPUID, .. } => {

@@ -304,6 +304,41 @@ pub fn write_guest(addr: u64, bytes: &[u8]) -> bool {
     true
 }
 
+/// Whether `[addr, addr + len)` lies in one of the OS guest's RAM ranges.
+fn in_guest_ram(addr: u64, len: usize) -> bool {
+    let Some(layout) = GUEST.get() else { return false };
+    let Some(end) = addr.checked_add(len as u64) else { return false };
+    layout.ram.iter().any(|r| r.start <= addr && end <= r.end)
+}
+
+/// Copies the OS guest's physical memory at `addr` into `out` while the guest is stopped at an
+/// exit; `false` (nothing read) unless the whole range is its RAM (never the hypervisor's).
+pub fn read_guest_physical(addr: u64, out: &mut [u8]) -> bool {
+    if !in_guest_ram(addr, out.len()) {
+        return false;
+    }
+    // SAFETY: the range is the guest's RAM (checked): identity-mapped, holding no Rust object
+    // (the hypervisor's memory is never guest RAM), and the guest is stopped while the
+    // hypervisor handles its exit on this, the only, processor.
+    unsafe {
+        core::ptr::copy_nonoverlapping(usize_of(addr) as *const u8, out.as_mut_ptr(), out.len())
+    };
+    true
+}
+
+/// Copies `bytes` into the OS guest's physical memory at `addr` while it is stopped at an
+/// exit; `false` (nothing written) unless the whole range is its RAM.
+pub fn write_guest_physical(addr: u64, bytes: &[u8]) -> bool {
+    if !in_guest_ram(addr, bytes.len()) {
+        return false;
+    }
+    // SAFETY: as in `read_guest_physical`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), usize_of(addr) as *mut u8, bytes.len())
+    };
+    true
+}
+
 /// The OS guest is about to run: the modules' memory is its own from now on.
 pub fn start_guest() {
     GUEST_STARTED.store(true, core::sync::atomic::Ordering::Release);

@@ -518,6 +518,33 @@ impl Drop for Pal {
     }
 }
 
+/// A guest's memory as the hypercalls reach it: the test guests' by guest-physical address,
+/// a Linux guest's processes' by guest-virtual address through their page tables.
+pub trait GuestAccess {
+    /// Where the guest's pointers must lie (checked before any access).
+    fn window(&self) -> Range;
+    /// Copies the guest's bytes at `addr` into `out`; `false` (an unusable pointer) if any
+    /// byte is out of its reach.
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool;
+    /// Copies `bytes` to the guest at `addr`; `false` if any byte is out of its reach (what
+    /// was written before the failing page may stay).
+    fn write(&mut self, addr: u64, bytes: &[u8]) -> bool;
+}
+
+impl GuestAccess for GuestMemory {
+    fn window(&self) -> Range {
+        self.ram()
+    }
+
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        GuestMemory::read(self, addr, out)
+    }
+
+    fn write(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        GuestMemory::write(self, addr, bytes)
+    }
+}
+
 /// The PAL registry and the guest's hypercalls.
 #[derive(Debug)]
 pub struct Pals<'a> {
@@ -594,9 +621,9 @@ impl<'a> Pals<'a> {
     pub fn hypercall(
         &mut self,
         r: &mut GuestRegisters,
-        guest: &mut GuestMemory,
+        guest: &mut dyn GuestAccess,
     ) -> HypercallAction {
-        let ram = [guest.ram()];
+        let ram = [guest.window()];
         let result = Request::decode(r, &ram).and_then(|request| self.handle(request, guest));
         match result {
             Ok(value) => {
@@ -608,7 +635,7 @@ impl<'a> Pals<'a> {
         HypercallAction::Resume
     }
 
-    fn handle(&mut self, request: Request, guest: &mut GuestMemory) -> Result<u64, Status> {
+    fn handle(&mut self, request: Request, guest: &mut dyn GuestAccess) -> Result<u64, Status> {
         match request {
             Request::Version => Ok(ABI_VERSION),
             Request::Register { image, out } => {

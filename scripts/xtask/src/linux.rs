@@ -18,13 +18,17 @@ const GUEST_DIR: &str = "target/guest";
 /// The kernel's command line: the serial console, no KASLR (a stable layout in logs), /dev/mem
 /// open to root for the probes, the smoke run.
 const KERNEL_ARGS: &str =
-    "console=ttyS0 earlyprintk=serial nokaslr mitigations=off panic=-1 iomem=relaxed vpr.run=smoke";
+    "console=ttyS0 earlyprintk=serial nokaslr no5lvl mitigations=off panic=-1 iomem=relaxed vpr.run=smoke";
 
-/// Builds the `vpr` binary (debug) and the guest image; the kernel and the initramfs.
+/// Builds the `vpr` binary (debug), the PAL image and the guest image (with both); the kernel
+/// and the initramfs.
 fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
     let vpr = qemu::build_vpr(root)?;
+    let pal = qemu::build_pal_image(root)?;
     let out = root.join(GUEST_DIR);
-    install::run(Command::new(root.join("qemu/guest-image.sh")).arg(&out).arg(vpr))?;
+    install::run(
+        Command::new(root.join("qemu/guest-image.sh")).arg(&out).arg(vpr).env("VPR_GUEST_PAL", pal),
+    )?;
     Ok((out.join("vmlinuz"), out.join("initramfs.cpio.gz")))
 }
 
@@ -108,6 +112,7 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
         ("hv: entering Linux at", "the hypervisor did not enter Linux"),
         ("Run /init as init process", "Linux did not reach user space"),
         ("vpr-guest: vpr --version: vpr ", "vpr did not run in the guest"),
+        ("vpr-guest: pal-smoke: ok", "the PAL did not run through the hypervisor from the guest"),
         ("vpr-guest: smoke done", "the smoke run did not finish"),
     ] {
         if !seen(lines, marker) {
