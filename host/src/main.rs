@@ -26,6 +26,15 @@ struct Cli {
     command: Command,
 }
 
+/// The TCC backends a replica can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TccKind {
+    /// The Manager in this process: no isolation (development, CI, benchmarks).
+    Simulation,
+    /// The PAL image under vpr's hypervisor, by hypercall.
+    Hypervisor,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start a local cluster of replica processes on 127.0.0.1 (simulation TCC backend).
@@ -54,6 +63,13 @@ enum Command {
         /// Keep a status file here.
         #[arg(long)]
         status: Option<PathBuf>,
+        /// Which TCC runs the Manager: the in-process simulation, or the PAL image under vpr's
+        /// hypervisor (this process must run in the hypervisor's Linux guest).
+        #[arg(long, value_enum, default_value_t = TccKind::Simulation)]
+        tcc: TccKind,
+        /// The PAL image (`vpr-pal-image`) for `--tcc hypervisor`.
+        #[arg(long, default_value = "/usr/lib/vpr/vpr-pal-image")]
+        pal: PathBuf,
     },
     /// Run SQL against the cluster; every reply is verified before anything is printed.
     Sql {
@@ -141,7 +157,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
-        Command::Replica { config, id, data, status } => replica(&config, id, data, status),
+        Command::Replica { config, id, data, status, tcc, pal } => {
+            replica(&config, id, data, status, tcc, &pal)
+        }
         Command::Sql { config, command, json, read_consistency } => {
             sql(&config, command.as_deref(), json, read_consistency.into())
         }
@@ -333,15 +351,12 @@ fn replica(
     id: u16,
     data: Option<PathBuf>,
     status: Option<PathBuf>,
+    tcc: TccKind,
+    pal: &Path,
 ) -> Result<ExitCode> {
+    use vpr_host::tcc::hypervisor::HypervisorTcc;
     let stop = stop_flag()?;
     let config = ClusterConfig::load(config_path)?;
-    let key_path = config
-        .simulation_manufacturer_key
-        .clone()
-        .context("the simulation backend needs simulation_manufacturer_key in the configuration")?;
-    eprintln!("{}", simulation::WARNING);
-    let manufacturer = Manufacturer::load_or_create(&key_path)?;
     let data = data
         .unwrap_or_else(|| config_path.parent().unwrap_or(Path::new(".")).join(files::data(id)));
     let group = GroupConfig {
@@ -354,17 +369,42 @@ fn replica(
         service: ServiceOptions::default(),
     };
     let sealed = data.join(files::SEALED);
-    let backend = match std::fs::read(&sealed) {
+    let blob = match std::fs::read(&sealed) {
         Ok(blob) => {
             eprintln!("vpr: replica {id} restarts from its sealed state; it needs a snapshot");
-            Simulation::restore(&data, &manufacturer, group, &blob)?
+            Some(blob)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Simulation::start(&data, &manufacturer, group)?
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", sealed.display())),
     };
-    net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
+    match tcc {
+        TccKind::Simulation => {
+            let key_path = config.simulation_manufacturer_key.clone().context(
+                "the simulation backend needs simulation_manufacturer_key in the configuration",
+            )?;
+            eprintln!("{}", simulation::WARNING);
+            let manufacturer = Manufacturer::load_or_create(&key_path)?;
+            let backend = match &blob {
+                Some(blob) => Simulation::restore(&data, &manufacturer, group, blob)?,
+                None => Simulation::start(&data, &manufacturer, group)?,
+            };
+            net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
+        }
+        TccKind::Hypervisor => {
+            let image = std::fs::read(pal)
+                .with_context(|| format!("reading the PAL image {}", pal.display()))?;
+            std::fs::create_dir_all(&data)?;
+            let backend = match &blob {
+                Some(blob) => HypervisorTcc::restore(&image, &group, blob)?,
+                None => HypervisorTcc::start(&image, &group)?,
+            };
+            eprintln!(
+                "vpr: replica {id}: the Manager runs in PAL {} under the hypervisor",
+                vpr_host::tcc::TccBackend::identity(&backend)
+            );
+            net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,10 +3,12 @@
 //! - [`simulation`]: the PAL's Manager in this process with software keys and counters. No
 //!   isolation at all; for development, CI and protocol benchmarks. Its evidence says it is
 //!   simulated and verifiers refuse it unless told otherwise.
-//! - the hypervisor backend (hypercalls from a Linux guest of vpr's hypervisor) is not built
-//!   yet.
+//! - [`hypervisor`]: the PAL image registered with vpr's hypervisor, reached by hypercalls
+//!   from a process of the Linux guest it runs ([`hypercall`]). The Manager runs isolated in
+//!   the PAL.
 
 pub mod hypercall;
+pub mod hypervisor;
 pub mod simulation;
 
 use vpr_pal::{Call, Effect};
