@@ -19,7 +19,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use vpr_proto::hypercall::pal::{self, Service};
 use vpr_proto::hypercall::{
-    Call, Status, MAX_IMAGE_LEN, MAX_IMAGE_PAGES, MAX_IO_LEN, REGISTER_OUT_LEN,
+    Call, Status, CERTIFICATE_LEN, MAX_CREDENTIAL_LEN, MAX_EVIDENCE_LEN, MAX_IMAGE_LEN,
+    MAX_IMAGE_PAGES, MAX_IO_LEN, NONCE_LEN, REGISTER_OUT_LEN, SECRET_LEN,
 };
 
 /// The range `[ptr, ptr + len)` if it lies entirely inside one of `ram` (the guest-physical
@@ -74,6 +75,31 @@ pub enum Request {
         /// The PAL.
         handle: u64,
     },
+    /// The TPM half of the evidence over the nonce at `nonce`, into `out` (its capacity), its
+    /// length into `out_len`.
+    Evidence {
+        /// The verifier's nonce (32 bytes).
+        nonce: Range,
+        /// The output buffer.
+        out: Range,
+        /// Where the length (u64) goes.
+        out_len: Range,
+    },
+    /// Activate the credential at `credential`; the secret into `out` (64 bytes), its length
+    /// into `out_len`.
+    Activate {
+        /// The credential: `TPM2B_ID_OBJECT` then `TPM2B_ENCRYPTED_SECRET`.
+        credential: Range,
+        /// The output buffer.
+        out: Range,
+        /// Where the length (u64) goes.
+        out_len: Range,
+    },
+    /// Install the certificate (64 bytes) at `certificate`.
+    Certify {
+        /// The certificate.
+        certificate: Range,
+    },
 }
 
 impl Request {
@@ -115,6 +141,35 @@ impl Request {
                 Ok(Request::Execute { handle, input, output, out_len })
             }
             Call::Unregister => Ok(Request::Unregister { handle: r.rbx }),
+            Call::Evidence => {
+                let (nonce, out, cap, len) = (r.rbx, r.rcx, r.rdx, r.rsi);
+                if cap > MAX_EVIDENCE_LEN {
+                    return Err(Status::TooLarge);
+                }
+                let nonce = check_range(ram, nonce, NONCE_LEN)?;
+                let out = check_range(ram, out, cap)?;
+                let out_len = check_range(ram, len, 8)?;
+                if !disjoint(&[out, out_len]) {
+                    return Err(Status::BadPointer);
+                }
+                Ok(Request::Evidence { nonce, out, out_len })
+            }
+            Call::Activate => {
+                let (credential, len, out, out_len) = (r.rbx, r.rcx, r.rdx, r.rsi);
+                if len > MAX_CREDENTIAL_LEN {
+                    return Err(Status::TooLarge);
+                }
+                let credential = check_range(ram, credential, len)?;
+                let out = check_range(ram, out, SECRET_LEN)?;
+                let out_len = check_range(ram, out_len, 8)?;
+                if !disjoint(&[out, out_len]) {
+                    return Err(Status::BadPointer);
+                }
+                Ok(Request::Activate { credential, out, out_len })
+            }
+            Call::Certify => {
+                Ok(Request::Certify { certificate: check_range(ram, r.rbx, CERTIFICATE_LEN)? })
+            }
         }
     }
 }
@@ -414,8 +469,54 @@ mod tests {
         }
         let execute = regs(Call::Execute, [7, 0x2000, 8, 0x2000, 16, 0x3000]);
         assert!(matches!(Request::decode(&execute, &RAM), Ok(Request::Execute { handle: 7, .. })));
-        let unknown = GuestRegisters { rax: 0x7670_0004, ..GuestRegisters::default() };
+        let unknown = GuestRegisters { rax: 0x7670_0007, ..GuestRegisters::default() };
         assert_eq!(Request::decode(&unknown, &RAM), Err(Status::UnknownCall));
+    }
+
+    #[test]
+    fn tpm_requests_decode_with_their_limits() {
+        let evidence = regs(Call::Evidence, [0x1000, 0x2000, 0x1000, 0x3000, 0, 0]);
+        assert_eq!(
+            Request::decode(&evidence, &RAM),
+            Ok(Request::Evidence {
+                nonce: Range::new(0x1000, 0x1020),
+                out: Range::new(0x2000, 0x3000),
+                out_len: Range::new(0x3000, 0x3008)
+            })
+        );
+        let activate = regs(Call::Activate, [0x1000, 300, 0x2000, 0x3000, 0, 0]);
+        assert_eq!(
+            Request::decode(&activate, &RAM),
+            Ok(Request::Activate {
+                credential: Range::new(0x1000, 0x112C),
+                out: Range::new(0x2000, 0x2040),
+                out_len: Range::new(0x3000, 0x3008)
+            })
+        );
+        let certify = regs(Call::Certify, [0x1000, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Request::decode(&certify, &RAM),
+            Ok(Request::Certify { certificate: Range::new(0x1000, 0x1040) })
+        );
+        let cases = [
+            (
+                regs(Call::Evidence, [0x1000, 0x2000, MAX_EVIDENCE_LEN + 1, 0x3000, 0, 0]),
+                Status::TooLarge,
+            ),
+            (regs(Call::Evidence, [0x8FF0, 0x2000, 0x100, 0x3000, 0, 0]), Status::BadPointer),
+            (regs(Call::Evidence, [0x1000, 0x2000, 0x100, 0x20F8, 0, 0]), Status::BadPointer),
+            (
+                regs(Call::Activate, [0x1000, MAX_CREDENTIAL_LEN + 1, 0x2000, 0x3000, 0, 0]),
+                Status::TooLarge,
+            ),
+            (regs(Call::Activate, [0x1000, 100, 0x2000, 0x2020, 0, 0]), Status::BadPointer),
+            (regs(Call::Activate, [0x1000, 100, 0x8FF0, 0x3000, 0, 0]), Status::BadPointer),
+            (regs(Call::Certify, [0x8FE0, 0, 0, 0, 0, 0]), Status::BadPointer),
+            (regs(Call::Certify, [u64::MAX - 8, 0, 0, 0, 0, 0]), Status::BadPointer),
+        ];
+        for (r, status) in cases {
+            assert_eq!(Request::decode(&r, &RAM), Err(status), "{r:x?}");
+        }
     }
 
     #[test]

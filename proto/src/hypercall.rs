@@ -14,9 +14,13 @@
 //! | [`Call::Register`] | `0x7670_0001` | image ptr | image len | out ptr | | | | status, handle |
 //! | [`Call::Execute`] | `0x7670_0002` | handle | in ptr | in len | out ptr | out cap | out-len ptr | status, output length |
 //! | [`Call::Unregister`] | `0x7670_0003` | handle | | | | | | status |
+//! | [`Call::Evidence`] | `0x7670_0004` | nonce ptr (32 bytes) | out ptr | out cap | out-len ptr | | | status, evidence length |
+//! | [`Call::Activate`] | `0x7670_0005` | credential ptr | credential len | out ptr (64 bytes) | out-len ptr | | | status, secret length |
+//! | [`Call::Certify`] | `0x7670_0006` | certificate ptr (64 bytes) | | | | | | status |
 //!
-//! Pointers are guest-physical addresses (a guest that identity-maps its memory, as the test
-//! guest does, passes its virtual addresses unchanged). Every range must lie in memory the
+//! Pointers are guest-physical addresses for a guest the hypervisor made (the test guests
+//! identity-map their memory and pass their virtual addresses unchanged), and the calling
+//! process's virtual addresses for a Linux guest (the hypervisor walks its page tables). Every range must lie in memory the
 //! guest's own nested page table maps, without wrapping around; otherwise the call returns
 //! [`Status::BadPointer`] and changes nothing.
 //!
@@ -30,6 +34,20 @@
 //!   `out ptr` and writes its length as a little-endian `u64` at `out-len ptr`. A PAL that
 //!   faults is killed: [`Status::PalFault`], and its handle is gone.
 //! - `unregister` zeroes and frees the PAL's memory; the handle becomes invalid.
+//! - `evidence` (a machine with a TPM) writes the TPM half of the evidence over the caller's
+//!   nonce ([`crate::utpm::TpmEvidenceParts`]: the attestation key's public area, its quote
+//!   of PCRs 17-19 over the nonce, those PCRs, the log of PCR 18, the TCC key and the EK
+//!   certificate), at most [`MAX_EVIDENCE_LEN`] bytes; [`Status::Unavailable`] without a TPM.
+//! - `activate` runs TPM2_ActivateCredential with the endorsement key and the attestation key
+//!   on a credential a verifier made (`TPM2B_ID_OBJECT` then `TPM2B_ENCRYPTED_SECRET`, at most
+//!   [`MAX_CREDENTIAL_LEN`] bytes) and writes the secret (at most 64 bytes);
+//!   [`Status::Refused`] for a credential made for another TPM or key.
+//! - `certify` gives the hypervisor a certificate of its TCC key: a P-256 signature, by the
+//!   key that certifies this cluster's TCCs, over `vpr_proto::msg::Attestation`'s certificate
+//!   bytes for a non-simulated key. From then on the `Attest` service hands it out with
+//!   evidence that is not marked simulated. The hypervisor cannot check who signed it (it does
+//!   not know the cluster's key): a wrong certificate only makes its evidence fail. Without a
+//!   TPM (keys that live for one boot) it is [`Status::Unavailable`].
 //!
 //! # PAL -> hypervisor
 //!
@@ -66,6 +84,18 @@ pub const MAX_PALS: usize = 8;
 /// 32-byte SHA-256 measurement of the image.
 pub const REGISTER_OUT_LEN: u64 = 40;
 
+/// The most bytes `evidence` writes.
+pub const MAX_EVIDENCE_LEN: u64 = 16 << 10;
+/// The most bytes of a credential `activate` reads.
+pub const MAX_CREDENTIAL_LEN: u64 = 1024;
+/// Bytes of a nonce (`evidence`), of an activated secret's buffer (`activate`) and of a
+/// certificate (`certify`, 64: r || s).
+pub const NONCE_LEN: u64 = 32;
+/// See [`NONCE_LEN`].
+pub const SECRET_LEN: u64 = 64;
+/// See [`NONCE_LEN`].
+pub const CERTIFICATE_LEN: u64 = 64;
+
 /// A guest's hypercall numbers (RAX).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u64)]
@@ -78,11 +108,25 @@ pub enum Call {
     Execute = 0x7670_0002,
     /// Forget a PAL and wipe its memory.
     Unregister = 0x7670_0003,
+    /// The TPM half of the evidence, over a nonce.
+    Evidence = 0x7670_0004,
+    /// Activate a verifier's credential for the attestation key.
+    Activate = 0x7670_0005,
+    /// Install a certificate of the TCC key.
+    Certify = 0x7670_0006,
 }
 
 impl Call {
     /// Every call.
-    pub const ALL: [Call; 4] = [Call::Version, Call::Register, Call::Execute, Call::Unregister];
+    pub const ALL: [Call; 7] = [
+        Call::Version,
+        Call::Register,
+        Call::Execute,
+        Call::Unregister,
+        Call::Evidence,
+        Call::Activate,
+        Call::Certify,
+    ];
 
     /// The call with number `number`, if there is one.
     #[must_use]
@@ -391,7 +435,15 @@ mod tests {
 
     #[test]
     fn call_numbers_are_stable_and_round_trip() {
-        let expected = [0x7670_0000, 0x7670_0001, 0x7670_0002, 0x7670_0003];
+        let expected = [
+            0x7670_0000,
+            0x7670_0001,
+            0x7670_0002,
+            0x7670_0003,
+            0x7670_0004,
+            0x7670_0005,
+            0x7670_0006,
+        ];
         assert_eq!(Call::ALL.len(), expected.len());
         for (call, number) in Call::ALL.into_iter().zip(expected) {
             assert_eq!(call as u64, number);

@@ -316,6 +316,80 @@ impl Quote {
     }
 }
 
+/// The TPM half of a machine's evidence, as the hypervisor's `evidence` call writes it: each
+/// field a u32 (little-endian) length and its bytes, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmEvidenceParts {
+    /// The attestation key's `TPMT_PUBLIC`.
+    pub ak_public: Vec<u8>,
+    /// Its quote of PCRs 17, 18 and 19 over the nonce ([`Quote::to_bytes`]).
+    pub quote: Vec<u8>,
+    /// The values of PCRs 17, 18 and 19.
+    pub pcrs: [[u8; 32]; 3],
+    /// The identities extended into PCR 18, in order.
+    pub pal_log: Vec<[u8; 32]>,
+    /// The TCC key (SEC1 uncompressed).
+    pub tcc_key: PublicKey,
+    /// The TPM's EK certificate (DER), as read from its NV memory.
+    pub ek_certificate: Vec<u8>,
+}
+
+impl TpmEvidenceParts {
+    /// The encoding (see the type).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let pcrs: Vec<u8> = self.pcrs.concat();
+        let log: Vec<u8> = self.pal_log.concat();
+        let fields: [&[u8]; 6] =
+            [&self.ak_public, &self.quote, &pcrs, &log, &self.tcc_key, &self.ek_certificate];
+        let mut out = Vec::new();
+        for field in fields {
+            out.extend_from_slice(&u32::try_from(field.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(field);
+        }
+        out
+    }
+
+    /// Reads what [`TpmEvidenceParts::to_bytes`] writes; nothing may follow.
+    pub fn from_bytes(bytes: &[u8]) -> Result<TpmEvidenceParts, QuoteError> {
+        let mut rest = bytes;
+        let mut field = |what: &'static str| -> Result<&[u8], QuoteError> {
+            let (len, tail) = rest.split_first_chunk::<4>().ok_or(QuoteError::Malformed(what))?;
+            let len = usize::try_from(u32::from_le_bytes(*len))
+                .map_err(|_| QuoteError::Malformed(what))?;
+            if len > tail.len() {
+                return Err(QuoteError::Malformed(what));
+            }
+            let (value, tail) = tail.split_at(len);
+            rest = tail;
+            Ok(value)
+        };
+        let ak_public = field("evidence: attestation key truncated")?.to_vec();
+        let quote = field("evidence: quote truncated")?.to_vec();
+        let pcrs = field("evidence: PCRs truncated")?;
+        let log = field("evidence: PAL log truncated")?;
+        let tcc_key = field("evidence: TCC key truncated")?;
+        let ek_certificate = field("evidence: EK certificate truncated")?.to_vec();
+        if !rest.is_empty() {
+            return Err(QuoteError::Malformed("evidence: trailing bytes"));
+        }
+        let digests = |bytes: &[u8]| -> Option<Vec<[u8; 32]>> {
+            bytes
+                .len()
+                .is_multiple_of(32)
+                .then(|| bytes.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect())
+        };
+        let pcrs: [[u8; 32]; 3] = digests(pcrs)
+            .and_then(|v| v.try_into().ok())
+            .ok_or(QuoteError::Malformed("evidence: not three PCR values"))?;
+        let pal_log = digests(log).ok_or(QuoteError::Malformed("evidence: PAL log not digests"))?;
+        let tcc_key = tcc_key
+            .try_into()
+            .map_err(|_| QuoteError::Malformed("evidence: TCC key not 65 bytes"))?;
+        Ok(TpmEvidenceParts { ak_public, quote, pcrs, pal_log, tcc_key, ek_certificate })
+    }
+}
+
 /// The `TPMT_SIGNATURE` at `r`'s position (see [`Quote::tpmt_signature`]).
 fn read_tpmt_signature(r: &mut Reader<'_>) -> Result<Signature, QuoteError> {
     if r.u16("signature truncated")? != TPM_ALG_ECDSA {
@@ -456,6 +530,26 @@ mod tests {
         push_sized(&mut tpmt, &sig[1..32]);
         push_sized(&mut tpmt, &sig[32..]);
         assert_eq!(Quote::signature_from_tpmt(&tpmt), Ok(sig));
+    }
+
+    #[test]
+    fn tpm_evidence_parts_round_trip_and_refuse_truncations() {
+        let parts = TpmEvidenceParts {
+            ak_public: vec![1; 88],
+            quote: vec![2; 200],
+            pcrs: [[3; 32], [4; 32], [5; 32]],
+            pal_log: vec![[6; 32], [7; 32]],
+            tcc_key: [8; 65],
+            ek_certificate: vec![9; 900],
+        };
+        let bytes = parts.to_bytes();
+        assert_eq!(TpmEvidenceParts::from_bytes(&bytes), Ok(parts));
+        for len in 0..bytes.len() {
+            assert!(TpmEvidenceParts::from_bytes(&bytes[..len]).is_err(), "{len} bytes");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(TpmEvidenceParts::from_bytes(&longer).is_err());
     }
 
     #[test]

@@ -342,6 +342,39 @@ impl Tcc {
     }
 }
 
+/// `bytes` into the guest's `out` (its capacity) and their length into `out_len`; the length.
+fn write_out(
+    guest: &mut dyn GuestAccess,
+    out: Range,
+    out_len: Range,
+    bytes: &[u8],
+) -> Result<u64, Status> {
+    let len = bytes.len() as u64;
+    if len > out.len() {
+        return Err(Status::TooLarge);
+    }
+    if !guest.write(out.start, bytes) || !guest.write(out_len.start, &len.to_le_bytes()) {
+        return Err(Status::BadPointer);
+    }
+    Ok(len)
+}
+
+/// The certificate of the TCC key a verifier gave (`certify`), once given.
+static CERTIFICATE: spin::Once<Signature> = spin::Once::new();
+
+/// Installs a certificate of the TCC key (`certify`): only for keys derived from the
+/// TPM-held master secret (bound to the TPM by PCR 19), once per boot.
+fn certify(certificate: Signature) -> Result<(), Status> {
+    if !keys()?.tpm_bound {
+        return Err(Status::Unavailable);
+    }
+    if CERTIFICATE.get().is_some() {
+        return Err(Status::Refused);
+    }
+    CERTIFICATE.call_once(|| certificate);
+    Ok(())
+}
+
 /// The boot's TCC keys, made from RDRAND on first use.
 static KEYS: spin::Once<TccKeys> = spin::Once::new();
 
@@ -395,6 +428,8 @@ struct TccKeys {
     key: KeyPair,
     certificate: Signature,
     sealing: Key,
+    /// Derived from the TPM-held master secret (else made for the boot).
+    tpm_bound: bool,
 }
 
 impl core::fmt::Debug for TccKeys {
@@ -452,12 +487,18 @@ impl TccKeys {
             },
             Digest::of(&key.public())
         );
-        Ok(TccKeys { key, certificate, sealing })
+        Ok(TccKeys { key, certificate, sealing, tpm_bound: master.is_some() })
     }
 
-    /// What `Service::Attest` writes: simulated (1), TCC key, certificate, signature.
+    /// What `Service::Attest` writes: whether it is simulated, the TCC key, its certificate,
+    /// the signature. Simulated, with the key certifying itself, until a verifier's
+    /// certificate is installed (`certify`).
     fn attest(&self, identity: Digest, data: Digest) -> [u8; ATTESTATION_LEN] {
-        let a = Attestation::make(&self.key, self.certificate, true, identity, data);
+        let (certificate, simulated) = match CERTIFICATE.get() {
+            Some(certificate) => (*certificate, false),
+            None => (self.certificate, true),
+        };
+        let a = Attestation::make(&self.key, certificate, simulated, identity, data);
         let mut out = [0; ATTESTATION_LEN];
         out[0] = u8::from(a.simulated);
         out[1..66].copy_from_slice(&a.tcc_key);
@@ -712,6 +753,32 @@ impl<'a> Pals<'a> {
             Request::Unregister { handle } => {
                 drop(self.registry.remove(handle)?);
                 log::info!("pal: unregistered handle={handle:#x}");
+                Ok(0)
+            }
+            Request::Evidence { nonce, out, out_len } => {
+                let mut n = [0; 32];
+                if !guest.read(nonce.start, &mut n) {
+                    return Err(Status::BadPointer);
+                }
+                let key = tcc_key()?;
+                let evidence = crate::tpm::evidence(&n, &key)?.to_bytes();
+                write_out(guest, out, out_len, &evidence)
+            }
+            Request::Activate { credential, out, out_len } => {
+                let mut blob = alloc::vec![0; mem::usize_of(credential.len())];
+                if !guest.read(credential.start, &mut blob) {
+                    return Err(Status::BadPointer);
+                }
+                let secret = crate::tpm::activate(&blob)?;
+                write_out(guest, out, out_len, &secret)
+            }
+            Request::Certify { certificate } => {
+                let mut signature = [0; 64];
+                if !guest.read(certificate.start, &mut signature) {
+                    return Err(Status::BadPointer);
+                }
+                certify(signature)?;
+                log::info!("pal: the TCC key is certified: its evidence is no longer simulated");
                 Ok(0)
             }
         }

@@ -254,7 +254,7 @@ pub fn run_after_reboot() -> (u32, u32) {
             return (suite.passed, suite.failed);
         }
     };
-    let tests: [Test; 9] = [
+    let tests: [Test; 10] = [
         ("tpm_measured_launch_after_reboot", tpm::tpm_measured_launch),
         ("tpm_pal_pcr_reset_by_reboot", tpm::tpm_pal_pcr_reset),
         ("tpm_ek_certificate_after_reboot", tpm::tpm_ek_certificate),
@@ -264,6 +264,7 @@ pub fn run_after_reboot() -> (u32, u32) {
         ("tpm_activate_credential", tpm::tpm_activate_credential),
         ("tpm_evidence", tpm::tpm_evidence),
         ("tpm_manager_after_reboot", manager::tpm_manager_after_reboot),
+        ("certified_tcc_key", pal::certified_tcc_key),
         // Changes PCR 17 for good: last.
         ("tpm_master_secret_needs_pcr17", tpm::tpm_master_secret_needs_pcr17),
     ];

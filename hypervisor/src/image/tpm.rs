@@ -12,8 +12,9 @@
 
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
-use vpr_hypervisor::tpm::{Tpm, TpmError, EK_CERT_RSA_INDEX};
+use vpr_hypervisor::tpm::{command, Tpm, TpmError, EK_CERT_RSA_INDEX};
 use vpr_proto::hypercall::Status;
+use vpr_proto::utpm::{Quote, TpmEvidenceParts};
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -153,6 +154,71 @@ pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
         }
         None => Ok(()),
     }
+}
+
+/// The TPM half of the evidence over `nonce` (the `evidence` hypercall): the attestation
+/// key's public area, its quote of PCRs 17 (the launch), 18 (the PALs) and 19 (the TCC key)
+/// over `nonce`, those PCRs, PCR 18's log, the TCC key `tcc_key` and the EK certificate.
+/// `Unavailable` without a TPM or when it fails (logged).
+pub fn evidence(nonce: &[u8; 32], tcc_key: &[u8; 65]) -> Result<TpmEvidenceParts, Status> {
+    let pal_log = pal_log();
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
+    let fail = |e: TpmError| {
+        log::error!("hv: evidence: TPM: {e}");
+        Status::Unavailable
+    };
+    let (ak, x, y) = tpm.create_attestation_key(0).map_err(fail)?;
+    let quote = tpm.quote(0, ak, nonce, &[LAUNCH_PCR, PAL_PCR, KEY_PCR]);
+    let _ = tpm.flush(0, ak);
+    let quote = quote.map_err(fail)?;
+    let mut signature = [0; 64];
+    signature[..32].copy_from_slice(&quote.r);
+    signature[32..].copy_from_slice(&quote.s);
+    let mut pcrs = [[0; 32]; 3];
+    for (value, pcr) in pcrs.iter_mut().zip([LAUNCH_PCR, PAL_PCR, KEY_PCR]) {
+        *value = tpm.pcr_read(0, pcr).map_err(fail)?;
+    }
+    let ek_certificate = tpm.nv_read_all(0, EK_CERT_RSA_INDEX).map_err(fail)?;
+    Ok(TpmEvidenceParts {
+        ak_public: command::attestation_key_public(&x, &y),
+        quote: Quote { attest: quote.attest, signature }.to_bytes(),
+        pcrs,
+        pal_log,
+        tcc_key: *tcc_key,
+        ek_certificate,
+    })
+}
+
+/// TPM2_ActivateCredential of a verifier's `credential` (`TPM2B_ID_OBJECT` then
+/// `TPM2B_ENCRYPTED_SECRET`) with the endorsement key and the attestation key (the
+/// `activate` hypercall): the secret. `Refused` for a credential the TPM does not open (made
+/// for another TPM or key: TPM_RC_INTEGRITY) or that is not two TPM2Bs; `Unavailable`
+/// without a TPM or when it fails otherwise.
+pub fn activate(credential: &[u8]) -> Result<alloc::vec::Vec<u8>, Status> {
+    let split = credential
+        .get(..2)
+        .map(|n| 2 + usize::from(u16::from_be_bytes([n[0], n[1]])))
+        .filter(|&at| at < credential.len())
+        .ok_or(Status::Refused)?;
+    let (blob, secret) = credential.split_at(split);
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
+    let fail = |e: TpmError| match e {
+        TpmError::Tpm(rc) if rc.0 & 0x3F == 0x1F => Status::Refused, // TPM_RC_INTEGRITY
+        e => {
+            log::error!("hv: credential activation: TPM: {e}");
+            Status::Unavailable
+        }
+    };
+    let (ek, _) = tpm.create_endorsement_key(0).map_err(fail)?;
+    let result = tpm.create_attestation_key(0).and_then(|(ak, _, _)| {
+        let activated = tpm.activate_credential(0, ak, ek, blob, secret);
+        let _ = tpm.flush(0, ak);
+        activated
+    });
+    let _ = tpm.flush(0, ek);
+    result.map_err(fail)
 }
 
 /// The identities extended into PCR 18 so far this boot, in order.

@@ -175,7 +175,7 @@ fn len(image: &[u8]) -> u64 {
 pub fn hypercall_version(svm: &Svm) -> TestResult {
     let mut pals = Pals::new(svm);
     let calls =
-        [[VERSION, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [VERSION + 4, 0, 0, 0, 0, 0, 0]];
+        [[VERSION, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [VERSION + 7, 0, 0, 0, 0, 0, 0]];
     let (replies, _) = run_script(svm, &mut pals, &[], &calls)?;
     expect_statuses(&replies, &[Status::Ok, Status::UnknownCall, Status::UnknownCall])?;
     if replies[0].regs[1] != ABI_VERSION {
@@ -903,6 +903,55 @@ pub fn pal_upcrs(svm: &Svm) -> TestResult {
                 &out[32..64]
             ));
         }
+    }
+    Ok(())
+}
+
+/// Boot 2 (after the TPM tests): a verifier's certificate of the TCC key, given by hypercall
+/// (`certify`), makes the `Attest` service's evidence non-simulated: it verifies against the
+/// verifier's key without `allow_simulated`, for the PAL and its data; a second certificate
+/// is `Refused`, and a pointer outside the guest `BadPointer`.
+pub fn certified_tcc_key(svm: &Svm) -> TestResult {
+    use vpr_proto::crypto::KeyPair;
+    use vpr_proto::msg::Attestation;
+    let mut pals = Pals::new(svm);
+    let key = tcc_key(svm, &mut pals)?;
+    let mut secret = [0u8; 32];
+    crate::cpu::random(&mut secret).map_err(|s| format!("random: {s}"))?;
+    let ca = KeyPair::from_secret(&secret).ok_or("no CA key")?;
+    let certificate = ca.sign(&Attestation::certificate_bytes(false, &key));
+    let calls = [
+        [Call::Certify as u64, INPUT, 0, 0, 0, 0, 0],
+        [Call::Certify as u64, INPUT, 0, 0, 0, 0, 0],
+        [Call::Certify as u64, RAM_END - 32, 0, 0, 0, 0, 0],
+    ];
+    let (replies, _) = run_script(svm, &mut pals, &[(INPUT, &certificate)], &calls)?;
+    expect_statuses(&replies, &[Status::Ok, Status::Refused, Status::BadPointer])?;
+    // The evidence a PAL now gets (the sealer PAL's `Attest`, op 2).
+    let image = &pal_image(program::pal_sealer());
+    let data = [0x42u8; 32];
+    let (status, bytes) = sealer(svm, 2, &data)?;
+    if status != Status::Ok.as_u64() || bytes.len() != 194 {
+        return Err(format!("attest: status {status:#x}, {} bytes", bytes.len()));
+    }
+    let mut signed = [0u8; 64];
+    signed.copy_from_slice(&bytes[130..194]);
+    let evidence = Attestation {
+        simulated: bytes[0] != 0,
+        identity: Digest::of(image),
+        data: Digest(data),
+        tcc_key: key,
+        certificate,
+        signature: signed,
+    };
+    if bytes[0] != 0 || bytes[66..130] != certificate {
+        return Err(String::from("the evidence does not carry the certificate, or is simulated"));
+    }
+    evidence
+        .verify(&ca.public(), &Digest::of(image), &Digest(data), false)
+        .map_err(|e| format!("certified evidence: {e}"))?;
+    if evidence.verify(&key, &Digest::of(image), &Digest(data), false).is_ok() {
+        return Err(String::from("the evidence verifies against a key that did not certify it"));
     }
     Ok(())
 }

@@ -330,37 +330,24 @@ pub fn tpm_endorsement_and_attestation_keys(_svm: &Svm) -> TestResult {
 /// opens on this TPM (TPM2_ActivateCredential; the secret is logged for `qemu-test` to
 /// compare), and with one bit changed it does not (TPM_RC_INTEGRITY).
 pub fn tpm_activate_credential(_svm: &Svm) -> TestResult {
+    use vpr_proto::hypercall::Status;
     let module = mem::module(2).ok_or("no module 2: the verifier's credential")?;
-    let split = module
-        .get(..2)
-        .map(|n| 2 + usize::from(u16::from_be_bytes([n[0], n[1]])))
-        .filter(|&at| at < module.len())
-        .ok_or("module 2 is not a TPM2B_ID_OBJECT and a TPM2B_ENCRYPTED_SECRET")?;
-    let (blob, secret) = module.split_at(split);
-    with_tpm(|tpm| {
-        let (ek, _) = tpm.create_endorsement_key(0).map_err(err)?;
-        let ak = tpm.create_attestation_key(0).map_err(err);
-        let result = ak.and_then(|(ak, _, _)| {
-            let start = crate::tsc::read();
-            let activated = tpm.activate_credential(0, ak, ek, blob, secret).map_err(err);
-            let ticks = crate::tsc::read() - start;
-            let mut tampered = blob.to_vec();
-            if let Some(last) = tampered.last_mut() {
-                *last ^= 1;
-            }
-            let refused = tpm.activate_credential(0, ak, ek, &tampered, secret);
-            let _ = tpm.flush(0, ak);
-            match refused {
-                Err(TpmError::Tpm(rc)) if rc.0 & 0x3F == 0x1F => {} // TPM_RC_INTEGRITY
-                other => return Err(format!("a tampered credential: {other:?}")),
-            }
-            let credential = activated?;
-            log::info!("hv: credential activated: {} ({ticks} TSC ticks)", hex(&credential));
-            Ok(())
-        });
-        let _ = tpm.flush(0, ek);
-        result
-    })
+    let start = crate::tsc::read();
+    let credential =
+        crate::tpm::activate(module).map_err(|s| format!("activating the credential: {s}"))?;
+    let ticks = crate::tsc::read() - start;
+    // One bit changed in the credential blob's last byte (the first TPM2B).
+    let blob_end = module.get(..2).map_or(0, |n| 2 + usize::from(u16::from_be_bytes([n[0], n[1]])));
+    let mut tampered = module.to_vec();
+    if let Some(byte) = tampered.get_mut(blob_end.saturating_sub(1)) {
+        *byte ^= 1;
+    }
+    match crate::tpm::activate(&tampered) {
+        Err(Status::Refused) => {}
+        other => return Err(format!("a tampered credential: {other:?}")),
+    }
+    log::info!("hv: credential activated: {} ({ticks} TSC ticks)", hex(&credential));
+    Ok(())
 }
 
 /// The nonce `qemu-test` put on the command line (`vpr.nonce=<64 hex digits>`).
@@ -414,30 +401,22 @@ pub fn tpm_evidence(svm: &Svm) -> TestResult {
         return Err(format!("uTPM quote says {info:?}"));
     }
     log::info!("hv: uTPM quote by the PAL: {ticks} TSC ticks (execute included)");
-    with_tpm(|tpm| {
-        let (ak, x, y) = tpm.create_attestation_key(0).map_err(err)?;
-        let pcrs = [LAUNCH_PCR, PAL_PCR, KEY_PCR];
-        let tpm_quote = tpm.quote(0, ak, &nonce, &pcrs);
-        let _ = tpm.flush(0, ak);
-        let tpm_quote = tpm_quote.map_err(err)?;
-        let mut values = String::new();
-        for pcr in pcrs {
-            values.push_str(&hex(&tpm.pcr_read(0, pcr).map_err(err)?));
-        }
-        let mut signature = [0; 64];
-        signature[..32].copy_from_slice(&tpm_quote.r);
-        signature[32..].copy_from_slice(&tpm_quote.s);
-        let tpm_quote = Quote { attest: tpm_quote.attest, signature };
-        let log: String = crate::tpm::pal_log().iter().map(|id| hex(id)).collect();
-        log::info!(
-            "hv: evidence: nonce={} tcc_key={} pal_quote={} tpm_quote={} pcrs={values} \
-             pal_log={log} ak={}",
-            hex(&nonce),
-            hex(&key),
-            hex(pal_quote),
-            hex(&tpm_quote.to_bytes()),
-            hex(&[&x[..], &y[..]].concat())
-        );
-        Ok(())
-    })
+    let parts = crate::tpm::evidence(&nonce, &key).map_err(|s| format!("evidence: {s}"))?;
+    // The attestation key's point, from its public area (`command::attestation_key_public`:
+    // 20 bytes of template, then x and y, each after a 2-byte size).
+    let point = [parts.ak_public.get(22..54), parts.ak_public.get(56..88)];
+    let [Some(x), Some(y)] = point else {
+        return Err(String::from("the attestation key's public area is too short"));
+    };
+    let log: String = parts.pal_log.iter().map(|id| hex(id)).collect();
+    log::info!(
+        "hv: evidence: nonce={} tcc_key={} pal_quote={} tpm_quote={} pcrs={} pal_log={log} ak={}",
+        hex(&nonce),
+        hex(&key),
+        hex(pal_quote),
+        hex(&parts.quote),
+        hex(&parts.pcrs.concat()),
+        hex(&[x, y].concat())
+    );
+    Ok(())
 }
