@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod enroll;
 pub mod evidence;
 pub mod launcher;
 pub mod net;

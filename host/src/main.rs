@@ -121,6 +121,14 @@ enum Command {
         #[arg(long)]
         allow_simulation: bool,
     },
+    /// On the vpr hypervisor (a replica VM's Linux): wait for the cluster's operator on
+    /// `--listen`, show it this machine's TPM evidence, and take its certificate of the TCC
+    /// key (see `vpr_host::enroll`).
+    EnrollAgent {
+        /// Where to wait for the operator, `host:port`.
+        #[arg(long, default_value = "0.0.0.0:7100")]
+        listen: String,
+    },
     /// On the vpr hypervisor (a replica VM's Linux): register the PAL image, run SQL through
     /// it, take a uTPM quote, unregister it; report what each step gave.
     PalSmoke {
@@ -166,6 +174,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
         Command::PalSmoke { image } => pal_smoke(&image),
+        Command::EnrollAgent { listen } => {
+            vpr_host::enroll::agent(&listen)?;
+            println!("enroll-agent: the TCC key is certified by the cluster");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { evidence, ca, nonce, identity, data, hypervisor, allow_simulation } => {
             let expected = VerifyArgs { nonce, identity, data, hypervisor, allow_simulation };
             verify(&evidence, &ca, &expected)

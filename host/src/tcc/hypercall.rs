@@ -11,7 +11,9 @@
 use std::arch::asm;
 use std::arch::x86_64::__cpuid;
 
-use vpr_proto::hypercall::{Call, RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, REGISTER_OUT_LEN};
+use vpr_proto::hypercall::{
+    Call, RegisterOut, Status, ABI_VERSION, MAX_EVIDENCE_LEN, MAX_IO_LEN, REGISTER_OUT_LEN,
+};
 
 /// [`REGISTER_OUT_LEN`] as an array length.
 const REGISTER_OUT_BYTES: usize = 40;
@@ -179,25 +181,72 @@ impl Hypervisor {
         capacity: usize,
     ) -> Result<Vec<u8>, HypercallError> {
         let capacity = capacity.min(usize::try_from(MAX_IO_LEN).unwrap_or(usize::MAX));
+        self.call_with_output(Call::Execute, input, capacity, |input, len, out, cap, out_len| {
+            [handle, input, len, out, cap, out_len]
+        })
+    }
+
+    /// The TPM half of the evidence over `nonce` (`vpr_proto::utpm::TpmEvidenceParts`).
+    ///
+    /// # Errors
+    /// `Unavailable` without a TPM, or a lock failure.
+    pub fn evidence(&self, nonce: &[u8; 32]) -> Result<Vec<u8>, HypercallError> {
+        let capacity = usize::try_from(MAX_EVIDENCE_LEN).unwrap_or(16 << 10);
+        self.call_with_output(Call::Evidence, nonce, capacity, |nonce, _, out, cap, out_len| {
+            [nonce, out, cap, out_len, 0, 0]
+        })
+    }
+
+    /// Activates a verifier's credential for the attestation key; the secret.
+    ///
+    /// # Errors
+    /// `Refused` for a credential made for another TPM or key, `TooLarge`, a lock failure.
+    pub fn activate(&self, credential: &[u8]) -> Result<Vec<u8>, HypercallError> {
+        self.call_with_output(Call::Activate, credential, 64, |input, len, out, _, out_len| {
+            [input, len, out, out_len, 0, 0]
+        })
+    }
+
+    /// A call that reads `input` and writes at most `capacity` bytes and their length (a
+    /// little-endian u64); `args` places the input's pointer and length, the output's pointer
+    /// and capacity and the length's pointer in the call's registers. The bytes written.
+    fn call_with_output(
+        &self,
+        call: Call,
+        input: &[u8],
+        capacity: usize,
+        args: impl FnOnce(u64, u64, u64, u64, u64) -> [u64; 6],
+    ) -> Result<Vec<u8>, HypercallError> {
         let mut output = vec![0u8; capacity];
         let mut len = [0u8; 8];
         let _in = Locked::new(input)?;
         let _out = Locked::new(&output)?;
         let _len = Locked::new(&len)?;
-        let args = [
-            handle,
+        let args = args(
             input.as_ptr() as u64,
             input.len() as u64,
             output.as_mut_ptr() as u64,
             capacity as u64,
             len.as_mut_ptr() as u64,
-        ];
-        // SAFETY: on the vpr hypervisor (`open`); the input is read, the output and the
-        // length written, all live, locked and borrowed for the call.
-        check(Call::Execute, unsafe { vmmcall(Call::Execute, args) })?;
+        );
+        // SAFETY: on the vpr hypervisor (`open`); the input is read, the output (at most its
+        // capacity) and the length written, all live, locked and borrowed for the call.
+        check(call, unsafe { vmmcall(call, args) })?;
         let n = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
         output.truncate(n.min(capacity));
         Ok(output)
+    }
+
+    /// Installs a certificate of the TCC key.
+    ///
+    /// # Errors
+    /// `Unavailable` without a TPM, `Refused` if one is installed already.
+    pub fn certify(&self, certificate: &[u8; 64]) -> Result<(), HypercallError> {
+        let _certificate = Locked::new(certificate)?;
+        let args = [certificate.as_ptr() as u64, 0, 0, 0, 0, 0];
+        // SAFETY: on the vpr hypervisor (`open`); the certificate is read, live, locked and
+        // borrowed for the call.
+        check(Call::Certify, unsafe { vmmcall(Call::Certify, args) }).map(drop)
     }
 
     /// Forgets PAL `handle` (its memory wiped).

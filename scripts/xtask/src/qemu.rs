@@ -107,16 +107,18 @@ pub fn kvm_usable() -> bool {
 }
 
 /// A running swtpm with its own state folder: both go when it is dropped.
-struct Swtpm {
+pub struct Swtpm {
     child: Child,
-    dir: PathBuf,
-    socket: PathBuf,
+    /// The TPM's state folder.
+    pub dir: PathBuf,
+    /// Its control socket (for `-chardev socket,path=`).
+    pub socket: PathBuf,
 }
 
 impl Swtpm {
     /// Provisions a fresh TPM state in `dir` with `qemu/tpm-setup.sh` (EK certificates from
     /// the local CA in `ca`) and starts swtpm on it.
-    fn start(root: &Path, dir: PathBuf, ca: &Path) -> Result<Swtpm, String> {
+    pub fn start(root: &Path, dir: PathBuf, ca: &Path) -> Result<Swtpm, String> {
         install::swtpm()?;
         let _ = fs::remove_dir_all(&dir);
         install::run(Command::new(root.join("qemu/tpm-setup.sh")).arg(&dir).arg(ca))?;
@@ -435,6 +437,56 @@ impl Boot {
 
 /// Boots QEMU with `args`, streams its output, waits at most `timeout`.
 pub fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String> {
+    let mut running = spawn(args)?;
+    let status = wait(&mut running.qemu, timeout)?;
+    let lines = running.lines();
+    let counts = lines.iter().rev().find_map(|line| summary(line));
+    let elapsed = running.started.elapsed();
+    match status {
+        Some(status) => eprintln!(
+            "qemu-test: QEMU exited with {status} after {:.2}s ({accel})",
+            elapsed.as_secs_f64()
+        ),
+        None => eprintln!("qemu-test: QEMU still running after {}s; killed", timeout.as_secs()),
+    }
+    Ok(Boot { status, lines, counts, elapsed })
+}
+
+/// A QEMU started by [`spawn`], its output streamed to ours and collected.
+pub struct Running {
+    qemu: KillOnDrop,
+    lines: mpsc::Receiver<String>,
+    readers: Vec<thread::JoinHandle<()>>,
+    /// When it started.
+    pub started: Instant,
+}
+
+impl Running {
+    /// Stops QEMU (if it still runs) and returns everything it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        if let Ok(None) = self.qemu.0.try_wait() {
+            let _ = self.qemu.0.kill();
+            let _ = self.qemu.0.wait();
+        }
+        self.lines()
+    }
+
+    /// Whether QEMU still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.qemu.0.try_wait(), Ok(None))
+    }
+
+    /// The lines printed so far and to the end (once QEMU has stopped).
+    fn lines(&mut self) -> Vec<String> {
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        self.lines.try_iter().collect()
+    }
+}
+
+/// Starts QEMU with `args`, streaming its output.
+pub fn spawn(args: &[String]) -> Result<Running, String> {
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     let started = Instant::now();
     let child = Command::new(QEMU)
@@ -451,20 +503,7 @@ pub fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, Str
         qemu.0.stderr.take().map(|err| stream(err, sender.clone())),
     ];
     drop(sender);
-    let status = wait(&mut qemu, timeout)?;
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.join();
-    }
-    let lines: Vec<String> = lines.try_iter().collect();
-    let counts = lines.iter().rev().find_map(|line| summary(line));
-    match status {
-        Some(status) => eprintln!(
-            "qemu-test: QEMU exited with {status} after {:.2}s ({accel})",
-            started.elapsed().as_secs_f64()
-        ),
-        None => eprintln!("qemu-test: QEMU still running after {}s; killed", timeout.as_secs()),
-    }
-    Ok(Boot { status, lines, counts, elapsed: started.elapsed() })
+    Ok(Running { qemu, lines, readers: readers.into_iter().flatten().collect(), started })
 }
 
 /// Checks the measurement the image logged against the one recomputed from its file.

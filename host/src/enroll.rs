@@ -1,0 +1,199 @@
+//! Enrolling a replica machine's TCC with the cluster, before its replica starts: the
+//! cluster's operator (the launcher, holding the TPM manufacturer's CA and the cluster's
+//! certifying key) checks the machine's TPM evidence up to the CA and then certifies its TCC
+//! key, so that its Manager's evidence verifies against the cluster's key — attested joins
+//! and client sessions without simulated evidence.
+//!
+//! The machine runs [`agent`] (a process of the hypervisor's Linux guest); the operator
+//! connects and runs [`enroll`]. Over one TCP connection, each message a u32 (little-endian)
+//! length and its bytes:
+//!
+//! 1. operator → agent: a fresh 32-byte nonce;
+//! 2. agent → operator: the TPM evidence over it (the `evidence` hypercall:
+//!    `vpr_proto::utpm::TpmEvidenceParts`);
+//! 3. operator → agent: a credential for the attestation key, made against the EK in the EK
+//!    certificate ([`credential::make_credential`]);
+//! 4. agent → operator: the secret the TPM gave back (the `activate` hypercall) — the
+//!    attestation key is on that EK's TPM;
+//! 5. the operator checks the EK certificate against the CA, issues the attestation key's
+//!    certificate, checks the quote: PCR 17 the expected hypervisor, PCR 19 the TCC key;
+//!    operator → agent: the cluster key's certificate of the TCC key;
+//! 6. agent → operator: `ok` once the `certify` hypercall took it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::time::{Duration, SystemTime};
+
+use vpr_proto::crypto::{KeyPair, PublicKey};
+use vpr_proto::msg::Attestation;
+use vpr_proto::utpm::{self, Quote, TpmEvidenceParts};
+use vpr_proto::Digest;
+
+use crate::evidence::{credential, x509};
+use crate::tcc::hypercall::Hypervisor;
+
+/// The most bytes of one message.
+const MAX_MESSAGE: usize = 64 << 10;
+/// How long either side waits for the other's next message.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// PCRs 17-22 start at all ones (PC Client PTP).
+const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
+
+/// Why an enrollment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The connection failed or a message broke the protocol.
+    #[error("enrollment connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The machine's evidence does not hold.
+    #[error("the machine's evidence is refused: {0}")]
+    Evidence(String),
+    /// The machine's TCC failed.
+    #[error("the machine's TCC: {0}")]
+    Tcc(String),
+}
+
+fn send(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    stream.write_all(&len.to_le_bytes())?;
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = usize::try_from(u32::from_le_bytes(len)).unwrap_or(usize::MAX);
+    if len > MAX_MESSAGE {
+        return Err(std::io::Error::other(format!("a {len}-byte message")));
+    }
+    let mut bytes = vec![0; len];
+    stream.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The machine's side: waits on `listen` for the operator, answers one enrollment with the
+/// hypervisor's TPM hypercalls, and returns once its TCC key is certified.
+///
+/// # Errors
+/// Not on the hypervisor, a hypercall refused, or the connection failed.
+pub fn agent(listen: &str) -> Result<(), EnrollError> {
+    let hv = Hypervisor::open().map_err(|e| EnrollError::Tcc(e.to_string()))?;
+    let listener = TcpListener::bind(listen)?;
+    let (mut stream, peer) = listener.accept()?;
+    tracing::info!("enrollment by {peer}");
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let nonce: [u8; 32] = receive(&mut stream)?
+        .try_into()
+        .map_err(|_| EnrollError::Evidence(String::from("the nonce is not 32 bytes")))?;
+    let evidence = hv.evidence(&nonce).map_err(|e| EnrollError::Tcc(e.to_string()))?;
+    send(&mut stream, &evidence)?;
+    let credential = receive(&mut stream)?;
+    let secret = hv.activate(&credential).map_err(|e| EnrollError::Tcc(e.to_string()))?;
+    send(&mut stream, &secret)?;
+    let certificate: [u8; 64] = receive(&mut stream)?
+        .try_into()
+        .map_err(|_| EnrollError::Evidence(String::from("the certificate is not 64 bytes")))?;
+    match hv.certify(&certificate) {
+        Ok(()) => send(&mut stream, b"ok")?,
+        Err(e) => {
+            send(&mut stream, e.to_string().as_bytes())?;
+            return Err(EnrollError::Tcc(e.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// What the operator trusts and expects.
+#[derive(Debug)]
+pub struct Operator<'a> {
+    /// The TPM manufacturer's CA (root and intermediate; the key that issues AK certificates).
+    pub ca: &'a x509::Ca,
+    /// The cluster's certifying key: the `manufacturer` of its replicas' configuration.
+    pub cluster_key: &'a KeyPair,
+    /// The hypervisor measurement PCR 17 must show.
+    pub hypervisor: [u8; 32],
+}
+
+/// What an enrollment established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    /// The machine's TCC key, now certified.
+    pub tcc_key: PublicKey,
+    /// SHA-256 of its TPM's EK certificate.
+    pub ek_certificate: [u8; 32],
+    /// The PALs its hypervisor had registered (PCR 18's log).
+    pub pal_log: Vec<[u8; 32]>,
+}
+
+/// The operator's side: enrolls the machine whose agent listens at `addr`.
+///
+/// # Errors
+/// The connection, or any link of the machine's evidence that does not hold.
+pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrolled, EnrollError> {
+    let bad = |what: String| EnrollError::Evidence(what);
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut nonce = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+    send(&mut stream, &nonce)?;
+    let parts = TpmEvidenceParts::from_bytes(&receive(&mut stream)?)
+        .map_err(|e| bad(format!("undecodable: {e}")))?;
+    // EK certificate -> CA.
+    let ek = x509::read_certificates(&parts.ek_certificate)
+        .map_err(|e| bad(format!("EK certificate: {e}")))?;
+    let ek = ek.first().ok_or_else(|| bad(String::from("no EK certificate")))?;
+    x509::verify_chain(
+        operator.ca.root(),
+        std::slice::from_ref(operator.ca.intermediate()),
+        ek,
+        SystemTime::now(),
+    )
+    .map_err(|e| bad(format!("EK certificate: {e}")))?;
+    // Attestation key -> EK, by credential activation.
+    let ak = credential::parse_attestation_key(&parts.ak_public)
+        .map_err(|e| bad(format!("attestation key: {e}")))?;
+    let ek_key = x509::rsa_public_key(ek).map_err(|e| bad(format!("EK: {e}")))?;
+    let mut secret = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+    let made = credential::make_credential(&ek_key, &ak.name, &secret, &mut rand_core::OsRng)
+        .map_err(|e| bad(format!("credential: {e}")))?;
+    send(&mut stream, &[made.id_object, made.encrypted_secret].concat())?;
+    if receive(&mut stream)? != secret {
+        return Err(bad(String::from("the attestation key is not on the EK's TPM")));
+    }
+    // The quote: fresh, by that key, of PCR 17 = the hypervisor, PCR 19 = the TCC key.
+    let ak_point: PublicKey =
+        p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&ak.key, false)
+            .as_bytes()
+            .try_into()
+            .map_err(|_| bad(String::from("attestation key point")))?;
+    let quote = Quote::from_bytes(&parts.quote).map_err(|e| bad(format!("quote: {e}")))?;
+    let info = quote.verify(&ak_point, &parts.pcrs).map_err(|e| bad(format!("quote: {e}")))?;
+    if info.extra_data != nonce || utpm::selected_pcrs(&info.pcr_select) != [17, 18, 19] {
+        return Err(bad(String::from("the quote is not over this nonce and PCRs 17-19")));
+    }
+    if parts.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, &operator.hypervisor) {
+        return Err(bad(format!("PCR 17 is not hypervisor {}", Digest(operator.hypervisor))));
+    }
+    let replayed = parts.pal_log.iter().fold(DYNAMIC_PCR_START, |p, id| utpm::extended(&p, id));
+    if replayed != parts.pcrs[1] {
+        return Err(bad(String::from("PCR 18 does not replay from its log")));
+    }
+    if parts.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(&parts.tcc_key).0) {
+        return Err(bad(String::from("PCR 19 does not hold the TCC key")));
+    }
+    // The TCC key is this TPM's hypervisor's: certify it for the cluster.
+    let certificate =
+        operator.cluster_key.sign(&Attestation::certificate_bytes(false, &parts.tcc_key));
+    send(&mut stream, &certificate)?;
+    let answer = receive(&mut stream)?;
+    if answer != b"ok" {
+        return Err(EnrollError::Tcc(String::from_utf8_lossy(&answer).into_owned()));
+    }
+    Ok(Enrolled {
+        tcc_key: parts.tcc_key,
+        ek_certificate: x509::ek_certificate_digest(&parts.ek_certificate),
+        pal_log: parts.pal_log,
+    })
+}
