@@ -115,6 +115,33 @@ pub struct Operator<'a> {
     pub hypervisor: [u8; 32],
 }
 
+/// The quote of `parts`: by the attestation key `ak`, over `nonce`, of PCRs 17-19 with the
+/// values given; PCR 17 the measured launch of `hypervisor`, PCR 18 replayed from the PAL
+/// log, PCR 19 the TCC key's hash.
+fn check_quote(
+    parts: &TpmEvidenceParts,
+    ak: &PublicKey,
+    nonce: &[u8; 32],
+    hypervisor: &[u8; 32],
+) -> Result<(), String> {
+    let quote = Quote::from_bytes(&parts.quote).map_err(|e| format!("quote: {e}"))?;
+    let info = quote.verify(ak, &parts.pcrs).map_err(|e| format!("quote: {e}"))?;
+    if info.extra_data != nonce || utpm::selected_pcrs(&info.pcr_select) != [17, 18, 19] {
+        return Err(String::from("the quote is not over this nonce and PCRs 17-19"));
+    }
+    if parts.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, hypervisor) {
+        return Err(format!("PCR 17 is not hypervisor {}", Digest(*hypervisor)));
+    }
+    let replayed = parts.pal_log.iter().fold(DYNAMIC_PCR_START, |p, id| utpm::extended(&p, id));
+    if replayed != parts.pcrs[1] {
+        return Err(String::from("PCR 18 does not replay from its log"));
+    }
+    if parts.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(&parts.tcc_key).0) {
+        return Err(String::from("PCR 19 does not hold the TCC key"));
+    }
+    Ok(())
+}
+
 /// What an enrollment established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enrolled {
@@ -168,21 +195,7 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
             .as_bytes()
             .try_into()
             .map_err(|_| bad(String::from("attestation key point")))?;
-    let quote = Quote::from_bytes(&parts.quote).map_err(|e| bad(format!("quote: {e}")))?;
-    let info = quote.verify(&ak_point, &parts.pcrs).map_err(|e| bad(format!("quote: {e}")))?;
-    if info.extra_data != nonce || utpm::selected_pcrs(&info.pcr_select) != [17, 18, 19] {
-        return Err(bad(String::from("the quote is not over this nonce and PCRs 17-19")));
-    }
-    if parts.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, &operator.hypervisor) {
-        return Err(bad(format!("PCR 17 is not hypervisor {}", Digest(operator.hypervisor))));
-    }
-    let replayed = parts.pal_log.iter().fold(DYNAMIC_PCR_START, |p, id| utpm::extended(&p, id));
-    if replayed != parts.pcrs[1] {
-        return Err(bad(String::from("PCR 18 does not replay from its log")));
-    }
-    if parts.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(&parts.tcc_key).0) {
-        return Err(bad(String::from("PCR 19 does not hold the TCC key")));
-    }
+    check_quote(&parts, &ak_point, &nonce, &operator.hypervisor).map_err(bad)?;
     // The TCC key is this TPM's hypervisor's: certify it for the cluster.
     let certificate =
         operator.cluster_key.sign(&Attestation::certificate_bytes(false, &parts.tcc_key));
@@ -196,4 +209,107 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
         ek_certificate: x509::ek_certificate_digest(&parts.ek_certificate),
         pal_log: parts.pal_log,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vpr_proto::utpm::QuoteInfo;
+
+    const NONCE: [u8; 32] = [1; 32];
+    const HYPERVISOR: [u8; 32] = [2; 32];
+
+    /// Evidence as a machine running `HYPERVISOR` with `tcc` as its TCC key would give, its
+    /// quote by `ak` over `nonce`.
+    fn parts(ak: &KeyPair, tcc: &KeyPair, nonce: &[u8; 32]) -> TpmEvidenceParts {
+        let log = vec![[5; 32]];
+        let pcrs = [
+            utpm::extended(&DYNAMIC_PCR_START, &HYPERVISOR),
+            utpm::extended(&DYNAMIC_PCR_START, &log[0]),
+            utpm::extended(&DYNAMIC_PCR_START, &Digest::of(&tcc.public()).0),
+        ];
+        let info = QuoteInfo {
+            qualified_signer: vec![0, 0x0B],
+            extra_data: nonce.to_vec(),
+            reset_count: 0,
+            firmware_version: 0,
+            pcr_select: utpm::selection_bitmap(&[17, 18, 19]),
+            pcr_digest: utpm::pcr_digest(&pcrs),
+        };
+        TpmEvidenceParts {
+            ak_public: Vec::new(),
+            quote: Quote::sign(ak, &info).to_bytes(),
+            pcrs,
+            pal_log: log,
+            tcc_key: tcc.public(),
+            ek_certificate: Vec::new(),
+        }
+    }
+
+    fn keys() -> (KeyPair, KeyPair) {
+        (KeyPair::from_secret(&[3; 32]).unwrap(), KeyPair::from_secret(&[4; 32]).unwrap())
+    }
+
+    #[test]
+    fn a_genuine_quote_passes() {
+        let (ak, tcc) = keys();
+        let genuine = parts(&ak, &tcc, &NONCE);
+        assert_eq!(check_quote(&genuine, &ak.public(), &NONCE, &HYPERVISOR), Ok(()));
+    }
+
+    #[test]
+    fn every_link_of_the_quote_is_checked() {
+        let (ak, tcc) = keys();
+        let genuine = parts(&ak, &tcc, &NONCE);
+        let refused = |p: &TpmEvidenceParts, key: &PublicKey, nonce: &[u8; 32], hv: &[u8; 32]| {
+            check_quote(p, key, nonce, hv).unwrap_err()
+        };
+        // Another key's quote; an old nonce; another hypervisor.
+        assert!(refused(&genuine, &tcc.public(), &NONCE, &HYPERVISOR).contains("signature"));
+        assert!(refused(&genuine, &ak.public(), &[9; 32], &HYPERVISOR).contains("nonce"));
+        assert!(refused(&genuine, &ak.public(), &NONCE, &[9; 32]).contains("PCR 17"));
+        // PCR values that are not the quoted ones.
+        let mut changed = genuine.clone();
+        changed.pcrs[1][0] ^= 1;
+        assert!(refused(&changed, &ak.public(), &NONCE, &HYPERVISOR).contains("pcrDigest"));
+        // A log that does not replay.
+        let mut changed = genuine.clone();
+        changed.pal_log.push([6; 32]);
+        assert!(refused(&changed, &ak.public(), &NONCE, &HYPERVISOR).contains("PCR 18"));
+        // Another TCC key than PCR 19 holds.
+        let mut changed = genuine.clone();
+        changed.tcc_key = KeyPair::from_secret(&[7; 32]).unwrap().public();
+        assert!(refused(&changed, &ak.public(), &NONCE, &HYPERVISOR).contains("PCR 19"));
+    }
+
+    #[test]
+    fn messages_are_length_prefixed_and_bounded() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let got = receive(&mut stream).unwrap();
+            send(&mut stream, &got).unwrap();
+            // A lying length is refused before anything is allocated.
+            stream.write_all(&u32::MAX.to_le_bytes()).unwrap();
+        });
+        let mut stream = TcpStream::connect(addr).unwrap();
+        send(&mut stream, b"hello").unwrap();
+        assert_eq!(receive(&mut stream).unwrap(), b"hello");
+        assert!(receive(&mut stream).is_err());
+        peer.join().unwrap();
+    }
+
+    #[test]
+    fn an_agent_that_is_not_there_is_an_io_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let ca_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/evidence/testdata/x509/ca-a");
+        let ca = x509::Ca::load(&ca_dir).unwrap();
+        let key = KeyPair::from_secret(&[3; 32]).unwrap();
+        let operator = Operator { ca: &ca, cluster_key: &key, hypervisor: HYPERVISOR };
+        assert!(matches!(enroll(addr, &operator), Err(EnrollError::Io(_))));
+    }
 }
