@@ -128,7 +128,101 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let args = command_line(&image, &kernel, &initrd, kvm);
     let boot = qemu::boot(&args, options.timeout, if kvm { "kvm" } else { "tcg" })?;
     verdict(&boot)?;
-    enrolled_replica(root, &image, &kernel, kvm, options.timeout)
+    enrolled_replica(root, &image, &kernel, kvm, options.timeout)?;
+    cluster_of_three(root, &image, &kernel, kvm)
+}
+
+/// The p50 and p99 of `samples` (milliseconds).
+fn percentiles(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    // Nearest rank: the smallest sample with at least q of the samples at or below it.
+    let at = |percent: usize| {
+        let rank = (samples.len() * percent).div_ceil(100).max(1);
+        samples.get(rank - 1).copied().unwrap_or(f64::NAN)
+    };
+    (at(50), at(99))
+}
+
+/// Boot 3: three replica VMs (`vpr_host::qemu_cluster`, what `vpr cluster --tcc qemu`
+/// runs), each with its own TPM, enrolled with one cluster key; the group forms with attested
+/// joins; a client on the host runs verified writes and reads; a backup VM is killed and the
+/// writes go on; the live replicas report the same committed update and database hash, in
+/// reports their Managers authenticate.
+fn cluster_of_three(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Result<(), String> {
+    use std::time::{Duration, Instant};
+    use vpr_host::client::Client;
+    use vpr_host::qemu_cluster::{QemuCluster, QemuOptions};
+    let options = QemuOptions {
+        replicas: 3,
+        dir: root.join("target/qemu-cluster"),
+        repo: root.to_path_buf(),
+        hypervisor: image.to_path_buf(),
+        kernel: kernel.to_path_buf(),
+        initramfs: root.join(GUEST_DIR).join("initramfs.cpio.gz"),
+        pal: qemu::pal_image_path(root),
+        ca: root.join("target/tpm/ca"),
+        kvm,
+        memory: String::from("512M"),
+    };
+    let started = Instant::now();
+    let mut cluster = QemuCluster::start(&options, &|m| eprintln!("linux-test: {m}"))
+        .map_err(|e| format!("{e:#}"))?;
+    let enrolled = started.elapsed();
+    cluster.wait_ready(Duration::from_secs(240)).map_err(|e| format!("{e:#}"))?;
+    let formed = started.elapsed();
+    let config = cluster.config().clone();
+    let mut client = Client::connect(&config).map_err(|e| format!("client: {e}"))?;
+    let mut run = |sql: &str| -> Result<f64, String> {
+        let t = Instant::now();
+        let outcome = client.execute(sql, vec![]).map_err(|e| format!("{sql}: {e}"))?;
+        if let Some(error) = outcome.error {
+            return Err(format!("{sql}: {error:?}"));
+        }
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    run("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")?;
+    let mut writes = Vec::new();
+    let mut reads = Vec::new();
+    for i in 0..20 {
+        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+        reads.push(run(&format!("SELECT v FROM kv WHERE k = {i}"))?);
+    }
+    // A backup VM dies; with f = 1 the others go on.
+    cluster.kill(2);
+    for i in 20..25 {
+        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+    }
+    let count =
+        client.execute("SELECT count(*) FROM kv", vec![]).map_err(|e| format!("count: {e}"))?;
+    let rows = count.results.last().map(|r| r.rows.clone()).unwrap_or_default();
+    if rows != [vec![vpr_proto::msg::Value::Integer(25)]] {
+        return Err(format!("after the backup died: {rows:?}"));
+    }
+    let reports: Vec<_> = client
+        .status(&config)
+        .into_iter()
+        .filter_map(|(id, report)| report.ok().map(|r| (id, r)))
+        .collect();
+    let live: Vec<_> = reports.iter().filter(|(id, _)| *id != 2).collect();
+    let same = live
+        .windows(2)
+        .all(|w| (w[0].1.committed, w[0].1.digest) == (w[1].1.committed, w[1].1.digest));
+    if live.len() != 2 || !same {
+        return Err(format!("the live replicas' reports: {reports:?}"));
+    }
+    let (w50, w99) = percentiles(&mut writes);
+    let (r50, r99) = percentiles(&mut reads);
+    eprintln!(
+        "linux-test: 3 replica VMs enrolled after {:.1} s, group formed after {:.1} s; writes \
+         p50 {w50:.0} ms p99 {w99:.0} ms, linearizable reads p50 {r50:.0} ms p99 {r99:.0} ms \
+         (1 client, TCG); a backup VM killed, 5 more writes committed; replicas 0 and 1 at \
+         update {} with database {}",
+        enrolled.as_secs_f64(),
+        formed.as_secs_f64(),
+        live[0].1.committed,
+        live[0].1.digest
+    );
+    Ok(())
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released: another process could take it first).
@@ -167,6 +261,7 @@ fn enrolled_replica(
 
     let ca_dir = root.join("target/tpm/ca");
     let tpm_dir = root.join("target/tpm").join(format!("linux-test-{}", std::process::id()));
+    install::swtpm()?;
     let swtpm = qemu::Swtpm::start(root, tpm_dir, &ca_dir)?;
     let mut args = command_line(image, kernel, &initrd, kvm);
     for arg in args.iter_mut() {
@@ -182,14 +277,7 @@ fn enrolled_replica(
             );
         }
     }
-    args.extend([
-        "-chardev".into(),
-        format!("socket,id=chrtpm,path={}", swtpm.socket.display()),
-        "-tpmdev".into(),
-        "emulator,id=tpm0,chardev=chrtpm".into(),
-        "-device".into(),
-        "tpm-tis,tpmdev=tpm0".into(),
-    ]);
+    args.extend(vpr_host::machine::tpm_args(&swtpm.socket));
     let mut running = qemu::spawn(&args)?;
     let deadline = Instant::now() + timeout;
     let ca = Ca::load(&ca_dir).map_err(|e| format!("the CA: {e}"))?;

@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+pub use vpr_host::machine::Swtpm;
 
 /// The QEMU binary.
 const QEMU: &str = "qemu-system-x86_64";
@@ -106,75 +107,6 @@ pub fn kvm_usable() -> bool {
     device && svm
 }
 
-/// A running swtpm with its own state folder: both go when it is dropped.
-pub struct Swtpm {
-    child: Child,
-    /// The TPM's state folder.
-    pub dir: PathBuf,
-    /// Its control socket (for `-chardev socket,path=`).
-    pub socket: PathBuf,
-}
-
-impl Swtpm {
-    /// Provisions a fresh TPM state in `dir` with `qemu/tpm-setup.sh` (EK certificates from
-    /// the local CA in `ca`) and starts swtpm on it.
-    pub fn start(root: &Path, dir: PathBuf, ca: &Path) -> Result<Swtpm, String> {
-        install::swtpm()?;
-        let _ = fs::remove_dir_all(&dir);
-        install::run(Command::new(root.join("qemu/tpm-setup.sh")).arg(&dir).arg(ca))?;
-        let socket = dir.join("swtpm.sock");
-        let child = Swtpm::spawn(&dir, &socket)?;
-        Ok(Swtpm { child, dir, socket })
-    }
-
-    /// Starts swtpm again on the same state, as a machine's TPM after a reboot (the last one
-    /// ended when QEMU disconnected).
-    fn restart(&mut self) -> Result<(), String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_file(&self.socket);
-        self.child = Swtpm::spawn(&self.dir, &self.socket)?;
-        Ok(())
-    }
-
-    /// `swtpm socket` (TPM 2.0) on the state in `dir`, its control socket at `socket`, once
-    /// the socket exists. `--terminate` ends it when QEMU disconnects.
-    fn spawn(dir: &Path, socket: &Path) -> Result<Child, String> {
-        let mut child = Command::new("swtpm")
-            .arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(format!("dir={}", dir.display()))
-            .arg("--ctrl")
-            .arg(format!("type=unixio,path={}", socket.display()))
-            .arg("--terminate")
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start swtpm: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return Err(format!("swtpm exited at start ({status})"));
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(String::from("swtpm did not create its socket within 10 s"));
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(child)
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// The QEMU command line for `image` with `modules` (multiboot modules, in order) and, if
 /// given, the control socket of a swtpm to attach as a TIS TPM at 0xFED40000.
 pub fn command_line(
@@ -185,20 +117,9 @@ pub fn command_line(
     kvm: bool,
     qboot: bool,
 ) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "-kernel".into(),
-        image.display().to_string(),
-        "-m".into(),
-        MEMORY.into(),
-        "-nodefaults".into(),
-        "-display".into(),
-        "none".into(),
-        "-serial".into(),
-        "stdio".into(),
-        "-no-reboot".into(),
-        "-device".into(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
-    ];
+    let mut args: Vec<String> = vec!["-kernel".into(), image.display().to_string()];
+    args.extend(vpr_host::machine::console_args(MEMORY));
+    args.extend(["-device".into(), "isa-debug-exit,iobase=0xf4,iosize=0x04".into()]);
     if !modules.is_empty() {
         let list: Vec<String> = modules.iter().map(|m| m.display().to_string()).collect();
         args.extend(["-initrd".into(), list.join(",")]);
@@ -207,14 +128,7 @@ pub fn command_line(
         args.extend(["-append".into(), append.into()]);
     }
     if let Some(socket) = tpm {
-        args.extend([
-            "-chardev".into(),
-            format!("socket,id=chrtpm,path={}", socket.display()),
-            "-tpmdev".into(),
-            "emulator,id=tpm0,chardev=chrtpm".into(),
-            "-device".into(),
-            "tpm-tis,tpmdev=tpm0".into(),
-        ]);
+        args.extend(vpr_host::machine::tpm_args(socket));
     }
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
     args.extend(["-accel".into(), accel.into(), "-cpu".into(), cpu.into()]);
@@ -301,6 +215,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     // local CA kept in target/tpm/ca.
     let tpm_dir = root.join("target/tpm").join(format!("qemu-test-{}", std::process::id()));
     let ca = root.join("target/tpm/ca");
+    install::swtpm()?;
     let swtpm = Swtpm::start(root, tpm_dir, &ca)?;
     let ek = ek::check_chain(&swtpm.dir, &ca)?;
     eprintln!("qemu-test: the TPM's EK certificate chains to the local CA (openssl verify)");

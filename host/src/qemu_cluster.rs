@@ -1,0 +1,309 @@
+//! A cluster of replica VMs (`vpr cluster --tcc qemu`): each replica is a QEMU machine with
+//! its own software TPM (its EK certificate from the local CA), on which vpr's hypervisor runs
+//! Linux and, in it, `vpr replica --tcc hypervisor`. The launcher plays the cluster's
+//! operator: it makes a cluster key, enrolls every VM's TCC with it ([`enroll`]: TPM evidence
+//! to the CA, PCR 17 = the hypervisor), and writes the client configuration, which trusts the
+//! cluster key and the PAL's identity and refuses simulated evidence.
+//!
+//! Networking is QEMU's user mode, bound to 127.0.0.1 on the host: VM `i` forwards host port
+//! `replica_port[i]` to its replica's port 17000 and `agent_port[i]` to its enrollment agent's
+//! 7100. Inside VM `i` the cluster configuration names itself `0.0.0.0:17000` and the others
+//! `10.0.2.2:replica_port[j]` (the host, as user-mode networking shows it).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use vpr_proto::crypto::KeyPair;
+use vpr_proto::Digest;
+
+use crate::client::Client;
+use crate::config::{ClusterConfig, ReplicaEntry, Timeouts};
+use crate::enroll::{self, Enrolled, Operator};
+use crate::evidence::x509::Ca;
+use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm};
+
+/// The replica's port inside each VM.
+const REPLICA_PORT: u16 = 17000;
+/// The enrollment agent's port inside each VM.
+const AGENT_PORT: u16 = 7100;
+
+/// What a QEMU cluster is made of.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// Number of replica VMs (2f + 1).
+    pub replicas: u16,
+    /// Folder for the configuration, the VMs' logs and TPM states.
+    pub dir: PathBuf,
+    /// The checkout (for `qemu/tpm-setup.sh` and `qemu/guest-config.sh`).
+    pub repo: PathBuf,
+    /// The hypervisor image.
+    pub hypervisor: PathBuf,
+    /// The guest's kernel and initramfs (`qemu/guest-image.sh`, with the PAL image in it).
+    pub kernel: PathBuf,
+    /// See [`QemuOptions::kernel`].
+    pub initramfs: PathBuf,
+    /// The PAL image (its SHA-256 is the identity clients pin).
+    pub pal: PathBuf,
+    /// The local CA's folder (`qemu/tpm-setup.sh`'s `CA_DIR`).
+    pub ca: PathBuf,
+    /// Use KVM (the host must expose SVM), else TCG.
+    pub kvm: bool,
+    /// Memory of each VM (QEMU's `-m`).
+    pub memory: String,
+}
+
+/// One replica VM.
+#[derive(Debug)]
+struct Vm {
+    qemu: Option<Child>,
+    /// Its TPM: kept running as long as the VM entry lives (stopped and removed with it).
+    _swtpm: Swtpm,
+    agent_port: u16,
+    log: PathBuf,
+}
+
+/// A running cluster of replica VMs; stopped (VMs and TPMs) when dropped.
+#[derive(Debug)]
+pub struct QemuCluster {
+    vms: Vec<Vm>,
+    config: ClusterConfig,
+    dir: PathBuf,
+    /// What each VM's enrollment established, in order.
+    pub enrolled: Vec<Enrolled>,
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl QemuCluster {
+    /// Boots the VMs and enrolls each one's TCC; `progress` hears what happens. The cluster is
+    /// not necessarily formed yet: [`QemuCluster::wait_ready`].
+    ///
+    /// # Errors
+    /// A missing file, a VM that does not boot or whose evidence is refused (with the tail of
+    /// its serial log).
+    pub fn start(options: &QemuOptions, progress: &dyn Fn(&str)) -> Result<QemuCluster> {
+        let n = options.replicas;
+        fs::create_dir_all(&options.dir)?;
+        let measurement =
+            hypervisor_measurement(&options.hypervisor).map_err(anyhow::Error::msg)?;
+        let hypervisor: [u8; 32] = hex::decode(&measurement)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("the hypervisor's measurement is not 32 bytes"))?;
+        let pal = fs::read(&options.pal).with_context(|| format!("{}", options.pal.display()))?;
+        let identity = Digest::of(&pal);
+        let ca =
+            Ca::load(&options.ca).with_context(|| format!("the CA in {}", options.ca.display()))?;
+        let cluster_key = KeyPair::generate(&mut rand_core::OsRng);
+        let replica_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+        let base = ClusterConfig {
+            name: format!("qemu-{}", std::process::id()),
+            replicas: Vec::new(),
+            identity: identity.to_string(),
+            manufacturer: hex::encode(cluster_key.public()),
+            allow_simulated: false,
+            // TCG runs the PAL tens of times slower than hardware: give requests time.
+            timeouts: Timeouts { request_ms: 10_000, view_change_ms: 8_000, ..Timeouts::default() },
+            max_in_flight: 32,
+            max_batch: 256,
+            retained_updates: 1024,
+            simulation_manufacturer_key: None,
+        };
+        let entries = |me: Option<u16>| -> Vec<ReplicaEntry> {
+            (0..n)
+                .map(|id| ReplicaEntry {
+                    id,
+                    address: match me {
+                        Some(me) if me == id => format!("0.0.0.0:{REPLICA_PORT}"),
+                        Some(_) => format!("10.0.2.2:{}", replica_ports[usize::from(id)]),
+                        None => format!("127.0.0.1:{}", replica_ports[usize::from(id)]),
+                    },
+                })
+                .collect()
+        };
+        let mut vms = Vec::new();
+        for id in 0..n {
+            let mut config = base.clone();
+            config.replicas = entries(Some(id));
+            let toml = options.dir.join(format!("vm-{id}.toml"));
+            config.save(&toml)?;
+            let initramfs = options.dir.join(format!("vm-{id}.initramfs"));
+            with_config(&options.repo, &options.initramfs, &toml, &initramfs)?;
+            let tpm = options.dir.join(format!("tpm-{id}"));
+            let swtpm =
+                Swtpm::start(&options.repo, tpm, &options.ca).map_err(anyhow::Error::msg)?;
+            let agent_port = free_port()?;
+            let log = options.dir.join(format!("vm-{id}.log"));
+            let forwards =
+                [(agent_port, AGENT_PORT), (replica_ports[usize::from(id)], REPLICA_PORT)];
+            let args = qemu_args(options, &initramfs, &swtpm, id, &forwards);
+            let out = fs::File::create(&log)?;
+            let qemu = Command::new("qemu-system-x86_64")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .context("starting qemu-system-x86_64")?;
+            progress(&format!("vm {id}: booting (serial log {})", log.display()));
+            vms.push(Vm { qemu: Some(qemu), _swtpm: swtpm, agent_port, log });
+        }
+        let mut cluster = QemuCluster {
+            vms,
+            config: ClusterConfig { replicas: entries(None), ..base },
+            dir: options.dir.clone(),
+            enrolled: Vec::new(),
+        };
+        let operator = Operator { ca: &ca, cluster_key: &cluster_key, hypervisor };
+        for id in 0..n {
+            let enrolled = cluster.enroll(id, &operator, Duration::from_secs(180))?;
+            progress(&format!(
+                "vm {id}: enrolled (EK certificate {}, TCC key {})",
+                Digest(enrolled.ek_certificate),
+                Digest::of(&enrolled.tcc_key)
+            ));
+            cluster.enrolled.push(enrolled);
+        }
+        Ok(cluster)
+    }
+
+    /// Enrolls VM `id` once its agent answers.
+    fn enroll(&mut self, id: u16, operator: &Operator<'_>, timeout: Duration) -> Result<Enrolled> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let vm = &mut self.vms[usize::from(id)];
+            if let Some(qemu) = vm.qemu.as_mut() {
+                if let Some(status) = qemu.try_wait()? {
+                    bail!(
+                        "vm {id} stopped ({status}) before its enrollment:\n{}",
+                        self.log_tail(id, 20)
+                    );
+                }
+            }
+            match enroll::enroll(("127.0.0.1", vm.agent_port), operator) {
+                Ok(enrolled) => return Ok(enrolled),
+                Err(enroll::EnrollError::Io(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => bail!("vm {id}: enrollment: {e}\n{}", self.log_tail(id, 20)),
+            }
+        }
+    }
+
+    /// Waits until a client is welcomed (the group formed, its evidence verified), writes the
+    /// client configuration `cluster.toml` and returns its path.
+    ///
+    /// # Errors
+    /// The group did not form in time.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<PathBuf> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match Client::connect(&self.config) {
+                Ok(_) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("the group did not form: {e}\n{}", self.log_tail(0, 20))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        let path = self.dir.join("cluster.toml");
+        self.config.save(&path)?;
+        Ok(path)
+    }
+
+    /// The client configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Kills VM `id` (as a machine would crash): its QEMU, not its TPM.
+    pub fn kill(&mut self, id: u16) {
+        if let Some(mut qemu) = self.vms.get_mut(usize::from(id)).and_then(|vm| vm.qemu.take()) {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+        }
+    }
+
+    /// The last `lines` lines of VM `id`'s serial log.
+    pub fn log_tail(&self, id: u16, lines: usize) -> String {
+        let Some(vm) = self.vms.get(usize::from(id)) else { return String::new() };
+        let Ok(file) = fs::File::open(&vm.log) else { return String::new() };
+        let all: Vec<String> = BufReader::new(file).lines().map_while(|l| l.ok()).collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for QemuCluster {
+    fn drop(&mut self) {
+        for id in 0..self.vms.len() {
+            self.kill(u16::try_from(id).unwrap_or(u16::MAX));
+        }
+        // Each Swtpm stops and removes its state when its VM entry goes.
+    }
+}
+
+/// QEMU's arguments for VM `id`: the hypervisor with the kernel and `initramfs` as modules,
+/// Linux told to run the replica on the hypervisor's TCC after its enrollment, its TPM, and
+/// user-mode networking with `forwards` (host port, guest port) bound to 127.0.0.1.
+fn qemu_args(
+    options: &QemuOptions,
+    initramfs: &Path,
+    swtpm: &Swtpm,
+    id: u16,
+    forwards: &[(u16, u16)],
+) -> Vec<String> {
+    let kernel_args = format!(
+        "console=ttyS0 nokaslr no5lvl mitigations=off panic=-1 initcall_blacklist=init_tis \
+         vpr.run=replica vpr.id={id} vpr.tcc=hypervisor vpr.enroll={AGENT_PORT} vpr.log=info"
+    );
+    let forwards: String = forwards
+        .iter()
+        .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+        .collect();
+    let (accel, cpu) = if options.kvm { ("kvm", "host") } else { ("tcg", "max") };
+    let mut args: Vec<String> = vec![
+        "-kernel".into(),
+        options.hypervisor.display().to_string(),
+        "-initrd".into(),
+        format!("{},{}", options.kernel.display(), initramfs.display()),
+        "-append".into(),
+        format!("vpr.guest=linux -- {kernel_args}"),
+        "-netdev".into(),
+        format!("user,id=n0{forwards}"),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+        "-accel".into(),
+        accel.into(),
+        "-cpu".into(),
+        cpu.into(),
+    ];
+    args.extend(console_args(&options.memory));
+    args.extend(tpm_args(&swtpm.socket));
+    args
+}
+
+/// `initramfs` with `toml` appended as /etc/vpr/cluster.toml (`qemu/guest-config.sh`), into
+/// `out`.
+fn with_config(repo: &Path, initramfs: &Path, toml: &Path, out: &Path) -> Result<()> {
+    let extra = out.with_extension("config.cpio.gz");
+    let status = Command::new(repo.join("qemu/guest-config.sh"))
+        .arg(&extra)
+        .arg(format!("{}:/etc/vpr/cluster.toml", toml.display()))
+        .stdout(Stdio::null())
+        .status()
+        .context("running qemu/guest-config.sh")?;
+    if !status.success() {
+        bail!("qemu/guest-config.sh failed ({status})");
+    }
+    let mut bytes = fs::read(initramfs).with_context(|| format!("{}", initramfs.display()))?;
+    bytes.extend(fs::read(&extra)?);
+    fs::write(out, bytes)?;
+    Ok(())
+}
