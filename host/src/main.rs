@@ -26,6 +26,15 @@ struct Cli {
     command: Command,
 }
 
+/// The TCCs a local cluster's replicas run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ClusterTcc {
+    /// Processes with the in-process simulation.
+    Simulation,
+    /// QEMU VMs with vpr's hypervisor and a TPM each.
+    Qemu,
+}
+
 /// The TCC backends a replica can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum TccKind {
@@ -37,7 +46,10 @@ enum TccKind {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a local cluster of replica processes on 127.0.0.1 (simulation TCC backend).
+    /// Start a local cluster: replica processes on 127.0.0.1 (the simulation TCC backend), or
+    /// with `--tcc qemu` replica VMs, each with its own software TPM, vpr's hypervisor and
+    /// Linux, enrolled with a cluster key (build the images first: `cargo xtask linux-test`
+    /// builds all of them).
     Cluster {
         /// Number of replicas (2f + 1).
         #[arg(long, default_value_t = 3)]
@@ -45,9 +57,16 @@ enum Command {
         /// Folder for configuration, data, logs and pid files.
         #[arg(long)]
         dir: PathBuf,
-        /// First port (replica i listens on base + i); free ports are chosen if omitted.
+        /// First port (replica i listens on base + i); free ports are chosen if omitted
+        /// (simulation only).
         #[arg(long)]
         base_port: Option<u16>,
+        /// The replicas' TCC: `simulation` (processes) or `qemu` (VMs on the real TCC).
+        #[arg(long, value_enum, default_value_t = ClusterTcc::Simulation)]
+        tcc: ClusterTcc,
+        /// The checkout whose built images and scripts the VMs use (`--tcc qemu`).
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
     },
     /// Run one replica.
     Replica {
@@ -164,7 +183,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Cluster { replicas, dir, base_port } => cluster(replicas, &dir, base_port),
+        Command::Cluster { replicas, dir, base_port, tcc: ClusterTcc::Simulation, .. } => {
+            cluster(replicas, &dir, base_port)
+        }
+        Command::Cluster { replicas, dir, tcc: ClusterTcc::Qemu, repo, .. } => {
+            qemu_cluster(replicas, &dir, &repo)
+        }
         Command::Replica { config, id, data, status, tcc, pal } => {
             replica(&config, id, data, status, tcc, &pal)
         }
@@ -356,6 +380,52 @@ fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
     }
     eprintln!("vpr: stopping the cluster");
     cluster.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vpr cluster --tcc qemu`: replica VMs from the images built in `repo`, until SIGINT or
+/// SIGTERM.
+fn qemu_cluster(n: u16, dir: &Path, repo: &Path) -> Result<ExitCode> {
+    use vpr_host::qemu_cluster::{QemuCluster, QemuOptions};
+    let stop = stop_flag()?;
+    let repo = repo.canonicalize().with_context(|| format!("{}", repo.display()))?;
+    let built = |path: &str| -> Result<PathBuf> {
+        let path = repo.join(path);
+        anyhow::ensure!(
+            path.is_file(),
+            "{} is missing: build the images first (`cargo xtask linux-test` builds them all)",
+            path.display()
+        );
+        Ok(path)
+    };
+    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+        && std::fs::read_to_string("/proc/cpuinfo")
+            .is_ok_and(|i| i.split_whitespace().any(|flag| flag == "svm"));
+    let options = QemuOptions {
+        replicas: n,
+        dir: dir.to_path_buf(),
+        repo: repo.clone(),
+        hypervisor: built("target/hypervisor/x86_64-unknown-none/freestanding/vpr-hypervisor")?,
+        kernel: built("target/guest/vmlinuz")?,
+        initramfs: built("target/guest/initramfs.cpio.gz")?,
+        pal: built("target/image/freestanding/vpr-pal-image")?,
+        ca: repo.join("target/tpm/ca"),
+        kvm,
+        memory: String::from("512M"),
+    };
+    eprintln!(
+        "vpr: starting {n} replica VMs in {} ({})",
+        dir.display(),
+        if kvm { "KVM" } else { "TCG" }
+    );
+    let mut cluster = QemuCluster::start(&options, &|m| eprintln!("vpr: {m}"))?;
+    let config = cluster.wait_ready(Duration::from_secs(300))?;
+    eprintln!("vpr: cluster ready (attested joins); clients use {}", config.display());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("vpr: stopping the replica VMs");
+    drop(cluster);
     Ok(ExitCode::SUCCESS)
 }
 
