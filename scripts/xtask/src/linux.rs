@@ -129,7 +129,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let boot = qemu::boot(&args, options.timeout, if kvm { "kvm" } else { "tcg" })?;
     verdict(&boot)?;
     enrolled_replica(root, &image, &kernel, kvm, options.timeout)?;
-    cluster_of_three(root, &image, &kernel, kvm)
+    replica_cluster(root, &image, &kernel, kvm)
 }
 
 /// The p50 and p99 of `samples` (milliseconds).
@@ -143,17 +143,21 @@ fn percentiles(samples: &mut [f64]) -> (f64, f64) {
     (at(50), at(99))
 }
 
-/// Boot 3: three replica VMs (`vpr_host::qemu_cluster`, what `vpr cluster --tcc qemu`
-/// runs), each with its own TPM, enrolled with one cluster key; the group forms with attested
-/// joins; a client on the host runs verified writes and reads; a backup VM is killed and the
-/// writes go on; the live replicas report the same committed update and database hash, in
-/// reports their Managers authenticate.
-fn cluster_of_three(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Result<(), String> {
+/// Replica VMs of the cluster test (f = 2: a backup and then the primary may die).
+const CLUSTER_VMS: u16 = 5;
+
+/// Boot 3: five replica VMs (`vpr_host::qemu_cluster`, what `vpr cluster --tcc qemu` runs),
+/// each with its own TPM, enrolled with one cluster key; the group forms with attested joins;
+/// a client on the host runs verified writes and reads; a backup VM is killed and the writes go
+/// on; then the primary VM is killed: a new primary takes over, the writes go on, and every
+/// acknowledged write is there; the live replicas report the same committed update and
+/// database hash, in reports their Managers authenticate.
+fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Result<(), String> {
     use std::time::{Duration, Instant};
     use vpr_host::client::Client;
     use vpr_host::qemu_cluster::{QemuCluster, QemuOptions};
     let options = QemuOptions {
-        replicas: 3,
+        replicas: CLUSTER_VMS,
         dir: root.join("target/qemu-cluster"),
         repo: root.to_path_buf(),
         hypervisor: image.to_path_buf(),
@@ -187,38 +191,55 @@ fn cluster_of_three(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resu
         writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
         reads.push(run(&format!("SELECT v FROM kv WHERE k = {i}"))?);
     }
-    // A backup VM dies; with f = 1 the others go on.
-    cluster.kill(2);
+    // A backup VM dies, then the primary's (f = 2): the others go on, with a new primary.
+    cluster.kill(CLUSTER_VMS - 1);
     for i in 20..25 {
         writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
     }
-    let count =
-        client.execute("SELECT count(*) FROM kv", vec![]).map_err(|e| format!("count: {e}"))?;
+    cluster.kill(0);
+    let failover = Instant::now();
+    run("INSERT INTO kv VALUES (25, 'after the primary died')")?;
+    let failover = failover.elapsed();
+    for i in 26..30 {
+        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+    }
+    let count = client
+        .execute("SELECT count(*), sum(k) FROM kv", vec![])
+        .map_err(|e| format!("count: {e}"))?;
     let rows = count.results.last().map(|r| r.rows.clone()).unwrap_or_default();
-    if rows != [vec![vpr_proto::msg::Value::Integer(25)]] {
-        return Err(format!("after the backup died: {rows:?}"));
+    let expected = (0..30).sum::<i64>();
+    let all = [vpr_proto::msg::Value::Integer(30), vpr_proto::msg::Value::Integer(expected)];
+    if rows != [all.to_vec()] {
+        return Err(format!("after the failures, the table holds {rows:?}"));
     }
     let reports: Vec<_> = client
         .status(&config)
         .into_iter()
         .filter_map(|(id, report)| report.ok().map(|r| (id, r)))
         .collect();
-    let live: Vec<_> = reports.iter().filter(|(id, _)| *id != 2).collect();
-    let same = live
-        .windows(2)
-        .all(|w| (w[0].1.committed, w[0].1.digest) == (w[1].1.committed, w[1].1.digest));
-    if live.len() != 2 || !same {
+    let dead = [0, CLUSTER_VMS - 1];
+    let live: Vec<_> = reports.iter().filter(|(id, _)| !dead.contains(id)).collect();
+    let same = live.windows(2).all(|w| {
+        (w[0].1.committed, w[0].1.digest, w[0].1.view)
+            == (w[1].1.committed, w[1].1.digest, w[1].1.view)
+    });
+    if live.len() != usize::from(CLUSTER_VMS) - 2 || !same || live[0].1.primary == 0 {
         return Err(format!("the live replicas' reports: {reports:?}"));
     }
     let (w50, w99) = percentiles(&mut writes);
     let (r50, r99) = percentiles(&mut reads);
     eprintln!(
-        "linux-test: 3 replica VMs enrolled after {:.1} s, group formed after {:.1} s; writes \
-         p50 {w50:.0} ms p99 {w99:.0} ms, linearizable reads p50 {r50:.0} ms p99 {r99:.0} ms \
-         (1 client, TCG); a backup VM killed, 5 more writes committed; replicas 0 and 1 at \
-         update {} with database {}",
+        "linux-test: {CLUSTER_VMS} replica VMs enrolled after {:.1} s, group formed after \
+         {:.1} s; writes p50 {w50:.0} ms p99 {w99:.0} ms, linearizable reads p50 {r50:.0} ms \
+         p99 {r99:.0} ms (1 client, TCG); a backup VM killed, then the primary VM: the first \
+         write after it took {:.1} s (view {}, primary {}); all 30 acknowledged writes present; \
+         the {} live replicas at update {} with database {}",
         enrolled.as_secs_f64(),
         formed.as_secs_f64(),
+        failover.as_secs_f64(),
+        live[0].1.view,
+        live[0].1.primary,
+        live.len(),
         live[0].1.committed,
         live[0].1.digest
     );
