@@ -143,6 +143,46 @@ fn percentiles(samples: &mut [f64]) -> (f64, f64) {
     (at(50), at(99))
 }
 
+/// Runs `sql` through `client`; the milliseconds it took (an SQL error fails).
+fn timed(client: &mut vpr_host::client::Client, sql: &str) -> Result<f64, String> {
+    let t = std::time::Instant::now();
+    let outcome = client.execute(sql, vec![]).map_err(|e| format!("{sql}: {e}"))?;
+    if let Some(error) = outcome.error {
+        return Err(format!("{sql}: {error:?}"));
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The measured workload: a table, then 20 times a one-row insert and a point read
+/// (linearizable); the writes' and the reads' milliseconds.
+fn workload(client: &mut vpr_host::client::Client) -> Result<(Vec<f64>, Vec<f64>), String> {
+    timed(client, "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")?;
+    let (mut writes, mut reads) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        writes.push(timed(client, &format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+        reads.push(timed(client, &format!("SELECT v FROM kv WHERE k = {i}"))?);
+    }
+    Ok((writes, reads))
+}
+
+/// [`workload`] on a local cluster of the simulation backend with as many replicas.
+fn simulation_workload(root: &Path) -> Result<(Vec<f64>, Vec<f64>), String> {
+    use vpr_host::launcher::LocalCluster;
+    let dir = root.join("target/qemu-cluster-simulation");
+    let _ = std::fs::remove_dir_all(&dir);
+    let exe = qemu::build_vpr(root)?;
+    let mut cluster =
+        LocalCluster::start(&dir, CLUSTER_VMS, None, &exe).map_err(|e| format!("{e:#}"))?;
+    let config =
+        cluster.wait_ready(std::time::Duration::from_secs(60)).map_err(|e| format!("{e:#}"))?;
+    let config = ClusterConfig::load(&config).map_err(|e| e.to_string())?;
+    let mut client =
+        vpr_host::client::Client::connect(&config).map_err(|e| format!("client: {e}"))?;
+    let measured = workload(&mut client);
+    cluster.stop();
+    measured
+}
+
 /// Replica VMs of the cluster test (f = 2: a backup and then the primary may die).
 const CLUSTER_VMS: u16 = 5;
 
@@ -176,21 +216,8 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     let formed = started.elapsed();
     let config = cluster.config().clone();
     let mut client = Client::connect(&config).map_err(|e| format!("client: {e}"))?;
-    let mut run = |sql: &str| -> Result<f64, String> {
-        let t = Instant::now();
-        let outcome = client.execute(sql, vec![]).map_err(|e| format!("{sql}: {e}"))?;
-        if let Some(error) = outcome.error {
-            return Err(format!("{sql}: {error:?}"));
-        }
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
-    };
-    run("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")?;
-    let mut writes = Vec::new();
-    let mut reads = Vec::new();
-    for i in 0..20 {
-        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
-        reads.push(run(&format!("SELECT v FROM kv WHERE k = {i}"))?);
-    }
+    let (mut writes, mut reads) = workload(&mut client)?;
+    let mut run = |sql: &str| timed(&mut client, sql);
     // A backup VM dies, then the primary's (f = 2): the others go on, with a new primary.
     cluster.kill(CLUSTER_VMS - 1);
     for i in 20..25 {
@@ -226,8 +253,20 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     if live.len() != usize::from(CLUSTER_VMS) - 2 || !same || live[0].1.primary == 0 {
         return Err(format!("the live replicas' reports: {reports:?}"));
     }
+    drop(cluster);
     let (w50, w99) = percentiles(&mut writes);
     let (r50, r99) = percentiles(&mut reads);
+    // The same workload on the simulation backend (replica processes, no isolation).
+    let (mut sim_writes, mut sim_reads) = simulation_workload(root)?;
+    let (s_w50, s_w99) = percentiles(&mut sim_writes);
+    let (s_r50, s_r99) = percentiles(&mut sim_reads);
+    eprintln!(
+        "linux-test: the same workload on the simulation backend ({CLUSTER_VMS} replica \
+         processes): writes p50 {s_w50:.1} ms p99 {s_w99:.1} ms, reads p50 {s_r50:.1} ms p99 \
+         {s_r99:.1} ms; the VMs under TCG are {:.0}x (writes) and {:.0}x (reads) slower at p50",
+        w50 / s_w50,
+        r50 / s_r50
+    );
     eprintln!(
         "linux-test: {CLUSTER_VMS} replica VMs enrolled after {:.1} s, group formed after \
          {:.1} s; writes p50 {w50:.0} ms p99 {w99:.0} ms, linearizable reads p50 {r50:.0} ms \
