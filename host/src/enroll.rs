@@ -10,7 +10,9 @@
 //!
 //! 1. operator → agent: a fresh 32-byte nonce;
 //! 2. agent → operator: the TPM evidence over it (the `evidence` hypercall:
-//!    `vpr_proto::utpm::TpmEvidenceParts`);
+//!    `vpr_proto::utpm::TpmEvidenceParts`), then the PAL's uTPM quote over the same nonce and
+//!    [`ENROLLMENT_DATA`]'s hash (empty when the agent has no PAL image): with them the
+//!    operator can write evidence files that `vpr verify` checks offline;
 //! 3. operator → agent: a credential for the attestation key, made against the EK in the EK
 //!    certificate ([`credential::make_credential`]);
 //! 4. agent → operator: the secret the TPM gave back (the `activate` hypercall) — the
@@ -38,6 +40,9 @@ const MAX_MESSAGE: usize = 64 << 10;
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// PCRs 17-22 start at all ones (PC Client PTP).
 const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
+
+/// What the PAL vouches for in the enrollment's uTPM quote.
+pub const ENROLLMENT_DATA: &[u8] = b"vpr enrollment";
 
 /// Why an enrollment failed.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +82,7 @@ fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 ///
 /// # Errors
 /// Not on the hypervisor, a hypercall refused, or the connection failed.
-pub fn agent(listen: &str) -> Result<(), EnrollError> {
+pub fn agent(listen: &str, pal: Option<&std::path::Path>) -> Result<(), EnrollError> {
     let hv = Hypervisor::open().map_err(|e| EnrollError::Tcc(e.to_string()))?;
     let listener = TcpListener::bind(listen)?;
     let (mut stream, peer) = listener.accept()?;
@@ -86,8 +91,14 @@ pub fn agent(listen: &str) -> Result<(), EnrollError> {
     let nonce: [u8; 32] = receive(&mut stream)?
         .try_into()
         .map_err(|_| EnrollError::Evidence(String::from("the nonce is not 32 bytes")))?;
+    // The PAL first: its registration is then in PCR 18 when the TPM quotes it.
+    let quote = match pal {
+        Some(pal) => pal_quote(&hv, pal, &nonce)?,
+        None => Vec::new(),
+    };
     let evidence = hv.evidence(&nonce).map_err(|e| EnrollError::Tcc(e.to_string()))?;
     send(&mut stream, &evidence)?;
+    send(&mut stream, &quote)?;
     let credential = receive(&mut stream)?;
     let secret = hv.activate(&credential).map_err(|e| EnrollError::Tcc(e.to_string()))?;
     send(&mut stream, &secret)?;
@@ -102,6 +113,29 @@ pub fn agent(listen: &str) -> Result<(), EnrollError> {
         }
     }
     Ok(())
+}
+
+/// The PAL's uTPM quote of its uPCR 0 over `nonce` and [`ENROLLMENT_DATA`]'s hash: the PAL
+/// image at `pal` registered for it, then unregistered.
+fn pal_quote(
+    hv: &Hypervisor,
+    pal: &std::path::Path,
+    nonce: &[u8; 32],
+) -> Result<Vec<u8>, EnrollError> {
+    use vpr_proto::pal_io::{Command, Outcome};
+    let tcc = |e: crate::tcc::hypercall::HypercallError| EnrollError::Tcc(e.to_string());
+    let image = std::fs::read(pal)?;
+    let registered = hv.register(&image).map_err(tcc)?;
+    let command =
+        Command::Quote { nonce: Digest(*nonce), data: Digest::of(ENROLLMENT_DATA), selection: 1 };
+    let output = hv.execute(registered.handle, &command.encode(), 64 << 10).map_err(tcc);
+    let unregistered = hv.unregister(registered.handle).map_err(tcc);
+    let outcome = Outcome::decode(&output?).map_err(|e| EnrollError::Tcc(e.to_string()))?;
+    unregistered?;
+    match outcome {
+        Outcome::Quote { quote } => Ok(quote),
+        other => Err(EnrollError::Tcc(format!("the PAL's quote: {other:?}"))),
+    }
 }
 
 /// What the operator trusts and expects.
@@ -151,6 +185,58 @@ pub struct Enrolled {
     pub ek_certificate: [u8; 32],
     /// The PALs its hypervisor had registered (PCR 18's log).
     pub pal_log: Vec<[u8; 32]>,
+    /// The operator's nonce.
+    pub nonce: [u8; 32],
+    /// The machine's TPM evidence, as checked.
+    pub parts: TpmEvidenceParts,
+    /// The attestation key (on the EK's TPM: its credential was activated).
+    pub ak: p256::PublicKey,
+    /// The PAL's uTPM quote over the nonce (empty if the agent had no PAL image).
+    pub pal_quote: Vec<u8>,
+}
+
+impl Enrolled {
+    /// Evidence for `vpr verify` (over [`Enrolled::nonce`], the PAL vouching for
+    /// [`ENROLLMENT_DATA`]'s hash): the EK certificate, an attestation-key certificate the CA
+    /// issues now, the TPM quote, the PAL's uTPM quote of `identity`. `None` without a PAL
+    /// quote.
+    ///
+    /// # Errors
+    /// The CA could not issue the certificate.
+    pub fn evidence(
+        &self,
+        ca: &x509::Ca,
+        identity: &[u8; 32],
+    ) -> Result<Option<crate::evidence::Evidence>, x509::X509Error> {
+        use crate::evidence::{Evidence, HexBytes, HexDigest, TpmEvidence, FORMAT};
+        if self.pal_quote.is_empty() {
+            return Ok(None);
+        }
+        let now = SystemTime::now();
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let ak_certificate = ca.issue_attestation_key_certificate(
+            &self.ak,
+            &self.parts.ek_certificate,
+            x509::random_serial(),
+            now,
+            now + year,
+        )?;
+        Ok(Some(Evidence {
+            format: FORMAT.into(),
+            tcc_key: self.tcc_key.to_vec(),
+            pal_quote: self.pal_quote.clone(),
+            upcrs: vec![HexDigest(utpm::extended(&[0; 32], identity))],
+            tpm: Some(TpmEvidence {
+                ek_certificate: self.parts.ek_certificate.clone(),
+                ak_certificate,
+                intermediates: vec![HexBytes(ca.intermediate_der().to_vec())],
+                quote: self.parts.quote.clone(),
+                pcrs: self.parts.pcrs.iter().copied().map(HexDigest).collect(),
+                pal_log: self.parts.pal_log.iter().copied().map(HexDigest).collect(),
+                launch: String::from("simulated-late-launch"),
+            }),
+        }))
+    }
 }
 
 /// The operator's side: enrolls the machine whose agent listens at `addr`.
@@ -166,6 +252,7 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
     send(&mut stream, &nonce)?;
     let parts = TpmEvidenceParts::from_bytes(&receive(&mut stream)?)
         .map_err(|e| bad(format!("undecodable: {e}")))?;
+    let pal_quote = receive(&mut stream)?;
     // EK certificate -> CA.
     let ek = x509::read_certificates(&parts.ek_certificate)
         .map_err(|e| bad(format!("EK certificate: {e}")))?;
@@ -207,7 +294,11 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
     Ok(Enrolled {
         tcc_key: parts.tcc_key,
         ek_certificate: x509::ek_certificate_digest(&parts.ek_certificate),
-        pal_log: parts.pal_log,
+        pal_log: parts.pal_log.clone(),
+        nonce,
+        ak: ak.key,
+        parts,
+        pal_quote,
     })
 }
 

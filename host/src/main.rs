@@ -147,6 +147,9 @@ enum Command {
         /// Where to wait for the operator, `host:port`.
         #[arg(long, default_value = "0.0.0.0:7100")]
         listen: String,
+        /// The PAL image, for a uTPM quote in the evidence (skipped if the file is absent).
+        #[arg(long, default_value = "/usr/lib/vpr/vpr-pal-image")]
+        pal: PathBuf,
     },
     /// On the vpr hypervisor (a replica VM's Linux): register the PAL image, run SQL through
     /// it, take a uTPM quote, unregister it; report what each step gave.
@@ -198,8 +201,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { config } => status(&config),
         Command::Demo => demo(),
         Command::PalSmoke { image } => pal_smoke(&image),
-        Command::EnrollAgent { listen } => {
-            vpr_host::enroll::agent(&listen)?;
+        Command::EnrollAgent { listen, pal } => {
+            vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()))?;
             println!("enroll-agent: the TCC key is certified by the cluster");
             Ok(ExitCode::SUCCESS)
         }

@@ -110,7 +110,12 @@ impl QemuCluster {
             manufacturer: hex::encode(cluster_key.public()),
             allow_simulated: false,
             // TCG runs the PAL tens of times slower than hardware: give requests time.
-            timeouts: Timeouts { request_ms: 10_000, view_change_ms: 8_000, ..Timeouts::default() },
+            timeouts: Timeouts {
+                request_ms: 10_000,
+                request_attempts: 12,
+                view_change_ms: 8_000,
+                ..Timeouts::default()
+            },
             max_in_flight: 32,
             max_batch: 256,
             retained_updates: 1024,
@@ -169,8 +174,17 @@ impl QemuCluster {
                 Digest(enrolled.ek_certificate),
                 Digest::of(&enrolled.tcc_key)
             ));
+            // Its evidence, for `vpr verify` (with the nonce it answers).
+            if let Some(evidence) = enrolled.evidence(&ca, &identity.0)? {
+                fs::write(options.dir.join(format!("evidence-{id}.json")), evidence.to_json())?;
+                fs::write(
+                    options.dir.join(format!("evidence-{id}.nonce")),
+                    hex::encode(enrolled.nonce),
+                )?;
+            }
             cluster.enrolled.push(enrolled);
         }
+        fs::write(options.dir.join("hypervisor.measurement"), &measurement)?;
         Ok(cluster)
     }
 
@@ -189,7 +203,10 @@ impl QemuCluster {
             }
             match enroll::enroll(("127.0.0.1", vm.agent_port), operator) {
                 Ok(enrolled) => return Ok(enrolled),
-                Err(enroll::EnrollError::Io(_)) if Instant::now() < deadline => {
+                // Not up yet, or its TPM failed (the agent tries again): retry.
+                Err(enroll::EnrollError::Io(_) | enroll::EnrollError::Tcc(_))
+                    if Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => bail!("vm {id}: enrollment: {e}\n{}", self.log_tail(id, 20)),

@@ -27,8 +27,10 @@ pub const PAL_PCR: u32 = 18;
 /// The PCR the hypervisor's TCC key is bound into (its SHA-256, from [`LAUNCH_LOCALITY`]),
 /// once per boot when the key is made.
 pub const KEY_PCR: u32 = 19;
-/// Register polls before a TIS wait gives up (each an MMIO read: a QEMU exit).
-const MAX_POLLS: u32 = 2_000_000;
+/// Register polls before a TIS wait gives up (each an MMIO read: a QEMU exit, a few µs under
+/// TCG). Generous: creating the RSA endorsement key from its seed (for a credential
+/// activation) takes a software TPM seconds, more when several share a loaded host.
+const MAX_POLLS: u32 = 50_000_000;
 
 /// The TIS window: five localities of 4 KiB at 0xFED4_0000 (PTP §6.5.2), identity-mapped by
 /// `boot.rs` (the first 4 GiB).

@@ -183,6 +183,45 @@ fn simulation_workload(root: &Path) -> Result<(Vec<f64>, Vec<f64>), String> {
     measured
 }
 
+/// `vpr verify` (the command) accepts the evidence the cluster wrote for VM 0, with only the
+/// CA's root certificate, and refuses it for another nonce.
+fn verify_cluster_evidence(
+    root: &Path,
+    options: &vpr_host::qemu_cluster::QemuOptions,
+) -> Result<(), String> {
+    let read = |name: &str| {
+        std::fs::read_to_string(options.dir.join(name)).map_err(|e| format!("{name}: {e}"))
+    };
+    let (nonce, measurement) = (read("evidence-0.nonce")?, read("hypervisor.measurement")?);
+    let identity = vpr_proto::Digest::of(&std::fs::read(&options.pal).map_err(|e| e.to_string())?);
+    let data = vpr_proto::Digest::of(vpr_host::enroll::ENROLLMENT_DATA);
+    let verify = |nonce: &str| -> Result<(bool, String), String> {
+        let output = Command::new(root.join("target/debug/vpr"))
+            .arg("verify")
+            .arg(options.dir.join("evidence-0.json"))
+            .arg("--ca")
+            .arg(options.ca.join(vpr_host::evidence::x509::ROOT_CERTIFICATE_FILE))
+            .args(["--nonce", nonce, "--identity", &identity.to_string()])
+            .args(["--data", &data.to_string(), "--hypervisor", measurement.trim()])
+            .output()
+            .map_err(|e| format!("vpr verify: {e}"))?;
+        Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
+    };
+    match verify(nonce.trim())? {
+        (true, text) if text.starts_with("verified:") => {}
+        (_, text) => return Err(format!("vpr verify refuses the cluster's evidence: {text}")),
+    }
+    match verify(&"00".repeat(32))? {
+        (false, text) if text.contains("nonce") => {}
+        (_, text) => return Err(format!("vpr verify accepts evidence for another nonce: {text}")),
+    }
+    eprintln!(
+        "linux-test: vpr verify accepts VM 0's evidence from its enrollment with only the CA's \
+         root certificate (and refuses it for another nonce)"
+    );
+    Ok(())
+}
+
 /// Replica VMs of the cluster test (f = 2: a backup and then the primary may die).
 const CLUSTER_VMS: u16 = 5;
 
@@ -212,6 +251,7 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     let mut cluster = QemuCluster::start(&options, &|m| eprintln!("linux-test: {m}"))
         .map_err(|e| format!("{e:#}"))?;
     let enrolled = started.elapsed();
+    verify_cluster_evidence(root, &options)?;
     cluster.wait_ready(Duration::from_secs(240)).map_err(|e| format!("{e:#}"))?;
     let formed = started.elapsed();
     let config = cluster.config().clone();
@@ -225,7 +265,16 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     }
     cluster.kill(0);
     let failover = Instant::now();
-    run("INSERT INTO kv VALUES (25, 'after the primary died')")?;
+    // Until a new primary answers (idempotent: a lost reply's retry changes nothing).
+    loop {
+        match run("INSERT OR REPLACE INTO kv VALUES (25, 'after the primary died')") {
+            Ok(_) => break,
+            Err(e) if failover.elapsed() < Duration::from_secs(300) => {
+                eprintln!("linux-test: waiting for a new primary: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let failover = failover.elapsed();
     for i in 26..30 {
         writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
@@ -473,6 +522,9 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     }
     if !seen(lines, "vpr-guest: after the probes, vpr --version: vpr ") {
         return Err(String::from("the guest did not go on after its probes"));
+    }
+    if !seen(lines, "vpr-guest: after the probes, the PAL still runs: pal-smoke: ok") {
+        return Err(String::from("the PAL did not run through the hypervisor after the probes"));
     }
     if !seen(lines, "hv: guest touched") {
         return Err(String::from("the hypervisor saw no nested page fault from the probes"));
