@@ -30,6 +30,10 @@ pub struct HypervisorTcc {
     identity: Digest,
     /// Executions so far (for diagnostics).
     calls: AtomicU64,
+    /// The Manager's status as of its last call: only calls change it, and asking the PAL
+    /// costs an execution that hashes the database, so the status, progress and primary the
+    /// runtime asks for between calls come from here.
+    last: vpr_proto::tcc::Status,
 }
 
 fn other(e: impl std::fmt::Display) -> io::Error {
@@ -42,7 +46,7 @@ impl HypervisorTcc {
     /// # Errors
     /// Not on the hypervisor, the image refused, or the Manager refused the configuration.
     pub fn start(image: &[u8], group: &GroupConfig) -> io::Result<Self> {
-        let tcc = HypervisorTcc::register(image)?;
+        let mut tcc = HypervisorTcc::register(image)?;
         tcc.begin(Command::Start { group: Group::from(group) })?;
         Ok(tcc)
     }
@@ -52,7 +56,7 @@ impl HypervisorTcc {
     /// # Errors
     /// As [`HypervisorTcc::start`]; a blob the PAL does not open is refused.
     pub fn restore(image: &[u8], group: &GroupConfig, sealed: &[u8]) -> io::Result<Self> {
-        let tcc = HypervisorTcc::register(image)?;
+        let mut tcc = HypervisorTcc::register(image)?;
         tcc.begin(Command::Restore { group: Group::from(group), sealed: sealed.to_vec() })?;
         Ok(tcc)
     }
@@ -64,12 +68,16 @@ impl HypervisorTcc {
         if identity != Digest::of(image) {
             return Err(other("the hypervisor's measurement is not the image's SHA-256"));
         }
-        Ok(HypervisorTcc { hv, handle: registered.handle, identity, calls: AtomicU64::new(0) })
+        let calls = AtomicU64::new(0);
+        Ok(HypervisorTcc { hv, handle: registered.handle, identity, calls, last: not_ready() })
     }
 
-    fn begin(&self, command: Command) -> io::Result<()> {
+    fn begin(&mut self, command: Command) -> io::Result<()> {
         match self.run(&command, STATUS_CAPACITY).map_err(other)? {
-            Outcome::Status(_) => Ok(()),
+            Outcome::Status(status) => {
+                self.last = status;
+                Ok(())
+            }
             Outcome::Refused { reason } => Err(other(format!("the PAL refused: {reason}"))),
             other_outcome => Err(other(format!("unexpected answer {other_outcome:?}"))),
         }
@@ -85,29 +93,35 @@ impl HypervisorTcc {
         Outcome::decode(&output).map_err(|e| format!("undecodable outcome: {e}"))
     }
 
-    /// The Manager's status; a PAL that cannot answer reports a Manager not in the group.
+    /// Asks the PAL for the Manager's status; a PAL that cannot answer reports a Manager not
+    /// in the group.
     fn wire_status(&self) -> vpr_proto::tcc::Status {
         match self.run(&Command::Status, STATUS_CAPACITY) {
             Ok(Outcome::Status(status)) => status,
             result => {
                 tracing::error!("the PAL's status: {result:?}");
-                vpr_proto::tcc::Status {
-                    ready: false,
-                    view: 0,
-                    primary: 0,
-                    started: false,
-                    committed: 0,
-                    needs_state: None,
-                    digest: Digest([0; 32]),
-                }
+                not_ready()
             }
         }
     }
 }
 
+/// The status of a Manager not in a group.
+fn not_ready() -> vpr_proto::tcc::Status {
+    vpr_proto::tcc::Status {
+        ready: false,
+        view: 0,
+        primary: 0,
+        started: false,
+        committed: 0,
+        needs_state: None,
+        digest: Digest([0; 32]),
+    }
+}
+
 impl TccBackend for HypervisorTcc {
     fn status(&self) -> Status {
-        let s = self.wire_status();
+        let s = &self.last;
         Status {
             ready: s.ready,
             view: s.view,
@@ -118,11 +132,11 @@ impl TccBackend for HypervisorTcc {
     }
 
     fn primary(&self) -> u16 {
-        self.wire_status().primary
+        self.last.primary
     }
 
     fn progress(&self) -> Progress {
-        let s = self.wire_status();
+        let s = &self.last;
         Progress {
             ready: s.ready,
             view: s.view,
@@ -133,14 +147,16 @@ impl TccBackend for HypervisorTcc {
     }
 
     fn call(&mut self, call: Call) -> Vec<Effect> {
-        match self.run(&Command::Call(call), CALL_CAPACITY) {
+        let effects = match self.run(&Command::Call(call), CALL_CAPACITY) {
             Ok(Outcome::Effects(effects)) => effects,
             Ok(Outcome::Refused { reason }) => vec![Effect::Refused(reason)],
             Ok(other_outcome) => {
                 vec![Effect::Refused(format!("unexpected answer {other_outcome:?}"))]
             }
             Err(e) => vec![Effect::Refused(e)],
-        }
+        };
+        self.last = self.wire_status();
+        effects
     }
 
     fn identity(&self) -> Digest {
