@@ -28,18 +28,16 @@ use std::time::{Duration, SystemTime};
 
 use vpr_proto::crypto::{KeyPair, PublicKey};
 use vpr_proto::msg::Attestation;
-use vpr_proto::utpm::{self, Quote, TpmEvidenceParts};
+use vpr_proto::utpm::{self, TpmEvidenceParts};
 use vpr_proto::Digest;
 
-use crate::evidence::{credential, x509};
+use crate::evidence::{credential, x509, TpmQuote};
 use crate::tcc::hypercall::Hypervisor;
 
 /// The most bytes of one message.
 const MAX_MESSAGE: usize = 64 << 10;
 /// How long either side waits for the other's next message.
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// PCRs 17-22 start at all ones (PC Client PTP).
-const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
 
 /// What the PAL vouches for in the enrollment's uTPM quote.
 pub const ENROLLMENT_DATA: &[u8] = b"vpr enrollment";
@@ -149,31 +147,20 @@ pub struct Operator<'a> {
     pub hypervisor: [u8; 32],
 }
 
-/// The quote of `parts`: by the attestation key `ak`, over `nonce`, of PCRs 17-19 with the
-/// values given; PCR 17 the measured launch of `hypervisor`, PCR 18 replayed from the PAL
-/// log, PCR 19 the TCC key's hash.
+/// The quote of `parts` by the attestation key `ak` ([`TpmQuote::check`]).
 fn check_quote(
     parts: &TpmEvidenceParts,
     ak: &PublicKey,
     nonce: &[u8; 32],
     hypervisor: &[u8; 32],
 ) -> Result<(), String> {
-    let quote = Quote::from_bytes(&parts.quote).map_err(|e| format!("quote: {e}"))?;
-    let info = quote.verify(ak, &parts.pcrs).map_err(|e| format!("quote: {e}"))?;
-    if info.extra_data != nonce || utpm::selected_pcrs(&info.pcr_select) != [17, 18, 19] {
-        return Err(String::from("the quote is not over this nonce and PCRs 17-19"));
-    }
-    if parts.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, hypervisor) {
-        return Err(format!("PCR 17 is not hypervisor {}", Digest(*hypervisor)));
-    }
-    let replayed = parts.pal_log.iter().fold(DYNAMIC_PCR_START, |p, id| utpm::extended(&p, id));
-    if replayed != parts.pcrs[1] {
-        return Err(String::from("PCR 18 does not replay from its log"));
-    }
-    if parts.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(&parts.tcc_key).0) {
-        return Err(String::from("PCR 19 does not hold the TCC key"));
-    }
-    Ok(())
+    let quote = TpmQuote {
+        quote: &parts.quote,
+        pcrs: &parts.pcrs,
+        pal_log: &parts.pal_log,
+        tcc_key: &parts.tcc_key,
+    };
+    quote.check(ak, nonce, hypervisor).map_err(|e| e.to_string())
 }
 
 /// What an enrollment established.
@@ -305,7 +292,8 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vpr_proto::utpm::QuoteInfo;
+    use crate::evidence::DYNAMIC_PCR_START;
+    use vpr_proto::utpm::{Quote, QuoteInfo};
 
     const NONCE: [u8; 32] = [1; 32];
     const HYPERVISOR: [u8; 32] = [2; 32];

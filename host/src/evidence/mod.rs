@@ -30,7 +30,7 @@ pub const FORMAT: &str = "vpr-evidence-1";
 pub const QUOTED_PCRS: [u32; 3] = [17, 18, 19];
 /// The value PCRs 17-22 hold after TPM2_Startup(CLEAR) (PC Client PTP: dynamic-launch PCRs
 /// start at all ones).
-const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
+pub(crate) const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
 
 /// Evidence that a PAL on a TCC vouches for some data, as `vpr verify` reads it (JSON, byte
 /// strings in lowercase hex).
@@ -362,34 +362,15 @@ impl TpmEvidence {
                     VerifyError::Format(String::from("attestation key is not a P-256 point"))
                 })?;
 
-        let what = "the TPM quote";
-        let quote_error = |source| VerifyError::Quote { what, source };
-        let quote = Quote::from_bytes(&self.quote).map_err(quote_error)?;
-        let pcrs: Vec<[u8; 32]> = self.pcrs.iter().map(|v| v.0).collect();
-        let info = quote.verify(&ak_key, &pcrs).map_err(quote_error)?;
-        let selected = utpm::selected_pcrs(&info.pcr_select);
-        if selected != QUOTED_PCRS || pcrs.len() != QUOTED_PCRS.len() {
-            return Err(VerifyError::PcrSelection(selected));
-        }
-        if info.extra_data != expected.nonce {
-            return Err(VerifyError::Nonce("the TPM quote"));
-        }
         let hypervisor = expected.hypervisor.ok_or(VerifyError::NoHypervisor)?;
-        if pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, &hypervisor) {
-            return Err(VerifyError::Hypervisor { expected: Digest(hypervisor) });
-        }
+        let pcrs: Vec<[u8; 32]> = self.pcrs.iter().map(|v| v.0).collect();
         let log: Vec<[u8; 32]> = self.pal_log.iter().map(|v| v.0).collect();
-        let replayed = log.iter().fold(DYNAMIC_PCR_START, |pcr, id| utpm::extended(&pcr, id));
-        if replayed != pcrs[1] {
-            return Err(VerifyError::PalLog("does not replay from the PAL log"));
-        }
+        let quoted = TpmQuote { quote: &self.quote, pcrs: &pcrs, pal_log: &log, tcc_key };
+        quoted.check(&ak_key, &expected.nonce, &hypervisor)?;
         if !log.contains(&expected.identity) {
             return Err(VerifyError::PalLog("does not show the PAL registered"));
         }
         let key_digest = Digest::of(tcc_key).0;
-        if pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &key_digest) {
-            return Err(VerifyError::TccKey);
-        }
         Ok(Verified {
             identity: expected.identity,
             data: [0; 32],
@@ -398,6 +379,59 @@ impl TpmEvidence {
             launch: Some(self.launch.clone()),
             pal_log: Some(log),
         })
+    }
+}
+
+/// A TPM quote of PCRs 17-19 and what it is said to cover.
+#[derive(Debug, Clone, Copy)]
+pub struct TpmQuote<'a> {
+    /// The quote (`Quote::to_bytes`).
+    pub quote: &'a [u8],
+    /// The values of PCRs 17, 18 and 19.
+    pub pcrs: &'a [[u8; 32]],
+    /// The PAL identities extended into PCR 18, in order.
+    pub pal_log: &'a [[u8; 32]],
+    /// The TCC key PCR 19 must hold.
+    pub tcc_key: &'a PublicKey,
+}
+
+impl TpmQuote<'_> {
+    /// Checks that the quote is by the attestation key `ak`, over `nonce`, of PCRs 17-19 with
+    /// the values given; that PCR 17 is the measured launch of `hypervisor`, PCR 18 replays
+    /// from the PAL log and PCR 19 holds the TCC key's hash (the links `vpr verify` and the
+    /// enrollment both check).
+    ///
+    /// # Errors
+    /// The first link that does not hold.
+    pub fn check(
+        &self,
+        ak: &PublicKey,
+        nonce: &[u8; 32],
+        hypervisor: &[u8; 32],
+    ) -> Result<(), VerifyError> {
+        let what = "the TPM quote";
+        let quote_error = |source| VerifyError::Quote { what, source };
+        let quote = Quote::from_bytes(self.quote).map_err(quote_error)?;
+        let info = quote.verify(ak, self.pcrs).map_err(quote_error)?;
+        let selected = utpm::selected_pcrs(&info.pcr_select);
+        if selected != QUOTED_PCRS || self.pcrs.len() != QUOTED_PCRS.len() {
+            return Err(VerifyError::PcrSelection(selected));
+        }
+        if info.extra_data != nonce {
+            return Err(VerifyError::Nonce("the TPM quote"));
+        }
+        if self.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, hypervisor) {
+            return Err(VerifyError::Hypervisor { expected: Digest(*hypervisor) });
+        }
+        let replayed =
+            self.pal_log.iter().fold(DYNAMIC_PCR_START, |pcr, id| utpm::extended(&pcr, id));
+        if replayed != self.pcrs[1] {
+            return Err(VerifyError::PalLog("does not replay from the PAL log"));
+        }
+        if self.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(self.tcc_key).0) {
+            return Err(VerifyError::TccKey);
+        }
+        Ok(())
     }
 }
 
