@@ -28,10 +28,10 @@ use std::time::{Duration, SystemTime};
 
 use vpr_proto::crypto::{KeyPair, PublicKey};
 use vpr_proto::msg::Attestation;
-use vpr_proto::utpm::{self, TpmEvidenceParts};
+use vpr_proto::utpm::TpmEvidenceParts;
 use vpr_proto::Digest;
 
-use crate::evidence::{credential, x509, TpmQuote};
+use crate::evidence::{credential, x509, Evidence, TpmQuote};
 use crate::tcc::hypercall::Hypervisor;
 
 /// The most bytes of one message.
@@ -194,8 +194,7 @@ impl Enrolled {
         &self,
         ca: &x509::Ca,
         identity: &[u8; 32],
-    ) -> Result<Option<crate::evidence::Evidence>, x509::X509Error> {
-        use crate::evidence::{Evidence, HexBytes, HexDigest, TpmEvidence, FORMAT};
+    ) -> Result<Option<Evidence>, x509::X509Error> {
         if self.pal_quote.is_empty() {
             return Ok(None);
         }
@@ -208,21 +207,15 @@ impl Enrolled {
             now,
             now + year,
         )?;
-        Ok(Some(Evidence {
-            format: FORMAT.into(),
-            tcc_key: self.tcc_key.to_vec(),
-            pal_quote: self.pal_quote.clone(),
-            upcrs: vec![HexDigest(utpm::extended(&[0; 32], identity))],
-            tpm: Some(TpmEvidence {
-                ek_certificate: self.parts.ek_certificate.clone(),
-                ak_certificate,
-                intermediates: vec![HexBytes(ca.intermediate_der().to_vec())],
-                quote: self.parts.quote.clone(),
-                pcrs: self.parts.pcrs.iter().copied().map(HexDigest).collect(),
-                pal_log: self.parts.pal_log.iter().copied().map(HexDigest).collect(),
-                launch: String::from("simulated-late-launch"),
-            }),
-        }))
+        let intermediates = vec![ca.intermediate_der().to_vec()];
+        let pal_quote = self.pal_quote.clone();
+        Ok(Some(Evidence::from_tpm(
+            &self.parts,
+            ak_certificate,
+            intermediates,
+            pal_quote,
+            identity,
+        )))
     }
 }
 
@@ -293,7 +286,7 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
 mod tests {
     use super::*;
     use crate::evidence::DYNAMIC_PCR_START;
-    use vpr_proto::utpm::{Quote, QuoteInfo};
+    use vpr_proto::utpm::{self, Quote, QuoteInfo};
 
     const NONCE: [u8; 32] = [1; 32];
     const HYPERVISOR: [u8; 32] = [2; 32];

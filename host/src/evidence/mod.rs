@@ -21,7 +21,7 @@ pub mod x509;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 use vpr_proto::crypto::{self, PublicKey};
-use vpr_proto::utpm::{self, Quote, QuoteError, QuoteInfo, Upcrs};
+use vpr_proto::utpm::{self, Quote, QuoteError, QuoteInfo, TpmEvidenceParts, Upcrs};
 use vpr_proto::Digest;
 
 /// The format tag of an evidence file.
@@ -209,6 +209,33 @@ impl Evidence {
     /// The evidence as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Evidence from a machine's TPM half (`evidence` hypercall), a certificate of its
+    /// attestation key with the intermediates it chains through, and the PAL's uTPM quote of
+    /// its uPCR 0 (the PAL `identity`), as a simulated late launch (QEMU has no SKINIT).
+    pub fn from_tpm(
+        parts: &TpmEvidenceParts,
+        ak_certificate: Vec<u8>,
+        intermediates: Vec<Vec<u8>>,
+        pal_quote: Vec<u8>,
+        identity: &[u8; 32],
+    ) -> Evidence {
+        Evidence {
+            format: FORMAT.into(),
+            tcc_key: parts.tcc_key.to_vec(),
+            pal_quote,
+            upcrs: vec![HexDigest(utpm::extended(&[0; 32], identity))],
+            tpm: Some(TpmEvidence {
+                ek_certificate: parts.ek_certificate.clone(),
+                ak_certificate,
+                intermediates: intermediates.into_iter().map(HexBytes).collect(),
+                quote: parts.quote.clone(),
+                pcrs: parts.pcrs.iter().copied().map(HexDigest).collect(),
+                pal_log: parts.pal_log.iter().copied().map(HexDigest).collect(),
+                launch: String::from("simulated-late-launch"),
+            }),
+        }
     }
 
     /// Evidence of the simulation backend: a uTPM quote of uPCR 0 of `identity` over `nonce`

@@ -17,8 +17,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
-use vpr_host::evidence::{credential, x509, Evidence, HexBytes, HexDigest, TpmEvidence, FORMAT};
-use vpr_proto::utpm::Quote;
+use vpr_host::evidence::{credential, x509, Evidence, HexBytes};
+use vpr_proto::utpm::{Quote, TpmEvidenceParts};
 
 /// The RSA EK certificate `qemu/tpm-setup.sh` writes in the TPM's state folder.
 const EK_CERT: &str = "ek-rsa2048.crt";
@@ -104,51 +104,32 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
         return Err(String::from("the activated credential is not the one made"));
     }
     eprintln!("qemu-test: credential activation: the attestation key is on the EK's TPM");
-    let ca = x509::Ca::load(inputs.ca).map_err(|e| format!("the CA: {e}"))?;
-    let ek_der = fs::read(inputs.state.join(EK_CERT)).map_err(|e| format!("{EK_CERT}: {e}"))?;
-    let now = SystemTime::now();
-    let year = Duration::from_secs(365 * 24 * 3600);
-    let issue = |ca: &x509::Ca| {
-        ca.issue_attestation_key_certificate(
-            &made.ak,
-            &ek_der,
-            x509::random_serial(),
-            now,
-            now + year,
-        )
-        .map_err(|e| format!("issuing the AK certificate: {e}"))
-    };
-    let ak_certificate = issue(&ca)?;
-
     let marker = "hv: evidence:";
     if field(lines, marker, "nonce")? != inputs.nonce {
         return Err(String::from("boot 2's evidence is over another nonce than it was given"));
     }
-    let digests = |bytes: Vec<u8>| -> Vec<HexDigest> {
-        bytes.chunks_exact(32).filter_map(|c| c.try_into().ok()).map(HexDigest).collect()
+    let parts = TpmEvidenceParts::from_bytes(&field(lines, marker, "parts")?)
+        .map_err(|e| format!("boot 2's evidence: {e}"))?;
+    let ca = x509::Ca::load(inputs.ca).map_err(|e| format!("the CA: {e}"))?;
+    let now = SystemTime::now();
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let issue = |ca: &x509::Ca| {
+        let (serial, ek) = (x509::random_serial(), &parts.ek_certificate);
+        ca.issue_attestation_key_certificate(&made.ak, ek, serial, now, now + year)
+            .map_err(|e| format!("issuing the AK certificate: {e}"))
     };
-    let tcc_key = field(lines, marker, "tcc_key")?;
-    let pal_quote = field(lines, marker, "pal_quote")?;
     let identity: [u8; 32] = vpr_proto::Digest::of(
         &fs::read(inputs.pal).map_err(|e| format!("{}: {e}", inputs.pal.display()))?,
     )
     .0;
-    let genuine = Evidence {
-        format: FORMAT.into(),
-        tcc_key: tcc_key.clone(),
-        pal_quote: pal_quote.clone(),
-        upcrs: vec![HexDigest(vpr_proto::utpm::extended(&[0; 32], &identity))],
-        tpm: Some(TpmEvidence {
-            ek_certificate: ek_der.clone(),
-            ak_certificate,
-            intermediates: vec![HexBytes(ca.intermediate_der().to_vec())],
-            quote: field(lines, marker, "tpm_quote")?,
-            pcrs: digests(field(lines, marker, "pcrs")?),
-            pal_log: digests(field(lines, marker, "pal_log")?),
-            launch: String::from("simulated-late-launch"),
-        }),
-    };
-    stock_tools_accept(lines, &genuine, inputs)?;
+    let genuine = Evidence::from_tpm(
+        &parts,
+        issue(&ca)?,
+        vec![ca.intermediate_der().to_vec()],
+        field(lines, marker, "pal_quote")?,
+        &identity,
+    );
+    stock_tools_accept(&genuine, &made.ak, inputs)?;
 
     // The verifier's run, with only the CA's root certificate.
     let vpr = crate::qemu::build_vpr(inputs.root)?;
@@ -199,16 +180,21 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
 
 /// `tpm2_checkquote` accepts the TPM quote (with the AK certificate's key) and the PAL's uTPM
 /// quote (with the TCC key), each with its qualifying data.
-fn stock_tools_accept(lines: &[String], e: &Evidence, inputs: &Inputs<'_>) -> Result<(), String> {
+fn stock_tools_accept(
+    e: &Evidence,
+    ak: &p256::PublicKey,
+    inputs: &Inputs<'_>,
+) -> Result<(), String> {
     let tpm = e.tpm.as_ref().ok_or("no TPM part")?;
     let quote = Quote::from_bytes(&tpm.quote).map_err(|e| format!("TPM quote: {e}"))?;
-    let ak = field(lines, "hv: evidence:", "ak")?;
+    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(ak, false);
+    let ak = point.as_bytes().get(1..).ok_or("empty attestation key")?;
     check_quote(
         inputs.state,
         "tpm-quote",
         &quote.attest,
         &quote.tpmt_signature(),
-        &ak,
+        ak,
         &inputs.nonce,
     )?;
     let pal = Quote::from_bytes(&e.pal_quote).map_err(|e| format!("uTPM quote: {e}"))?;

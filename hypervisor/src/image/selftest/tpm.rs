@@ -373,8 +373,8 @@ pub const EVIDENCE_DATA: &[u8] = b"vpr verify: data the PAL vouches for";
 /// Evidence for `vpr verify`, over the verifier's nonce (from the command line): the PAL
 /// image, registered, makes a uTPM quote of its uPCR 0 (its identity) over the nonce and
 /// SHA-256 of [`EVIDENCE_DATA`], which verifies with the TCC key; then the attestation key
-/// quotes PCRs 17 (the hypervisor), 18 (its PALs) and 19 (the TCC key) over the same nonce.
-/// Both, the PCR values and PCR 18's event log are logged for `qemu-test`.
+/// quotes PCRs 17 (the hypervisor), 18 (its PALs) and 19 (the TCC key) over the same nonce
+/// (the `evidence` hypercall's parts). Both are logged for `qemu-test`.
 pub fn tpm_evidence(svm: &Svm) -> TestResult {
     use vpr_proto::pal_io::{Command, Outcome};
     use vpr_proto::utpm::{self, Quote};
@@ -402,21 +402,11 @@ pub fn tpm_evidence(svm: &Svm) -> TestResult {
     }
     log::info!("hv: uTPM quote by the PAL: {ticks} TSC ticks (execute included)");
     let parts = crate::tpm::evidence(&nonce, &key).map_err(|s| format!("evidence: {s}"))?;
-    // The attestation key's point, from its public area (`command::attestation_key_public`:
-    // 20 bytes of template, then x and y, each after a 2-byte size).
-    let point = [parts.ak_public.get(22..54), parts.ak_public.get(56..88)];
-    let [Some(x), Some(y)] = point else {
-        return Err(String::from("the attestation key's public area is too short"));
-    };
-    let log: String = parts.pal_log.iter().map(|id| hex(id)).collect();
     log::info!(
-        "hv: evidence: nonce={} tcc_key={} pal_quote={} tpm_quote={} pcrs={} pal_log={log} ak={}",
+        "hv: evidence: nonce={} pal_quote={} parts={}",
         hex(&nonce),
-        hex(&key),
         hex(pal_quote),
-        hex(&parts.quote),
-        hex(&parts.pcrs.concat()),
-        hex(&[x, y].concat())
+        hex(&parts.to_bytes())
     );
     Ok(())
 }
