@@ -9,6 +9,18 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Whether KVM can run vpr's hypervisor: /dev/kvm opens for reading and writing and the host CPU
+/// has SVM (without it, KVM cannot give the guest SVM either).
+pub fn kvm_usable() -> bool {
+    let device = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    let svm = fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|line| line.starts_with("flags"))
+            .any(|line| line.split_whitespace().any(|flag| flag == "svm"))
+    });
+    device && svm
+}
+
 /// QEMU's arguments that attach the swtpm whose control socket is `socket` as the machine's
 /// TPM on the TIS interface (at 0xFED40000).
 pub fn tpm_args(socket: &Path) -> Vec<String> {

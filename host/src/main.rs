@@ -401,9 +401,7 @@ fn qemu_cluster(n: u16, dir: &Path, repo: &Path) -> Result<ExitCode> {
         );
         Ok(path)
     };
-    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
-        && std::fs::read_to_string("/proc/cpuinfo")
-            .is_ok_and(|i| i.split_whitespace().any(|flag| flag == "svm"));
+    let kvm = vpr_host::machine::kvm_usable();
     let options = QemuOptions {
         replicas: n,
         dir: dir.to_path_buf(),

@@ -123,7 +123,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let kvm = match options.accel {
         Accel::Kvm => true,
         Accel::Tcg => false,
-        Accel::Auto => qemu::kvm_usable(),
+        Accel::Auto => vpr_host::machine::kvm_usable(),
     };
     let args = command_line(&image, &kernel, &initrd, kvm);
     let boot = qemu::boot(&args, options.timeout, if kvm { "kvm" } else { "tcg" })?;

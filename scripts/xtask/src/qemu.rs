@@ -11,7 +11,7 @@
 use crate::install::{self, IMAGE_TARGET};
 use crate::{checkquote, ek, evidence, measure};
 use crate::{Accel, QemuTestOptions};
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -93,18 +93,6 @@ pub fn build_image(root: &Path) -> Result<PathBuf, String> {
     }
     install::run(&mut build)?;
     Ok(image_path(root))
-}
-
-/// Whether KVM can run the image: /dev/kvm opens for reading and writing and the host CPU
-/// has SVM (without it, KVM cannot give the guest SVM either).
-pub fn kvm_usable() -> bool {
-    let device = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    let svm = fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
-        info.lines()
-            .filter(|line| line.starts_with("flags"))
-            .any(|line| line.split_whitespace().any(|flag| flag == "svm"))
-    });
-    device && svm
 }
 
 /// The QEMU command line for `image` with `modules` (multiboot modules, in order) and, if
@@ -208,7 +196,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let kvm = match options.accel {
         Accel::Kvm => true,
         Accel::Tcg => false,
-        Accel::Auto => kvm_usable(),
+        Accel::Auto => vpr_host::machine::kvm_usable(),
     };
     let accel = if kvm { "kvm" } else { "tcg" };
     // A fresh TPM for every run (its state folder is removed afterwards), provisioned by the
