@@ -21,6 +21,7 @@
 //! not mapped from the file, so `p_offset` and `p_vaddr` need not be congruent), and `PF_R`
 //! (nested page tables cannot refuse reads: every segment is readable).
 
+use crate::bytes::{u16_at, u32_at, u64_at};
 use crate::memory::{align_down, Range, PAGE_SIZE};
 use crate::svm::npt::Permissions;
 use alloc::vec::Vec;
@@ -383,23 +384,6 @@ impl fmt::Display for ElfError {
 /// `value` rounded up to a page boundary, `None` past the top of the address space.
 fn round_up_page(value: u64) -> Option<u64> {
     Some(align_down(value.checked_add(PAGE_SIZE - 1)?, PAGE_SIZE))
-}
-
-/// The `N` bytes at `offset` in `bytes`, if they are all there.
-fn bytes_at<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
-    bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
-}
-
-fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
-    bytes_at(bytes, offset).map(u16::from_le_bytes)
-}
-
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    bytes_at(bytes, offset).map(u32::from_le_bytes)
-}
-
-fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
-    bytes_at(bytes, offset).map(u64::from_le_bytes)
 }
 
 /// The fields of `Elf64_Phdr` this loader uses.

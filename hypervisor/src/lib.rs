@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+mod bytes;
 pub mod elf;
 pub mod linux;
 pub mod memory;

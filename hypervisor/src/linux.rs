@@ -32,6 +32,7 @@
 //! checksum. Fields the loader does not write (`setup_data` among them) are passed on as the
 //! file has them.
 
+use crate::bytes::{bytes_at, u16_at, u32_at, u64_at, u8_at};
 use crate::memory::{Range, PAGE_SIZE};
 use alloc::vec::Vec;
 use core::fmt;
@@ -288,27 +289,6 @@ impl fmt::Display for LinuxError {
             }
         }
     }
-}
-
-/// The `N` bytes at `offset` in `bytes`, if they are all there.
-fn bytes_at<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
-    bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
-}
-
-fn u8_at(bytes: &[u8], offset: usize) -> Option<u8> {
-    bytes.get(offset).copied()
-}
-
-fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
-    bytes_at(bytes, offset).map(u16::from_le_bytes)
-}
-
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    bytes_at(bytes, offset).map(u32::from_le_bytes)
-}
-
-fn u64_at(bytes: &[u8], offset: usize) -> Option<u64> {
-    bytes_at(bytes, offset).map(u64::from_le_bytes)
 }
 
 /// A usize as a u64 (lossless on every target this builds for; saturating otherwise).
