@@ -234,19 +234,8 @@ const CLUSTER_VMS: u16 = 5;
 fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Result<(), String> {
     use std::time::{Duration, Instant};
     use vpr_host::client::Client;
-    use vpr_host::qemu_cluster::{QemuCluster, QemuOptions};
-    let options = QemuOptions {
-        replicas: CLUSTER_VMS,
-        dir: root.join("target/qemu-cluster"),
-        repo: root.to_path_buf(),
-        hypervisor: image.to_path_buf(),
-        kernel: kernel.to_path_buf(),
-        initramfs: root.join(GUEST_DIR).join("initramfs.cpio.gz"),
-        pal: qemu::pal_image_path(root),
-        ca: root.join("target/tpm/ca"),
-        kvm,
-        memory: String::from("512M"),
-    };
+    use vpr_host::qemu_cluster::QemuCluster;
+    let options = cluster_options(root, image, kernel, kvm, CLUSTER_VMS, "qemu-cluster");
     let started = Instant::now();
     let mut cluster = QemuCluster::start(&options, &|m| eprintln!("linux-test: {m}"))
         .map_err(|e| format!("{e:#}"))?;
@@ -334,18 +323,36 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     Ok(())
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: another process could take it first).
-fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// The options of a cluster of `replicas` VMs in `target/<dir>`, from the images built.
+fn cluster_options(
+    root: &Path,
+    image: &Path,
+    kernel: &Path,
+    kvm: bool,
+    replicas: u16,
+    dir: &str,
+) -> vpr_host::qemu_cluster::QemuOptions {
+    vpr_host::qemu_cluster::QemuOptions {
+        replicas,
+        dir: root.join("target").join(dir),
+        repo: root.to_path_buf(),
+        hypervisor: image.to_path_buf(),
+        kernel: kernel.to_path_buf(),
+        initramfs: root.join(GUEST_DIR).join("initramfs.cpio.gz"),
+        pal: qemu::pal_image_path(root),
+        ca: root.join("target/tpm/ca"),
+        kvm,
+        memory: String::from("512M"),
+    }
 }
 
-/// Boot 2: a replica VM with its own TPM (swtpm, EK certificate from the local CA). The test
-/// plays the cluster's operator: it enrolls the VM's TCC (`vpr_host::enroll`: TPM evidence
-/// up to the CA, credential activation, PCR 17 = this hypervisor, PCR 19 = the TCC key) and
-/// certifies its key with a fresh cluster key; the VM then runs a one-replica group on the
-/// real TCC, and a client on the host — trusting only the cluster key and the PAL's identity,
-/// refusing simulated evidence — runs verified SQL through the port forward.
+/// Boot 2: a replica VM with its own TPM (swtpm, EK certificate from the local CA), as a
+/// cluster of one. The test plays the cluster's operator: it enrolls the VM's TCC
+/// (`vpr_host::enroll`: TPM evidence up to the CA, credential activation, PCR 17 = this
+/// hypervisor, PCR 19 = the TCC key) and certifies its key with a fresh cluster key; the VM
+/// then runs a one-replica group on the real TCC, and a client on the host — trusting only the
+/// cluster key and the PAL's identity, refusing simulated evidence — runs verified SQL through
+/// the port forward.
 fn enrolled_replica(
     root: &Path,
     image: &Path,
@@ -353,111 +360,43 @@ fn enrolled_replica(
     kvm: bool,
     timeout: std::time::Duration,
 ) -> Result<(), String> {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     use vpr_host::client::Client;
-    use vpr_host::enroll::{self, Operator};
-    use vpr_host::evidence::x509::Ca;
-    let pal = qemu::pal_image_path(root);
-    let identity = vpr_proto::Digest::of(&std::fs::read(&pal).map_err(|e| e.to_string())?);
-    let cluster_key = vpr_proto::crypto::KeyPair::generate(&mut rand_core::OsRng);
-    let (agent_port, replica_port) = (free_port()?, free_port()?);
-    let mut config = one_replica_cluster(&identity);
-    config.manufacturer = hex::encode(cluster_key.public());
-    config.allow_simulated = false;
-    let mut client_config = config.clone();
-    client_config.replicas[0].address = format!("127.0.0.1:{replica_port}");
-    let initrd = with_config(root, &config, "enrolled")?;
-
-    let ca_dir = root.join("target/tpm/ca");
-    let tpm_dir = root.join("target/tpm").join(format!("linux-test-{}", std::process::id()));
-    install::swtpm()?;
-    let swtpm = qemu::Swtpm::start(root, tpm_dir, &ca_dir)?;
-    let mut args = command_line(image, kernel, &initrd, kvm);
-    for arg in args.iter_mut() {
-        if arg.starts_with("vpr.guest=linux") {
-            *arg = arg.replace(
-                "vpr.run=smoke",
-                "vpr.run=replica vpr.id=0 vpr.tcc=hypervisor vpr.enroll=7100 vpr.log=info",
-            );
-        }
-        if arg == "user,id=n0" {
-            *arg = format!(
-                "user,id=n0,hostfwd=tcp:127.0.0.1:{agent_port}-:7100,hostfwd=tcp:127.0.0.1:{replica_port}-:17000"
-            );
-        }
-    }
-    args.extend(vpr_host::machine::tpm_args(&swtpm.socket));
-    let mut running = qemu::spawn(&args)?;
-    let deadline = Instant::now() + timeout;
-    let ca = Ca::load(&ca_dir).map_err(|e| format!("the CA: {e}"))?;
-    let hypervisor: [u8; 32] = hex::decode(crate::measure::expected(image)?)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or("the hypervisor's measurement")?;
-    let operator = Operator { ca: &ca, cluster_key: &cluster_key, hypervisor };
-    // The agent listens once Linux is up: until then the forward refuses or resets.
-    let enrolled = loop {
-        if !running.is_running() {
-            running.stop();
-            return Err(String::from("the replica VM stopped before its enrollment"));
-        }
-        if Instant::now() >= deadline {
-            running.stop();
-            return Err(String::from("the replica VM's agent did not answer"));
-        }
-        match enroll::enroll(("127.0.0.1", agent_port), &operator) {
-            Ok(enrolled) => break enrolled,
-            Err(enroll::EnrollError::Io(_)) => std::thread::sleep(Duration::from_millis(500)),
-            Err(e) => {
-                running.stop();
-                return Err(format!("enrollment: {e}"));
-            }
-        }
-    };
-    let enrolled_after = running.started.elapsed();
+    use vpr_host::qemu_cluster::QemuCluster;
+    let options = cluster_options(root, image, kernel, kvm, 1, "qemu-replica");
+    let started = Instant::now();
+    let mut cluster = QemuCluster::start(&options, &|m| eprintln!("linux-test: {m}"))
+        .map_err(|e| format!("{e:#}"))?;
+    let enrolled_after = started.elapsed();
+    cluster.wait_ready(timeout).map_err(|e| format!("{e:#}"))?;
+    let session_after = started.elapsed();
     // The client trusts the cluster key and the PAL identity only, no simulated evidence.
-    let result = (|| -> Result<String, String> {
-        let mut client = loop {
-            match Client::connect(&client_config) {
-                Ok(client) => break client,
-                Err(e) if Instant::now() >= deadline => return Err(format!("no session: {e}")),
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        };
-        let session_after = running.started.elapsed();
-        let write = client
-            .execute(
-                "CREATE TABLE kv (k TEXT PRIMARY KEY, v); INSERT INTO kv VALUES ('a', 42)",
-                vec![],
-            )
-            .map_err(|e| format!("write: {e}"))?;
-        if write.error.is_some() {
-            return Err(format!("write: {:?}", write.error));
-        }
-        let read = client
-            .execute("SELECT v FROM kv WHERE k = 'a'", vec![])
-            .map_err(|e| format!("read: {e}"))?;
-        let rows = read.results.last().map(|r| r.rows.clone()).unwrap_or_default();
-        if rows != [vec![vpr_proto::msg::Value::Integer(42)]] {
-            return Err(format!("read: {rows:?}"));
-        }
-        Ok(format!(
-            "enrolled after {:.1} s, verified session after {:.1} s",
-            enrolled_after.as_secs_f64(),
-            session_after.as_secs_f64()
-        ))
-    })();
-    let lines = running.stop();
-    drop(swtpm);
-    let timing = result?;
-    if !lines.iter().any(|l| l.contains("vpr-guest: enrolled:")) {
+    let mut client = Client::connect(cluster.config()).map_err(|e| format!("client: {e}"))?;
+    let write = client
+        .execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v); INSERT INTO kv VALUES ('a', 42)", vec![])
+        .map_err(|e| format!("write: {e}"))?;
+    if write.error.is_some() {
+        return Err(format!("write: {:?}", write.error));
+    }
+    let read = client
+        .execute("SELECT v FROM kv WHERE k = 'a'", vec![])
+        .map_err(|e| format!("read: {e}"))?;
+    let rows = read.results.last().map(|r| r.rows.clone()).unwrap_or_default();
+    if rows != [vec![vpr_proto::msg::Value::Integer(42)]] {
+        return Err(format!("read: {rows:?}"));
+    }
+    if !cluster.log_tail(0, 1000).contains("vpr-guest: enrolled:") {
         return Err(String::from("the VM did not report its enrollment"));
     }
+    let enrolled = &cluster.enrolled[0];
     eprintln!(
         "linux-test: a replica VM with its own TPM was enrolled (EK {}, TCC key {}) and served \
-         verified SQL to the host through the real TCC, with no simulated evidence accepted; {timing}",
+         verified SQL to the host through the real TCC, with no simulated evidence accepted; \
+         enrolled after {:.1} s, verified session after {:.1} s",
         vpr_proto::Digest(enrolled.ek_certificate),
-        vpr_proto::Digest::of(&enrolled.tcc_key)
+        vpr_proto::Digest::of(&enrolled.tcc_key),
+        enrolled_after.as_secs_f64(),
+        session_after.as_secs_f64()
     );
     Ok(())
 }

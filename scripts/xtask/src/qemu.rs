@@ -356,7 +356,7 @@ pub fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, Str
 }
 
 /// A QEMU started by [`spawn`], its output streamed to ours and collected.
-pub struct Running {
+struct Running {
     qemu: KillOnDrop,
     lines: mpsc::Receiver<String>,
     readers: Vec<thread::JoinHandle<()>>,
@@ -365,20 +365,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops QEMU (if it still runs) and returns everything it printed.
-    pub fn stop(mut self) -> Vec<String> {
-        if let Ok(None) = self.qemu.0.try_wait() {
-            let _ = self.qemu.0.kill();
-            let _ = self.qemu.0.wait();
-        }
-        self.lines()
-    }
-
-    /// Whether QEMU still runs.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.qemu.0.try_wait(), Ok(None))
-    }
-
     /// The lines printed so far and to the end (once QEMU has stopped).
     fn lines(&mut self) -> Vec<String> {
         for reader in std::mem::take(&mut self.readers) {
@@ -389,7 +375,7 @@ impl Running {
 }
 
 /// Starts QEMU with `args`, streaming its output.
-pub fn spawn(args: &[String]) -> Result<Running, String> {
+fn spawn(args: &[String]) -> Result<Running, String> {
     eprintln!("qemu-test: {QEMU} {}", args.join(" "));
     let started = Instant::now();
     let child = Command::new(QEMU)
