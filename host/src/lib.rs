@@ -15,6 +15,7 @@ pub mod evidence;
 pub mod launcher;
 pub mod machine;
 pub mod net;
+pub mod ports;
 pub mod qemu_cluster;
 pub mod replica;
 pub mod shell;

@@ -76,12 +76,6 @@ pub struct QemuCluster {
     pub enrolled: Vec<Enrolled>,
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 impl QemuCluster {
     /// Boots the VMs and enrolls each one's TCC; `progress` hears what happens. The cluster is
     /// not necessarily formed yet: [`QemuCluster::wait_ready`].
@@ -102,7 +96,7 @@ impl QemuCluster {
         let ca =
             Ca::load(&options.ca).with_context(|| format!("the CA in {}", options.ca.display()))?;
         let cluster_key = KeyPair::generate(&mut rand_core::OsRng);
-        let replica_ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<Result<_>>()?;
+        let replica_ports = crate::ports::unused(usize::from(n))?;
         let base = ClusterConfig {
             name: format!("qemu-{}", std::process::id()),
             replicas: Vec::new(),
@@ -144,7 +138,7 @@ impl QemuCluster {
             let tpm = options.dir.join(format!("tpm-{id}"));
             let swtpm =
                 Swtpm::start(&options.repo, tpm, &options.ca).map_err(anyhow::Error::msg)?;
-            let agent_port = free_port()?;
+            let agent_port = crate::ports::one()?;
             let log = options.dir.join(format!("vm-{id}.log"));
             let forwards =
                 [(agent_port, AGENT_PORT), (replica_ports[usize::from(id)], REPLICA_PORT)];

@@ -106,7 +106,7 @@ fn clients_reject_every_altered_reply() {
     let mut cluster = LocalCluster::start(dir.path(), 3, None, Path::new(VPR)).expect("start");
     let path = cluster.wait_ready(Duration::from_secs(30)).expect("ready");
     let real = ClusterConfig::load(&path).expect("config");
-    let port = vpr_host::launcher::ports(1, None).expect("port")[0];
+    let port = vpr_host::ports::one().expect("port");
     let mut through_proxy = real.clone();
     through_proxy.replicas[0].address = format!("127.0.0.1:{port}");
     through_proxy.timeouts.request_ms = 400;
