@@ -9,6 +9,11 @@
 //! `replica_port[i]` to its replica's port 17000 and `agent_port[i]` to its enrollment agent's
 //! 7100. Inside VM `i` the cluster configuration names itself `0.0.0.0:17000` and the others
 //! `10.0.2.2:replica_port[j]` (the host, as user-mode networking shows it).
+//!
+//! Each VM keeps its replica's data folder (the group state its TCC sealed) in a host folder,
+//! `vm-<i>.data`, shared into the guest with virtio-9p: untrusted storage, like a disk, that
+//! outlives the VM. A killed VM can be booted again ([`QemuCluster::restart`]) on the same TPM
+//! state and data: it is enrolled again and its replica restarts from the sealed state.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -30,6 +35,8 @@ use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm};
 const REPLICA_PORT: u16 = 17000;
 /// The enrollment agent's port inside each VM.
 const AGENT_PORT: u16 = 7100;
+/// The mount tag of each VM's data folder (the guest mounts it at /var/lib/vpr).
+const DATA_TAG: &str = "vprdata";
 
 /// What a QEMU cluster is made of.
 #[derive(Debug, Clone)]
@@ -60,10 +67,29 @@ pub struct QemuOptions {
 #[derive(Debug)]
 struct Vm {
     qemu: Option<Child>,
-    /// Its TPM: kept running as long as the VM entry lives (stopped and removed with it).
-    _swtpm: Swtpm,
+    /// Its TPM: kept as long as the VM entry lives (stopped and removed with it).
+    swtpm: Swtpm,
+    /// QEMU's arguments (the same for every boot of this VM).
+    args: Vec<String>,
     agent_port: u16,
     log: PathBuf,
+}
+
+/// What the cluster's operator holds to enroll a VM: the CA, the cluster key, the hypervisor
+/// measurement PCR 17 must show.
+struct Operating {
+    ca: Ca,
+    cluster_key: KeyPair,
+    hypervisor: [u8; 32],
+}
+
+impl std::fmt::Debug for Operating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operating")
+            .field("cluster_key", &hex::encode(self.cluster_key.public()))
+            .field("hypervisor", &hex::encode(self.hypervisor))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A running cluster of replica VMs; stopped (VMs and TPMs) when dropped.
@@ -72,6 +98,7 @@ pub struct QemuCluster {
     vms: Vec<Vm>,
     config: ClusterConfig,
     dir: PathBuf,
+    operating: Operating,
     /// What each VM's enrollment established, in order.
     pub enrolled: Vec<Enrolled>,
 }
@@ -140,36 +167,37 @@ impl QemuCluster {
                 Swtpm::start(&options.repo, tpm, &options.ca).map_err(anyhow::Error::msg)?;
             let agent_port = crate::ports::one()?;
             let log = options.dir.join(format!("vm-{id}.log"));
+            // A fresh data folder: a previous cluster's sealed state is not this one's.
+            let data = options.dir.join(format!("vm-{id}.data"));
+            match fs::remove_dir_all(&data) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("{}", data.display())),
+            }
+            fs::create_dir_all(&data)?;
             let forwards =
                 [(agent_port, AGENT_PORT), (replica_ports[usize::from(id)], REPLICA_PORT)];
-            let args = qemu_args(options, &initramfs, &swtpm, id, &forwards);
-            let out = fs::File::create(&log)?;
-            let qemu = Command::new("qemu-system-x86_64")
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .context("starting qemu-system-x86_64")?;
+            let args = qemu_args(options, &initramfs, &swtpm, &data, id, &forwards);
+            let qemu = spawn_qemu(&args, &log, false)?;
             progress(&format!("vm {id}: booting (serial log {})", log.display()));
-            vms.push(Vm { qemu: Some(qemu), _swtpm: swtpm, agent_port, log });
+            vms.push(Vm { qemu: Some(qemu), swtpm, args, agent_port, log });
         }
         let mut cluster = QemuCluster {
             vms,
             config: ClusterConfig { replicas: entries(None), ..base },
             dir: options.dir.clone(),
+            operating: Operating { ca, cluster_key, hypervisor },
             enrolled: Vec::new(),
         };
-        let operator = Operator { ca: &ca, cluster_key: &cluster_key, hypervisor };
         for id in 0..n {
-            let enrolled = cluster.enroll(id, &operator, Duration::from_secs(180))?;
+            let enrolled = cluster.enroll(id, Duration::from_secs(180))?;
             progress(&format!(
                 "vm {id}: enrolled (EK certificate {}, TCC key {})",
                 Digest(enrolled.ek_certificate),
                 Digest::of(&enrolled.tcc_key)
             ));
             // Its evidence, for `vpr verify` (with the nonce it answers).
-            if let Some(evidence) = enrolled.evidence(&ca, &identity.0)? {
+            if let Some(evidence) = enrolled.evidence(&cluster.operating.ca, &identity.0)? {
                 fs::write(options.dir.join(format!("evidence-{id}.json")), evidence.to_json())?;
                 fs::write(
                     options.dir.join(format!("evidence-{id}.nonce")),
@@ -183,8 +211,13 @@ impl QemuCluster {
     }
 
     /// Enrolls VM `id` once its agent answers.
-    fn enroll(&mut self, id: u16, operator: &Operator<'_>, timeout: Duration) -> Result<Enrolled> {
+    fn enroll(&mut self, id: u16, timeout: Duration) -> Result<Enrolled> {
         let deadline = Instant::now() + timeout;
+        let operator = Operator {
+            ca: &self.operating.ca,
+            cluster_key: &self.operating.cluster_key,
+            hypervisor: self.operating.hypervisor,
+        };
         loop {
             let vm = &mut self.vms[usize::from(id)];
             if let Some(qemu) = vm.qemu.as_mut() {
@@ -195,7 +228,7 @@ impl QemuCluster {
                     );
                 }
             }
-            match enroll::enroll(("127.0.0.1", vm.agent_port), operator) {
+            match enroll::enroll(("127.0.0.1", vm.agent_port), &operator) {
                 Ok(enrolled) => return Ok(enrolled),
                 // Not up yet, or its TPM failed (the agent tries again): retry.
                 Err(enroll::EnrollError::Io(_) | enroll::EnrollError::Tcc(_))
@@ -242,6 +275,26 @@ impl QemuCluster {
         }
     }
 
+    /// Boots VM `id` again (killing it first if it runs), as a machine restarted after a
+    /// crash: on the same TPM state (swtpm started again on it) and the same data folder, with
+    /// the same ports. Its TCC is enrolled again (the certificate of its TCC key lived in the
+    /// hypervisor's memory); its replica then restarts from the group state it sealed and asks
+    /// for a snapshot. Returns what the enrollment established.
+    ///
+    /// # Errors
+    /// No such VM, QEMU or swtpm does not start, or the enrollment fails.
+    pub fn restart(&mut self, id: u16, timeout: Duration) -> Result<Enrolled> {
+        self.kill(id);
+        let vm = self.vms.get_mut(usize::from(id)).with_context(|| format!("no VM {id}"))?;
+        vm.swtpm.restart().map_err(anyhow::Error::msg)?;
+        vm.qemu = Some(spawn_qemu(&vm.args, &vm.log, true)?);
+        let enrolled = self.enroll(id, timeout)?;
+        if let Some(slot) = self.enrolled.get_mut(usize::from(id)) {
+            *slot = enrolled.clone();
+        }
+        Ok(enrolled)
+    }
+
     /// The last `lines` lines of VM `id`'s serial log.
     pub fn log_tail(&self, id: u16, lines: usize) -> String {
         let Some(vm) = self.vms.get(usize::from(id)) else { return String::new() };
@@ -260,19 +313,41 @@ impl Drop for QemuCluster {
     }
 }
 
+/// Starts QEMU with `args`, its output (the serial console) into `log`, appended to it when
+/// `append` (a VM's later boots).
+fn spawn_qemu(args: &[String], log: &Path, append: bool) -> Result<Child> {
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .with_context(|| format!("{}", log.display()))?;
+    Command::new("qemu-system-x86_64")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting qemu-system-x86_64")
+}
+
 /// QEMU's arguments for VM `id`: the hypervisor with the kernel and `initramfs` as modules,
-/// Linux told to run the replica on the hypervisor's TCC after its enrollment, its TPM, and
-/// user-mode networking with `forwards` (host port, guest port) bound to 127.0.0.1.
+/// Linux told to run the replica on the hypervisor's TCC after its enrollment, its TPM, its
+/// `data` folder shared with virtio-9p, and user-mode networking with `forwards` (host port,
+/// guest port) bound to 127.0.0.1.
 fn qemu_args(
     options: &QemuOptions,
     initramfs: &Path,
     swtpm: &Swtpm,
+    data: &Path,
     id: u16,
     forwards: &[(u16, u16)],
 ) -> Vec<String> {
     let kernel_args = format!(
         "console=ttyS0 nokaslr no5lvl mitigations=off panic=-1 initcall_blacklist=init_tis \
-         vpr.run=replica vpr.id={id} vpr.tcc=hypervisor vpr.enroll={AGENT_PORT} vpr.log=info"
+         vpr.run=replica vpr.id={id} vpr.tcc=hypervisor vpr.enroll={AGENT_PORT} vpr.log=info \
+         vpr.data={DATA_TAG}"
     );
     let forwards: String = forwards
         .iter()
@@ -290,6 +365,15 @@ fn qemu_args(
         format!("user,id=n0{forwards}"),
         "-device".into(),
         "virtio-net-pci,netdev=n0".into(),
+        // The data folder: QEMU's process accesses it as is (security_model=none).
+        "-fsdev".into(),
+        // (A comma in an option value is written twice.)
+        format!(
+            "local,id=data,path={},security_model=none",
+            data.display().to_string().replace(',', ",,")
+        ),
+        "-device".into(),
+        format!("virtio-9p-pci,fsdev=data,mount_tag={DATA_TAG}"),
         "-accel".into(),
         accel.into(),
         "-cpu".into(),

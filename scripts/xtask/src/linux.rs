@@ -222,13 +222,57 @@ fn verify_cluster_evidence(
     Ok(())
 }
 
-/// Replica VMs of the cluster test (f = 2: a backup and then the primary may die).
-const CLUSTER_VMS: u16 = 5;
+/// Inserts row `rows` (a one-row write, its milliseconds into `writes`), then counts it.
+fn insert(
+    client: &mut vpr_host::client::Client,
+    writes: &mut Vec<f64>,
+    rows: &mut i64,
+) -> Result<(), String> {
+    writes.push(timed(client, &format!("INSERT INTO kv VALUES ({rows}, 'value {rows}')"))?);
+    *rows += 1;
+    Ok(())
+}
 
-/// Boot 3: five replica VMs (`vpr_host::qemu_cluster`, what `vpr cluster --tcc qemu` runs),
-/// each with its own TPM, enrolled with one cluster key; the group forms with attested joins;
-/// a client on the host runs verified writes and reads; a backup VM is killed and the writes go
-/// on; then the primary VM is killed: a new primary takes over, the writes go on, and every
+/// Replica VMs of the cluster test (f = 1).
+const CLUSTER_VMS: u16 = 3;
+
+/// The status reports of the replicas that answer, once `ids` all report the same update,
+/// database and view, at update `at_least` or later.
+fn converged(
+    client: &vpr_host::client::Client,
+    config: &ClusterConfig,
+    ids: &[u16],
+    at_least: u64,
+    timeout: std::time::Duration,
+) -> Result<Vec<(u16, vpr_proto::msg::StatusReport)>, String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let reports: Vec<_> = client
+            .status(config)
+            .into_iter()
+            .filter_map(|(id, report)| report.ok().map(|r| (id, r)))
+            .collect();
+        let of: Vec<_> = reports.iter().filter(|(id, _)| ids.contains(id)).collect();
+        let same = of.windows(2).all(|w| {
+            (w[0].1.committed, w[0].1.digest, w[0].1.view)
+                == (w[1].1.committed, w[1].1.digest, w[1].1.view)
+        });
+        if of.len() == ids.len() && same && of.iter().all(|(_, r)| r.committed >= at_least) {
+            return Ok(reports);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("replicas {ids:?} did not converge: {reports:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Boot 3: three replica VMs (`vpr_host::qemu_cluster`, what `vpr cluster --tcc qemu` runs),
+/// each with its own TPM and data share, enrolled with one cluster key; the group forms with
+/// attested joins; a client on the host runs verified writes and reads; a backup VM is killed
+/// and the writes go on (two of three); the killed VM boots again on its TPM and data, is
+/// enrolled again, restarts its replica from the group state it sealed and catches up; then
+/// the primary VM is killed: a new primary takes over, the writes go on, and every
 /// acknowledged write is there; the live replicas report the same committed update and
 /// database hash, in reports their Managers authenticate.
 fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Result<(), String> {
@@ -246,17 +290,63 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     let config = cluster.config().clone();
     let mut client = Client::connect(&config).map_err(|e| format!("client: {e}"))?;
     let (mut writes, mut reads) = workload(&mut client)?;
-    let mut run = |sql: &str| timed(&mut client, sql);
-    // A backup VM dies, then the primary's (f = 2): the others go on, with a new primary.
-    cluster.kill(CLUSTER_VMS - 1);
-    for i in 20..25 {
-        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+    let mut rows: i64 = 20;
+    // A backup VM dies: the primary and the other backup are a majority and go on.
+    let backup = CLUSTER_VMS - 1;
+    let all: Vec<u16> = (0..CLUSTER_VMS).collect();
+    let before = converged(&client, &config, &all, 1, Duration::from_secs(60))?;
+    let state_counter = before.iter().find(|(id, _)| *id == backup).map_or(0, |(_, r)| r.committed);
+    cluster.kill(backup);
+    for _ in 0..5 {
+        insert(&mut client, &mut writes, &mut rows)?;
     }
+    eprintln!("linux-test: vm {backup} (a backup) killed; 5 writes committed without it");
+    // It boots again on its TPM and data share, and catches up.
+    let key_before = cluster.enrolled.get(usize::from(backup)).map(|e| e.tcc_key);
+    let restarted = Instant::now();
+    let again = cluster.restart(backup, Duration::from_secs(180)).map_err(|e| format!("{e:#}"))?;
+    let reenrolled = restarted.elapsed();
+    if Some(&again) != cluster.enrolled.get(usize::from(backup)) {
+        return Err(String::from("the restarted VM's enrollment was not recorded"));
+    }
+    // Its TCC key comes from its TPM's master secret and the hypervisor: the same again.
+    if key_before != Some(again.tcc_key) {
+        return Err(format!("vm {backup} came back with another TCC key"));
+    }
+    let reports = converged(&client, &config, &all, state_counter + 5, Duration::from_secs(240))?;
+    let caught_up = restarted.elapsed();
+    let log = std::fs::read_to_string(options.dir.join(format!("vm-{backup}.log")))
+        .map_err(|e| e.to_string())?;
+    if !log.contains("holding sealed group state") || !log.contains("restarts from its sealed") {
+        return Err(format!(
+            "vm {backup} did not restart from its sealed state:\n{}",
+            cluster.log_tail(backup, 20)
+        ));
+    }
+    eprintln!(
+        "linux-test: vm {backup} booted again, enrolled after {:.1} s (the same TCC key), \
+         restarted from its sealed state and caught up after {:.1} s",
+        reenrolled.as_secs_f64(),
+        caught_up.as_secs_f64()
+    );
+    // It may have acknowledged updates past its sealed state counter that it no longer holds
+    // (at most max_in_flight): its view changes count once it committed past them
+    // (pal/src/manager/transfer.rs). Writes until then.
+    let counts_from = state_counter + u64::from(config.max_in_flight);
+    let mut at = reports.iter().map(|(_, r)| r.committed).max().unwrap_or(0);
+    while at < counts_from {
+        insert(&mut client, &mut writes, &mut rows)?;
+        at += 1;
+    }
+    converged(&client, &config, &all, counts_from, Duration::from_secs(60))?;
+    // Then the primary VM dies: the two others elect a new primary.
     cluster.kill(0);
     let failover = Instant::now();
     // Until a new primary answers (idempotent: a lost reply's retry changes nothing).
+    let failover_write =
+        format!("INSERT OR REPLACE INTO kv VALUES ({rows}, 'after the primary died')");
     loop {
-        match run("INSERT OR REPLACE INTO kv VALUES (25, 'after the primary died')") {
+        match timed(&mut client, &failover_write) {
             Ok(_) => break,
             Err(e) if failover.elapsed() < Duration::from_secs(300) => {
                 eprintln!("linux-test: waiting for a new primary: {e}");
@@ -265,30 +355,23 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
         }
     }
     let failover = failover.elapsed();
-    for i in 26..30 {
-        writes.push(run(&format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+    rows += 1;
+    for _ in 0..4 {
+        insert(&mut client, &mut writes, &mut rows)?;
     }
     let count = client
         .execute("SELECT count(*), sum(k) FROM kv", vec![])
         .map_err(|e| format!("count: {e}"))?;
-    let rows = count.results.last().map(|r| r.rows.clone()).unwrap_or_default();
-    let expected = (0..30).sum::<i64>();
-    let all = [vpr_proto::msg::Value::Integer(30), vpr_proto::msg::Value::Integer(expected)];
-    if rows != [all.to_vec()] {
-        return Err(format!("after the failures, the table holds {rows:?}"));
+    let table = count.results.last().map(|r| r.rows.clone()).unwrap_or_default();
+    let expected = (0..rows).sum::<i64>();
+    let all_rows = [vpr_proto::msg::Value::Integer(rows), vpr_proto::msg::Value::Integer(expected)];
+    if table != [all_rows.to_vec()] {
+        return Err(format!("after the failures, the table holds {table:?}"));
     }
-    let reports: Vec<_> = client
-        .status(&config)
-        .into_iter()
-        .filter_map(|(id, report)| report.ok().map(|r| (id, r)))
-        .collect();
-    let dead = [0, CLUSTER_VMS - 1];
-    let live: Vec<_> = reports.iter().filter(|(id, _)| !dead.contains(id)).collect();
-    let same = live.windows(2).all(|w| {
-        (w[0].1.committed, w[0].1.digest, w[0].1.view)
-            == (w[1].1.committed, w[1].1.digest, w[1].1.view)
-    });
-    if live.len() != usize::from(CLUSTER_VMS) - 2 || !same || live[0].1.primary == 0 {
+    let live: Vec<u16> = (1..CLUSTER_VMS).collect();
+    let reports = converged(&client, &config, &live, at + 5, Duration::from_secs(60))?;
+    let live: Vec<_> = reports.iter().filter(|(id, _)| live.contains(id)).collect();
+    if live[0].1.primary == 0 || live[0].1.view == 0 {
         return Err(format!("the live replicas' reports: {reports:?}"));
     }
     drop(cluster);
@@ -308,11 +391,13 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     eprintln!(
         "linux-test: {CLUSTER_VMS} replica VMs enrolled after {:.1} s, group formed after \
          {:.1} s; writes p50 {w50:.0} ms p99 {w99:.0} ms, linearizable reads p50 {r50:.0} ms \
-         p99 {r99:.0} ms (1 client, TCG); a backup VM killed, then the primary VM: the first \
-         write after it took {:.1} s (view {}, primary {}); all 30 acknowledged writes present; \
-         the {} live replicas at update {} with database {}",
+         p99 {r99:.0} ms (1 client, TCG); a backup VM killed, booted again and caught up \
+         after {:.1} s; then the primary VM killed: the first write after it took {:.1} s \
+         (view {}, primary {}); all {rows} acknowledged writes present; the {} live replicas at \
+         update {} with database {}",
         enrolled.as_secs_f64(),
         formed.as_secs_f64(),
+        caught_up.as_secs_f64(),
         failover.as_secs_f64(),
         live[0].1.view,
         live[0].1.primary,
