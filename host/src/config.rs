@@ -54,6 +54,46 @@ impl Default for Timeouts {
     }
 }
 
+/// What a cluster's replicas were attested with when they were enrolled (a cluster of
+/// replica VMs): clients and `vpr verify` check a replica's TPM evidence against it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The TPM manufacturer's root certificate (PEM): the only trust anchor of the evidence.
+    pub ca_root: String,
+    /// The measurement of the hypervisor PCR 17 must show, hex (SHA-256).
+    pub hypervisor: String,
+}
+
+impl Attestation {
+    /// The hypervisor measurement as bytes.
+    ///
+    /// # Errors
+    /// Not 64 hex digits.
+    pub fn hypervisor_measurement(&self) -> Result<[u8; 32], ConfigError> {
+        let bytes = hex::decode(&self.hypervisor)
+            .map_err(|e| ConfigError::Invalid(format!("attestation.hypervisor: {e}")))?;
+        bytes
+            .try_into()
+            .map_err(|_| ConfigError::Invalid(String::from("attestation.hypervisor: not 32 bytes")))
+    }
+
+    /// The root certificate(s) in [`Attestation::ca_root`].
+    ///
+    /// # Errors
+    /// No certificate there.
+    pub fn ca_root_certificates(
+        &self,
+    ) -> Result<Vec<crate::evidence::x509::Certificate>, ConfigError> {
+        if !self.ca_root.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConfigError::Invalid(String::from(
+                "attestation.ca_root: not a PEM certificate",
+            )));
+        }
+        crate::evidence::x509::read_certificates(self.ca_root.as_bytes())
+            .map_err(|e| ConfigError::Invalid(format!("attestation.ca_root: {e}")))
+    }
+}
+
 /// The cluster, as replicas and clients read it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterConfig {
@@ -84,6 +124,9 @@ pub struct ClusterConfig {
     /// (relative paths are relative to this file's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation_manufacturer_key: Option<PathBuf>,
+    /// Replica VMs: the CA and the hypervisor their TCCs were attested with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
 }
 
 fn default_in_flight() -> u32 {
@@ -183,6 +226,10 @@ impl ClusterConfig {
                 "max_in_flight and max_batch must be positive".into(),
             ));
         }
+        if let Some(attestation) = &self.attestation {
+            attestation.hypervisor_measurement()?;
+            attestation.ca_root_certificates()?;
+        }
         Ok(())
     }
 
@@ -229,5 +276,79 @@ impl ClusterConfig {
     /// The ZeroMQ endpoint of replica `id`.
     pub fn endpoint(&self, id: u16) -> Option<String> {
         self.replicas.get(usize::from(id)).map(|r| format!("tcp://{}", r.address))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configuration of three replicas.
+    fn config() -> ClusterConfig {
+        let key = vpr_proto::crypto::KeyPair::from_secret(&[7; 32]).expect("key");
+        ClusterConfig {
+            name: String::from("test"),
+            replicas: (0..3)
+                .map(|id| ReplicaEntry { id, address: format!("127.0.0.1:{}", 17000 + id) })
+                .collect(),
+            identity: Digest([1; 32]).to_string(),
+            manufacturer: hex::encode(key.public()),
+            allow_simulated: false,
+            timeouts: Timeouts::default(),
+            max_in_flight: 32,
+            max_batch: 256,
+            retained_updates: 1024,
+            simulation_manufacturer_key: None,
+            attestation: None,
+        }
+    }
+
+    /// A CA's root certificate (the x509 module's test data).
+    fn root_pem() -> String {
+        String::from(include_str!("evidence/testdata/x509/root-b.pem"))
+    }
+
+    #[test]
+    fn attestation_round_trips_and_is_optional() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cluster.toml");
+        let plain = config();
+        plain.save(&path).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("attestation"), "{text}");
+        assert_eq!(ClusterConfig::load(&path).expect("load"), plain);
+        let attested = ClusterConfig {
+            attestation: Some(Attestation { ca_root: root_pem(), hypervisor: "ab".repeat(32) }),
+            ..config()
+        };
+        attested.save(&path).expect("save");
+        let loaded = ClusterConfig::load(&path).expect("load");
+        assert_eq!(loaded, attested);
+        let attestation = loaded.attestation.expect("attestation");
+        assert_eq!(attestation.hypervisor_measurement().expect("measurement"), [0xab; 32]);
+        assert_eq!(attestation.ca_root_certificates().expect("root").len(), 1);
+    }
+
+    #[test]
+    fn a_wrong_attestation_is_refused() {
+        for (ca_root, hypervisor, what) in [
+            (root_pem(), "ab".repeat(31), "not 32 bytes"),
+            (root_pem(), "zz".repeat(32), "attestation.hypervisor"),
+            (String::from("not a certificate"), "ab".repeat(32), "not a PEM certificate"),
+            (
+                String::from("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                "ab".repeat(32),
+                "attestation.ca_root",
+            ),
+        ] {
+            let wrong = ClusterConfig {
+                attestation: Some(Attestation { ca_root, hypervisor }),
+                ..config()
+            };
+            match wrong.validate() {
+                Err(ConfigError::Invalid(message)) => assert!(message.contains(what), "{message}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
     }
 }

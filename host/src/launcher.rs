@@ -109,6 +109,7 @@ impl LocalCluster {
             max_batch: 256,
             retained_updates: 1024,
             simulation_manufacturer_key: Some(PathBuf::from(files::MANUFACTURER)),
+            attestation: None,
         };
         config.validate()?;
         config.save(&dir.join(files::REPLICAS))?;

@@ -116,19 +116,25 @@ enum Command {
     },
     /// Verify attestation evidence with only the CA's root certificate: EK certificate ->
     /// attestation key certificate -> TPM quote of PCRs 17-19 (hypervisor, its PALs, its TCC
-    /// key) -> the PAL's uTPM quote over the nonce and data.
+    /// key) -> the PAL's uTPM quote over the nonce and data. The CA, PAL identity and
+    /// hypervisor come from the options, else from `--config` (a VM cluster's configuration
+    /// carries them).
     Verify {
         /// The evidence (JSON, as `cargo xtask qemu-test` or a replica writes it).
         evidence: PathBuf,
         /// The CA's root certificate (PEM or DER): the only trust anchor.
+        #[arg(long, required_unless_present = "config")]
+        ca: Option<PathBuf>,
+        /// A cluster configuration to take the CA's root certificate, the PAL identity and the
+        /// hypervisor measurement from (its `identity` and `[attestation]`).
         #[arg(long)]
-        ca: PathBuf,
+        config: Option<PathBuf>,
         /// The nonce the evidence must answer (64 hex digits).
         #[arg(long, value_parser = hex32)]
         nonce: [u8; 32],
         /// The PAL identity expected (SHA-256 of its image, 64 hex digits).
-        #[arg(long, value_parser = hex32)]
-        identity: [u8; 32],
+        #[arg(long, value_parser = hex32, required_unless_present = "config")]
+        identity: Option<[u8; 32]>,
         /// The data the PAL must vouch for (64 hex digits); printed either way.
         #[arg(long, value_parser = hex32)]
         data: Option<[u8; 32]>,
@@ -206,9 +212,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("enroll-agent: the TCC key is certified by the cluster");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { evidence, ca, nonce, identity, data, hypervisor, allow_simulation } => {
+        Command::Verify {
+            evidence,
+            ca,
+            config,
+            nonce,
+            identity,
+            data,
+            hypervisor,
+            allow_simulation,
+        } => {
             let expected = VerifyArgs { nonce, identity, data, hypervisor, allow_simulation };
-            verify(&evidence, &ca, &expected)
+            verify(&evidence, ca.as_deref(), config.as_deref(), &expected)
         }
         Command::Bench(args) => vpr_host::bench::command(&args).map(|_| ExitCode::SUCCESS),
     }
@@ -303,28 +318,53 @@ fn hex32(text: &str) -> Result<[u8; 32], String> {
 /// What `vpr verify` expects, from its arguments.
 struct VerifyArgs {
     nonce: [u8; 32],
-    identity: [u8; 32],
+    identity: Option<[u8; 32]>,
     data: Option<[u8; 32]>,
     hypervisor: Option<[u8; 32]>,
     allow_simulation: bool,
 }
 
 /// `vpr verify`: exit status 0 and what the evidence vouches for, or 1 and why it is refused.
-fn verify(evidence: &Path, ca: &Path, args: &VerifyArgs) -> Result<ExitCode> {
+/// What the options do not give comes from the configuration at `config`.
+fn verify(
+    evidence: &Path,
+    ca: Option<&Path>,
+    config: Option<&Path>,
+    args: &VerifyArgs,
+) -> Result<ExitCode> {
     use vpr_host::evidence::{x509, Evidence, Expected};
     use vpr_proto::Digest;
     let text = std::fs::read_to_string(evidence)
         .with_context(|| format!("reading {}", evidence.display()))?;
-    let roots = x509::read_certificates(
-        &std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
-    )
-    .with_context(|| format!("{}: the CA's root certificate", ca.display()))?;
+    let config = config.map(ClusterConfig::load).transpose()?;
+    let attestation = config.as_ref().and_then(|c| c.attestation.as_ref());
+    let roots = match (ca, attestation) {
+        (Some(ca), _) => x509::read_certificates(
+            &std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+        )
+        .with_context(|| format!("{}: the CA's root certificate", ca.display()))?,
+        (None, Some(attestation)) => attestation.ca_root_certificates()?,
+        (None, None) => anyhow::bail!(
+            "no CA: give --ca, or --config with a configuration that has an [attestation] \
+             section (a cluster of replica VMs)"
+        ),
+    };
+    let identity = match (args.identity, &config) {
+        (Some(identity), _) => identity,
+        (None, Some(config)) => config.identity_digest()?.0,
+        (None, None) => anyhow::bail!("no PAL identity: give --identity or --config"),
+    };
+    let hypervisor = match (args.hypervisor, attestation) {
+        (Some(hypervisor), _) => Some(hypervisor),
+        (None, Some(attestation)) => Some(attestation.hypervisor_measurement()?),
+        (None, None) => None,
+    };
     let expected = Expected {
         roots: &roots,
         nonce: args.nonce,
-        identity: args.identity,
+        identity,
         data: args.data,
-        hypervisor: args.hypervisor,
+        hypervisor,
         allow_simulation: args.allow_simulation,
         now: std::time::SystemTime::now(),
     };
@@ -333,7 +373,7 @@ fn verify(evidence: &Path, ca: &Path, args: &VerifyArgs) -> Result<ExitCode> {
         Ok(v) => {
             println!("verified: PAL {} vouches for {}", Digest(v.identity), Digest(v.data));
             println!("  TCC key (sha256):        {}", Digest(v.tcc_key));
-            match (v.ek_certificate, v.launch, args.hypervisor) {
+            match (v.ek_certificate, v.launch, hypervisor) {
                 (Some(ek), Some(launch), Some(hypervisor)) => {
                     println!("  TPM EK certificate:      {} (chains to the CA)", Digest(ek));
                     println!("  hypervisor (PCR 17):     {} ({launch})", Digest(hypervisor));

@@ -3,7 +3,9 @@
 //! Linux and, in it, `vpr replica --tcc hypervisor`. The launcher plays the cluster's
 //! operator: it makes a cluster key, enrolls every VM's TCC with it ([`enroll`]: TPM evidence
 //! to the CA, PCR 17 = the hypervisor), and writes the client configuration, which trusts the
-//! cluster key and the PAL's identity and refuses simulated evidence.
+//! cluster key and the PAL's identity and refuses simulated evidence; its `[attestation]`
+//! section carries the CA's root certificate and the hypervisor's measurement, with which
+//! `vpr verify --config` checks a replica's TPM evidence.
 //!
 //! Networking is QEMU's user mode, bound to 127.0.0.1 on the host: VM `i` forwards host port
 //! `replica_port[i]` to its replica's port 17000 and `agent_port[i]` to its enrollment agent's
@@ -26,7 +28,7 @@ use vpr_proto::crypto::KeyPair;
 use vpr_proto::Digest;
 
 use crate::client::Client;
-use crate::config::{ClusterConfig, ReplicaEntry, Timeouts};
+use crate::config::{Attestation, ClusterConfig, ReplicaEntry, Timeouts};
 use crate::enroll::{self, Enrolled, Operator};
 use crate::evidence::x509::Ca;
 use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm};
@@ -122,6 +124,9 @@ impl QemuCluster {
         let identity = Digest::of(&pal);
         let ca =
             Ca::load(&options.ca).with_context(|| format!("the CA in {}", options.ca.display()))?;
+        let root_file = options.ca.join(crate::evidence::x509::ROOT_CERTIFICATE_FILE);
+        let ca_root = fs::read_to_string(&root_file)
+            .with_context(|| format!("the CA's root certificate {}", root_file.display()))?;
         let cluster_key = KeyPair::generate(&mut rand_core::OsRng);
         let replica_ports = crate::ports::unused(usize::from(n))?;
         let base = ClusterConfig {
@@ -141,6 +146,7 @@ impl QemuCluster {
             max_batch: 256,
             retained_updates: 1024,
             simulation_manufacturer_key: None,
+            attestation: Some(Attestation { ca_root, hypervisor: measurement.clone() }),
         };
         let entries = |me: Option<u16>| -> Vec<ReplicaEntry> {
             (0..n)

@@ -77,6 +77,7 @@ fn one_replica_cluster(identity: &vpr_proto::Digest) -> ClusterConfig {
         max_batch: 256,
         retained_updates: 1024,
         simulation_manufacturer_key: None,
+        attestation: None,
     }
 }
 
@@ -183,8 +184,9 @@ fn simulation_workload(root: &Path) -> Result<(Vec<f64>, Vec<f64>), String> {
     measured
 }
 
-/// `vpr verify` (the command) accepts the evidence the cluster wrote for VM 0, with only the
-/// CA's root certificate, and refuses it for another nonce.
+/// `vpr verify` (the command) accepts the evidence the cluster wrote for VM 0 with only the
+/// client configuration (its CA root certificate, PAL identity and hypervisor measurement),
+/// and refuses it for another nonce, or with another hypervisor measurement.
 fn verify_cluster_evidence(
     root: &Path,
     options: &vpr_host::qemu_cluster::QemuOptions,
@@ -192,32 +194,38 @@ fn verify_cluster_evidence(
     let read = |name: &str| {
         std::fs::read_to_string(options.dir.join(name)).map_err(|e| format!("{name}: {e}"))
     };
-    let (nonce, measurement) = (read("evidence-0.nonce")?, read("hypervisor.measurement")?);
-    let identity = vpr_proto::Digest::of(&std::fs::read(&options.pal).map_err(|e| e.to_string())?);
+    let nonce = read("evidence-0.nonce")?;
     let data = vpr_proto::Digest::of(vpr_host::enroll::ENROLLMENT_DATA);
-    let verify = |nonce: &str| -> Result<(bool, String), String> {
+    let verify = |nonce: &str, more: &[&str]| -> Result<(bool, String), String> {
         let output = Command::new(root.join("target/debug/vpr"))
             .arg("verify")
             .arg(options.dir.join("evidence-0.json"))
-            .arg("--ca")
-            .arg(options.ca.join(vpr_host::evidence::x509::ROOT_CERTIFICATE_FILE))
-            .args(["--nonce", nonce, "--identity", &identity.to_string()])
-            .args(["--data", &data.to_string(), "--hypervisor", measurement.trim()])
+            .arg("--config")
+            .arg(options.dir.join("cluster.toml"))
+            .args(["--nonce", nonce, "--data", &data.to_string()])
+            .args(more)
             .output()
             .map_err(|e| format!("vpr verify: {e}"))?;
-        Ok((output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned()))
+        let text =
+            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        Ok((output.status.success(), text.into_owned()))
     };
-    match verify(nonce.trim())? {
-        (true, text) if text.starts_with("verified:") => {}
+    match verify(nonce.trim(), &[])? {
+        (true, text) if text.starts_with("verified:") && text.contains("hypervisor (PCR 17)") => {}
         (_, text) => return Err(format!("vpr verify refuses the cluster's evidence: {text}")),
     }
-    match verify(&"00".repeat(32))? {
+    match verify(&"00".repeat(32), &[])? {
         (false, text) if text.contains("nonce") => {}
         (_, text) => return Err(format!("vpr verify accepts evidence for another nonce: {text}")),
     }
+    match verify(nonce.trim(), &["--hypervisor", &"11".repeat(32)])? {
+        (false, text) if text.contains("PCR 17") => {}
+        (_, text) => return Err(format!("vpr verify accepts another hypervisor: {text}")),
+    }
     eprintln!(
-        "linux-test: vpr verify accepts VM 0's evidence from its enrollment with only the CA's \
-         root certificate (and refuses it for another nonce)"
+        "linux-test: vpr verify accepts VM 0's evidence from its enrollment with only the \
+         client configuration (CA root certificate, PAL identity, hypervisor measurement), and \
+         refuses it for another nonce or another hypervisor"
     );
     Ok(())
 }
@@ -284,9 +292,9 @@ fn replica_cluster(root: &Path, image: &Path, kernel: &Path, kvm: bool) -> Resul
     let mut cluster = QemuCluster::start(&options, &|m| eprintln!("linux-test: {m}"))
         .map_err(|e| format!("{e:#}"))?;
     let enrolled = started.elapsed();
-    verify_cluster_evidence(root, &options)?;
     cluster.wait_ready(Duration::from_secs(240)).map_err(|e| format!("{e:#}"))?;
     let formed = started.elapsed();
+    verify_cluster_evidence(root, &options)?;
     let config = cluster.config().clone();
     let mut client = Client::connect(&config).map_err(|e| format!("client: {e}"))?;
     let (mut writes, mut reads) = workload(&mut client)?;

@@ -172,6 +172,7 @@ impl World {
             max_batch: 16,
             retained_updates: 64,
             simulation_manufacturer_key: None,
+            attestation: None,
         };
         let slots = (0..n)
             .map(|id| {
