@@ -9,7 +9,7 @@
 //! ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), are checked free by binding
 //! them, and are never handed out twice by one process.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
@@ -18,7 +18,7 @@ use anyhow::{bail, Context as _, Result};
 use rand_core::RngCore as _;
 
 /// Ports this process has handed out (its clusters may run concurrently, as tests do).
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// Lowest port considered: above the registered services most machines run.
 const LOWEST: u16 = 10_000;
@@ -59,28 +59,17 @@ fn candidates(ephemeral: &RangeInclusive<u16>) -> Vec<RangeInclusive<u16>> {
 /// # Errors
 /// No room outside the ephemeral range, or too few free ports there.
 pub fn unused(n: usize) -> Result<Vec<u16>> {
-    let ranges = candidates(&ephemeral());
-    let total: usize = ranges.iter().map(|r| r.len()).sum();
-    if total == 0 {
+    let all: Vec<u16> = candidates(&ephemeral()).into_iter().flatten().collect();
+    if all.is_empty() {
         bail!("the ephemeral port range covers every port from {LOWEST}: no port to choose");
     }
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     // Start at a random place so that concurrent processes rarely try the same ports.
-    let start = usize::try_from(rand_core::OsRng.next_u32()).unwrap_or(0) % total;
-    let nth = |i: usize| {
-        let mut i = (start + i) % total;
-        for range in &ranges {
-            if i < range.len() {
-                return range.start() + u16::try_from(i).unwrap_or(0);
-            }
-            i -= range.len();
-        }
-        *ranges[0].start()
-    };
+    let start = usize::try_from(rand_core::OsRng.next_u32()).unwrap_or(0) % all.len();
+    let (before, after) = all.split_at(start);
     // Listeners stay open until all `n` are chosen, so none is chosen twice.
     let mut chosen = Vec::with_capacity(n);
-    for port in (0..total).map(nth) {
+    for &port in after.iter().chain(before) {
         if chosen.len() == n {
             break;
         }
@@ -135,7 +124,7 @@ mod tests {
         let ephemeral = ephemeral();
         let first = unused(20).expect("ports");
         let second = unused(20).expect("ports");
-        let all: HashSet<u16> = first.iter().chain(&second).copied().collect();
+        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
         assert_eq!(all.len(), 40, "a port was handed out twice");
         for port in &all {
             assert!(!ephemeral.contains(port) && *port >= LOWEST, "port {port}");

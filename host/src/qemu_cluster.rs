@@ -18,7 +18,7 @@
 //! state and data: it is enrolled again and its replica restarts from the sealed state.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -160,6 +160,9 @@ impl QemuCluster {
                 })
                 .collect()
         };
+        // The guest image, read once: each VM's is it with that VM's configuration appended.
+        let image = fs::read(&options.initramfs)
+            .with_context(|| format!("{}", options.initramfs.display()))?;
         let mut vms = Vec::new();
         for id in 0..n {
             let mut config = base.clone();
@@ -167,7 +170,7 @@ impl QemuCluster {
             let toml = options.dir.join(format!("vm-{id}.toml"));
             config.save(&toml)?;
             let initramfs = options.dir.join(format!("vm-{id}.initramfs"));
-            with_config(&options.repo, &options.initramfs, &toml, &initramfs)?;
+            with_config(&options.repo, &image, &toml, &initramfs)?;
             let tpm = options.dir.join(format!("tpm-{id}"));
             let swtpm =
                 Swtpm::start(&options.repo, tpm, &options.ca).map_err(anyhow::Error::msg)?;
@@ -390,9 +393,9 @@ fn qemu_args(
     args
 }
 
-/// `initramfs` with `toml` appended as /etc/vpr/cluster.toml (`qemu/guest-config.sh`), into
-/// `out`.
-fn with_config(repo: &Path, initramfs: &Path, toml: &Path, out: &Path) -> Result<()> {
+/// The guest image `initramfs` (its bytes) with `toml` appended as /etc/vpr/cluster.toml
+/// (`qemu/guest-config.sh`), into `out`.
+fn with_config(repo: &Path, initramfs: &[u8], toml: &Path, out: &Path) -> Result<()> {
     let extra = out.with_extension("config.cpio.gz");
     let status = Command::new(repo.join("qemu/guest-config.sh"))
         .arg(&extra)
@@ -403,8 +406,8 @@ fn with_config(repo: &Path, initramfs: &Path, toml: &Path, out: &Path) -> Result
     if !status.success() {
         bail!("qemu/guest-config.sh failed ({status})");
     }
-    let mut bytes = fs::read(initramfs).with_context(|| format!("{}", initramfs.display()))?;
-    bytes.extend(fs::read(&extra)?);
-    fs::write(out, bytes)?;
+    let mut file = fs::File::create(out).with_context(|| format!("{}", out.display()))?;
+    file.write_all(initramfs)?;
+    file.write_all(&fs::read(&extra)?)?;
     Ok(())
 }

@@ -159,8 +159,9 @@ fn timed(client: &mut vpr_host::client::Client, sql: &str) -> Result<f64, String
 fn workload(client: &mut vpr_host::client::Client) -> Result<(Vec<f64>, Vec<f64>), String> {
     timed(client, "CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT)")?;
     let (mut writes, mut reads) = (Vec::new(), Vec::new());
+    let mut rows = 0;
     for i in 0..20 {
-        writes.push(timed(client, &format!("INSERT INTO kv VALUES ({i}, 'value {i}')"))?);
+        insert(client, &mut writes, &mut rows)?;
         reads.push(timed(client, &format!("SELECT v FROM kv WHERE k = {i}"))?);
     }
     Ok((writes, reads))
