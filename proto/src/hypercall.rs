@@ -65,6 +65,12 @@
 
 use core::fmt;
 
+/// CPUID leaf in which the hypervisor names itself to its OS guest (the range reserved for
+/// hypervisors, 4000_0000h-4000_00FFh): a guest process checks it before its first `VMMCALL`.
+pub const CPUID_LEAF: u32 = 0x4000_0000;
+/// The hypervisor's 12-byte signature in leaf [`CPUID_LEAF`] (EBX, ECX, EDX).
+pub const CPUID_SIGNATURE: &[u8; 12] = b"vpr hv vpr  ";
+
 /// The ABI version [`Call::Version`] returns.
 pub const ABI_VERSION: u64 = 2;
 

@@ -12,15 +12,13 @@ use std::arch::asm;
 use std::arch::x86_64::__cpuid;
 
 use vpr_proto::hypercall::{
-    Call, RegisterOut, Status, ABI_VERSION, MAX_EVIDENCE_LEN, MAX_IO_LEN, REGISTER_OUT_LEN,
+    Call, RegisterOut, Status, ABI_VERSION, CPUID_LEAF, CPUID_SIGNATURE, MAX_EVIDENCE_LEN,
+    MAX_IO_LEN, REGISTER_OUT_LEN,
 };
 
 /// [`REGISTER_OUT_LEN`] as an array length.
 const REGISTER_OUT_BYTES: usize = 40;
 const _: () = assert!(REGISTER_OUT_BYTES as u64 == REGISTER_OUT_LEN);
-
-/// The signature the vpr hypervisor answers in CPUID leaf 4000_0000h (EBX, ECX, EDX).
-const SIGNATURE: &[u8; 12] = b"vpr hv vpr  ";
 
 /// Why the hypervisor cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,12 +46,12 @@ pub enum HypercallError {
 /// range) holds its signature. CPUID runs at any privilege; under another hypervisor or none,
 /// the leaf says something else.
 pub fn on_vpr_hypervisor() -> bool {
-    let max = __cpuid(0x4000_0000);
+    let max = __cpuid(CPUID_LEAF);
     let mut signature = [0u8; 12];
     signature[..4].copy_from_slice(&max.ebx.to_le_bytes());
     signature[4..8].copy_from_slice(&max.ecx.to_le_bytes());
     signature[8..].copy_from_slice(&max.edx.to_le_bytes());
-    &signature == SIGNATURE
+    &signature == CPUID_SIGNATURE
 }
 
 /// A `VMMCALL`: RAX = `call`, then RBX, RCX, RDX, RSI, RDI, R8 = `args`; returns (RAX, RBX).

@@ -12,6 +12,7 @@
 use crate::svm::setup::{control, DEFAULT_PAT};
 use crate::svm::vmcb::{intercept, Segment, Vmcb};
 use crate::svm::{CPUID_SVM, EFER_SVME, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
+use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
 /// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map (all zero: no exits,
@@ -219,11 +220,6 @@ pub fn invalid_opcode() -> u64 {
     exception(6, None)
 }
 
-/// CPUID leaf of the hypervisor's identification (the range reserved for hypervisors,
-/// 4000_0000h-4000_00FFh).
-pub const HYPERVISOR_LEAF: u32 = 0x4000_0000;
-/// The hypervisor's 12-byte signature in leaf [`HYPERVISOR_LEAF`] (EBX, ECX, EDX).
-pub const SIGNATURE: &[u8; 12] = b"vpr hv vpr  ";
 /// CPUID leaf 1, ECX bit 31: "running under a hypervisor".
 const HYPERVISOR_PRESENT: u32 = 1 << 31;
 
@@ -234,12 +230,12 @@ const HYPERVISOR_PRESENT: u32 = 1 << 31;
 pub fn cpuid(leaf: u32, host: [u32; 4]) -> [u32; 4] {
     let [eax, ebx, ecx, edx] = host;
     let word = |i: usize| {
-        let b = &SIGNATURE[4 * i..4 * i + 4];
+        let b = &CPUID_SIGNATURE[4 * i..4 * i + 4];
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     };
     match leaf {
         1 => [eax, ebx, ecx | HYPERVISOR_PRESENT, edx],
-        HYPERVISOR_LEAF => [HYPERVISOR_LEAF, word(0), word(1), word(2)],
+        CPUID_LEAF => [CPUID_LEAF, word(0), word(1), word(2)],
         0x4000_0001..=0x4000_00FF => [0; 4],
         0x8000_0001 => [eax, ebx, ecx & !CPUID_SVM, edx],
         0x8000_000A => [0; 4],
@@ -342,12 +338,12 @@ mod tests {
         assert_eq!(cpuid(0x8000_0001, host), [1, 2, !CPUID_SVM, 4]);
         assert_eq!(cpuid(0x8000_000A, host), [0; 4]);
         assert_eq!(cpuid(1, [1, 2, 0, 4])[2], HYPERVISOR_PRESENT);
-        let id = cpuid(HYPERVISOR_LEAF, host);
+        let id = cpuid(CPUID_LEAF, host);
         let mut signature = [0u8; 12];
         for (i, word) in id[1..].iter().enumerate() {
             signature[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
         }
-        assert_eq!(&signature, SIGNATURE);
+        assert_eq!(&signature, CPUID_SIGNATURE);
         assert_eq!(cpuid(0x4000_0001, host), [0; 4]);
         assert_eq!(cpuid(0, host), host);
         assert_eq!(cpuid(7, host), host);
