@@ -800,8 +800,9 @@ impl<B: TccBackend> Replica<B> {
                     self.held.entry(seq).or_default().push(reply);
                 }
                 Effect::Reply { reply, blinded_until: None } => self.send_reply(reply, out),
-                Effect::Release { seq, blinder } => {
+                Effect::Release { seq, secret } => {
                     for mut reply in self.held.remove(&seq).unwrap_or_default() {
+                        let blinder = crypto::reply_blinder(&secret, &reply.client, reply.seq);
                         crypto::xor(&mut reply.tag, &blinder);
                         self.send_reply(reply, out);
                     }

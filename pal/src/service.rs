@@ -45,6 +45,9 @@ pub struct Reply {
     pub results: Vec<StatementResult>,
     /// The error that stopped the request, if one did.
     pub error: Option<Error>,
+    /// Whether the request completed and every statement in it was read-only: run again
+    /// later, it cannot write (the exactly-once table need not remember it).
+    pub read_only: bool,
 }
 
 /// Why a backup refused a state update. The database is unchanged in every case.
@@ -96,8 +99,9 @@ impl Service {
     /// see [`Service::capture`]).
     pub fn run(&mut self, sql: &str, params: &[Value]) -> Reply {
         let run = self.db.run(sql, params);
-        let mut reply = Reply { results: run.results, error: run.error };
+        let mut reply = Reply { results: run.results, error: run.error, read_only: run.read_only };
         if self.db.in_transaction() {
+            reply.read_only = false;
             // Roll back whatever the request left open: updates carry committed states only.
             let rollback = self.db.execute("ROLLBACK", &[]);
             if reply.error.is_none() {
@@ -207,6 +211,12 @@ impl Service {
     /// What the writes since the last call overwrote, if undo records are kept.
     pub fn take_undo(&mut self) -> Option<Undo> {
         self.db.take_undo()
+    }
+
+    /// Forgets which pages were written since the last capture (after [`Service::revert`]
+    /// took them back).
+    pub fn discard_changes(&mut self) {
+        self.db.discard_changes();
     }
 
     /// Takes writes back (see [`Service::keep_undo`]).

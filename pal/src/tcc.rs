@@ -14,6 +14,9 @@ pub enum Counter {
     View,
     /// The sequence number of the last update this replica committed or applied.
     State,
+    /// How many times a Manager of this replica started (registered or restored): only the
+    /// newest acts. Not part of the thesis; it makes a twin of a replica unable to act.
+    Incarnation,
 }
 
 /// A TCC service failed (its evidence is in the message).

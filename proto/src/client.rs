@@ -53,7 +53,7 @@ pub enum ClientError {
     #[error("welcome: the sealed key does not open")]
     SealedKey,
     /// A reply for another client or request.
-    #[error("reply for another request (client or sequence number differs)")]
+    #[error("reply for another request (client, sequence number or request digest differs)")]
     WrongRequest,
     /// A reply whose tag does not verify: altered, forged, or still blinded.
     #[error("reply authenticator does not verify")]
@@ -159,7 +159,10 @@ impl Session {
         request: &Request,
         reply: &'r Reply,
     ) -> Result<&'r Outcome, ClientError> {
-        if reply.client != request.client || reply.seq != request.seq {
+        if reply.client != request.client
+            || reply.seq != request.seq
+            || reply.request != request.digest()
+        {
             return Err(ClientError::WrongRequest);
         }
         if !crypto::mac_ok(&self.key, &[&reply.signed_bytes()], &reply.tag) {

@@ -33,6 +33,16 @@ pub fn mac(key: &Key, parts: &[&[u8]]) -> Tag {
     m.finalize().into_bytes().into()
 }
 
+/// The blinder of one reply: XORed into its tag until the update it waits for commits.
+///
+/// `secret` is the update's blinding secret, which its primary's TCC releases only when the
+/// update commits; each reply's blinder also names its client and sequence number, so the
+/// blinder a party can work out from a reply of its own (tag XOR the MAC under its own client
+/// key) unblinds nothing else.
+pub fn reply_blinder(secret: &Key, client: &[u8; 16], seq: u64) -> Tag {
+    mac(secret, &[b"vpr reply blinder", client, &seq.to_le_bytes()])
+}
+
 /// Checks an HMAC-SHA256 tag in constant time.
 pub fn mac_ok(key: &Key, parts: &[&[u8]], tag: &Tag) -> bool {
     let mut m = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());

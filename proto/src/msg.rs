@@ -206,6 +206,9 @@ pub struct Reply {
     pub client: ClientId,
     /// The request's sequence number.
     pub seq: u64,
+    /// The digest of the request it answers ([`Request::digest`]): a reply answers exactly
+    /// one request, even if a client used a sequence number twice.
+    pub request: Digest,
     /// The view in which it was produced.
     pub view: u64,
     /// The update sequence number that makes it durable (0 if it needed none).
@@ -436,15 +439,39 @@ pub struct ViewChange {
     pub committed: u64,
     /// That update's chain hash.
     pub committed_chain: Digest,
-    /// Updates held, not applied (each carries its own tag from the view that made it).
-    pub held: Vec<Update>,
+    /// Updates held but not applied, after the last ones applied (which count as
+    /// [`Held::APPLIED`]), each with the view that vouched for it.
+    pub held: Vec<Held>,
     /// HMAC under K over [`ViewChange::signed_bytes`].
     pub tag: Tag,
 }
 
+/// An update a replica reports in its [`ViewChange`], with the highest view in which it
+/// *accepted* it: the view whose primary proposed it, or whose NewView listed it. A new
+/// primary picks, at each sequence number, the update accepted in the highest view (the
+/// Paxos rule: the view that made an update says nothing about whether a later view kept it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// The highest view in which the reporting replica accepted it; [`Held::APPLIED`] for
+    /// an update it applied (committed).
+    pub accepted: u64,
+    /// The update.
+    pub update: Update,
+}
+
+impl Held {
+    /// The `accepted` of an update the replica applied: committed updates come first.
+    pub const APPLIED: u64 = u64::MAX;
+}
+
+/// Most chain hashes a [`NewView`] lists.
+pub const MAX_NEW_VIEW_CHAINS: usize = 2 * MAX_BATCH;
+
 /// The new primary's announcement (thesis §5.2.5, New_primary): updates up to `base` are
-/// committed; those after it up to `head` were made in earlier views and are proposed again
-/// unchanged; the new view's own updates follow `head`.
+/// committed; the updates from `first` on, whose chain hashes `chains` lists, make up the
+/// chain the new view continues (those above `base` made in earlier views and proposed again
+/// unchanged); the new view's own updates follow. A backup accepts an earlier view's update
+/// only if it is listed here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewView {
     /// The new view.
@@ -453,10 +480,10 @@ pub struct NewView {
     pub base: u64,
     /// Its chain hash.
     pub base_chain: Digest,
-    /// The last update carried over from earlier views.
-    pub head: u64,
-    /// Its chain hash.
-    pub head_chain: Digest,
+    /// The sequence number of `chains[0]`.
+    pub first: u64,
+    /// Chain hashes of updates `first`, `first + 1`, ... up to the head.
+    pub chains: Vec<Digest>,
     /// HMAC under K over [`NewView::signed_bytes`].
     pub tag: Tag,
 }
@@ -483,8 +510,9 @@ impl ViewChange {
             &self.committed.to_le_bytes(),
             self.committed_chain.as_bytes(),
         ]);
-        for u in &self.held {
-            parts.extend_from_slice(u.chain().as_bytes());
+        for h in &self.held {
+            parts.extend_from_slice(&h.accepted.to_le_bytes());
+            parts.extend_from_slice(h.update.chain().as_bytes());
         }
         parts
     }
@@ -493,14 +521,35 @@ impl ViewChange {
 impl NewView {
     /// The bytes the tag authenticates.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        crate::crypto::concat(&[
+        let mut bytes = crate::crypto::concat(&[
             b"vpr new view",
             &self.view.to_le_bytes(),
             &self.base.to_le_bytes(),
             self.base_chain.as_bytes(),
-            &self.head.to_le_bytes(),
-            self.head_chain.as_bytes(),
-        ])
+            &self.first.to_le_bytes(),
+        ]);
+        for chain in &self.chains {
+            bytes.extend_from_slice(chain.as_bytes());
+        }
+        bytes
+    }
+
+    /// The sequence number of the last update the chain reaches (`base` if none is listed).
+    pub fn head(&self) -> u64 {
+        match self.chains.len().checked_sub(1) {
+            Some(last) => self.first.saturating_add(last as u64),
+            None => self.base,
+        }
+    }
+
+    /// The chain hash this NewView vouches for at `seq`, if any: `base_chain` at `base`,
+    /// the listed hash from `first` on.
+    pub fn chain_at(&self, seq: u64) -> Option<Digest> {
+        if seq == self.base {
+            return Some(self.base_chain);
+        }
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.chains.get(i).copied()
     }
 }
 

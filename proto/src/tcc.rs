@@ -52,7 +52,7 @@
 //! |   8 | `Ack`          | [`Ack`]                                                 |
 //! |   9 | `Commit`       | [`Commit`]                                              |
 //! |  10 | `Reply`        | `reply`: [`Reply`]; `blinded_until`: `Option<u64>`      |
-//! |  11 | `Release`      | `seq`: `u64`; `blinder`: 32 bytes                       |
+//! |  11 | `Release`      | `seq`: `u64`; `secret`: 32 bytes                        |
 //! |  12 | `Status`       | [`StatusReport`]                                        |
 //! |  13 | `Probe`        | [`Probe`]                                               |
 //! |  14 | `ViewChange`   | [`ViewChange`]                                          |
@@ -82,7 +82,7 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::crypto::{PublicKey, Tag};
+use crate::crypto::{Key, PublicKey};
 use crate::digest::Digest;
 use crate::hypercall::pal;
 use crate::msg::codec::{
@@ -183,20 +183,22 @@ pub enum Effect {
     /// Send to every backup.
     Commit(Commit),
     /// A reply for a client. If `blinded_until` is set, its tag is blinded: hold it until
-    /// the [`Effect::Release`] of that update, XOR the released blinder into the tag, then send.
+    /// the [`Effect::Release`] of that update, XOR the reply's blinder
+    /// ([`reply_blinder`](crate::crypto::reply_blinder) of the released secret, the client
+    /// and the sequence number) into the tag, then send.
     Reply {
         /// The reply.
         reply: Reply,
         /// The update it waits for.
         blinded_until: Option<u64>,
     },
-    /// Update `seq` (and every one before it) is committed; its blinder unblinds the replies
-    /// held for it.
+    /// Update `seq` (and every one before it) is committed; its blinding secret unblinds
+    /// the replies held for it, each with a blinder of its own.
     Release {
         /// The update.
         seq: u64,
-        /// The blinder to XOR into held replies' tags.
-        blinder: Tag,
+        /// The update's blinding secret, kept in the TCC until now.
+        secret: Key,
     },
     /// Send to the client that asked.
     Status(StatusReport),
@@ -442,8 +444,8 @@ impl Wire for Effect {
                     w.u64(seq);
                 });
             }
-            Effect::Release { seq, blinder } => {
-                w.u64(*seq).bytes(blinder);
+            Effect::Release { seq, secret } => {
+                w.u64(*seq).bytes(secret);
             }
             Effect::Status(m) => m.put(w),
             Effect::Probe(m) => m.put(w),
@@ -483,7 +485,7 @@ impl Wire for Effect {
                 let blinded_until = get_maybe(r, "blinded_until", |r| r.u64())?;
                 Effect::Reply { reply, blinded_until }
             }
-            11 => Effect::Release { seq: r.u64()?, blinder: r.array()? },
+            11 => Effect::Release { seq: r.u64()?, secret: r.array()? },
             12 => Effect::Status(StatusReport::get(r)?),
             13 => Effect::Probe(Probe::get(r)?),
             14 => Effect::ViewChange(ViewChange::get(r)?),
@@ -563,7 +565,7 @@ pub(crate) mod tests {
     use crate::client::Session;
     use crate::crypto::{self, Key, KeyPair};
     use crate::msg::{
-        Attestation, Entry, KeyGrant, Outcome, ReadLevel, SqlError, StatementResult, Value,
+        Attestation, Entry, Held, KeyGrant, Outcome, ReadLevel, SqlError, StatementResult, Value,
     };
     use crate::update::{PageWrite, StateUpdate};
     use alloc::vec;
@@ -674,6 +676,7 @@ pub(crate) mod tests {
 
     fn view_change(replica: ReplicaId, held: Vec<Update>) -> ViewChange {
         let committed_chain = update(2).chain();
+        let held = held.into_iter().map(|update| Held { accepted: 1, update }).collect();
         let mut vc =
             ViewChange { replica, view: 2, committed: 2, committed_chain, held, tag: [0; 32] };
         vc.tag = crypto::mac(&K, &[&vc.signed_bytes()]);
@@ -681,8 +684,8 @@ pub(crate) mod tests {
     }
 
     fn new_view() -> NewView {
-        let (base_chain, head_chain) = (update(2).chain(), update(3).chain());
-        let mut nv = NewView { view: 2, base: 2, base_chain, head: 3, head_chain, tag: [0; 32] };
+        let (base_chain, chains) = (update(2).chain(), vec![update(3).chain()]);
+        let mut nv = NewView { view: 2, base: 2, base_chain, first: 3, chains, tag: [0; 32] };
         nv.tag = crypto::mac(&K, &[&nv.signed_bytes()]);
         nv
     }
@@ -715,7 +718,15 @@ pub(crate) mod tests {
             ],
             error: Some(SqlError { code: 2067, message: String::from("UNIQUE constraint failed") }),
         };
-        let mut reply = Reply { client: [5; 16], seq: 1, view: 1, state: 3, outcome, tag: [0; 32] };
+        let mut reply = Reply {
+            client: [5; 16],
+            seq: 1,
+            request: Digest([0x7e; 32]),
+            view: 1,
+            state: 3,
+            outcome,
+            tag: [0; 32],
+        };
         reply.tag = crypto::mac(&[6; 32], &[&reply.signed_bytes()]);
         reply
     }
@@ -777,7 +788,7 @@ pub(crate) mod tests {
             Effect::Commit(commit()),
             Effect::Reply { reply: reply(), blinded_until: Some(3) },
             Effect::Reply { reply: reply(), blinded_until: None },
-            Effect::Release { seq: 3, blinder: [0xb1; 32] },
+            Effect::Release { seq: 3, secret: [0xb1; 32] },
             Effect::Status(report),
             Effect::Probe(probe(1)),
             Effect::ViewChange(view_change(1, vec![update(3), update(4)])),

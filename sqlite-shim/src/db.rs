@@ -216,8 +216,9 @@ impl Database {
     /// before an error.
     pub fn run(&mut self, sql: &str, params: &[Value]) -> Execution {
         let mut results = Vec::new();
-        let error = self.run_into(sql, params, &mut results).err();
-        Execution { results, error }
+        let mut read_only = true;
+        let error = self.run_into(sql, params, &mut results, &mut read_only).err();
+        Execution { results, read_only: read_only && error.is_none(), error }
     }
 
     /// Like [`Database::run`], but allowed to use the reserved tables ([`RESERVED_PREFIX`]):
@@ -245,6 +246,7 @@ impl Database {
         sql: &str,
         params: &[Value],
         results: &mut Vec<StatementResult>,
+        read_only: &mut bool,
     ) -> Result<(), Error> {
         if sql.len() > self.max_sql_bytes as usize {
             return Err(Error::new(
@@ -267,6 +269,7 @@ impl Database {
             let Some((stmt, consumed)) = self.prepare(&guard, rest)? else { break };
             rest = &rest[consumed..];
             let Some(stmt) = stmt else { continue };
+            *read_only &= stmt.readonly();
             let wanted = stmt.parameter_count();
             if wanted > 0 {
                 if wanted != params.len() {

@@ -95,4 +95,7 @@ pub struct Execution {
     pub results: Vec<StatementResult>,
     /// The error that stopped execution.
     pub error: Option<crate::Error>,
+    /// Whether every statement was read-only (`sqlite3_stmt_readonly`) and none failed: the
+    /// same SQL run again later cannot write, whatever the database holds then.
+    pub read_only: bool,
 }

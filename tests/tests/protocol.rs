@@ -180,6 +180,8 @@ fn tampered_messages_are_refused() {
     assert_eq!(client.verify(&mine, &swapped), Err(ClientError::WrongRequest));
     swapped.client = mine.client;
     swapped.seq = mine.seq;
+    assert_eq!(client.verify(&mine, &swapped), Err(ClientError::WrongRequest));
+    swapped.request = mine.digest();
     assert_eq!(client.verify(&mine, &swapped), Err(ClientError::BadTag));
     // Updates altered on the way to a backup: a page byte, the chain link, the tag.
     let update = c.updates.last().expect("update").clone();
@@ -296,7 +298,7 @@ fn section_5_2_5_primary_change_keeps_every_acknowledged_write() {
     let effects = c.replicas[b1].call(Call::ViewChanges(vcs));
     let nv =
         pick!(effects, Effect::NewView(nv) => nv.clone()).into_iter().next().expect("new view");
-    assert_eq!((nv.view, nv.base, nv.head), (1, 2, 3), "update 3 carried over uncommitted");
+    assert_eq!((nv.view, nv.base, nv.head()), (1, 2, 3), "update 3 carried over uncommitted");
     let carried: Vec<_> = pick!(effects, Effect::Update(u) => u.clone());
     assert!(c.replicas[b2].call(Call::NewView(nv)).is_empty());
     // The other backup acknowledges the carried-over update in the new view; it commits.
@@ -363,10 +365,9 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     // Only backup 2 receives the update; its Ack lets the primary commit and release the reply.
     let ack = pick!(c.replicas[2].call(Call::Update(update)), Effect::Ack(a) => a.clone());
     let out = c.replicas[0].call(Call::Ack(ack[0].clone()));
-    let blinder = pick!(out, Effect::Release { blinder, .. } => *blinder)
-        .into_iter()
-        .next()
-        .expect("release");
+    let secret =
+        pick!(out, Effect::Release { secret, .. } => *secret).into_iter().next().expect("release");
+    let blinder = vpr_proto::crypto::reply_blinder(&secret, &reply.client, reply.seq);
     vpr_proto::crypto::xor(&mut reply.tag, &blinder);
     ok(client.verify(&write, &reply).expect("the client accepts the write"));
     // The primary crashes before its Commit leaves. Backups 1 and 2 change view.
@@ -375,7 +376,7 @@ fn section_5_2_5_an_acknowledged_write_held_by_one_backup_survives() {
     let effects = c.replicas[1].call(Call::ViewChanges(vcs));
     let nv =
         pick!(effects, Effect::NewView(nv) => nv.clone()).into_iter().next().expect("new view");
-    assert_eq!(nv.head, 2, "the held write is carried over");
+    assert_eq!(nv.head(), 2, "the held write is carried over");
     assert!(c.replicas[2].call(Call::NewView(nv)).is_empty());
     for u in pick!(effects, Effect::Update(u) => u.clone()) {
         for a in pick!(c.replicas[2].call(Call::Update(u)), Effect::Ack(a) => a.clone()) {
@@ -489,7 +490,7 @@ fn a_deposed_primary_takes_back_its_uncommitted_pages() {
     assert_eq!(m.digest(), committed, "its database is back at the committed state");
     // Its ViewChange carries the two updates it now holds.
     let vc = pick!(out, Effect::ViewChange(vc) => vc.clone());
-    assert_eq!(vc[0].held.iter().filter(|u| u.seq > before).count(), 2);
+    assert_eq!(vc[0].held.iter().filter(|h| h.update.seq > before).count(), 2);
 }
 
 /// The bytes of a whole-file state update.

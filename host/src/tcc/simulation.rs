@@ -63,6 +63,10 @@ impl Manufacturer {
 
 /// Software TCC services: random from the OS, a certified attestation key, and counters in a
 /// file `counters` in the replica's directory.
+///
+/// Every read and increment goes to the file, so two services opened on one directory (a
+/// replica's twin, as a host can start one under the hypervisor) share their counters, as
+/// they share the sealing secret.
 #[derive(Debug)]
 pub struct SimulatedServices {
     identity: Digest,
@@ -70,7 +74,6 @@ pub struct SimulatedServices {
     certificate: Signature,
     counters_path: PathBuf,
     counters_file: fs::File,
-    counters: [u64; 2],
     /// The simulated TCC's sealing secret (a file beside the counters).
     sealing: [u8; 32],
 }
@@ -79,24 +82,16 @@ impl SimulatedServices {
     /// Services for the replica whose data lives in `dir` (created if needed).
     pub fn open(dir: &Path, manufacturer: &Manufacturer) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let counters_file = dir.join("counters");
-        let counters = match fs::read(&counters_file) {
-            Ok(bytes) if bytes.len() == 16 => {
-                let word = |i: usize| {
-                    let mut b = [0; 8];
-                    b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-                    u64::from_le_bytes(b)
-                };
-                [word(0), word(1)]
+        let counters_path = dir.join("counters");
+        match fs::metadata(&counters_path) {
+            Ok(m) if m.len() == COUNTERS_LEN as u64 || m.len() == 16 => {}
+            Ok(_) => return Err(bad_data(&counters_path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_atomically(&counters_path, &[0; COUNTERS_LEN])?;
             }
-            Ok(_) => return Err(bad_data(&counters_file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => [0, 0],
             Err(e) => return Err(e),
-        };
-        if !counters_file.exists() {
-            write_atomically(&counters_file, &[0; 16])?;
         }
-        let file = fs::OpenOptions::new().read(true).write(true).open(&counters_file)?;
+        let counters_file = fs::OpenOptions::new().read(true).write(true).open(&counters_path)?;
         let sealing_file = dir.join("sealing.key");
         let sealing = match fs::read(&sealing_file) {
             Ok(bytes) => bytes.as_slice().try_into().map_err(|_| bad_data(&sealing_file))?,
@@ -114,30 +109,45 @@ impl SimulatedServices {
             identity: simulated_identity(),
             key,
             certificate,
-            counters_path: counters_file,
-            counters_file: file,
-            counters,
+            counters_path,
+            counters_file,
             sealing,
         })
     }
 
-    /// Overwrites the 16 bytes in place: one `pwrite` within a page, which a killed process
-    /// either made or did not (the simulation models process crashes, not power loss).
-    fn store(&self) -> Result<(), TccError> {
+    /// Reads one counter from the file (a file from before the incarnation counter is 16
+    /// bytes long: that counter reads 0 there).
+    fn load(&self, counter: Counter) -> Result<u64, TccError> {
         use std::os::unix::fs::FileExt;
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.counters[0].to_le_bytes());
-        bytes[8..].copy_from_slice(&self.counters[1].to_le_bytes());
-        self.counters_file.write_all_at(&bytes, 0).map_err(|e| {
+        let mut word = [0u8; 8];
+        match self.counters_file.read_exact_at(&mut word, offset(counter)) {
+            Ok(()) => Ok(u64::from_le_bytes(word)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+            Err(e) => {
+                Err(TccError(format!("reading counters in {}: {e}", self.counters_path.display())))
+            }
+        }
+    }
+
+    /// Overwrites one counter's 8 bytes in place: one `pwrite` within a page, which a killed
+    /// process either made or did not (the simulation models process crashes, not power loss).
+    fn store(&self, counter: Counter, value: u64) -> Result<(), TccError> {
+        use std::os::unix::fs::FileExt;
+        self.counters_file.write_all_at(&value.to_le_bytes(), offset(counter)).map_err(|e| {
             TccError(format!("storing counters in {}: {e}", self.counters_path.display()))
         })
     }
 }
 
-fn index(counter: Counter) -> usize {
+/// Size of the counters file: view, state and incarnation, 8 bytes each, little-endian.
+const COUNTERS_LEN: usize = 24;
+
+/// Where `counter` lives in the counters file.
+fn offset(counter: Counter) -> u64 {
     match counter {
         Counter::View => 0,
-        Counter::State => 1,
+        Counter::State => 8,
+        Counter::Incarnation => 16,
     }
 }
 
@@ -155,25 +165,25 @@ impl Tcc for SimulatedServices {
     }
 
     fn counter(&mut self, counter: Counter) -> Result<u64, TccError> {
-        Ok(self.counters[index(counter)])
+        self.load(counter)
     }
 
     fn increment(&mut self, counter: Counter) -> Result<u64, TccError> {
-        let i = index(counter);
-        let next =
-            self.counters[i].checked_add(1).ok_or_else(|| TccError("counter overflow".into()))?;
-        self.counters[i] = next;
-        self.store()?;
+        let next = self
+            .load(counter)?
+            .checked_add(1)
+            .ok_or_else(|| TccError("counter overflow".into()))?;
+        self.store(counter, next)?;
         Ok(next)
     }
 
     fn advance(&mut self, counter: Counter, value: u64) -> Result<u64, TccError> {
-        let i = index(counter);
-        if self.counters[i] < value {
-            self.counters[i] = value;
-            self.store()?;
+        let now = self.load(counter)?;
+        if now < value {
+            self.store(counter, value)?;
+            return Ok(value);
         }
-        Ok(self.counters[i])
+        Ok(now)
     }
 
     fn seal(&mut self, data: &[u8]) -> Result<Vec<u8>, TccError> {

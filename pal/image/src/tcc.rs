@@ -31,6 +31,7 @@ pub fn manager_counter(counter: Counter, cluster: &[u8; 32], me: u16) -> [u8; 32
     let kind: &[u8] = match counter {
         Counter::View => b"vpr manager view counter",
         Counter::State => b"vpr manager state counter",
+        Counter::Incarnation => b"vpr manager incarnation counter",
     };
     vpr_proto::crypto::hash(&[kind, cluster, &me.to_le_bytes()]).0
 }
@@ -46,9 +47,10 @@ pub fn untrusted_counter(name: &[u8; 32]) -> [u8; 32] {
 pub struct HvTcc {
     /// The PAL's identity, read once.
     identity: Digest,
-    /// The names of the Manager's view and state counters.
+    /// The names of the Manager's view, state and incarnation counters.
     view: [u8; 32],
     state: [u8; 32],
+    incarnation: [u8; 32],
 }
 
 impl HvTcc {
@@ -62,6 +64,7 @@ impl HvTcc {
             identity: Digest(identity),
             view: manager_counter(Counter::View, cluster, me),
             state: manager_counter(Counter::State, cluster, me),
+            incarnation: manager_counter(Counter::Incarnation, cluster, me),
         })
     }
 
@@ -70,6 +73,7 @@ impl HvTcc {
         match counter {
             Counter::View => &self.view,
             Counter::State => &self.state,
+            Counter::Incarnation => &self.incarnation,
         }
     }
 }

@@ -14,16 +14,19 @@ use alloc::vec::Vec;
 use vpr_proto::msg::{Ack, Commit, Update};
 
 use super::primary::{ack_tag, commit_tag, update_tag};
-use super::{Effect, Manager};
+use super::{Effect, Held, Manager};
 use crate::tcc::{Counter, Tcc};
 
 impl<T: Tcc> Manager<T> {
     /// Checks an update, holds it and acknowledges it.
+    ///
+    /// A backup accepts, in a view that started here, an update made in this view (only its
+    /// primary makes those), or one of an earlier view that this view's NewView lists at its
+    /// sequence number with its chain hash. Everything it holds in a started view is thus on
+    /// this view's primary's chain, accepted in this view.
     pub(super) fn on_update(&mut self, update: Update) -> Result<Vec<Effect>, String> {
         let key = *self.group_key()?;
-        // An update of an earlier view is accepted only as announced by the new primary.
-        let carried_over = update.view < self.view && update.seq <= self.adopt_until;
-        if self.is_primary() || (update.view != self.view && !carried_over) {
+        if self.is_primary() || update.view > self.view {
             return Err(String::from("update: not for a backup of this view"));
         }
         if !self.started {
@@ -34,6 +37,15 @@ impl<T: Tcc> Manager<T> {
         let chain = update.chain();
         if update_tag(&key, &chain) != update.tag {
             return Err(String::from("update: bad authenticator"));
+        }
+        if update.view < self.view {
+            let listed = self.new_view.as_ref().and_then(|nv| nv.chain_at(update.seq));
+            if listed != Some(chain) {
+                return Err(format!(
+                    "update {}: of view {}, and this view's NewView does not carry it over",
+                    update.seq, update.view
+                ));
+            }
         }
         let ack = |seq| {
             let tag = ack_tag(&key, self.group.me, self.view, seq, &chain);
@@ -52,48 +64,31 @@ impl<T: Tcc> Manager<T> {
                 Err(format!("update {}: already applied", update.seq))
             };
         }
-        if let Some(i) = self.held.iter().position(|(u, _)| u.seq == update.seq) {
-            let (held, held_chain) = &self.held[i];
-            if *held_chain == chain {
-                return Ok(vec![ack(update.seq)]); // a retransmission
-            }
-            // Two updates for one sequence number: the one from the later view wins (an
-            // earlier view's primary was replaced, and its unconfirmed branch with it).
-            if update.view <= held.view || update.prev != self.held_prev(i) {
-                return Err(format!("update {}: conflicts with the one held", update.seq));
-            }
-            self.held.truncate(i);
-            self.head = self.held.back().map_or(self.committed, |(u, c)| (u.seq, *c));
+        if let Some(held) = self.held.iter().find(|h| h.update.seq == update.seq) {
+            // Everything held in a started view is on this view's chain: one update per number.
+            return if held.chain == chain {
+                Ok(vec![ack(update.seq)]) // a retransmission
+            } else {
+                Err(format!("update {}: conflicts with the one held", update.seq))
+            };
         }
-        if update.seq > self.head.0 + 1 {
+        let head = self.held_head();
+        if update.seq > head.0 + 1 {
             // Updates were missed: retransmission (or a snapshot) must fill the gap first.
             return Ok(vec![Effect::Behind { committed: update.seq - 1 }]);
         }
-        if update.prev != self.head.1 {
+        if update.prev != head.1 {
             return Err(format!(
                 "update {}: does not follow the last one held ({})",
-                update.seq, self.head.0
+                update.seq, head.0
             ));
         }
         if self.held.len() >= self.group.max_in_flight as usize {
             return Err(String::from("update: too many held updates"));
         }
         let effect = ack(update.seq);
-        if carried_over && update.seq == self.adopt_until && chain == self.adopt_chain {
-            // The chain reached the announced head: the NewView vouches for all of it.
-            self.verified = update.seq;
-        }
-        self.head = (update.seq, chain);
-        self.held.push_back((update, chain));
+        self.held.push_back(Held { update, chain, accepted: self.view });
         Ok(vec![effect])
-    }
-
-    /// The chain hash the `i`th held update follows.
-    fn held_prev(&self, i: usize) -> vpr_proto::digest::Digest {
-        match i.checked_sub(1) {
-            Some(j) => self.held[j].1,
-            None => self.committed.1,
-        }
     }
 
     /// Applies held updates up to the committed one.
@@ -112,31 +107,18 @@ impl<T: Tcc> Manager<T> {
         if commit.seq <= self.committed.0 {
             return Ok(Vec::new());
         }
-        // Updates commit in chain order, so a Commit for c covers every held update up to c.
-        // Held updates are linked by their chain hashes, so one that is vouched for vouches
-        // for all before it: the held update c itself (with the Commit's chain hash), or one
-        // made in this view (its primary built on its own chain), or one a NewView announced.
-        // Updates carried over from an earlier view and not yet vouched for wait.
-        let upto = match self.held.iter().find(|(u, _)| u.seq == commit.seq) {
-            Some((_, chain)) if *chain == commit.chain => commit.seq,
-            Some(_) => {
+        // Updates commit in chain order, and everything held in a started view is on this
+        // view's primary's chain: a Commit for c covers every held update up to c.
+        if let Some(held) = self.held.iter().find(|h| h.update.seq == commit.seq) {
+            if held.chain != commit.chain {
                 return Err(format!(
                     "commit {}: another chain hash than the held update",
                     commit.seq
                 ));
             }
-            None => self
-                .held
-                .iter()
-                .filter(|(u, _)| {
-                    u.seq <= commit.seq && (u.view == self.view || u.seq <= self.verified)
-                })
-                .map(|(u, _)| u.seq)
-                .max()
-                .unwrap_or(self.committed.0),
-        };
-        while self.held.front().is_some_and(|(u, _)| u.seq <= upto) {
-            let Some((update, chain)) = self.held.pop_front() else { break };
+        }
+        while self.held.front().is_some_and(|h| h.update.seq <= commit.seq) {
+            let Some(Held { update, chain, .. }) = self.held.pop_front() else { break };
             self.service.apply(&update.state).map_err(|e| format!("apply {}: {e}", update.seq))?;
             let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
             if counter != update.seq {

@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 
 use vpr_proto::crypto::{self, Key, KeyPair, PublicKey};
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{ReplicaId, Update};
+use vpr_proto::msg::{NewView, ReplicaId, Update};
 
 use crate::service::{Service, ServiceOptions};
 use crate::tcc::{Counter, Tcc};
@@ -90,6 +90,17 @@ enum Phase {
     Ready,
 }
 
+/// An update a backup holds and has not applied yet.
+#[derive(Clone, Debug)]
+struct Held {
+    update: Update,
+    /// Its chain hash.
+    chain: Digest,
+    /// The highest view in which this replica accepted it: the view whose primary proposed
+    /// it, or whose NewView listed it (reported in ViewChanges: docs/safety.md).
+    accepted: u64,
+}
+
 /// An update the primary proposed and not yet committed.
 #[derive(Debug)]
 struct InFlight {
@@ -117,18 +128,16 @@ pub struct Manager<T: Tcc> {
     view: u64,
     /// Primary: proposed but not committed updates, oldest first.
     in_flight: VecDeque<InFlight>,
-    /// Backup: held updates with their chain hashes, not yet applied, oldest first.
-    held: VecDeque<(Update, Digest)>,
+    /// Backup: held updates, not yet applied, oldest first. In a started view every one of
+    /// them was accepted in that view.
+    held: VecDeque<Held>,
     /// Sequence number and chain hash of the last update proposed (primary) or held (backup).
     head: (u64, Digest),
     /// Sequence number and chain hash of the last update committed or applied.
     committed: (u64, Digest),
-    /// Backup: updates of earlier views up to this one are accepted (announced by a NewView).
-    adopt_until: u64,
-    /// Backup: the announced head's chain hash, and the held updates known to be on the
-    /// current primary's chain up to this one (a NewView vouched for them).
-    adopt_chain: Digest,
-    verified: u64,
+    /// Backup: the NewView that started the current view here; it lists the earlier views'
+    /// updates this view carries over (the only ones of earlier views a backup accepts).
+    new_view: Option<NewView>,
     /// The database holds uncommitted pages of a view this replica left and could not take
     /// back (out of memory): it refuses to act until a snapshot replaces it.
     stale: bool,
@@ -143,6 +152,10 @@ pub struct Manager<T: Tcc> {
     /// Restarted: this replica's account counts in a view change only once it committed this
     /// far (everything it could have acknowledged before it lost its memory).
     counts_from: u64,
+    /// This Manager's incarnation: the value it raised the TCC's incarnation counter to when
+    /// it started. A later registration or restore of the same replica (a restart, or a twin
+    /// the host started) raises it again, and from then on this one refuses to act.
+    incarnation: u64,
 }
 
 impl<T: Tcc> Manager<T> {
@@ -156,7 +169,31 @@ impl<T: Tcc> Manager<T> {
                  group; restart it from its sealed state instead"
             ));
         }
-        Manager::fresh(tcc, group)
+        let mut manager = Manager::fresh(tcc, group)?;
+        manager.incarnate()?;
+        Ok(manager)
+    }
+
+    /// Raises the TCC's incarnation counter: from now on every other Manager of this replica
+    /// (same counters) refuses to act.
+    fn incarnate(&mut self) -> Result<(), String> {
+        self.incarnation = self.tcc.increment(Counter::Incarnation).map_err(|e| e.0)?;
+        Ok(())
+    }
+
+    /// Whether this Manager is still the newest incarnation of its replica. A twin (the same
+    /// replica registered again and restored from its sealed state) shares the counters and
+    /// the keys: only the newest may act, or two Managers would answer as one replica.
+    fn check_incarnation(&mut self) -> Result<(), String> {
+        let now = self.tcc.counter(Counter::Incarnation).map_err(|e| e.0)?;
+        if now != self.incarnation {
+            return Err(alloc::format!(
+                "incarnation {} of this replica is superseded by incarnation {now}: it no \
+                 longer acts",
+                self.incarnation
+            ));
+        }
+        Ok(())
     }
 
     /// A Manager over a new, empty database.
@@ -185,20 +222,22 @@ impl<T: Tcc> Manager<T> {
             held: VecDeque::new(),
             head: (0, genesis),
             committed: (0, genesis),
-            adopt_until: 0,
-            adopt_chain: genesis,
-            verified: 0,
+            new_view: None,
             stale: false,
             undo_on: false,
             started: true,
             log: VecDeque::new(),
             recover_to: None,
             counts_from: 0,
+            incarnation: 0,
         })
     }
 
     /// Handles one call from the host.
     pub fn handle(&mut self, call: Call) -> Vec<Effect> {
+        if let Err(reason) = self.check_incarnation() {
+            return alloc::vec![Effect::Refused(reason)];
+        }
         let result = match call {
             Call::Join => self.join(),
             Call::Joins { joins, require_all } => self.accept(&joins, require_all),
@@ -275,6 +314,11 @@ impl<T: Tcc> Manager<T> {
     /// The PAL identity clients pin.
     pub fn identity(&self) -> Digest {
         self.identity
+    }
+
+    /// The last update held, or the last applied if none is held.
+    fn held_head(&self) -> (u64, Digest) {
+        self.held.back().map_or(self.committed, |h| (h.update.seq, h.chain))
     }
 
     /// Records an update as committed or applied, for later ViewChanges.

@@ -9,7 +9,7 @@ use sqlite_shim::Value as SqlValue;
 use vpr_proto::crypto::{self, Key, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{
-    self, Ack, ClientId, Commit, Entry, Outcome, ReadLevel, Reply, Request, Update, Wire,
+    self, Ack, ClientId, Commit, Entry, Outcome, ReadLevel, Reply, Request, Update,
 };
 
 use super::session::client_key;
@@ -17,9 +17,11 @@ use super::{Effect, InFlight, Manager};
 use crate::service;
 use crate::tcc::{Counter, Tcc};
 
-/// The blinder of update `chain`: XORed into reply tags until the update commits.
-pub(crate) fn blinder(key: &Key, chain: &Digest) -> Tag {
-    crypto::mac(key, &[b"vpr blind", chain.as_bytes()])
+/// The blinding secret of update `chain`: it stays in the TCC until the update commits, and
+/// each reply waiting for the update is blinded with its own
+/// [`reply_blinder`](crypto::reply_blinder) of it (docs/safety.md, "Blinding").
+pub(crate) fn blinding_secret(key: &Key, chain: &Digest) -> Key {
+    crypto::mac(key, &[b"vpr blinding secret", chain.as_bytes()])
 }
 
 /// The MAC input of an Ack.
@@ -86,6 +88,15 @@ pub(crate) fn outcome(reply: service::Reply) -> Outcome {
     }
 }
 
+/// What execution 1 made of a batch before it takes effect.
+struct Batch {
+    effects: Vec<Effect>,
+    answers: Vec<(ClientId, u64, Digest, Outcome)>,
+    entries: Vec<Entry>,
+    /// A linearizable read ran: the batch needs an update (an empty one, maybe) after it.
+    barrier: bool,
+}
+
 impl<T: Tcc> Manager<T> {
     /// Execution 1: authenticate, deduplicate and run a batch; one update for all its writes;
     /// replies authenticated with each client's key and blinded until they are durable.
@@ -101,24 +112,99 @@ impl<T: Tcc> Manager<T> {
         if self.in_flight.is_empty() {
             self.start_undo();
         }
-        let mut effects = Vec::new();
-        let mut answers: Vec<(ClientId, u64, Outcome)> = Vec::with_capacity(requests.len());
-        let mut entries = Vec::new();
-        let mut barrier = false;
+        // A batch takes effect whole or not at all: if anything fails half-way, the writes
+        // of the requests before it are taken back (they are in no update yet).
+        let (batch, state) = match self.run_batch(&key, requests) {
+            Ok(done) => done,
+            Err(reason) => {
+                self.abort_batch();
+                return Err(reason);
+            }
+        };
+        let Batch { mut effects, answers, entries, .. } = batch;
+        // Reads are blinded by the newest update in flight: they may show its effects. A
+        // linearizable read also needs proof that this primary still led the latest view
+        // *after* it ran: Acks (which carry the view) for an update proposed after it. Without
+        // a write in the batch, an empty update gives that proof (one round to the backups,
+        // shared by the whole batch).
+        let blind = match state {
+            None => self.in_flight.back().map(|u| (u.update.seq, u.chain)),
+            Some((state, undo)) => {
+                let seq = self.head.0 + 1;
+                let mut update = Update {
+                    view: self.view,
+                    seq,
+                    prev: self.head.1,
+                    entries,
+                    state,
+                    tag: [0; 32],
+                };
+                let chain = update.chain();
+                update.tag = update_tag(&key, &chain);
+                self.head = (seq, chain);
+                self.in_flight.push_back(InFlight {
+                    update: update.clone(),
+                    chain,
+                    acks: Vec::new(),
+                    undo,
+                });
+                effects.push(Effect::Update(update));
+                Some((seq, chain))
+            }
+        };
+        let secret = blind.map(|(_, chain)| blinding_secret(&key, &chain));
+        for (client, seq, request, outcome) in answers {
+            let state = blind.map_or(self.committed.0, |b| b.0);
+            let mut reply =
+                Reply { client, seq, request, view: self.view, state, outcome, tag: [0; 32] };
+            reply.tag = crypto::mac(&client_key(&key, &client), &[&reply.signed_bytes()]);
+            if let Some(secret) = &secret {
+                crypto::xor(&mut reply.tag, &crypto::reply_blinder(secret, &client, seq));
+            }
+            effects.push(Effect::Reply { reply, blinded_until: blind.map(|b| b.0) });
+        }
+        // With no backups to wait for (n = 1), the update commits at once.
+        effects.extend(self.commit_ready(&key)?);
+        Ok(effects)
+    }
+
+    /// Runs a batch: the refusals, answers and entries, and the state update with its undo
+    /// record if the batch needs one. On error, the database may hold the batch's writes:
+    /// the caller takes them back.
+    #[allow(clippy::type_complexity)]
+    fn run_batch(
+        &mut self,
+        key: &Key,
+        requests: Vec<Request>,
+    ) -> Result<(Batch, Option<(vpr_proto::update::StateUpdate, sqlite_shim::Undo)>), String> {
+        let mut batch = Batch {
+            effects: Vec::new(),
+            answers: Vec::with_capacity(requests.len()),
+            entries: Vec::new(),
+            barrier: false,
+        };
         for request in requests {
-            let kc = client_key(&key, &request.client);
+            let kc = client_key(key, &request.client);
             if !crypto::mac_ok(&kc, &[&request.signed_bytes()], &request.tag) {
-                effects.push(Effect::Refused(String::from("request: bad authenticator")));
+                batch.effects.push(Effect::Refused(String::from("request: bad authenticator")));
                 continue;
             }
+            let digest = request.digest();
             match self.last(&request.client)? {
-                Some(last) if last.seq == request.seq => {
+                Some(last) if last.seq == request.seq && last.request == digest => {
                     // A retransmission: executed once, answered again with the same outcome.
-                    answers.push((request.client, request.seq, last.outcome));
+                    batch.answers.push((request.client, request.seq, digest, last.outcome));
+                    continue;
+                }
+                Some(last) if last.seq == request.seq => {
+                    batch.effects.push(Effect::Refused(format!(
+                        "request: sequence number {} was used by another request of this client",
+                        request.seq
+                    )));
                     continue;
                 }
                 Some(last) if last.seq > request.seq => {
-                    effects.push(Effect::Refused(format!(
+                    batch.effects.push(Effect::Refused(format!(
                         "request: sequence number {} is older than the client's last, {}",
                         request.seq, last.seq
                     )));
@@ -126,56 +212,44 @@ impl<T: Tcc> Manager<T> {
                 }
                 _ => {}
             }
-            let digest = Digest::of(&request.to_bytes());
             let Request { client, seq, level, sql, params, .. } = request;
             let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
             let mark = self.service.write_mark();
-            let result = outcome(self.service.run(&sql, &params));
-            if self.service.write_mark() != mark {
-                self.record(&client, seq, &result)?;
-                entries.push(Entry { client, seq, request: digest });
-            } else if level == ReadLevel::Linearizable {
-                barrier = true;
+            let reply = self.service.run(&sql, &params);
+            let wrote = self.service.write_mark() != mark;
+            // Only a request that completed with read-only statements alone may run again
+            // later: anything else is recorded, so a replay can never take effect anew.
+            let pure_read = reply.read_only && reply.error.is_none() && !wrote;
+            let result = outcome(reply);
+            if pure_read {
+                batch.barrier |= level == ReadLevel::Linearizable;
+            } else {
+                self.record(&client, seq, &digest, &result)?;
+                batch.entries.push(Entry { client, seq, request: digest });
             }
-            answers.push((client, seq, result));
+            batch.answers.push((client, seq, digest, result));
         }
-        // Reads are blinded by the newest update in flight: they may show its effects. A
-        // linearizable read also needs proof that this primary still led the latest view
-        // *after* it ran: Acks (which carry the view) for an update proposed after it. Without
-        // a write in the batch, an empty update gives that proof (one round to the backups,
-        // shared by the whole batch).
-        let blind = if entries.is_empty() && !barrier {
-            self.in_flight.back().map(|u| (u.update.seq, u.chain))
+        let state = if batch.entries.is_empty() && !batch.barrier {
+            None
         } else {
             let state = self.service.capture().map_err(|e| format!("capture: {e}"))?;
             let undo = self.service.take_undo().unwrap_or_default();
-            let seq = self.head.0 + 1;
-            let mut update =
-                Update { view: self.view, seq, prev: self.head.1, entries, state, tag: [0; 32] };
-            let chain = update.chain();
-            update.tag = update_tag(&key, &chain);
-            self.head = (seq, chain);
-            self.in_flight.push_back(InFlight {
-                update: update.clone(),
-                chain,
-                acks: Vec::new(),
-                undo,
-            });
-            effects.push(Effect::Update(update));
-            Some((seq, chain))
+            Some((state, undo))
         };
-        for (client, seq, outcome) in answers {
-            let state = blind.map_or(self.committed.0, |b| b.0);
-            let mut reply = Reply { client, seq, view: self.view, state, outcome, tag: [0; 32] };
-            reply.tag = crypto::mac(&client_key(&key, &client), &[&reply.signed_bytes()]);
-            if let Some((_, chain)) = blind {
-                crypto::xor(&mut reply.tag, &blinder(&key, &chain));
-            }
-            effects.push(Effect::Reply { reply, blinded_until: blind.map(|b| b.0) });
+        Ok((batch, state))
+    }
+
+    /// Takes back the writes of a batch that failed half-way. If that fails too (out of
+    /// memory), the database holds pages no update carries: only a snapshot can repair it.
+    fn abort_batch(&mut self) {
+        let reverted = match self.service.take_undo() {
+            Some(undo) => self.service.revert(&undo).is_ok(),
+            None => !self.service.wrote(),
+        };
+        self.service.discard_changes();
+        if !reverted {
+            self.stale = true;
         }
-        // With no backups to wait for (n = 1), the update commits at once.
-        effects.extend(self.commit_ready(&key)?);
-        Ok(effects)
     }
 
     /// Execution 2: an Ack; with f of them for the oldest update in flight, commit it.
@@ -214,7 +288,7 @@ impl<T: Tcc> Manager<T> {
                 return Err(format!("state counter at {counter}, committing update {seq}"));
             }
             self.committed = (seq, u.chain);
-            effects.push(Effect::Release { seq, blinder: blinder(key, &u.chain) });
+            effects.push(Effect::Release { seq, secret: blinding_secret(key, &u.chain) });
             self.remember(u.update, u.chain);
         }
         if !effects.is_empty() {

@@ -2,10 +2,12 @@
 //!
 //! Client keys are derived from K (`Kc = HMAC(K, "vpr client key" || client_id)`), so every
 //! Manager of the group, including a future primary, can authenticate a client without storing
-//! its key. The exactly-once table `vpr_session` (client, last seq, last outcome) lives in the
-//! database itself: it is written in the same update as the request's own pages, so it
-//! replicates with them and survives a primary change. Client SQL cannot touch it (reserved
-//! `vpr_` prefix).
+//! its key. The exactly-once table `vpr_session` (client, last seq, the request's digest, last
+//! outcome) lives in the database itself: it is written in the same update as the request's
+//! own pages, so it replicates with them and survives a primary change. Client SQL cannot
+//! touch it (reserved `vpr_` prefix). Every request that could write is recorded, whether or
+//! not it wrote: only a request whose statements are all read-only and which completed can
+//! run twice harmlessly.
 
 use alloc::format;
 use alloc::string::String;
@@ -28,7 +30,7 @@ pub(super) fn create_table(service: &mut Service) -> Result<(), String> {
     service
         .run_internal(
             "CREATE TABLE vpr_session(client BLOB PRIMARY KEY, seq INTEGER NOT NULL, \
-             outcome BLOB NOT NULL) WITHOUT ROWID",
+             request BLOB NOT NULL, outcome BLOB NOT NULL) WITHOUT ROWID",
             &[],
         )
         .map_err(|e| format!("session table: {e}"))?;
@@ -40,9 +42,10 @@ pub(crate) fn client_key(group_key: &Key, client: &ClientId) -> Key {
     crypto::mac(group_key, &[b"vpr client key", client])
 }
 
-/// The client's last sequence number and its stored outcome, if any.
+/// The client's last recorded request: its sequence number, digest and outcome.
 pub(super) struct Last {
     pub(super) seq: u64,
+    pub(super) request: Digest,
     pub(super) outcome: Outcome,
 }
 
@@ -94,16 +97,24 @@ impl<T: Tcc> Manager<T> {
         let rows = self
             .service
             .run_internal(
-                "SELECT seq, outcome FROM vpr_session WHERE client = ?1",
+                "SELECT seq, request, outcome FROM vpr_session WHERE client = ?1",
                 &[SqlValue::Blob(client.to_vec())],
             )
             .map_err(|e| format!("session table: {e}"))?;
         let Some(row) = rows.first().and_then(|r| r.rows.first()) else { return Ok(None) };
-        match (row.first(), row.get(1)) {
-            (Some(SqlValue::Integer(seq)), Some(SqlValue::Blob(bytes))) => {
+        match (row.first(), row.get(1), row.get(2)) {
+            (
+                Some(SqlValue::Integer(seq)),
+                Some(SqlValue::Blob(request)),
+                Some(SqlValue::Blob(bytes)),
+            ) => {
+                let request = <[u8; 32]>::try_from(request.as_slice())
+                    .map_err(|_| String::from("session table: malformed request digest"))?;
                 let outcome =
                     Outcome::from_bytes(bytes).map_err(|e| format!("session table: {e}"))?;
-                Ok(Some(Last { seq: u64::try_from(*seq).unwrap_or(0), outcome }))
+                let seq = u64::try_from(*seq)
+                    .map_err(|_| String::from("session table: negative sequence number"))?;
+                Ok(Some(Last { seq, request: Digest(request), outcome }))
             }
             _ => Err(String::from("session table: malformed row")),
         }
@@ -114,16 +125,19 @@ impl<T: Tcc> Manager<T> {
         &mut self,
         client: &ClientId,
         seq: u64,
+        request: &Digest,
         outcome: &Outcome,
     ) -> Result<(), String> {
         let seq = i64::try_from(seq).map_err(|_| String::from("sequence number too large"))?;
         self.service
             .run_internal(
-                "INSERT INTO vpr_session(client, seq, outcome) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(client) DO UPDATE SET seq = excluded.seq, outcome = excluded.outcome",
+                "INSERT INTO vpr_session(client, seq, request, outcome) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(client) DO UPDATE SET seq = excluded.seq, \
+                 request = excluded.request, outcome = excluded.outcome",
                 &[
                     SqlValue::Blob(client.to_vec()),
                     SqlValue::Integer(seq),
+                    SqlValue::Blob(request.as_bytes().to_vec()),
                     SqlValue::Blob(outcome.to_bytes()),
                 ],
             )

@@ -8,8 +8,9 @@
 //!   replica adopts a state older than one it applied.
 //! - *Restart*: a replica's TCC memory is lost when its process dies. Once the group is formed
 //!   the Manager seals (group configuration, replica id, K) to its own identity; a restarted
-//!   Manager unseals it, reads its trusted counters, and waits for a snapshot at least as new
-//!   as its state counter before it acts. It also may have acknowledged updates it no longer
+//!   Manager unseals it, raises the incarnation counter (any older Manager of this replica
+//!   still running, a twin, stops acting), reads its trusted counters, and waits for a
+//!   snapshot at least as new as its state counter before it acts. It also may have acknowledged updates it no longer
 //!   holds (at most `max_in_flight` past its state counter): its ViewChanges count only once
 //!   it committed past them, so a view change can never be decided without an update a
 //!   majority acknowledged.
@@ -50,6 +51,7 @@ impl<T: Tcc> Manager<T> {
     pub fn restore(mut tcc: T, group: GroupConfig, sealed: &[u8]) -> Result<Self, String> {
         let data = tcc.unseal(sealed).map_err(|e| format!("sealed group state: {}", e.0))?;
         let mut manager = Manager::fresh(tcc, group)?;
+        manager.incarnate()?;
         let expected = 1 + 32 + 2 + 32;
         if data.len() != expected || data[0] != SEALED_VERSION {
             return Err(String::from("sealed group state: unknown format"));
@@ -152,21 +154,22 @@ impl<T: Tcc> Manager<T> {
         self.in_flight.clear();
         // Held updates beyond the snapshot stay if they continue its chain: they were
         // acknowledged, and a view change may need them. Others cannot have been committed.
+        // (They keep the view in which they were accepted.)
         let mut at = self.committed;
         let mut kept = alloc::collections::VecDeque::new();
-        for (u, c) in self.held.drain(..) {
-            if u.seq == at.0 + 1 && u.prev == at.1 {
-                at = (u.seq, c);
-                kept.push_back((u, c));
+        for h in self.held.drain(..) {
+            if h.update.seq == at.0 + 1 && h.update.prev == at.1 {
+                at = (h.update.seq, h.chain);
+                kept.push_back(h);
             }
         }
         self.held = kept;
         self.head = at;
-        self.verified = self.verified.max(self.committed.0);
-        // In the snapshot's view the state is the committed one, and what follows comes from
-        // its primary.
-        if snapshot.view == self.view && !self.is_primary() {
-            // (A new primary still starts its view with the ViewChanges.)
+        // A backup in the snapshot's view that holds nothing past it may start the view (a
+        // restarted replica in a view whose NewView is long gone, view 0 even has none): it
+        // then accepts only updates made in this view, which continue its chain. With held
+        // updates left, only the view's NewView says which of them the view keeps.
+        if snapshot.view == self.view && !self.is_primary() && self.held.is_empty() {
             self.started = true;
         }
         Ok(Vec::new())

@@ -23,10 +23,10 @@ use alloc::vec::Vec;
 
 use vpr_proto::crypto;
 use vpr_proto::digest::Digest;
-use vpr_proto::msg::{Commit, NewView, Probe, ReplicaId, Update, ViewChange};
+use vpr_proto::msg::{self, Commit, NewView, Probe, ReplicaId, Update, ViewChange};
 
 use super::primary::{commit_tag, update_tag};
-use super::{Effect, InFlight, Manager};
+use super::{Effect, Held, InFlight, Manager};
 use crate::tcc::{Counter, Tcc};
 
 impl<T: Tcc> Manager<T> {
@@ -70,10 +70,16 @@ impl<T: Tcc> Manager<T> {
             // Restarted: its account would not cover what it may have acknowledged.
             return Ok(Vec::new());
         }
-        // Committed updates it still remembers, then those it holds: a lagging new primary
-        // can find in them what it missed.
-        let held: Vec<Update> =
-            self.log.iter().chain(self.held.iter()).map(|(u, _)| u.clone()).collect();
+        // Committed updates it still remembers, then those it holds with the view in which it
+        // accepted each: a lagging new primary can find in them what it missed, and picks by
+        // the highest view of acceptance.
+        let applied = self
+            .log
+            .iter()
+            .map(|(u, _)| msg::Held { accepted: msg::Held::APPLIED, update: u.clone() });
+        let held =
+            self.held.iter().map(|h| msg::Held { accepted: h.accepted, update: h.update.clone() });
+        let held: Vec<msg::Held> = applied.chain(held).collect();
         let mut vc = ViewChange {
             replica: self.group.me,
             view: target,
@@ -91,29 +97,36 @@ impl<T: Tcc> Manager<T> {
         if view <= self.view {
             return Ok(());
         }
-        let was_primary = self.is_primary();
+        let (was_primary, left) = (self.is_primary(), self.view);
         self.view = self.tcc.advance(Counter::View, view).map_err(|e| e.0)?;
         if was_primary {
             // Our database holds the pages of updates that may never commit: take them back
-            // (newest first) and hold the updates, as a backup would.
+            // (newest first) and hold the updates, as a backup would: this replica accepted
+            // them in the view it leads. (Whatever it held before, in a view it never
+            // started, stays held: it may have acknowledged those.)
             let mut reverted = true;
             for u in self.in_flight.iter().rev() {
                 if reverted && self.service.revert(&u.undo).is_err() {
                     reverted = false;
                 }
             }
-            if reverted {
-                self.held = self.in_flight.drain(..).map(|u| (u.update, u.chain)).collect();
-            } else {
+            if !reverted {
                 // Out of memory half-way: only state transfer can bring this replica back.
                 self.stale = true;
-                self.head = self.committed;
             }
+            let proposed = self.in_flight.drain(..).map(|u| Held {
+                update: u.update,
+                chain: u.chain,
+                accepted: left,
+            });
+            self.held.extend(proposed);
+            self.head = self.held_head();
             self.service.keep_undo(false);
             self.undo_on = false;
         }
         self.in_flight.clear();
         self.started = false;
+        self.new_view = None;
         Ok(())
     }
 
@@ -129,9 +142,15 @@ impl<T: Tcc> Manager<T> {
         let mut from: Vec<ReplicaId> = vec![self.group.me];
         // The highest committed state reported, and by whom.
         let mut committed = (self.committed.0, self.committed.1, self.group.me);
-        let mut candidates: BTreeMap<u64, Vec<(Update, Digest)>> = BTreeMap::new();
-        for (u, c) in &self.held {
-            candidates.entry(u.seq).or_default().push((u.clone(), *c));
+        // Per sequence number: every update reported, its chain hash, and the highest view in
+        // which the reporting replica accepted it.
+        let mut candidates: BTreeMap<u64, Vec<(Update, Digest, u64)>> = BTreeMap::new();
+        for h in &self.held {
+            candidates.entry(h.update.seq).or_default().push((
+                h.update.clone(),
+                h.chain,
+                h.accepted,
+            ));
         }
         for vc in vcs {
             let ok = vc.view == self.view
@@ -145,13 +164,14 @@ impl<T: Tcc> Manager<T> {
             if vc.committed > committed.0 {
                 committed = (vc.committed, vc.committed_chain, vc.replica);
             }
-            for u in &vc.held {
+            for h in &vc.held {
+                let u = &h.update;
                 if u.seq <= self.committed.0 {
                     continue;
                 }
                 let chain = u.chain();
                 if update_tag(&key, &chain) == u.tag && u.state.validate().is_ok() {
-                    candidates.entry(u.seq).or_default().push((u.clone(), chain));
+                    candidates.entry(u.seq).or_default().push((u.clone(), chain, h.accepted));
                 }
             }
         }
@@ -171,12 +191,18 @@ impl<T: Tcc> Manager<T> {
             }
             return Ok(vec![need_state]);
         }
-        // Walk the chain from what we applied, preferring the newest view at each step.
+        // Walk the chain from what we applied, taking at each step the update accepted in the
+        // highest view (applied ones first): an update committed in view w was accepted there
+        // by f+1 replicas, one of them in this quorum, and every later view proposed it again
+        // (Paxos' rule, per sequence number; docs/safety.md).
         let mut adopted: Vec<(Update, Digest)> = Vec::new();
         let mut at = self.committed;
         while let Some(options) = candidates.get(&(at.0 + 1)) {
-            let best = options.iter().filter(|(u, _)| u.prev == at.1).max_by_key(|(u, _)| u.view);
-            let Some((u, c)) = best else { break };
+            let best = options
+                .iter()
+                .filter(|(u, _, _)| u.prev == at.1)
+                .max_by_key(|(u, chain, accepted)| (*accepted, u.view, *chain.as_bytes()));
+            let Some((u, c, _)) = best else { break };
             at = (u.seq, *c);
             adopted.push((u.clone(), *c));
         }
@@ -187,6 +213,9 @@ impl<T: Tcc> Manager<T> {
         if at.0 < committed.0 || off_chain {
             // A committed update is missing here and in every account: fetch the state.
             return Ok(vec![need_state]);
+        }
+        if adopted.len() > msg::MAX_NEW_VIEW_CHAINS {
+            return Err(format!("view changes: {} updates to carry over", adopted.len()));
         }
         self.held.clear();
         let mut resend = Vec::new();
@@ -219,12 +248,26 @@ impl<T: Tcc> Manager<T> {
             self.head = self.committed;
         }
         self.started = true;
+        // The chain this view continues: the last updates applied here (for backups that lag)
+        // and those carried over. Backups accept an earlier view's update only if listed.
+        let mut listed: VecDeque<(u64, Digest)> = VecDeque::new();
+        let applied = self.log.iter().map(|(u, c)| (u.seq, *c));
+        for (seq, chain) in applied.chain(self.in_flight.iter().map(|u| (u.update.seq, u.chain))) {
+            if listed.back().is_some_and(|(last, _)| *last + 1 != seq) {
+                listed.clear(); // only a run of consecutive updates can be listed
+            }
+            listed.push_back((seq, chain));
+            if listed.len() > msg::MAX_NEW_VIEW_CHAINS {
+                listed.pop_front();
+            }
+        }
+        let first = listed.front().map_or(self.committed.0 + 1, |(seq, _)| *seq);
         let mut nv = NewView {
             view: self.view,
             base: self.committed.0,
             base_chain: self.committed.1,
-            head: self.head.0,
-            head_chain: self.head.1,
+            first,
+            chains: listed.into_iter().map(|(_, c)| c).collect(),
             tag: [0; 32],
         };
         nv.tag = crypto::mac(&key, &[&nv.signed_bytes()]);
@@ -247,34 +290,36 @@ impl<T: Tcc> Manager<T> {
         {
             return Err(String::from("new view: old, or ours"));
         }
-        if nv.view == self.view && self.started {
+        if nv.view == self.view && self.new_view.is_some() {
             return Ok(Vec::new()); // a resend: this view already started here
         }
+        // (A view a snapshot started here still takes its NewView.)
         self.enter_view(nv.view)?;
-        self.started = true;
-        self.adopt_until = nv.head;
-        self.check_state()?;
-        // Keep the held updates only if they lead exactly to the announced head: its chain
-        // hash then vouches for every one of them. Otherwise drop them; the new primary
-        // proposes its chain again.
-        let mut kept = VecDeque::new();
+        // Keep the held updates (consecutive from the last applied) up to the last one the
+        // NewView lists with the same chain hash, or made in the new view by its primary
+        // (after a snapshot started it here): chain hashes link them, so that one vouches for
+        // every one before it, and this replica accepts them in the new view. Anything after
+        // it is on a branch the new view abandoned.
         let mut at = self.committed;
-        for (u, c) in self.held.drain(..) {
-            if u.seq == at.0 + 1 && u.prev == at.1 && u.seq <= nv.head {
-                at = (u.seq, c);
-                kept.push_back((u, c));
+        let mut keep = 0;
+        for (i, h) in self.held.iter().enumerate() {
+            if h.update.seq != at.0 + 1 || h.update.prev != at.1 {
+                break;
+            }
+            at = (h.update.seq, h.chain);
+            if nv.chain_at(at.0) == Some(at.1) || h.update.view == nv.view {
+                keep = i + 1;
             }
         }
-        let on_chain = at.0 == nv.head && at.1 == nv.head_chain;
-        if !on_chain && at.0 > self.committed.0 {
-            kept.clear();
-            at = self.committed;
+        self.held.truncate(keep);
+        for h in &mut self.held {
+            h.accepted = nv.view;
         }
-        self.adopt_chain = nv.head_chain;
-        self.verified = if on_chain { nv.head } else { self.committed.0 };
-        self.held = kept;
-        self.head = at;
-        if self.committed.0 < nv.base && self.head.0 < nv.base {
+        self.head = self.held_head();
+        self.new_view = Some(nv.clone());
+        self.started = true;
+        self.check_state()?;
+        if self.held_head().0 < nv.base {
             return Ok(vec![Effect::Behind { committed: nv.base }]);
         }
         Ok(Vec::new())

@@ -5,10 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::{
-    Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Join, KeyGrant, NewView,
+    Accept, Ack, AckInit, Attestation, ClientHello, Commit, Entry, Held, Join, KeyGrant, NewView,
     Outcome, Probe, ReadLevel, Reply, Request, Snapshot, SqlError, StateRequest, StatementResult,
     StatusReport, StatusRequest, Update, Value, ViewChange, Welcome, MAX_BATCH, MAX_MESSAGE_BYTES,
-    MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
+    MAX_NEW_VIEW_CHAINS, MAX_PARAMS, MAX_REPLICAS, MAX_REPLY_BYTES, MAX_SQL_BYTES, MAX_VALUE_BYTES,
 };
 use crate::crypto::PublicKey;
 use crate::digest::Digest;
@@ -302,6 +302,13 @@ impl Wire for Outcome {
 }
 
 impl Request {
+    /// SHA-256 of the request's encoding (tag included): what an update's entry, the
+    /// exactly-once table and the reply name it by.
+    #[must_use]
+    pub fn digest(&self) -> Digest {
+        Digest::of(&self.to_bytes())
+    }
+
     fn put_signed(&self, w: &mut Writer) {
         w.bytes(&self.client).u64(self.seq).u8(self.level.to_u8());
         put_bytes(w, self.sql.as_bytes());
@@ -340,7 +347,8 @@ impl Wire for Request {
 
 impl Reply {
     fn put_signed(&self, w: &mut Writer) {
-        w.bytes(&self.client).u64(self.seq).u64(self.view).u64(self.state);
+        w.bytes(&self.client).u64(self.seq).bytes(self.request.as_bytes());
+        w.u64(self.view).u64(self.state);
         self.outcome.put(w);
     }
 
@@ -365,11 +373,12 @@ impl Wire for Reply {
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let client = r.array()?;
         let seq = r.u64()?;
+        let request = get_digest(r)?;
         let view = r.u64()?;
         let state = r.u64()?;
         let outcome = Outcome::get(r)?;
         let tag = r.array()?;
-        Ok(Self { client, seq, view, state, outcome, tag })
+        Ok(Self { client, seq, request, view, state, outcome, tag })
     }
 }
 
@@ -648,24 +657,39 @@ impl Wire for ViewChange {
         let view = r.u64()?;
         let committed = r.u64()?;
         let committed_chain = get_digest(r)?;
-        let held = get_vec(r, "held", MAX_BATCH, 4)?;
+        let held = get_vec(r, "held", MAX_BATCH, 8 + 4)?;
         Ok(Self { replica, view, committed, committed_chain, held, tag: r.array()? })
+    }
+}
+
+impl Wire for Held {
+    fn put(&self, w: &mut Writer) {
+        w.u64(self.accepted);
+        self.update.put(w);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { accepted: r.u64()?, update: Update::get(r)? })
     }
 }
 
 impl Wire for NewView {
     fn put(&self, w: &mut Writer) {
-        w.u64(self.view).u64(self.base).bytes(self.base_chain.as_bytes());
-        w.u64(self.head).bytes(self.head_chain.as_bytes()).bytes(&self.tag);
+        w.u64(self.view).u64(self.base).bytes(self.base_chain.as_bytes()).u64(self.first);
+        put_len(w, self.chains.len());
+        for chain in &self.chains {
+            w.bytes(chain.as_bytes());
+        }
+        w.bytes(&self.tag);
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let view = r.u64()?;
         let base = r.u64()?;
         let base_chain = get_digest(r)?;
-        let head = r.u64()?;
-        let head_chain = get_digest(r)?;
-        Ok(Self { view, base, base_chain, head, head_chain, tag: r.array()? })
+        let first = r.u64()?;
+        let chains = get_vec_with(r, "chains", MAX_NEW_VIEW_CHAINS, 32, get_digest)?;
+        Ok(Self { view, base, base_chain, first, chains, tag: r.array()? })
     }
 }
 

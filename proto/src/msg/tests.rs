@@ -53,8 +53,8 @@ impl BitEq for Request {
 
 impl BitEq for Reply {
     fn bit_eq(&self, o: &Self) -> bool {
-        (self.client, self.seq, self.view, self.state, self.tag)
-            == (o.client, o.seq, o.view, o.state, o.tag)
+        (self.client, self.seq, self.request, self.view, self.state, self.tag)
+            == (o.client, o.seq, o.request, o.view, o.state, o.tag)
             && self.outcome.bit_eq(&o.outcome)
     }
 }
@@ -152,10 +152,11 @@ fn request() -> impl Strategy<Value = Request> {
 }
 
 fn reply() -> impl Strategy<Value = Reply> {
-    (any::<[u8; 16]>(), any::<[u64; 3]>(), outcome(), any::<[u8; 32]>()).prop_map(
-        |(client, [seq, view, state], outcome, tag)| Reply {
+    (any::<[u8; 16]>(), any::<[u64; 3]>(), digest(), outcome(), any::<[u8; 32]>()).prop_map(
+        |(client, [seq, view, state], request, outcome, tag)| Reply {
             client,
             seq,
+            request,
             view,
             state,
             outcome,
@@ -294,7 +295,8 @@ fn probe() -> impl Strategy<Value = Probe> {
 }
 
 fn view_change() -> impl Strategy<Value = ViewChange> {
-    (any::<u16>(), any::<[u64; 2]>(), digest(), vec(update(), 0..3), any::<[u8; 32]>()).prop_map(
+    let held = (any::<u64>(), update()).prop_map(|(accepted, update)| Held { accepted, update });
+    (any::<u16>(), any::<[u64; 2]>(), digest(), vec(held, 0..3), any::<[u8; 32]>()).prop_map(
         |(replica, [view, committed], committed_chain, held, tag)| ViewChange {
             replica,
             view,
@@ -307,13 +309,13 @@ fn view_change() -> impl Strategy<Value = ViewChange> {
 }
 
 fn new_view() -> impl Strategy<Value = NewView> {
-    (any::<[u64; 3]>(), digest(), digest(), any::<[u8; 32]>()).prop_map(
-        |([view, base, head], base_chain, head_chain, tag)| NewView {
+    (any::<[u64; 3]>(), digest(), vec(digest(), 0..4), any::<[u8; 32]>()).prop_map(
+        |([view, base, first], base_chain, chains, tag)| NewView {
             view,
             base,
             base_chain,
-            head,
-            head_chain,
+            first,
+            chains,
             tag,
         },
     )
@@ -408,6 +410,7 @@ fn reply_example() -> Reply {
     Reply {
         client: [7; 16],
         seq: 5,
+        request: Digest([0x5e; 32]),
         view: 1,
         state: 9,
         outcome: Outcome {
@@ -844,8 +847,9 @@ fn huge_counts_fail_fast() {
     let mut reply = Reply { outcome: Outcome::default(), ..reply_example() };
     reply.outcome.results.push(StatementResult { rows: vec![vec![]], ..Default::default() });
     let mut bytes = reply.to_bytes();
-    // client 16, seq/view/state 24, results count 4, columns 4, rows 4: the row's count.
-    bytes[52..56].copy_from_slice(&u32::MAX.to_le_bytes());
+    // client 16, seq 8, request 32, view/state 16, results count 4, columns 4, rows 4: the
+    // row's count.
+    bytes[84..88].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(matches!(Reply::from_bytes(&bytes), Err(DecodeError::Truncated { .. })));
 
     // A state update claiming to be huge.

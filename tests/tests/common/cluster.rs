@@ -126,6 +126,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// A twin of replica `i`: the same replica registered again on its machine (same
+    /// counters, same sealing secret) and restored from `sealed`, while the original runs on.
+    pub fn twin(&self, i: u16, sealed: &[u8]) -> std::io::Result<Simulation> {
+        Simulation::restore(
+            &self._dir.path().join(format!("r{i}")),
+            &self.manufacturer,
+            group(self.n(), i, &self.manufacturer),
+            sealed,
+        )
+    }
+
     pub fn trust(&self) -> Trust {
         Trust {
             manufacturer: self.manufacturer.public(),
@@ -188,9 +199,10 @@ impl Cluster {
                     self.held.entry(seq).or_default().push(reply)
                 }
                 Effect::Reply { reply, blinded_until: None } => self.delivered.push(reply),
-                Effect::Release { seq, blinder } => {
+                Effect::Release { seq, secret } => {
                     // Every committed update has its own Release, in order.
                     for mut reply in self.held.remove(&seq).unwrap_or_default() {
+                        let blinder = crypto::reply_blinder(&secret, &reply.client, reply.seq);
                         crypto::xor(&mut reply.tag, &blinder);
                         self.delivered.push(reply);
                     }

@@ -220,7 +220,7 @@ fn tamper(rng: &mut Rng, message: Message) -> Message {
             Message::ViewChange(m)
         }
         Message::NewView(mut m) => {
-            m.head = bump(m.head);
+            m.first = bump(m.first);
             Message::NewView(m)
         }
         Message::Snapshot(mut m) => {

@@ -144,15 +144,15 @@ fn replicate(
     let mut acks = backup_acks(g, &update)?;
     // f = 1: one Ack makes the update durable at a majority.
     let effects = g.call(0, Call::Ack(acks.remove(0)))?;
-    let blinder = one(&effects, "Release", |e| match e {
-        Effect::Release { seq, blinder } if *seq == update.seq => Some(*blinder),
+    let secret = one(&effects, "Release", |e| match e {
+        Effect::Release { seq, secret } if *seq == update.seq => Some(*secret),
         _ => None,
     })?;
     let commit = one(&effects, "Commit", |e| match e {
         Effect::Commit(c) => Some(c.clone()),
         _ => None,
     })?;
-    crypto::xor(&mut reply.tag, &blinder);
+    crypto::xor(&mut reply.tag, &crypto::reply_blinder(&secret, &reply.client, reply.seq));
     g.call(0, Call::Ack(acks.remove(0)))?;
     for r in [1, 2] {
         g.call(r, Call::Commit(commit.clone()))?;
