@@ -246,7 +246,23 @@ fn attack_4_a_twin_of_a_replica_silences_the_original() {
 fn attack_6_a_snapshot_does_not_start_a_view_over_held_updates() {
     let mut c = Cluster::form(5);
     let mut client = c.client();
-    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    // The table commits everywhere, but replica 4's host withholds its Commit: replica 4
+    // holds the update unapplied.
+    let create = client.request(sql("CREATE TABLE t(x)"), vec![]);
+    let update_create = updates(&c.replicas[0].call(Call::Requests(vec![create]))).remove(0);
+    let mut commit = None;
+    for r in 1..5 {
+        let ack = acks(&c.replicas[r].call(Call::Update(update_create.clone())));
+        for e in c.replicas[0].call(Call::Ack(ack[0].clone())) {
+            if let Effect::Commit(cm) = e {
+                commit = Some(cm);
+            }
+        }
+    }
+    let commit = commit.expect("the table commits");
+    for r in 1..4 {
+        assert!(c.replicas[r].call(Call::Commit(commit.clone())).is_empty());
+    }
     let z = client.request(sql("INSERT INTO t VALUES (9)"), vec![]);
     let update_z = updates(&c.replicas[0].call(Call::Requests(vec![z]))).remove(0);
     assert!(!acks(&c.replicas[4].call(Call::Update(update_z.clone()))).is_empty());
