@@ -120,9 +120,12 @@ impl Client {
                 receive(&sockets, timeout, |m| matches!(m, Message::Welcome(_)))?
             {
                 // A Welcome for an older hello does not open: try again, but report the
-                // refusal if nothing better comes.
+                // first refusal (an answer to the first hello, so the real reason) if nothing
+                // better comes.
                 match pending.finish(&w, &trust) {
-                    Err(e) => refused = Some(e.to_string()),
+                    Err(e) => {
+                        refused.get_or_insert(e.to_string());
+                    }
                     Ok(session) => {
                         return Ok(Client {
                             ctx,

@@ -266,9 +266,18 @@ impl ClusterConfig {
 
     /// What clients trust.
     pub fn trust(&self) -> Result<vpr_proto::client::Trust, ConfigError> {
+        let (manufacturer, identity) = (self.manufacturer_key()?, self.identity_digest()?);
         Ok(vpr_proto::client::Trust {
-            manufacturer: self.manufacturer_key()?,
-            identity: self.identity_digest()?,
+            config: vpr_proto::client::config_digest(
+                self.n(),
+                &identity,
+                &manufacturer,
+                self.allow_simulated,
+                &self.cluster_id(),
+                self.max_in_flight,
+            ),
+            manufacturer,
+            identity,
             allow_simulated: self.allow_simulated,
         })
     }

@@ -260,7 +260,8 @@ fn vpr_status_reports_authenticated_state() {
 }
 
 /// A client that pins another service identity, or refuses simulated evidence, or trusts
-/// another manufacturer, refuses the cluster's Welcome: `vpr sql` exits 2 before sending SQL.
+/// another manufacturer, or whose configuration is another group's, refuses the cluster's
+/// Welcome: `vpr sql` exits 2 before sending SQL, naming the mismatch.
 #[test]
 fn clients_refuse_unexpected_evidence() {
     let (dir, _cluster, config) = start(3);
@@ -271,10 +272,14 @@ fn clients_refuse_unexpected_evidence() {
     let mut other_manufacturer = config.clone();
     other_manufacturer.manufacturer =
         hex::encode(vpr_host::tcc::simulation::Manufacturer::generate().public());
+    // The same replicas, but a configuration of another cluster: another group.
+    let mut other_cluster = config.clone();
+    other_cluster.name.push_str("-other");
     for (name, bad, why) in [
         ("identity", other_identity, "identity"),
         ("simulation", no_simulation, "simulated"),
         ("manufacturer", other_manufacturer, "manufacturer"),
+        ("cluster", other_cluster, "configuration digest"),
     ] {
         let path = dir.path().join(format!("{name}.toml"));
         bad.save(&path).expect("save");

@@ -14,6 +14,27 @@ use crate::msg::{
     Welcome,
 };
 
+/// The configuration digest C of a group (docs/protocol.md, "Parties and keys"): what every
+/// Manager of the group binds its messages to, and what a client checks its Welcome against.
+pub fn config_digest(
+    replicas: u16,
+    identity: &Digest,
+    manufacturer: &PublicKey,
+    allow_simulated: bool,
+    cluster: &[u8; 32],
+    max_in_flight: u32,
+) -> Digest {
+    crypto::hash(&[
+        b"vpr config",
+        &replicas.to_le_bytes(),
+        identity.as_bytes(),
+        manufacturer,
+        &[u8::from(allow_simulated)],
+        cluster,
+        &max_in_flight.to_le_bytes(),
+    ])
+}
+
 /// What a Welcome's attestation vouches for.
 pub fn welcome_data(hello: &ClientHello, w: &Welcome) -> Digest {
     crypto::hash(&[
@@ -21,6 +42,7 @@ pub fn welcome_data(hello: &ClientHello, w: &Welcome) -> Digest {
         &hello.nonce,
         &hello.public_key,
         &w.client,
+        w.config.as_bytes(),
         &w.view.to_le_bytes(),
         &w.ephemeral,
         &w.sealed_key,
@@ -32,9 +54,13 @@ pub fn welcome_context(client: &ClientId) -> Vec<u8> {
     crypto::concat(&[b"vpr welcome key", client])
 }
 
-/// What the client trusts: the manufacturer and the service's PAL identity.
+/// What the client trusts: the manufacturer, the service's PAL identity and the group's
+/// configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trust {
+    /// The group's configuration digest ([`config_digest`] of the client's configuration): a
+    /// Welcome from a Manager of another group (another size, cluster or settings) is refused.
+    pub config: Digest,
     /// The manufacturer key that certifies TCCs.
     pub manufacturer: PublicKey,
     /// The PAL measurement of the service.
@@ -52,6 +78,17 @@ pub enum ClientError {
     /// The sealed client key does not open.
     #[error("welcome: the sealed key does not open")]
     SealedKey,
+    /// The Welcome comes from a Manager of another group than the configuration's.
+    #[error(
+        "welcome: from a group whose configuration digest is {theirs}, not this \
+         configuration's {ours} (another cluster, size or settings)"
+    )]
+    Configuration {
+        /// The configuration digest the client computed.
+        ours: Digest,
+        /// The one the Welcome names.
+        theirs: Digest,
+    },
     /// A reply for another client or request.
     #[error("reply for another request (client, sequence number or request digest differs)")]
     WrongRequest,
@@ -89,6 +126,9 @@ impl Pending {
             &welcome_data(&self.hello, welcome),
             trust.allow_simulated,
         )?;
+        if welcome.config != trust.config {
+            return Err(ClientError::Configuration { ours: trust.config, theirs: welcome.config });
+        }
         let key = self
             .keys
             .open_from(&welcome.ephemeral, &welcome_context(&welcome.client), &welcome.sealed_key)

@@ -251,13 +251,16 @@ pub struct ClientHello {
 pub struct Welcome {
     /// The client's new identity.
     pub client: ClientId,
+    /// The configuration digest C of the welcoming Manager's group.
+    pub config: Digest,
     /// The view of the Manager that answered.
     pub view: u64,
     /// The Manager's ephemeral key for the sealing.
     pub ephemeral: PublicKey,
     /// Kc sealed to the client's key.
     pub sealed_key: SealedKey,
-    /// Over H("vpr welcome" || nonce || client key || client || view || ephemeral || sealed).
+    /// Over H("vpr welcome" || nonce || client key || client || config || view || ephemeral ||
+    /// sealed).
     pub attestation: Attestation,
 }
 

@@ -760,6 +760,7 @@ pub(crate) mod tests {
     pub(crate) fn effects() -> Vec<Effect> {
         let welcome = Welcome {
             client: [5; 16],
+            config: Digest([0xc0; 32]),
             view: 1,
             ephemeral: keys(40).public(),
             sealed_key: keys(40).seal_to(&keys(30).public(), b"welcome", &[6; 32]).unwrap(),

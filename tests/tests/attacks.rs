@@ -238,6 +238,31 @@ fn attack_4_a_twin_of_a_replica_silences_the_original() {
     assert!(!acks(&twin.call(Call::Update(update))).is_empty());
 }
 
+/// An enrolled host starts the PAL as a group of its own (one replica, the same cluster
+/// name): its counters start at 0, and it used to welcome the real cluster's clients, whose
+/// writes it then "committed" alone. The Welcome now names the group's configuration digest,
+/// and a client refuses one that is not its configuration's. (What stays open: n TCCs of the
+/// adversary's started with exactly the real configuration; docs/safety.md.)
+#[test]
+fn attack_5_a_welcome_from_another_group_is_refused() {
+    let c = Cluster::form(3);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rogue_group =
+        vpr_pal::GroupConfig { replicas: 1, ..common::cluster::group(3, 0, &c.manufacturer) };
+    let mut rogue =
+        vpr_host::tcc::simulation::Simulation::start(dir.path(), &c.manufacturer, rogue_group)
+            .expect("a group of its own");
+    let formed = rogue.call(Call::Joins { joins: vec![], require_all: true });
+    assert!(formed.iter().any(|e| matches!(e, Effect::Ready)), "{formed:?}");
+    let pending = vpr_proto::client::Pending::new(&mut rand_core::OsRng);
+    let welcome = match rogue.call(Call::Hello(Box::new(pending.hello().clone()))).pop() {
+        Some(Effect::Welcome(w)) => w,
+        other => panic!("hello: {other:?}"),
+    };
+    let refused = pending.finish(&welcome, &c.trust());
+    assert!(matches!(refused, Err(ClientError::Configuration { .. })), "{refused:?}");
+}
+
 /// n = 5. Z is made in view 0 and held by replica 4 alone; view 1 starts without it. Replica
 /// 4's host withholds view 1's NewView and hands it a snapshot of view 1 instead. The
 /// snapshot used to start the view, with Z still held and vouched for by nothing. Now a

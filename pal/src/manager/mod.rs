@@ -27,7 +27,7 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use vpr_proto::crypto::{self, Key, KeyPair, PublicKey};
+use vpr_proto::crypto::{Key, KeyPair, PublicKey};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{NewView, ReplicaId, Update};
 
@@ -64,16 +64,15 @@ impl GroupConfig {
     }
 
     /// The configuration digest C (the thesis' certificate vector).
-    fn digest(&self, identity: &Digest) -> Digest {
-        crypto::hash(&[
-            b"vpr config",
-            &self.replicas.to_le_bytes(),
-            identity.as_bytes(),
+    pub fn digest(&self, identity: &Digest) -> Digest {
+        vpr_proto::client::config_digest(
+            self.replicas,
+            identity,
             &self.manufacturer,
-            &[u8::from(self.allow_simulated)],
+            self.allow_simulated,
             &self.cluster,
-            &self.max_in_flight.to_le_bytes(),
-        ])
+            self.max_in_flight,
+        )
     }
 }
 

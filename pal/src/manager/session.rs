@@ -62,6 +62,7 @@ impl<T: Tcc> Manager<T> {
             .ok_or_else(|| String::from("hello: the client key is not a P-256 point"))?;
         let mut welcome = Welcome {
             client,
+            config: self.config,
             view: self.view,
             ephemeral: ephemeral.public(),
             sealed_key,

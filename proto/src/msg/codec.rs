@@ -441,17 +441,19 @@ impl Wire for ClientHello {
 
 impl Wire for Welcome {
     fn put(&self, w: &mut Writer) {
-        w.bytes(&self.client).u64(self.view).bytes(&self.ephemeral).bytes(&self.sealed_key);
+        w.bytes(&self.client).bytes(self.config.as_bytes()).u64(self.view);
+        w.bytes(&self.ephemeral).bytes(&self.sealed_key);
         self.attestation.put(w);
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let client = r.array()?;
+        let config = get_digest(r)?;
         let view = r.u64()?;
         let ephemeral = r.array()?;
         let sealed_key = r.array()?;
         let attestation = Attestation::get(r)?;
-        Ok(Self { client, view, ephemeral, sealed_key, attestation })
+        Ok(Self { client, config, view, ephemeral, sealed_key, attestation })
     }
 }
 

@@ -183,9 +183,11 @@ fn client_hello() -> impl Strategy<Value = ClientHello> {
 }
 
 fn welcome() -> impl Strategy<Value = Welcome> {
-    (any::<[u8; 16]>(), any::<u64>(), any::<[u8; 65]>(), any::<[u8; 48]>(), attestation()).prop_map(
-        |(client, view, ephemeral, sealed_key, attestation)| Welcome {
+    let fields = (any::<[u8; 16]>(), digest(), any::<u64>(), any::<[u8; 65]>(), any::<[u8; 48]>());
+    (fields, attestation()).prop_map(
+        |((client, config, view, ephemeral, sealed_key), attestation)| Welcome {
             client,
+            config,
             view,
             ephemeral,
             sealed_key,
@@ -440,6 +442,7 @@ fn examples() -> Vec<Message> {
         Message::ClientHello(ClientHello { public_key: [4; 65], nonce: [5; 32] }),
         Message::Welcome(Welcome {
             client: [1; 16],
+            config: Digest([9; 32]),
             view: 0,
             ephemeral: [6; 65],
             sealed_key: [7; 48],

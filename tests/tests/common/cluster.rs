@@ -138,7 +138,9 @@ impl Cluster {
     }
 
     pub fn trust(&self) -> Trust {
+        let identity = self.replicas[0].identity();
         Trust {
+            config: group(self.n(), 0, &self.manufacturer).digest(&identity),
             manufacturer: self.manufacturer.public(),
             identity: self.replicas[0].identity(),
             allow_simulated: true,

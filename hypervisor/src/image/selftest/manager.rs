@@ -243,9 +243,13 @@ fn form<'s, 'p>(
     Ok((g, sealed))
 }
 
-/// A client's key exchange with the primary (its Welcome checked against the TCC key and
-/// the image); the session.
-fn client(g: &mut Group3<'_, '_>, manufacturer: [u8; 65]) -> Result<Session, String> {
+/// A client's key exchange with the primary (its Welcome checked against the TCC key, the
+/// image and the configuration of cluster `cluster`); the session.
+fn client(
+    g: &mut Group3<'_, '_>,
+    manufacturer: [u8; 65],
+    cluster: [u8; 32],
+) -> Result<Session, String> {
     let pending = Pending::new(&mut Rdrand);
     let effects = g.call(0, Call::Hello(Box::new(pending.hello().clone())))?;
     let welcome = one(&effects, "Welcome", |e| match e {
@@ -253,7 +257,20 @@ fn client(g: &mut Group3<'_, '_>, manufacturer: [u8; 65]) -> Result<Session, Str
         _ => None,
     })?;
     let identity = Digest::of(image()?);
-    let trust = Trust { manufacturer, identity, allow_simulated: true };
+    let g0 = group(0, manufacturer, cluster);
+    let config = vpr_proto::client::config_digest(
+        g0.replicas,
+        &identity,
+        &manufacturer,
+        g0.allow_simulated,
+        &g0.cluster,
+        g0.max_in_flight,
+    );
+    let trust = Trust { config, manufacturer, identity, allow_simulated: true };
+    let other = Trust { config: Digest([0; 32]), ..trust.clone() };
+    if pending.finish(&welcome, &other).is_ok() {
+        return Err(String::from("a Welcome accepted for another configuration"));
+    }
     let session = pending.finish(&welcome, &trust).map_err(|e| format!("welcome: {e}"))?;
     let strict = Trust { allow_simulated: false, ..trust };
     if pending.finish(&welcome, &strict).is_ok() {
@@ -269,7 +286,7 @@ pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
     let mut pals = [Pals::new(svm), Pals::new(svm), Pals::new(svm)];
     let manufacturer = tcc_key(svm, &mut pals[0])?;
     let (mut g, _) = form(svm, pals, manufacturer, [0x76; 32])?;
-    let mut session = client(&mut g, manufacturer)?;
+    let mut session = client(&mut g, manufacturer, [0x76; 32])?;
     // A write, then a linearizable read of it.
     let write = session.request(
         String::from("CREATE TABLE kv (k TEXT PRIMARY KEY, v); INSERT INTO kv VALUES ('a', 7)"),
@@ -363,7 +380,7 @@ pub fn tpm_manager_for_next_boot(svm: &Svm) -> TestResult {
         Pals::with_tcc(svm, Tcc::Tpm),
     ];
     let (mut g, sealed) = form(svm, pals, manufacturer, TPM_CLUSTER)?;
-    let mut session = client(&mut g, manufacturer)?;
+    let mut session = client(&mut g, manufacturer, TPM_CLUSTER)?;
     let first = session.request(
         String::from("CREATE TABLE t (k INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'one')"),
         Vec::new(),
