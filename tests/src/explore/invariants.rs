@@ -16,7 +16,8 @@ use super::shape::short;
 #[derive(Clone, Debug)]
 struct Fixed {
     chain: Digest,
-    /// The earliest view in which it was committed or accepted: every later view carries it.
+    /// The earliest view in which it was committed (`u64::MAX` if only accepted so far):
+    /// every later view carries it.
     view: u64,
     why: String,
 }
@@ -215,7 +216,12 @@ impl Observer {
                 holders
             ));
         }
-        self.fix(useq, chain, view, format!("reply to {client} seq {seq} accepted"))
+        // An accepted reply's update must never be contradicted. (Which views must carry it
+        // follows from its commit: a reply released legitimately is committed, while the
+        // view its reply was made in may have been abandoned before a later view re-proposed
+        // and committed it.)
+        let _ = view;
+        self.fix(useq, chain, u64::MAX, format!("reply to {client} seq {seq} accepted"))
     }
 }
 

@@ -79,11 +79,10 @@ pub struct SharedTcc {
 }
 
 impl SharedTcc {
-    /// A new TCC for one replica, certified by `manufacturer`, seeded with `seed`.
-    pub fn new(manufacturer: &KeyPair, identity: Digest, seed: u64) -> Self {
+    /// A new TCC for one replica with attestation key `key` (certified by `certificate`),
+    /// seeded with `seed`.
+    pub fn new(key: KeyPair, certificate: Signature, identity: Digest, seed: u64) -> Self {
         let mut rng = Rng(seed);
-        let key = KeyPair::generate(&mut rng);
-        let certificate = manufacturer.sign(&Attestation::certificate_bytes(true, &key.public()));
         let sealing = rng.bytes32();
         SharedTcc {
             shared: Rc::new(RefCell::new(Shared {
@@ -95,6 +94,13 @@ impl SharedTcc {
             })),
             identity,
         }
+    }
+
+    /// A certified attestation key for a TCC, made from `rng`.
+    pub fn certified_key(manufacturer: &KeyPair, rng: &mut Rng) -> (KeyPair, Signature) {
+        let key = KeyPair::generate(rng);
+        let certificate = manufacturer.sign(&Attestation::certificate_bytes(true, &key.public()));
+        (key, certificate)
     }
 
     /// Every counter that was ever moved, with its value (for state fingerprints).

@@ -4,14 +4,16 @@
 //! (a Manager holds a SQLite connection and cannot be cloned), so everything here is
 //! deterministic: the same actions give the same world.
 
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 
 use vpr_pal::{Call, Effect, GroupConfig, Manager, ServiceOptions};
 use vpr_proto::client::{Pending, Session, Trust};
-use vpr_proto::crypto::{self, KeyPair, Tag};
+use vpr_proto::crypto::{self, KeyPair, Signature, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{ReadLevel, Reply, Request, Wire};
 
@@ -221,6 +223,41 @@ fn group_config(cfg: &Config, me: u16, manufacturer: &KeyPair) -> GroupConfig {
     }
 }
 
+/// What every replay of one configuration shares: keys and client sessions.
+struct Prepared {
+    manufacturer: KeyPair,
+    tcc_keys: Vec<(KeyPair, Signature)>,
+    sessions: Vec<Session>,
+}
+
+thread_local! {
+    static PREPARED: RefCell<Vec<(String, Rc<Prepared>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The keys and sessions of `cfg`, made on first use.
+fn prepared(cfg: &Config) -> Rc<Prepared> {
+    let key = format!("{:?}", (cfg.seed, cfg.replicas, cfg.max_in_flight, cfg.clients.len()));
+    if let Some(p) =
+        PREPARED.with(|c| c.borrow().iter().find(|(k, _)| *k == key).map(|(_, p)| p.clone()))
+    {
+        return p;
+    }
+    let mut rng = Rng(cfg.seed);
+    let manufacturer = loop {
+        if let Some(k) = KeyPair::from_secret(&rng.bytes32()) {
+            break k;
+        }
+    };
+    let tcc_keys =
+        (0..cfg.replicas).map(|_| SharedTcc::certified_key(&manufacturer, &mut rng)).collect();
+    let mut p = Prepared { manufacturer, tcc_keys, sessions: Vec::new() };
+    let w = World::formed(cfg, &p, true);
+    p.sessions = w.clients.iter().map(|c| c.session.clone()).collect();
+    let p = Rc::new(p);
+    PREPARED.with(|c| c.borrow_mut().push((key, p.clone())));
+    p
+}
+
 fn identity() -> Digest {
     crypto::hash(&[b"vpr explore pal"])
 }
@@ -229,71 +266,14 @@ impl World {
     /// The initial state: the group formed (Fig 5.3), every client welcomed, and the schema
     /// committed at every replica.
     pub fn new(cfg: &Config) -> World {
-        let mut rng = Rng(cfg.seed);
-        let manufacturer = loop {
-            if let Some(k) = KeyPair::from_secret(&rng.bytes32()) {
-                break k;
-            }
-        };
-        let n = cfg.replicas;
-        let tccs: Vec<SharedTcc> = (0..n)
-            .map(|r| SharedTcc::new(&manufacturer, identity(), cfg.seed ^ (u64::from(r) + 1) << 32))
+        let prepared = prepared(cfg);
+        let mut w = World::formed(cfg, &prepared, false);
+        w.clients = cfg
+            .clients
+            .iter()
+            .zip(&prepared.sessions)
+            .map(|(spec, session)| Client { spec: spec.clone(), session: session.clone() })
             .collect();
-        let instances = (0..n)
-            .map(|r| Instance {
-                id: Inst { replica: r, incarnation: 0 },
-                manager: Manager::new(
-                    tccs[usize::from(r)].clone(),
-                    group_config(cfg, r, &manufacturer),
-                )
-                .expect("manager"),
-                alive: true,
-                proposals: BTreeMap::new(),
-                delivered: HashSet::new(),
-                delivered_sum: 0,
-                seen: (0, Digest([0; 32])),
-            })
-            .collect::<Vec<_>>();
-        let genesis = instances[0].manager.committed_chain();
-        let faults = usize::from((n - 1) / 2);
-        let mut w = World {
-            cfg: cfg.clone(),
-            manufacturer,
-            tccs,
-            instances,
-            sealed: vec![Vec::new(); usize::from(n)],
-            pool: Vec::new(),
-            pool_index: HashMap::new(),
-            pool_sum: 0,
-            clients: Vec::new(),
-            requests: Vec::new(),
-            made: 0,
-            replies: Vec::new(),
-            reply_hashes: HashSet::new(),
-            blinders: Vec::new(),
-            twins: 0,
-            restarts: 0,
-            setting_up: true,
-            obs: Observer::new(faults, genesis),
-            violation: None,
-        };
-        w.form();
-        let trust = Trust {
-            manufacturer: w.manufacturer.public(),
-            identity: identity(),
-            allow_simulated: true,
-        };
-        for spec in &cfg.clients {
-            let pending = Pending::new(&mut rng);
-            let welcome = w.instances[0]
-                .manager
-                .handle(Call::Hello(Box::new(pending.hello().clone())))
-                .into_iter()
-                .find_map(|e| if let Effect::Welcome(w) = e { Some(w) } else { None })
-                .expect("welcome");
-            let session = pending.finish(&welcome, &trust).expect("welcome verifies");
-            w.clients.push(Client { spec: spec.clone(), session });
-        }
         // The schema, committed everywhere; then the network forgets it.
         let setup = w.clients[0].session.request(SCHEMA.into(), vec![]);
         let effects = w.instances[0].manager.handle(Call::Requests(vec![setup]));
@@ -320,6 +300,80 @@ impl World {
         w.blinders.clear();
         w.setting_up = false;
         w.closure();
+        w
+    }
+
+    /// The group formed; with `welcome`, also the clients' sessions through the attested key
+    /// exchange (done once per configuration: K, and so every client key, is the same in
+    /// every replay, so later worlds reuse the sessions and skip the P-256 work).
+    fn formed(cfg: &Config, prepared: &Prepared, welcome: bool) -> World {
+        let n = cfg.replicas;
+        let tccs: Vec<SharedTcc> = prepared
+            .tcc_keys
+            .iter()
+            .zip(0u64..)
+            .map(|((key, cert), r)| {
+                SharedTcc::new(key.clone(), *cert, identity(), cfg.seed ^ ((r + 1) << 32))
+            })
+            .collect();
+        let instances = (0..n)
+            .map(|r| Instance {
+                id: Inst { replica: r, incarnation: 0 },
+                manager: Manager::new(
+                    tccs[usize::from(r)].clone(),
+                    group_config(cfg, r, &prepared.manufacturer),
+                )
+                .expect("manager"),
+                alive: true,
+                proposals: BTreeMap::new(),
+                delivered: HashSet::new(),
+                delivered_sum: 0,
+                seen: (0, Digest([0; 32])),
+            })
+            .collect::<Vec<_>>();
+        let genesis = instances[0].manager.committed_chain();
+        let faults = usize::from((n - 1) / 2);
+        let mut w = World {
+            cfg: cfg.clone(),
+            manufacturer: prepared.manufacturer.clone(),
+            tccs,
+            instances,
+            sealed: vec![Vec::new(); usize::from(n)],
+            pool: Vec::new(),
+            pool_index: HashMap::new(),
+            pool_sum: 0,
+            clients: Vec::new(),
+            requests: Vec::new(),
+            made: 0,
+            replies: Vec::new(),
+            reply_hashes: HashSet::new(),
+            blinders: Vec::new(),
+            twins: 0,
+            restarts: 0,
+            setting_up: true,
+            obs: Observer::new(faults, genesis),
+            violation: None,
+        };
+        w.form();
+        if welcome {
+            let trust = Trust {
+                manufacturer: w.manufacturer.public(),
+                identity: identity(),
+                allow_simulated: true,
+            };
+            let mut rng = Rng(cfg.seed ^ 0xC11E);
+            for spec in &cfg.clients {
+                let pending = Pending::new(&mut rng);
+                let welcome = w.instances[0]
+                    .manager
+                    .handle(Call::Hello(Box::new(pending.hello().clone())))
+                    .into_iter()
+                    .find_map(|e| if let Effect::Welcome(w) = e { Some(w) } else { None })
+                    .expect("welcome");
+                let session = pending.finish(&welcome, &trust).expect("welcome verifies");
+                w.clients.push(Client { spec: spec.clone(), session });
+            }
+        }
         w
     }
 

@@ -112,3 +112,27 @@ fn hunt() {
         other => println!("{other:?}"),
     }
 }
+
+#[test]
+#[ignore = "timing"]
+fn timing() {
+    use std::time::Instant;
+    let cfg = scenario("forget-held");
+    let t = Instant::now();
+    for _ in 0..20 {
+        let _ = vpr_tests::explore::World::new(&cfg);
+    }
+    println!("world: {:?}", t.elapsed() / 20);
+    let mut w = vpr_tests::explore::World::new(&cfg);
+    let t = Instant::now();
+    for _ in 0..100 {
+        let _ = w.fingerprint();
+    }
+    println!("fingerprint: {:?}", t.elapsed() / 100);
+    let acts = w.actions();
+    let t = Instant::now();
+    for a in &acts {
+        w.apply(a);
+    }
+    println!("{} actions: {:?}", acts.len(), t.elapsed() / u32::try_from(acts.len()).unwrap());
+}
