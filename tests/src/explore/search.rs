@@ -55,8 +55,15 @@ fn replay(cfg: &Config, trace: &[Action]) -> World {
     w
 }
 
-/// Breadth-first search up to `max_depth` actions, within `budget` of time.
-pub fn bfs(cfg: &Config, max_depth: usize, budget: Duration) -> (Outcome, Stats) {
+/// Breadth-first search up to `max_depth` actions, within `budget` of time; with an
+/// `alphabet`, only those actions are taken (to find the shortest trace made of the steps of
+/// a known one).
+pub fn bfs(
+    cfg: &Config,
+    max_depth: usize,
+    budget: Duration,
+    alphabet: Option<&[Action]>,
+) -> (Outcome, Stats) {
     let start = Instant::now();
     let mut stats = Stats::default();
     let root = World::new(cfg);
@@ -69,7 +76,11 @@ pub fn bfs(cfg: &Config, max_depth: usize, budget: Duration) -> (Outcome, Stats)
             let mut world = replay(cfg, trace);
             stats.replays += 1;
             let parent = world.fingerprint();
-            for action in world.actions() {
+            let mut actions = world.actions();
+            if let Some(allowed) = alphabet {
+                actions.retain(|a| allowed.contains(a));
+            }
+            for action in actions {
                 if start.elapsed() > budget {
                     stats.elapsed = start.elapsed();
                     return (Outcome::Budget, stats);
@@ -120,6 +131,8 @@ pub fn random(cfg: &Config, length: usize, walks: u64, budget: Duration) -> (Out
         let mut world = World::new(cfg);
         stats.replays += 1;
         let mut trace = Vec::new();
+        let mut prints = Vec::new();
+        let mut summaries = Vec::new();
         while trace.len() < length {
             let before = world.fingerprint();
             let mut actions = world.actions();
@@ -137,12 +150,27 @@ pub fn random(cfg: &Config, length: usize, walks: u64, budget: Duration) -> (Out
             if !moved {
                 break;
             }
+            prints.push(world.fingerprint());
+            summaries.push(world.summary());
             if seen.insert(world.fingerprint()) {
                 stats.states += 1;
             }
             stats.depth = stats.depth.max(trace.len());
-            if let Some(violation) = world.violation.take() {
+            if let Some(mut violation) = world.violation.take() {
                 stats.elapsed = start.elapsed();
+                let mut again = World::new(cfg);
+                for (k, (a, fp)) in trace.iter().zip(&prints).enumerate() {
+                    again.apply(a);
+                    if again.fingerprint() != *fp {
+                        violation.push_str(&format!(
+                            " [replay diverges at step {}: walk {} / replay {}]",
+                            k + 1,
+                            summaries[k],
+                            again.summary()
+                        ));
+                        break;
+                    }
+                }
                 return (Outcome::Found(Found { violation, trace }), stats);
             }
         }

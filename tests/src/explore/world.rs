@@ -409,10 +409,11 @@ impl World {
     }
 
     /// Carries out a Manager's effects: messages into the pool, replies to the adversary,
-    /// blinders, sealed blobs. Returns whether every effect was a refusal (and the refusals).
+    /// blinders, sealed blobs. Returns whether the Manager refused the call (some effect,
+    /// every one a refusal: no effect at all may still have changed its state) and notes.
     fn route(&mut self, i: usize, effects: Vec<Effect>) -> (bool, Vec<String>) {
         let id = self.instances[i].id;
-        let mut all_refused = true;
+        let mut all_refused = !effects.is_empty();
         let mut notes = Vec::new();
         for effect in effects {
             match route(effect) {
@@ -594,7 +595,7 @@ impl World {
                 let h = hash64(&snapshot.bytes());
                 let (refused, notes) = self.call(b, snapshot.call());
                 self.delivered(b, h, refused);
-                format!("{from} -> {to}: {}: {}", snapshot.describe(), notes.join("; "))
+                format!("{from} makes {} -> {to}: {}", snapshot.describe(), notes.join("; "))
             }
             Action::Twin { replica } => self.restore(*replica, None),
             Action::Restart { inst } => self.restore(inst.replica, Some(*inst)),
@@ -771,6 +772,37 @@ impl World {
             self.replies.iter().enumerate().filter(|(_, r)| r.accepted).map(|(i, _)| i).collect();
         (accepted, self.replies.len(), self.blinders.len()).hash(&mut h);
         h.finish()
+    }
+
+    /// What the fingerprint covers, readably (to explain a replay that diverged).
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for inst in &self.instances {
+            let m = &inst.manager;
+            out.push_str(&format!(
+                "{} alive {} v{} started {} #{} {} needs {:?} db {} took {}; ",
+                inst.id,
+                inst.alive,
+                m.view(),
+                m.view_started(),
+                m.committed(),
+                super::shape::short(&m.committed_chain()),
+                m.needs_state(),
+                super::shape::short(&m.digest()),
+                inst.delivered.len()
+            ));
+        }
+        let counters: Vec<String> =
+            self.tccs.iter().map(|t| format!("{:?}", t.counters())).collect();
+        out.push_str(&format!(
+            "counters {counters:?}; pool {}; made {}; replies {} accepted {}; blinders {}",
+            self.pool.len(),
+            self.made,
+            self.replies.len(),
+            self.replies.iter().filter(|r| r.accepted).count(),
+            self.blinders.len()
+        ));
+        out
     }
 
     /// Every action the adversary may take now, within the bounds.
