@@ -415,22 +415,32 @@ impl Database {
     }
 
     /// Takes writes back: puts back what `undo` saved (the newest stretch first, when several
-    /// are reverted). The connection drops its cache at its next statement, as after
-    /// [`Database::apply`]. Recording restarts from the reverted contents.
+    /// are reverted). Recording restarts from the reverted contents.
+    ///
+    /// The connection then reads the file once (a read of the schema table), so it notices
+    /// the file change counter went back ("Database File Format", §1.3.8) and drops its page
+    /// cache and schema there and then. Without that read, pages applied next (another
+    /// branch's update, which brings the counter back to the value the connection cached)
+    /// would be shadowed by the cached pages of the writes taken back.
     pub fn revert(&mut self, undo: &Undo) -> Result<(), Error> {
         if self.in_transaction() {
             return Err(Error::new(ffi::SQLITE_MISUSE, "cannot revert inside a transaction"));
         }
-        let _guard = engine::lock()?;
-        let mut file = self.file.lock();
-        if !undo.revert(&mut file.bytes) {
-            return Err(Error::from_code(ffi::SQLITE_NOMEM));
+        {
+            let _guard = engine::lock()?;
+            let mut file = self.file.lock();
+            if !undo.revert(&mut file.bytes) {
+                return Err(Error::from_code(ffi::SQLITE_NOMEM));
+            }
+            let size = file.bytes.len() as u64;
+            if let Some(u) = file.undo.as_mut() {
+                *u = Undo::new(size);
+            }
         }
-        let size = file.bytes.len() as u64;
-        if let Some(u) = file.undo.as_mut() {
-            *u = Undo::new(size);
+        match self.run_privileged("SELECT count(*) FROM sqlite_schema", &[]).error {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Forgets what was written since the last capture.

@@ -188,3 +188,27 @@ fn reads_produce_empty_updates() {
     let (_, update) = pair.ok("UPDATE t SET tag = 'b'");
     assert!(!update.is_empty());
 }
+
+/// A primary takes back a write it proposed (a view change) and applies the update another
+/// primary made from the same state: both moved the file change counter to the same value,
+/// so SQLite cannot tell the files apart by it. The connection must read the applied pages,
+/// not its cache of the ones taken back (the explorer found this as two outcomes for one
+/// request: tests/tests/explore).
+#[test]
+fn a_write_taken_back_leaves_no_stale_cache() {
+    let options = ServiceOptions::default();
+    let mut pair = Pair::new(&options);
+    pair.ok("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)");
+    let (a, b) = (&mut pair.primary, &mut pair.backup);
+    a.keep_undo(true);
+    assert!(a.run("INSERT INTO t VALUES (1, 'taken back')", &[]).error.is_none());
+    a.capture().expect("capture");
+    let undo = a.take_undo().expect("undo records");
+    assert!(b.run("INSERT INTO t VALUES (1, 'applied')", &[]).error.is_none());
+    let other = b.capture().expect("capture");
+    a.revert(&undo).expect("revert");
+    a.apply(&other).expect("apply");
+    assert_eq!(a.digest(), b.digest());
+    let read = a.run("SELECT v FROM t WHERE k = 1", &[]);
+    assert_eq!(read.results[0].rows, [[Value::Text(b"applied".to_vec())]]);
+}

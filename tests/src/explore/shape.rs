@@ -3,7 +3,7 @@
 //! to adapt. Elsewhere messages are opaque (hashed by their canonical encoding).
 
 use vpr_pal::{Call, Effect};
-use vpr_proto::crypto::Tag;
+use vpr_proto::crypto::Key;
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{Ack, Commit, NewView, Probe, Reply, Snapshot, Update, ViewChange, Wire};
 
@@ -72,14 +72,22 @@ impl Msg {
                 vc.replica,
                 vc.view,
                 vc.committed,
-                vc.held.iter().map(|u| format!("v{}#{}", u.view, u.seq)).collect::<Vec<_>>()
+                vc.held
+                    .iter()
+                    .map(|h| format!(
+                        "v{}#{}@{}",
+                        h.update.view,
+                        h.update.seq,
+                        accepted(h.accepted)
+                    ))
+                    .collect::<Vec<_>>()
             ),
             Msg::NewView(nv) => format!(
                 "NewView(v{} base #{} head #{} {})",
                 nv.view,
                 nv.base,
-                nv.head,
-                short(&nv.head_chain)
+                nv.head(),
+                short(&nv.chain_at(nv.head()).unwrap_or(nv.base_chain))
             ),
             Msg::Snapshot(s) => {
                 format!("Snapshot(r{} v{} #{} {})", s.replica, s.view, s.seq, short(&s.chain))
@@ -100,7 +108,7 @@ impl Msg {
     pub fn updates(&self) -> Vec<&Update> {
         match self {
             Msg::Update(u) => vec![u],
-            Msg::ViewChange(vc) => vc.held.iter().collect(),
+            Msg::ViewChange(vc) => vc.held.iter().map(|h| &h.update).collect(),
             _ => Vec::new(),
         }
     }
@@ -116,7 +124,9 @@ impl Msg {
     /// A NewView: (view, head, head chain): the chain the new view starts from.
     pub fn new_view(&self) -> Option<(u64, u64, Digest)> {
         match self {
-            Msg::NewView(nv) => Some((nv.view, nv.head, nv.head_chain)),
+            Msg::NewView(nv) => {
+                Some((nv.view, nv.head(), nv.chain_at(nv.head()).unwrap_or(nv.base_chain)))
+            }
             _ => None,
         }
     }
@@ -138,6 +148,15 @@ pub fn group_call(msgs: &[&Msg]) -> Call {
     )
 }
 
+/// A ViewChange's accepted view, for traces.
+fn accepted(view: u64) -> String {
+    if view == vpr_proto::msg::Held::APPLIED {
+        String::from("applied")
+    } else {
+        format!("v{view}")
+    }
+}
+
 /// The first bytes of a digest, for traces.
 pub fn short(d: &Digest) -> String {
     d.as_bytes()[..3].iter().map(|b| format!("{b:02x}")).collect()
@@ -155,8 +174,8 @@ pub enum Routed {
         /// The update it waits for.
         blinded_until: Option<u64>,
     },
-    /// Blinders released.
-    Blinders(Vec<Tag>),
+    /// An update's blinding secret, released at its commit.
+    Secret(Key),
     /// A sealed blob.
     Sealed(Vec<u8>),
     /// A refusal.
@@ -176,7 +195,7 @@ pub fn route(effect: Effect) -> Routed {
         Effect::NewView(m) => Routed::Msg(Msg::NewView(m)),
         Effect::Snapshot(m) => Routed::Msg(Msg::Snapshot(m)),
         Effect::Reply { reply, blinded_until } => Routed::Reply { reply, blinded_until },
-        Effect::Release { blinder, .. } => Routed::Blinders(vec![blinder]),
+        Effect::Release { secret, .. } => Routed::Secret(secret),
         Effect::Sealed(blob) => Routed::Sealed(blob),
         Effect::Refused(why) => Routed::Refused(why),
         _ => Routed::Other,

@@ -13,7 +13,7 @@ use std::rc::Rc;
 
 use vpr_pal::{Call, Effect, GroupConfig, Manager, ServiceOptions};
 use vpr_proto::client::{Pending, Session, Trust};
-use vpr_proto::crypto::{self, KeyPair, Signature, Tag};
+use vpr_proto::crypto::{self, Key, KeyPair, Signature, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{ReadLevel, Reply, Request, Wire};
 
@@ -187,6 +187,8 @@ pub struct World {
     replies: Vec<HeldReply>,
     reply_hashes: HashSet<u64>,
     blinders: Vec<Tag>,
+    /// Blinding secrets released (each gives every reply of its update its own blinder).
+    secrets: Vec<Key>,
     twins: usize,
     restarts: usize,
     setting_up: bool,
@@ -298,6 +300,7 @@ impl World {
         w.replies.clear();
         w.reply_hashes.clear();
         w.blinders.clear();
+        w.secrets.clear();
         w.setting_up = false;
         w.closure();
         w
@@ -348,6 +351,7 @@ impl World {
             replies: Vec::new(),
             reply_hashes: HashSet::new(),
             blinders: Vec::new(),
+            secrets: Vec::new(),
             twins: 0,
             restarts: 0,
             setting_up: true,
@@ -357,6 +361,7 @@ impl World {
         w.form();
         if welcome {
             let trust = Trust {
+                config: group_config(cfg, 0, &w.manufacturer).digest(&identity()),
                 manufacturer: w.manufacturer.public(),
                 identity: identity(),
                 allow_simulated: true,
@@ -463,13 +468,11 @@ impl World {
                         });
                     }
                 }
-                Routed::Blinders(tags) => {
+                Routed::Secret(secret) => {
                     all_refused = false;
-                    notes.push(String::from("releases a blinder"));
-                    for t in tags {
-                        if !self.blinders.contains(&t) {
-                            self.blinders.push(t);
-                        }
+                    notes.push(String::from("releases a blinding secret"));
+                    if !self.secrets.contains(&secret) {
+                        self.secrets.push(secret);
                     }
                 }
                 Routed::Sealed(blob) => {
@@ -704,11 +707,17 @@ impl World {
             };
             let client = &self.clients[*c];
             let candidates: Vec<Reply> = if r.blinded {
+                let from_secrets = self
+                    .secrets
+                    .iter()
+                    .map(|s| crypto::reply_blinder(s, &r.reply.client, r.reply.seq));
                 self.blinders
                     .iter()
+                    .copied()
+                    .chain(from_secrets)
                     .map(|b| {
                         let mut x = r.reply.clone();
-                        crypto::xor(&mut x.tag, b);
+                        crypto::xor(&mut x.tag, &b);
                         x
                     })
                     .collect()
@@ -770,7 +779,7 @@ impl World {
         (self.pool_sum, self.pool.len(), self.made, self.requests.len()).hash(&mut h);
         let accepted: Vec<usize> =
             self.replies.iter().enumerate().filter(|(_, r)| r.accepted).map(|(i, _)| i).collect();
-        (accepted, self.replies.len(), self.blinders.len()).hash(&mut h);
+        (accepted, self.replies.len(), self.blinders.len(), self.secrets.len()).hash(&mut h);
         h.finish()
     }
 
@@ -795,12 +804,14 @@ impl World {
         let counters: Vec<String> =
             self.tccs.iter().map(|t| format!("{:?}", t.counters())).collect();
         out.push_str(&format!(
-            "counters {counters:?}; pool {}; made {}; replies {} accepted {}; blinders {}",
+            "counters {counters:?}; pool {}; made {}; replies {} accepted {}; blinders {}; \
+             secrets {}",
             self.pool.len(),
             self.made,
             self.replies.len(),
             self.replies.iter().filter(|r| r.accepted).count(),
-            self.blinders.len()
+            self.blinders.len(),
+            self.secrets.len()
         ));
         out
     }
