@@ -39,6 +39,8 @@ pub struct Observer {
     new_views: Vec<(u64, u64, Digest)>,
     /// Outcomes honest clients accepted: (client name, seq) -> outcome.
     outcomes: BTreeMap<(String, u64), Outcome>,
+    /// The database seen at each committed state, and where.
+    databases: HashMap<(u64, Digest), (Digest, String)>,
 }
 
 impl Observer {
@@ -54,6 +56,7 @@ impl Observer {
             fixed,
             new_views: Vec::new(),
             outcomes: BTreeMap::new(),
+            databases: HashMap::new(),
         }
     }
 
@@ -146,6 +149,34 @@ impl Observer {
             self.fix(s, c, view, format!("committed at {who} in view {view}"))?;
         }
         Ok(())
+    }
+
+    /// **Same state, same database**: a Manager whose database holds exactly its committed
+    /// state (not the primary of a started view, which also holds its updates in flight; not
+    /// one waiting for a snapshot) has the same database file as every other Manager at the
+    /// same committed (seq, chain). Agreement on chain hashes is worth nothing if the bytes
+    /// differ (a stale page cache after a write was taken back, say).
+    pub fn database(
+        &mut self,
+        who: &str,
+        seq: u64,
+        chain: Digest,
+        digest: Digest,
+    ) -> Result<(), String> {
+        match self.databases.get(&(seq, chain)) {
+            Some((d, first)) if *d != digest => Err(format!(
+                "same state, same database: at #{seq} {} {who} holds database {} but {first} \
+                 held {}",
+                short(&chain),
+                short(&digest),
+                short(d)
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.databases.insert((seq, chain), (digest, who.to_owned()));
+                Ok(())
+            }
+        }
     }
 
     /// **Every later view carries it** (Progress Evidence, thesis §5.2.5): a new view starts

@@ -751,6 +751,15 @@ impl World {
             let inst = &self.instances[i];
             let m = &inst.manager;
             let now = (m.committed(), m.committed_chain());
+            let exact = inst.alive
+                && m.is_ready()
+                && m.needs_state().is_none()
+                && !(m.is_primary() && m.view_started());
+            if exact {
+                let result = self.obs.database(&inst.id.to_string(), now.0, now.1, m.digest());
+                self.fail(result);
+            }
+            let (inst, m) = (&self.instances[i], &self.instances[i].manager);
             if now == inst.seen || !m.is_ready() {
                 continue;
             }
