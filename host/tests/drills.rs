@@ -315,12 +315,25 @@ fn create_table(config: &ClusterConfig) {
 fn assert_exactly_once(config: &ClusterConfig, acked: impl IntoIterator<Item = i64>) {
     let acked: Vec<i64> = acked.into_iter().collect();
     let mut client = Client::connect(config).expect("connect");
-    let out = client
-        .execute("SELECT v, count(*) FROM t GROUP BY v ORDER BY v", Vec::new())
-        .expect("verified read");
-    assert!(out.error.is_none(), "{:?}", out.error);
-    let present: BTreeMap<i64, i64> = out.results[0]
-        .rows
+    // In pages of 60 rows: one request's results stay within the service's result budget
+    // (vpr_pal::service::DEFAULT_MAX_RESULT_BYTES, 8 KiB).
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    loop {
+        let after =
+            rows.last().and_then(|r| r.first().cloned()).unwrap_or(Value::Integer(i64::MIN));
+        let out = client
+            .execute(
+                "SELECT v, count(*) FROM t WHERE v > ?1 GROUP BY v ORDER BY v LIMIT 60",
+                vec![after],
+            )
+            .expect("verified read");
+        assert!(out.error.is_none(), "{:?}", out.error);
+        if out.results[0].rows.is_empty() {
+            break;
+        }
+        rows.extend(out.results[0].rows.iter().cloned());
+    }
+    let present: BTreeMap<i64, i64> = rows
         .iter()
         .map(|row| match row.as_slice() {
             [Value::Integer(v), Value::Integer(n)] => (*v, *n),

@@ -13,6 +13,15 @@
 //! at the end is rolled back and reported as an error, so every update is a committed state.
 //! A request that wrote nothing (a read, or one whose statements all failed) yields an empty
 //! update.
+//!
+//! Result budget: the results of one request may take at most
+//! [`Service::max_result_bytes`] bytes ([`DEFAULT_MAX_RESULT_BYTES`] unless set), counted as
+//! `sqlite_shim::budget` says (value bytes plus a fixed overhead per value, row, column and
+//! statement; at least their wire encoding). A request whose results would take more stops
+//! at that statement with `SQLITE_TOOBIG`, as at any other error: the statements before it
+//! keep their effects, the failing one keeps none (a read changes nothing; a statement that
+//! writes and returns rows is rolled back). Results are collected with fallible allocations:
+//! running out of memory is `SQLITE_NOMEM`, never a crash.
 
 use alloc::vec::Vec;
 
@@ -20,6 +29,23 @@ use sqlite_shim::{codes, Database, Error, OpenOptions, StatementResult, Undo, Va
 use vpr_proto::digest::Digest;
 use vpr_proto::update::{PageWrite, StateUpdate};
 use vpr_proto::wire::DecodeError;
+
+/// The result budget of one request unless [`Service::set_max_result_bytes`] says otherwise:
+/// 8 KiB, so that the replies to a whole batch fit the PAL's output (`pal_io::MAX_LEN`,
+/// 4 MiB) with room left for its state update. A batch of the hosts' default size (256
+/// requests) has replies of at most 256 × (8 KiB of results + [`MAX_REPLY_OVERHEAD`] of
+/// reply fields and a longest error message) ≈ 3.05 MiB, which leaves about 0.95 MiB for
+/// the update and the other effects. (A batch of `vpr_proto::msg::MAX_BATCH` = 1024
+/// requests, each with a longest error message, fills the output without any rows: batch
+/// size bounds this as much as the budget does.)
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 8 << 10;
+
+/// Most bytes a reply's effect (`vpr_proto::tcc::Effect::Reply`) takes in the PAL's output
+/// besides its statement results: client, sequence number, view, state, tag, the blinding
+/// option, the counts, and an error whose message has the longest length allowed
+/// (`vpr_proto::msg::MAX_MESSAGE_BYTES`). Checked against the encoding in this module's
+/// tests.
+pub const MAX_REPLY_OVERHEAD: usize = 4200;
 
 /// Settings of the service's database.
 #[derive(Clone, Debug)]
@@ -74,10 +100,23 @@ impl Service {
             page_size: options.page_size,
             max_sql_bytes: options.max_sql_bytes,
             max_vm_steps: options.max_vm_steps,
+            max_result_bytes: Some(DEFAULT_MAX_RESULT_BYTES),
             service_policy: true,
             ..OpenOptions::default()
         })?;
         Ok(Service { db })
+    }
+
+    /// The result budget of one request, in bytes (see the module docs); `None` if
+    /// unlimited.
+    pub fn max_result_bytes(&self) -> Option<u64> {
+        self.db.max_result_bytes()
+    }
+
+    /// Sets the result budget of later requests (the service's own SQL,
+    /// [`Service::run_internal`], has none).
+    pub fn set_max_result_bytes(&mut self, max: Option<u64>) {
+        self.db.set_max_result_bytes(max);
     }
 
     /// Executes a request (primary, thesis Fig 5.4 "execution 1") and returns the reply and
@@ -254,4 +293,75 @@ fn whole_file(file: &[u8]) -> StateUpdate {
         .map(|(data, index)| PageWrite { index, data: data.to_vec() })
         .collect();
     StateUpdate { page_size, file_size: file.len() as u64, pages }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+    use alloc::vec;
+    use vpr_proto::msg::{self, Wire};
+    use vpr_proto::pal_io;
+    use vpr_proto::tcc::Effect;
+
+    /// A reply carrying `results` and an error with the longest message.
+    fn reply_effect(results: Vec<msg::StatementResult>) -> Effect {
+        let error = msg::SqlError {
+            code: i32::MAX,
+            message: String::from_utf8(vec![b'e'; msg::MAX_MESSAGE_BYTES]).unwrap_or_default(),
+        };
+        let outcome = msg::Outcome { results, error: Some(error) };
+        let reply =
+            msg::Reply { client: [1; 16], seq: 2, view: 3, state: 4, outcome, tag: [5; 32] };
+        Effect::Reply { reply, blinded_until: Some(u64::MAX) }
+    }
+
+    #[test]
+    fn a_reply_without_results_takes_at_most_the_reply_overhead() {
+        let len = reply_effect(Vec::new()).encoded_len();
+        assert!(len <= MAX_REPLY_OVERHEAD, "{len}");
+        assert!(MAX_REPLY_OVERHEAD - len < 64, "the bound is loose: {len}");
+    }
+
+    #[test]
+    fn the_error_messages_limits_agree() {
+        assert_eq!(sqlite_shim::MAX_MESSAGE_BYTES, msg::MAX_MESSAGE_BYTES);
+    }
+
+    /// The default budget's reason (see [`DEFAULT_MAX_RESULT_BYTES`]): 256 replies whose
+    /// results fill the budget, each with a longest error message, fit the output with
+    /// 0.9 MiB to spare.
+    #[test]
+    fn a_default_batch_of_full_replies_fits_the_output() {
+        // Results whose wire encoding is as long as the budget allows: one blob, its
+        // length chosen so the shim's count is exactly the budget.
+        let budget = usize::try_from(DEFAULT_MAX_RESULT_BYTES).expect("8 KiB");
+        let blob = DEFAULT_MAX_RESULT_BYTES
+            - sqlite_shim::budget::STATEMENT
+            - sqlite_shim::budget::COLUMN
+            - 1
+            - sqlite_shim::budget::ROW
+            - sqlite_shim::budget::VALUE;
+        let blob = usize::try_from(blob).expect("below 8 KiB");
+        let shim = sqlite_shim::StatementResult {
+            columns: vec![String::from("b")],
+            rows: vec![vec![sqlite_shim::Value::Blob(vec![0; blob])]],
+            changes: 0,
+        };
+        assert_eq!(
+            sqlite_shim::budget::cost(core::slice::from_ref(&shim)),
+            DEFAULT_MAX_RESULT_BYTES
+        );
+        let wire = msg::StatementResult {
+            columns: shim.columns.clone(),
+            rows: vec![vec![msg::Value::Blob(vec![0; blob])]],
+            changes: 0,
+        };
+        assert!(wire.encoded_len() <= budget);
+        let effects = vec![reply_effect(vec![wire]); 256];
+        let len = pal_io::effects_encoded_len(&effects);
+        assert!(len + (900 << 10) <= pal_io::MAX_LEN, "{len}");
+        let per_reply = budget + MAX_REPLY_OVERHEAD;
+        assert!(len <= pal_io::HEADER_LEN + 4 + 256 * per_reply);
+    }
 }

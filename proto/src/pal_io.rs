@@ -51,6 +51,7 @@
 //! | 0x88 | [`Outcome::Effects`]  | `u32` count, then each [`tcc::Effect`]                      |
 //! | 0x89 | [`Outcome::Status`]   | [`tcc::Status`]                                             |
 //! | 0x8A | [`Outcome::Quote`]    | `quote`: byte string (at most [`MAX_QUOTE_BYTES`])          |
+//! | 0x8B | [`Outcome::EffectsLost`] | `len`: `u64`; `capacity`: `u64`                          |
 //!
 //! Commands and outcomes have distinct kinds, so neither decodes as the other. The encoding is
 //! canonical: `decode(encode(x)) == x` (reals compared by their bits) and every accepted byte
@@ -79,11 +80,12 @@
 //! A [`Command::Call`] cannot be taken back: the Manager has moved on (a counter incremented,
 //! an update proposed) by the time its effects are encoded. The host must therefore give every
 //! `Call` the full capacity, [`MAX_LEN`]. If the [`Outcome::Effects`] still do not fit (a
-//! [`tcc::Effect::Snapshot`] carries the whole database, a reply all its rows), the PAL writes
-//! nothing and reports the encoded length as the output length, beyond the capacity, so the
-//! hypervisor answers [`Status::TooLarge`](hypercall::Status::TooLarge): the effects are lost,
-//! never silently, and the host must treat them as messages the network lost. (So a database
-//! much larger than [`MAX_LEN`] cannot move by snapshot through this interface yet.)
+//! [`tcc::Effect::Snapshot`] carries the whole database, a batch's replies its rows), the PAL
+//! measures them without encoding them ([`Outcome::encoded_len`]) and answers
+//! [`Outcome::EffectsLost`] with their length and the capacity: the effects are lost, never
+//! silently, and the host must treat them as messages the network lost. (So a database much
+//! larger than [`MAX_LEN`] cannot move by snapshot through this interface yet.) A Manager
+//! avoids this by checking [`effects_fit`] before a call takes effect.
 //!
 //! [`StateUpdate`]: crate::update::StateUpdate
 
@@ -266,6 +268,15 @@ pub enum Outcome {
         /// `TPM2B_ATTEST` ‖ `TPMT_SIGNATURE`.
         quote: Vec<u8>,
     },
+    /// Kind `0x8B`: a [`Command::Call`] took effect, but its [`Outcome::Effects`] would have
+    /// taken `len` bytes, more than the output's `capacity`: they are lost. Not a refusal:
+    /// the Manager has moved on (see "Output capacity" above).
+    EffectsLost {
+        /// The encoded length of the lost `Effects` outcome.
+        len: u64,
+        /// The output capacity the call was given.
+        capacity: u64,
+    },
 }
 
 impl Command {
@@ -379,7 +390,7 @@ impl Outcome {
         Outcome::Refused { reason: String::from(clip_utf8(reason, MAX_REASON_BYTES)) }
     }
 
-    /// The header's `kind` byte (`0x81` to `0x89`).
+    /// The header's `kind` byte (`0x81` to `0x8B`).
     #[must_use]
     pub const fn kind(&self) -> u8 {
         match self {
@@ -393,18 +404,42 @@ impl Outcome {
             Outcome::Effects(_) => 0x88,
             Outcome::Status(_) => 0x89,
             Outcome::Quote { .. } => 0x8A,
+            Outcome::EffectsLost { .. } => 0x8B,
         }
     }
 
     /// The canonical encoding.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = header(self.kind());
+        let mut w = Writer::new();
+        self.put(&mut w);
+        w.into_vec()
+    }
+
+    /// The length of [`encode`](Self::encode)'s output, found without allocating it.
+    #[must_use]
+    pub fn encoded_len(&self) -> usize {
+        let mut w = Writer::counter();
+        self.put(&mut w);
+        w.len()
+    }
+
+    /// The canonical encoding in a buffer allocated once, to the exact length, fallibly:
+    /// `None` if that memory cannot be had (where running out of memory must not abort).
+    #[must_use]
+    pub fn try_encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::try_with_capacity(self.encoded_len())?;
+        self.put(&mut w);
+        Some(w.into_vec())
+    }
+
+    fn put(&self, w: &mut Writer) {
+        put_header(w, self.kind());
         match self {
             Outcome::Executed { results, error, update } => {
-                put_len(&mut w, results.len());
+                put_len(w, results.len());
                 for result in results {
-                    result.put(&mut w);
+                    result.put(w);
                 }
                 match error {
                     None => {
@@ -412,37 +447,39 @@ impl Outcome {
                     }
                     Some(e) => {
                         w.u8(1);
-                        e.put(&mut w);
+                        e.put(w);
                     }
                 }
-                put_bytes(&mut w, update);
+                put_bytes(w, update);
             }
             Outcome::Applied { digest } => {
                 w.bytes(digest.as_bytes());
             }
-            Outcome::Refused { reason } => put_bytes(&mut w, reason.as_bytes()),
+            Outcome::Refused { reason } => put_bytes(w, reason.as_bytes()),
             Outcome::Digest { digest, file_size } => {
                 w.bytes(digest.as_bytes()).u64(*file_size);
             }
             Outcome::Info { sqlite_version, identity, image } => {
-                put_bytes(&mut w, sqlite_version.as_bytes());
+                put_bytes(w, sqlite_version.as_bytes());
                 w.bytes(identity.as_bytes());
-                put_bytes(&mut w, image.as_bytes());
+                put_bytes(w, image.as_bytes());
             }
-            Outcome::Random { bytes } => put_bytes(&mut w, bytes),
+            Outcome::Random { bytes } => put_bytes(w, bytes),
             Outcome::Counter { value } => {
                 w.u64(*value);
             }
             Outcome::Effects(effects) => {
-                put_len(&mut w, effects.len());
+                put_len(w, effects.len());
                 for effect in effects {
-                    effect.put(&mut w);
+                    effect.put(w);
                 }
             }
-            Outcome::Status(status) => status.put(&mut w),
-            Outcome::Quote { quote } => put_bytes(&mut w, quote),
+            Outcome::Status(status) => status.put(w),
+            Outcome::Quote { quote } => put_bytes(w, quote),
+            Outcome::EffectsLost { len, capacity } => {
+                w.u64(*len).u64(*capacity);
+            }
         }
-        w.into_vec()
     }
 
     /// Decodes exactly `bytes`. Never panics.
@@ -495,6 +532,7 @@ impl Outcome {
             )?),
             0x89 => Outcome::Status(tcc::Status::get(&mut r)?),
             0x8A => Outcome::Quote { quote: get_bytes(&mut r, "quote", MAX_QUOTE_BYTES)?.to_vec() },
+            0x8B => Outcome::EffectsLost { len: r.u64()?, capacity: r.u64()? },
             kind => return Err(DecodeError::Invalid { field: "outcome kind", value: kind.into() }),
         };
         r.finish()?;
@@ -517,8 +555,26 @@ pub fn clip_utf8(s: &str, max: usize) -> &str {
 
 fn header(kind: u8) -> Writer {
     let mut w = Writer::new();
-    w.bytes(&MAGIC).u8(VERSION).u8(kind).u16(0);
+    put_header(&mut w, kind);
     w
+}
+
+fn put_header(w: &mut Writer, kind: u8) {
+    w.bytes(&MAGIC).u8(VERSION).u8(kind).u16(0);
+}
+
+/// The encoded length of [`Outcome::Effects`]`(effects)`, found without encoding: what a
+/// Manager call's effects take in the PAL's output, at most [`MAX_LEN`] to be delivered.
+#[must_use]
+pub fn effects_encoded_len(effects: &[tcc::Effect]) -> usize {
+    effects.iter().fold(HEADER_LEN + 4, |n, e| n.saturating_add(e.encoded_len()))
+}
+
+/// Whether `effects` fit the PAL's output, [`MAX_LEN`] (see "Output capacity"): a Manager
+/// call whose effects do not fit must not take effect.
+#[must_use]
+pub fn effects_fit(effects: &[tcc::Effect]) -> bool {
+    effects_encoded_len(effects) <= MAX_LEN
 }
 
 /// Checks the length and header; returns the kind and a reader at the body.
@@ -633,6 +689,7 @@ mod tests {
             Outcome::Counter { value: u64::MAX },
             Outcome::Effects(tcc::tests::effects()),
             Outcome::Effects(Vec::new()),
+            Outcome::EffectsLost { len: MAX_LEN as u64 + 1, capacity: MAX_LEN as u64 },
         ];
         outcomes.extend(tcc::tests::effects().into_iter().map(|e| Outcome::Effects(vec![e])));
         outcomes.extend(tcc::tests::statuses().into_iter().map(Outcome::Status));
@@ -683,6 +740,32 @@ mod tests {
                 assert_eq!(decoded, outcome);
             }
         }
+    }
+
+    #[test]
+    fn encoded_lengths_are_the_encodings_lengths() {
+        for outcome in outcomes() {
+            let bytes = outcome.encode();
+            assert_eq!(outcome.encoded_len(), bytes.len(), "{outcome:?}");
+            assert_eq!(outcome.try_encode().as_ref(), Some(&bytes));
+            if let Outcome::Effects(effects) = &outcome {
+                assert_eq!(effects_encoded_len(effects), bytes.len());
+                assert!(effects_fit(effects));
+            }
+        }
+        for effect in tcc::tests::effects() {
+            assert_eq!(effect.encoded_len(), effect.to_bytes().len(), "{effect:?}");
+        }
+        // A reply's rows alone beyond the output: they do not fit.
+        let big = tcc::Effect::Refused(String::from_utf8(vec![b'x'; MAX_LEN]).unwrap());
+        assert_eq!(
+            effects_encoded_len(core::slice::from_ref(&big)),
+            HEADER_LEN + 4 + 1 + 4 + MAX_LEN
+        );
+        assert!(!effects_fit(&[big]));
+        assert!(effects_fit(&[]));
+        let fits = MAX_LEN - (HEADER_LEN + 4 + 1 + 4);
+        assert!(effects_fit(&[tcc::Effect::Refused(String::from_utf8(vec![b'x'; fits]).unwrap())]));
     }
 
     #[test]
@@ -746,7 +829,7 @@ mod tests {
                 Err(DecodeError::Invalid { field: "command kind", value: kind.into() })
             );
         }
-        for kind in [0, 1, 3, 9, 0x80, 0x8b, 0xff] {
+        for kind in [0, 1, 3, 9, 0x80, 0x8c, 0xff] {
             let mut bad = Outcome::Counter { value: 1 }.encode();
             bad[5] = kind;
             assert_eq!(

@@ -289,17 +289,32 @@ impl StateUpdate {
     /// update.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(self.encoded_len());
+        self.encode_into(&mut w);
+        w.into_vec()
+    }
+
+    /// [`encode`](Self::encode), in a buffer allocated fallibly: `None` if the memory cannot
+    /// be had (where running out of memory must not abort).
+    #[must_use]
+    pub fn try_encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::try_with_capacity(self.encoded_len())?;
+        self.encode_into(&mut w);
+        Some(w.into_vec())
+    }
+
+    /// Writes the encoding to `w`, an empty writer (the digest covers all it holds) with
+    /// room for [`encoded_len`](Self::encoded_len) bytes.
+    fn encode_into(&self, w: &mut Writer) {
         debug_assert_eq!(self.validate(), Ok(()), "encoding an invalid StateUpdate");
         let len = self.encoded_len();
-        let mut w = Writer::with_capacity(len);
-        self.write_prefix(&mut w);
+        self.write_prefix(w);
         let digest = self.digest_after(w.as_slice());
         w.bytes(digest.as_bytes());
         for page in &self.pages {
             w.u32(page.index).bytes(&page.data);
         }
         debug_assert_eq!(w.len(), len);
-        w.into_vec()
     }
 
     /// Decodes and fully checks an update from untrusted bytes. Never panics.

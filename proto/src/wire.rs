@@ -185,41 +185,59 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A little-endian writer appending to an owned `Vec<u8>`.
+/// A little-endian writer appending to an owned `Vec<u8>`, or only counting the bytes (a
+/// [`Writer::counter`], which allocates nothing: encoders measure with it before encoding).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Writer {
     buf: Vec<u8>,
+    /// `Some(bytes written)` for a counter, which keeps nothing.
+    counted: Option<usize>,
 }
 
 impl Writer {
     /// An empty writer.
     #[must_use]
     pub const fn new() -> Self {
-        Self { buf: Vec::new() }
+        Self { buf: Vec::new(), counted: None }
     }
 
     /// An empty writer with room for `capacity` bytes.
     #[must_use]
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { buf: Vec::with_capacity(capacity) }
+        Self { buf: Vec::with_capacity(capacity), counted: None }
+    }
+
+    /// An empty writer with room for `capacity` bytes, or `None` if that memory cannot be
+    /// allocated. Writing at most `capacity` bytes then allocates nothing more.
+    #[must_use]
+    pub fn try_with_capacity(capacity: usize) -> Option<Self> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(capacity).ok()?;
+        Some(Self { buf, counted: None })
+    }
+
+    /// A writer that keeps nothing and only counts what is written: its [`len`](Self::len)
+    /// is the length an encoding would have, found without allocating it.
+    #[must_use]
+    pub const fn counter() -> Self {
+        Self { buf: Vec::new(), counted: Some(0) }
     }
 
     /// Number of bytes written so far.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.counted.unwrap_or(self.buf.len())
     }
 
     /// Whether nothing has been written yet.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
     /// Appends one byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
-        self.buf.push(v);
-        self
+        self.bytes(&[v])
     }
 
     /// Appends a little-endian `u16`.
@@ -239,17 +257,20 @@ impl Writer {
 
     /// Appends raw bytes.
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        self.buf.extend_from_slice(v);
+        match &mut self.counted {
+            Some(n) => *n = n.saturating_add(v.len()),
+            None => self.buf.extend_from_slice(v),
+        }
         self
     }
 
-    /// The bytes written so far.
+    /// The bytes written so far (none for a counter).
     #[must_use]
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
     }
 
-    /// Returns the written bytes.
+    /// Returns the written bytes (none for a counter).
     #[must_use]
     pub fn into_vec(self) -> Vec<u8> {
         self.buf
@@ -291,6 +312,23 @@ mod tests {
         assert_eq!(r.u8(), Err(DecodeError::Truncated { needed: 1, have: 0 }));
         assert_eq!(r.bytes(0), Ok(&[][..]));
         assert_eq!(r.finish(), Ok(()));
+    }
+
+    #[test]
+    fn a_counter_counts_what_a_writer_writes() {
+        let mut w = Writer::new();
+        let mut c = Writer::counter();
+        for target in [&mut w, &mut c] {
+            target.u8(1).u16(2).u32(3).u64(4).bytes(&[5; 100]);
+        }
+        assert_eq!(c.len(), w.len());
+        assert_eq!(c.len(), 115);
+        assert!(c.as_slice().is_empty() && !c.is_empty());
+        assert!(Writer::counter().is_empty());
+        let mut exact = Writer::try_with_capacity(115).expect("115 bytes");
+        exact.u8(1).u16(2).u32(3).u64(4).bytes(&[5; 100]);
+        assert_eq!(exact, w);
+        assert!(Writer::try_with_capacity(usize::MAX).is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use core::ffi::{c_char, c_int, c_void, CStr};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::budget::{self, try_push, Budget};
 use crate::engine::{self, Guard};
 use crate::error::{cstr, Error};
 use crate::ffi;
@@ -38,6 +39,13 @@ pub struct OpenOptions {
     /// Virtual machine instructions one [`Database::execute`] may run before it is
     /// interrupted (`SQLITE_INTERRUPT`), so no request can hold the engine forever.
     pub max_vm_steps: Option<u64>,
+    /// The result budget: bytes the results of one [`Database::run`] may take, counted while
+    /// rows are collected as the [`budget`](crate::budget) module says (value bytes plus a
+    /// fixed overhead per value, row, column and statement; at least their wire encoding).
+    /// A run that needs more stops with `SQLITE_TOOBIG` at the value that crosses the limit;
+    /// the failing statement keeps nothing (see [`Database::run`]). `None`: no budget, only
+    /// memory (running out is `SQLITE_NOMEM`, never a crash).
+    pub max_result_bytes: Option<u64>,
     /// Refuse SQL that would break page-level replication: setting `journal_mode` (a journal
     /// file) or `locking_mode` (an exclusive lock would keep the connection from seeing pages
     /// applied under it). Other files are refused by the VFS whatever this says: only the
@@ -52,6 +60,7 @@ impl Default for OpenOptions {
             max_sql_bytes: 1 << 20,
             max_value_bytes: 64 << 20,
             max_vm_steps: None,
+            max_result_bytes: None,
             service_policy: false,
         }
     }
@@ -81,6 +90,13 @@ impl Changes {
 /// triggers on them; only [`Database::run_privileged`] can.
 pub const RESERVED_PREFIX: &str = "vpr_";
 
+/// The savepoint that guards a statement which writes and returns rows (see
+/// [`Database::run`]); a reserved name, so client SQL cannot use it.
+const GUARD_BEGIN: &[u8] = b"SAVEPOINT vpr_results";
+const GUARD_RELEASE: &[u8] = b"RELEASE vpr_results";
+const GUARD_UNDO: &[u8] = b"ROLLBACK TO vpr_results";
+const ROLLBACK: &[u8] = b"ROLLBACK";
+
 /// State the C callbacks read: the progress handler's budget and the authorizer's mode.
 #[derive(Debug)]
 struct Hooks {
@@ -97,6 +113,7 @@ pub struct Database {
     name: String,
     hooks: Box<Hooks>,
     max_sql_bytes: u32,
+    max_result_bytes: Option<u64>,
 }
 
 // SAFETY: the connection is only used with the engine lock held, which serialises all access
@@ -134,7 +151,14 @@ impl Database {
             remaining: Cell::new(0),
             privileged: Cell::new(false),
         });
-        let mut this = Database { db, file, name, hooks, max_sql_bytes: options.max_sql_bytes };
+        let mut this = Database {
+            db,
+            file,
+            name,
+            hooks,
+            max_sql_bytes: options.max_sql_bytes,
+            max_result_bytes: None,
+        };
         if rc != ffi::SQLITE_OK {
             return Err(this.last_error(&guard));
         }
@@ -146,6 +170,8 @@ impl Database {
         }
         this.execute(&setup, &[])?;
         this.file.lock().dirty.clear();
+        // Only now: the set-up's PRAGMA returns a row and must not run inside a guard.
+        this.max_result_bytes = options.max_result_bytes;
         if options.service_policy {
             let _guard = engine::lock()?;
             let hooks: *const Hooks = &*this.hooks;
@@ -202,8 +228,16 @@ impl Database {
     /// Parameters (`?`, `?NNN`, `:name`) bind by position to `params`; every statement that
     /// has parameters must use exactly `params.len()` of them. Execution stops at the first
     /// error, which is returned; statements before it keep their effects (as with
-    /// `sqlite3_exec`), and SQLite undoes the failing statement's own. [`Database::run`]
-    /// also returns what the statements before the error produced.
+    /// `sqlite3_exec`), and the failing statement's own are undone. [`Database::run`] also
+    /// returns what the statements before the error produced.
+    ///
+    /// Results are collected with fallible allocations: memory that cannot be had is the
+    /// error `SQLITE_NOMEM`, and going beyond [`OpenOptions::max_result_bytes`] the error
+    /// `SQLITE_TOOBIG`, either stopping the statement mid-way. A statement that only reads
+    /// changed nothing. With a result budget set, a statement that writes and returns rows
+    /// (`INSERT ... RETURNING`) runs inside a savepoint, rolled back if its rows cannot all
+    /// be collected: SQLite makes such a statement's changes during its first step, and
+    /// stopping it early would otherwise keep them.
     pub fn execute(&mut self, sql: &str, params: &[Value]) -> Result<Vec<StatementResult>, Error> {
         let run = self.run(sql, params);
         match run.error {
@@ -221,8 +255,8 @@ impl Database {
         Execution { results, read_only: read_only && error.is_none(), error }
     }
 
-    /// Like [`Database::run`], but allowed to use the reserved tables ([`RESERVED_PREFIX`]):
-    /// for the service's own bookkeeping, never for client SQL.
+    /// Like [`Database::run`], but allowed to use the reserved tables ([`RESERVED_PREFIX`])
+    /// and without a result budget: for the service's own bookkeeping, never for client SQL.
     pub fn run_privileged(&mut self, sql: &str, params: &[Value]) -> Execution {
         self.hooks.privileged.set(true);
         let run = self.run(sql, params);
@@ -234,6 +268,16 @@ impl Database {
     /// tell whether the SQL run between them wrote anything.
     pub fn write_count(&self) -> u64 {
         self.file.lock().writes
+    }
+
+    /// Sets the result budget ([`OpenOptions::max_result_bytes`]) for later runs.
+    pub fn set_max_result_bytes(&mut self, max: Option<u64>) {
+        self.max_result_bytes = max;
+    }
+
+    /// The result budget ([`OpenOptions::max_result_bytes`]).
+    pub fn max_result_bytes(&self) -> Option<u64> {
+        self.max_result_bytes
     }
 
     /// Whether any page was written since the last capture.
@@ -263,6 +307,9 @@ impl Database {
         }
         let guard = engine::lock()?;
         self.hooks.remaining.set(self.hooks.limit.unwrap_or(u64::MAX));
+        // The service's own SQL reads what it wrote itself: no budget.
+        let limit = if self.hooks.privileged.get() { None } else { self.max_result_bytes };
+        let mut budget = Budget::new(limit);
         let mut params_used = params.is_empty();
         let mut rest = sql.as_bytes();
         while !rest.is_empty() {
@@ -284,7 +331,23 @@ impl Database {
                 stmt.bind(params).map_err(|rc| self.error_or(&guard, rc))?;
                 params_used = true;
             }
-            results.push(self.step_all(&guard, &stmt)?);
+            let guarded = limit.is_some() && stmt.column_count() > 0 && !stmt.readonly();
+            if !guarded {
+                let result = self.step_all(&guard, &stmt, &mut budget)?;
+                try_push(results, result)?;
+                continue;
+            }
+            // SAFETY: engine lock held.
+            let outermost = unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) } != 0;
+            self.run_own(&guard, GUARD_BEGIN)?;
+            let result = self.step_all(&guard, &stmt, &mut budget);
+            // Finalized before the savepoint ends: a statement stopped mid-way must not be
+            // pending when its changes are rolled back.
+            drop(stmt);
+            let result = result
+                .and_then(|r| self.run_own(&guard, GUARD_RELEASE).map(|()| r))
+                .inspect_err(|_| self.undo_guard(&guard, outermost))?;
+            try_push(results, result)?;
         }
         if !params_used {
             return Err(Error::new(
@@ -332,14 +395,64 @@ impl Database {
         }
     }
 
-    /// Steps a statement to completion, collecting its rows.
-    fn step_all(&self, guard: &Guard, stmt: &Stmt) -> Result<StatementResult, Error> {
+    /// Runs the shim's own SQL (one statement, no rows), allowed the reserved names and
+    /// outside the client's execution budget.
+    fn run_own(&self, guard: &Guard, sql: &[u8]) -> Result<(), Error> {
+        let privileged = self.hooks.privileged.replace(true);
+        let left = self.hooks.remaining.replace(u64::MAX);
+        let done = match self.prepare(guard, sql) {
+            // SAFETY: engine lock held; `stmt` is a live prepared statement.
+            Ok(Some((Some(stmt), _))) => match unsafe { ffi::sqlite3_step(stmt.0.as_ptr()) } {
+                ffi::SQLITE_DONE => Ok(()),
+                _ => Err(self.last_error(guard)),
+            },
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.hooks.remaining.set(left);
+        self.hooks.privileged.set(privileged);
+        done
+    }
+
+    /// Ends a guard whose statement failed: its changes are rolled back. If the guard began
+    /// the transaction (`outermost`), the whole transaction is rolled back, as SQLite does
+    /// for a failing statement outside a transaction: nothing is written to the file (ending
+    /// it with `RELEASE` would write the restored pages back). SQLite may have rolled back
+    /// the whole transaction already (`SQLITE_FULL`, `SQLITE_NOMEM`, `ON CONFLICT
+    /// ROLLBACK`...), savepoint included; then there is nothing left to do. If the savepoint
+    /// cannot be rolled back, the whole transaction is.
+    fn undo_guard(&self, guard: &Guard, outermost: bool) {
+        // SAFETY: engine lock held.
+        if unsafe { ffi::sqlite3_get_autocommit(self.db.as_ptr()) } != 0 {
+            return;
+        }
+        let undone = !outermost
+            && self.run_own(guard, GUARD_UNDO).is_ok()
+            && self.run_own(guard, GUARD_RELEASE).is_ok();
+        if !undone {
+            // Best effort: the request has failed, and a transaction it left open is the
+            // caller's to roll back (the service does).
+            let _ = self.run_own(guard, ROLLBACK);
+        }
+    }
+
+    /// Steps a statement to completion, collecting its rows within `budget`.
+    fn step_all(
+        &self,
+        guard: &Guard,
+        stmt: &Stmt,
+        budget: &mut Budget,
+    ) -> Result<StatementResult, Error> {
+        budget.charge(budget::STATEMENT)?;
         let mut result =
-            StatementResult { columns: stmt.column_names()?, ..StatementResult::default() };
+            StatementResult { columns: stmt.column_names(budget)?, ..StatementResult::default() };
         loop {
             // SAFETY: engine lock held; `stmt` is a live prepared statement.
             match unsafe { ffi::sqlite3_step(stmt.0.as_ptr()) } {
-                ffi::SQLITE_ROW => result.rows.push(stmt.row(result.columns.len())?),
+                ffi::SQLITE_ROW => {
+                    let row = stmt.row(result.columns.len(), budget)?;
+                    try_push(&mut result.rows, row)?;
+                }
                 ffi::SQLITE_DONE => break,
                 _ => return Err(self.last_error(guard)),
             }

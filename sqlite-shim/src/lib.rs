@@ -16,6 +16,7 @@
 
 extern crate alloc;
 
+pub mod budget;
 mod db;
 mod dirty;
 mod engine;
@@ -31,7 +32,7 @@ pub use db::{
     header_page_size, Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESERVED_PREFIX,
 };
 pub use engine::{initialize, Config, DEFAULT_HEAP_BYTES};
-pub use error::Error;
+pub use error::{Error, MAX_MESSAGE_BYTES};
 pub use platform::Platform;
 pub use undo::Undo;
 pub use value::{Execution, StatementResult, Value};

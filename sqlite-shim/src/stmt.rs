@@ -2,10 +2,11 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::ffi::c_int;
+use core::ffi::{c_int, CStr};
 use core::ptr::NonNull;
 
-use crate::error::{cstr, Error};
+use crate::budget::{self, Budget};
+use crate::error::{lossy_string, Error};
 use crate::ffi;
 use crate::value::Value;
 
@@ -67,31 +68,51 @@ impl Stmt {
         Ok(())
     }
 
-    pub(crate) fn column_names(&self) -> Result<Vec<String>, Error> {
-        let s = self.0.as_ptr();
-        // SAFETY: live statement, lock held.
-        let n = unsafe { ffi::sqlite3_column_count(s) };
-        (0..n)
-            .map(|i| {
-                // SAFETY: `i` is a valid column index; the name stays valid until the next call.
-                let p = unsafe { ffi::sqlite3_column_name(s, i) };
-                if p.is_null() {
-                    return Err(Error::from_code(ffi::SQLITE_NOMEM));
-                }
-                // SAFETY: non-null, NUL-terminated.
-                Ok(unsafe { cstr(p) })
-            })
-            .collect()
+    /// Number of result columns (0 for a statement that returns no rows).
+    pub(crate) fn column_count(&self) -> usize {
+        // SAFETY: live statement, engine lock held by the caller.
+        let n = unsafe { ffi::sqlite3_column_count(self.0.as_ptr()) };
+        usize::try_from(n).unwrap_or(0)
     }
 
-    /// The current row's values.
-    pub(crate) fn row(&self, columns: usize) -> Result<Vec<Value>, Error> {
+    /// The result columns' names, charged to `budget` before they are allocated.
+    pub(crate) fn column_names(&self, budget: &mut Budget) -> Result<Vec<String>, Error> {
         let s = self.0.as_ptr();
-        let mut row = Vec::with_capacity(columns);
+        let n = self.column_count();
+        budget.charge(budget::COLUMN * n as u64)?;
+        let mut names = Vec::new();
+        names.try_reserve_exact(n).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+        for i in 0..n {
+            let col = c_int::try_from(i).map_err(|_| Error::from_code(ffi::SQLITE_RANGE))?;
+            // SAFETY: `col` is a valid column index; the name stays valid until the next call.
+            let p = unsafe { ffi::sqlite3_column_name(s, col) };
+            if p.is_null() {
+                return Err(Error::from_code(ffi::SQLITE_NOMEM));
+            }
+            // SAFETY: non-null, NUL-terminated, not freed before this copy.
+            let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+            budget.charge(bytes.len() as u64)?;
+            let name =
+                lossy_string(bytes, usize::MAX).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+            // Replacement characters can make the copy longer than the bytes.
+            budget.charge(name.len().saturating_sub(bytes.len()) as u64)?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// The current row's values, charged to `budget` before they are allocated.
+    pub(crate) fn row(&self, columns: usize, budget: &mut Budget) -> Result<Vec<Value>, Error> {
+        let s = self.0.as_ptr();
+        // The row and its values' overheads, before the row is allocated.
+        budget.charge(budget::ROW + budget::VALUE * columns as u64)?;
+        let mut row = Vec::new();
+        row.try_reserve_exact(columns).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
         for i in 0..columns {
             let col = c_int::try_from(i).map_err(|_| Error::from_code(ffi::SQLITE_RANGE))?;
             // SAFETY: live statement positioned on a row, valid column, lock held. The text or
-            // blob pointer is read before any other call on the column, as SQLite requires, and
+            // blob pointer is read before its length, as SQLite requires ("Result Values From
+            // A Query": call sqlite3_column_text/blob first, then sqlite3_column_bytes), and
             // copied before the next step.
             let value = unsafe {
                 match ffi::sqlite3_column_type(s, col) {
@@ -99,11 +120,13 @@ impl Stmt {
                     ffi::SQLITE_FLOAT => Value::Real(ffi::sqlite3_column_double(s, col)),
                     ffi::SQLITE_TEXT => {
                         let p = ffi::sqlite3_column_text(s, col);
-                        Value::Text(copy_bytes(p.cast(), ffi::sqlite3_column_bytes(s, col))?)
+                        let len = ffi::sqlite3_column_bytes(s, col);
+                        Value::Text(copy_bytes(p.cast(), len, budget)?)
                     }
                     ffi::SQLITE_BLOB => {
                         let p = ffi::sqlite3_column_blob(s, col);
-                        Value::Blob(copy_bytes(p.cast(), ffi::sqlite3_column_bytes(s, col))?)
+                        let len = ffi::sqlite3_column_bytes(s, col);
+                        Value::Blob(copy_bytes(p.cast(), len, budget)?)
                     }
                     _ => Value::Null,
                 }
@@ -114,19 +137,24 @@ impl Stmt {
     }
 }
 
-/// Copies `len` bytes from SQLite-owned memory; a null pointer with a non-zero length means
-/// SQLite ran out of memory converting the value.
+/// Copies `len` bytes from SQLite-owned memory, first charging them to `budget`; the copy is
+/// allocated fallibly (`SQLITE_NOMEM`). A null pointer with a non-zero length means SQLite ran
+/// out of memory converting the value.
 ///
 /// # Safety
 /// `p` is null or points to `len` readable bytes.
-unsafe fn copy_bytes(p: *const u8, len: c_int) -> Result<Vec<u8>, Error> {
+unsafe fn copy_bytes(p: *const u8, len: c_int, budget: &mut Budget) -> Result<Vec<u8>, Error> {
     let len = usize::try_from(len).unwrap_or(0);
+    budget.charge(len as u64)?;
     if len == 0 {
         return Ok(Vec::new());
     }
     if p.is_null() {
         return Err(Error::from_code(ffi::SQLITE_NOMEM));
     }
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(len).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
     // SAFETY: non-null and `len` readable bytes by the caller's contract.
-    Ok(unsafe { core::slice::from_raw_parts(p, len) }.to_vec())
+    copy.extend_from_slice(unsafe { core::slice::from_raw_parts(p, len) });
+    Ok(copy)
 }

@@ -186,3 +186,151 @@ fn inconsistent_updates_are_refused_and_change_nothing() {
     }
     assert_eq!(pair.backup.digest(), before);
 }
+
+/// A service with a 40-row table `big` and an empty table `log`, replicated to a backup.
+fn big_pair() -> Pair {
+    let mut pair = Pair::new(&ServiceOptions::default());
+    pair.ok("CREATE TABLE big(k INTEGER PRIMARY KEY, v TEXT NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+         INSERT INTO big SELECT i, printf('row %d', i) FROM n;
+         CREATE TABLE log(x)");
+    pair
+}
+
+/// `reply` failed with SQLITE_TOOBIG naming the result budget.
+fn assert_over_budget(sql: &str, reply: &vpr_pal::Reply) {
+    let e = reply.error.as_ref().unwrap_or_else(|| panic!("{sql:?} answered in full"));
+    assert_eq!(e.primary_code(), codes::SQLITE_TOOBIG, "{sql:?}: {e}");
+    assert!(e.message.contains("max_result_bytes"), "{sql:?}: {e}");
+}
+
+/// Results too large for the result budget (a megabyte per row over 40 rows, a cross join
+/// of 64,000 rows, a concatenation of big blobs, random blobs) are an SQL error, not an
+/// allocation without bound (in the PAL image, an abort); they change nothing, and the next
+/// request is served normally.
+#[test]
+fn huge_results_are_an_error_and_the_next_request_is_served() {
+    let mut pair = big_pair();
+    let before = pair.primary.digest();
+    for sql in [
+        "SELECT zeroblob(1000000) FROM big",
+        "SELECT * FROM big AS a, big AS b, big AS c",
+        "SELECT group_concat(zeroblob(100000)) FROM big",
+        "SELECT randomblob(100000) FROM big",
+        "SELECT k, randomblob(300) FROM big",
+        "SELECT 1; SELECT zeroblob(1000000) FROM big",
+    ] {
+        let (reply, update) = pair.step(sql);
+        assert_over_budget(sql, &reply);
+        assert!(update.is_empty(), "{sql:?} wrote pages");
+        assert_eq!(pair.primary.digest(), before, "{sql:?} changed the database");
+        let (next, _) = pair.ok("SELECT count(*), max(v) FROM big");
+        assert_eq!(next.results[0].rows[0], [Value::Integer(40), Value::from("row 9")]);
+    }
+    // The statement before the one over budget completed and is reported.
+    let (reply, _) = pair.step("SELECT 1; SELECT zeroblob(1000000) FROM big");
+    assert_eq!(reply.results.len(), 1);
+}
+
+/// A write whose returned rows are over budget is rolled back with them (SQLite makes a
+/// RETURNING statement's changes at its first step): the request changes nothing, alone or
+/// in a transaction. Statements before it keep their effects, as at any error.
+#[test]
+fn a_write_whose_results_are_too_big_changes_nothing() {
+    let mut pair = big_pair();
+    let before = pair.primary.digest();
+    for sql in [
+        "INSERT INTO log SELECT randomblob(1000) FROM big RETURNING *",
+        "UPDATE big SET v = v || '!' RETURNING zeroblob(100000)",
+        "DELETE FROM big RETURNING zeroblob(100000)",
+        "BEGIN; INSERT INTO log VALUES (1); SELECT zeroblob(1000000) FROM big; COMMIT",
+        "BEGIN; INSERT INTO log VALUES (1); DELETE FROM big RETURNING randomblob(1000); COMMIT",
+    ] {
+        let (reply, update) = pair.step(sql);
+        assert_over_budget(sql, &reply);
+        assert!(update.is_empty(), "{sql:?} wrote pages");
+        assert_eq!(pair.primary.digest(), before, "{sql:?} changed the database");
+        let (next, _) = pair.ok("SELECT count(*) FROM log; SELECT count(*), max(v) FROM big");
+        assert_eq!(next.results[0].rows[0], [Value::Integer(0)], "{sql:?}");
+        assert_eq!(next.results[1].rows[0], [Value::Integer(40), Value::from("row 9")]);
+    }
+    // Within budget, a RETURNING statement commits as usual and leaves no transaction open.
+    let (reply, update) = pair.ok("INSERT INTO log VALUES (7), (8) RETURNING x");
+    assert_eq!(reply.results[0].rows, [[Value::Integer(7)], [Value::Integer(8)]]);
+    assert_eq!(reply.results[0].changes, 2);
+    assert!(!update.is_empty());
+    // A statement before the one over budget keeps its effect, as at any other error.
+    let (reply, update) =
+        pair.step("INSERT INTO log VALUES (9); SELECT zeroblob(1000000) FROM big");
+    assert_over_budget("insert, then too much", &reply);
+    assert!(!update.is_empty());
+    let (log, _) = pair.ok("SELECT group_concat(x) FROM log");
+    assert_eq!(log.results[0].rows[0], [Value::from("7,8,9")]);
+}
+
+/// The budget counts exactly what `sqlite_shim::budget::cost` says: results that cost the
+/// budget are answered, one byte less is an error; it can be set per service.
+#[test]
+fn the_result_budget_is_exact_and_settable() {
+    let mut s = Service::new(&ServiceOptions::default()).expect("service");
+    assert_eq!(s.max_result_bytes(), Some(vpr_pal::service::DEFAULT_MAX_RESULT_BYTES));
+    s.set_max_result_bytes(None);
+    let sql =
+        "SELECT 'a' AS name, x'0102', 3, 4.5, NULL UNION ALL SELECT 'bcd', zeroblob(9), 0, 0, 0";
+    let (reply, _) = s.execute(sql, &[]);
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    let cost = sqlite_shim::budget::cost(&reply.results);
+    s.set_max_result_bytes(Some(cost));
+    let (exact, _) = s.execute(sql, &[]);
+    assert_eq!(exact, reply);
+    s.set_max_result_bytes(Some(cost - 1));
+    let (over, _) = s.execute(sql, &[]);
+    assert_over_budget(sql, &over);
+    // A megabyte per row over 40 rows, with a budget that allows it.
+    s.set_max_result_bytes(Some(64 << 20));
+    let (reply, _) = s.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+         SELECT zeroblob(1000000) FROM n",
+        &[],
+    );
+    assert!(reply.error.is_none(), "{:?}", reply.error);
+    assert_eq!(reply.results[0].rows.len(), 40);
+}
+
+/// Through the Manager (thesis Fig 5.4): a request whose results are over budget gets a
+/// verified reply carrying the SQL error, the replicas stay identical, and the next request
+/// (also in the same batch) is served.
+#[test]
+fn fig_5_4_a_huge_result_is_an_error_reply_and_the_group_goes_on() {
+    use common::cluster::Cluster;
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    let setup = client.request(
+        String::from(
+            "CREATE TABLE big(k INTEGER PRIMARY KEY);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+             INSERT INTO big SELECT i FROM n",
+        ),
+        vec![],
+    );
+    c.submit(vec![setup.clone()]);
+    let out = client.verify(&setup, c.reply_to(&setup).expect("reply")).expect("verifies");
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let huge = client.request(String::from("SELECT zeroblob(1000000) FROM big"), vec![]);
+    let write = client.request(
+        String::from("INSERT INTO big SELECT k + 100 FROM big RETURNING zeroblob(10000)"),
+        vec![],
+    );
+    let next = client.request(String::from("SELECT count(*) FROM big"), vec![]);
+    c.submit(vec![huge.clone(), write.clone(), next.clone()]);
+    for request in [&huge, &write] {
+        let out = client.verify(request, c.reply_to(request).expect("reply")).expect("verifies");
+        let e = out.error.as_ref().expect("an error");
+        assert_eq!(e.code & 0xff, codes::SQLITE_TOOBIG, "{e:?}");
+    }
+    let out = client.verify(&next, c.reply_to(&next).expect("reply")).expect("verifies");
+    assert_eq!(out.results[0].rows[0], [vpr_proto::msg::Value::Integer(40)]);
+    assert!(c.refused.is_empty(), "{:?}", c.refused);
+    let d = c.digests();
+    assert!(d.iter().all(|x| *x == d[0]), "replicas diverged");
+}

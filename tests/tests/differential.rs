@@ -166,12 +166,24 @@ fn stock_connection() -> rusqlite::Connection {
 
 #[test]
 fn corpus_matches_stock_sqlite() {
+    corpus_matches_stock_sqlite_with(None);
+}
+
+/// With a result budget too large to be reached, the shim must still behave as stock SQLite:
+/// a statement that writes and returns rows then runs inside the shim's savepoint.
+#[test]
+fn corpus_matches_stock_sqlite_with_a_result_budget() {
+    corpus_matches_stock_sqlite_with(Some(1 << 30));
+}
+
+fn corpus_matches_stock_sqlite_with(max_result_bytes: Option<u64>) {
     let mut total = 0;
     let mut errors = 0;
     let mut statements = 0;
     let mut mismatches = Vec::new();
     for (file, text) in corpus() {
-        let mut shim = Database::open(&OpenOptions::default()).expect("open shim database");
+        let options = OpenOptions { max_result_bytes, ..OpenOptions::default() };
+        let mut shim = Database::open(&options).expect("open shim database");
         let stock = stock_connection();
         for (i, entry) in entries(&text).iter().enumerate() {
             total += 1;

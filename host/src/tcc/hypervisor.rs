@@ -150,6 +150,16 @@ impl TccBackend for HypervisorTcc {
         let effects = match self.run(&Command::Call(call), CALL_CAPACITY) {
             Ok(Outcome::Effects(effects)) => effects,
             Ok(Outcome::Refused { reason }) => vec![Effect::Refused(reason)],
+            Ok(Outcome::EffectsLost { len, capacity }) => {
+                // The call took effect: what it sent is gone, as if the network lost it.
+                tracing::error!(
+                    "the Manager's effects ({len} bytes) exceeded the PAL's output \
+                     ({capacity} bytes) and were lost"
+                );
+                vec![Effect::Refused(format!(
+                    "effects lost: {len} bytes exceed the PAL's output of {capacity} bytes"
+                ))]
+            }
             Ok(other_outcome) => {
                 vec![Effect::Refused(format!("unexpected answer {other_outcome:?}"))]
             }

@@ -292,7 +292,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 43] = [
+    let tests: [Test; 44] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -333,6 +333,7 @@ pub fn run() -> (u32, u32) {
         ("sql_pal_statements", sql::sql_pal_statements),
         ("sql_pal_replicates", sql::sql_pal_replicates),
         ("sql_pal_bad_input", sql::sql_pal_bad_input),
+        ("sql_pal_huge_results", sql::sql_pal_huge_results),
         ("sql_pal_cost", sql::sql_pal_cost),
         ("manager_group_under_the_hypervisor", manager::manager_group_under_the_hypervisor),
         ("pal_cost", pal::pal_cost),

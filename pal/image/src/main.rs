@@ -22,18 +22,24 @@
 //! - an input that is not a command is answered [`Outcome::Refused`] with the decode error;
 //! - with an output capacity below `pal_io::MIN_OUTPUT_CAPACITY` nothing runs and the reported
 //!   length is that minimum, so the hypervisor answers `Status::TooLarge`;
-//! - an `Executed` outcome too large for the output is not sent: the request's writes are
-//!   taken back (undo records) and the answer is `Refused`, so a refused command never changed
-//!   the state;
+//! - `Execute` runs with a result budget of the output capacity (the service's
+//!   `set_max_result_bytes`): results beyond it are the SQL error `SQLITE_TOOBIG`, results
+//!   the heap cannot hold `SQLITE_NOMEM`, never a crash. An `Executed` outcome too large
+//!   for the output (an update as large as the database), or whose encoding cannot be
+//!   allocated, is not sent: the request's writes are taken back (undo records) and the
+//!   answer is `Refused`, so a refused command never changed the state;
 //! - `Start` and `Restore` make the Manager (a fresh one, or one restarted from its sealed
 //!   group state); they are refused while one runs, and a configuration or blob the Manager
 //!   refuses is answered `Refused` with its reason. `Call` hands the Manager one
 //!   `vpr_proto::tcc::Call` and answers its effects; `Status` reports where it stands. Both
 //!   are refused until a Manager runs;
-//! - a Manager call cannot be taken back: its `Effects` are never refused for their size. If
-//!   they do not fit the output, nothing is written and the reported length is theirs, beyond
-//!   the capacity, so the hypervisor answers `Status::TooLarge` (the host must give `Call`
-//!   the full `MAX_IO_LEN`; see `pal_io`, "Output capacity").
+//! - a Manager call cannot be taken back: its `Effects` are never refused for their size.
+//!   They are measured before they are encoded; if they do not fit the output (or their
+//!   encoding cannot be allocated), the answer is `Outcome::EffectsLost` with their length
+//!   and the capacity: the call took effect and its effects are lost, which the host must
+//!   handle as messages the network lost (it must give `Call` the full `MAX_IO_LEN`; see
+//!   `pal_io`, "Output capacity"). The Manager's requests have the service's default result
+//!   budget (`vpr_pal::service::DEFAULT_MAX_RESULT_BYTES`).
 //!
 //! Memory persists across executions (the hypervisor keeps a PAL's memory until it is
 //! unregistered): the heap, the bare [`Service`] and the [`Manager`] are set up by the
@@ -44,9 +50,10 @@
 //!
 //! # Failure
 //!
-//! A panic, an allocation failure, an invalid hypervisor answer where no answer can be given
-//! (no random bytes for SQLite or the Manager's keys, no evidence for an attestation), or a
-//! failed roll-back executes `ud2`: the hypervisor kills a
+//! A panic, an allocation failure (but for results and outputs, whose sizes clients choose:
+//! those are allocated fallibly, and a failure is an error answer), an invalid hypervisor
+//! answer where no answer can be given (no random bytes for SQLite or the Manager's keys, no
+//! evidence for an attestation), or a failed roll-back executes `ud2`: the hypervisor kills a
 //! faulting PAL (`Status::PalFault`) and forgets it. A crashed PAL is dead, which matches the
 //! trust model: the trusted code fails only by stopping. Nothing derived from the input
 //! panics.
@@ -153,9 +160,9 @@ fn execute(input: Option<&[u8]>, output: &mut [u8]) -> u64 {
         Some(Err(e)) => Outcome::refused(&format!("malformed command: {e}")).encode(),
         Some(Ok(command)) => run(&mut state, command, output.len()),
     };
-    // Fits but for `Effects`: `run` refuses any other outcome too large. When it does not fit,
-    // nothing is written and the length beyond the capacity makes the hypervisor answer
-    // TooLarge.
+    // `run` answers at most `output.len()` bytes (refusing what does not fit, or reporting
+    // lost effects); should that ever fail, nothing is written and the length beyond the
+    // capacity makes the hypervisor answer TooLarge rather than deliver a truncated outcome.
     if let Some(out) = output.get_mut(..bytes.len()) {
         out.copy_from_slice(&bytes);
     }
@@ -166,12 +173,12 @@ fn len_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Runs a command; returns the encoded outcome, at most `capacity` bytes long if possible
-/// (always, but for the effects of a Manager call).
+/// Runs a command; returns the encoded outcome, at most `capacity` bytes long (which is at
+/// least `pal_io::MIN_OUTPUT_CAPACITY`).
 fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
     let outcome = match command {
         Command::Execute { sql, params } => return execute_sql(state, &sql, params, capacity),
-        Command::Call(call) => return call_manager(state, call),
+        Command::Call(call) => return call_manager(state, call, capacity),
         Command::Start { group } => start_manager(state, &group, None),
         Command::Restore { group, sealed } => start_manager(state, &group, Some(&sealed)),
         Command::Quote { nonce, data, selection } => {
@@ -300,14 +307,22 @@ fn start_manager(
     }
 }
 
-/// [`Command::Call`]: one call of the Manager, its effects encoded whatever their size (the
-/// call cannot be taken back; [`execute`] reports a size beyond the capacity).
-fn call_manager(state: &mut State, call: vpr_proto::tcc::Call) -> Vec<u8> {
+/// [`Command::Call`]: one call of the Manager and its effects. The call cannot be taken back:
+/// effects that do not fit `capacity` (measured before anything is encoded), or whose
+/// encoding cannot be allocated, are answered [`Outcome::EffectsLost`], so the host sees
+/// that they took effect and were lost.
+fn call_manager(state: &mut State, call: vpr_proto::tcc::Call, capacity: usize) -> Vec<u8> {
     let Some(manager) = state.manager.as_mut() else {
         return Outcome::refused(NO_MANAGER).encode();
     };
     let effects = manager.handle(call).into_iter().map(clip_refusal).collect();
-    Outcome::Effects(effects).encode()
+    let outcome = Outcome::Effects(effects);
+    let len = outcome.encoded_len();
+    let encoded = if len <= capacity { outcome.try_encode() } else { None };
+    encoded.unwrap_or_else(|| {
+        drop(outcome);
+        Outcome::EffectsLost { len: len_u64(len), capacity: len_u64(capacity) }.encode()
+    })
 }
 
 /// A refusal's reason clipped to what decoders accept (`tcc::MAX_REASON_BYTES`), so one long
@@ -331,35 +346,44 @@ fn fill_random(buf: &mut [u8]) {
     }
 }
 
-/// [`Command::Execute`]: runs the SQL, captures the update. If the outcome does not fit the
-/// output, takes the writes back and refuses, so the state never moves without its update
-/// reaching the caller.
+/// [`Command::Execute`]: runs the SQL, captures the update. The results may take at most
+/// `capacity` bytes (the service's result budget: more could not be answered anyway). If the
+/// outcome does not fit the output, or its encoding cannot be allocated, takes the writes
+/// back and refuses, so the state never moves without its update reaching the caller.
 fn execute_sql(state: &mut State, sql: &str, params: Vec<Value>, capacity: usize) -> Vec<u8> {
     let service = match service(state) {
         Ok(service) => service,
         Err(refused) => return refused.encode(),
     };
     let params: Vec<sqlite_shim::Value> = params.into_iter().map(to_sql).collect();
+    service.set_max_result_bytes(Some(len_u64(capacity)));
     service.keep_undo(true);
     let (reply, update) = service.execute(sql, &params);
     let undo = service.take_undo();
     service.keep_undo(false);
     drop(params);
-    let outcome = Outcome::Executed {
-        results: reply.results.into_iter().map(from_sql_result).collect(),
-        error: reply.error.map(|e| SqlError {
-            code: e.code,
-            message: String::from(pal_io::clip_utf8(&e.message, msg::MAX_MESSAGE_BYTES)),
-        }),
-        update: update.encode(),
-    };
+    // The update is measured before it is encoded: it can be as large as the database.
+    let needed = update.encoded_len();
+    let encoded = if needed <= capacity { update.try_encode() } else { None };
     drop(update);
-    let bytes = outcome.encode();
-    if bytes.len() <= capacity {
+    let bytes = encoded.and_then(|update| {
+        let outcome = Outcome::Executed {
+            results: reply.results.into_iter().map(from_sql_result).collect(),
+            error: reply.error.map(|e| SqlError {
+                code: e.code,
+                message: String::from(pal_io::clip_utf8(&e.message, msg::MAX_MESSAGE_BYTES)),
+            }),
+            update,
+        };
+        if outcome.encoded_len() <= capacity {
+            outcome.try_encode()
+        } else {
+            None
+        }
+    });
+    if let Some(bytes) = bytes {
         return bytes;
     }
-    let needed = bytes.len();
-    drop((outcome, bytes));
     // The update will not reach anyone: put the file back as it was. If that fails, the
     // state is one no caller can follow: stop.
     match undo {
@@ -367,8 +391,8 @@ fn execute_sql(state: &mut State, sql: &str, params: Vec<Value>, capacity: usize
         _ => hv::abort(),
     }
     Outcome::refused(&format!(
-        "output too large: {needed} bytes, capacity {capacity}; the request's writes were \
-         taken back"
+        "output too large for its capacity of {capacity} bytes (or no memory to encode it); \
+         the request's writes were taken back"
     ))
     .encode()
 }

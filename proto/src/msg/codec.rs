@@ -39,6 +39,14 @@ pub trait Wire: Sized {
         w.into_vec()
     }
 
+    /// The length of the canonical encoding, found without allocating it.
+    #[must_use]
+    fn encoded_len(&self) -> usize {
+        let mut w = Writer::counter();
+        self.put(&mut w);
+        w.len()
+    }
+
     /// Decodes exactly `bytes`.
     ///
     /// # Errors

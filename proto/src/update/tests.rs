@@ -371,6 +371,7 @@ proptest! {
         prop_assert_eq!(u.validate(), Ok(()));
         let enc = u.encode();
         prop_assert_eq!(enc.len(), u.encoded_len());
+        prop_assert_eq!(u.try_encode(), Some(enc.clone()));
         let (back, digest) = StateUpdate::decode_with_digest(&enc).unwrap();
         prop_assert_eq!(digest, u.content_digest());
         prop_assert_eq!(&back, &u);

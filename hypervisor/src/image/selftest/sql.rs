@@ -37,6 +37,9 @@ const OUTPUTS: u64 = 0x10_0000;
 const IMAGE: u64 = 0x10_0000;
 /// Output capacity of each execution: enough for every outcome of this suite.
 const OUTPUT_CAP: u64 = 64 * 1024;
+/// SQLite's primary result codes for a value or result too large, and out of memory.
+pub(super) const SQLITE_TOOBIG: i32 = 18;
+const SQLITE_NOMEM: i32 = 7;
 
 /// The PAL image the loader passed, or why the suite cannot run.
 pub(super) fn image() -> Result<&'static [u8], String> {
@@ -399,6 +402,58 @@ pub fn sql_pal_bad_input(svm: &Svm) -> TestResult {
             if a.len() == 32 && a != b && rows(last)? == [[Value::Integer(42)]] => {}
         other => return Err(format!("services: {other:?}")),
     }
+    Ok(())
+}
+
+/// Results a client can make far larger than the PAL's heap (24 MiB for Rust): a megabyte
+/// per row over 40 rows, a cross join of 64,000 rows, a concatenation of big blobs, random
+/// blobs, a write returning big rows. Each is an SQL error (the result budget, here the
+/// output capacity, or SQLite's own heap running out), not a crashed PAL; the write is
+/// rolled back; the database is unchanged and the next request is served.
+pub fn sql_pal_huge_results(svm: &Svm) -> TestResult {
+    let mut pals = Pals::new(svm);
+    let (handle, _) = register(svm, &mut pals)?;
+    let setup = [sql("CREATE TABLE big (k INTEGER PRIMARY KEY);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
+         INSERT INTO big SELECT i FROM n")];
+    execute(svm, &mut pals, handle, &setup)?;
+    let before = digest(svm, &mut pals, handle)?;
+    let huge = [
+        "SELECT zeroblob(1000000) FROM big",
+        "SELECT * FROM big AS a, big AS b, big AS c",
+        "SELECT group_concat(zeroblob(100000)) FROM big",
+        "SELECT randomblob(100000) FROM big",
+        "INSERT INTO big SELECT k + 100 FROM big RETURNING zeroblob(100000)",
+    ];
+    let mut commands = Vec::new();
+    for text in huge {
+        commands.push(sql(text));
+        commands.push(sql("SELECT count(*), sum(k) FROM big"));
+    }
+    let outcomes = execute(svm, &mut pals, handle, &commands)?;
+    for (text, pair) in huge.iter().zip(outcomes.chunks(2)) {
+        match &pair[0] {
+            Outcome::Executed { error: Some(e), update, .. }
+                if e.code & 0xff == SQLITE_TOOBIG || e.code & 0xff == SQLITE_NOMEM =>
+            {
+                let update = StateUpdate::decode(update).map_err(|e| format!("{e}"))?;
+                if !update.pages.is_empty() {
+                    return Err(format!("{text}: the failed request wrote pages"));
+                }
+            }
+            other => return Err(format!("{text}: {other:?}")),
+        }
+        if rows(&pair[1])? != [[Value::Integer(40), Value::Integer(820)]] {
+            return Err(format!("after {text}: {:?}", rows(&pair[1])?));
+        }
+    }
+    if digest(svm, &mut pals, handle)? != before {
+        return Err(String::from("a failed request changed the database"));
+    }
+    log::info!(
+        "hv: sql pal huge results: {} requests answered with errors, the PAL still serves",
+        huge.len()
+    );
     Ok(())
 }
 
