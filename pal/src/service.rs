@@ -41,11 +41,11 @@ use vpr_proto::wire::DecodeError;
 pub const DEFAULT_MAX_RESULT_BYTES: u64 = 8 << 10;
 
 /// Most bytes a reply's effect (`vpr_proto::tcc::Effect::Reply`) takes in the PAL's output
-/// besides its statement results: client, sequence number, view, state, tag, the blinding
+/// besides its statement results: client, sequence number, request digest, view, state, tag, the blinding
 /// option, the counts, and an error whose message has the longest length allowed
 /// (`vpr_proto::msg::MAX_MESSAGE_BYTES`). Checked against the encoding in this module's
 /// tests.
-pub const MAX_REPLY_OVERHEAD: usize = 4200;
+pub const MAX_REPLY_OVERHEAD: usize = 4232;
 
 /// Settings of the service's database.
 #[derive(Clone, Debug)]
@@ -311,8 +311,15 @@ mod tests {
             message: String::from_utf8(vec![b'e'; msg::MAX_MESSAGE_BYTES]).unwrap_or_default(),
         };
         let outcome = msg::Outcome { results, error: Some(error) };
-        let reply =
-            msg::Reply { client: [1; 16], seq: 2, view: 3, state: 4, outcome, tag: [5; 32] };
+        let reply = msg::Reply {
+            client: [1; 16],
+            seq: 2,
+            request: vpr_proto::digest::Digest([6; 32]),
+            view: 3,
+            state: 4,
+            outcome,
+            tag: [5; 32],
+        };
         Effect::Reply { reply, blinded_until: Some(u64::MAX) }
     }
 

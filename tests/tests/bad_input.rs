@@ -318,7 +318,7 @@ fn fig_5_4_a_huge_result_is_an_error_reply_and_the_group_goes_on() {
     assert!(out.error.is_none(), "{:?}", out.error);
     let huge = client.request(String::from("SELECT zeroblob(1000000) FROM big"), vec![]);
     let write = client.request(
-        String::from("INSERT INTO big SELECT k + 100 FROM big RETURNING zeroblob(10000)"),
+        String::from("INSERT INTO big SELECT k + 100 FROM big RETURNING zeroblob(100000)"),
         vec![],
     );
     let next = client.request(String::from("SELECT count(*) FROM big"), vec![]);

@@ -564,3 +564,30 @@ fn a_restarted_backup_recovers_only_a_state_at_least_as_new_as_its_counter() {
     let out = c.replicas[1].call(Call::Probes(probes));
     assert_eq!(pick!(out, Effect::ViewChange(vc) => vc.replica), [1]);
 }
+
+/// Results within a batch share what one PAL output holds: a read of thousands of rows is
+/// answered in full, and once a batch's replies fill the room, a later request of the batch
+/// is answered with SQLITE_TOOBIG instead of growing the output (or the PAL's heap) further.
+#[test]
+fn a_batchs_replies_share_the_output_budget() {
+    let mut c = Cluster::form(3);
+    let mut client = c.client();
+    c.submit(vec![client.request(sql("CREATE TABLE t(x)"), vec![])]);
+    c.submit(vec![client.request(
+        sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             INSERT INTO t SELECT i FROM n"),
+        vec![],
+    )]);
+    let all = client.request(sql("SELECT x FROM t"), vec![]);
+    c.submit(vec![all.clone()]);
+    let out = ok(client.verify(&all, c.reply_to(&all).expect("reply")).expect("verifies")).clone();
+    assert_eq!(out.results[0].rows.len(), 5000);
+    // Two reads of 2 MB each: the first fits, the second finds the room taken.
+    let big = "SELECT zeroblob(2000000)";
+    let (first, second) = (client.request(sql(big), vec![]), client.request(sql(big), vec![]));
+    c.submit(vec![first.clone(), second.clone()]);
+    ok(client.verify(&first, c.reply_to(&first).expect("reply")).expect("verifies"));
+    let refused = client.verify(&second, c.reply_to(&second).expect("reply")).expect("verifies");
+    assert_eq!(refused.error.as_ref().map(|e| e.code), Some(18), "{refused:?}");
+    // SQLITE_TOOBIG
+}

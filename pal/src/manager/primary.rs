@@ -9,8 +9,9 @@ use sqlite_shim::Value as SqlValue;
 use vpr_proto::crypto::{self, Key, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{
-    self, Ack, ClientId, Commit, Entry, Outcome, ReadLevel, Reply, Request, Update,
+    self, Ack, ClientId, Commit, Entry, Outcome, ReadLevel, Reply, Request, Update, Wire,
 };
+use vpr_proto::pal_io;
 
 use super::session::client_key;
 use super::{Effect, InFlight, Manager};
@@ -87,6 +88,16 @@ pub(crate) fn outcome(reply: service::Reply) -> Outcome {
         error: reply.error.map(|e| msg::SqlError { code: e.code, message: e.message }),
     }
 }
+
+/// Most bytes the replies of one batch may take, encoded: three quarters of what the PAL
+/// image's output holds ([`pal_io::MAX_LEN`]), the rest left for the update and the effects
+/// that follow it. Each request runs with the room the batch has left as its result budget,
+/// so a batch's replies fit the output (and the PAL's heap) by construction.
+const BATCH_REPLY_BYTES: usize = pal_io::MAX_LEN / 4 * 3;
+
+/// Room kept per reply beyond its results: its fields, its effect's framing and a longest
+/// error message.
+const REPLY_RESERVE: usize = service::MAX_REPLY_OVERHEAD;
 
 /// What execution 1 made of a batch before it takes effect.
 struct Batch {
@@ -183,7 +194,11 @@ impl<T: Tcc> Manager<T> {
             entries: Vec::new(),
             barrier: false,
         };
+        let budget = self.service.max_result_bytes();
+        let mut used = 0usize;
         for request in requests {
+            let room = BATCH_REPLY_BYTES.saturating_sub(used.saturating_add(REPLY_RESERVE));
+            self.service.set_max_result_bytes(Some(room as u64));
             let kc = client_key(key, &request.client);
             if !crypto::mac_ok(&kc, &[&request.signed_bytes()], &request.tag) {
                 batch.effects.push(Effect::Refused(String::from("request: bad authenticator")));
@@ -193,6 +208,7 @@ impl<T: Tcc> Manager<T> {
             match self.last(&request.client)? {
                 Some(last) if last.seq == request.seq && last.request == digest => {
                     // A retransmission: executed once, answered again with the same outcome.
+                    used = used.saturating_add(last.outcome.encoded_len() + REPLY_RESERVE);
                     batch.answers.push((request.client, request.seq, digest, last.outcome));
                     continue;
                 }
@@ -227,8 +243,10 @@ impl<T: Tcc> Manager<T> {
                 self.record(&client, seq, &digest, &result)?;
                 batch.entries.push(Entry { client, seq, request: digest });
             }
+            used = used.saturating_add(result.encoded_len() + REPLY_RESERVE);
             batch.answers.push((client, seq, digest, result));
         }
+        self.service.set_max_result_bytes(budget);
         let state = if batch.entries.is_empty() && !batch.barrier {
             None
         } else {
