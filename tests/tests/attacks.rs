@@ -380,3 +380,23 @@ fn attack_10_a_reused_sequence_number_is_refused_and_replies_name_their_request(
         c.refused
     );
 }
+
+/// What exactly-once does not cover: a request that completed with read-only statements is
+/// not recorded, so a host that replays it has it run again, and the answer is the state at
+/// that time (a correct read when it ran; the client uses the first answer it gets). Every
+/// request that could write is recorded instead (attack_7).
+#[test]
+fn a_replayed_read_runs_again_at_its_own_time() {
+    let mut c = Cluster::form(3);
+    let mut a = c.client();
+    let mut b = c.client();
+    c.submit(vec![b.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let read = a.request(sql("SELECT count(*) FROM t"), vec![]);
+    c.submit(vec![read.clone()]);
+    let first = accepts(&a, &read, c.reply_to(&read).expect("reply"));
+    c.submit(vec![b.request(sql("INSERT INTO t VALUES (1)"), vec![])]);
+    c.submit(vec![read.clone()]);
+    let again = accepts(&a, &read, c.reply_to(&read).expect("reply"));
+    assert_eq!(first.results[0].rows, [[Value::Integer(0)]]);
+    assert_eq!(again.results[0].rows, [[Value::Integer(1)]]);
+}

@@ -56,8 +56,13 @@ impl<T: Tcc> Manager<T> {
             // Below the last applied update, the committed chain has one update per number:
             // the primary's (it commits nothing else). An Ack for it changes no decision and
             // stops its retransmission.
-            let applied = (update.seq == self.committed.0 && chain == self.committed.1)
-                || update.seq < self.committed.0;
+            // (Checked against the updates it remembers where it can.)
+            let remembered = self.log.iter().find(|(u, _)| u.seq == update.seq);
+            let applied = match remembered {
+                _ if update.seq == self.committed.0 => chain == self.committed.1,
+                Some((_, c)) => *c == chain,
+                None => update.seq < self.committed.0,
+            };
             return if applied {
                 Ok(vec![ack(update.seq)])
             } else {

@@ -51,7 +51,6 @@ impl<T: Tcc> Manager<T> {
     pub fn restore(mut tcc: T, group: GroupConfig, sealed: &[u8]) -> Result<Self, String> {
         let data = tcc.unseal(sealed).map_err(|e| format!("sealed group state: {}", e.0))?;
         let mut manager = Manager::fresh(tcc, group)?;
-        manager.incarnate()?;
         let expected = 1 + 32 + 2 + 32;
         if data.len() != expected || data[0] != SEALED_VERSION {
             return Err(String::from("sealed group state: unknown format"));
@@ -62,6 +61,8 @@ impl<T: Tcc> Manager<T> {
         if data[33..35] != manager.group.me.to_le_bytes() {
             return Err(String::from("sealed group state: another replica's"));
         }
+        // Only a blob that restores this replica silences the Manager running as it.
+        manager.incarnate()?;
         let mut key: Key = [0; 32];
         key.copy_from_slice(&data[35..]);
         let view = manager.tcc.counter(Counter::View).map_err(|e| e.0)?;
@@ -132,7 +133,10 @@ impl<T: Tcc> Manager<T> {
                 ));
             }
         }
-        if self.is_primary() && self.started && !must_replace {
+        if self.is_primary() && self.started {
+            // Not even a stale one: it would then propose a second update at a sequence
+            // number of this view it already proposed (docs/safety.md). A stale primary
+            // stops acting; the next view change moves it, and it catches up as a backup.
             return Err(String::from("snapshot: the primary of a started view does not adopt one"));
         }
         let counter = self.tcc.counter(Counter::State).map_err(|e| e.0)?;

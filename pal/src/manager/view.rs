@@ -198,11 +198,18 @@ impl<T: Tcc> Manager<T> {
         let mut adopted: Vec<(Update, Digest)> = Vec::new();
         let mut at = self.committed;
         while let Some(options) = candidates.get(&(at.0 + 1)) {
-            let best = options
-                .iter()
-                .filter(|(u, _, _)| u.prev == at.1)
-                .max_by_key(|(u, chain, accepted)| (*accepted, u.view, *chain.as_bytes()));
-            let Some((u, c, _)) = best else { break };
+            let linked = || options.iter().filter(|(u, _, _)| u.prev == at.1);
+            let Some(top) = linked().map(|(_, _, accepted)| *accepted).max() else { break };
+            let mut best = linked().filter(|(_, _, accepted)| *accepted == top);
+            let Some((u, c, _)) = best.next() else { break };
+            if top != msg::Held::APPLIED && best.any(|(_, other, _)| other != c) {
+                // One view proposes one update per number: two means a broken assumption
+                // (a twin primary, say). Deciding for one could lose the other: refuse.
+                return Err(format!(
+                    "view changes: two updates accepted in view {top} at {}",
+                    u.seq
+                ));
+            }
             at = (u.seq, *c);
             adopted.push((u.clone(), *c));
         }
@@ -218,32 +225,17 @@ impl<T: Tcc> Manager<T> {
             return Err(format!("view changes: {} updates to carry over", adopted.len()));
         }
         self.held.clear();
-        let mut resend = Vec::new();
-        for (u, c) in adopted {
-            if u.seq > committed.0 {
-                // From here on the updates are not committed yet: keep what they overwrite.
-                self.start_undo();
+        let resend = match self.adopt(adopted, committed.0) {
+            Ok(resend) => resend,
+            Err(reason) => {
+                // Half-adopted: the database may hold pages of updates no longer in flight
+                // here. Only a snapshot can repair it.
+                self.stale = true;
+                self.in_flight.clear();
+                self.head = self.committed;
+                return Err(reason);
             }
-            self.service.apply(&u.state).map_err(|e| format!("adopt {}: {e}", u.seq))?;
-            if u.seq <= committed.0 {
-                let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
-                if counter != u.seq {
-                    return Err(format!("state counter at {counter}, adopting update {}", u.seq));
-                }
-                self.committed = (u.seq, c);
-                self.remember(u.clone(), c);
-            } else {
-                let undo = self.service.take_undo().unwrap_or_default();
-                self.in_flight.push_back(InFlight {
-                    update: u.clone(),
-                    chain: c,
-                    acks: Vec::new(),
-                    undo,
-                });
-            }
-            self.head = (u.seq, c);
-            resend.push(u);
-        }
+        };
         if self.head.0 < self.committed.0 {
             self.head = self.committed;
         }
@@ -277,6 +269,43 @@ impl<T: Tcc> Manager<T> {
         let tag = commit_tag(&key, self.view, seq, &chain);
         effects.push(Effect::Commit(Commit { view: self.view, seq, chain, tag }));
         Ok(effects)
+    }
+
+    /// New primary: applies the adopted chain; commits the updates up to `committed` (the
+    /// highest committed state reported) and keeps the rest in flight, to propose again.
+    /// Returns the updates to send. On error the database may hold some of them.
+    fn adopt(
+        &mut self,
+        adopted: Vec<(Update, Digest)>,
+        committed: u64,
+    ) -> Result<Vec<Update>, String> {
+        let mut resend = Vec::with_capacity(adopted.len());
+        for (u, c) in adopted {
+            if u.seq > committed {
+                // From here on the updates are not committed yet: keep what they overwrite.
+                self.start_undo();
+            }
+            self.service.apply(&u.state).map_err(|e| format!("adopt {}: {e}", u.seq))?;
+            if u.seq <= committed {
+                let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+                if counter != u.seq {
+                    return Err(format!("state counter at {counter}, adopting update {}", u.seq));
+                }
+                self.committed = (u.seq, c);
+                self.remember(u.clone(), c);
+            } else {
+                let undo = self.service.take_undo().unwrap_or_default();
+                self.in_flight.push_back(InFlight {
+                    update: u.clone(),
+                    chain: c,
+                    acks: Vec::new(),
+                    undo,
+                });
+            }
+            self.head = (u.seq, c);
+            resend.push(u);
+        }
+        Ok(resend)
     }
 
     /// Backup: the new primary's announcement.
