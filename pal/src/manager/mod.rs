@@ -198,7 +198,9 @@ impl<T: Tcc> Manager<T> {
     /// A Manager over a new, empty database.
     fn fresh(tcc: T, group: GroupConfig) -> Result<Self, String> {
         let identity = tcc.identity();
-        if group.replicas % 2 == 0 || usize::from(group.replicas) > vpr_proto::msg::MAX_REPLICAS {
+        if group.replicas.is_multiple_of(2)
+            || usize::from(group.replicas) > vpr_proto::msg::MAX_REPLICAS
+        {
             // n = 2f + 1: with an even n, two disjoint halves would each make a quorum.
             return Err(alloc::format!(
                 "invalid number of replicas {}: it must be odd, 2f + 1",
