@@ -400,3 +400,29 @@ fn a_replayed_read_runs_again_at_its_own_time() {
     assert_eq!(first.results[0].rows, [[Value::Integer(0)]]);
     assert_eq!(again.results[0].rows, [[Value::Integer(1)]]);
 }
+
+/// A hostile client's request that the session table cannot record (a sequence number above
+/// SQLite's integers) in a victim's batch: it used to fail the batch half-way, after the
+/// victim's write had run, leaving that write outside every update and undo record. It is
+/// refused alone, before it runs; the victim's write commits, and the replicas agree.
+#[test]
+fn attack_9_one_clients_request_cannot_fail_a_batch_half_way() {
+    let mut c = Cluster::form(3);
+    let mut victim = c.client();
+    let own = c.client();
+    c.submit(vec![victim.request(sql("CREATE TABLE t(x)"), vec![])]);
+    let v = victim.request(sql("INSERT INTO t VALUES (1)"), vec![]);
+    let mut hostile = Session::resume(own.client, *own.key(), 1 << 63);
+    let h = hostile.request(sql("INSERT INTO t VALUES (2)"), vec![]);
+    let refusals = c.refused.len();
+    c.submit(vec![v.clone(), h.clone()]);
+    accepts(&victim, &v, c.reply_to(&v).expect("the victim is answered"));
+    assert!(c.reply_to(&h).is_none());
+    assert!(c.refused[refusals..].iter().any(|(_, why)| why.contains("sequence number")));
+    let d = c.digests();
+    assert!(d.iter().all(|x| *x == d[0]), "replicas diverged");
+    let count = victim.request(sql("SELECT count(*) FROM t"), vec![]);
+    c.submit(vec![count.clone()]);
+    let rows = accepts(&victim, &count, c.reply_to(&count).expect("reply")).results[0].rows.clone();
+    assert_eq!(rows, [[Value::Integer(1)]]);
+}

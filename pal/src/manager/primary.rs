@@ -204,6 +204,16 @@ impl<T: Tcc> Manager<T> {
                 batch.effects.push(Effect::Refused(String::from("request: bad authenticator")));
                 continue;
             }
+            if i64::try_from(request.seq).is_err() {
+                // The session table keeps SQLite integers: refused here, before it runs, so
+                // one client's request cannot fail the batch of everyone else's.
+                batch.effects.push(Effect::Refused(format!(
+                    "request: sequence number {} is above {}",
+                    request.seq,
+                    i64::MAX
+                )));
+                continue;
+            }
             let digest = request.digest();
             match self.last(&request.client)? {
                 Some(last) if last.seq == request.seq && last.request == digest => {
