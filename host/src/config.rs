@@ -14,6 +14,25 @@ pub struct ReplicaEntry {
     pub id: u16,
     /// Where its socket listens, `host:port`.
     pub address: String,
+    /// Its TCC's key, hex (SEC1 uncompressed): the replica runs only on that TCC, and clients
+    /// and the other replicas accept it only from there. Replicas and clients need it; a
+    /// configuration without it serves only to boot a machine whose key is not known yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcc_key: Option<String>,
+}
+
+impl ReplicaEntry {
+    /// Its TCC key, if the configuration names one.
+    ///
+    /// # Errors
+    /// Not 65 bytes of hex.
+    pub fn tcc_key(&self) -> Result<Option<PublicKey>, ConfigError> {
+        let Some(text) = &self.tcc_key else { return Ok(None) };
+        let invalid =
+            |why: String| ConfigError::Invalid(format!("replica {}: tcc_key: {why}", self.id));
+        let bytes = hex::decode(text).map_err(|e| invalid(e.to_string()))?;
+        bytes.try_into().map(Some).map_err(|_| invalid(String::from("not 65 bytes")))
+    }
 }
 
 /// Timeouts, in milliseconds.
@@ -206,6 +225,7 @@ impl ClusterConfig {
                 )));
             }
         }
+        self.tcc_keys()?;
         self.identity_digest()?;
         self.manufacturer_key()?;
         let t = &self.timeouts;
@@ -259,6 +279,43 @@ impl ClusterConfig {
         bytes.try_into().map_err(|_| ConfigError::Invalid("manufacturer: not 65 bytes".into()))
     }
 
+    /// Each replica's TCC key, by id (part of the configuration digest C).
+    ///
+    /// # Errors
+    /// A replica without its `tcc_key`, or one that is not a key.
+    pub fn members(&self) -> Result<Vec<PublicKey>, ConfigError> {
+        self.tcc_keys()?
+            .into_iter()
+            .zip(&self.replicas)
+            .map(|(key, r)| {
+                key.ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "replica {} has no tcc_key: replicas and clients need each replica's \
+                         TCC key",
+                        r.id
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// The TCC keys the replicas' entries name, each at most once: a client never trusts a
+    /// group in which one TCC holds two ids (the configuration digest binds this list).
+    fn tcc_keys(&self) -> Result<Vec<Option<PublicKey>>, ConfigError> {
+        let mut keys: Vec<Option<PublicKey>> = Vec::with_capacity(self.replicas.len());
+        for r in &self.replicas {
+            let key = r.tcc_key()?;
+            if let Some(other) = keys.iter().position(|k| key.is_some() && *k == key) {
+                return Err(ConfigError::Invalid(format!(
+                    "replicas {other} and {} have the same tcc_key: one TCC cannot hold two ids",
+                    r.id
+                )));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
     /// The cluster identifier Managers bind the group to.
     pub fn cluster_id(&self) -> [u8; 32] {
         vpr_proto::crypto::hash(&[b"vpr cluster ", self.name.as_bytes()]).0
@@ -275,6 +332,7 @@ impl ClusterConfig {
                 self.allow_simulated,
                 &self.cluster_id(),
                 self.max_in_flight,
+                &self.members()?,
             ),
             manufacturer,
             identity,
@@ -292,13 +350,23 @@ impl ClusterConfig {
 mod tests {
     use super::*;
 
+    /// Replica `id`'s TCC key in [`config`].
+    fn member(id: u16) -> PublicKey {
+        let secret = [u8::try_from(id).unwrap_or(0) + 1; 32];
+        vpr_proto::crypto::KeyPair::from_secret(&secret).expect("key").public()
+    }
+
     /// A configuration of three replicas.
     fn config() -> ClusterConfig {
         let key = vpr_proto::crypto::KeyPair::from_secret(&[7; 32]).expect("key");
         ClusterConfig {
             name: String::from("test"),
             replicas: (0..3)
-                .map(|id| ReplicaEntry { id, address: format!("127.0.0.1:{}", 17000 + id) })
+                .map(|id| ReplicaEntry {
+                    id,
+                    address: format!("127.0.0.1:{}", 17000 + id),
+                    tcc_key: Some(hex::encode(member(id))),
+                })
                 .collect(),
             identity: Digest([1; 32]).to_string(),
             manufacturer: hex::encode(key.public()),
@@ -358,6 +426,38 @@ mod tests {
                 Err(ConfigError::Invalid(message)) => assert!(message.contains(what), "{message}"),
                 other => panic!("{what}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn tcc_keys_bind_ids_and_enter_the_digest() {
+        let good = config();
+        assert_eq!(good.members().expect("members"), [member(0), member(1), member(2)]);
+        let digest = good.trust().expect("trust").config;
+        // Another TCC for replica 2: another configuration digest.
+        let mut other = config();
+        other.replicas[2].tcc_key = Some(hex::encode(member(5)));
+        assert_ne!(other.trust().expect("trust").config, digest);
+        // One TCC named for two ids is refused.
+        let mut twice = config();
+        twice.replicas[2].tcc_key = twice.replicas[1].tcc_key.clone();
+        match twice.validate() {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("same tcc_key"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Without a key: loads (a machine to boot), but no client or replica can use it.
+        let mut missing = config();
+        missing.replicas[0].tcc_key = None;
+        missing.validate().expect("valid without keys");
+        match missing.trust() {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("replica 0 has no tcc_key"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut bad = config();
+        bad.replicas[1].tcc_key = Some(String::from("abcd"));
+        match bad.validate() {
+            Err(ConfigError::Invalid(m)) => assert!(m.contains("replica 1: tcc_key"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -20,7 +20,12 @@
 //! 5. the operator checks the EK certificate against the CA, issues the attestation key's
 //!    certificate, checks the quote: PCR 17 the expected hypervisor, PCR 19 the TCC key;
 //!    operator → agent: the cluster key's certificate of the TCC key;
-//! 6. agent → operator: `ok` once the `certify` hypercall took it.
+//! 6. agent → operator: `ok` once the `certify` hypercall took it;
+//! 7. operator → agent, once every machine of the cluster is enrolled: the cluster
+//!    configuration (TOML) the machine's replica runs with, which names each replica's TCC
+//!    key; agent → operator: `ok` once it is stored. (The configuration is not trusted: the
+//!    Manager refuses to run if it does not name this TCC for its id, and clients check its
+//!    digest.)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -38,6 +43,9 @@ use crate::tcc::hypercall::Hypervisor;
 const MAX_MESSAGE: usize = 64 << 10;
 /// How long either side waits for the other's next message.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent waits for the configuration (the operator enrolls the other machines
+/// first).
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// What the PAL vouches for in the enrollment's uTPM quote.
 pub const ENROLLMENT_DATA: &[u8] = b"vpr enrollment";
@@ -80,7 +88,11 @@ fn receive(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 ///
 /// # Errors
 /// Not on the hypervisor, a hypercall refused, or the connection failed.
-pub fn agent(listen: &str, pal: Option<&std::path::Path>) -> Result<(), EnrollError> {
+pub fn agent(
+    listen: &str,
+    pal: Option<&std::path::Path>,
+    config: &std::path::Path,
+) -> Result<(), EnrollError> {
     let hv = Hypervisor::open().map_err(|e| EnrollError::Tcc(e.to_string()))?;
     let listener = TcpListener::bind(listen)?;
     let (mut stream, peer) = listener.accept()?;
@@ -110,7 +122,54 @@ pub fn agent(listen: &str, pal: Option<&std::path::Path>) -> Result<(), EnrollEr
             return Err(EnrollError::Tcc(e.to_string()));
         }
     }
+    stream.set_read_timeout(Some(CONFIG_TIMEOUT))?;
+    store_configuration(&mut stream, config)
+}
+
+/// Step 7, the machine's side: takes the configuration, checks that it is one, and stores it
+/// at `path` (through a temporary file and a rename).
+fn store_configuration(stream: &mut TcpStream, path: &std::path::Path) -> Result<(), EnrollError> {
+    let bytes = receive(stream)?;
+    let checked = std::str::from_utf8(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|text| {
+            toml::from_str::<crate::config::ClusterConfig>(text).map_err(|e| e.to_string())
+        })
+        .and_then(|config| config.validate().map_err(|e| e.to_string()));
+    if let Err(e) = checked {
+        let why = format!("the configuration is refused: {e}");
+        send(stream, why.as_bytes())?;
+        return Err(EnrollError::Evidence(why));
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &bytes)?;
+    std::fs::rename(&tmp, path)?;
+    send(stream, b"ok")?;
     Ok(())
+}
+
+/// An enrolled machine whose agent waits for its configuration (step 7).
+#[derive(Debug)]
+pub struct Enrollment {
+    /// What the enrollment established.
+    pub enrolled: Enrolled,
+    stream: TcpStream,
+}
+
+impl Enrollment {
+    /// Sends the configuration (TOML) the machine's replica runs with and waits until the
+    /// agent stored it.
+    ///
+    /// # Errors
+    /// The connection failed, or the agent refused the configuration.
+    pub fn configure(mut self, config: &str) -> Result<Enrolled, EnrollError> {
+        send(&mut self.stream, config.as_bytes())?;
+        let answer = receive(&mut self.stream)?;
+        if answer != b"ok" {
+            return Err(EnrollError::Tcc(String::from_utf8_lossy(&answer).into_owned()));
+        }
+        Ok(self.enrolled)
+    }
 }
 
 /// The PAL's uTPM quote of its uPCR 0 over `nonce` and [`ENROLLMENT_DATA`]'s hash: the PAL
@@ -223,7 +282,10 @@ impl Enrolled {
 ///
 /// # Errors
 /// The connection, or any link of the machine's evidence that does not hold.
-pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrolled, EnrollError> {
+pub fn enroll(
+    addr: impl ToSocketAddrs,
+    operator: &Operator<'_>,
+) -> Result<Enrollment, EnrollError> {
     let bad = |what: String| EnrollError::Evidence(what);
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
@@ -271,7 +333,7 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
     if answer != b"ok" {
         return Err(EnrollError::Tcc(String::from_utf8_lossy(&answer).into_owned()));
     }
-    Ok(Enrolled {
+    let enrolled = Enrolled {
         tcc_key: parts.tcc_key,
         ek_certificate: x509::ek_certificate_digest(&parts.ek_certificate),
         pal_log: parts.pal_log.clone(),
@@ -279,7 +341,8 @@ pub fn enroll(addr: impl ToSocketAddrs, operator: &Operator<'_>) -> Result<Enrol
         ak: ak.key,
         parts,
         pal_quote,
-    })
+    };
+    Ok(Enrollment { enrolled, stream })
 }
 
 #[cfg(test)]

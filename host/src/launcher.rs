@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::client::Client;
 use crate::config::{ClusterConfig, ReplicaEntry, Timeouts};
 use crate::status::Reported;
-use crate::tcc::simulation::{simulated_identity, Manufacturer};
+use crate::tcc::simulation::{self, simulated_identity, Manufacturer};
 
 /// File names inside a cluster folder.
 pub mod files {
@@ -93,11 +93,20 @@ impl LocalCluster {
             }
         }
         let manufacturer = Manufacturer::load_or_create(&dir.join(files::MANUFACTURER))?;
+        // Each replica's simulated TCC key (its secret made in its data folder now), so the
+        // configuration binds every id to its TCC.
         let replicas = ports(n, options.base_port)?
             .into_iter()
             .zip(0..n)
-            .map(|(port, id)| ReplicaEntry { id, address: format!("127.0.0.1:{port}") })
-            .collect();
+            .map(|(port, id)| {
+                let key = simulation::tcc_key(&dir.join(files::data(id)))?;
+                Ok(ReplicaEntry {
+                    id,
+                    address: format!("127.0.0.1:{port}"),
+                    tcc_key: Some(hex::encode(key)),
+                })
+            })
+            .collect::<Result<_>>()?;
         let config = ClusterConfig {
             name: format!("local-{}-{}", std::process::id(), dir.display()),
             replicas,

@@ -90,6 +90,14 @@ enum Command {
         #[arg(long, default_value = "/usr/lib/vpr/vpr-pal-image")]
         pal: PathBuf,
     },
+    /// Print the TCC key of a simulation-backend replica whose data folder is `--data` (its
+    /// secret made there if missing): what a cluster configuration names as that replica's
+    /// `tcc_key`. (A replica VM's key is what its enrollment certified.)
+    TccKey {
+        /// The replica's data folder.
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Run SQL against the cluster; every reply is verified before anything is printed.
     Sql {
         /// The client configuration (cluster.toml).
@@ -156,6 +164,10 @@ enum Command {
         /// The PAL image, for a uTPM quote in the evidence (skipped if the file is absent).
         #[arg(long, default_value = "/usr/lib/vpr/vpr-pal-image")]
         pal: PathBuf,
+        /// Where to store the cluster configuration the operator sends once every machine is
+        /// enrolled (it names each replica's TCC key).
+        #[arg(long, default_value = "/etc/vpr/cluster.toml")]
+        config: PathBuf,
     },
     /// On the vpr hypervisor (a replica VM's Linux): register the PAL image, run SQL through
     /// it, take a uTPM quote, unregister it; report what each step gave.
@@ -205,11 +217,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sql(&config, command.as_deref(), json, read_consistency.into())
         }
         Command::Status { config } => status(&config),
+        Command::TccKey { data } => {
+            println!("{}", hex::encode(simulation::tcc_key(&data)?));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => demo(),
         Command::PalSmoke { image } => pal_smoke(&image),
-        Command::EnrollAgent { listen, pal } => {
-            vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()))?;
-            println!("enroll-agent: the TCC key is certified by the cluster");
+        Command::EnrollAgent { listen, pal, config } => {
+            vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()), &config)?;
+            println!(
+                "enroll-agent: the TCC key is certified by the cluster; configuration in {}",
+                config.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -491,6 +510,7 @@ fn replica(
         cluster: config.cluster_id(),
         max_in_flight: config.max_in_flight,
         service: ServiceOptions::default(),
+        members: config.members()?,
     };
     let sealed = data.join(files::SEALED);
     let blob = match std::fs::read(&sealed) {

@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use vpr_proto::crypto::KeyPair;
+use vpr_proto::crypto::{KeyPair, PublicKey};
 use vpr_proto::Digest;
 
 use crate::client::Client;
@@ -75,6 +75,9 @@ struct Vm {
     args: Vec<String>,
     agent_port: u16,
     log: PathBuf,
+    /// The configuration its replica runs with (sent at each enrollment: it names every
+    /// replica's TCC key, known once all are enrolled).
+    config: String,
 }
 
 /// What the cluster's operator holds to enroll a VM: the CA, the cluster key, the hypervisor
@@ -148,7 +151,9 @@ impl QemuCluster {
             simulation_manufacturer_key: None,
             attestation: Some(Attestation { ca_root, hypervisor: measurement.clone() }),
         };
-        let entries = |me: Option<u16>| -> Vec<ReplicaEntry> {
+        // Replica `id`'s entries as VM `me` sees them (or, with `None`, as host clients do),
+        // with the TCC keys in `keys` (none before the enrollments).
+        let entries = |me: Option<u16>, keys: &[PublicKey]| -> Vec<ReplicaEntry> {
             (0..n)
                 .map(|id| ReplicaEntry {
                     id,
@@ -157,6 +162,7 @@ impl QemuCluster {
                         Some(_) => format!("10.0.2.2:{}", replica_ports[usize::from(id)]),
                         None => format!("127.0.0.1:{}", replica_ports[usize::from(id)]),
                     },
+                    tcc_key: keys.get(usize::from(id)).map(hex::encode),
                 })
                 .collect()
         };
@@ -165,8 +171,9 @@ impl QemuCluster {
             .with_context(|| format!("{}", options.initramfs.display()))?;
         let mut vms = Vec::new();
         for id in 0..n {
+            // Booted with the configuration without TCC keys; its agent stores the whole one.
             let mut config = base.clone();
-            config.replicas = entries(Some(id));
+            config.replicas = entries(Some(id), &[]);
             let toml = options.dir.join(format!("vm-{id}.toml"));
             config.save(&toml)?;
             let initramfs = options.dir.join(format!("vm-{id}.initramfs"));
@@ -189,17 +196,19 @@ impl QemuCluster {
             let args = qemu_args(options, &initramfs, &swtpm, &data, id, &forwards);
             let qemu = spawn_qemu(&args, &log, false)?;
             progress(&format!("vm {id}: booting (serial log {})", log.display()));
-            vms.push(Vm { qemu: Some(qemu), swtpm, args, agent_port, log });
+            vms.push(Vm { qemu: Some(qemu), swtpm, args, agent_port, log, config: String::new() });
         }
         let mut cluster = QemuCluster {
             vms,
-            config: ClusterConfig { replicas: entries(None), ..base },
+            config: ClusterConfig { replicas: entries(None, &[]), ..base.clone() },
             dir: options.dir.clone(),
             operating: Operating { ca, cluster_key, hypervisor },
             enrolled: Vec::new(),
         };
+        let mut enrollments = Vec::new();
         for id in 0..n {
-            let enrolled = cluster.enroll(id, Duration::from_secs(180))?;
+            let enrollment = cluster.enroll(id, Duration::from_secs(180))?;
+            let enrolled = enrollment.enrolled.clone();
             progress(&format!(
                 "vm {id}: enrolled (EK certificate {}, TCC key {})",
                 Digest(enrolled.ek_certificate),
@@ -214,13 +223,25 @@ impl QemuCluster {
                 )?;
             }
             cluster.enrolled.push(enrolled);
+            enrollments.push(enrollment);
+        }
+        // Every TCC key is known: each VM's replica gets the configuration that binds each
+        // id to its TCC, and clients the same.
+        let keys: Vec<PublicKey> = cluster.enrolled.iter().map(|e| e.tcc_key).collect();
+        cluster.config.replicas = entries(None, &keys);
+        cluster.config.validate()?;
+        for (id, enrollment) in (0..n).zip(enrollments) {
+            let config = ClusterConfig { replicas: entries(Some(id), &keys), ..base.clone() };
+            let text = toml::to_string_pretty(&config)?;
+            enrollment.configure(&text).with_context(|| format!("vm {id}: its configuration"))?;
+            cluster.vms[usize::from(id)].config = text;
         }
         fs::write(options.dir.join("hypervisor.measurement"), &measurement)?;
         Ok(cluster)
     }
 
     /// Enrolls VM `id` once its agent answers.
-    fn enroll(&mut self, id: u16, timeout: Duration) -> Result<Enrolled> {
+    fn enroll(&mut self, id: u16, timeout: Duration) -> Result<enroll::Enrollment> {
         let deadline = Instant::now() + timeout;
         let operator = Operator {
             ca: &self.operating.ca,
@@ -297,7 +318,14 @@ impl QemuCluster {
         let vm = self.vms.get_mut(usize::from(id)).with_context(|| format!("no VM {id}"))?;
         vm.swtpm.restart().map_err(anyhow::Error::msg)?;
         vm.qemu = Some(spawn_qemu(&vm.args, &vm.log, true)?);
-        let enrolled = self.enroll(id, timeout)?;
+        let config = vm.config.clone();
+        let enrollment = self.enroll(id, timeout)?;
+        if self.enrolled.get(usize::from(id)).map(|e| e.tcc_key)
+            != Some(enrollment.enrolled.tcc_key)
+        {
+            bail!("vm {id} came back with another TCC key: its replica cannot run");
+        }
+        let enrolled = enrollment.configure(&config)?;
         if let Some(slot) = self.enrolled.get_mut(usize::from(id)) {
             *slot = enrolled.clone();
         }

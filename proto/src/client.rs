@@ -16,6 +16,10 @@ use crate::msg::{
 
 /// The configuration digest C of a group (docs/protocol.md, "Parties and keys"): what every
 /// Manager of the group binds its messages to, and what a client checks its Welcome against.
+/// It covers each replica's TCC key by id (`members`), the thesis' certificate vector: a
+/// Manager runs only on the TCC its id names, so one TCC cannot hold two ids of a group and
+/// a group of other TCCs has another C.
+#[allow(clippy::too_many_arguments)]
 pub fn config_digest(
     replicas: u16,
     identity: &Digest,
@@ -23,7 +27,9 @@ pub fn config_digest(
     allow_simulated: bool,
     cluster: &[u8; 32],
     max_in_flight: u32,
+    members: &[PublicKey],
 ) -> Digest {
+    let count = u32::try_from(members.len()).unwrap_or(u32::MAX);
     crypto::hash(&[
         b"vpr config",
         &replicas.to_le_bytes(),
@@ -32,6 +38,8 @@ pub fn config_digest(
         &[u8::from(allow_simulated)],
         cluster,
         &max_in_flight.to_le_bytes(),
+        &count.to_le_bytes(),
+        &members.concat(),
     ])
 }
 

@@ -65,8 +65,8 @@
 //!
 //! A [`Group`] is `replicas` (`u16`), `me` (`u16`), `manufacturer` (65 bytes),
 //! `allow_simulated` (`bool`), `cluster` (32 bytes), `max_in_flight` (`u32`), `page_size`
-//! (`Option<u32>`), `max_sql_bytes` (`u32`), `max_vm_steps` (`Option<u64>`): 112 to 124
-//! bytes. A [`Status`] is `ready` (`bool`), `view` (`u64`), `primary` (`u16`), `started`
+//! (`Option<u32>`), `max_sql_bytes` (`u32`), `max_vm_steps` (`Option<u64>`), `members`
+//! (`Vec` of 65-byte TCC keys, by replica id): 116 to 128 bytes and 65 a member. A [`Status`] is `ready` (`bool`), `view` (`u64`), `primary` (`u16`), `started`
 //! (`bool`), `committed` (`u64`), `needs_state` (`Option<u64>`), `digest` (32 bytes).
 //!
 //! # Limits
@@ -252,6 +252,8 @@ pub struct Group {
     pub max_sql_bytes: u32,
     /// Virtual machine instructions one request may run before it is interrupted.
     pub max_vm_steps: Option<u64>,
+    /// Each replica's TCC key, by id: the key a replica's TCC attests with.
+    pub members: Vec<PublicKey>,
 }
 
 /// Where a Manager stands, as its host may show it (untrusted once it left the PAL: for
@@ -516,6 +518,9 @@ impl Wire for Group {
         put_maybe(w, self.max_vm_steps, |w, steps| {
             w.u64(steps);
         });
+        put_each(w, &self.members, |key, w| {
+            w.bytes(key);
+        });
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -529,6 +534,13 @@ impl Wire for Group {
             page_size: get_maybe(r, "page_size", |r| r.u32())?,
             max_sql_bytes: r.u32()?,
             max_vm_steps: get_maybe(r, "max_vm_steps", |r| r.u64())?,
+            members: get_vec_with(
+                r,
+                "members",
+                MAX_REPLICAS,
+                core::mem::size_of::<PublicKey>(),
+                |r| r.array(),
+            )?,
         })
     }
 }
@@ -816,6 +828,7 @@ pub(crate) mod tests {
                 page_size: Some(4096),
                 max_sql_bytes: 1 << 20,
                 max_vm_steps: Some(1 << 32),
+                members: vec![keys(2).public(), keys(3).public(), keys(4).public()],
             },
             Group {
                 replicas: u16::MAX,
@@ -827,6 +840,7 @@ pub(crate) mod tests {
                 page_size: None,
                 max_sql_bytes: 0,
                 max_vm_steps: None,
+                members: Vec::new(),
             },
         ]
     }
@@ -898,7 +912,7 @@ pub(crate) mod tests {
     #[test]
     fn groups_and_statuses_round_trip() {
         let lens: Vec<usize> = groups().iter().map(|g| round_trip(g).len()).collect();
-        assert_eq!(lens, [124, 112]);
+        assert_eq!(lens, [124 + 4 + 3 * 65, 112 + 4]);
         let lens: Vec<usize> = statuses().iter().map(|s| round_trip(s).len()).collect();
         assert_eq!(lens, [MAX_STATUS_LEN - 8, MAX_STATUS_LEN]);
     }

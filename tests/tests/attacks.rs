@@ -241,14 +241,17 @@ fn attack_4_a_twin_of_a_replica_silences_the_original() {
 /// An enrolled host starts the PAL as a group of its own (one replica, the same cluster
 /// name): its counters start at 0, and it used to welcome the real cluster's clients, whose
 /// writes it then "committed" alone. The Welcome now names the group's configuration digest,
-/// and a client refuses one that is not its configuration's. (What stays open: n TCCs of the
-/// adversary's started with exactly the real configuration; docs/safety.md.)
+/// and a client refuses one that is not its configuration's. (The real configuration itself
+/// cannot run on the adversary's TCCs: attack_5_one_tcc_cannot_hold_two_ids.)
 #[test]
 fn attack_5_a_welcome_from_another_group_is_refused() {
     let c = Cluster::form(3);
     let dir = tempfile::tempdir().expect("temp dir");
-    let rogue_group =
-        vpr_pal::GroupConfig { replicas: 1, ..common::cluster::group(3, 0, &c.manufacturer) };
+    let rogue_group = vpr_pal::GroupConfig {
+        replicas: 1,
+        members: vec![vpr_host::tcc::simulation::tcc_key(dir.path()).expect("key")],
+        ..c.group(0)
+    };
     let mut rogue =
         vpr_host::tcc::simulation::Simulation::start(dir.path(), &c.manufacturer, rogue_group)
             .expect("a group of its own");
@@ -261,6 +264,44 @@ fn attack_5_a_welcome_from_another_group_is_refused() {
     };
     let refused = pending.finish(&welcome, &c.trust());
     assert!(matches!(refused, Err(ClientError::Configuration { .. })), "{refused:?}");
+}
+
+/// The host of replica 1 also wants id 2 (n = 3: with two ids it alone would make a
+/// majority). Under the hypervisor its machine has one TCC key, and the PAL names its
+/// counters after the cluster and the id, so a Manager as replica 2 on that machine used to
+/// start with counters of its own, join, and be sealed K. Modelled here by a TCC with replica
+/// 1's key and counters apart. Now the configuration binds each id to its TCC key: the real
+/// configuration does not start on that TCC (nor on any TCC it does not name), and a
+/// configuration that names replica 1's key for id 2 as well is another group, whose Join the
+/// primary refuses (and which no client's configuration accepts: `ClusterConfig::validate`).
+#[test]
+fn attack_5_one_tcc_cannot_hold_two_ids() {
+    use vpr_host::tcc::simulation::{tcc_key, Manufacturer, Simulation};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manufacturer = Manufacturer::generate();
+    let folder = |name: &str| dir.path().join(name);
+    let group = |me: u16| common::cluster::group(3, me, &manufacturer, dir.path());
+    let mut primary = Simulation::start(&folder("r0"), &manufacturer, group(0)).expect("r0");
+    let mut backup = Simulation::start(&folder("r1"), &manufacturer, group(1)).expect("r1");
+    // Replica 1's machine: its key (the same secret), another id's counters.
+    std::fs::create_dir_all(folder("evil")).expect("dir");
+    std::fs::copy(folder("r1").join("sealing.key"), folder("evil").join("sealing.key"))
+        .expect("copy");
+    assert_eq!(tcc_key(&folder("evil")).expect("key"), tcc_key(&folder("r1")).expect("key"));
+    let refused = Simulation::start(&folder("evil"), &manufacturer, group(2)).unwrap_err();
+    assert!(refused.to_string().contains("not the key the configuration names for replica 2"));
+    // Nor on a TCC the configuration does not name at all.
+    let refused = Simulation::start(&folder("outsider"), &manufacturer, group(2)).unwrap_err();
+    assert!(refused.to_string().contains("not the key the configuration names"), "{refused}");
+    // A configuration of its own that names replica 1's TCC for id 2 too: it starts, but it is
+    // another group; the primary refuses its Join.
+    let mut twice = group(2);
+    twice.members[2] = twice.members[1];
+    let mut evil = Simulation::start(&folder("evil"), &manufacturer, twice).expect("evil");
+    let Some(Effect::Join(evil_join)) = evil.call(Call::Join).pop() else { panic!("join") };
+    let Some(Effect::Join(join)) = backup.call(Call::Join).pop() else { panic!("join") };
+    let out = primary.call(Call::Joins { joins: vec![join, evil_join], require_all: true });
+    assert!(matches!(out.as_slice(), [Effect::InvalidJoins(ids)] if ids == &[2]), "{out:?}");
 }
 
 /// n = 5. Z is made in view 0 and held by replica 4 alone; view 1 starts without it. Replica

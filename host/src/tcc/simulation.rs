@@ -92,18 +92,8 @@ impl SimulatedServices {
             Err(e) => return Err(e),
         }
         let counters_file = fs::OpenOptions::new().read(true).write(true).open(&counters_path)?;
-        let sealing_file = dir.join("sealing.key");
-        let sealing = match fs::read(&sealing_file) {
-            Ok(bytes) => bytes.as_slice().try_into().map_err(|_| bad_data(&sealing_file))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let mut secret = [0u8; 32];
-                OsRng.fill_bytes(&mut secret);
-                write_atomically(&sealing_file, &secret)?;
-                secret
-            }
-            Err(e) => return Err(e),
-        };
-        let key = KeyPair::generate(&mut OsRng);
+        let sealing = sealing_secret(dir)?;
+        let key = attestation_key(&sealing);
         let certificate = manufacturer.certify(&key.public());
         Ok(SimulatedServices {
             identity: simulated_identity(),
@@ -137,6 +127,45 @@ impl SimulatedServices {
             TccError(format!("storing counters in {}: {e}", self.counters_path.display()))
         })
     }
+}
+
+/// The simulated TCC's secret in `dir` (the file `sealing.key`, made if missing): it seals,
+/// and the TCC key is derived from it, as the hypervisor derives both from its TPM-held
+/// master secret. A replica's twin (a second process on the same folder) has the same.
+fn sealing_secret(dir: &Path) -> io::Result<[u8; 32]> {
+    fs::create_dir_all(dir)?;
+    let sealing_file = dir.join("sealing.key");
+    match fs::read(&sealing_file) {
+        Ok(bytes) => bytes.as_slice().try_into().map_err(|_| bad_data(&sealing_file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            OsRng.fill_bytes(&mut secret);
+            write_atomically(&sealing_file, &secret)?;
+            Ok(secret)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The simulated TCC's attestation key, derived from its secret.
+fn attestation_key(sealing: &[u8; 32]) -> KeyPair {
+    let mut attempt = 0u32;
+    loop {
+        let secret = crypto::mac(sealing, &[b"vpr simulated tcc key", &attempt.to_le_bytes()]);
+        if let Some(key) = KeyPair::from_secret(&secret) {
+            return key;
+        }
+        attempt += 1;
+    }
+}
+
+/// The TCC key of the simulated TCC whose data lives in `dir` (its secret made if missing):
+/// what a cluster configuration names for that replica.
+///
+/// # Errors
+/// The folder or its secret cannot be read or written.
+pub fn tcc_key(dir: &Path) -> io::Result<PublicKey> {
+    Ok(attestation_key(&sealing_secret(dir)?).public())
 }
 
 /// Size of the counters file: view, state and incarnation, 8 bytes each, little-endian.

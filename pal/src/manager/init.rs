@@ -53,9 +53,12 @@ impl<T: Tcc> Manager<T> {
         let mut invalid: Vec<ReplicaId> = Vec::new();
         for join in joins {
             let data = join_data(&self.config, join.replica, &join.public_key);
+            // The Join must come from the TCC the configuration names for its id.
             let ok = join.replica < self.group.replicas
                 && join.replica != self.group.me
                 && !valid.iter().any(|j| j.replica == join.replica)
+                && self.group.members.get(usize::from(join.replica))
+                    == Some(&join.attestation.tcc_key)
                 && join
                     .attestation
                     .verify(
@@ -132,6 +135,12 @@ impl<T: Tcc> Manager<T> {
             .map_err(|e| format!("accept: {e}"))?;
         if accept.config != self.config {
             return Err(String::from("accept: another configuration"));
+        }
+        if self.group.members.get(usize::from(self.primary())) != Some(&accept.attestation.tcc_key)
+        {
+            return Err(String::from(
+                "accept: not from the TCC the configuration names for the primary",
+            ));
         }
         if accept.genesis != self.committed.1 {
             return Err(String::from("accept: another initial state"));

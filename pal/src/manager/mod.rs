@@ -55,6 +55,10 @@ pub struct GroupConfig {
     pub max_in_flight: u32,
     /// The service's settings.
     pub service: ServiceOptions,
+    /// Each replica's TCC key, by id (the thesis' certificate vector): a Manager runs only on
+    /// the TCC its id names, and accepts a Join or an Accept only from the TCC of the sender's
+    /// id. One TCC cannot hold two ids of a group.
+    pub members: Vec<PublicKey>,
 }
 
 impl GroupConfig {
@@ -72,6 +76,7 @@ impl GroupConfig {
             self.allow_simulated,
             &self.cluster,
             self.max_in_flight,
+            &self.members,
         )
     }
 }
@@ -196,7 +201,7 @@ impl<T: Tcc> Manager<T> {
     }
 
     /// A Manager over a new, empty database.
-    fn fresh(tcc: T, group: GroupConfig) -> Result<Self, String> {
+    fn fresh(mut tcc: T, group: GroupConfig) -> Result<Self, String> {
         let identity = tcc.identity();
         if group.replicas.is_multiple_of(2)
             || usize::from(group.replicas) > vpr_proto::msg::MAX_REPLICAS
@@ -209,6 +214,23 @@ impl<T: Tcc> Manager<T> {
         }
         if group.me >= group.replicas {
             return Err(alloc::format!("replica id {} outside 0..{}", group.me, group.replicas));
+        }
+        if group.members.len() != usize::from(group.replicas) {
+            return Err(alloc::format!(
+                "the configuration names {} TCC keys for {} replicas",
+                group.members.len(),
+                group.replicas
+            ));
+        }
+        // The TCC this Manager runs on must be the one the configuration gives its id: else
+        // one TCC could serve as several replicas (attack 5, docs/safety.md).
+        let own = tcc.attest(&Digest([0; 32])).tcc_key;
+        if group.members.get(usize::from(group.me)) != Some(&own) {
+            return Err(alloc::format!(
+                "this TCC's key {} is not the key the configuration names for replica {}",
+                Digest::of(&own),
+                group.me
+            ));
         }
         let mut service = Service::new(&group.service).map_err(|e| alloc::format!("{e}"))?;
         session::create_table(&mut service)?;

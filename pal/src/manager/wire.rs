@@ -21,6 +21,7 @@ impl From<&GroupConfig> for Group {
             page_size,
             max_sql_bytes,
             max_vm_steps,
+            members: config.members.clone(),
         }
     }
 }
@@ -39,6 +40,7 @@ impl From<&Group> for GroupConfig {
                 max_sql_bytes: group.max_sql_bytes,
                 max_vm_steps: group.max_vm_steps,
             },
+            members: group.members.clone(),
         }
     }
 }
@@ -77,6 +79,7 @@ mod tests {
                 max_sql_bytes: 1000,
                 max_vm_steps: None,
             },
+            members: alloc::vec![[1; 65], [2; 65], [3; 65], [4; 65], [5; 65]],
         };
         let group = Group::from(&config);
         assert_eq!(group.page_size, Some(8192));

@@ -12,7 +12,7 @@ use crate::Accel;
 use crate::QemuTestOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use vpr_host::config::{ClusterConfig, ReplicaEntry};
+use vpr_host::config::ClusterConfig;
 
 /// Where the guest image is built (and its downloads cached).
 const GUEST_DIR: &str = "target/guest";
@@ -35,50 +35,7 @@ fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
             .arg(vpr)
             .env("VPR_GUEST_PAL", &pal),
     )?;
-    // A one-replica cluster for the guest to run on the hypervisor, appended as a cpio.
-    let identity = vpr_proto::Digest::of(&std::fs::read(&pal).map_err(|e| format!("{e}"))?);
-    let combined = with_config(root, &one_replica_cluster(&identity), "smoke")?;
-    Ok((out.join("vmlinuz"), combined))
-}
-
-/// The guest image with `config` as /etc/vpr/cluster.toml (a cpio appended to the
-/// initramfs, `qemu/guest-config.sh`), written as `initramfs-<name>.cpio.gz`.
-fn with_config(root: &Path, config: &ClusterConfig, name: &str) -> Result<PathBuf, String> {
-    let out = root.join(GUEST_DIR);
-    let toml = out.join(format!("cluster-{name}.toml"));
-    config.save(&toml).map_err(|e| format!("{}: {e}", toml.display()))?;
-    let extra = out.join(format!("cluster-{name}.cpio.gz"));
-    install::run(
-        Command::new(root.join("qemu/guest-config.sh"))
-            .arg(&extra)
-            .arg(format!("{}:/etc/vpr/cluster.toml", toml.display())),
-    )?;
-    let combined = out.join(format!("initramfs-{name}.cpio.gz"));
-    let mut bytes = std::fs::read(out.join("initramfs.cpio.gz")).map_err(|e| e.to_string())?;
-    bytes.extend(std::fs::read(&extra).map_err(|e| e.to_string())?);
-    std::fs::write(&combined, bytes).map_err(|e| format!("{}: {e}", combined.display()))?;
-    Ok(combined)
-}
-
-/// A cluster of one replica (f = 0) listening in the guest, pinned to the PAL image `identity`.
-/// Its manufacturer key certifies nothing the guest has (the hypervisor's evidence is
-/// self-certified until the cluster's CA certifies TCC keys), so clients would refuse it: the
-/// test shows the group forming on the real TCC, not client sessions.
-fn one_replica_cluster(identity: &vpr_proto::Digest) -> ClusterConfig {
-    let placeholder = vpr_proto::crypto::KeyPair::from_secret(&[0x11; 32]).map(|k| k.public());
-    ClusterConfig {
-        name: String::from("linux-test"),
-        replicas: vec![ReplicaEntry { id: 0, address: String::from("0.0.0.0:17000") }],
-        identity: identity.to_string(),
-        manufacturer: hex::encode(placeholder.unwrap_or([0; 65])),
-        allow_simulated: true,
-        timeouts: Default::default(),
-        max_in_flight: 32,
-        max_batch: 256,
-        retained_updates: 1024,
-        simulation_manufacturer_key: None,
-        attestation: None,
-    }
+    Ok((out.join("vmlinuz"), out.join("initramfs.cpio.gz")))
 }
 
 /// The QEMU command line: the hypervisor with the kernel and initramfs as modules, 512 MiB, a
@@ -526,10 +483,6 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
         ("Run /init as init process", "Linux did not reach user space"),
         ("vpr-guest: vpr --version: vpr ", "vpr did not run in the guest"),
         ("vpr-guest: pal-smoke: ok", "the PAL did not run through the hypervisor from the guest"),
-        (
-            "vpr-guest: replica on the hypervisor: group formed",
-            "the replica on the real TCC did not form its group",
-        ),
         ("vpr-guest: smoke done", "the smoke run did not finish"),
     ] {
         if !seen(lines, marker) {

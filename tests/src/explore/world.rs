@@ -174,6 +174,8 @@ struct HeldReply {
 pub struct World {
     cfg: Config,
     manufacturer: KeyPair,
+    /// Each replica's TCC key, by id (what the configuration binds ids to).
+    members: Vec<crypto::PublicKey>,
     tccs: Vec<SharedTcc>,
     instances: Vec<Instance>,
     sealed: Vec<Vec<Vec<u8>>>,
@@ -213,7 +215,12 @@ fn hash64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-fn group_config(cfg: &Config, me: u16, manufacturer: &KeyPair) -> GroupConfig {
+fn group_config(
+    cfg: &Config,
+    me: u16,
+    manufacturer: &KeyPair,
+    members: &[crypto::PublicKey],
+) -> GroupConfig {
     GroupConfig {
         replicas: cfg.replicas,
         me,
@@ -222,6 +229,7 @@ fn group_config(cfg: &Config, me: u16, manufacturer: &KeyPair) -> GroupConfig {
         cluster: [7; 32],
         max_in_flight: cfg.max_in_flight,
         service: ServiceOptions::default(),
+        members: members.to_vec(),
     }
 }
 
@@ -311,6 +319,8 @@ impl World {
     /// every replay, so later worlds reuse the sessions and skip the P-256 work).
     fn formed(cfg: &Config, prepared: &Prepared, welcome: bool) -> World {
         let n = cfg.replicas;
+        let members: Vec<crypto::PublicKey> =
+            prepared.tcc_keys.iter().map(|(key, _)| key.public()).collect();
         let tccs: Vec<SharedTcc> = prepared
             .tcc_keys
             .iter()
@@ -324,7 +334,7 @@ impl World {
                 id: Inst { replica: r, incarnation: 0 },
                 manager: Manager::new(
                     tccs[usize::from(r)].clone(),
-                    group_config(cfg, r, &prepared.manufacturer),
+                    group_config(cfg, r, &prepared.manufacturer, &members),
                 )
                 .expect("manager"),
                 alive: true,
@@ -339,6 +349,7 @@ impl World {
         let mut w = World {
             cfg: cfg.clone(),
             manufacturer: prepared.manufacturer.clone(),
+            members,
             tccs,
             instances,
             sealed: vec![Vec::new(); usize::from(n)],
@@ -361,7 +372,7 @@ impl World {
         w.form();
         if welcome {
             let trust = Trust {
-                config: group_config(cfg, 0, &w.manufacturer).digest(&identity()),
+                config: group_config(cfg, 0, &w.manufacturer, &w.members).digest(&identity()),
                 manufacturer: w.manufacturer.public(),
                 identity: identity(),
                 allow_simulated: true,
@@ -629,7 +640,7 @@ impl World {
             u8::try_from(self.instances.iter().filter(|i| i.id.replica == replica).count())
                 .unwrap_or(u8::MAX);
         let id = Inst { replica, incarnation };
-        let group = group_config(&self.cfg, replica, &self.manufacturer);
+        let group = group_config(&self.cfg, replica, &self.manufacturer, &self.members);
         match Manager::restore(self.tccs[usize::from(replica)].clone(), group, &blob) {
             Ok(manager) => {
                 self.instances.push(Instance {

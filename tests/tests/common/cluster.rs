@@ -33,7 +33,12 @@ pub struct Cluster {
     pub sealed: BTreeMap<u16, Vec<u8>>,
 }
 
-pub fn group(n: u16, me: u16, manufacturer: &Manufacturer) -> GroupConfig {
+/// The group of `n` replicas whose TCCs' data folders are `dir`/r0, r1, ... (each id bound
+/// to the TCC key of its folder), as replica `me` sees it.
+pub fn group(n: u16, me: u16, manufacturer: &Manufacturer, dir: &std::path::Path) -> GroupConfig {
+    let members = (0..n)
+        .map(|i| vpr_host::tcc::simulation::tcc_key(&dir.join(format!("r{i}"))).expect("TCC key"))
+        .collect();
     GroupConfig {
         replicas: n,
         me,
@@ -42,6 +47,7 @@ pub fn group(n: u16, me: u16, manufacturer: &Manufacturer) -> GroupConfig {
         cluster: [7; 32],
         max_in_flight: 64,
         service: ServiceOptions::default(),
+        members,
     }
 }
 
@@ -55,7 +61,7 @@ impl Cluster {
                 Simulation::start(
                     &dir.path().join(format!("r{i}")),
                     &manufacturer,
-                    group(n, i, &manufacturer),
+                    group(n, i, &manufacturer, dir.path()),
                 )
                 .expect("start replica")
             })
@@ -119,7 +125,7 @@ impl Cluster {
         let restarted = Simulation::restore(
             &self._dir.path().join(format!("r{i}")),
             &self.manufacturer,
-            group(n, i, &self.manufacturer),
+            group(n, i, &self.manufacturer, self._dir.path()),
             sealed,
         )?;
         self.replicas[usize::from(i)] = restarted;
@@ -132,15 +138,25 @@ impl Cluster {
         Simulation::restore(
             &self._dir.path().join(format!("r{i}")),
             &self.manufacturer,
-            group(self.n(), i, &self.manufacturer),
+            group(self.n(), i, &self.manufacturer, self._dir.path()),
             sealed,
         )
+    }
+
+    /// The group as replica `me` sees it.
+    pub fn group(&self, me: u16) -> GroupConfig {
+        group(self.n(), me, &self.manufacturer, self._dir.path())
+    }
+
+    /// The folder replica `i`'s TCC keeps its data in.
+    pub fn data(&self, i: u16) -> std::path::PathBuf {
+        self._dir.path().join(format!("r{i}"))
     }
 
     pub fn trust(&self) -> Trust {
         let identity = self.replicas[0].identity();
         Trust {
-            config: group(self.n(), 0, &self.manufacturer).digest(&identity),
+            config: self.group(0).digest(&identity),
             manufacturer: self.manufacturer.public(),
             identity: self.replicas[0].identity(),
             allow_simulated: true,

@@ -9,7 +9,7 @@ use rand_core::OsRng;
 use tempfile::TempDir;
 use vpr_host::config::{ClusterConfig, ReplicaEntry, Timeouts};
 use vpr_host::replica::{Output, Replica, Source};
-use vpr_host::tcc::simulation::{simulated_identity, Manufacturer, Simulation};
+use vpr_host::tcc::simulation::{simulated_identity, tcc_key, Manufacturer, Simulation};
 use vpr_pal::{GroupConfig, ServiceOptions};
 use vpr_proto::client::{Pending, Session, Trust};
 use vpr_proto::digest::Digest;
@@ -153,9 +153,18 @@ impl World {
     pub fn new(n: u16, seed: u64, scripts: Vec<Vec<Step>>, hosts: Vec<Host>) -> World {
         let dir = tempfile::tempdir().expect("temp dir");
         let manufacturer = Manufacturer::generate();
+        let members: Vec<_> = (0..n)
+            .map(|id| tcc_key(&dir.path().join(format!("r{id}"))).expect("TCC key"))
+            .collect();
         let config = ClusterConfig {
             name: format!("simnet-{seed}"),
-            replicas: (0..n).map(|id| ReplicaEntry { id, address: format!("sim:{id}") }).collect(),
+            replicas: (0..n)
+                .map(|id| ReplicaEntry {
+                    id,
+                    address: format!("sim:{id}"),
+                    tcc_key: Some(hex::encode(members[usize::from(id)])),
+                })
+                .collect(),
             identity: simulated_identity().to_string(),
             manufacturer: hex::encode(manufacturer.public()),
             allow_simulated: true,
@@ -184,6 +193,7 @@ impl World {
                     cluster: config.cluster_id(),
                     max_in_flight: config.max_in_flight,
                     service: ServiceOptions::default(),
+                    members: members.clone(),
                 };
                 let dir = dir.path().join(format!("r{id}"));
                 let backend =
