@@ -47,7 +47,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// first).
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// What the PAL vouches for in the enrollment's uTPM quote.
+/// The caller's data in the enrollment's uTPM quote (labelled: the PAL does not vouch for it;
+/// the quote shows the PAL and its TCC key, fresh).
 pub const ENROLLMENT_DATA: &[u8] = b"vpr enrollment";
 
 /// Why an enrollment failed.

@@ -143,7 +143,8 @@ enum Command {
         /// The PAL identity expected (SHA-256 of its image, 64 hex digits).
         #[arg(long, value_parser = hex32, required_unless_present = "config")]
         identity: Option<[u8; 32]>,
-        /// The data the PAL must vouch for (64 hex digits); printed either way.
+        /// The data the quote's caller chose (64 hex digits): the quote must carry it,
+        /// labelled as the caller's (the PAL does not vouch for it).
         #[arg(long, value_parser = hex32)]
         data: Option<[u8; 32]>,
         /// The hypervisor's measurement PCR 17 must show (64 hex digits; required for TPM
@@ -314,7 +315,7 @@ fn pal_smoke(image: &Path) -> Result<ExitCode> {
     let info = QuoteInfo::from_attest(&quote.attest)?;
     let upcr0 = utpm::extended(&[0; 32], &identity.0);
     anyhow::ensure!(
-        info.extra_data == [nonce.0, data.0].concat()
+        info.extra_data == [nonce.0, utpm::caller_data(&data.0)].concat()
             && info.pcr_digest == utpm::pcr_digest(&[upcr0]),
         "the quote is over other data or uPCRs: {info:?}"
     );
@@ -390,7 +391,21 @@ fn verify(
     let verified = Evidence::from_json(&text).and_then(|e| e.verify(&expected));
     match verified {
         Ok(v) => {
-            println!("verified: PAL {} vouches for {}", Digest(v.identity), Digest(v.data));
+            match args.data {
+                Some(data) => println!(
+                    "verified: PAL {} quoted the caller's data {} (labelled: the caller's \
+                     statement, not the PAL's)",
+                    Digest(v.identity),
+                    Digest(data)
+                ),
+                None => println!(
+                    "verified: PAL {} quoted labelled caller data {} (SHA-256 of \
+                     \"vpr caller data\" and the caller's data: the caller's statement, not the \
+                     PAL's; --data checks it)",
+                    Digest(v.identity),
+                    Digest(v.data)
+                ),
+            }
             println!("  TCC key (sha256):        {}", Digest(v.tcc_key));
             match (v.ek_certificate, v.launch, hypervisor) {
                 (Some(ek), Some(launch), Some(hypervisor)) => {

@@ -196,12 +196,13 @@ pub enum Command {
     /// Manager runs.
     Status,
     /// Kind 11. A uTPM quote (`crate::utpm`) of the PAL's uPCRs `selection` names (uPCR 0
-    /// holds its identity) over `nonce` and `data`: [`Outcome::Quote`], or
-    /// [`Outcome::Refused`].
+    /// holds its identity) over `nonce` and [`crate::utpm::caller_data`] of `data`:
+    /// [`Outcome::Quote`], or [`Outcome::Refused`]. It proves the PAL's identity, its TCC
+    /// and the quote's freshness; the data is the caller's, labelled as such.
     Quote {
         /// The verifier's nonce.
         nonce: Digest,
-        /// What the PAL vouches for.
+        /// Data the caller chose (the PAL does not vouch for it: it is quoted labelled).
         data: Digest,
         /// Bitmap of uPCRs (bit i: uPCR i).
         selection: u8,

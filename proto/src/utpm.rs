@@ -124,6 +124,16 @@ pub fn selected_pcrs(bitmap: &[u8; PCR_SELECT_LEN]) -> Vec<u32> {
     (0..24u32).filter(|&p| bitmap[(p / 8) as usize] & (1 << (p % 8)) != 0).collect()
 }
 
+/// What a uTPM quote of the PAL carries after the verifier's nonce when its caller chose
+/// `data` ([`crate::pal_io::Command::Quote`]): SHA-256 of a label and the data. The data is the
+/// untrusted caller's, so the quote says only "this PAL, on this TCC, was asked to quote this
+/// data after this nonce" — never that the PAL computed it; the label keeps it apart from any
+/// statement of the PAL's own.
+#[must_use]
+pub fn caller_data(data: &[u8; 32]) -> [u8; 32] {
+    crate::crypto::hash(&[b"vpr caller data", data]).0
+}
+
 /// The `qualifiedSigner` of a uTPM quote: `TPM_ALG_SHA256` ‖ SHA-256 of the TCC public key.
 #[must_use]
 pub fn signer_name(tcc_key: &PublicKey) -> [u8; 34] {

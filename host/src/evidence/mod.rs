@@ -9,8 +9,9 @@
 //! 3. a **TPM quote** by the AK over the verifier's nonce covers PCR 17 (the hypervisor's
 //!    measured launch), PCR 18 (the PALs it registered, whose event log is replayed) and
 //!    PCR 19 (the hash of the hypervisor's TCC key);
-//! 4. a **uTPM quote** (`vpr_proto::utpm`) by that TCC key over the same nonce and the PAL's
-//!    data covers uPCR 0, which holds the PAL's identity.
+//! 4. a **uTPM quote** (`vpr_proto::utpm`) by that TCC key over the same nonce and the
+//!    caller's data (labelled, `utpm::caller_data`: the PAL does not vouch for it) covers
+//!    uPCR 0, which holds the PAL's identity.
 //!
 //! Evidence from the simulation backend has no TPM part: its TCC key vouches for itself.
 //! It is refused unless the verifier allows simulation explicitly.
@@ -105,7 +106,8 @@ pub struct Expected<'a> {
 pub struct Verified {
     /// The PAL's identity.
     pub identity: [u8; 32],
-    /// The data it vouches for.
+    /// What the quote carries after the nonce: [`utpm::caller_data`] of the data its
+    /// caller chose (the PAL does not vouch for that data).
     pub data: [u8; 32],
     /// SHA-256 of the TCC key.
     pub tcc_key: [u8; 32],
@@ -179,8 +181,8 @@ pub enum VerifyError {
         /// The identity whose uPCR 0 the quote covers.
         found: Digest,
     },
-    /// The uTPM quote vouches for other data.
-    #[error("the PAL vouches for {found}, not {expected}")]
+    /// The uTPM quote carries other data.
+    #[error("the PAL's quote carries the labelled caller data {found}, not {expected}")]
     Data {
         /// The expected data.
         expected: Digest,
@@ -250,7 +252,7 @@ impl Evidence {
         let selected = upcrs.selected(1);
         let info = QuoteInfo {
             qualified_signer: utpm::signer_name(&tcc.public()).to_vec(),
-            extra_data: [&nonce[..], &data[..]].concat(),
+            extra_data: [&nonce[..], &utpm::caller_data(data)[..]].concat(),
             reset_count: 0,
             firmware_version: 0,
             pcr_select: [1, 0, 0],
@@ -334,8 +336,11 @@ impl Evidence {
             });
         }
         if let Some(want) = expected.data {
-            if data != want {
-                return Err(VerifyError::Data { expected: Digest(want), found: Digest(data) });
+            if data != utpm::caller_data(&want) {
+                return Err(VerifyError::Data {
+                    expected: Digest(utpm::caller_data(&want)),
+                    found: Digest(data),
+                });
             }
         }
         Ok((expected.identity, data))
@@ -578,14 +583,15 @@ mod tests {
         let evidence = genuine(&tcc());
         let verified = check(&evidence, ROOT_A, |_| {}).unwrap();
         assert_eq!(verified.identity, IDENTITY);
-        assert_eq!(verified.data, DATA);
+        assert_eq!(verified.data, utpm::caller_data(&DATA));
         assert_eq!(verified.tcc_key, Digest::of(&tcc().public()).0);
         assert_eq!(verified.ek_certificate, Some(x509::ek_certificate_digest(EK_A)));
         assert_eq!(verified.pal_log, Some(vec![[6; 32], IDENTITY]));
         let again = Evidence::from_json(&evidence.to_json()).unwrap();
         assert_eq!(again, evidence);
-        // Without expected data, the data is reported.
-        assert_eq!(check(&evidence, ROOT_A, |e| e.data = None).unwrap().data, DATA);
+        // Without expected data, the labelled data is reported.
+        let unchecked = check(&evidence, ROOT_A, |e| e.data = None).unwrap();
+        assert_eq!(unchecked.data, utpm::caller_data(&DATA));
     }
 
     #[test]
@@ -682,6 +688,31 @@ mod tests {
         let mut fewer = simulated.clone();
         fewer.upcrs.clear();
         assert!(check(&fewer, ROOT_A, allow).is_err());
+    }
+
+    /// The data in a PAL's quote is its caller's, labelled: what verifies is the labelled
+    /// value, and a quote carrying the bare data (as if the PAL stated it) does not verify as
+    /// that data.
+    #[test]
+    fn quoted_data_is_labelled_as_the_callers() {
+        let allow = |e: &mut Expected<'_>| e.allow_simulation = true;
+        let labelled = Evidence::simulated(&tcc(), &IDENTITY, &NONCE, &DATA);
+        let verified = check(&labelled, ROOT_A, allow).expect("verifies");
+        assert_eq!(verified.data, utpm::caller_data(&DATA));
+        assert_ne!(verified.data, DATA);
+        let upcrs = Upcrs::new(&IDENTITY).selected(1);
+        let bare = QuoteInfo {
+            qualified_signer: utpm::signer_name(&tcc().public()).to_vec(),
+            extra_data: [&NONCE[..], &DATA[..]].concat(),
+            reset_count: 0,
+            firmware_version: 0,
+            pcr_select: [1, 0, 0],
+            pcr_digest: utpm::pcr_digest(&upcrs),
+        };
+        let unlabelled =
+            Evidence { pal_quote: Quote::sign(&tcc(), &bare).to_bytes(), ..labelled.clone() };
+        let err = check(&unlabelled, ROOT_A, allow).unwrap_err();
+        assert!(matches!(err, VerifyError::Data { .. }), "{err}");
     }
 
     #[test]

@@ -184,7 +184,8 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
         Command::Quote { nonce, data, selection } => {
             let mut nonce_data = [0; 64];
             nonce_data[..32].copy_from_slice(nonce.as_bytes());
-            nonce_data[32..].copy_from_slice(data.as_bytes());
+            // The caller's data, labelled as the caller's: the PAL vouches for nothing in it.
+            nonce_data[32..].copy_from_slice(&vpr_proto::utpm::caller_data(&data.0));
             match hv::quote(&nonce_data, selection) {
                 Ok(quote) => Outcome::Quote { quote },
                 Err(status) => Outcome::refused(&format!("quote: {status}")),

@@ -22,8 +22,8 @@ use vpr_proto::utpm::{Quote, TpmEvidenceParts};
 
 /// The RSA EK certificate `qemu/tpm-setup.sh` writes in the TPM's state folder.
 const EK_CERT: &str = "ek-rsa2048.crt";
-/// What the PAL vouches for in boot 2 (`selftest/tpm.rs`, `EVIDENCE_DATA`).
-const EVIDENCE_DATA: &[u8] = b"vpr verify: data the PAL vouches for";
+/// The caller's data the PAL quotes in boot 2 (`selftest/tpm.rs`, `EVIDENCE_DATA`).
+const EVIDENCE_DATA: &[u8] = b"vpr verify: data the caller chose";
 
 /// A credential made for boot 2 to activate.
 pub struct Credential {

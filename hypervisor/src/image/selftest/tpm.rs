@@ -367,8 +367,9 @@ fn nonce_from_command_line() -> Result<[u8; 32], String> {
     Ok(nonce)
 }
 
-/// The data the PAL vouches for in the evidence `qemu-test` checks with `vpr verify`.
-pub const EVIDENCE_DATA: &[u8] = b"vpr verify: data the PAL vouches for";
+/// The caller's data the PAL quotes (labelled) in the evidence `qemu-test` checks with
+/// `vpr verify`.
+pub const EVIDENCE_DATA: &[u8] = b"vpr verify: data the caller chose";
 
 /// Evidence for `vpr verify`, over the verifier's nonce (from the command line): the PAL
 /// image, registered, makes a uTPM quote of its uPCR 0 (its identity) over the nonce and
@@ -395,7 +396,7 @@ pub fn tpm_evidence(svm: &Svm) -> TestResult {
     let info = quote
         .verify(&key, &[utpm::extended(&[0; 32], &identity)])
         .map_err(|e| format!("uTPM quote: {e}"))?;
-    if info.extra_data != [nonce, data.0].concat()
+    if info.extra_data != [nonce, utpm::caller_data(&data.0)].concat()
         || info.qualified_signer != utpm::signer_name(&key)
     {
         return Err(format!("uTPM quote says {info:?}"));
