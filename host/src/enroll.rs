@@ -45,7 +45,7 @@ const MAX_MESSAGE: usize = 64 << 10;
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the agent waits for the configuration (the operator enrolls the other machines
 /// first).
-const CONFIG_TIMEOUT: Duration = Duration::from_secs(900);
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The caller's data in the enrollment's uTPM quote (labelled: the PAL does not vouch for it;
 /// the quote shows the PAL and its TCC key, fresh).
@@ -205,6 +205,9 @@ pub struct Operator<'a> {
     pub cluster_key: &'a KeyPair,
     /// The hypervisor measurement PCR 17 must show.
     pub hypervisor: [u8; 32],
+    /// The TCC key the machine must show, if it was enrolled before (a machine booted again
+    /// derives the same key from its TPM-held secret): checked before anything is certified.
+    pub tcc_key: Option<PublicKey>,
 }
 
 /// The quote of `parts` by the attestation key `ak` ([`TpmQuote::check`]).
@@ -243,8 +246,8 @@ pub struct Enrolled {
 }
 
 impl Enrolled {
-    /// Evidence for `vpr verify` (over [`Enrolled::nonce`], the PAL vouching for
-    /// [`ENROLLMENT_DATA`]'s hash): the EK certificate, an attestation-key certificate the CA
+    /// Evidence for `vpr verify` (over [`Enrolled::nonce`], the PAL quoting
+    /// [`ENROLLMENT_DATA`]'s hash as its caller's data): the EK certificate, an attestation-key certificate the CA
     /// issues now, the TPM quote, the PAL's uTPM quote of `identity`. `None` without a PAL
     /// quote.
     ///
@@ -326,6 +329,11 @@ pub fn enroll(
             .try_into()
             .map_err(|_| bad(String::from("attestation key point")))?;
     check_quote(&parts, &ak_point, &nonce, &operator.hypervisor).map_err(bad)?;
+    if operator.tcc_key.is_some_and(|known| known != parts.tcc_key) {
+        return Err(bad(String::from(
+            "another TCC key than at the machine's first enrollment: not certified",
+        )));
+    }
     // The TCC key is this TPM's hypervisor's: certify it for the cluster.
     let certificate =
         operator.cluster_key.sign(&Attestation::certificate_bytes(false, &parts.tcc_key));
@@ -445,7 +453,8 @@ mod tests {
             .join("src/evidence/testdata/x509/ca-a");
         let ca = x509::Ca::load(&ca_dir).unwrap();
         let key = KeyPair::from_secret(&[3; 32]).unwrap();
-        let operator = Operator { ca: &ca, cluster_key: &key, hypervisor: HYPERVISOR };
+        let operator =
+            Operator { ca: &ca, cluster_key: &key, hypervisor: HYPERVISOR, tcc_key: None };
         assert!(matches!(enroll(addr, &operator), Err(EnrollError::Io(_))));
     }
 }

@@ -344,7 +344,7 @@ struct VerifyArgs {
     allow_simulation: bool,
 }
 
-/// `vpr verify`: exit status 0 and what the evidence vouches for, or 1 and why it is refused.
+/// `vpr verify`: exit status 0 and what the evidence proves, or 1 and why it is refused.
 /// What the options do not give comes from the configuration at `config`.
 fn verify(
     evidence: &Path,

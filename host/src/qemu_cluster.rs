@@ -209,6 +209,12 @@ impl QemuCluster {
         for id in 0..n {
             let enrollment = cluster.enroll(id, Duration::from_secs(180))?;
             let enrolled = enrollment.enrolled.clone();
+            // One TPM, one replica: the configuration's keys must be n machines' TPMs.
+            if let Some(other) =
+                cluster.enrolled.iter().position(|e| e.ek_certificate == enrolled.ek_certificate)
+            {
+                bail!("vm {id} shows the TPM (EK certificate) of vm {other}: refused");
+            }
             progress(&format!(
                 "vm {id}: enrolled (EK certificate {}, TCC key {})",
                 Digest(enrolled.ek_certificate),
@@ -243,10 +249,13 @@ impl QemuCluster {
     /// Enrolls VM `id` once its agent answers.
     fn enroll(&mut self, id: u16, timeout: Duration) -> Result<enroll::Enrollment> {
         let deadline = Instant::now() + timeout;
+        // A VM enrolled before must show the same TCC key again (checked before it is
+        // certified).
         let operator = Operator {
             ca: &self.operating.ca,
             cluster_key: &self.operating.cluster_key,
             hypervisor: self.operating.hypervisor,
+            tcc_key: self.enrolled.get(usize::from(id)).map(|e| e.tcc_key),
         };
         loop {
             let vm = &mut self.vms[usize::from(id)];
@@ -319,13 +328,8 @@ impl QemuCluster {
         vm.swtpm.restart().map_err(anyhow::Error::msg)?;
         vm.qemu = Some(spawn_qemu(&vm.args, &vm.log, true)?);
         let config = vm.config.clone();
-        let enrollment = self.enroll(id, timeout)?;
-        if self.enrolled.get(usize::from(id)).map(|e| e.tcc_key)
-            != Some(enrollment.enrolled.tcc_key)
-        {
-            bail!("vm {id} came back with another TCC key: its replica cannot run");
-        }
-        let enrolled = enrollment.configure(&config)?;
+        // (`enroll` refuses another TCC key than the first enrollment's before certifying.)
+        let enrolled = self.enroll(id, timeout)?.configure(&config)?;
         if let Some(slot) = self.enrolled.get_mut(usize::from(id)) {
             *slot = enrolled.clone();
         }

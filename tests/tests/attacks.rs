@@ -297,6 +297,11 @@ fn attack_5_one_tcc_cannot_hold_two_ids() {
     // another group; the primary refuses its Join.
     let mut twice = group(2);
     twice.members[2] = twice.members[1];
+    // (A group of genuine TCCs refuses such a configuration outright; only simulated ones,
+    // as here, may name a key twice.)
+    let genuine = vpr_pal::GroupConfig { allow_simulated: false, ..twice.clone() };
+    let refused = Simulation::start(&folder("evil"), &manufacturer, genuine).unwrap_err();
+    assert!(refused.to_string().contains("one TCC key for two replicas"), "{refused}");
     let mut evil = Simulation::start(&folder("evil"), &manufacturer, twice).expect("evil");
     let Some(Effect::Join(evil_join)) = evil.call(Call::Join).pop() else { panic!("join") };
     let Some(Effect::Join(join)) = backup.call(Call::Join).pop() else { panic!("join") };

@@ -33,7 +33,7 @@ pub const QUOTED_PCRS: [u32; 3] = [17, 18, 19];
 /// start at all ones).
 pub(crate) const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
 
-/// Evidence that a PAL on a TCC vouches for some data, as `vpr verify` reads it (JSON, byte
+/// Evidence that a PAL on a TCC quoted its caller's data after a fresh nonce, as `vpr verify` reads it (JSON, byte
 /// strings in lowercase hex).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -91,7 +91,7 @@ pub struct Expected<'a> {
     pub nonce: [u8; 32],
     /// The PAL's identity (SHA-256 of its image).
     pub identity: [u8; 32],
-    /// The data the PAL must vouch for, if the verifier knows it.
+    /// The caller's data the PAL's quote must carry (labelled), if the verifier knows it.
     pub data: Option<[u8; 32]>,
     /// The hypervisor's measurement (what it extends into PCR 17); required for TPM evidence.
     pub hypervisor: Option<[u8; 32]>,
@@ -186,7 +186,7 @@ pub enum VerifyError {
     Data {
         /// The expected data.
         expected: Digest,
-        /// What it vouches for.
+        /// What it carries.
         found: Digest,
     },
     /// The uTPM quote is malformed in a way the quote format allows.
@@ -267,7 +267,7 @@ impl Evidence {
         }
     }
 
-    /// Checks the whole chain against `expected`; what it vouches for.
+    /// Checks the whole chain against `expected`; what it proves.
     ///
     /// # Errors
     /// The first link that fails, as a [`VerifyError`].

@@ -289,11 +289,11 @@ fn start_manager(
     if let Err(refused) = engine(state) {
         return refused;
     }
-    let tcc = match HvTcc::new(&group.cluster, group.me) {
+    let config = GroupConfig::from(group);
+    let tcc = match HvTcc::new(&config) {
         Ok(tcc) => tcc,
         Err(status) => return Outcome::refused(&format!("identity: {status}")),
     };
-    let config = GroupConfig::from(group);
     let manager = match sealed {
         None => Manager::new(tcc, config),
         Some(sealed) => Manager::restore(tcc, config, sealed),

@@ -24,16 +24,17 @@ use vpr_proto::msg::Attestation;
 
 use crate::hv;
 
-/// The name of a Manager's trusted counter: SHA-256 of its kind, the cluster and the
-/// replica's id. Replicas of one cluster that share a TCC (and so an image's counters) keep
-/// theirs apart; the untrusted side's counters ([`untrusted_counter`]) never meet them.
-pub fn manager_counter(counter: Counter, cluster: &[u8; 32], me: u16) -> [u8; 32] {
+/// The name of a Manager's trusted counter: SHA-256 of its kind, the group's configuration
+/// digest C and the replica's id. A group with another configuration (another cluster, size,
+/// or TCC keys), even one that shares the cluster's name, has counters of its own and cannot
+/// move this group's; the untrusted side's counters ([`untrusted_counter`]) never meet them.
+pub fn manager_counter(counter: Counter, config: &Digest, me: u16) -> [u8; 32] {
     let kind: &[u8] = match counter {
         Counter::View => b"vpr manager view counter",
         Counter::State => b"vpr manager state counter",
         Counter::Incarnation => b"vpr manager incarnation counter",
     };
-    vpr_proto::crypto::hash(&[kind, cluster, &me.to_le_bytes()]).0
+    vpr_proto::crypto::hash(&[kind, config.as_bytes(), &me.to_le_bytes()]).0
 }
 
 /// The name under which the PAL keeps the counter the untrusted side calls `name` (the
@@ -55,16 +56,20 @@ pub struct HvTcc {
 
 impl HvTcc {
     /// Reads the PAL's identity (the hypervisor's measurement of the image), for replica
-    /// `me` of cluster `cluster`.
+    /// `group.me` of the group `group` describes.
     ///
     /// # Errors
     /// The hypervisor's status.
-    pub fn new(cluster: &[u8; 32], me: u16) -> Result<Self, Status> {
-        hv::identity().map(|identity| HvTcc {
-            identity: Digest(identity),
-            view: manager_counter(Counter::View, cluster, me),
-            state: manager_counter(Counter::State, cluster, me),
-            incarnation: manager_counter(Counter::Incarnation, cluster, me),
+    pub fn new(group: &vpr_pal::GroupConfig) -> Result<Self, Status> {
+        hv::identity().map(|identity| {
+            let identity = Digest(identity);
+            let config = group.digest(&identity);
+            HvTcc {
+                identity,
+                view: manager_counter(Counter::View, &config, group.me),
+                state: manager_counter(Counter::State, &config, group.me),
+                incarnation: manager_counter(Counter::Incarnation, &config, group.me),
+            }
         })
     }
 

@@ -57,7 +57,8 @@ pub struct GroupConfig {
     pub service: ServiceOptions,
     /// Each replica's TCC key, by id (the thesis' certificate vector): a Manager runs only on
     /// the TCC its id names, and accepts a Join or an Accept only from the TCC of the sender's
-    /// id. One TCC cannot hold two ids of a group.
+    /// id. A key named twice is refused unless the group accepts simulated evidence (the
+    /// hypervisor's self-test), so one TCC cannot hold two ids of a genuine group.
     pub members: Vec<PublicKey>,
 }
 
@@ -220,6 +221,16 @@ impl<T: Tcc> Manager<T> {
                 "the configuration names {} TCC keys for {} replicas",
                 group.members.len(),
                 group.replicas
+            ));
+        }
+        // One TCC key for two ids would let one TCC (one crash) count twice. Only a group
+        // that accepts simulated evidence may do it (the hypervisor's self-test runs three
+        // ids on its one TCC).
+        let twice =
+            group.members.iter().enumerate().any(|(i, key)| group.members[..i].contains(key));
+        if twice && !group.allow_simulated {
+            return Err(String::from(
+                "the configuration names one TCC key for two replicas: one TCC cannot hold two ids",
             ));
         }
         // The TCC this Manager runs on must be the one the configuration gives its id: else

@@ -200,7 +200,7 @@ fn stock_tools_accept(
     let pal = Quote::from_bytes(&e.pal_quote).map_err(|e| format!("uTPM quote: {e}"))?;
     let point = e.tcc_key.get(1..).ok_or("empty TCC key")?;
     let data = vpr_proto::Digest::of(EVIDENCE_DATA).0;
-    let qualifying = [&inputs.nonce[..], &data[..]].concat();
+    let qualifying = [&inputs.nonce[..], &vpr_proto::utpm::caller_data(&data)[..]].concat();
     check_quote(
         inputs.state,
         "utpm-quote",
