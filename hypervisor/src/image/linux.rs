@@ -8,8 +8,9 @@
 //! The guest keeps the processor: its interrupts, its devices, its idle HLT. It exits for
 //! CPUID (SVM hidden), the MSRs that hold SVM's state (EFER writes keep SVME; VM_CR reads 0;
 //! the rest is #GP), the SVM instructions (#UD, as on a processor without SVM), VMMCALL
-//! (the hypercall), and nested page faults: an access to the hypervisor's memory or the TPM
-//! gets #GP(0), and the guest goes on.
+//! (the hypercall), nested page faults (an access to the hypervisor's memory or the TPM gets
+//! #GP(0), and the guest goes on) and every I/O port but those of the devices it needs
+//! (`guest_os::OS_PORTS`: the others read as no device, writes are dropped).
 
 use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::pal::{GuestAccess, Pals, Tcc};
@@ -23,7 +24,9 @@ use vpr_hypervisor::linux::{self as boot, BzImage, BOOT_CS, BOOT_DS, GDT_LEN};
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::paging;
 use vpr_hypervisor::svm::exit::code;
-use vpr_hypervisor::svm::guest_os::{self, MsrAction, MsrPermissions, ProtectedModeGuest};
+use vpr_hypervisor::svm::guest_os::{
+    self, IoAccess, IoAction, IoPermissions, MsrAction, MsrPermissions, ProtectedModeGuest,
+};
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
 use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
 use vpr_hypervisor::vm::{Vcpu, VmExit};
@@ -114,7 +117,8 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let pages = identity_map(&mut npt, &mut tables, &denied)?;
     let mut msrpm = OwnedFrames::allocate(MSRPM_BYTES / PAGE_SIZE).ok_or("no frames")?;
     msrpm.bytes_mut().copy_from_slice(MsrPermissions::for_os().as_bytes());
-    let iopm = OwnedFrames::allocate(IOPM_BYTES.div_ceil(PAGE_SIZE)).ok_or("no frames")?;
+    let mut iopm = OwnedFrames::allocate(IOPM_BYTES.div_ceil(PAGE_SIZE)).ok_or("no frames")?;
+    iopm.bytes_mut().copy_from_slice(IoPermissions::for_os().as_bytes());
     let setup = ProtectedModeGuest {
         asid: OS_ASID,
         entry: placement.kernel,
@@ -234,12 +238,68 @@ impl GuestAccess for UserMemory {
     }
 }
 
+/// The ports whose refused reads and writes were logged (one bit a port and kind: each kind
+/// of access to a port is logged once).
+struct PortLog([[u64; 1024]; 2]);
+
+impl PortLog {
+    /// Whether this kind of access to `port` is seen for the first time (and marks it).
+    fn first(&mut self, port: u16, write: bool) -> bool {
+        let (word, bit) = (usize::from(port / 64), port % 64);
+        let seen = &mut self.0[usize::from(write)][word];
+        let new = *seen & 1 << bit == 0;
+        *seen |= 1 << bit;
+        new
+    }
+}
+
+/// Answers an access of a port the guest does not own (`guest_os::io_access`).
+fn refuse_port(vcpu: &mut SvmVcpu, log: &mut PortLog) {
+    let (info1, next_rip) = (vcpu.vmcb().control.exit_info1, vcpu.vmcb().control.exit_info2);
+    let Some(access) = IoAccess::from_exit_info(info1) else {
+        vcpu.inject(guest_os::general_protection());
+        return;
+    };
+    let action = guest_os::io_access(access);
+    if log.first(access.port, access.write) {
+        let rip = vcpu.vmcb().save.rip;
+        log::warn!(
+            "hv: guest {} port {:#x} ({} bytes, rip {rip:#x}): not its port, {}",
+            if access.write { "wrote" } else { "read" },
+            access.port,
+            access.size,
+            match action {
+                IoAction::Read { .. } => "read as no device",
+                IoAction::Drop => "dropped",
+                IoAction::Fault => "#GP injected",
+            }
+        );
+    }
+    match action {
+        IoAction::Read { value, size } => {
+            let r = vcpu.registers();
+            r.rax = match size {
+                4 => u64::from(value),
+                _ => (r.rax & !u64::from(value)) | u64::from(value),
+            };
+            vcpu.vmcb().save.rip = next_rip;
+        }
+        IoAction::Drop => vcpu.vmcb().save.rip = next_rip,
+        IoAction::Fault => vcpu.inject(guest_os::general_protection()),
+    }
+}
+
 /// Runs the guest, answering its exits, until one it cannot go on after.
 fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut faults = 0u64;
-    let mut counts = [0u64; 4]; // CPUID, MSR, hypercalls, injected #UD
+    let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
+    let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
     loop {
         match vcpu.run() {
+            VmExit::Io { .. } => {
+                counts[4] += 1;
+                refuse_port(vcpu, &mut ports);
+            }
             VmExit::Hypercall => {
                 counts[2] += 1;
                 // The caller's buffers are guest-virtual: its page tables say where they are.
@@ -293,7 +353,7 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
             VmExit::Shutdown => {
                 return Err(format!(
                     "the guest shut down (triple fault) after {counts:?} exits (CPUID, MSR, \
-                     hypercall, #UD) and {faults} nested page faults"
+                     hypercall, #UD, refused port) and {faults} nested page faults"
                 ));
             }
             other => return Err(format!("the guest stopped: {other}")),

@@ -4,14 +4,15 @@
 //!
 //! Unlike the test guests, this guest keeps the processor: physical interrupts reach it
 //! directly (no INTR intercept, `V_INTR_MASKING` clear, so its RFLAGS.IF governs them: APM
-//! §15.21.1), it halts when idle (no HLT intercept), and its port accesses go to the devices
-//! (an all-zero I/O permission map). What stays with the hypervisor: the SVM instructions,
+//! §15.21.1), it halts when idle (no HLT intercept), and the I/O ports of the devices it
+//! needs go to them ([`OS_PORTS`]). What stays with the hypervisor: the SVM instructions,
 //! VMMCALL (the hypercall), CPUID, the MSRs that would turn SVM off or move its host save
-//! area, and a triple fault.
+//! area, every other I/O port ([`io_access`]: read as no device, writes dropped), and a
+//! triple fault.
 
 use crate::svm::setup::{control, DEFAULT_PAT};
 use crate::svm::vmcb::{intercept, Segment, Vmcb};
-use crate::svm::{CPUID_SVM, EFER_SVME, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
+use crate::svm::{CPUID_SVM, EFER_SVME, IOPM_BYTES, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
 use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
@@ -174,6 +175,148 @@ impl MsrPermissions {
     }
 }
 
+/// The I/O ports an OS guest (Linux on QEMU's `pc` machine, as vpr starts it) reaches
+/// directly, each range inclusive with what it is. Every other port exits and is answered by
+/// [`io_access`]. Left out on purpose: the ISA DMA controllers and page registers
+/// (0x00-0x1F, 0x81-0x8F, 0xC0-0xDF: the 8237 can make a device write anywhere in the low
+/// 16 MiB), the keyboard controller (0x60, 0x64: its output port gates A20 and resets the
+/// machine), System Control Port A (0x92: A20 and fast reset), fw_cfg (0x510-0x51B: its DMA
+/// interface at 0x514 writes guest-chosen addresses), and everything QEMU does not attach.
+pub const OS_PORTS: &[(u16, u16, &str)] = &[
+    (0x0020, 0x0021, "master interrupt controller (8259)"),
+    (0x0040, 0x0043, "interval timer (8254)"),
+    (0x0061, 0x0061, "NMI status and timer-2 gate (timer calibration)"),
+    (0x0070, 0x0071, "real-time clock and CMOS"),
+    (0x0080, 0x0080, "POST code (Linux's I/O delay)"),
+    (0x00A0, 0x00A1, "slave interrupt controller (8259)"),
+    (0x00B2, 0x00B3, "APM control and status (ACPI enable)"),
+    (0x03F8, 0x03FF, "COM1 (the console)"),
+    (0x04D0, 0x04D1, "interrupt edge/level control (ELCR)"),
+    (0x0600, 0x063F, "ACPI power management (PIIX4 PM base as the firmware sets it)"),
+    (0x0CF8, 0x0CFF, "PCI configuration mechanism 1 (and reset control 0xCF9)"),
+    (0xAE00, 0xAFFF, "ACPI hot-plug and GPE0 registers"),
+    (0xC000, 0xFFFF, "PCI I/O window (I/O BARs of the attached devices)"),
+];
+
+/// The I/O permission map of an OS guest (APM §15.10.1): one bit per port, set when an
+/// access exits; an access of several bytes exits if any of its bytes' bits is set. 12 KiB,
+/// the last bits covering accesses that run past port 0xFFFF.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IoPermissions {
+    bits: [u8; IOPM_LEN],
+}
+
+/// [`IOPM_BYTES`] as an array length.
+const IOPM_LEN: usize = 12 * 1024;
+const _: () = assert!(IOPM_LEN as u64 == IOPM_BYTES);
+
+impl core::fmt::Debug for IoPermissions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let open = self.bits.iter().map(|b| b.count_zeros()).sum::<u32>();
+        f.debug_struct("IoPermissions").field("open_ports", &open).finish()
+    }
+}
+
+impl IoPermissions {
+    /// The map in which every port exits.
+    pub const fn all_intercepted() -> Self {
+        IoPermissions { bits: [0xFF; IOPM_LEN] }
+    }
+
+    /// The OS guest's map: [`OS_PORTS`] open, the rest intercepted.
+    pub fn for_os() -> Self {
+        let mut map = IoPermissions::all_intercepted();
+        for &(first, last, _) in OS_PORTS {
+            map.open(first, last);
+        }
+        map
+    }
+
+    /// Lets accesses of ports `first..=last` through.
+    pub fn open(&mut self, first: u16, last: u16) {
+        for port in first..=last {
+            self.bits[usize::from(port / 8)] &= !(1 << (port % 8));
+        }
+    }
+
+    /// Whether an access of `size` bytes at `port` exits.
+    pub fn intercepts(&self, port: u16, size: u8) -> bool {
+        (0..usize::from(size.max(1))).any(|i| {
+            let p = usize::from(port) + i;
+            self.bits[p / 8] & 1 << (p % 8) != 0
+        })
+    }
+
+    /// The map's bytes, to copy into the 12 KiB the VMCB points to.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+}
+
+/// An intercepted port access, from the IOIO exit's EXITINFO1 (APM §15.10.2, Figure 15-2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoAccess {
+    /// The port.
+    pub port: u16,
+    /// Bytes accessed: 1, 2 or 4.
+    pub size: u8,
+    /// IN (`false`) or OUT.
+    pub write: bool,
+    /// INS or OUTS (with or without REP).
+    pub string: bool,
+}
+
+impl IoAccess {
+    /// Decodes EXITINFO1 of an IOIO exit: bit 0 IN, bit 2 string, bits 4-6 the size (one of
+    /// them set), bits 31:16 the port. `None` for a size field the processor never reports.
+    pub fn from_exit_info(info1: u64) -> Option<IoAccess> {
+        let size = match (info1 >> 4) & 0b111 {
+            0b001 => 1,
+            0b010 => 2,
+            0b100 => 4,
+            _ => return None,
+        };
+        Some(IoAccess {
+            port: u16::try_from((info1 >> 16) & 0xFFFF).ok()?,
+            size,
+            write: info1 & 1 == 0,
+            string: info1 & 1 << 2 != 0,
+        })
+    }
+}
+
+/// What the hypervisor does with an intercepted port access of an OS guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoAction {
+    /// IN: the port reads as all ones over its size (no device answers), put in the low
+    /// `size` bytes of RAX (a 32-bit IN clears RAX's upper half, as the processor does).
+    Read {
+        /// The value of all ones.
+        value: u32,
+        /// Bytes: 1, 2 or 4.
+        size: u8,
+    },
+    /// OUT: dropped.
+    Drop,
+    /// INS or OUTS: #GP(0) (not emulated: no guest uses string I/O on a port it does not
+    /// own).
+    Fault,
+}
+
+/// The answer to an intercepted port access: a port the guest does not own behaves as one
+/// with no device behind it — reads give all ones, writes are dropped — so A20 stays on, the
+/// DMA controllers and fw_cfg stay idle, and the guest goes on.
+pub fn io_access(access: IoAccess) -> IoAction {
+    match (access.string, access.write) {
+        (true, _) => IoAction::Fault,
+        (false, true) => IoAction::Drop,
+        (false, false) => IoAction::Read {
+            value: u32::MAX >> (32 - 8 * u32::from(access.size)),
+            size: access.size,
+        },
+    }
+}
+
 /// What the hypervisor does with an intercepted MSR access of an OS guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsrAction {
@@ -323,6 +466,48 @@ mod tests {
         assert_eq!(msr_access(MSR_VM_CR, Some(1 << 4), 0), MsrAction::Fault);
         assert_eq!(msr_access(MSR_VM_HSAVE_PA, None, 0), MsrAction::Fault);
         assert_eq!(msr_access(MSR_VM_HSAVE_PA, Some(0x1000), 0), MsrAction::Fault);
+    }
+
+    #[test]
+    fn io_map_opens_only_the_listed_ports() {
+        let map = IoPermissions::for_os();
+        for port in [0x20, 0x40, 0x70, 0x71, 0x3F8, 0x3FD, 0x604, 0xCF8, 0xCFC, 0xAFE0, 0xC040] {
+            assert!(!map.intercepts(port, 1), "{port:#x}");
+        }
+        // A20 (0x92, the keyboard controller), ISA DMA, fw_cfg and its DMA, debug ports.
+        for port in [0x00, 0x0A, 0x60, 0x64, 0x81, 0x87, 0x92, 0xC0, 0xD6, 0x402, 0x510, 0x514] {
+            assert!(map.intercepts(port, 1), "{port:#x}");
+        }
+        // A 4-byte access reaching one closed port exits: 0xCFC is open, 0x5FE..0x601 not.
+        assert!(!map.intercepts(0xCFC, 4));
+        assert!(map.intercepts(0x5FE, 4));
+        // Past 0xFFFF (the map's last bits) stays intercepted: 0xFFFE + 4 bytes.
+        assert!(map.intercepts(0xFFFE, 4));
+        assert!(!map.intercepts(0xFFFC, 4));
+        // APM §15.10.1: port p is bit p % 8 of byte p / 8; 0x92 is byte 0x12, bit 2.
+        assert_eq!(map.as_bytes()[0x12] & 1 << 2, 1 << 2);
+        assert_eq!(map.as_bytes()[0x3F8 / 8], 0);
+    }
+
+    #[test]
+    fn closed_ports_read_as_no_device() {
+        // EXITINFO1: port 0x92, 8-bit IN.
+        let info = 0x92 << 16 | 1 << 4 | 1;
+        let access = IoAccess::from_exit_info(info).unwrap();
+        assert_eq!(access, IoAccess { port: 0x92, size: 1, write: false, string: false });
+        assert_eq!(io_access(access), IoAction::Read { value: 0xFF, size: 1 });
+        let word = IoAccess { size: 2, ..access };
+        assert_eq!(io_access(word), IoAction::Read { value: 0xFFFF, size: 2 });
+        let dword = IoAccess { size: 4, ..access };
+        assert_eq!(io_access(dword), IoAction::Read { value: u32::MAX, size: 4 });
+        // OUT 0x514 (fw_cfg DMA), 32-bit: dropped.
+        let out = IoAccess::from_exit_info(0x514 << 16 | 1 << 6).unwrap();
+        assert_eq!((out.write, out.size), (true, 4));
+        assert_eq!(io_access(out), IoAction::Drop);
+        // REP OUTSB: #GP.
+        let outs = IoAccess::from_exit_info(0x60 << 16 | 1 << 4 | 1 << 3 | 1 << 2).unwrap();
+        assert_eq!(io_access(outs), IoAction::Fault);
+        assert_eq!(IoAccess::from_exit_info(0x60 << 16 | 0b011 << 4), None);
     }
 
     #[test]

@@ -515,9 +515,21 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     if !seen(lines, "hv: guest touched") {
         return Err(String::from("the hypervisor saw no nested page fault from the probes"));
     }
+    // The A20 gates (System Control Port A, the keyboard controller) are the hypervisor's:
+    // the guest's writes are dropped, the ports read as no device, and it goes on (the
+    // hypercalls after the probes, above, ran with A20 on).
+    for port in ["0x92", "0x64", "0x60"] {
+        if !seen(lines, &format!("vpr-guest: port {port} after the A20 writes: reads ff")) {
+            return Err(format!("port {port} did not read as no device after the A20 writes"));
+        }
+        if !seen(lines, &format!("hv: guest wrote port {port} ")) {
+            return Err(format!("the hypervisor did not report the guest's write of port {port}"));
+        }
+    }
     eprintln!(
         "linux-test: Linux booted on the hypervisor, ran vpr, was refused {} ranges of \
-         hypervisor memory (read and write) and went on; {:.1} s from QEMU's start to power-off",
+         hypervisor memory (read and write) and the A20 gates (ports 0x92, 0x64, 0x60), and went \
+         on; {:.1} s from QEMU's start to power-off",
         ranges.len(),
         boot.elapsed.as_secs_f64()
     );
