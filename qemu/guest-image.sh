@@ -10,7 +10,8 @@
 #   initramfs.cpio.gz    gzip'ed newc cpio: busybox (from busybox-static) and its applet
 #                        links, VPR_BINARY as /bin/vpr with its shared libraries and dynamic
 #                        loader, the NIC modules (virtio_net, virtio_pci, e1000), those of the
-#                        data share (9pnet_virtio, 9p), what they depend on, and /init
+#                        data share (9pnet_virtio, 9p), msr (/dev/cpu/N/msr, for the MSR
+#                        probes of the smoke run), what they depend on, and /init
 #                        (qemu/guest/init)
 #   initramfs.files      the archive's listing
 #   cache/               the downloaded .debs and their extracted trees
@@ -23,7 +24,7 @@
 # Environment (optional):
 #   VPR_GUEST_KERNEL_PACKAGE  kernel package to use (default: what linux-image-amd64 depends on)
 #   VPR_GUEST_MODULES         module names to include (default: "virtio_net virtio_pci e1000
-#                             9pnet_virtio 9p")
+#                             9pnet_virtio 9p msr")
 #   VPR_GUEST_STRIP           1 (default): strip debug info from the copy of vpr; 0: copy as is
 #   VPR_GUEST_PAL             a PAL image (vpr-pal-image) to put at /usr/lib/vpr/vpr-pal-image,
 #                             copied as is (its SHA-256 is its identity)
@@ -43,7 +44,7 @@ OUT=$(cd "$1" && pwd)
 VPR_BIN=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
 CACHE="$OUT/cache"
 mkdir -p "$CACHE"
-MODULES=${VPR_GUEST_MODULES:-virtio_net virtio_pci e1000 9pnet_virtio 9p}
+MODULES=${VPR_GUEST_MODULES:-virtio_net virtio_pci e1000 9pnet_virtio 9p msr}
 STRIP=${VPR_GUEST_STRIP:-1}
 PAL=${VPR_GUEST_PAL:-}
 if [ -n "$PAL" ]; then

@@ -176,6 +176,19 @@ enum Command {
         /// The PAL image (the `vpr-pal-image` ELF file).
         #[arg(long)]
         image: PathBuf,
+        /// Keep the PAL registered this long before unregistering it (and check it still
+        /// answers then): time for `vpr pal-probe` from another process.
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+    /// On the vpr hypervisor: try, from this process, what only a PAL's owner and the
+    /// enrollment agent may do — execute and unregister PAL `--handle` (another process's),
+    /// and install a certificate of the TCC key — and report each answer.
+    #[command(hide = true)]
+    PalProbe {
+        /// The handle (hex, as `vpr pal-smoke` prints it).
+        #[arg(long)]
+        handle: String,
     },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
@@ -223,7 +236,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo(),
-        Command::PalSmoke { image } => pal_smoke(&image),
+        Command::PalSmoke { image, hold_ms } => pal_smoke(&image, hold_ms),
+        Command::PalProbe { handle } => pal_probe(&handle),
         Command::EnrollAgent { listen, pal, config } => {
             vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()), &config)?;
             println!(
@@ -250,7 +264,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// `vpr pal-smoke`: the PAL through the real TCC, from a process of the hypervisor's guest.
-fn pal_smoke(image: &Path) -> Result<ExitCode> {
+fn pal_smoke(image: &Path, hold_ms: u64) -> Result<ExitCode> {
     use vpr_host::tcc::hypercall::Hypervisor;
     use vpr_proto::pal_io::{Command as PalCommand, Outcome};
     use vpr_proto::utpm::{self, Quote, QuoteInfo};
@@ -324,8 +338,36 @@ fn pal_smoke(image: &Path) -> Result<ExitCode> {
          the TCC key {} (its signature is checked by `vpr verify` with the TPM evidence)",
         hex::encode(&info.qualified_signer[2..])
     );
+    if hold_ms > 0 {
+        println!("pal-smoke: holding handle {:#x} for {hold_ms} ms", registered.handle);
+        std::thread::sleep(std::time::Duration::from_millis(hold_ms));
+        let Outcome::Digest { digest: after, .. } = run(PalCommand::Digest)? else {
+            anyhow::bail!("no digest after the hold");
+        };
+        anyhow::ensure!(after == digest, "the PAL's database changed during the hold");
+        println!("pal-smoke: after the hold the PAL is still registered and unchanged");
+    }
     hv.unregister(registered.handle)?;
     println!("pal-smoke: ok");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vpr pal-probe`: what another process's PAL handle and the certificate install answer to
+/// this process (each should be refused).
+fn pal_probe(handle: &str) -> Result<ExitCode> {
+    use vpr_host::tcc::hypercall::Hypervisor;
+    use vpr_proto::pal_io::Command as PalCommand;
+    let handle = u64::from_str_radix(handle.trim_start_matches("0x"), 16)
+        .with_context(|| format!("--handle {handle}: not hex"))?;
+    let hv = Hypervisor::open()?;
+    let answer = |r: Result<(), vpr_host::tcc::hypercall::HypercallError>| match r {
+        Ok(()) => String::from("DONE"),
+        Err(e) => format!("refused ({e})"),
+    };
+    let executed = hv.execute(handle, &PalCommand::Digest.encode(), 64 << 10).map(drop);
+    println!("pal-probe: execute of handle {handle:#x}: {}", answer(executed));
+    println!("pal-probe: unregister of handle {handle:#x}: {}", answer(hv.unregister(handle)));
+    println!("pal-probe: certify: {}", answer(hv.certify(&[0; 64])));
     Ok(ExitCode::SUCCESS)
 }
 

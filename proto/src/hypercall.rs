@@ -34,6 +34,9 @@
 //!   `out ptr` and writes its length as a little-endian `u64` at `out-len ptr`. A PAL that
 //!   faults is killed: [`Status::PalFault`], and its handle is gone.
 //! - `unregister` zeroes and frees the PAL's memory; the handle becomes invalid.
+//! - A handle belongs to the address space that registered it (a Linux guest's calling
+//!   process: its page-table root): `execute` and `unregister` from any other are
+//!   [`Status::Refused`] and change nothing.
 //! - `evidence` (a machine with a TPM) writes the TPM half of the evidence over the caller's
 //!   nonce ([`crate::utpm::TpmEvidenceParts`]: the attestation key's public area, its quote
 //!   of PCRs 17-19 over the nonce, those PCRs, the log of PCR 18, the TCC key and the EK
@@ -44,7 +47,9 @@
 //!   [`Status::Refused`] for a credential made for another TPM or key.
 //! - `certify` gives the hypervisor a certificate of its TCC key: a P-256 signature, by the
 //!   key that certifies this cluster's TCCs, over `vpr_proto::msg::Attestation`'s certificate
-//!   bytes for a non-simulated key. From then on the `Attest` service hands it out with
+//!   bytes for a non-simulated key. Only the address space whose `activate` last succeeded
+//!   may give it (the enrollment agent proves the attestation key that way first), else
+//!   [`Status::Refused`]. From then on the `Attest` service hands it out with
 //!   evidence that is not marked simulated. The hypervisor cannot check who signed it (it does
 //!   not know the cluster's key): a wrong certificate only makes its evidence fail. Without a
 //!   TPM (keys that live for one boot) it is [`Status::Unavailable`].

@@ -6,8 +6,9 @@
 //! table), and enters the kernel's 32-bit entry (`vpr_hypervisor::svm::guest_os`).
 //!
 //! The guest keeps the processor: its interrupts, its devices, its idle HLT. It exits for
-//! CPUID (SVM hidden), the MSRs that hold SVM's state (EFER writes keep SVME; VM_CR reads 0;
-//! the rest is #GP), the SVM instructions (#UD, as on a processor without SVM), VMMCALL
+//! CPUID (SVM, x2APIC and machine checks hidden), every MSR but those it needs
+//! (`guest_os::OS_MSRS`; EFER writes keep SVME; VM_CR reads 0; the rest is #GP, logged once
+//! per MSR and kind), the SVM instructions (#UD, as on a processor without SVM), VMMCALL
 //! (the hypercall), nested page faults (an access to the hypervisor's memory or the TPM gets
 //! #GP(0), and the guest goes on) and every I/O port but those of the devices it needs
 //! (`guest_os::OS_PORTS`: the others read as no device, writes are dropped).
@@ -43,6 +44,8 @@ const LARGE_PAGE: u64 = 2 << 20;
 const TWO_BYTE_INSTRUCTION: u64 = 2;
 /// Nested page faults logged in full; later ones are only counted.
 const LOGGED_FAULTS: u64 = 16;
+/// Refused MSRs (and kinds of access) logged; later ones are only counted.
+const LOGGED_MSRS: usize = 64;
 
 /// The GDT's limit (its length - 1).
 const GDT_LIMIT: u16 = 31;
@@ -225,6 +228,12 @@ impl GuestAccess for UserMemory {
         Range::new(PAGE_SIZE, paging::USER_END)
     }
 
+    /// The process's page-table root: CR3 without the PCID (bits 11:0) and the no-flush bit
+    /// (63) (AMD APM Vol. 2 §3.1.2, §5.5.1).
+    fn owner(&self) -> u64 {
+        self.cr3 & 0x000F_FFFF_FFFF_F000
+    }
+
     fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
         self.pieces(addr, out.len(), false, |pa, at, n| {
             mem::read_guest_physical(pa, &mut out[at..at + n])
@@ -294,6 +303,7 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut faults = 0u64;
     let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
     let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
+    let mut refused_msrs: Vec<(u32, bool)> = Vec::new();
     loop {
         match vcpu.run() {
             VmExit::Io { .. } => {
@@ -333,7 +343,20 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
                         (r.rax, r.rdx) = (value & 0xFFFF_FFFF, value >> 32);
                         vcpu.skip(TWO_BYTE_INSTRUCTION);
                     }
-                    MsrAction::Fault => vcpu.inject(guest_os::general_protection()),
+                    MsrAction::Fault => {
+                        // Each refused MSR and kind logged once (at most `LOGGED_MSRS`).
+                        if refused_msrs.len() < LOGGED_MSRS && !refused_msrs.contains(&(msr, write))
+                        {
+                            refused_msrs.push((msr, write));
+                            let rip = vcpu.vmcb().save.rip;
+                            log::warn!(
+                                "hv: guest {} MSR {msr:#x} (rip {rip:#x}): not its MSR, #GP \
+                                 injected",
+                                if write { "wrote" } else { "read" }
+                            );
+                        }
+                        vcpu.inject(guest_os::general_protection());
+                    }
                 }
             }
             VmExit::NestedPageFault { gpa, error } => {

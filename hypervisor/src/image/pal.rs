@@ -64,6 +64,9 @@ pub struct Pal {
     output_used: u64,
     /// Its uPCRs (`vpr_proto::utpm`): uPCR 0 holds its identity.
     upcrs: Upcrs,
+    /// The address space that registered it ([`GuestAccess::owner`]): the only one that may
+    /// execute or unregister it.
+    owner: u64,
 }
 
 impl Pal {
@@ -86,6 +89,7 @@ impl Pal {
             input_used: 0,
             output_used: 0,
             upcrs: Upcrs::new(&measurement.0),
+            owner: 0,
         };
         let first = pal.frames.first();
         let npt = NestedPageTable::new(&mut pal.tables).map_err(|_| Status::NoMemory)?;
@@ -564,6 +568,9 @@ impl Drop for Pal {
 pub trait GuestAccess {
     /// Where the guest's pointers must lie (checked before any access).
     fn window(&self) -> Range;
+    /// Which address space of the guest calls (a Linux process: the physical address of its
+    /// page-table root; a test guest: 0). PAL handles belong to the one that registered them.
+    fn owner(&self) -> u64;
     /// Copies the guest's bytes at `addr` into `out`; `false` (an unusable pointer) if any
     /// byte is out of its reach.
     fn read(&mut self, addr: u64, out: &mut [u8]) -> bool;
@@ -575,6 +582,10 @@ pub trait GuestAccess {
 impl GuestAccess for GuestMemory {
     fn window(&self) -> Range {
         self.ram()
+    }
+
+    fn owner(&self) -> u64 {
+        0
     }
 
     fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
@@ -597,6 +608,8 @@ pub struct Pals<'a> {
     tcc: Tcc,
     /// TSC ticks the last successful register took, its log line not included.
     pub register_ticks: u64,
+    /// The address space whose `activate` last succeeded: the only one that may `certify`.
+    activator: Option<u64>,
 }
 
 impl<'a> Pals<'a> {
@@ -607,7 +620,7 @@ impl<'a> Pals<'a> {
 
     /// No PAL yet; the PALs' counters live in `tcc`.
     pub fn with_tcc(svm: &'a Svm, tcc: Tcc) -> Self {
-        Pals { svm, registry: Registry::new(MAX_PALS), tcc, register_ticks: 0 }
+        Pals { svm, registry: Registry::new(MAX_PALS), tcc, register_ticks: 0, activator: None }
     }
 
     /// How many PALs are registered.
@@ -690,7 +703,8 @@ impl<'a> Pals<'a> {
                     return Err(Status::BadPointer);
                 }
                 let measurement = Digest::of(copy);
-                let pal = Pal::new(copy, measurement)?;
+                let mut pal = Pal::new(copy, measurement)?;
+                pal.owner = guest.owner();
                 let handle = self.registry.insert(pal)?;
                 let result = RegisterOut { handle, measurement: measurement.0 };
                 if !guest.write(out.start, &result.to_bytes()) {
@@ -712,6 +726,12 @@ impl<'a> Pals<'a> {
             }
             Request::Execute { handle, input, output, out_len } => {
                 let pal = self.registry.get_mut(handle)?;
+                if pal.owner != guest.owner() {
+                    log::warn!(
+                        "pal: handle={handle:#x} executed by another address space: refused"
+                    );
+                    return Err(Status::Refused);
+                }
                 // The input page holds exactly this input, then zeroes; the output page is
                 // cleared of what the last execution claimed.
                 let in_len = mem::usize_of(input.len());
@@ -751,6 +771,12 @@ impl<'a> Pals<'a> {
                 Ok(len)
             }
             Request::Unregister { handle } => {
+                if self.registry.get_mut(handle)?.owner != guest.owner() {
+                    log::warn!(
+                        "pal: handle={handle:#x} unregistered by another address space: refused"
+                    );
+                    return Err(Status::Refused);
+                }
                 drop(self.registry.remove(handle)?);
                 log::info!("pal: unregistered handle={handle:#x}");
                 Ok(0)
@@ -770,9 +796,16 @@ impl<'a> Pals<'a> {
                     return Err(Status::BadPointer);
                 }
                 let secret = crate::tpm::activate(&blob)?;
+                self.activator = Some(guest.owner());
                 write_out(guest, out, out_len, &secret)
             }
             Request::Certify { certificate } => {
+                if self.activator != Some(guest.owner()) {
+                    log::warn!(
+                        "pal: certify from an address space that activated nothing: refused"
+                    );
+                    return Err(Status::Refused);
+                }
                 let mut signature = [0; 64];
                 if !guest.read(certificate.start, &mut signature) {
                     return Err(Status::BadPointer);

@@ -5,14 +5,15 @@
 //! Unlike the test guests, this guest keeps the processor: physical interrupts reach it
 //! directly (no INTR intercept, `V_INTR_MASKING` clear, so its RFLAGS.IF governs them: APM
 //! §15.21.1), it halts when idle (no HLT intercept), and the I/O ports of the devices it
-//! needs go to them ([`OS_PORTS`]). What stays with the hypervisor: the SVM instructions,
-//! VMMCALL (the hypercall), CPUID, the MSRs that would turn SVM off or move its host save
-//! area, every other I/O port ([`io_access`]: read as no device, writes dropped), and a
+//! needs go to them ([`OS_PORTS`]), as do the MSRs it needs ([`OS_MSRS`], and
+//! [`OS_READ_ONLY_MSRS`] for reading). What stays with the hypervisor: the SVM instructions,
+//! VMMCALL (the hypercall), CPUID, every other MSR ([`msr_access`]: EFER writes keep SVME, the
+//! rest #GP), every other I/O port ([`io_access`]: read as no device, writes dropped), and a
 //! triple fault.
 
 use crate::svm::setup::{control, DEFAULT_PAT};
 use crate::svm::vmcb::{intercept, Segment, Vmcb};
-use crate::svm::{CPUID_SVM, EFER_SVME, IOPM_BYTES, MSRPM_BYTES, MSR_VM_CR, MSR_VM_HSAVE_PA};
+use crate::svm::{CPUID_SVM, EFER_SVME, IOPM_BYTES, MSRPM_BYTES, MSR_VM_CR};
 use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
@@ -93,12 +94,45 @@ impl ProtectedModeGuest {
     }
 }
 
+/// The MSRs an OS guest owns: its reads and writes go to the processor (inclusive ranges).
+pub const OS_MSRS: &[(u32, u32, &str)] = &[
+    (0x0000_0010, 0x0000_0010, "time-stamp counter"),
+    (0x0000_0048, 0x0000_0049, "speculation control, prediction barrier"),
+    (0x0000_0174, 0x0000_0176, "SYSENTER CS, ESP, EIP"),
+    (0x0000_01D9, 0x0000_01D9, "debug control"),
+    (0x0000_0277, 0x0000_0277, "page attribute table"),
+    (0x0000_06E0, 0x0000_06E0, "TSC deadline"),
+    (0xC000_0081, 0xC000_0084, "STAR, LSTAR, CSTAR, SFMASK (system calls)"),
+    (0xC000_0100, 0xC000_0103, "FS and GS bases, kernel GS base, TSC_AUX"),
+];
+
+/// The MSRs an OS guest may read but not write: a write would move memory or devices under
+/// the hypervisor (the local APIC's window, the DRAM/MMIO boundary, the MMIO configuration
+/// space) or change memory types and machine configuration the hypervisor relies on.
+pub const OS_READ_ONLY_MSRS: &[(u32, u32, &str)] = &[
+    (0x0000_001B, 0x0000_001B, "APIC base (x2APIC hidden: no reason to write it)"),
+    (0x0000_008B, 0x0000_008B, "microcode revision"),
+    (0x0000_00FE, 0x0000_00FE, "MTRR capabilities"),
+    (0x0000_0200, 0x0000_020F, "variable-range MTRRs"),
+    (0x0000_0250, 0x0000_0250, "fixed-range MTRR 64K"),
+    (0x0000_0258, 0x0000_0259, "fixed-range MTRRs 16K"),
+    (0x0000_0268, 0x0000_026F, "fixed-range MTRRs 4K"),
+    (0x0000_02FF, 0x0000_02FF, "MTRR default type"),
+    (0xC001_0010, 0xC001_0010, "SYSCFG"),
+    (0xC001_0015, 0xC001_0015, "hardware configuration (HWCR)"),
+    (0xC001_001A, 0xC001_001A, "TOP_MEM"),
+    (0xC001_001D, 0xC001_001D, "TOP_MEM2"),
+    (0xC001_0055, 0xC001_0055, "interrupt pending message (C1E)"),
+    (0xC001_0058, 0xC001_0058, "MMIO configuration base"),
+];
+
 /// The MSR permission map of an OS guest (APM §15.11): two bits per MSR (read, then write)
 /// for three ranges — 0000_0000h-0000_1FFFh at byte 0, C000_0000h-C000_1FFFh at byte 0x800,
-/// C001_0000h-C001_1FFFh at byte 0x1000; a set bit makes the access exit. Intercepted:
-/// writes of EFER (so the guest cannot clear SVME, which would make the next VMRUN fail,
-/// APM §15.5.1), and reads and writes of VM_CR and VM_HSAVE_PA (the host save area belongs to
-/// the hypervisor). Everything else goes to the processor.
+/// C001_0000h-C001_1FFFh at byte 0x1000; a set bit makes the access exit (MSRs outside the
+/// ranges always exit). An allow-list: [`OS_MSRS`] open, [`OS_READ_ONLY_MSRS`] open for
+/// reads, EFER open for reads (writes exit, so the guest cannot clear SVME, which would make
+/// the next VMRUN fail, APM §15.5.1); every other MSR exits, VM_CR and VM_HSAVE_PA (the host
+/// save area is the hypervisor's) among them, and [`msr_access`] answers.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MsrPermissions {
     bits: [u8; MSRPM_LEN],
@@ -127,13 +161,35 @@ impl MsrPermissions {
         MsrPermissions { bits: [0; MSRPM_LEN] }
     }
 
+    /// The map in which every access exits.
+    pub const fn all_intercepted() -> Self {
+        MsrPermissions { bits: [0xFF; MSRPM_LEN] }
+    }
+
     /// The OS guest's map (see the type's description).
     pub fn for_os() -> Self {
-        let mut map = MsrPermissions::none();
-        map.intercept(MSR_EFER, false, true);
-        map.intercept(MSR_VM_CR, true, true);
-        map.intercept(MSR_VM_HSAVE_PA, true, true);
+        let mut map = MsrPermissions::all_intercepted();
+        for &(first, last, _) in OS_MSRS {
+            (first..=last).for_each(|msr| map.open(msr, true, true));
+        }
+        for &(first, last, _) in OS_READ_ONLY_MSRS {
+            (first..=last).for_each(|msr| map.open(msr, true, false));
+        }
+        map.open(MSR_EFER, true, false);
         map
+    }
+
+    /// Lets reads (`read`) and writes (`write`) of `msr` through (no exit). MSRs outside the
+    /// three ranges cannot be opened (APM §15.11).
+    pub fn open(&mut self, msr: u32, read: bool, write: bool) {
+        if let Some((byte, bit)) = MsrPermissions::position(msr) {
+            if read {
+                self.bits[byte] &= !(1 << bit);
+            }
+            if write {
+                self.bits[byte] &= !(1 << (bit + 1));
+            }
+        }
     }
 
     /// The byte and the bit of the read permission of `msr`, if the map covers it.
@@ -329,10 +385,11 @@ pub enum MsrAction {
 }
 
 /// The answer to an intercepted `rdmsr` (`write` = None) or `wrmsr` of `value` by an OS guest
-/// (EFER, VM_CR, VM_HSAVE_PA: [`MsrPermissions::for_os`]); `efer` is the guest's EFER as the
-/// VMCB holds it. A write of EFER keeps SVME set (the guest sees the rest as it wrote it); VM_CR
-/// reads as 0 ("SVM not locked, not disabled" is irrelevant: the guest sees no SVM) and every
-/// other access of SVM's MSRs faults, as on a processor without SVM. EFER.LMA is the
+/// (every MSR [`MsrPermissions::for_os`] does not open); `efer` is the guest's EFER as the
+/// VMCB holds it. A write of EFER keeps SVME set (the guest sees the rest as it wrote it);
+/// VM_CR reads as 0 ("SVM not locked, not disabled" is irrelevant: the guest sees no SVM);
+/// every other access faults (#GP), as for an MSR the processor does not have — writes of
+/// the read-only MSRs and reads and writes of SVM's among them. EFER.LMA is the
 /// processor's to set (it follows CR0.PG and EFER.LME): a write keeps the value it has, as
 /// the processor would, and VMRUN's consistency checks hold (APM §15.5.1).
 pub fn msr_access(msr: u32, write: Option<u64>, efer: u64) -> MsrAction {
@@ -365,10 +422,18 @@ pub fn invalid_opcode() -> u64 {
 
 /// CPUID leaf 1, ECX bit 31: "running under a hypervisor".
 const HYPERVISOR_PRESENT: u32 = 1 << 31;
+/// CPUID leaf 1 and 8000_0001h, EDX bits 7 (MCE) and 14 (MCA): machine checks. Hidden: their
+/// MSRs (MCG_*, the MC banks) are not the guest's, and machine checks are the hypervisor's to
+/// take.
+const MACHINE_CHECK: u32 = 1 << 7 | 1 << 14;
+/// CPUID leaf 1, ECX bit 21: x2APIC. Hidden: the guest keeps the xAPIC mode the firmware set,
+/// and never writes the APIC base MSR.
+const X2APIC: u32 = 1 << 21;
 
 /// The registers an OS guest's CPUID `leaf` (and `subleaf`) returns, from the processor's
 /// answer `host` (EAX, EBX, ECX, EDX): SVM hidden (8000_0001h ECX bit 2 clear, leaf
-/// 8000_000Ah all zero), "hypervisor present" set in leaf 1, and the hypervisor leaves
+/// 8000_000Ah all zero), "hypervisor present" set and x2APIC cleared in leaf 1, machine
+/// checks (MCE, MCA) cleared in leaves 1 and 8000_0001h, and the hypervisor leaves
 /// answering the signature (and nothing beyond 4000_0000h).
 pub fn cpuid(leaf: u32, host: [u32; 4]) -> [u32; 4] {
     let [eax, ebx, ecx, edx] = host;
@@ -377,10 +442,10 @@ pub fn cpuid(leaf: u32, host: [u32; 4]) -> [u32; 4] {
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     };
     match leaf {
-        1 => [eax, ebx, ecx | HYPERVISOR_PRESENT, edx],
+        1 => [eax, ebx, (ecx | HYPERVISOR_PRESENT) & !X2APIC, edx & !MACHINE_CHECK],
         CPUID_LEAF => [CPUID_LEAF, word(0), word(1), word(2)],
         0x4000_0001..=0x4000_00FF => [0; 4],
-        0x8000_0001 => [eax, ebx, ecx & !CPUID_SVM, edx],
+        0x8000_0001 => [eax, ebx, ecx & !CPUID_SVM, edx & !MACHINE_CHECK],
         0x8000_000A => [0; 4],
         _ => host,
     }
@@ -389,6 +454,7 @@ pub fn cpuid(leaf: u32, host: [u32; 4]) -> [u32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::svm::MSR_VM_HSAVE_PA;
     use alloc::boxed::Box;
 
     #[test]
@@ -424,26 +490,36 @@ mod tests {
     }
 
     #[test]
-    fn msr_map_intercepts_only_svm_state() {
+    fn msr_map_is_an_allow_list() {
         let map = MsrPermissions::for_os();
         assert!(map.intercepts(MSR_EFER, true));
         assert!(!map.intercepts(MSR_EFER, false));
         for msr in [MSR_VM_CR, MSR_VM_HSAVE_PA] {
             assert!(map.intercepts(msr, false) && map.intercepts(msr, true));
         }
-        // LSTAR, the TSC, APIC base, PAT: the guest's.
-        for msr in [0xC000_0082, 0x10, 0x1B, 0x277] {
+        // LSTAR, the TSC, PAT, the GS base: the guest's.
+        for msr in [0xC000_0082, 0x10, 0x277, 0xC000_0101] {
             assert!(!map.intercepts(msr, false) && !map.intercepts(msr, true), "{msr:#x}");
+        }
+        // APIC base, MTRRs, SYSCFG, TOP_MEM, MMIO configuration: read, not written.
+        for msr in [0x1B, 0x200, 0x2FF, 0xC001_0010, 0xC001_001A, 0xC001_0058] {
+            assert!(!map.intercepts(msr, false) && map.intercepts(msr, true), "{msr:#x}");
+        }
+        // Anything not listed exits both ways: performance counters, the SMM base, x2APIC.
+        for msr in [0xC1, 0x186, 0xC001_0004, 0xC001_0111, 0x802] {
+            assert!(map.intercepts(msr, false) && map.intercepts(msr, true), "{msr:#x}");
         }
         // Outside the three ranges every access exits.
         assert!(map.intercepts(0x4000_0000, false));
         // The exact bits (APM §15.11): EFER is C000_0080h, byte 0x800 + 0x80 / 4 = 0x820,
-        // its write bit is bit 1; VM_CR C001_0114h: byte 0x1000 + 0x45, bits 0 and 1 of
-        // pair 0; VM_HSAVE_PA C001_0117h: byte 0x1045, bits 6 and 7.
+        // its read bit is bit 0 (open) and its write bit bit 1; VM_CR C001_0114h: byte
+        // 0x1000 + 0x45, pair 0; VM_HSAVE_PA C001_0117h: byte 0x1045, pair 3 (both exit, and
+        // their neighbours, not listed, too).
         let bytes = map.as_bytes();
-        assert_eq!(bytes[0x820], 0b10);
-        assert_eq!(bytes[0x1045], 0b1100_0011);
-        assert_eq!(bytes.iter().map(|b| b.count_ones()).sum::<u32>(), 5);
+        assert_eq!(bytes[0x820] & 0b11, 0b10);
+        assert_eq!(bytes[0x1045], 0xFF);
+        // The TSC (0x10): byte 4, pair 0, both open.
+        assert_eq!(bytes[4] & 0b11, 0);
     }
 
     #[test]
@@ -466,6 +542,11 @@ mod tests {
         assert_eq!(msr_access(MSR_VM_CR, Some(1 << 4), 0), MsrAction::Fault);
         assert_eq!(msr_access(MSR_VM_HSAVE_PA, None, 0), MsrAction::Fault);
         assert_eq!(msr_access(MSR_VM_HSAVE_PA, Some(0x1000), 0), MsrAction::Fault);
+        // A write of a read-only MSR (the APIC base, TOP_MEM) and any access of one not
+        // listed (the SMM base) fault.
+        assert_eq!(msr_access(0x1B, Some(0xFEE0_0900), 0), MsrAction::Fault);
+        assert_eq!(msr_access(0xC001_001A, Some(0), 0), MsrAction::Fault);
+        assert_eq!(msr_access(0xC001_0111, None, 0), MsrAction::Fault);
     }
 
     #[test]
@@ -521,8 +602,10 @@ mod tests {
     fn cpuid_hides_svm_and_names_the_hypervisor() {
         let host = [1, 2, u32::MAX, 4];
         assert_eq!(cpuid(0x8000_0001, host), [1, 2, !CPUID_SVM, 4]);
+        assert_eq!(cpuid(1, [0, 0, 0, u32::MAX])[3], !MACHINE_CHECK, "MCE and MCA hidden");
         assert_eq!(cpuid(0x8000_000A, host), [0; 4]);
         assert_eq!(cpuid(1, [1, 2, 0, 4])[2], HYPERVISOR_PRESENT);
+        assert_eq!(cpuid(1, [1, 2, X2APIC, 4])[2], HYPERVISOR_PRESENT, "x2APIC hidden");
         let id = cpuid(CPUID_LEAF, host);
         let mut signature = [0u8; 12];
         for (i, word) in id[1..].iter().enumerate() {

@@ -526,10 +526,42 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
             return Err(format!("the hypervisor did not report the guest's write of port {port}"));
         }
     }
+    // MSRs that would move memory or devices under the hypervisor, and the SMM base: each
+    // access refused (#GP), and reported by the hypervisor.
+    for (msr, access, reported) in [
+        ("0xc001001a", "write", "wrote"),
+        ("0x1b", "write", "wrote"),
+        ("0xc0010010", "write", "wrote"),
+        ("0xc0010111", "read", "read"),
+    ] {
+        if !seen(lines, &format!("vpr-guest: msr {msr} {access}: refused")) {
+            return Err(format!("the guest's {access} of MSR {msr} was not refused"));
+        }
+        if !seen(lines, &format!("hv: guest {reported} MSR {msr} ")) {
+            return Err(format!("the hypervisor did not report the guest's {access} of MSR {msr}"));
+        }
+    }
+    // A PAL is its registering process's: another process may neither execute nor
+    // unregister it, nor install the TCC key's certificate; the owner's PAL still answers.
+    for what in ["execute of handle", "unregister of handle", "certify"] {
+        let refused = lines.iter().any(|l| {
+            l.contains(&format!("vpr-guest: pal-probe: {what}")) && l.contains(": refused")
+        });
+        if !refused {
+            return Err(format!("another process's {what} was not refused"));
+        }
+    }
+    if !seen(lines, "vpr-guest: the owner after the probe: pal-smoke: ok") {
+        return Err(String::from("the owner's PAL did not answer after another process's probe"));
+    }
+    if !seen(lines, "executed by another address space: refused") {
+        return Err(String::from("the hypervisor did not report the foreign execute"));
+    }
     eprintln!(
         "linux-test: Linux booted on the hypervisor, ran vpr, was refused {} ranges of \
-         hypervisor memory (read and write) and the A20 gates (ports 0x92, 0x64, 0x60), and went \
-         on; {:.1} s from QEMU's start to power-off",
+         hypervisor memory (read and write), the A20 gates (ports 0x92, 0x64, 0x60), the \
+         MSRs TOP_MEM, APIC base, SYSCFG (writes) and SMM base (read), and another process's \
+         use of a PAL it did not register, and went on; {:.1} s from QEMU's start to power-off",
         ranges.len(),
         boot.elapsed.as_secs_f64()
     );

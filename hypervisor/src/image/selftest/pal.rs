@@ -909,8 +909,9 @@ pub fn pal_upcrs(svm: &Svm) -> TestResult {
 
 /// Boot 2 (after the TPM tests): a verifier's certificate of the TCC key, given by hypercall
 /// (`certify`), makes the `Attest` service's evidence non-simulated: it verifies against the
-/// verifier's key without `allow_simulated`, for the PAL and its data; a second certificate
-/// is `Refused`, and a pointer outside the guest `BadPointer`.
+/// verifier's key without `allow_simulated`, for the PAL and its data. Before the guest's
+/// `activate` of the verifier's credential (module 2) succeeded, `certify` is `Refused`; a
+/// second certificate is `Refused`, and a pointer outside the guest `BadPointer`.
 pub fn certified_tcc_key(svm: &Svm) -> TestResult {
     use vpr_proto::crypto::KeyPair;
     use vpr_proto::msg::Attestation;
@@ -920,13 +921,20 @@ pub fn certified_tcc_key(svm: &Svm) -> TestResult {
     crate::cpu::random(&mut secret).map_err(|s| format!("random: {s}"))?;
     let ca = KeyPair::from_secret(&secret).ok_or("no CA key")?;
     let certificate = ca.sign(&Attestation::certificate_bytes(false, &key));
+    let credential = crate::mem::module(2).ok_or("no module 2: the verifier's credential")?;
     let calls = [
+        [Call::Certify as u64, INPUT, 0, 0, 0, 0, 0],
+        [Call::Activate as u64, OUTPUT, credential.len() as u64, RESULT, OUT_LEN, 0, 0],
         [Call::Certify as u64, INPUT, 0, 0, 0, 0, 0],
         [Call::Certify as u64, INPUT, 0, 0, 0, 0, 0],
         [Call::Certify as u64, RAM_END - 32, 0, 0, 0, 0, 0],
     ];
-    let (replies, _) = run_script(svm, &mut pals, &[(INPUT, &certificate)], &calls)?;
-    expect_statuses(&replies, &[Status::Ok, Status::Refused, Status::BadPointer])?;
+    let setup: [(u64, &[u8]); 2] = [(INPUT, &certificate), (OUTPUT, credential)];
+    let (replies, _) = run_script(svm, &mut pals, &setup, &calls)?;
+    expect_statuses(
+        &replies,
+        &[Status::Refused, Status::Ok, Status::Ok, Status::Refused, Status::BadPointer],
+    )?;
     // The evidence a PAL now gets (the sealer PAL's `Attest`, op 2).
     let image = &pal_image(program::pal_sealer());
     let data = [0x42u8; 32];
