@@ -292,7 +292,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 44] = [
+    let tests: [Test; 45] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -310,6 +310,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_measures_registered_pals", tpm::tpm_measures_registered_pals),
         ("tpm_ek_certificate", tpm::tpm_ek_certificate),
         ("tpm_counters", tpm::tpm_counters),
+        ("tpm_counter_slot_taken", tpm::tpm_counter_slot_taken),
         ("tpm_seal_for_next_boot", tpm::tpm_seal_for_next_boot),
         ("pal_upcrs", pal::pal_upcrs),
         ("tpm_quote", tpm::tpm_quote),

@@ -13,6 +13,7 @@
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
 use vpr_hypervisor::tpm::{command, Tpm, TpmError, EK_CERT_RSA_INDEX};
+use vpr_proto::crypto;
 use vpr_proto::hypercall::Status;
 use vpr_proto::utpm::{Quote, TpmEvidenceParts};
 
@@ -228,21 +229,29 @@ pub fn pal_log() -> alloc::vec::Vec<[u8; 32]> {
     PAL_LOG.lock().clone()
 }
 
-/// Where a trusted counter lives in the TPM's NV memory: counter `id` (`pal::counter_id`
+/// Where a trusted counter may live in the TPM's NV memory: counter `id` (`pal::counter_id`
 /// of a PAL identity and a name) in an owner-defined NV index (TPM 2.0 Part 2 §7.4:
-/// 0x0180_0000-0x01BF_FFFF; counters take 0x0180_0000-0x019F_FFFF) chosen by the id's
-/// first bytes; the index holds the id and the value, so a slot another counter took is
-/// recognized, not shared.
-fn counter_nv_index(id: &[u8; 32]) -> u32 {
-    0x0180_0000 | (u32::from_le_bytes([id[0], id[1], id[2], id[3]]) & 0x1F_FFFF)
+/// 0x0180_0000-0x01BF_FFFF; counters take 0x0180_0000-0x019F_FFFF). The first slot is chosen
+/// by a MAC of the id under a key from the master secret, so nobody outside the hypervisor
+/// can tell which slot a counter will take (a guest's PAL cannot claim a Manager's slot
+/// ahead of it), and `probe` steps past slots other counters took. The index holds the id
+/// and the value, so a slot another counter took is recognized, not shared.
+pub fn counter_nv_index(key: &[u8; 32], id: &[u8; 32], probe: u32) -> u32 {
+    let mac = crypto::mac(key, &[&b"vpr counter slot"[..], &id[..]]);
+    let first = u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
+    0x0180_0000 | (first.wrapping_add(probe) & 0x1F_FFFF)
 }
+
+/// Slots a counter may take, from its first: a counter whose every slot is another's is
+/// `Unavailable`.
+const COUNTER_PROBES: u32 = 32;
 
 /// NV attributes of a counter's index: written and read with owner authorization (only the
 /// hypervisor reaches the TPM: the TIS window is in no guest's nested page table), no
 /// dictionary-attack lockout, ordinary (the hypervisor keeps it monotonic).
-const COUNTER_ATTRIBUTES: u32 = (1 << 1) | (1 << 17) | (1 << 25);
+pub const COUNTER_ATTRIBUTES: u32 = (1 << 1) | (1 << 17) | (1 << 25);
 /// Bytes of a counter's index: the counter's id, then the value (big-endian).
-const COUNTER_NV_LEN: u16 = 40;
+pub const COUNTER_NV_LEN: u16 = 40;
 
 /// Counter `id` from the TPM: 0 if it was never incremented.
 pub fn counter_read(id: &[u8; 32]) -> Result<u64, Status> {
@@ -271,34 +280,69 @@ pub fn counter_increment(id: &[u8; 32]) -> Result<u64, Status> {
     })
 }
 
-/// Runs `f` on the TPM and the NV index of counter `id`.
+/// Runs `f` on the TPM and the NV index of counter `id`: the first of its slots that holds
+/// it or is free (slots are never freed, so a counter is always in the first slot of its
+/// sequence that is not another's).
 fn with_counter<T>(
     id: &[u8; 32],
     f: impl FnOnce(&mut Tpm<TisWindow>, u32) -> Result<T, Status>,
 ) -> Result<T, Status> {
+    // Before the TPM's lock: the master secret takes it on its first use.
+    let key = counter_slot_key()?;
     let mut tpm = TPM.lock();
     let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
-    f(tpm, counter_nv_index(id))
+    for probe in 0..COUNTER_PROBES {
+        let nv = counter_nv_index(&key, id, probe);
+        match read_slot(tpm, id, nv)? {
+            Slot::Ours(_) | Slot::Free => return f(tpm, nv),
+            Slot::Other => {
+                log::warn!("hv: TPM counter slot {nv:#x} belongs to another counter: the next");
+            }
+        }
+    }
+    log::error!("hv: every TPM slot of a counter belongs to another counter");
+    Err(Status::Unavailable)
 }
 
-/// The value in a counter's NV index; `None` if it was never incremented (the index is not
-/// there, or was defined and never written).
-fn read_counter(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Option<u64>, Status> {
+/// The key counter slots are chosen with (from the master secret).
+pub fn counter_slot_key() -> Result<[u8; 32], Status> {
+    let master = master_secret()?.ok_or(Status::Unavailable)?;
+    Ok(crypto::mac(&master, &[&b"vpr counter slots"[..]]))
+}
+
+/// What an NV slot holds for a counter.
+enum Slot {
+    /// The counter, with its value.
+    Ours(u64),
+    /// Nothing yet (the index is not there, or was defined and never written).
+    Free,
+    /// Another counter.
+    Other,
+}
+
+/// What slot `nv` holds for counter `id`.
+fn read_slot(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Slot, Status> {
     match tpm.nv_read(0, nv, 0, COUNTER_NV_LEN) {
         Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == id[..] => {
             let mut value = [0; 8];
             value.copy_from_slice(&bytes[32..]);
-            Ok(Some(u64::from_be_bytes(value)))
+            Ok(Slot::Ours(u64::from_be_bytes(value)))
         }
-        Ok(_) => {
-            log::error!("hv: TPM counter slot {nv:#x} belongs to another counter");
-            Err(Status::Unavailable)
-        }
-        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(None),
+        Ok(_) => Ok(Slot::Other),
+        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(Slot::Free),
         Err(e) => {
             log::error!("hv: TPM counter {nv:#x}: {e}");
             Err(Status::Unavailable)
         }
+    }
+}
+
+/// The value in a counter's NV index; `None` if it was never incremented.
+fn read_counter(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Option<u64>, Status> {
+    match read_slot(tpm, id, nv)? {
+        Slot::Ours(value) => Ok(Some(value)),
+        Slot::Free => Ok(None),
+        Slot::Other => Err(Status::Unavailable),
     }
 }
 

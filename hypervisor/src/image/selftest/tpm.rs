@@ -170,6 +170,40 @@ pub fn tpm_counters(svm: &Svm) -> TestResult {
     Ok(())
 }
 
+/// A counter whose first NV slot another counter holds (as a guest's PAL would, had it
+/// known the slot) takes the next one: it reads 0, counts from there, and the other's slot
+/// keeps its id and value.
+pub fn tpm_counter_slot_taken(_svm: &Svm) -> TestResult {
+    let err = |s: vpr_proto::hypercall::Status| format!("{s}");
+    let (mut ours, mut theirs) = ([0u8; 32], [0u8; 32]);
+    crate::cpu::random(&mut ours).map_err(err)?;
+    crate::cpu::random(&mut theirs).map_err(err)?;
+    let key = crate::tpm::counter_slot_key().map_err(err)?;
+    let first = crate::tpm::counter_nv_index(&key, &ours, 0);
+    let mut data = [0u8; crate::tpm::COUNTER_NV_LEN as usize];
+    data[..32].copy_from_slice(&theirs);
+    data[32..].copy_from_slice(&7u64.to_be_bytes());
+    with_tpm(|tpm| {
+        let fail = |e: TpmError| format!("claiming {first:#x}: {e}");
+        tpm.nv_define(0, first, crate::tpm::COUNTER_ATTRIBUTES, crate::tpm::COUNTER_NV_LEN)
+            .map_err(fail)?;
+        tpm.nv_write(0, first, 0, &data).map_err(fail)
+    })?;
+    let before = crate::tpm::counter_read(&ours).map_err(err)?;
+    let counted = crate::tpm::counter_increment(&ours).map_err(err)?;
+    let after = crate::tpm::counter_read(&ours).map_err(err)?;
+    let kept = with_tpm(|tpm| {
+        tpm.nv_read(0, first, 0, crate::tpm::COUNTER_NV_LEN).map_err(|e| format!("{e}"))
+    })?;
+    if (before, counted, after) != (0, 1, 1) || kept[..] != data[..] {
+        return Err(format!(
+            "counter beside a taken slot: {before}, {counted}, {after}; the other slot kept: {}",
+            kept[..] == data[..]
+        ));
+    }
+    Ok(())
+}
+
 /// After the reboot the TPM-kept counter is where the first boot left it (2), and goes on.
 pub fn tpm_counters_after_reboot(svm: &Svm) -> TestResult {
     let (image, other) = super::pal::counter_images();
