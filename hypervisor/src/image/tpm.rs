@@ -268,9 +268,14 @@ pub fn counter_increment(id: &[u8; 32]) -> Result<u64, Status> {
         let mut data = [0; COUNTER_NV_LEN as usize];
         data[..32].copy_from_slice(id);
         data[32..].copy_from_slice(&next.to_be_bytes());
+        // A slot defined but never written (a crash between the two) is the counter's: its
+        // define answers TPM_RC_NV_DEFINED (TPM 2.0 Part 2 §6.6.3, 0x14C), and the write goes on.
         let defined = match current {
             Some(_) => Ok(false),
-            None => tpm.nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN),
+            None => match tpm.nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN) {
+                Err(TpmError::Tpm(rc)) if rc.0 == 0x14C => Ok(false),
+                other => other,
+            },
         };
         defined.and_then(|_| tpm.nv_write(0, nv, 0, &data)).map_err(|e| {
             log::error!("hv: TPM counter {nv:#x}: {e}");
