@@ -26,7 +26,8 @@ use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::paging;
 use vpr_hypervisor::svm::exit::code;
 use vpr_hypervisor::svm::guest_os::{
-    self, IoAccess, IoAction, IoPermissions, MsrAction, MsrPermissions, ProtectedModeGuest,
+    self, IoAccess, IoAction, IoPermissions, MsrAction, MsrPermissions, PortAction, PortFilter,
+    ProtectedModeGuest,
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
 use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
@@ -139,6 +140,8 @@ pub fn run(svm: &Svm) -> Result<(), String> {
         pages.0,
         pages.1
     );
+    // ACPI mode now: the guest then never needs the SMI command port (guest_os::OS_PORTS).
+    crate::qemu::acpi_enable();
     mem::start_guest();
     // The PALs of this machine's TCC: their counters in the TPM when there is one.
     let tcc =
@@ -286,15 +289,87 @@ fn refuse_port(vcpu: &mut SvmVcpu, log: &mut PortLog) {
     }
     match action {
         IoAction::Read { value, size } => {
-            let r = vcpu.registers();
-            r.rax = match size {
-                4 => u64::from(value),
-                _ => (r.rax & !u64::from(value)) | u64::from(value),
-            };
+            set_in_value(vcpu, size, value);
             vcpu.vmcb().save.rip = next_rip;
         }
         IoAction::Drop => vcpu.vmcb().save.rip = next_rip,
         IoAction::Fault => vcpu.inject(guest_os::general_protection()),
+    }
+}
+
+/// Puts an IN's `value` of `size` bytes in RAX: AL or AX keep the rest of RAX, a 32-bit IN
+/// clears the upper half (APM Vol. 3, IN).
+fn set_in_value(vcpu: &mut SvmVcpu, size: u8, value: u32) {
+    let r = vcpu.registers();
+    let bits = u64::MAX >> (64 - 8 * u32::from(size));
+    r.rax = match size {
+        4 => u64::from(value),
+        _ => (r.rax & !bits) | (u64::from(value) & bits),
+    };
+}
+
+/// Answers an access of a port the hypervisor filters (`guest_os::PortFilter`): forwarded to
+/// the device once allowed, emulated, or refused (logged once per port and kind).
+fn filter_port(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
+    let (info1, next_rip) = (vcpu.vmcb().control.exit_info1, vcpu.vmcb().control.exit_info2);
+    let Some(access) = IoAccess::from_exit_info(info1) else {
+        vcpu.inject(guest_os::general_protection());
+        return;
+    };
+    let ones = u32::MAX >> (32 - 8 * u32::from(access.size));
+    let value = low32(vcpu.registers().rax) & ones;
+    let action = match filter.access(access, value) {
+        PortAction::SizeBar { select } => {
+            let (old, mask) = crate::ports::size_bar(select);
+            // An I/O BAR moves ports, which the permission map governs by number.
+            if old & 1 == 1 || guest_os::bar_write_allowed(value, mask) {
+                PortAction::Forward { select: Some(select) }
+            } else {
+                PortAction::Refuse("a BAR over the platform's registers")
+            }
+        }
+        other => other,
+    };
+    match action {
+        PortAction::Forward { select } => {
+            if let Some(address) = select {
+                crate::ports::select(address);
+            }
+            if access.write {
+                crate::ports::write(access.port, access.size, value);
+            } else {
+                let read = crate::ports::read(access.port, access.size);
+                set_in_value(vcpu, access.size, read);
+            }
+            vcpu.vmcb().save.rip = next_rip;
+        }
+        PortAction::Emulate(answer) => {
+            if !access.write {
+                set_in_value(vcpu, access.size, answer);
+            }
+            vcpu.vmcb().save.rip = next_rip;
+        }
+        PortAction::Refuse(why) => {
+            if log.first(access.port, access.write) {
+                let rip = vcpu.vmcb().save.rip;
+                log::warn!(
+                    "hv: guest {} port {:#x} ({} bytes, value {value:#x}, rip {rip:#x}): {why} \
+                     refused",
+                    if access.write { "wrote" } else { "read" },
+                    access.port,
+                    access.size
+                );
+            }
+            if access.string {
+                vcpu.inject(guest_os::general_protection());
+                return;
+            }
+            if !access.write {
+                set_in_value(vcpu, access.size, ones);
+            }
+            vcpu.vmcb().save.rip = next_rip;
+        }
+        PortAction::SizeBar { .. } => vcpu.inject(guest_os::general_protection()),
     }
 }
 
@@ -304,8 +379,12 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
     let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
     let mut refused_msrs: Vec<(u32, bool)> = Vec::new();
+    let mut filter = PortFilter::default();
     loop {
         match vcpu.run() {
+            VmExit::Io { port, .. } if guest_os::filtered(port) => {
+                filter_port(vcpu, &mut filter, &mut ports);
+            }
             VmExit::Io { .. } => {
                 counts[4] += 1;
                 refuse_port(vcpu, &mut ports);

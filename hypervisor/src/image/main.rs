@@ -26,6 +26,8 @@ mod mem;
 #[cfg(target_os = "none")]
 mod pal;
 #[cfg(target_os = "none")]
+mod ports;
+#[cfg(target_os = "none")]
 mod qemu;
 #[cfg(target_os = "none")]
 mod selftest;

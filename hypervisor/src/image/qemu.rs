@@ -26,3 +26,20 @@ pub fn exit(code: ExitCode) -> ! {
         x86_64::instructions::hlt();
     }
 }
+
+/// The SMI command port of QEMU's `pc` machine (PIIX4 power management, the FADT's
+/// `SMI_CMD`), and the value that switches the chipset to ACPI mode (the FADT's
+/// `ACPI_ENABLE`; ACPI 6.4 §5.2.9, §16.3.1).
+const SMI_COMMAND_PORT: u16 = 0xB2;
+const ACPI_ENABLE: u8 = 0xF1;
+
+/// Switches the machine to ACPI mode (SCI_EN set) before the guest runs, so the guest never
+/// needs the SMI command port, which the hypervisor keeps from it (an SMI runs the firmware's
+/// SMM handler).
+pub fn acpi_enable() {
+    let mut port = Port::<u8>::new(SMI_COMMAND_PORT);
+    // SAFETY: port 0xB2 is the chipset's SMI command port; ACPI_ENABLE makes the firmware's
+    // SMM handler (or QEMU's chipset model) set SCI_EN. It touches no memory of the
+    // hypervisor's: the firmware's SMRAM is its own and the guest has not run yet.
+    unsafe { port.write(ACPI_ENABLE) };
+}

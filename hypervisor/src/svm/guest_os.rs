@@ -242,14 +242,12 @@ pub const OS_PORTS: &[(u16, u16, &str)] = &[
     (0x0020, 0x0021, "master interrupt controller (8259)"),
     (0x0040, 0x0043, "interval timer (8254)"),
     (0x0061, 0x0061, "NMI status and timer-2 gate (timer calibration)"),
-    (0x0070, 0x0071, "real-time clock and CMOS"),
     (0x0080, 0x0080, "POST code (Linux's I/O delay)"),
     (0x00A0, 0x00A1, "slave interrupt controller (8259)"),
-    (0x00B2, 0x00B3, "APM control and status (ACPI enable)"),
     (0x03F8, 0x03FF, "COM1 (the console)"),
     (0x04D0, 0x04D1, "interrupt edge/level control (ELCR)"),
-    (0x0600, 0x063F, "ACPI power management (PIIX4 PM base as the firmware sets it)"),
-    (0x0CF8, 0x0CFF, "PCI configuration mechanism 1 (and reset control 0xCF9)"),
+    (0x0600, 0x0603, "ACPI PM1 status and enable (PIIX4 PM base as the firmware sets it)"),
+    (0x0606, 0x063F, "ACPI power management: timer, GPE (PM1a control is filtered)"),
     (0xAE00, 0xAFFF, "ACPI hot-plug and GPE0 registers"),
     (0xC000, 0xFFFF, "PCI I/O window (I/O BARs of the attached devices)"),
 ];
@@ -306,6 +304,161 @@ impl IoPermissions {
     /// The map's bytes, to copy into the 12 KiB the VMCB points to.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bits
+    }
+}
+
+/// Ports the hypervisor answers on the guest's behalf after a check ([`PortFilter`]): the
+/// access then goes to the device, or is refused. Intercepted like every port not in
+/// [`OS_PORTS`].
+pub const FILTERED_PORTS: &[(u16, u16, &str)] = &[
+    (0x0070, 0x0071, "RTC/CMOS index and data: the shutdown status byte (0x0F) is refused"),
+    (0x0604, 0x0605, "ACPI PM1a control: sleep states other than soft-off are refused"),
+    (0x0CF8, 0x0CFF, "PCI configuration: chipset and BAR writes checked; reset control refused"),
+];
+
+/// Whether the hypervisor filters `port` ([`FILTERED_PORTS`]).
+pub fn filtered(port: u16) -> bool {
+    FILTERED_PORTS.iter().any(|&(first, last, _)| (first..=last).contains(&port))
+}
+
+/// What the hypervisor does with an access of a filtered port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortAction {
+    /// Do the access on the device as the guest asked, after writing `select` to 0xCF8 (PCI
+    /// configuration data).
+    Forward {
+        /// The PCI configuration address to select first, if any.
+        select: Option<u32>,
+    },
+    /// No device access: IN answers this value; OUT is done.
+    Emulate(u32),
+    /// A write refused: dropped, for the reason given.
+    Refuse(&'static str),
+    /// A write of a memory BAR: size the BAR on the device (`select`ed), then
+    /// [`bar_write_allowed`] decides.
+    SizeBar {
+        /// The BAR's configuration address.
+        select: u32,
+    },
+}
+
+/// Memory that no BAR may cover (guest-physical = host-physical): the I/O APIC, HPET, the
+/// TPM's window, the local APIC and the firmware, up to 4 GiB.
+const PLATFORM_WINDOW: (u64, u64) = (0xFEC0_0000, 0x1_0000_0000);
+
+/// Whether a memory BAR of size mask `mask` (what it reads after all ones were written) may
+/// take the 32-bit `value`: a sizing write always (all ones; for an expansion ROM BAR,
+/// `0xFFFF_F800` with the enable bit clear), else the range it would decode must not reach
+/// [`PLATFORM_WINDOW`] (where a BAR would take priority over the TPM's registers). A BAR left
+/// at all ones overlaps the firmware's last bytes; that matters only for the reset path,
+/// which is not closed (docs/hypervisor.md).
+pub fn bar_write_allowed(value: u32, mask: u32) -> bool {
+    if value == u32::MAX || value == 0xFFFF_F800 {
+        return true;
+    }
+    let address_bits = mask & 0xFFFF_FFF0;
+    if address_bits == 0 {
+        return true; // not implemented
+    }
+    let size = u64::from(!address_bits) + 1;
+    let base = u64::from(value & 0xFFFF_FFF0);
+    base + size <= PLATFORM_WINDOW.0 || base >= PLATFORM_WINDOW.1
+}
+
+/// The state of the filtered ports the guest set: the PCI configuration address it wrote to
+/// 0xCF8 and the CMOS index it wrote to 0x70.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PortFilter {
+    pci_address: u32,
+    cmos_index: u8,
+}
+
+impl PortFilter {
+    /// The decision for `access` (of a [`filtered`] port) with `value` for an OUT.
+    pub fn access(&mut self, access: IoAccess, value: u32) -> PortAction {
+        let ones = u32::MAX >> (32 - 8 * u32::from(access.size));
+        if access.string {
+            return PortAction::Refuse("string I/O");
+        }
+        match (access.port, access.size, access.write) {
+            (0x70, 1, true) => {
+                self.cmos_index = (value & 0xFF) as u8;
+                PortAction::Forward { select: None }
+            }
+            (0x70 | 0x71, 1, false) => PortAction::Forward { select: None },
+            (0x71, 1, true) if self.cmos_index & 0x7F == 0x0F => {
+                PortAction::Refuse("the CMOS shutdown status (warm-reset vector)")
+            }
+            (0x71, 1, true) => PortAction::Forward { select: None },
+            (0x70 | 0x71, _, _) => PortAction::Refuse("a wide CMOS access"),
+            (0x604 | 0x605, _, false) => PortAction::Forward { select: None },
+            (0x604 | 0x605, size, true) => {
+                let control = if access.port == 0x605 { value << 8 } else { value };
+                let sleep = control & 1 << 13 != 0;
+                let kind = (control >> 10) & 0b111;
+                if size > 2 || (sleep && kind != 0) {
+                    PortAction::Refuse("a sleep state other than soft-off")
+                } else {
+                    PortAction::Forward { select: None }
+                }
+            }
+            (0xCF8, 4, true) => {
+                self.pci_address = value;
+                PortAction::Emulate(0)
+            }
+            (0xCF8, 4, false) => PortAction::Emulate(self.pci_address),
+            (0xCF9, 1, true) => PortAction::Refuse("the reset control register"),
+            (0xCF8..=0xCFB, _, false) => PortAction::Emulate(ones),
+            (0xCF8..=0xCFB, _, true) => PortAction::Emulate(0),
+            (port, size, write) => self.pci_data(port, size, write),
+        }
+    }
+
+    /// An access of 0xCFC-0xCFF: the configuration register the latched address selects.
+    fn pci_data(&self, port: u16, size: u8, write: bool) -> PortAction {
+        let address = self.pci_address;
+        if address & 1 << 31 == 0 {
+            return if write { PortAction::Emulate(0) } else { PortAction::Emulate(u32::MAX) };
+        }
+        let select = address & 0xFFFF_FFFC;
+        if !write {
+            return PortAction::Forward { select: Some(select) };
+        }
+        let (bus, device, function) =
+            ((address >> 16) & 0xFF, (address >> 11) & 0x1F, (address >> 8) & 0b111);
+        let register = (address & 0xFC) + u32::from(port - 0xCFC);
+        match pci_config_write(bus, device, function, register) {
+            ConfigWrite::Refuse(why) => PortAction::Refuse(why),
+            ConfigWrite::Bar if size == 4 && register.is_multiple_of(4) => {
+                PortAction::SizeBar { select }
+            }
+            ConfigWrite::Bar => PortAction::Refuse("a partial BAR write"),
+            ConfigWrite::Allow => PortAction::Forward { select: Some(select) },
+        }
+    }
+}
+
+/// The class of a PCI configuration write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfigWrite {
+    Allow,
+    /// A base address register: checked against its size.
+    Bar,
+    Refuse(&'static str),
+}
+
+/// The policy for writes of configuration register `register` (byte offset) of bus 0's
+/// i440FX host bridge (device 0) and PIIX3/PIIX4 (device 1), and every device's BARs.
+fn pci_config_write(bus: u32, device: u32, function: u32, register: u32) -> ConfigWrite {
+    match (bus, device, function, register) {
+        (0, 0, 0, 0x40..) => ConfigWrite::Refuse("the host bridge's memory and SMRAM control"),
+        // PIIX PCI-to-ISA: its interrupt routing (0x60-0x63) stays the guest's (ACPI's _SRS).
+        (0, 1, 0, 0x60..=0x63) => ConfigWrite::Allow,
+        (0, 1, _, 0x40..) => {
+            ConfigWrite::Refuse("the PIIX's decoders (power management and SMBus bases, devices)")
+        }
+        (_, _, _, 0x10..=0x27 | 0x30..=0x33) => ConfigWrite::Bar,
+        _ => ConfigWrite::Allow,
     }
 }
 
@@ -552,15 +705,20 @@ mod tests {
     #[test]
     fn io_map_opens_only_the_listed_ports() {
         let map = IoPermissions::for_os();
-        for port in [0x20, 0x40, 0x70, 0x71, 0x3F8, 0x3FD, 0x604, 0xCF8, 0xCFC, 0xAFE0, 0xC040] {
+        for port in [0x20, 0x40, 0x3F8, 0x3FD, 0x600, 0x608, 0xAFE0, 0xC040] {
             assert!(!map.intercepts(port, 1), "{port:#x}");
         }
+        // Filtered: intercepted, answered after a check.
+        for port in [0x70, 0x71, 0x604, 0x605, 0xCF8, 0xCF9, 0xCFC, 0xCFF] {
+            assert!(map.intercepts(port, 1) && filtered(port), "{port:#x}");
+        }
+        assert!(!filtered(0x92) && !filtered(0x606));
         // A20 (0x92, the keyboard controller), ISA DMA, fw_cfg and its DMA, debug ports.
         for port in [0x00, 0x0A, 0x60, 0x64, 0x81, 0x87, 0x92, 0xC0, 0xD6, 0x402, 0x510, 0x514] {
             assert!(map.intercepts(port, 1), "{port:#x}");
         }
-        // A 4-byte access reaching one closed port exits: 0xCFC is open, 0x5FE..0x601 not.
-        assert!(!map.intercepts(0xCFC, 4));
+        // A 4-byte access reaching one closed port exits: 0x600 is open, 0x5FE..0x601 not.
+        assert!(!map.intercepts(0x600, 4));
         assert!(map.intercepts(0x5FE, 4));
         // Past 0xFFFF (the map's last bits) stays intercepted: 0xFFFE + 4 bytes.
         assert!(map.intercepts(0xFFFE, 4));
@@ -568,6 +726,81 @@ mod tests {
         // APM §15.10.1: port p is bit p % 8 of byte p / 8; 0x92 is byte 0x12, bit 2.
         assert_eq!(map.as_bytes()[0x12] & 1 << 2, 1 << 2);
         assert_eq!(map.as_bytes()[0x3F8 / 8], 0);
+    }
+
+    fn out(port: u16, size: u8) -> IoAccess {
+        IoAccess { port, size, write: true, string: false }
+    }
+
+    fn inp(port: u16, size: u8) -> IoAccess {
+        IoAccess { port, size, write: false, string: false }
+    }
+
+    #[test]
+    fn pci_configuration_keeps_the_chipset_and_platform_window() {
+        let mut f = PortFilter::default();
+        // The i440FX's SMRAM control (0:0.0, 0x72) and PAM (0x59): refused.
+        assert_eq!(f.access(out(0xCF8, 4), 0x8000_0070), PortAction::Emulate(0));
+        assert_eq!(f.access(inp(0xCF8, 4), 0), PortAction::Emulate(0x8000_0070));
+        assert!(matches!(f.access(out(0xCFE, 1), 0x4A), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x8000_0058);
+        assert!(matches!(f.access(out(0xCFD, 1), 0x33), PortAction::Refuse(_)));
+        // Reads go to the device, the address selected first.
+        assert_eq!(f.access(inp(0xCFE, 1), 0), PortAction::Forward { select: Some(0x8000_0058) });
+        // The PIIX4 PM base (0:1.3, 0x40): refused; its PIRQ routing (0:1.0, 0x60): allowed.
+        f.access(out(0xCF8, 4), 0x8000_0B40);
+        assert!(matches!(f.access(out(0xCFC, 4), 0xC001), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x8000_0860);
+        assert_eq!(f.access(out(0xCFC, 1), 11), PortAction::Forward { select: Some(0x8000_0860) });
+        // A device's command register: allowed; its BAR: sized first; a partial BAR write
+        // refused.
+        f.access(out(0xCF8, 4), 0x8000_2004);
+        assert_eq!(f.access(out(0xCFC, 2), 7), PortAction::Forward { select: Some(0x8000_2004) });
+        f.access(out(0xCF8, 4), 0x8000_2010);
+        assert_eq!(
+            f.access(out(0xCFC, 4), 0xFEB0_0000),
+            PortAction::SizeBar { select: 0x8000_2010 }
+        );
+        assert!(matches!(f.access(out(0xCFE, 2), 0xFED4), PortAction::Refuse(_)));
+        // Reset control: refused. Configuration disabled (bit 31 clear): no device access.
+        assert!(matches!(f.access(out(0xCF9, 1), 6), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x0000_0070);
+        assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Emulate(u32::MAX));
+        assert_eq!(f.access(out(0xCFC, 4), 1), PortAction::Emulate(0));
+    }
+
+    #[test]
+    fn bars_stay_out_of_the_platform_window() {
+        // A 16 KiB memory BAR (mask 0xFFFF_C000).
+        let mask = 0xFFFF_C000;
+        assert!(bar_write_allowed(0xFEB0_0000, mask));
+        assert!(bar_write_allowed(u32::MAX, mask), "sizing");
+        assert!(bar_write_allowed(0xFFFF_F800, 0xFFFF_C001), "sizing an expansion ROM");
+        assert!(!bar_write_allowed(0xFFFF_F801, 0xFFFF_C001), "a ROM enabled at the top");
+        assert!(!bar_write_allowed(0xFED4_0000, mask), "over the TPM's registers");
+        assert!(!bar_write_allowed(0xFEBF_E000, mask), "reaching into the window");
+        assert!(bar_write_allowed(0xFEBF_C000, mask), "ending at its start");
+        assert!(!bar_write_allowed(0xFEE0_0000, 0xFFF0_0000), "a 1 MiB BAR over the APIC");
+    }
+
+    #[test]
+    fn cmos_shutdown_byte_and_sleep_states_are_refused() {
+        let mut f = PortFilter::default();
+        assert_eq!(f.access(out(0x70, 1), 0x0F), PortAction::Forward { select: None });
+        assert!(matches!(f.access(out(0x71, 1), 0x0A), PortAction::Refuse(_)));
+        // With the NMI-disable bit, still the shutdown byte.
+        f.access(out(0x70, 1), 0x8F);
+        assert!(matches!(f.access(out(0x71, 1), 0x0A), PortAction::Refuse(_)));
+        f.access(out(0x70, 1), 0x0B);
+        assert_eq!(f.access(out(0x71, 1), 0x02), PortAction::Forward { select: None });
+        assert_eq!(f.access(inp(0x71, 1), 0), PortAction::Forward { select: None });
+        assert!(matches!(f.access(out(0x70, 2), 0x0A0F), PortAction::Refuse(_)));
+        // PM1a control: S5 (type 0) with SLP_EN goes through; S3 (type 1) does not, in a
+        // word or as its high byte; SCI_EN alone goes through.
+        assert_eq!(f.access(out(0x604, 2), 1 << 13), PortAction::Forward { select: None });
+        assert!(matches!(f.access(out(0x604, 2), 1 << 13 | 1 << 10), PortAction::Refuse(_)));
+        assert!(matches!(f.access(out(0x605, 1), 0x24), PortAction::Refuse(_)));
+        assert_eq!(f.access(out(0x604, 2), 1), PortAction::Forward { select: None });
     }
 
     #[test]

@@ -541,6 +541,26 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
             return Err(format!("the hypervisor did not report the guest's {access} of MSR {msr}"));
         }
     }
+    // The chipset: the CMOS shutdown byte and the host bridge's SMRAM control keep their
+    // values (the hypervisor filters both and reports the refusals).
+    let cmos =
+        lines.iter().find_map(|l| l.split("vpr-guest: cmos 0x0f after writing 0a: reads ").nth(1));
+    if !matches!(cmos, Some(v) if !v.trim().is_empty() && v.trim() != "0a" && v.trim() != "nothing")
+    {
+        return Err(format!("the CMOS shutdown byte took the guest's write: {cmos:?}"));
+    }
+    let smram = lines.iter().find_map(|l| l.split("vpr-guest: smram control: ").nth(1));
+    let kept = smram.and_then(|s| s.split_once(" before, ")).and_then(|(before, rest)| {
+        rest.split_once(" after").map(|(after, _)| before == after && before != "nothing")
+    });
+    if kept != Some(true) {
+        return Err(format!("the host bridge's SMRAM control took the guest's write: {smram:?}"));
+    }
+    for refused in ["hv: guest wrote port 0x71 ", "hv: guest wrote port 0xcfe "] {
+        if !seen(lines, refused) {
+            return Err(format!("the hypervisor did not report a refused write ({refused})"));
+        }
+    }
     // A PAL is its registering process's: another process may neither execute nor
     // unregister it, nor install the TCC key's certificate; the owner's PAL still answers.
     for what in ["execute of handle", "unregister of handle", "certify"] {

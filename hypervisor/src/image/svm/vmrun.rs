@@ -7,7 +7,10 @@
 //! them back after #VMEXIT, keeping the host's callee-saved registers on the stack. The state
 //! that only VMLOAD/VMSAVE move (FS, GS, TR, LDTR, KernelGsBase, the SYSCALL and SYSENTER
 //! MSRs; APM §15.5.2) is swapped too, the host's kept in a page of its own. GIF is cleared
-//! around the switch and set again after it (APM §15.17).
+//! before the switch and stays clear after it (APM §15.17): the hypervisor takes no
+//! interrupt, NMI, SMI or INIT while it runs — they stay pending until VMRUN sets GIF for the
+//! guest — so nothing the guest programs (an I/O APIC entry or an MSI with SMI or NMI
+//! delivery, say) can run firmware or fault handlers in the middle of the hypervisor's work.
 //!
 //! Floating-point and vector state is not touched: the image is built soft-float and never
 //! uses it, so the guest's survives as it is.
@@ -81,7 +84,7 @@ pub unsafe extern "sysv64" fn world_switch(
         "vmsave rax",
         "pop rax", // host_state
         "vmload rax",
-        "stgi",
+        // No STGI: GIF stays clear in the hypervisor (see the module's description).
         "add rsp, 8", // registers
         "pop r15",
         "pop r14",
