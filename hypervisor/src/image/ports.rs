@@ -2,14 +2,19 @@
 //! (`vpr_hypervisor::svm::guest_os::FILTERED_PORTS`): once the filter allowed an access, the
 //! access itself, and the sizing of a PCI BAR before a write of it is allowed.
 
+use vpr_hypervisor::svm::guest_os;
 use x86_64::instructions::port::Port;
 
 /// PCI configuration mechanism 1: the address and data ports (PCI Local Bus 3.0 §3.2.2.3.2).
 const CONFIG_ADDRESS: u16 = 0xCF8;
 const CONFIG_DATA: u16 = 0xCFC;
 
-/// Reads `size` (1, 2 or 4) bytes at `port`.
+/// Reads `size` (1, 2 or 4) bytes at `port`; all ones for a port that is not filtered (this
+/// module reaches no other).
 pub fn read(port: u16, size: u8) -> u32 {
+    if !guest_os::filtered(port) {
+        return u32::MAX;
+    }
     // SAFETY: called only for the filtered ports (RTC/CMOS, PM1a control, PCI configuration)
     // once the filter allowed the read: reading them touches no memory, only the device's
     // registers the guest may read anyway.
@@ -25,6 +30,9 @@ pub fn read(port: u16, size: u8) -> u32 {
 /// Writes the low `size` (1, 2 or 4) bytes of `value` at `port`.
 #[allow(clippy::cast_possible_truncation, reason = "the low bytes are what is written")]
 pub fn write(port: u16, size: u8, value: u32) {
+    if !guest_os::filtered(port) {
+        return; // this module reaches no other port
+    }
     // SAFETY: called only for the filtered ports once the filter allowed this write (no
     // chipset memory or SMRAM control, no BAR over the platform window, no reset, no sleep
     // state but soft-off, not the CMOS shutdown byte): the device's registers change as the
