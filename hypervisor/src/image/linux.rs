@@ -265,38 +265,6 @@ impl PortLog {
     }
 }
 
-/// Answers an access of a port the guest does not own (`guest_os::io_access`).
-fn refuse_port(vcpu: &mut SvmVcpu, log: &mut PortLog) {
-    let (info1, next_rip) = (vcpu.vmcb().control.exit_info1, vcpu.vmcb().control.exit_info2);
-    let Some(access) = IoAccess::from_exit_info(info1) else {
-        vcpu.inject(guest_os::general_protection());
-        return;
-    };
-    let action = guest_os::io_access(access);
-    if log.first(access.port, access.write) {
-        let rip = vcpu.vmcb().save.rip;
-        log::warn!(
-            "hv: guest {} port {:#x} ({} bytes, rip {rip:#x}): not its port, {}",
-            if access.write { "wrote" } else { "read" },
-            access.port,
-            access.size,
-            match action {
-                IoAction::Read { .. } => "read as no device",
-                IoAction::Drop => "dropped",
-                IoAction::Fault => "#GP injected",
-            }
-        );
-    }
-    match action {
-        IoAction::Read { value, size } => {
-            set_in_value(vcpu, size, value);
-            vcpu.vmcb().save.rip = next_rip;
-        }
-        IoAction::Drop => vcpu.vmcb().save.rip = next_rip,
-        IoAction::Fault => vcpu.inject(guest_os::general_protection()),
-    }
-}
-
 /// Puts an IN's `value` of `size` bytes in RAX: AL or AX keep the rest of RAX, a 32-bit IN
 /// clears the upper half (APM Vol. 3, IN).
 fn set_in_value(vcpu: &mut SvmVcpu, size: u8, value: u32) {
@@ -308,27 +276,32 @@ fn set_in_value(vcpu: &mut SvmVcpu, size: u8, value: u32) {
     };
 }
 
-/// Answers an access of a port the hypervisor filters (`guest_os::PortFilter`): forwarded to
-/// the device once allowed, emulated, or refused (logged once per port and kind).
-fn filter_port(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
+/// Answers an intercepted port access: a port the hypervisor filters
+/// (`guest_os::PortFilter`) is forwarded to the device once allowed, or emulated; any other,
+/// and a refused one, behaves as a port with no device (`guest_os::io_access`), logged once
+/// per port and kind.
+fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
     let (info1, next_rip) = (vcpu.vmcb().control.exit_info1, vcpu.vmcb().control.exit_info2);
     let Some(access) = IoAccess::from_exit_info(info1) else {
         vcpu.inject(guest_os::general_protection());
         return;
     };
-    let ones = u32::MAX >> (32 - 8 * u32::from(access.size));
-    let value = low32(vcpu.registers().rax) & ones;
-    let action = match filter.access(access, value) {
-        PortAction::SizeBar { select } => {
-            let (old, mask) = crate::ports::size_bar(select);
-            // An I/O BAR moves ports, which the permission map governs by number.
-            if old & 1 == 1 || guest_os::bar_write_allowed(value, mask) {
-                PortAction::Forward { select: Some(select) }
-            } else {
-                PortAction::Refuse("a BAR over the platform's registers")
+    let value = low32(vcpu.registers().rax) & (u32::MAX >> (32 - 8 * u32::from(access.size)));
+    let action = if !guest_os::filtered(access.port) {
+        PortAction::Refuse("not its port")
+    } else {
+        match filter.access(access, value) {
+            PortAction::SizeBar { select } => {
+                let (old, mask) = crate::ports::size_bar(select);
+                // An I/O BAR moves ports, which the permission map governs by number.
+                if old & 1 == 1 || guest_os::bar_write_allowed(value, mask) {
+                    PortAction::Forward { select: Some(select) }
+                } else {
+                    PortAction::Refuse("a BAR over the platform's registers")
+                }
             }
+            other => other,
         }
-        other => other,
     };
     match action {
         PortAction::Forward { select } => {
@@ -349,27 +322,28 @@ fn filter_port(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
             }
             vcpu.vmcb().save.rip = next_rip;
         }
-        PortAction::Refuse(why) => {
+        // (A BAR write was resolved above.)
+        PortAction::Refuse(_) | PortAction::SizeBar { .. } => {
+            let why = if let PortAction::Refuse(why) = action { why } else { "a BAR write" };
             if log.first(access.port, access.write) {
                 let rip = vcpu.vmcb().save.rip;
                 log::warn!(
-                    "hv: guest {} port {:#x} ({} bytes, value {value:#x}, rip {rip:#x}): {why} \
+                    "hv: guest {} port {:#x} ({} bytes, value {value:#x}, rip {rip:#x}): {why}, \
                      refused",
                     if access.write { "wrote" } else { "read" },
                     access.port,
                     access.size
                 );
             }
-            if access.string {
-                vcpu.inject(guest_os::general_protection());
-                return;
+            match guest_os::io_access(access) {
+                IoAction::Read { value, size } => {
+                    set_in_value(vcpu, size, value);
+                    vcpu.vmcb().save.rip = next_rip;
+                }
+                IoAction::Drop => vcpu.vmcb().save.rip = next_rip,
+                IoAction::Fault => vcpu.inject(guest_os::general_protection()),
             }
-            if !access.write {
-                set_in_value(vcpu, access.size, ones);
-            }
-            vcpu.vmcb().save.rip = next_rip;
         }
-        PortAction::SizeBar { .. } => vcpu.inject(guest_os::general_protection()),
     }
 }
 
@@ -382,12 +356,9 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut filter = PortFilter::default();
     loop {
         match vcpu.run() {
-            VmExit::Io { port, .. } if guest_os::filtered(port) => {
-                filter_port(vcpu, &mut filter, &mut ports);
-            }
-            VmExit::Io { .. } => {
-                counts[4] += 1;
-                refuse_port(vcpu, &mut ports);
+            VmExit::Io { port, .. } => {
+                counts[4] += u64::from(!guest_os::filtered(port));
+                port_exit(vcpu, &mut filter, &mut ports);
             }
             VmExit::Hypercall => {
                 counts[2] += 1;

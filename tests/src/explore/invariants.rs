@@ -183,31 +183,35 @@ impl Observer {
     /// from a chain that contains every update committed or accepted in an earlier view.
     pub fn new_view(&mut self, view: u64, head: u64, head_chain: Digest) -> Result<(), String> {
         self.new_views.push((view, head, head_chain));
-        for (&seq, f) in &self.fixed {
-            if f.view < view && self.chain_at(head, head_chain, seq) != Some(f.chain) {
-                return Err(format!(
-                    "later views carry it: view {view} starts at #{head} {} without #{seq} {} ({})",
-                    short(&head_chain),
-                    short(&f.chain),
-                    f.why
-                ));
-            }
+        for &seq in self.fixed.keys() {
+            self.view_carries(seq, (view, head, head_chain))?;
         }
         Ok(())
     }
 
     /// The same check for an update fixed after some later view already started.
     fn later_views_carry(&self, seq: u64) -> Result<(), String> {
+        for &started in &self.new_views {
+            self.view_carries(seq, started)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the view started at `(view, head, head_chain)` carries update `seq` if it was
+    /// fixed in an earlier view.
+    fn view_carries(
+        &self,
+        seq: u64,
+        (view, head, head_chain): (u64, u64, Digest),
+    ) -> Result<(), String> {
         let Some(f) = self.fixed.get(&seq) else { return Ok(()) };
-        for &(view, head, head_chain) in &self.new_views {
-            if f.view < view && self.chain_at(head, head_chain, seq) != Some(f.chain) {
-                return Err(format!(
-                    "later views carry it: view {view} started at #{head} {} without #{seq} {} ({})",
-                    short(&head_chain),
-                    short(&f.chain),
-                    f.why
-                ));
-            }
+        if f.view < view && self.chain_at(head, head_chain, seq) != Some(f.chain) {
+            return Err(format!(
+                "later views carry it: view {view} starts at #{head} {} without #{seq} {} ({})",
+                short(&head_chain),
+                short(&f.chain),
+                f.why
+            ));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use vpr_proto::crypto::{self, Key, KeyPair, Signature, Tag};
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{ReadLevel, Reply, Request, Wire};
 
-use super::invariants::{describe, Observer};
+use super::invariants::Observer;
 use super::shape::{group_call, route, Msg, Routed};
 use super::tcc::{Rng, SharedTcc};
 
@@ -687,18 +687,11 @@ impl World {
     /// every reply they are handed, and an accepted one is checked.
     fn accept_replies(&mut self) {
         for r in &self.replies {
-            let Some((_, c, request)) = self
-                .requests
-                .iter()
-                .find(|(_, _, q)| q.client == r.reply.client && q.seq == r.reply.seq)
-            else {
-                continue;
-            };
-            let client = &self.clients[*c];
+            let Some((c, _)) = self.request_for(&r.reply) else { continue };
+            let client = &self.clients[c];
             if client.spec.own && r.blinded {
                 let mut blinder = crypto::mac(client.session.key(), &[&r.reply.signed_bytes()]);
                 crypto::xor(&mut blinder, &r.reply.tag);
-                let _ = request;
                 if !self.blinders.contains(&blinder) {
                     self.blinders.push(blinder);
                 }
@@ -709,14 +702,8 @@ impl World {
                 continue;
             }
             let r = &self.replies[k];
-            let Some((_, c, request)) = self
-                .requests
-                .iter()
-                .find(|(_, _, q)| q.client == r.reply.client && q.seq == r.reply.seq)
-            else {
-                continue;
-            };
-            let client = &self.clients[*c];
+            let Some((c, request)) = self.request_for(&r.reply) else { continue };
+            let client = &self.clients[c];
             let candidates: Vec<Reply> = if r.blinded {
                 let from_secrets = self
                     .secrets
@@ -746,9 +733,16 @@ impl World {
             if !own {
                 let result = self.obs.accepted(name, seq, &outcome, blinding);
                 self.fail(result);
-                let _ = describe;
             }
         }
+    }
+
+    /// The client (its index) and the request `reply` answers, if one was sent.
+    fn request_for(&self, reply: &Reply) -> Option<(usize, &Request)> {
+        self.requests
+            .iter()
+            .find(|(_, _, q)| q.client == reply.client && q.seq == reply.seq)
+            .map(|(_, c, q)| (*c, q))
     }
 
     /// Every Manager's committed chain, primaries of started views first.
