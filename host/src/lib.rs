@@ -16,6 +16,8 @@ pub mod launcher;
 pub mod machine;
 pub mod net;
 pub mod ports;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod probe;
 pub mod qemu_cluster;
 pub mod replica;
 pub mod shell;

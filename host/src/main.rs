@@ -190,6 +190,14 @@ enum Command {
         #[arg(long)]
         handle: String,
     },
+    /// As root in the hypervisor's Linux guest: try one attack on its isolation and report
+    /// what happened (`fw-cfg-dma`: make QEMU's fw_cfg device DMA into this process's memory;
+    /// `msi-enable`: enable a virtio function's MSI-X).
+    #[command(hide = true)]
+    GuestProbe {
+        /// The attack.
+        what: String,
+    },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
     Demo,
@@ -238,6 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo => demo(),
         Command::PalSmoke { image, hold_ms } => pal_smoke(&image, hold_ms),
         Command::PalProbe { handle } => pal_probe(&handle),
+        Command::GuestProbe { what } => guest_probe(&what),
         Command::EnrollAgent { listen, pal, config } => {
             vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()), &config)?;
             println!(
@@ -369,6 +378,23 @@ fn pal_probe(handle: &str) -> Result<ExitCode> {
     println!("pal-probe: unregister of handle {handle:#x}: {}", answer(hv.unregister(handle)));
     println!("pal-probe: certify: {}", answer(hv.certify(&[0; 64])));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `vpr guest-probe`: one attack on the hypervisor's isolation, and what it gave.
+fn guest_probe(what: &str) -> Result<ExitCode> {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if what == "fw-cfg-dma" {
+        println!("guest-probe: fw_cfg DMA: {}", vpr_host::probe::fw_cfg_dma()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if what == "msi-enable" {
+        println!("guest-probe: MSI-X enable: {}", vpr_host::probe::msi_enable()?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    anyhow::bail!(
+        "guest-probe: no probe {what:?} here (known: fw-cfg-dma, msi-enable; on Linux/x86-64)"
+    )
 }
 
 /// 32 bytes from 64 hex digits (a command-line argument).

@@ -9,6 +9,8 @@
 //!   that runs a guest and kills it (never the hypervisor) on anything it does not handle;
 //! - [`svm`]: AMD SVM — the VMCB layout, exit codes and their normalization, guest state
 //!   set-up, nested page tables;
+//! - [`apic`] and [`decode`]: what an OS guest may write to its interrupt controllers, and
+//!   the stores the hypervisor completes for it;
 //! - [`elf`]: PAL images: ELF64 executables checked and planned page by page;
 //! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
 //! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry;
@@ -24,7 +26,9 @@
 
 extern crate alloc;
 
+pub mod apic;
 mod bytes;
+pub mod decode;
 pub mod elf;
 pub mod linux;
 pub mod memory;

@@ -20,7 +20,8 @@ pub const USER_END: u64 = 1 << 47;
 /// Why an address does not translate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkError {
-    /// Not a canonical user address (the upper half, or beyond 48 bits).
+    /// Not a canonical user address (the upper half, or beyond 48 bits); for a supervisor
+    /// walk, not canonical.
     NotUser(u64),
     /// A level is not present.
     NotPresent(u64),
@@ -35,7 +36,7 @@ pub enum WalkError {
 impl core::fmt::Display for WalkError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            WalkError::NotUser(va) => write!(f, "{va:#x} is not a user address"),
+            WalkError::NotUser(va) => write!(f, "{va:#x} is not a user (or canonical) address"),
             WalkError::NotPresent(va) => write!(f, "{va:#x} is not mapped"),
             WalkError::Protected(va) => write!(f, "{va:#x} is not accessible to user writes"),
             WalkError::BadTable(pa) => write!(f, "a page table at {pa:#x} is not guest RAM"),
@@ -51,11 +52,38 @@ pub fn translate(
     cr3: u64,
     va: u64,
     write: bool,
-    mut entry: impl FnMut(u64) -> Option<u64>,
+    entry: impl FnMut(u64) -> Option<u64>,
 ) -> Result<u64, WalkError> {
     if va >= USER_END {
         return Err(WalkError::NotUser(va));
     }
+    walk_levels(cr3, va, |e| e & USER != 0 && (!write || e & WRITABLE != 0), entry)
+}
+
+/// The guest-physical address of a supervisor-mode read of `va` (a canonical address of
+/// either half) under the page tables at `cr3`: how the hypervisor fetches the kernel
+/// instruction that caused an exit. Every level must be present; the user and write bits do
+/// not matter to a supervisor read.
+pub fn translate_supervisor(
+    cr3: u64,
+    va: u64,
+    entry: impl FnMut(u64) -> Option<u64>,
+) -> Result<u64, WalkError> {
+    // Canonical: bits 63:47 all equal (APM Vol. 2 §5.3.1).
+    let high = va >> 47;
+    if high != 0 && high != (1 << 17) - 1 {
+        return Err(WalkError::NotUser(va));
+    }
+    walk_levels(cr3, va, |_| true, entry)
+}
+
+/// The 4-level walk of `va`, each level's entry checked by `allows`.
+fn walk_levels(
+    cr3: u64,
+    va: u64,
+    allows: impl Fn(u64) -> bool,
+    mut entry: impl FnMut(u64) -> Option<u64>,
+) -> Result<u64, WalkError> {
     let mut table = cr3 & ADDRESS;
     // Level 4 (PML4, bits 47:39) down to level 1 (PT, bits 20:12).
     for level in (1..=4u32).rev() {
@@ -65,7 +93,7 @@ pub fn translate(
         if e & PRESENT == 0 {
             return Err(WalkError::NotPresent(va));
         }
-        if e & USER == 0 || (write && e & WRITABLE == 0) {
+        if !allows(e) {
             return Err(WalkError::Protected(va));
         }
         let large = (level == 3 || level == 2) && e & PAGE_SIZE_BIT != 0;
@@ -142,6 +170,21 @@ mod tests {
         assert_eq!(walk(0x1000, false), Err(WalkError::NotPresent(0x1000)));
         assert_eq!(walk(USER_END, false), Err(WalkError::NotUser(USER_END)));
         assert_eq!(walk(u64::MAX, false), Err(WalkError::NotUser(u64::MAX)));
+    }
+
+    #[test]
+    fn supervisor_reads_ignore_user_and_write_bits() {
+        let t = tables();
+        let read = |va: u64| translate_supervisor(0x1000, va, |pa| t.read(pa));
+        // A kernel page, a read-only user page, a large page.
+        assert_eq!(read(BASE + 0x20_5010), Ok(0x7010));
+        assert_eq!(read(BASE + 0x20_4000), Ok(0x6000));
+        assert_eq!(read(BASE + 0x40_1234), Ok(0x80_1234));
+        assert_eq!(read(BASE + 0x20_6000), Err(WalkError::NotPresent(BASE + 0x20_6000)));
+        // The upper half is walked (PML4[511] is absent here); non-canonical is refused.
+        assert_eq!(read(0xFFFF_FF80_0000_0000), Err(WalkError::NotPresent(0xFFFF_FF80_0000_0000)));
+        assert_eq!(read(1 << 47), Err(WalkError::NotUser(1 << 47)));
+        assert_eq!(read(0x8000_0000_0000_0000), Err(WalkError::NotUser(0x8000_0000_0000_0000)));
     }
 
     #[test]

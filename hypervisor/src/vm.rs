@@ -55,6 +55,8 @@ pub enum VmExit {
     },
     /// The guest shut down (a triple fault).
     Shutdown,
+    /// An NMI arrived while the guest ran (and the guest intercepts them).
+    Nmi,
     /// The guest touched an I/O port.
     Io {
         /// The port number.
@@ -90,6 +92,7 @@ impl fmt::Display for VmExit {
                 write!(f, "nested page fault at guest-physical {gpa:#x} (error {error:#x})")
             }
             VmExit::Shutdown => write!(f, "shutdown (triple fault)"),
+            VmExit::Nmi => write!(f, "NMI"),
             VmExit::Io { port, write } => {
                 write!(f, "port {} {port:#x}", if write { "write to" } else { "read from" })
             }
@@ -112,6 +115,9 @@ pub trait Vcpu {
     /// Moves the guest's instruction pointer past the hypercall instruction that caused the
     /// last exit.
     fn skip_hypercall(&mut self);
+    /// Takes the NMI that made the last exit (it is still pending) and holds it for whoever
+    /// owns the machine's NMIs, so that the guest can run again without meeting it.
+    fn hold_nmi(&mut self);
 }
 
 /// What a hypercall handler decided.
@@ -190,6 +196,8 @@ pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H
                 }
             },
             VmExit::Halt => return Outcome::Halted,
+            // An NMI is not the guest's: hold it and go on (a PAL has no IDT for it).
+            VmExit::Nmi => vcpu.hold_nmi(),
             exit => return Outcome::Killed(KillReason::UnhandledExit(exit)),
         }
     }
@@ -206,13 +214,20 @@ mod tests {
         registers: GuestRegisters,
         skips: usize,
         runs: usize,
+        held_nmis: usize,
     }
 
     impl Scripted {
         fn new(exits: &[(VmExit, u64)]) -> Self {
             let mut exits = exits.to_vec();
             exits.reverse();
-            Scripted { exits, registers: GuestRegisters::default(), skips: 0, runs: 0 }
+            Scripted {
+                exits,
+                registers: GuestRegisters::default(),
+                skips: 0,
+                runs: 0,
+                held_nmis: 0,
+            }
         }
     }
 
@@ -229,6 +244,29 @@ mod tests {
         fn skip_hypercall(&mut self) {
             self.skips += 1;
         }
+        fn hold_nmi(&mut self) {
+            self.held_nmis += 1;
+        }
+    }
+
+    #[test]
+    fn an_nmi_is_held_and_the_guest_goes_on() {
+        let mut vcpu = Scripted::new(&[
+            (VmExit::Nmi, 0),
+            (VmExit::Hypercall, 5),
+            (VmExit::Nmi, 0),
+            (VmExit::Nmi, 0),
+            (VmExit::Hypercall, 6),
+        ]);
+        let outcome = run(&mut vcpu, &mut |r: &mut GuestRegisters| {
+            if r.rax == 6 {
+                HypercallAction::Finish
+            } else {
+                HypercallAction::Resume
+            }
+        });
+        assert_eq!(outcome, Outcome::Finished);
+        assert_eq!((vcpu.held_nmis, vcpu.runs, vcpu.skips), (3, 5, 2));
     }
 
     #[test]

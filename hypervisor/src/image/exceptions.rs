@@ -1,9 +1,12 @@
 //! The hypervisor's own exceptions: an IDT whose 32 vectors all report the fault on the
 //! serial port and stop QEMU with the failure status. The hypervisor runs with interrupts
 //! off, so an exception here is a bug in it; reporting beats a silent triple fault (which
-//! QEMU's `-no-reboot` turns into exit status 0).
+//! QEMU's `-no-reboot` turns into exit status 0). Vector 2, the NMI, is the exception: an NMI
+//! is counted ([`take_held_nmis`]) and the hypervisor goes on. It can arrive only where the
+//! hypervisor lets it (GIF is clear in host mode but in [`crate::svm::take_pending_nmi`]).
 
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -63,6 +66,12 @@ hv_exception_common:
     exception_stub 30, 1
     exception_stub 31, 0
 
+    // NMI: count it and return (IRETQ also ends the NMI's blocking).
+    .balign 16
+hv_nmi:
+    lock inc qword ptr [rip + {held}]
+    iretq
+
     .section .rodata.exceptions, "a"
     .balign 8
     .global hv_exception_stubs
@@ -70,12 +79,32 @@ hv_exception_stubs:
     .irp vector, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad hv_exception_\vector
     .endr
-"#
+    .global hv_nmi_handler
+hv_nmi_handler:
+    .quad hv_nmi
+"#,
+    held = sym HELD_NMIS,
 );
+
+/// NMIs taken by the hypervisor and not yet handed on.
+static HELD_NMIS: AtomicU64 = AtomicU64::new(0);
+
+/// The NMIs the hypervisor took since the last call: they belong to the OS guest, which gets
+/// one (NMIs do not queue) at its next entry.
+pub fn take_held_nmis() -> u64 {
+    HELD_NMIS.swap(0, Ordering::Relaxed)
+}
+
+/// The NMIs held now (not reset).
+pub fn held_nmis() -> u64 {
+    HELD_NMIS.load(Ordering::Relaxed)
+}
 
 unsafe extern "C" {
     /// The addresses of the 32 stubs above.
     static hv_exception_stubs: [u64; 32];
+    /// The address of the NMI handler above.
+    static hv_nmi_handler: u64;
 }
 
 /// What the stub and the CPU pushed.
@@ -144,13 +173,16 @@ static IDT: Once<Idt> = Once::new();
 /// Loads the IDT.
 pub fn init() {
     // SAFETY: `hv_exception_stubs` is an initialized, immutable table in .rodata.
-    let stubs = unsafe { &hv_exception_stubs };
+    let mut stubs = unsafe { hv_exception_stubs };
+    // SAFETY: as above, an initialized, immutable word in .rodata.
+    stubs[2] = unsafe { hv_nmi_handler };
     let idt = IDT.call_once(|| Idt(stubs.map(Gate::new)));
     let pointer = DescriptorTablePointer {
         limit: u16::try_from(size_of::<Idt>() - 1).unwrap_or(u16::MAX),
         base: VirtAddr::from_ptr(idt),
     };
     // SAFETY: the IDT is a static that lives forever, its gates point to the stubs above,
-    // which run on the current stack and never return.
+    // which run on the current stack and never return, and the NMI handler, which changes
+    // nothing but its counter (IRETQ restores the flags).
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
 }

@@ -10,10 +10,15 @@
 //! (`guest_os::OS_MSRS`; EFER writes keep SVME; VM_CR reads 0; the rest is #GP, logged once
 //! per MSR and kind), the SVM instructions (#UD, as on a processor without SVM), VMMCALL
 //! (the hypercall), nested page faults (an access to the hypervisor's memory or the TPM gets
-//! #GP(0), and the guest goes on) and every I/O port but those of the devices it needs
-//! (`guest_os::OS_PORTS`: the others read as no device, writes are dropped).
+//! #GP(0), and the guest goes on), writes to its interrupt controllers (mapped read-only:
+//! each write is decoded and done for it unless it would send an INIT, a start-up IPI or an
+//! SMI: `vpr_hypervisor::apic`), INIT (the machine is turned off) and every I/O port but
+//! those of the devices it needs (`guest_os::OS_PORTS`: the others read as no device, writes
+//! are dropped). NMIs that arrive while a PAL runs are held and given to the guest after
+//! the call.
 
 use crate::mem::{self, OwnedFrames, PoolTables};
+use crate::mmio;
 use crate::pal::{GuestAccess, Pals, Tcc};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
@@ -21,13 +26,15 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::x86_64::__cpuid_count;
+use vpr_hypervisor::apic::{self, IoApic, IoApicWrite, Refused, IO_APIC, LOCAL_APIC};
+use vpr_hypervisor::decode::{self, Source, Store};
 use vpr_hypervisor::linux::{self as boot, BzImage, BOOT_CS, BOOT_DS, GDT_LEN};
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::paging;
 use vpr_hypervisor::svm::exit::code;
 use vpr_hypervisor::svm::guest_os::{
-    self, IoAccess, IoAction, IoPermissions, MsrAction, MsrPermissions, PortAction, PortFilter,
-    ProtectedModeGuest,
+    self, IoAccess, IoAction, IoPermissions, MessageInterrupts, MsrAction, MsrPermissions,
+    PortAction, PortFilter, ProtectedModeGuest,
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
 use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
@@ -47,6 +54,18 @@ const TWO_BYTE_INSTRUCTION: u64 = 2;
 const LOGGED_FAULTS: u64 = 16;
 /// Refused MSRs (and kinds of access) logged; later ones are only counted.
 const LOGGED_MSRS: usize = 64;
+/// Refused interrupt-controller writes logged; later ones are only counted.
+const LOGGED_CONTROLLER_WRITES: u64 = 16;
+/// The interrupt controllers' pages: read-only in the nested page table, so writes exit.
+const CONTROLLERS: [Range; 2] =
+    [Range::new(LOCAL_APIC, LOCAL_APIC + PAGE_SIZE), Range::new(IO_APIC, IO_APIC + PAGE_SIZE)];
+/// Nested page fault error code: the page was present, the access a write (APM §15.25.6).
+const NPF_PRESENT: u64 = 1 << 0;
+const NPF_WRITE: u64 = 1 << 1;
+/// EFER.LMA (bit 10) and the L bit of CS's attributes (descriptor bit 53, bit 9 packed):
+/// 64-bit mode.
+const EFER_LMA: u64 = 1 << 10;
+const CS_LONG: u16 = 1 << 9;
 
 /// The GDT's limit (its length - 1).
 const GDT_LIMIT: u16 = 31;
@@ -73,8 +92,13 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     // guest to know where it must not go (and for tests that it cannot).
     let ranges: Vec<String> =
         layout.hypervisor.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end)).collect();
-    let command_line =
-        format!("{} vpr.hv={}", kernel_command_line(mem::command_line()), ranges.join(","));
+    // `pci=nomsi`: the hypervisor keeps every MSI and MSI-X enable bit clear
+    // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines.
+    let command_line = format!(
+        "{} pci=nomsi vpr.hv={}",
+        kernel_command_line(mem::command_line()),
+        ranges.join(",")
+    );
     let command_line = command_line.trim_start();
     let image = BzImage::parse(kernel).map_err(|e| format!("module 0: {e}"))?;
     let (initrd_len, cmdline_len) = (initrd.len() as u64, command_line.len() as u64);
@@ -118,7 +142,7 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let mut tables = PoolTables::default();
     let mut npt = NestedPageTable::new(&mut tables).map_err(|e| format!("NPT: {e:?}"))?;
     let denied: Vec<Range> = layout.hypervisor.iter().copied().chain([TIS_WINDOW]).collect();
-    let pages = identity_map(&mut npt, &mut tables, &denied)?;
+    let pages = identity_map(&mut npt, &mut tables, &denied, &CONTROLLERS)?;
     let mut msrpm = OwnedFrames::allocate(MSRPM_BYTES / PAGE_SIZE).ok_or("no frames")?;
     msrpm.bytes_mut().copy_from_slice(MsrPermissions::for_os().as_bytes());
     let mut iopm = OwnedFrames::allocate(IOPM_BYTES.div_ceil(PAGE_SIZE)).ok_or("no frames")?;
@@ -152,34 +176,132 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     result
 }
 
-/// Maps guest-physical = host-physical over the first 4 GiB, but for `denied`: 2 MiB pages
-/// where nothing denied touches them, 4 KiB pages around what does. The numbers of both.
+/// Maps guest-physical = host-physical over the first 4 GiB, but for `denied` (left out) and
+/// `read_only` (mapped read-only): 2 MiB pages where neither touches them, 4 KiB pages around
+/// what does. The numbers of both.
 fn identity_map(
     npt: &mut NestedPageTable,
     tables: &mut PoolTables,
     denied: &[Range],
+    read_only: &[Range],
 ) -> Result<(u64, u64), String> {
-    let touches = |r: Range| denied.iter().any(|d| d.start < r.end && r.start < d.end);
+    let touches =
+        |r: Range, list: &[Range]| list.iter().any(|d| d.start < r.end && r.start < d.end);
     let mut counts = (0, 0);
-    let mut map = |gpa: u64, size: PageSize| {
-        npt.map(tables, GuestPhysAddr::new(gpa), x86_64::PhysAddr::new(gpa), size, Permissions::ALL)
+    let mut map = |gpa: u64, size: PageSize, permissions: Permissions| {
+        npt.map(tables, GuestPhysAddr::new(gpa), x86_64::PhysAddr::new(gpa), size, permissions)
             .map(drop)
             .map_err(|e| format!("NPT map {gpa:#x}: {e:?}"))
     };
     for chunk in (0..WINDOW_END).step_by(mem::usize_of(LARGE_PAGE)) {
-        if !touches(Range::sized(chunk, LARGE_PAGE)) {
-            map(chunk, PageSize::Size2M)?;
+        let whole = Range::sized(chunk, LARGE_PAGE);
+        if !touches(whole, denied) && !touches(whole, read_only) {
+            map(chunk, PageSize::Size2M, Permissions::ALL)?;
             counts.0 += 1;
             continue;
         }
         for page in (chunk..chunk + LARGE_PAGE).step_by(mem::usize_of(PAGE_SIZE)) {
-            if !touches(Range::sized(page, PAGE_SIZE)) {
-                map(page, PageSize::Size4K)?;
-                counts.1 += 1;
+            let one = Range::sized(page, PAGE_SIZE);
+            if touches(one, denied) {
+                continue;
             }
+            let permissions =
+                if touches(one, read_only) { Permissions::READ_ONLY } else { Permissions::ALL };
+            map(page, PageSize::Size4K, permissions)?;
+            counts.1 += 1;
         }
     }
     Ok(counts)
+}
+
+/// The general-purpose register numbered `n` in an instruction's encoding (RAX, RCX, RDX,
+/// RBX, RSP, RBP, RSI, RDI, R8-R15).
+fn register(vcpu: &mut SvmVcpu, n: u8) -> u64 {
+    if n == 4 {
+        return vcpu.vmcb().save.rsp;
+    }
+    let r = vcpu.registers();
+    match n {
+        0 => r.rax,
+        1 => r.rcx,
+        2 => r.rdx,
+        3 => r.rbx,
+        5 => r.rbp,
+        6 => r.rsi,
+        7 => r.rdi,
+        8 => r.r8,
+        9 => r.r9,
+        10 => r.r10,
+        11 => r.r11,
+        12 => r.r12,
+        13 => r.r13,
+        14 => r.r14,
+        _ => r.r15,
+    }
+}
+
+/// The store at the guest's RIP: its kernel's instruction bytes, fetched through its page
+/// tables as a supervisor read (64-bit mode with 4-level paging only).
+fn fetch_store(vcpu: &mut SvmVcpu) -> Result<Store, String> {
+    let save = &vcpu.vmcb().save;
+    if save.efer & EFER_LMA == 0 || save.cs.attrib & CS_LONG == 0 || !four_level(save.cr4) {
+        return Err(String::from("not in 64-bit mode with 4-level paging"));
+    }
+    let (cr3, rip) = (save.cr3, save.rip);
+    let entry = |pa: u64| {
+        let mut e = [0u8; 8];
+        mem::read_guest_physical(pa, &mut e).then(|| u64::from_le_bytes(e))
+    };
+    let mut bytes = [0u8; decode::MAX_LEN];
+    let mut got = 0usize;
+    // Page by page; the decoder says if it needed bytes from a page that did not translate.
+    while got < decode::MAX_LEN {
+        let va = rip.wrapping_add(got as u64);
+        let Ok(pa) = paging::translate_supervisor(cr3, va, entry) else { break };
+        let n = (decode::MAX_LEN - got).min(mem::usize_of(PAGE_SIZE - va % PAGE_SIZE));
+        if !mem::read_guest_physical(pa, &mut bytes[got..got + n]) {
+            break;
+        }
+        got += n;
+    }
+    decode::store64(&bytes[..got]).map_err(|e| format!("{e}"))
+}
+
+/// Does the guest's write to its local APIC or I/O APIC at `gpa` if `vpr_hypervisor::apic`
+/// allows it, and moves the guest past the instruction either way; a write that cannot be
+/// decoded gets #GP. `Err` says why a write was refused.
+fn controller_write(vcpu: &mut SvmVcpu, ioapic: &mut IoApic, gpa: u64) -> Result<(), String> {
+    let store = match fetch_store(vcpu) {
+        Ok(store) => store,
+        Err(why) => {
+            vcpu.inject(guest_os::general_protection());
+            return Err(why);
+        }
+    };
+    let value = match store.source {
+        Source::Register(n) => low32(register(vcpu, n)),
+        Source::Immediate(value) => value,
+    };
+    vcpu.vmcb().save.rip += u64::from(store.len);
+    let offset = low32(gpa & (PAGE_SIZE - 1));
+    let register = mmio::Register::at(gpa).ok_or(Refused::Misaligned);
+    let done = if gpa & !(PAGE_SIZE - 1) == LOCAL_APIC {
+        apic::local_apic_write(offset, value).and(register).map(|r| r.write(value))
+    } else {
+        let at = |offset: u32| mmio::Register::at(IO_APIC + u64::from(offset));
+        ioapic.write(offset, value).and_then(|write| {
+            match write {
+                IoApicWrite::Select(index) => at(0).map(|r| r.write(index.into())),
+                IoApicWrite::Data(index, value) => at(0).zip(at(0x10)).map(|(select, data)| {
+                    select.write(index.into());
+                    data.write(value);
+                }),
+                IoApicWrite::Other(offset, value) => at(offset).map(|r| r.write(value)),
+            }
+            .ok_or(Refused::Misaligned)
+        })
+    };
+    done.map_err(|why| format!("{value:#x} at {gpa:#x}: {why}"))
 }
 
 /// CR4.LA57 (bit 12): 5-level paging, which the walk does not do (the guest boots with
@@ -304,6 +426,18 @@ fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
         }
     };
     match action {
+        PortAction::Rewrite { select, value: kept } => {
+            if log.first(access.port, true) {
+                log::warn!(
+                    "hv: guest wrote {value:#x} to PCI configuration {select:#x} (port {:#x}): \
+                     a message-interrupt enable bit, cleared",
+                    access.port
+                );
+            }
+            crate::ports::select(select);
+            crate::ports::write(access.port, access.size, kept);
+            vcpu.vmcb().save.rip = next_rip;
+        }
         PortAction::Forward { select } => {
             if let Some(address) = select {
                 crate::ports::select(address);
@@ -353,7 +487,11 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
     let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
     let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
     let mut refused_msrs: Vec<(u32, bool)> = Vec::new();
-    let mut filter = PortFilter::default();
+    let messages = MessageInterrupts::find(crate::ports::config_read);
+    log::info!("hv: PCI bus 0: {} MSI/MSI-X capabilities, kept disabled", messages.len());
+    let mut filter = PortFilter::new(messages);
+    let mut ioapic = IoApic::default();
+    let (mut refused_writes, mut held_nmis) = (0u64, 0u64);
     loop {
         match vcpu.run() {
             VmExit::Io { port, .. } => {
@@ -367,6 +505,19 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
                 let mut memory = UserMemory { cr3: save.cr3, paging_ok: four_level(save.cr4) };
                 let _ = pals.hypercall(vcpu.registers(), &mut memory);
                 vcpu.skip_hypercall();
+                // NMIs that came while a PAL ran are the guest's: one is due (they do not
+                // queue), as if it had arrived now.
+                let held = crate::exceptions::take_held_nmis();
+                if held > 0 {
+                    if held_nmis == 0 {
+                        log::info!(
+                            "hv: an NMI came while a PAL ran: held, and given to the guest \
+                             after the call"
+                        );
+                    }
+                    held_nmis += held;
+                    vcpu.inject(guest_os::nmi());
+                }
             }
             VmExit::Other { code: code::CPUID, .. } => {
                 counts[0] += 1;
@@ -409,6 +560,30 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
                     }
                 }
             }
+            VmExit::NestedPageFault { gpa, error }
+                if error & (NPF_PRESENT | NPF_WRITE) == NPF_PRESENT | NPF_WRITE
+                    && CONTROLLERS.iter().any(|c| c.contains(gpa)) =>
+            {
+                if let Err(why) = controller_write(vcpu, &mut ioapic, gpa) {
+                    refused_writes += 1;
+                    if refused_writes <= LOGGED_CONTROLLER_WRITES {
+                        let rip = vcpu.vmcb().save.rip;
+                        log::warn!(
+                            "hv: guest interrupt-controller write refused (rip after {rip:#x}): \
+                             {why}"
+                        );
+                    }
+                }
+            }
+            VmExit::Other { code: code::INIT, .. } => {
+                // Every path the guest has to an INIT is refused (`apic`); one that came
+                // anyway would restart the processor outside guest mode: turn the machine off.
+                log::error!(
+                    "hv: an INIT reached the guest (rip {:#x}): turning the machine off",
+                    vcpu.vmcb().save.rip
+                );
+                crate::qemu::power_off();
+            }
             VmExit::NestedPageFault { gpa, error } => {
                 faults += 1;
                 if faults <= LOGGED_FAULTS {
@@ -426,7 +601,9 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
             VmExit::Shutdown => {
                 return Err(format!(
                     "the guest shut down (triple fault) after {counts:?} exits (CPUID, MSR, \
-                     hypercall, #UD, refused port) and {faults} nested page faults"
+                     hypercall, #UD, refused port), {faults} nested page faults, \
+                     {refused_writes} refused interrupt-controller writes and {held_nmis} \
+                     held NMIs"
                 ));
             }
             other => return Err(format!("the guest stopped: {other}")),

@@ -24,6 +24,8 @@ mod linux;
 #[cfg(target_os = "none")]
 mod mem;
 #[cfg(target_os = "none")]
+mod mmio;
+#[cfg(target_os = "none")]
 mod pal;
 #[cfg(target_os = "none")]
 mod ports;

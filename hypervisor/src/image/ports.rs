@@ -57,6 +57,15 @@ pub fn size_bar(select: u32) -> (u32, u32) {
     (old, mask)
 }
 
+/// The configuration dword at `register` of bus 0's `device`/`function` (all ones where no
+/// function answers).
+pub fn config_read(device: u8, function: u8, register: u8) -> u32 {
+    select(
+        1 << 31 | u32::from(device) << 11 | u32::from(function) << 8 | u32::from(register & 0xFC),
+    );
+    read(CONFIG_DATA, 4)
+}
+
 /// Selects configuration address `select` for the next access of the data ports.
 pub fn select(select: u32) {
     write(CONFIG_ADDRESS, 4, select);

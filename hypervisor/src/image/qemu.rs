@@ -43,3 +43,20 @@ pub fn acpi_enable() {
     // hypervisor's: the firmware's SMRAM is its own and the guest has not run yet.
     unsafe { port.write(ACPI_ENABLE) };
 }
+
+/// ACPI PM1a control of QEMU's `pc` machine (the PIIX4 PM base the firmware sets, 0x600, plus
+/// 4) and what puts the machine in soft-off: SLP_EN with sleep type 0, S5 in QEMU's DSDT
+/// (ACPI 6.4 §4.8.3.2.1).
+const PM1A_CONTROL: u16 = 0x604;
+const SOFT_OFF: u16 = 1 << 13;
+
+/// Turns the machine off (ACPI S5); halts if it is still running after the write.
+pub fn power_off() -> ! {
+    let mut port = Port::<u16>::new(PM1A_CONTROL);
+    // SAFETY: the PM1a control register; soft-off ends the machine and touches no memory.
+    unsafe { port.write(SOFT_OFF) };
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

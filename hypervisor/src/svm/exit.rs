@@ -9,6 +9,10 @@ pub mod code {
     pub const EXCEPTION_BASE: u64 = 0x40;
     /// A physical interrupt.
     pub const INTR: u64 = 0x60;
+    /// An NMI (the NMI stays pending: APM §15.13.2).
+    pub const NMI: u64 = 0x61;
+    /// An INIT signal.
+    pub const INIT: u64 = 0x63;
     /// CPUID.
     pub const CPUID: u64 = 0x72;
     /// HLT.
@@ -47,6 +51,7 @@ pub fn from_raw(exit_code: u64, info1: u64, info2: u64) -> VmExit {
         code::HLT => VmExit::Halt,
         code::NPF => VmExit::NestedPageFault { gpa: info2, error: info1 },
         code::SHUTDOWN => VmExit::Shutdown,
+        code::NMI => VmExit::Nmi,
         code::IOIO => VmExit::Io {
             port: u16::try_from(info1 >> 16 & 0xFFFF).unwrap_or(u16::MAX),
             write: info1 & IOIO_TYPE_IN == 0,
@@ -104,6 +109,7 @@ mod tests {
         assert_eq!(from_raw(code::VMMCALL, 0, 0), VmExit::Hypercall);
         assert_eq!(from_raw(code::HLT, 0, 0), VmExit::Halt);
         assert_eq!(from_raw(code::SHUTDOWN, 0, 0), VmExit::Shutdown);
+        assert_eq!(from_raw(code::NMI, 0, 0), VmExit::Nmi);
         assert_eq!(from_raw(code::MSR, 1, 0), VmExit::Msr { write: true });
         assert_eq!(from_raw(code::MSR, 0, 0), VmExit::Msr { write: false });
         assert_eq!(

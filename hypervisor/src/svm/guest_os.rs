@@ -17,10 +17,14 @@ use crate::svm::{CPUID_SVM, EFER_SVME, IOPM_BYTES, MSRPM_BYTES, MSR_VM_CR};
 use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
-/// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map (all zero: no exits,
-/// but a valid map is required), the MSR map ([`MsrPermissions`]), and shutdown.
-pub const OS_MISC1: u32 =
-    intercept::CPUID | intercept::IOIO_PROT | intercept::MSR_PROT | intercept::SHUTDOWN;
+/// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map ([`IoPermissions`]),
+/// the MSR map ([`MsrPermissions`]), shutdown, and INIT (which would otherwise restart the
+/// processor into the firmware outside guest mode; the hypervisor stops the machine).
+pub const OS_MISC1: u32 = intercept::CPUID
+    | intercept::INIT
+    | intercept::IOIO_PROT
+    | intercept::MSR_PROT
+    | intercept::SHUTDOWN;
 
 /// MSR EFER (C000_0080h).
 pub const MSR_EFER: u32 = 0xC000_0080;
@@ -340,6 +344,118 @@ pub enum PortAction {
         /// The BAR's configuration address.
         select: u32,
     },
+    /// Do the write with `value` instead of the guest's (an MSI or MSI-X enable bit cleared),
+    /// after writing `select` to 0xCF8.
+    Rewrite {
+        /// The PCI configuration address to select first.
+        select: u32,
+        /// The value written.
+        value: u32,
+    },
+}
+
+/// The MSI and MSI-X capabilities of bus 0's functions, found by the hypervisor before the
+/// guest runs (PCI Local Bus 3.0 §6.7 capability lists; §6.8.1 MSI, whose Message Control
+/// enable is bit 0 at capability + 2; PCI 3.0 §6.8.2 MSI-X, enable bit 15 at capability + 2).
+/// A message interrupt is a memory write of a guest-chosen value to a guest-chosen address —
+/// an INIT or SMI to the processor, or a DMA write anywhere — so the guest never gets one
+/// enabled: [`PortFilter`] clears these bits in its configuration writes (Linux, started with
+/// `pci=nomsi`, uses the INTx lines instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageInterrupts {
+    /// (device, function, capability offset, MSI-X).
+    found: [(u8, u8, u8, bool); MAX_MESSAGE_CAPABILITIES],
+    len: usize,
+    /// More were found than fit: every write past the standard header is then refused.
+    overflow: bool,
+}
+
+/// How many MSI/MSI-X capabilities [`MessageInterrupts`] holds (QEMU's `pc` machine as vpr
+/// starts it has two).
+const MAX_MESSAGE_CAPABILITIES: usize = 64;
+/// Capability IDs (PCI Code and ID Assignment §2).
+const CAPABILITY_MSI: u32 = 0x05;
+const CAPABILITY_MSI_X: u32 = 0x11;
+
+impl Default for MessageInterrupts {
+    fn default() -> Self {
+        MessageInterrupts {
+            found: [(0, 0, 0, false); MAX_MESSAGE_CAPABILITIES],
+            len: 0,
+            overflow: false,
+        }
+    }
+}
+
+impl MessageInterrupts {
+    /// Walks bus 0, reading configuration dwords with `read(device, function, register)`
+    /// (all ones where no function answers).
+    pub fn find(mut read: impl FnMut(u8, u8, u8) -> u32) -> Self {
+        let mut found = MessageInterrupts::default();
+        for device in 0..32u8 {
+            for function in 0..8u8 {
+                if read(device, function, 0) & 0xFFFF == 0xFFFF {
+                    if function == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                // Status bit 4: a capability list; the list starts at 0x34 (§6.7).
+                if read(device, function, 0x04) >> 16 & 1 << 4 != 0 {
+                    found.walk(device, function, &mut read);
+                }
+                // Header type bit 7: more functions than function 0.
+                if function == 0 && read(device, 0, 0x0C) >> 16 & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    /// Follows one function's capability list (at most 48 entries: a looping list ends).
+    fn walk(&mut self, device: u8, function: u8, read: &mut impl FnMut(u8, u8, u8) -> u32) {
+        let mut at = read(device, function, 0x34).to_le_bytes()[0] & 0xFC;
+        for _ in 0..48 {
+            if at < 0x40 {
+                return;
+            }
+            let header = read(device, function, at);
+            let id = header & 0xFF;
+            if id == CAPABILITY_MSI || id == CAPABILITY_MSI_X {
+                if self.len == MAX_MESSAGE_CAPABILITIES {
+                    self.overflow = true;
+                    return;
+                }
+                self.found[self.len] = (device, function, at, id == CAPABILITY_MSI_X);
+                self.len += 1;
+            }
+            at = header.to_le_bytes()[1] & 0xFC;
+        }
+    }
+
+    /// How many were found.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none were found.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The enable bits of `device`/`function`: (configuration byte, bit in it).
+    fn enable_bits(&self, device: u8, function: u8) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.found[..self.len].iter().filter(move |f| f.0 == device && f.1 == function).map(
+            |&(_, _, at, msi_x)| {
+                if msi_x {
+                    (u32::from(at) + 3, 7)
+                } else {
+                    (u32::from(at) + 2, 0)
+                }
+            },
+        )
+    }
 }
 
 /// Memory that no BAR may cover (guest-physical = host-physical): the I/O APIC, HPET, the
@@ -371,9 +487,15 @@ pub fn bar_write_allowed(value: u32, mask: u32) -> bool {
 pub struct PortFilter {
     pci_address: u32,
     cmos_index: u8,
+    messages: MessageInterrupts,
 }
 
 impl PortFilter {
+    /// A filter that keeps the message interrupts `messages` disabled.
+    pub fn new(messages: MessageInterrupts) -> Self {
+        PortFilter { messages, ..PortFilter::default() }
+    }
+
     /// The decision for `access` (of a [`filtered`] port) with `value` for an OUT.
     pub fn access(&mut self, access: IoAccess, value: u32) -> PortAction {
         let ones = u32::MAX >> (32 - 8 * u32::from(access.size));
@@ -410,12 +532,12 @@ impl PortFilter {
             (0xCF9, 1, true) => PortAction::Refuse("the reset control register"),
             (0xCF8..=0xCFB, _, false) => PortAction::Emulate(ones),
             (0xCF8..=0xCFB, _, true) => PortAction::Emulate(0),
-            (port, size, write) => self.pci_data(port, size, write),
+            (port, size, write) => self.pci_data(port, size, write, value),
         }
     }
 
     /// An access of 0xCFC-0xCFF: the configuration register the latched address selects.
-    fn pci_data(&self, port: u16, size: u8, write: bool) -> PortAction {
+    fn pci_data(&self, port: u16, size: u8, write: bool, value: u32) -> PortAction {
         let address = self.pci_address;
         if address & 1 << 31 == 0 {
             return if write { PortAction::Emulate(0) } else { PortAction::Emulate(u32::MAX) };
@@ -433,7 +555,27 @@ impl PortFilter {
                 PortAction::SizeBar { select }
             }
             ConfigWrite::Bar => PortAction::Refuse("a partial BAR write"),
-            ConfigWrite::Allow => PortAction::Forward { select: Some(select) },
+            ConfigWrite::Allow if bus != 0 => {
+                PortAction::Refuse("a function behind a bridge (not walked for MSI at boot)")
+            }
+            ConfigWrite::Allow if register >= 0x40 && self.messages.overflow => {
+                PortAction::Refuse("more MSI capabilities than the hypervisor keeps track of")
+            }
+            ConfigWrite::Allow => {
+                let (device, function) = (device.to_le_bytes()[0], function.to_le_bytes()[0]);
+                let written = register..register + u32::from(size);
+                let mut kept = value;
+                for (byte, bit) in self.messages.enable_bits(device, function) {
+                    if written.contains(&byte) {
+                        kept &= !(1 << ((byte - register) * 8 + bit));
+                    }
+                }
+                if kept == value {
+                    PortAction::Forward { select: Some(select) }
+                } else {
+                    PortAction::Rewrite { select, value: kept }
+                }
+            }
         }
     }
 }
@@ -566,6 +708,12 @@ pub fn exception(vector: u8, code: Option<u32>) -> u64 {
 /// #GP(0): what a guest gets for touching memory or an MSR that is not its own.
 pub fn general_protection() -> u64 {
     exception(13, Some(0))
+}
+
+/// An NMI (EVENTINJ type 2, vector 2: APM §15.20): how the OS guest gets the NMIs the
+/// hypervisor held while a PAL ran.
+pub fn nmi() -> u64 {
+    2 | 2 << 8 | 1 << 31
 }
 
 /// #UD: what a guest gets for an SVM instruction (as on a processor without SVM).
@@ -767,6 +915,111 @@ mod tests {
         f.access(out(0xCF8, 4), 0x0000_0070);
         assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Emulate(u32::MAX));
         assert_eq!(f.access(out(0xCFC, 4), 1), PortAction::Emulate(0));
+    }
+
+    /// Bus 0 as QEMU's `pc` machine has it with vpr's devices: the host bridge and the PIIX
+    /// (multi-function, no capabilities), virtio-net at 3 (MSI-X at 0x98 after a vendor
+    /// capability at 0x84) and a device at 4 with MSI at 0x50.
+    fn bus0(device: u8, function: u8, register: u8) -> u32 {
+        match (device, function, register) {
+            (0, 0, 0) => 0x1237_8086,
+            (0, 0, 0x0C) => 0,
+            (1, 0..=3, 0) => 0x7000_8086,
+            (1, 0, 0x0C) => 0x0080_0000,
+            (3, 0, 0) => 0x1000_1AF4,
+            (3, 0, 0x04) => 0x0010_0000,
+            (3, 0, 0x0C) => 0,
+            (3, 0, 0x34) => 0x84,
+            (3, 0, 0x84) => 0x0014_9809,
+            (3, 0, 0x98) => 0x0003_0011,
+            (4, 0, 0) => 0x0001_1234,
+            (4, 0, 0x04) => 0x0010_0000,
+            (4, 0, 0x34) => 0x50,
+            (4, 0, 0x50) => 0x0080_0005,
+            (_, _, 0) => u32::MAX,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn message_interrupts_are_found_and_never_enabled() {
+        let messages = MessageInterrupts::find(bus0);
+        assert_eq!(messages.len(), 2);
+        let mut f = PortFilter::new(messages);
+        // MSI-X Message Control of 3.0 (0x9A): enable (bit 15) and function mask (14).
+        f.access(out(0xCF8, 4), 0x8000_1898);
+        assert_eq!(
+            f.access(out(0xCFE, 2), 0xC000),
+            PortAction::Rewrite { select: 0x8000_1898, value: 0x4000 }
+        );
+        // The same through a 1-byte write of 0x9B, and a dword write of 0x98.
+        assert_eq!(
+            f.access(out(0xCFF, 1), 0x80),
+            PortAction::Rewrite { select: 0x8000_1898, value: 0 }
+        );
+        assert_eq!(
+            f.access(out(0xCFC, 4), 0x8003_0011),
+            PortAction::Rewrite { select: 0x8000_1898, value: 0x0003_0011 }
+        );
+        // Clearing it, and the byte below it, go through unchanged.
+        assert_eq!(f.access(out(0xCFF, 1), 0), PortAction::Forward { select: Some(0x8000_1898) });
+        assert_eq!(
+            f.access(out(0xCFE, 1), 0xFF),
+            PortAction::Forward { select: Some(0x8000_1898) }
+        );
+        // MSI of 4.0: enable is bit 0 of 0x52; the address and data (0x54...) are free.
+        f.access(out(0xCF8, 4), 0x8000_2050);
+        assert_eq!(
+            f.access(out(0xCFE, 2), 0x0081),
+            PortAction::Rewrite { select: 0x8000_2050, value: 0x0080 }
+        );
+        f.access(out(0xCF8, 4), 0x8000_2054);
+        assert_eq!(
+            f.access(out(0xCFC, 4), 0xFEE0_0000),
+            PortAction::Forward { select: Some(0x8000_2054) }
+        );
+        // Another device's same offsets are not capabilities; a bus behind a bridge refused.
+        f.access(out(0xCF8, 4), 0x8000_2850);
+        assert_eq!(f.access(out(0xCFE, 2), 1), PortAction::Forward { select: Some(0x8000_2850) });
+        f.access(out(0xCF8, 4), 0x8001_1850);
+        assert!(matches!(f.access(out(0xCFE, 2), 1), PortAction::Refuse(_)));
+    }
+
+    #[test]
+    fn a_looping_capability_list_ends() {
+        let looping = |device: u8, function: u8, register: u8| match (device, function, register) {
+            (0, 0, 0) => 0x0001_1234,
+            (0, 0, 0x04) => 0x0010_0000,
+            (0, 0, 0x34) => 0x40,
+            (0, 0, 0x40) => 0x0000_4005, // MSI, next: itself
+            (_, _, 0) => u32::MAX,
+            _ => 0,
+        };
+        let messages = MessageInterrupts::find(looping);
+        // One capability seen 48 times: the table fills no further than it holds.
+        assert_eq!(messages.len(), 48);
+        assert!(!messages.overflow);
+    }
+
+    #[test]
+    fn too_many_capabilities_close_the_extended_registers() {
+        let many = |_: u8, function: u8, register: u8| match (function, register) {
+            (_, 0) => 0x0001_1234,
+            (_, 0x04) => 0x0010_0000,
+            (0, 0x0C) => 0x0080_0000,
+            (_, 0x34) => 0x40,
+            (_, 0x40) => 0x0000_5005,
+            (_, 0x50) => 0x0000_0011,
+            _ => 0,
+        };
+        let messages = MessageInterrupts::find(many);
+        assert!(messages.overflow);
+        let mut f = PortFilter::new(messages);
+        f.access(out(0xCF8, 4), 0x8000_F8A0);
+        assert!(matches!(f.access(out(0xCFC, 4), 0), PortAction::Refuse(_)));
+        // The standard header stays writable (the command register).
+        f.access(out(0xCF8, 4), 0x8000_F804);
+        assert_eq!(f.access(out(0xCFC, 2), 7), PortAction::Forward { select: Some(0x8000_F804) });
     }
 
     #[test]

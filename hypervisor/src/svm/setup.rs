@@ -6,10 +6,15 @@ use crate::svm::EFER_SVME;
 use x86_64::PhysAddr;
 
 /// misc1 intercepts every guest gets: HLT ends a run, port and MSR accesses go through the
-/// all-ones permission maps (so every access exits), and a triple fault exits instead of
-/// resetting the machine.
-pub const MISC1: u32 =
-    intercept::HLT | intercept::IOIO_PROT | intercept::MSR_PROT | intercept::SHUTDOWN;
+/// all-ones permission maps (so every access exits), a triple fault exits instead of
+/// resetting the machine, an NMI exits (the guest has no IDT of its own for it: the
+/// hypervisor holds it for the OS) and so does an INIT.
+pub const MISC1: u32 = intercept::NMI
+    | intercept::INIT
+    | intercept::HLT
+    | intercept::IOIO_PROT
+    | intercept::MSR_PROT
+    | intercept::SHUTDOWN;
 
 /// misc2 intercepts every guest gets: VMMCALL is the hypercall; VMRUN must be intercepted
 /// (APM §15.5.1) and the other SVM instructions would let a guest touch host state.

@@ -101,6 +101,9 @@ pub mod intercept {
     pub const INTR: u32 = 1 << 0;
     /// misc1: NMIs.
     pub const NMI: u32 = 1 << 1;
+    /// misc1: INIT (the processor would otherwise reset into real mode, leaving guest mode
+    /// without the hypervisor).
+    pub const INIT: u32 = 1 << 3;
     /// misc1: CPUID.
     pub const CPUID: u32 = 1 << 18;
     /// misc1: HLT.

@@ -83,11 +83,80 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Tcg => false,
         Accel::Auto => vpr_host::machine::kvm_usable(),
     };
-    let args = command_line(&image, &kernel, &initrd, kvm);
-    let boot = qemu::boot(&args, options.timeout, if kvm { "kvm" } else { "tcg" })?;
+    let mut args = command_line(&image, &kernel, &initrd, kvm);
+    // QEMU's monitor, for the NMI storm (its `nmi` command raises LINT1, which Linux sets to
+    // NMI delivery) while the guest runs PALs between two marker lines.
+    let monitor =
+        std::env::temp_dir().join(format!("vpr-linux-test-{}.monitor", std::process::id()));
+    let _ = std::fs::remove_file(&monitor);
+    args.extend(["-monitor".into(), format!("unix:{},server=on,wait=off", monitor.display())]);
+    let mut storm = NmiStorm::new(monitor.clone());
+    let boot = qemu::boot_watching(
+        &args,
+        options.timeout,
+        if kvm { "kvm" } else { "tcg" },
+        &mut |line| storm.watch(line),
+    )?;
+    let sent = storm.stop();
+    let _ = std::fs::remove_file(&monitor);
     verdict(&boot)?;
+    if sent == 0 {
+        return Err(String::from("no NMI reached the guest's machine during the NMI storm"));
+    }
+    eprintln!(
+        "linux-test: {sent} NMIs injected while the guest ran PALs; every run ended normally"
+    );
     enrolled_replica(root, &image, &kernel, kvm, options.timeout)?;
     replica_cluster(root, &image, &kernel, kvm)
+}
+
+/// NMIs sent through QEMU's monitor (a Unix socket) every few milliseconds from the guest's
+/// "nmi storm: begin" line to its "nmi storm: end" line.
+struct NmiStorm {
+    monitor: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sender: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl NmiStorm {
+    fn new(monitor: PathBuf) -> Self {
+        NmiStorm { monitor, stop: Default::default(), sender: None }
+    }
+
+    /// Starts or stops the storm at the guest's marker lines.
+    fn watch(&mut self, line: &str) {
+        use std::sync::atomic::Ordering;
+        if line.contains("vpr-guest: nmi storm: begin") && self.sender.is_none() {
+            let (monitor, stop) = (self.monitor.clone(), self.stop.clone());
+            self.sender = Some(std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let Ok(mut socket) = std::os::unix::net::UnixStream::connect(&monitor) else {
+                    eprintln!("linux-test: cannot reach QEMU's monitor at {}", monitor.display());
+                    return 0;
+                };
+                let _ = socket.set_nonblocking(true);
+                let (mut sent, mut echo) = (0u64, [0u8; 4096]);
+                while !stop.load(Ordering::Relaxed) {
+                    if socket.write_all(b"nmi\n").is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    while matches!(socket.read(&mut echo), Ok(n) if n > 0) {}
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                sent
+            }));
+        }
+        if line.contains("vpr-guest: nmi storm: end") {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the storm; how many NMIs it sent.
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.sender.take().and_then(|s| s.join().ok()).unwrap_or(0)
+    }
 }
 
 /// The p50 and p99 of `samples` (milliseconds).
@@ -468,6 +537,20 @@ fn hypervisor_ranges(lines: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether the line starting `prefix` ("<value> before, <value> after ...") shows a register
+/// that kept its value through the guest's write.
+fn kept(lines: &[String], prefix: &str, what: &str) -> Result<(), String> {
+    let line = lines.iter().find_map(|l| l.split(prefix).nth(1));
+    let kept = line.and_then(|s| s.split_once(" before, ")).and_then(|(before, rest)| {
+        rest.split_once(" after").map(|(after, _)| before == after && before != "nothing")
+    });
+    if kept == Some(true) {
+        Ok(())
+    } else {
+        Err(format!("{what} took the guest's write: {line:?}"))
+    }
+}
+
 /// Whether the run shows what it must.
 pub fn verdict(boot: &Boot) -> Result<(), String> {
     let lines = &boot.lines;
@@ -504,6 +587,11 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
                     "the guest's {access} of hypervisor memory at {addr} was not refused"
                 ));
             }
+        }
+    }
+    for addr in ["0xfed40000", "0xfed42000"] {
+        if !seen(lines, &format!("vpr-guest: tpm registers {addr} read: refused")) {
+            return Err(format!("the guest read the TPM's registers at {addr}"));
         }
     }
     if !seen(lines, "vpr-guest: after the probes, vpr --version: vpr ") {
@@ -549,13 +637,7 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     {
         return Err(format!("the CMOS shutdown byte took the guest's write: {cmos:?}"));
     }
-    let smram = lines.iter().find_map(|l| l.split("vpr-guest: smram control: ").nth(1));
-    let kept = smram.and_then(|s| s.split_once(" before, ")).and_then(|(before, rest)| {
-        rest.split_once(" after").map(|(after, _)| before == after && before != "nothing")
-    });
-    if kept != Some(true) {
-        return Err(format!("the host bridge's SMRAM control took the guest's write: {smram:?}"));
-    }
+    kept(lines, "vpr-guest: smram control: ", "the host bridge's SMRAM control")?;
     for refused in ["hv: guest wrote port 0x71 ", "hv: guest wrote port 0xcfe "] {
         if !seen(lines, refused) {
             return Err(format!("the hypervisor did not report a refused write ({refused})"));
@@ -577,11 +659,53 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     if !seen(lines, "executed by another address space: refused") {
         return Err(String::from("the hypervisor did not report the foreign execute"));
     }
+    // DMA through fw_cfg: the transfer never runs (its ports are the hypervisor's).
+    if !seen(lines, "vpr-guest: guest-probe: fw_cfg DMA: refused") {
+        return Err(String::from("fw_cfg DMA wrote into the guest's memory: its ports are open"));
+    }
+    if !seen(lines, "hv: guest wrote port 0x518 ") {
+        return Err(String::from("the hypervisor did not report the fw_cfg DMA port write"));
+    }
+    // Message interrupts: the enable bit stays clear, and the hypervisor says so.
+    if !seen(lines, "vpr-guest: guest-probe: MSI-X enable: refused") {
+        return Err(String::from("the guest enabled MSI-X on its virtio function"));
+    }
+    if !seen(lines, "a message-interrupt enable bit, cleared") {
+        return Err(String::from("the hypervisor did not report the cleared MSI-X enable bit"));
+    }
+    // The interrupt controllers: SMI delivery in an I/O APIC entry and in LINT0 refused (the
+    // entries keep their values), INIT through the ICR refused (the guest goes on), each
+    // reported by the hypervisor.
+    kept(lines, "vpr-guest: io apic input 23: ", "the I/O APIC redirection entry")?;
+    kept(lines, "vpr-guest: local apic lint0: ", "the local APIC's LINT0 entry")?;
+    for (at, mode) in [("0xfec00010", "Smi"), ("0xfee00350", "Smi"), ("0xfee00300", "Init")] {
+        let reported = lines.iter().any(|l| {
+            l.contains("hv: guest interrupt-controller write refused")
+                && l.contains(&format!("at {at}: delivery mode {mode}"))
+        });
+        if !reported {
+            return Err(format!("the hypervisor did not refuse the {mode} write at {at}"));
+        }
+    }
+    if !seen(lines, "vpr-guest: INIT through the local APIC sent: the guest goes on") {
+        return Err(String::from("the guest did not go on after sending itself an INIT"));
+    }
+    // NMIs while PALs run: held by the hypervisor and given to the guest after the call; no
+    // run dies of them.
+    for run in 1..=3 {
+        if !seen(lines, &format!("vpr-guest: nmi storm: run {run}: pal-smoke: ok")) {
+            return Err(format!("PAL run {run} of the NMI storm did not end normally"));
+        }
+    }
+    if !seen(lines, "hv: an NMI came while a PAL ran: held") {
+        return Err(String::from("no NMI of the storm came while a PAL ran"));
+    }
     eprintln!(
         "linux-test: Linux booted on the hypervisor, ran vpr, was refused {} ranges of \
          hypervisor memory (read and write), the A20 gates (ports 0x92, 0x64, 0x60), the \
-         MSRs TOP_MEM, APIC base, SYSCFG (writes) and SMM base (read), and another process's \
-         use of a PAL it did not register, and went on; {:.1} s from QEMU's start to power-off",
+         MSRs TOP_MEM, APIC base, SYSCFG (writes) and SMM base (read), another process's \
+         use of a PAL it did not register, fw_cfg DMA, SMI entries in its I/O APIC and local \
+         APIC and an INIT to itself, and went on; {:.1} s from QEMU's start to power-off",
         ranges.len(),
         boot.elapsed.as_secs_f64()
     );

@@ -166,22 +166,6 @@ fn stream(
     })
 }
 
-/// Waits for QEMU until `timeout`; `None` if it was still running then (it is killed).
-fn wait(qemu: &mut KillOnDrop, timeout: Duration) -> Result<Option<ExitStatus>, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = qemu.0.try_wait().map_err(|e| format!("waiting for QEMU: {e}"))? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            let _ = qemu.0.kill();
-            let _ = qemu.0.wait();
-            return Ok(None);
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// The whole task.
 pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     install::rust_target()?;
@@ -340,9 +324,36 @@ impl Boot {
 
 /// Boots QEMU with `args`, streams its output, waits at most `timeout`.
 pub fn boot(args: &[String], timeout: Duration, accel: &str) -> Result<Boot, String> {
+    boot_watching(args, timeout, accel, &mut |_| {})
+}
+
+/// [`boot`], showing `watch` each line as it comes.
+pub fn boot_watching(
+    args: &[String],
+    timeout: Duration,
+    accel: &str,
+    watch: &mut dyn FnMut(&str),
+) -> Result<Boot, String> {
     let mut running = spawn(args)?;
-    let status = wait(&mut running.qemu, timeout)?;
-    let lines = running.lines();
+    let deadline = Instant::now() + timeout;
+    let mut lines = Vec::new();
+    let status = loop {
+        for line in running.lines.try_iter() {
+            watch(&line);
+            lines.push(line);
+        }
+        let qemu = &mut running.qemu.0;
+        if let Some(status) = qemu.try_wait().map_err(|e| format!("waiting for QEMU: {e}"))? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    lines.extend(running.lines());
     let counts = lines.iter().rev().find_map(|line| summary(line));
     let elapsed = running.started.elapsed();
     match status {

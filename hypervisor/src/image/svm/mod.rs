@@ -15,6 +15,27 @@ use vpr_hypervisor::svm::{
 use x86_64::registers::model_specific::{Efer, Msr};
 use x86_64::PhysAddr;
 
+/// Lets in the NMI that made the last exit: it stays pending after an NMI intercept (APM
+/// §15.13.2) and the hypervisor keeps GIF clear, so it would meet the guest again at the next
+/// VMRUN. GIF is set for one jump: the NMI is taken there by the hypervisor's NMI handler
+/// (`exceptions::take_held_nmis` counts it). Tried a few times, in case the processor (TCG
+/// checks for interrupts between translation blocks; the jump ends one) needs more than one
+/// instruction boundary; `false` if none came.
+pub fn take_pending_nmi() -> bool {
+    for _ in 0..4 {
+        let before = crate::exceptions::held_nmis();
+        // SAFETY: STGI and CLGI change only the global interrupt flag. In between, maskable
+        // interrupts stay off (RFLAGS.IF is clear in the hypervisor), so what can be taken is
+        // an NMI, whose handler only counts it, or an SMI, which the firmware's SMM code
+        // returns from; both use the current stack, which is the hypervisor's.
+        unsafe { core::arch::asm!("stgi", "jmp 2f", "2:", "clgi") };
+        if crate::exceptions::held_nmis() != before {
+            return true;
+        }
+    }
+    false
+}
+
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvmError {

@@ -109,6 +109,12 @@ impl Vcpu for SvmVcpu {
         // QEMU's TCG saves no nRIP, and VMMCALL is 3 bytes.
         self.skip(VMMCALL_LEN);
     }
+
+    fn hold_nmi(&mut self) {
+        if !super::take_pending_nmi() {
+            log::warn!("hv: an NMI exit, but no NMI came when GIF was set");
+        }
+    }
 }
 
 impl Drop for SvmVcpu {
