@@ -26,13 +26,23 @@ mod local {
     pub const LVT_CMCI: u32 = 0x2F0;
     pub const LVT_FIRST: u32 = 0x320;
     pub const LVT_LAST: u32 = 0x370;
+    /// The writable registers the guest may write (AMD APM Vol. 2 Table 16-2): task
+    /// priority, EOI, logical destination and its format, spurious vector, error status, the
+    /// ICR's two halves, the local vector table, the timer's initial count and divider.
+    /// Nothing else: QEMU takes a write at offset 0 (and anywhere past the page, up to
+    /// 0xFEEF_FFFF) as an MSI of the written value — an INIT or SMI like any other.
+    pub const WRITABLE: [u32; 11] =
+        [0x080, 0x0B0, 0x0D0, 0x0E0, 0x0F0, 0x280, 0x2F0, 0x300, 0x310, 0x380, 0x3E0];
 }
 
-/// I/O APIC registers: the index (IOREGSEL) and data (IOWIN) windows, and the redirection
-/// table's registers (two per input, the low one holding the delivery mode).
+/// I/O APIC registers: the index (IOREGSEL) and data (IOWIN) windows, QEMU's EOI register
+/// (its I/O APIC is version 0x20), and the redirection table's registers (two per input, the
+/// low one holding the delivery mode). QEMU decodes only the low 8 bits of the offset, so
+/// 0x110 is the data window again: only these three offsets are written.
 mod io {
     pub const IOREGSEL: u32 = 0x00;
     pub const IOWIN: u32 = 0x10;
+    pub const EOI: u32 = 0x40;
     pub const REDIRECTION_FIRST: u32 = 0x10;
     pub const REDIRECTION_LAST: u32 = 0x3F;
 }
@@ -88,6 +98,9 @@ impl Delivery {
 pub enum Refused {
     /// Not a 32-bit access at a register's 16-byte boundary.
     Misaligned,
+    /// Not a register the guest may write (the APIC ID, a read-only register, an offset
+    /// QEMU takes as an MSI or an alias of another register).
+    NotWritable,
     /// An interrupt command, local vector or redirection entry whose delivery mode would take
     /// the processor out of guest mode.
     Delivery(Delivery),
@@ -97,21 +110,28 @@ impl core::fmt::Display for Refused {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Refused::Misaligned => write!(f, "not an aligned 32-bit register write"),
+            Refused::NotWritable => write!(f, "not a register the guest may write"),
             Refused::Delivery(mode) => write!(f, "delivery mode {mode:?}"),
         }
     }
 }
 
-/// Checks the guest's write of `value` to the local APIC register at `offset`. Only the ICR
-/// and the local vector table carry a delivery mode; ExtINT is meaningless in the ICR.
+/// Checks the guest's write of `value` to the local APIC register at `offset`: only the
+/// registers of `local::WRITABLE` and the local vector table; of those, only the ICR and the
+/// local vector table carry a delivery mode (ExtINT is meaningless in the ICR).
 pub fn local_apic_write(offset: u32, value: u32) -> Result<(), Refused> {
     if !offset.is_multiple_of(16) || offset >= 0x1000 {
         return Err(Refused::Misaligned);
     }
+    let lvt = (local::LVT_FIRST..=local::LVT_LAST).contains(&offset);
+    if !lvt && !local::WRITABLE.contains(&offset) {
+        return Err(Refused::NotWritable);
+    }
     let mode = Delivery::of(value);
     let allowed = match offset {
         local::ICR_LOW => mode.harmless() && mode != Delivery::ExtInt,
-        local::LVT_CMCI | local::LVT_FIRST..=local::LVT_LAST => mode.harmless(),
+        local::LVT_CMCI => mode.harmless(),
+        _ if lvt => mode.harmless(),
         _ => true,
     };
     if allowed {
@@ -136,9 +156,8 @@ pub enum IoApicWrite {
     Select(u8),
     /// Write the index register with the first value, then the data register with the second.
     Data(u8, u32),
-    /// Write the value at the offset as it is (registers QEMU's I/O APIC has beyond the two
-    /// windows, e.g. its EOI register at 0x40).
-    Other(u32, u32),
+    /// Write the EOI register (0x40) with the value.
+    Eoi(u32),
 }
 
 impl IoApic {
@@ -164,7 +183,8 @@ impl IoApic {
                 }
                 Ok(IoApicWrite::Data(self.select, value))
             }
-            _ => Ok(IoApicWrite::Other(offset, value)),
+            io::EOI => Ok(IoApicWrite::Eoi(value)),
+            _ => Err(Refused::NotWritable),
         }
     }
 }
@@ -227,6 +247,26 @@ mod tests {
     }
 
     #[test]
+    fn only_writable_registers_are_written() {
+        // Offset 0 is an MSI in QEMU (an INIT with this value); the ID, version, the ISR/IRR
+        // banks, the timer's current count and reserved offsets are not written either.
+        for offset in
+            [0x000, 0x010, 0x020, 0x030, 0x090, 0x0A0, 0x0C0, 0x100, 0x200, 0x390, 0x3F0, 0xFF0]
+        {
+            assert_eq!(local_apic_write(offset, 0x500), Err(Refused::NotWritable), "{offset:#x}");
+        }
+        // I/O APIC: QEMU's aliases of the index and data windows.
+        let mut ioapic = IoApic::default();
+        for offset in [0x020, 0x100, 0x110, 0x210, 0xFF0] {
+            assert_eq!(ioapic.write(offset, 0x500), Err(Refused::NotWritable), "{offset:#x}");
+        }
+        // An alias of the index does not move the tracked index.
+        assert!(ioapic.write(0x00, 0x3E).is_ok());
+        assert!(ioapic.write(0x100, 0x00).is_err());
+        assert_eq!(ioapic.write(0x10, 0x500), Err(Refused::Delivery(Delivery::Init)));
+    }
+
+    #[test]
     fn misaligned_writes_are_refused() {
         assert_eq!(local_apic_write(0x304, 0), Err(Refused::Misaligned));
         assert_eq!(local_apic_write(0x1000, 0), Err(Refused::Misaligned));
@@ -259,6 +299,6 @@ mod tests {
         assert_eq!(ioapic.write(0x00, 0xFF10), Ok(IoApicWrite::Select(0x10)));
         assert_eq!(ioapic.write(0x10, 0x500), Err(Refused::Delivery(Delivery::Init)));
         // QEMU's EOI register.
-        assert_eq!(ioapic.write(0x40, 0x24), Ok(IoApicWrite::Other(0x40, 0x24)));
+        assert_eq!(ioapic.write(0x40, 0x24), Ok(IoApicWrite::Eoi(0x24)));
     }
 }

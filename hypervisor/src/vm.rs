@@ -176,12 +176,18 @@ pub enum Outcome {
     Killed(KillReason),
 }
 
+/// The NMIs one run may be interrupted by before it is killed (an NMI exit the next one): far
+/// more than a machine's own sources give in a run (`linux-test` injects about 130 a run).
+pub const MAX_NMIS_PER_RUN: u32 = 100_000;
+
 /// Runs `vcpu` until it finishes, halts or is killed, giving its hypercalls to `calls`.
 ///
-/// This is the whole exit policy: hypercalls go to the handler, HLT ends the run, and every
-/// other exit — nested page faults, port and MSR accesses, shutdowns, invalid state, exits no
-/// one expected — kills the guest. It never panics on a guest's behalf.
+/// This is the whole exit policy: hypercalls go to the handler, HLT ends the run, an NMI is
+/// held (up to [`MAX_NMIS_PER_RUN`]: a storm of them would keep the run from ever ending), and
+/// every other exit — nested page faults, port and MSR accesses, shutdowns, invalid state,
+/// exits no one expected — kills the guest. It never panics on a guest's behalf.
 pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H) -> Outcome {
+    let mut nmis = 0u32;
     loop {
         match vcpu.run() {
             VmExit::Hypercall => match calls.hypercall(vcpu.registers()) {
@@ -197,7 +203,10 @@ pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H
             },
             VmExit::Halt => return Outcome::Halted,
             // An NMI is not the guest's: hold it and go on (a PAL has no IDT for it).
-            VmExit::Nmi => vcpu.hold_nmi(),
+            VmExit::Nmi if nmis < MAX_NMIS_PER_RUN => {
+                nmis += 1;
+                vcpu.hold_nmi();
+            }
             exit => return Outcome::Killed(KillReason::UnhandledExit(exit)),
         }
     }
@@ -267,6 +276,15 @@ mod tests {
         });
         assert_eq!(outcome, Outcome::Finished);
         assert_eq!((vcpu.held_nmis, vcpu.runs, vcpu.skips), (3, 5, 2));
+    }
+
+    #[test]
+    fn an_endless_storm_of_nmis_ends_the_run() {
+        let storm = usize::try_from(MAX_NMIS_PER_RUN).unwrap() + 1;
+        let mut vcpu = Scripted::new(&alloc::vec![(VmExit::Nmi, 0); storm]);
+        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
+        assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(VmExit::Nmi)));
+        assert_eq!(vcpu.held_nmis, storm - 1);
     }
 
     #[test]

@@ -44,6 +44,14 @@ use vpr_hypervisor::vm::{Vcpu, VmExit};
 const OS_ASID: u32 = 3;
 /// The TPM's register window (TIS, five localities): the hypervisor's alone.
 const TIS_WINDOW: Range = Range::new(0xFED4_0000, 0xFED4_5000);
+/// The HPET's registers: read-only to the guest (Linux runs with `hpet=disable`; its HPET
+/// character driver still reads them), every write dropped. QEMU's HPET lets a timer deliver
+/// by FSB (configuration bit 14, even unadvertised): when it fires, it writes a guest-chosen
+/// value to a guest-chosen physical address, past the nested page table and any IOMMU.
+const HPET_PAGE: Range = Range::new(0xFED0_0000, 0xFED0_1000);
+/// The local APIC's window past its register page: QEMU takes every write there as an MSI
+/// (an INIT or SMI with the right value). Kept from the guest.
+const LOCAL_APIC_MSI_WINDOW: Range = Range::new(LOCAL_APIC + PAGE_SIZE, 0xFEF0_0000);
 /// The guest-physical window the nested page table covers: the first 4 GiB.
 const WINDOW_END: u64 = 4 << 30;
 /// Large-page size of the nested page table.
@@ -56,12 +64,19 @@ const LOGGED_FAULTS: u64 = 16;
 const LOGGED_MSRS: usize = 64;
 /// Refused interrupt-controller writes logged; later ones are only counted.
 const LOGGED_CONTROLLER_WRITES: u64 = 16;
-/// The interrupt controllers' pages: read-only in the nested page table, so writes exit.
-const CONTROLLERS: [Range; 2] =
-    [Range::new(LOCAL_APIC, LOCAL_APIC + PAGE_SIZE), Range::new(IO_APIC, IO_APIC + PAGE_SIZE)];
-/// Nested page fault error code: the page was present, the access a write (APM §15.25.6).
+/// The interrupt controllers' pages and the HPET's: read-only in the nested page table, so
+/// writes exit.
+const CONTROLLERS: [Range; 3] = [
+    Range::new(LOCAL_APIC, LOCAL_APIC + PAGE_SIZE),
+    Range::new(IO_APIC, IO_APIC + PAGE_SIZE),
+    HPET_PAGE,
+];
+/// Nested page fault error code: the page was present, the access a write, and the fault
+/// came from the access itself, not from a walk of the guest's page tables (APM §15.25.6).
 const NPF_PRESENT: u64 = 1 << 0;
 const NPF_WRITE: u64 = 1 << 1;
+const NPF_FINAL_ADDRESS: u64 = 1 << 32;
+const NPF_CONTROLLER_WRITE: u64 = NPF_PRESENT | NPF_WRITE | NPF_FINAL_ADDRESS;
 /// EFER.LMA (bit 10) and the L bit of CS's attributes (descriptor bit 53, bit 9 packed):
 /// 64-bit mode.
 const EFER_LMA: u64 = 1 << 10;
@@ -93,9 +108,10 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let ranges: Vec<String> =
         layout.hypervisor.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end)).collect();
     // `pci=nomsi`: the hypervisor keeps every MSI and MSI-X enable bit clear
-    // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines.
+    // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines;
+    // `hpet=disable`: the HPET is not the guest's (`HPET_PAGE`).
     let command_line = format!(
-        "{} pci=nomsi vpr.hv={}",
+        "{} pci=nomsi hpet=disable vpr.hv={}",
         kernel_command_line(mem::command_line()),
         ranges.join(",")
     );
@@ -141,7 +157,8 @@ pub fn run(svm: &Svm) -> Result<(), String> {
 
     let mut tables = PoolTables::default();
     let mut npt = NestedPageTable::new(&mut tables).map_err(|e| format!("NPT: {e:?}"))?;
-    let denied: Vec<Range> = layout.hypervisor.iter().copied().chain([TIS_WINDOW]).collect();
+    let denied: Vec<Range> =
+        layout.hypervisor.iter().copied().chain([TIS_WINDOW, LOCAL_APIC_MSI_WINDOW]).collect();
     let pages = identity_map(&mut npt, &mut tables, &denied, &CONTROLLERS)?;
     let mut msrpm = OwnedFrames::allocate(MSRPM_BYTES / PAGE_SIZE).ok_or("no frames")?;
     msrpm.bytes_mut().copy_from_slice(MsrPermissions::for_os().as_bytes());
@@ -268,8 +285,8 @@ fn fetch_store(vcpu: &mut SvmVcpu) -> Result<Store, String> {
 }
 
 /// Does the guest's write to its local APIC or I/O APIC at `gpa` if `vpr_hypervisor::apic`
-/// allows it, and moves the guest past the instruction either way; a write that cannot be
-/// decoded gets #GP. `Err` says why a write was refused.
+/// allows it (a write to the HPET never), and moves the guest past the instruction either
+/// way; a write that cannot be decoded gets #GP. `Err` says why a write was refused.
 fn controller_write(vcpu: &mut SvmVcpu, ioapic: &mut IoApic, gpa: u64) -> Result<(), String> {
     let store = match fetch_store(vcpu) {
         Ok(store) => store,
@@ -285,8 +302,11 @@ fn controller_write(vcpu: &mut SvmVcpu, ioapic: &mut IoApic, gpa: u64) -> Result
     vcpu.vmcb().save.rip += u64::from(store.len);
     let offset = low32(gpa & (PAGE_SIZE - 1));
     let register = mmio::Register::at(gpa).ok_or(Refused::Misaligned);
-    let done = if gpa & !(PAGE_SIZE - 1) == LOCAL_APIC {
+    let page = gpa & !(PAGE_SIZE - 1);
+    let done = if page == LOCAL_APIC {
         apic::local_apic_write(offset, value).and(register).map(|r| r.write(value))
+    } else if page != IO_APIC {
+        Err(Refused::NotWritable) // the HPET
     } else {
         let at = |offset: u32| mmio::Register::at(IO_APIC + u64::from(offset));
         ioapic.write(offset, value).and_then(|write| {
@@ -296,7 +316,7 @@ fn controller_write(vcpu: &mut SvmVcpu, ioapic: &mut IoApic, gpa: u64) -> Result
                     select.write(index.into());
                     data.write(value);
                 }),
-                IoApicWrite::Other(offset, value) => at(offset).map(|r| r.write(value)),
+                IoApicWrite::Eoi(value) => at(0x40).map(|r| r.write(value)),
             }
             .ok_or(Refused::Misaligned)
         })
@@ -561,7 +581,7 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
                 }
             }
             VmExit::NestedPageFault { gpa, error }
-                if error & (NPF_PRESENT | NPF_WRITE) == NPF_PRESENT | NPF_WRITE
+                if error & NPF_CONTROLLER_WRITE == NPF_CONTROLLER_WRITE
                     && CONTROLLERS.iter().any(|c| c.contains(gpa)) =>
             {
                 if let Err(why) = controller_write(vcpu, &mut ioapic, gpa) {

@@ -537,6 +537,27 @@ fn hypervisor_ranges(lines: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The MSRs the guest's smoke run writes and reads (`MSR_WRITES`, `MSR_READS` in
+/// `qemu/guest/init`), each of which the hypervisor must refuse.
+const MSR_WRITES: [&str; 14] = [
+    "0xc001001a",
+    "0xc001001d",
+    "0x1b",
+    "0xc0010010",
+    "0xc0010015",
+    "0xc0010058",
+    "0x2ff",
+    "0xc0010114",
+    "0xc0010117",
+    "0xc0010112",
+    "0xc0010113",
+    "0xc0010000",
+    "0x400",
+    "0x830",
+];
+const MSR_READS: [&str; 7] =
+    ["0xc0010111", "0xc0010117", "0xc0010112", "0xc0010113", "0xc0010000", "0x400", "0x830"];
+
 /// Whether the line starting `prefix` ("<value> before, <value> after ...") shows a register
 /// that kept its value through the guest's write.
 fn kept(lines: &[String], prefix: &str, what: &str) -> Result<(), String> {
@@ -614,14 +635,12 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
             return Err(format!("the hypervisor did not report the guest's write of port {port}"));
         }
     }
-    // MSRs that would move memory or devices under the hypervisor, and the SMM base: each
-    // access refused (#GP), and reported by the hypervisor.
-    for (msr, access, reported) in [
-        ("0xc001001a", "write", "wrote"),
-        ("0x1b", "write", "wrote"),
-        ("0xc0010010", "write", "wrote"),
-        ("0xc0010111", "read", "read"),
-    ] {
+    // MSRs that would move memory or devices under the hypervisor, SVM's, SMM's and the
+    // rest of what it keeps (one of each kind, as `qemu/guest/init` lists them): each access
+    // refused (#GP), and reported by the hypervisor.
+    let writes = MSR_WRITES.iter().map(|&msr| (msr, "write", "wrote"));
+    let reads = MSR_READS.iter().map(|&msr| (msr, "read", "read"));
+    for (msr, access, reported) in writes.chain(reads) {
         if !seen(lines, &format!("vpr-guest: msr {msr} {access}: refused")) {
             return Err(format!("the guest's {access} of MSR {msr} was not refused"));
         }
@@ -677,6 +696,8 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     // entries keep their values), INIT through the ICR refused (the guest goes on), each
     // reported by the hypervisor.
     kept(lines, "vpr-guest: io apic input 23: ", "the I/O APIC redirection entry")?;
+    kept(lines, "vpr-guest: io apic input 23 by its alias: ", "the I/O APIC entry, by an alias")?;
+    kept(lines, "vpr-guest: hpet timer 0 configuration: ", "the HPET's timer 0")?;
     kept(lines, "vpr-guest: local apic lint0: ", "the local APIC's LINT0 entry")?;
     for (at, mode) in [("0xfec00010", "Smi"), ("0xfee00350", "Smi"), ("0xfee00300", "Init")] {
         let reported = lines.iter().any(|l| {
@@ -687,8 +708,33 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
             return Err(format!("the hypervisor did not refuse the {mode} write at {at}"));
         }
     }
-    if !seen(lines, "vpr-guest: INIT through the local APIC sent: the guest goes on") {
-        return Err(String::from("the guest did not go on after sending itself an INIT"));
+    for (marker, what) in [
+        ("vpr-guest: INIT through the local APIC sent: the guest goes on", "an INIT by the ICR"),
+        (
+            "vpr-guest: INIT as an MSI at the local APIC's offset 0 sent: the guest goes on",
+            "an INIT by the APIC's offset 0",
+        ),
+        (
+            "vpr-guest: INIT as an MSI past the local APIC's page: refused",
+            "an INIT past the APIC's page",
+        ),
+    ] {
+        if !seen(lines, marker) {
+            return Err(format!("the guest was not refused {what}"));
+        }
+    }
+    for (at, why) in [
+        ("0xfee00000", "not a register"),
+        ("0xfec00110", "not a register"),
+        ("0xfed00100", "not a register"),
+    ] {
+        let reported = lines.iter().any(|l| {
+            l.contains("hv: guest interrupt-controller write refused")
+                && l.contains(&format!("at {at}: {why}"))
+        });
+        if !reported {
+            return Err(format!("the hypervisor did not refuse the write at {at}"));
+        }
     }
     // NMIs while PALs run: held by the hypervisor and given to the guest after the call; no
     // run dies of them.
@@ -702,11 +748,13 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     }
     eprintln!(
         "linux-test: Linux booted on the hypervisor, ran vpr, was refused {} ranges of \
-         hypervisor memory (read and write), the A20 gates (ports 0x92, 0x64, 0x60), the \
-         MSRs TOP_MEM, APIC base, SYSCFG (writes) and SMM base (read), another process's \
+         hypervisor memory (read and write), the A20 gates (ports 0x92, 0x64, 0x60), {} \
+         MSR writes and {} reads (TOP_MEM, APIC base, SYSCFG, SVM's, SMM's, ...), another process's \
          use of a PAL it did not register, fw_cfg DMA, SMI entries in its I/O APIC and local \
          APIC and an INIT to itself, and went on; {:.1} s from QEMU's start to power-off",
         ranges.len(),
+        MSR_WRITES.len(),
+        MSR_READS.len(),
         boot.elapsed.as_secs_f64()
     );
     Ok(())

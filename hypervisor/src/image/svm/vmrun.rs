@@ -8,9 +8,11 @@
 //! that only VMLOAD/VMSAVE move (FS, GS, TR, LDTR, KernelGsBase, the SYSCALL and SYSENTER
 //! MSRs; APM §15.5.2) is swapped too, the host's kept in a page of its own. GIF is cleared
 //! before the switch and stays clear after it (APM §15.17): the hypervisor takes no
-//! interrupt, NMI, SMI or INIT while it runs — they stay pending until VMRUN sets GIF for the
-//! guest — so nothing the guest programs (an I/O APIC entry or an MSI with SMI or NMI
-//! delivery, say) can run firmware or fault handlers in the middle of the hypervisor's work.
+//! interrupt, NMI or SMI while it runs — they stay pending until VMRUN sets GIF for the
+//! guest (or, for an NMI, until `take_pending_nmi` lets it in) — so nothing the guest programs
+//! can run firmware or fault handlers in the middle of the hypervisor's work. INIT is held
+//! too on a processor, but not by QEMU's TCG, which takes it in host mode at once: the
+//! guest's ways to send one are closed instead (`vpr_hypervisor::apic`).
 //!
 //! Floating-point and vector state is not touched: the image is built soft-float and never
 //! uses it, so the guest's survives as it is.
