@@ -35,13 +35,29 @@ pub fn tpm_args(socket: &Path) -> Vec<String> {
 }
 
 /// QEMU's arguments for a machine with `memory` (`-m`), no default devices or display, its
-/// serial port on standard output, and no reboot (a reset ends QEMU).
+/// serial port on standard output, no reboot (a reset ends QEMU), and no kvmvapic (QEMU's
+/// TPR-patching option ROM, whose state in guest memory lets a guest make QEMU write any
+/// physical address: the hypervisor refuses to run Linux where it finds it).
 pub fn console_args(memory: &str) -> Vec<String> {
-    ["-m", memory, "-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "-m",
+        memory,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-global",
+        NO_VAPIC,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
+
+/// The `-global` that turns QEMU's kvmvapic off.
+pub const NO_VAPIC: &str = "apic-common.vapic=off";
 
 /// A running swtpm with its own state folder: both go when it is dropped.
 #[derive(Debug)]

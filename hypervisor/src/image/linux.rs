@@ -52,6 +52,8 @@ const HPET_PAGE: Range = Range::new(0xFED0_0000, 0xFED0_1000);
 /// The local APIC's window past its register page: QEMU takes every write there as an MSI
 /// (an INIT or SMI with the right value). Kept from the guest.
 const LOCAL_APIC_MSI_WINDOW: Range = Range::new(LOCAL_APIC + PAGE_SIZE, 0xFEF0_0000);
+/// The signature at the start of QEMU's kvmvapic ROM state (`GuestROMState`).
+const KVMVAPIC_SIGNATURE: &[u8] = b"kvm aPiC";
 /// The guest-physical window the nested page table covers: the first 4 GiB.
 const WINDOW_END: u64 = 4 << 30;
 /// Large-page size of the nested page table.
@@ -101,6 +103,15 @@ fn kernel_command_line(line: &str) -> &str {
 /// it stopped otherwise.
 pub fn run(svm: &Svm) -> Result<(), String> {
     let layout = mem::guest_layout().ok_or("no guest memory: boot with vpr.guest=linux")?;
+    // QEMU's kvmvapic: an option ROM whose state lives in guest memory and makes QEMU write
+    // any physical address on the guest's say (its TPR-access fix-ups). Start QEMU with
+    // `-global apic-common.vapic=off`.
+    if mem::option_roms_contain(KVMVAPIC_SIGNATURE) {
+        return Err(String::from(
+            "QEMU's kvmvapic option ROM is present (it lets the guest write any physical \
+             address): refusing to run Linux; start QEMU with -global apic-common.vapic=off",
+        ));
+    }
     let kernel = mem::module(0).ok_or("no module 0: the Linux kernel (a bzImage)")?;
     let initrd = mem::module(1).unwrap_or(&[]);
     // The kernel's command line, and where the hypervisor's memory is (`vpr.hv=`), for the
@@ -434,12 +445,11 @@ fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
     } else {
         match filter.access(access, value) {
             PortAction::SizeBar { select } => {
-                let (old, mask) = crate::ports::size_bar(select);
-                // An I/O BAR moves ports, which the permission map governs by number.
-                if old & 1 == 1 || guest_os::bar_write_allowed(value, mask) {
+                let (kind, mask) = crate::ports::size_bar(select);
+                if guest_os::bar_write_allowed(kind, value, mask) {
                     PortAction::Forward { select: Some(select) }
                 } else {
-                    PortAction::Refuse("a BAR over the platform's registers")
+                    PortAction::Refuse("a BAR over the platform's registers or ports")
                 }
             }
             other => other,

@@ -339,6 +339,18 @@ pub fn write_guest_physical(addr: u64, bytes: &[u8]) -> bool {
     true
 }
 
+/// Whether `needle` occurs in the legacy option-ROM area [0xC0000, 0x100000) as the firmware
+/// left it (read before the guest runs).
+pub fn option_roms_contain(needle: &[u8]) -> bool {
+    const AREA: (usize, usize) = (0xC_0000, 0x4_0000);
+    // SAFETY: the area lies in the identity-mapped first 4 GiB, below the hypervisor's image
+    // (1 MiB), and holds no Rust object; it is RAM or ROM in QEMU's `pc` machine (reading has
+    // no side effect), and nothing writes it while this runs: the guest has not started and
+    // this is the only processor.
+    let area = unsafe { core::slice::from_raw_parts(AREA.0 as *const u8, AREA.1) };
+    !needle.is_empty() && area.windows(needle.len()).any(|w| w == needle)
+}
+
 /// The OS guest is about to run: the modules' memory is its own from now on.
 pub fn start_guest() {
     GUEST_STARTED.store(true, core::sync::atomic::Ordering::Release);

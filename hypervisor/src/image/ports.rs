@@ -2,7 +2,7 @@
 //! (`vpr_hypervisor::svm::guest_os::FILTERED_PORTS`): once the filter allowed an access, the
 //! access itself, and the sizing of a PCI BAR before a write of it is allowed.
 
-use vpr_hypervisor::svm::guest_os;
+use vpr_hypervisor::svm::guest_os::{self, BarKind};
 use x86_64::instructions::port::Port;
 
 /// PCI configuration mechanism 1: the address and data ports (PCI Local Bus 3.0 §3.2.2.3.2).
@@ -46,15 +46,23 @@ pub fn write(port: u16, size: u8, value: u32) {
     }
 }
 
-/// The BAR at configuration address `select`: its value, and what it reads after all ones
-/// were written (its size mask); the value is written back.
-pub fn size_bar(select: u32) -> (u32, u32) {
+/// The BAR at configuration address `select`: its kind, and what it reads after its sizing
+/// value was written (its size mask); its value is written back.
+pub fn size_bar(select: u32) -> (BarKind, u32) {
+    let register = select & 0xFC;
+    let previous = if register >= 0x14 {
+        write(CONFIG_ADDRESS, 4, select - 4);
+        read(CONFIG_DATA, 4)
+    } else {
+        0
+    };
     write(CONFIG_ADDRESS, 4, select);
     let old = read(CONFIG_DATA, 4);
-    write(CONFIG_DATA, 4, u32::MAX);
+    let kind = BarKind::of(register, old, previous);
+    write(CONFIG_DATA, 4, kind.sizing_value());
     let mask = read(CONFIG_DATA, 4);
     write(CONFIG_DATA, 4, old);
-    (old, mask)
+    (kind, mask)
 }
 
 /// The configuration dword at `register` of bus 0's `device`/`function` (all ones where no

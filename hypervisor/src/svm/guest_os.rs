@@ -338,7 +338,7 @@ pub enum PortAction {
     Emulate(u32),
     /// A write refused: dropped, for the reason given.
     Refuse(&'static str),
-    /// A write of a memory BAR: size the BAR on the device (`select`ed), then
+    /// A write of a BAR: size the BAR on the device (`select`ed), then
     /// [`bar_write_allowed`] decides.
     SizeBar {
         /// The BAR's configuration address.
@@ -462,22 +462,84 @@ impl MessageInterrupts {
 /// TPM's window, the local APIC and the firmware, up to 4 GiB.
 const PLATFORM_WINDOW: (u64, u64) = (0xFEC0_0000, 0x1_0000_0000);
 
-/// Whether a memory BAR of size mask `mask` (what it reads after all ones were written) may
-/// take the 32-bit `value`: a sizing write always (all ones; for an expansion ROM BAR,
-/// `0xFFFF_F800` with the enable bit clear), else the range it would decode must not reach
-/// [`PLATFORM_WINDOW`] (where a BAR would take priority over the TPM's registers). A BAR left
-/// at all ones overlaps the firmware's last bytes; that matters only for the reset path,
-/// which is not closed (docs/hypervisor.md).
-pub fn bar_write_allowed(value: u32, mask: u32) -> bool {
-    if value == u32::MAX || value == 0xFFFF_F800 {
+/// What a base address register is, by its register and contents (PCI Local Bus 3.0
+/// §6.2.5.1): bit 0 of a BAR at 0x10-0x24 is hardwired (1: I/O); a memory BAR of type 10b
+/// (bits 2:1) is 64-bit, and the register after it is its upper half; 0x30 is the expansion
+/// ROM's, whose bit 0 is its enable bit instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarKind {
+    /// An I/O BAR.
+    Io,
+    /// A memory BAR (or the lower half of a 64-bit one).
+    Memory,
+    /// The upper half of a 64-bit memory BAR.
+    UpperHalf,
+    /// The expansion ROM BAR.
+    Rom,
+}
+
+impl BarKind {
+    /// The kind of the BAR at `register` whose value is `old`, the register before it holding
+    /// `previous`.
+    pub fn of(register: u32, old: u32, previous: u32) -> BarKind {
+        let previous_is_64 = (0x14..=0x24).contains(&register) && previous & 0b111 == 0b100;
+        match register {
+            0x30 => BarKind::Rom,
+            _ if previous_is_64 => BarKind::UpperHalf,
+            _ if old & 1 == 1 => BarKind::Io,
+            _ => BarKind::Memory,
+        }
+    }
+
+    /// What the hypervisor writes to size a BAR of this kind: all ones, but for the ROM, whose
+    /// enable bit stays clear (all ones would turn it on over the firmware's top).
+    pub fn sizing_value(self) -> u32 {
+        if self == BarKind::Rom {
+            0xFFFF_F800
+        } else {
+            u32::MAX
+        }
+    }
+}
+
+/// Where I/O BARs may go: the PCI I/O window (`OS_PORTS`), never over the ports the hypervisor
+/// filters or uses itself (PCI configuration, power management, the console).
+const IO_WINDOW: (u32, u32) = (0xC000, 0x1_0000);
+
+/// Whether a BAR of kind `kind` and size mask `mask` (what it reads after the sizing value
+/// was written) may take the 32-bit `value`:
+/// - a sizing write always (all ones; for the ROM 0xFFFF_F800, its enable bit clear);
+/// - a memory BAR or an enabled or disabled ROM only where the range it would decode does not
+///   reach [`PLATFORM_WINDOW`] (where it would take priority over the TPM's registers);
+/// - an I/O BAR only inside [`IO_WINDOW`] (over 0xCF8 it would take every configuration access
+///   the hypervisor forwards, over 0x604 its power-off);
+/// - the upper half of a 64-bit BAR anything (a BAR above 4 GiB is outside what the guest's
+///   nested page table maps; the lower half is checked as a 32-bit BAR).
+///
+/// A BAR left at the sizing value overlaps the firmware's last bytes (docs/hypervisor.md).
+pub fn bar_write_allowed(kind: BarKind, value: u32, mask: u32) -> bool {
+    if value == kind.sizing_value() {
         return true;
     }
-    let address_bits = mask & 0xFFFF_FFF0;
-    if address_bits == 0 {
+    let (address_mask, base) = match kind {
+        BarKind::UpperHalf => return true,
+        BarKind::Io => {
+            let address_bits = mask & 0xFFFC;
+            if address_bits == 0 {
+                return false; // not implemented: nothing to move
+            }
+            let size = (!address_bits & 0xFFFF) + 1;
+            let base = value & 0xFFFC;
+            return value >> 16 == 0 && base >= IO_WINDOW.0 && base + size <= IO_WINDOW.1;
+        }
+        BarKind::Memory => (mask & 0xFFFF_FFF0, value & 0xFFFF_FFF0),
+        BarKind::Rom => (mask & 0xFFFF_F800, value & 0xFFFF_F800),
+    };
+    if address_mask == 0 {
         return true; // not implemented
     }
-    let size = u64::from(!address_bits) + 1;
-    let base = u64::from(value & 0xFFFF_FFF0);
+    let size = u64::from(!address_mask) + 1;
+    let base = u64::from(base);
     base + size <= PLATFORM_WINDOW.0 || base >= PLATFORM_WINDOW.1
 }
 
@@ -1025,15 +1087,43 @@ mod tests {
     #[test]
     fn bars_stay_out_of_the_platform_window() {
         // A 16 KiB memory BAR (mask 0xFFFF_C000).
-        let mask = 0xFFFF_C000;
-        assert!(bar_write_allowed(0xFEB0_0000, mask));
-        assert!(bar_write_allowed(u32::MAX, mask), "sizing");
-        assert!(bar_write_allowed(0xFFFF_F800, 0xFFFF_C001), "sizing an expansion ROM");
-        assert!(!bar_write_allowed(0xFFFF_F801, 0xFFFF_C001), "a ROM enabled at the top");
-        assert!(!bar_write_allowed(0xFED4_0000, mask), "over the TPM's registers");
-        assert!(!bar_write_allowed(0xFEBF_E000, mask), "reaching into the window");
-        assert!(bar_write_allowed(0xFEBF_C000, mask), "ending at its start");
-        assert!(!bar_write_allowed(0xFEE0_0000, 0xFFF0_0000), "a 1 MiB BAR over the APIC");
+        let (memory, mask) = (BarKind::Memory, 0xFFFF_C000);
+        assert!(bar_write_allowed(memory, 0xFEB0_0000, mask));
+        assert!(bar_write_allowed(memory, u32::MAX, mask), "sizing");
+        assert!(!bar_write_allowed(memory, 0xFED4_0000, mask), "over the TPM's registers");
+        assert!(!bar_write_allowed(memory, 0xFEBF_E000, mask), "reaching into the window");
+        assert!(bar_write_allowed(memory, 0xFEBF_C000, mask), "ending at its start");
+        assert!(!bar_write_allowed(memory, 0xFEE0_0000, 0xFFF0_0000), "a 1 MiB BAR over the APIC");
+        // The expansion ROM (256 KiB): sized with its enable bit clear; all ones (enabled at
+        // the top) refused, enabled or not over the TPM refused, below the window allowed.
+        let (rom, mask) = (BarKind::Rom, 0xFFFC_0000);
+        assert_eq!(rom.sizing_value(), 0xFFFF_F800);
+        assert!(bar_write_allowed(rom, 0xFFFF_F800, mask), "sizing an expansion ROM");
+        assert!(!bar_write_allowed(rom, u32::MAX, mask), "a ROM enabled at the top");
+        assert!(!bar_write_allowed(rom, 0xFED4_0001, mask), "a ROM enabled over the TPM");
+        assert!(!bar_write_allowed(rom, 0xFED4_0000, mask), "a ROM over the TPM, disabled");
+        assert!(bar_write_allowed(rom, 0xFEB4_0001, mask));
+        // A 32-byte I/O BAR: inside 0xC000-0xFFFF only.
+        let (io, mask) = (BarKind::Io, 0xFFFF_FFE1);
+        assert!(bar_write_allowed(io, u32::MAX, mask), "sizing");
+        assert!(bar_write_allowed(io, 0xC041, mask));
+        assert!(bar_write_allowed(io, 0xFFE1, mask), "the window's last 32 ports");
+        for over in [0x0CE1, 0x0601, 0x03E1, 0xBFF1, 0x1_C041] {
+            assert!(!bar_write_allowed(io, over, mask), "{over:#x}");
+        }
+        // The upper half of a 64-bit BAR takes anything.
+        assert!(bar_write_allowed(BarKind::UpperHalf, 0x1, 0xFFFF_FFFF));
+    }
+
+    #[test]
+    fn bar_kinds_come_from_the_register_and_the_one_before() {
+        assert_eq!(BarKind::of(0x10, 0xC041, 0), BarKind::Io);
+        assert_eq!(BarKind::of(0x10, 0xFEB0_0000, 0), BarKind::Memory);
+        // 0x14 after a 64-bit memory BAR (type 10b) is its upper half, whatever it holds.
+        assert_eq!(BarKind::of(0x14, 0x1, 0xFEB0_000C), BarKind::UpperHalf);
+        assert_eq!(BarKind::of(0x14, 0x1, 0xFEB0_0000), BarKind::Io);
+        // The ROM's bit 0 is its enable bit, not "I/O".
+        assert_eq!(BarKind::of(0x30, 0xFEB4_0001, 0), BarKind::Rom);
     }
 
     #[test]

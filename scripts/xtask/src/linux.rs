@@ -39,8 +39,8 @@ fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// The QEMU command line: the hypervisor with the kernel and initramfs as modules, 512 MiB, a
-/// virtio NIC on user-mode networking, no isa-debug-exit (a guest must not end the machine
-/// with a port write: it powers off instead).
+/// virtio NIC on user-mode networking, no kvmvapic, no isa-debug-exit (a guest must not end
+/// the machine with a port write: it powers off instead).
 pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Vec<String> {
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
     [
@@ -58,6 +58,8 @@ pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Ve
         "-serial",
         "stdio",
         "-no-reboot",
+        "-global",
+        vpr_host::machine::NO_VAPIC,
         "-netdev",
         "user,id=n0",
         "-device",
@@ -83,6 +85,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Tcg => false,
         Accel::Auto => vpr_host::machine::kvm_usable(),
     };
+    vapic_refused(&image, &kernel, &initrd, kvm)?;
     let mut args = command_line(&image, &kernel, &initrd, kvm);
     // QEMU's monitor, for the NMI storm (its `nmi` command raises LINT1, which Linux sets to
     // NMI delivery) while the guest runs PALs between two marker lines.
@@ -108,6 +111,29 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     );
     enrolled_replica(root, &image, &kernel, kvm, options.timeout)?;
     replica_cluster(root, &image, &kernel, kvm)
+}
+
+/// The hypervisor refuses to run Linux on a machine with QEMU's kvmvapic option ROM (whose
+/// state in guest memory lets the guest make QEMU write any physical address): booted with
+/// it, the machine must stop before Linux, saying why.
+fn vapic_refused(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Result<(), String> {
+    let mut args = command_line(image, kernel, initrd, kvm);
+    let at = args
+        .iter()
+        .position(|a| a == vpr_host::machine::NO_VAPIC)
+        .ok_or("the command line does not turn kvmvapic off")?;
+    args.drain(at - 1..=at);
+    let boot = qemu::boot(&args, std::time::Duration::from_secs(120), "kvmvapic on")?;
+    if boot.status.is_none() {
+        return Err(String::from("with kvmvapic, the machine did not stop by itself"));
+    }
+    if !seen(&boot.lines, "QEMU's kvmvapic option ROM is present")
+        || seen(&boot.lines, "hv: entering Linux")
+    {
+        return Err(String::from("the hypervisor ran Linux on a machine with kvmvapic"));
+    }
+    eprintln!("linux-test: with QEMU's kvmvapic ROM present the hypervisor refused to run Linux");
+    Ok(())
 }
 
 /// NMIs sent through QEMU's monitor (a Unix socket) every few milliseconds from the guest's
@@ -698,6 +724,8 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
     kept(lines, "vpr-guest: io apic input 23: ", "the I/O APIC redirection entry")?;
     kept(lines, "vpr-guest: io apic input 23 by its alias: ", "the I/O APIC entry, by an alias")?;
     kept(lines, "vpr-guest: hpet timer 0 configuration: ", "the HPET's timer 0")?;
+    kept(lines, "vpr-guest: virtio rom bar: ", "the virtio NIC's expansion ROM BAR")?;
+    kept(lines, "vpr-guest: virtio i/o bar: ", "the virtio NIC's I/O BAR")?;
     kept(lines, "vpr-guest: local apic lint0: ", "the local APIC's LINT0 entry")?;
     for (at, mode) in [("0xfec00010", "Smi"), ("0xfee00350", "Smi"), ("0xfee00300", "Init")] {
         let reported = lines.iter().any(|l| {
