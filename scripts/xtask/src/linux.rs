@@ -43,23 +43,15 @@ fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
 /// the machine with a port write: it powers off instead).
 pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Vec<String> {
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
-    [
-        "-kernel",
-        &image.display().to_string(),
-        "-initrd",
-        &format!("{},{}", kernel.display(), initrd.display()),
-        "-append",
-        &format!("vpr.guest=linux -- {KERNEL_ARGS}"),
-        "-m",
-        "512M",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-serial",
-        "stdio",
-        "-no-reboot",
-        "-global",
-        vpr_host::machine::NO_VAPIC,
+    let modules = format!("{},{}", kernel.display(), initrd.display());
+    let append = format!("vpr.guest=linux -- {KERNEL_ARGS}");
+    let mut args: Vec<String> =
+        ["-kernel", &image.display().to_string(), "-initrd", &modules, "-append", &append]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    args.extend(vpr_host::machine::console_args("512M"));
+    let network = [
         "-netdev",
         "user,id=n0",
         "-device",
@@ -68,10 +60,9 @@ pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Ve
         accel,
         "-cpu",
         cpu,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ];
+    args.extend(network.iter().map(|s| s.to_string()));
+    args
 }
 
 /// The whole task.
