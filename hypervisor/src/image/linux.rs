@@ -58,7 +58,8 @@ const KVMVAPIC_SIGNATURE: &[u8] = b"kvm aPiC";
 const WINDOW_END: u64 = 4 << 30;
 /// Large-page size of the nested page table.
 const LARGE_PAGE: u64 = 2 << 20;
-/// Bytes of CPUID, RDMSR and WRMSR (0F A2, 0F 32, 0F 30), for guests without nRIP.
+/// Bytes of CPUID, RDMSR, WRMSR and INVD (0F A2, 0F 32, 0F 30, 0F 08), for guests without
+/// nRIP.
 const TWO_BYTE_INSTRUCTION: u64 = 2;
 /// Nested page faults logged in full; later ones are only counted.
 const LOGGED_FAULTS: u64 = 16;
@@ -604,6 +605,10 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
                         );
                     }
                 }
+            }
+            VmExit::Other { code: code::INVD, .. } => {
+                // 0F 08: skipped; the caches keep what they hold, as after a WBINVD.
+                vcpu.skip(TWO_BYTE_INSTRUCTION);
             }
             VmExit::Other { code: code::INIT, .. } => {
                 // Every path the guest has to an INIT is refused (`apic`); one that came

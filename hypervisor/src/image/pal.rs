@@ -717,7 +717,8 @@ impl<'a> Pals<'a> {
                     drop(self.registry.remove(handle));
                     return Err(Status::Unavailable);
                 }
-                self.register_ticks = tsc::read() - start;
+                // The guest can move the TSC (MSR 0x10 is its own): no underflow on that.
+                self.register_ticks = tsc::read().wrapping_sub(start);
                 log::info!(
                     "pal: registered handle={handle:#x} identity={measurement} ({} bytes)",
                     image.len()
@@ -738,6 +739,10 @@ impl<'a> Pals<'a> {
                 let clear = mem::usize_of(pal.input_used).max(in_len);
                 let in_page = pal.region(RegionKind::Input);
                 in_page[..clear].fill(0);
+                // Counted before the read: a read that fails halfway leaves its pages here,
+                // and the next input must clear them too.
+                pal.input_used = pal.input_used.max(input.len());
+                let in_page = pal.region(RegionKind::Input);
                 if !guest.read(input.start, &mut in_page[..in_len]) {
                     return Err(Status::BadPointer);
                 }

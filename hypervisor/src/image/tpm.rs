@@ -12,7 +12,7 @@
 
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
-use vpr_hypervisor::tpm::{command, Tpm, TpmError, EK_CERT_RSA_INDEX};
+use vpr_hypervisor::tpm::{command, Admission, PalLog, Tpm, TpmError, EK_CERT_RSA_INDEX};
 use vpr_proto::crypto;
 use vpr_proto::hypercall::Status;
 use vpr_proto::utpm::{Quote, TpmEvidenceParts};
@@ -142,18 +142,46 @@ pub fn bind_tcc_key(key_digest: &[u8; 32]) -> Result<(), TpmError> {
     }
 }
 
-/// The identities extended into PCR 18 this boot, in order: the event log a verifier
-/// replays to check PCR 18 and find a PAL in it.
-static PAL_LOG: Mutex<alloc::vec::Vec<[u8; 32]>> = Mutex::new(alloc::vec::Vec::new());
+/// The identities extended into PCR 18 this boot ([`PalLog`]).
+static PAL_LOG: Mutex<PalLog> = Mutex::new(PalLog::new());
+
+/// Why a PAL was not measured.
+#[derive(Debug)]
+pub enum MeasureError {
+    /// The TPM failed.
+    Tpm(TpmError),
+    /// [`PalLog::MAX`] distinct identities were measured this boot already.
+    LogFull,
+}
+
+impl core::fmt::Display for MeasureError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MeasureError::Tpm(e) => write!(f, "{e}"),
+            MeasureError::LogFull => {
+                write!(f, "{} distinct PALs measured this boot already", PalLog::MAX)
+            }
+        }
+    }
+}
 
 /// Extends PCR 18 with a PAL's identity (at registration, before it can run) and logs it
-/// ([`pal_log`]). Without a TPM there is nothing to extend.
-pub fn measure_pal(identity: &[u8; 32]) -> Result<(), TpmError> {
+/// ([`pal_log`]) — once per identity and boot ([`PalLog`]). Without a TPM there is nothing to
+/// extend.
+pub fn measure_pal(identity: &[u8; 32]) -> Result<(), MeasureError> {
     match TPM.lock().as_mut() {
         Some(tpm) => {
-            tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity)?;
-            PAL_LOG.lock().push(*identity);
-            Ok(())
+            let mut log = PAL_LOG.lock();
+            match log.admit(identity) {
+                Admission::Known => Ok(()),
+                Admission::Full => Err(MeasureError::LogFull),
+                Admission::New => {
+                    tpm.pcr_extend(LAUNCH_LOCALITY, PAL_PCR, identity)
+                        .map_err(MeasureError::Tpm)?;
+                    log.record(*identity);
+                    Ok(())
+                }
+            }
         }
         None => Ok(()),
     }
@@ -226,7 +254,7 @@ pub fn activate(credential: &[u8]) -> Result<alloc::vec::Vec<u8>, Status> {
 
 /// The identities extended into PCR 18 so far this boot, in order.
 pub fn pal_log() -> alloc::vec::Vec<[u8; 32]> {
-    PAL_LOG.lock().clone()
+    PAL_LOG.lock().identities().to_vec()
 }
 
 /// Where a trusted counter may live in the TPM's NV memory: counter `id` (`pal::counter_id`

@@ -15,6 +15,8 @@ pub mod code {
     pub const INIT: u64 = 0x63;
     /// CPUID.
     pub const CPUID: u64 = 0x72;
+    /// INVD.
+    pub const INVD: u64 = 0x76;
     /// HLT.
     pub const HLT: u64 = 0x78;
     /// IN/OUT; EXITINFO1 holds the port and direction (APM §15.10.2).

@@ -18,10 +18,13 @@ use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
 /// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map ([`IoPermissions`]),
-/// the MSR map ([`MsrPermissions`]), shutdown, and INIT (which would otherwise restart the
-/// processor into the firmware outside guest mode; the hypervisor stops the machine).
+/// the MSR map ([`MsrPermissions`]), shutdown, INIT (which would otherwise restart the
+/// processor into the firmware outside guest mode; the hypervisor stops the machine) and INVD
+/// (which would discard the hypervisor's dirty cache lines too: skipped, as if it were
+/// WBINVD).
 pub const OS_MISC1: u32 = intercept::CPUID
     | intercept::INIT
+    | intercept::INVD
     | intercept::IOIO_PROT
     | intercept::MSR_PROT
     | intercept::SHUTDOWN;

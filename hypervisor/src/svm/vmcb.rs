@@ -106,6 +106,9 @@ pub mod intercept {
     pub const INIT: u32 = 1 << 3;
     /// misc1: CPUID.
     pub const CPUID: u32 = 1 << 18;
+    /// misc1: INVD (which would discard dirty cache lines of every memory, the hypervisor's
+    /// included).
+    pub const INVD: u32 = 1 << 22;
     /// misc1: HLT.
     pub const HLT: u32 = 1 << 24;
     /// misc1: INVLPGA.

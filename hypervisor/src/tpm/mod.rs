@@ -560,6 +560,91 @@ pub fn extended(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
     vpr_proto::crypto::hash(&[old, digest]).0
 }
 
+/// The identities extended into PCR 18 in one boot, in order: the event log a verifier
+/// replays to check PCR 18 and find a PAL in it. Each identity once (a PAL registered again
+/// is in it already), and at most [`PalLog::MAX`] of them: it must fit in the evidence
+/// (`MAX_EVIDENCE_LEN`, 16 KiB, with the quote, keys and EK certificate) and in the heap, and
+/// a guest process registering PALs in a loop must not grow it without end.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PalLog(alloc::vec::Vec<[u8; 32]>);
+
+// A full log takes at most half the evidence's room (the quote, keys and EK certificate the
+// rest).
+const _: () = assert!(PalLog::MAX as u64 * 32 <= vpr_proto::hypercall::MAX_EVIDENCE_LEN / 2);
+
+/// What [`PalLog::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Logged already: nothing to extend.
+    Known,
+    /// New: extend PCR 18 with it, then [`PalLog::record`] it.
+    New,
+    /// The log is full (or no memory is left for it): refuse the PAL.
+    Full,
+}
+
+impl PalLog {
+    /// The most distinct identities one boot logs.
+    pub const MAX: usize = 256;
+
+    /// An empty log.
+    pub const fn new() -> Self {
+        PalLog(alloc::vec::Vec::new())
+    }
+
+    /// Whether `identity` needs extending, and room is reserved for it if so.
+    pub fn admit(&mut self, identity: &[u8; 32]) -> Admission {
+        if self.0.contains(identity) {
+            Admission::Known
+        } else if self.0.len() >= PalLog::MAX || self.0.try_reserve(1).is_err() {
+            Admission::Full
+        } else {
+            Admission::New
+        }
+    }
+
+    /// Logs `identity`, once PCR 18 was extended with it.
+    pub fn record(&mut self, identity: [u8; 32]) {
+        self.0.push(identity);
+    }
+
+    /// The identities, in order.
+    pub fn identities(&self) -> &[[u8; 32]] {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod pal_log_tests {
+    use super::*;
+
+    #[test]
+    fn a_pal_registered_again_does_not_grow_the_log() {
+        let mut log = PalLog::default();
+        assert_eq!(log.admit(&[1; 32]), Admission::New);
+        log.record([1; 32]);
+        for _ in 0..100_000 {
+            assert_eq!(log.admit(&[1; 32]), Admission::Known);
+        }
+        assert_eq!(log.identities(), &[[1; 32]]);
+    }
+
+    #[test]
+    fn the_log_stops_at_its_limit() {
+        let mut log = PalLog::default();
+        for i in 0..PalLog::MAX {
+            let mut id = [0; 32];
+            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            assert_eq!(log.admit(&id), Admission::New);
+            log.record(id);
+        }
+        assert_eq!(log.admit(&[0xFF; 32]), Admission::Full);
+        assert_eq!(log.identities().len(), PalLog::MAX);
+        // Known ones still pass.
+        assert_eq!(log.admit(&log.identities()[7].clone()), Admission::Known);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::tis::fake::Fake;

@@ -121,6 +121,15 @@ pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
             Digest(identity)
         ));
     }
+    // Registered again (a loop of register and unregister must not grow PCR 18's log without
+    // end): in the log already, so PCR 18 stays.
+    for _ in 0..3 {
+        super::pal::register_sum_pal(svm)?;
+    }
+    let again = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    if again != after || crate::tpm::pal_log().iter().filter(|id| **id == identity).count() != 1 {
+        return Err(String::from("registering the same PAL again extended PCR 18 again"));
+    }
     Ok(())
 }
 
