@@ -34,12 +34,19 @@ pub fn tpm_args(socket: &Path) -> Vec<String> {
     ]
 }
 
-/// QEMU's arguments for a machine with `memory` (`-m`), no default devices or display, its
-/// serial port on standard output, no reboot (a reset ends QEMU), and no kvmvapic (QEMU's
-/// TPR-patching option ROM, whose state in guest memory lets a guest make QEMU write any
-/// physical address: the hypervisor refuses to run Linux where it finds it).
+/// QEMU's arguments for a machine with `memory` (`-m`): the `q35` chipset with QEMU's AMD
+/// IOMMU (the hypervisor owns it and confines every PCI device's DMA to the guest's RAM; it
+/// runs Linux nowhere else), no default devices or display, its serial port on standard
+/// output, no reboot (a reset ends QEMU), and no kvmvapic (QEMU's TPR-patching option ROM,
+/// whose state in guest memory lets a guest make QEMU write any physical address: the
+/// hypervisor refuses to run Linux where it finds it). Virtio devices on it take
+/// [`VIRTIO_DMA`].
 pub fn console_args(memory: &str) -> Vec<String> {
     [
+        "-machine",
+        "q35",
+        "-device",
+        "amd-iommu",
         "-m",
         memory,
         "-nodefaults",
@@ -55,6 +62,10 @@ pub fn console_args(memory: &str) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// The properties every virtio device takes on vpr's machines: its DMA through the IOMMU
+/// (without `iommu_platform`, QEMU's virtio bypasses it) and no legacy interface.
+pub const VIRTIO_DMA: &str = "iommu_platform=on,disable-legacy=on";
 
 /// The `-global` that turns QEMU's kvmvapic off.
 pub const NO_VAPIC: &str = "apic-common.vapic=off";

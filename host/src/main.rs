@@ -192,11 +192,18 @@ enum Command {
     },
     /// As root in the hypervisor's Linux guest: try one attack on its isolation and report
     /// what happened (`fw-cfg-dma`: make QEMU's fw_cfg device DMA into this process's memory;
-    /// `msi-enable`: enable a virtio function's MSI-X).
+    /// `msi-enable`: enable a virtio function's MSI-X; `edu-dma`: program QEMU's edu device
+    /// (`-device edu`) to DMA between pages of this process, then to read and write 64 bytes
+    /// at `--target`; its lines start `edu dma:`).
     #[command(hide = true)]
     GuestProbe {
         /// The attack.
         what: String,
+        /// For `edu-dma`: the physical address to read and write (hex, `0x` optional, below
+        /// 256 MiB, the edu device's DMA mask); by default the start of the first range of
+        /// `vpr.hv=` on the kernel's command line below that.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Start a 3-replica cluster in a temporary folder, run a small workload through verified
     /// replies, show each replica's database hash, and stop.
@@ -246,7 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo => demo(),
         Command::PalSmoke { image, hold_ms } => pal_smoke(&image, hold_ms),
         Command::PalProbe { handle } => pal_probe(&handle),
-        Command::GuestProbe { what } => guest_probe(&what),
+        Command::GuestProbe { what, target } => guest_probe(&what, target.as_deref()),
         Command::EnrollAgent { listen, pal, config } => {
             vpr_host::enroll::agent(&listen, pal.is_file().then_some(pal.as_path()), &config)?;
             println!(
@@ -381,7 +388,22 @@ fn pal_probe(handle: &str) -> Result<ExitCode> {
 }
 
 /// `vpr guest-probe`: one attack on the hypervisor's isolation, and what it gave.
-fn guest_probe(what: &str) -> Result<ExitCode> {
+fn guest_probe(what: &str, target: Option<&str>) -> Result<ExitCode> {
+    if target.is_some() && what != "edu-dma" {
+        anyhow::bail!("guest-probe: --target is for edu-dma only");
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if what == "edu-dma" {
+        // Every line, the error too, starts `edu dma:` for the test to find.
+        let mut report = |line: String| println!("edu dma: {line}");
+        return Ok(match vpr_host::probe::edu_dma(target, &mut report) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                println!("edu dma: error: {e:#}");
+                ExitCode::from(2)
+            }
+        });
+    }
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     if what == "fw-cfg-dma" {
         println!("guest-probe: fw_cfg DMA: {}", vpr_host::probe::fw_cfg_dma()?);
@@ -393,7 +415,8 @@ fn guest_probe(what: &str) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     anyhow::bail!(
-        "guest-probe: no probe {what:?} here (known: fw-cfg-dma, msi-enable; on Linux/x86-64)"
+        "guest-probe: no probe {what:?} here (known: fw-cfg-dma, msi-enable, edu-dma; on \
+         Linux/x86-64)"
     )
 }
 

@@ -31,7 +31,7 @@ use crate::client::Client;
 use crate::config::{Attestation, ClusterConfig, ReplicaEntry, Timeouts};
 use crate::enroll::{self, Enrolled, Operator};
 use crate::evidence::x509::Ca;
-use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm};
+use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm, VIRTIO_DMA};
 
 /// The replica's port inside each VM.
 const REPLICA_PORT: u16 = 17000;
@@ -405,7 +405,7 @@ fn qemu_args(
         "-netdev".into(),
         format!("user,id=n0{forwards}"),
         "-device".into(),
-        "virtio-net-pci,netdev=n0".into(),
+        format!("virtio-net-pci,netdev=n0,{VIRTIO_DMA}"),
         // The data folder: QEMU's process accesses it as is (security_model=none).
         "-fsdev".into(),
         // (A comma in an option value is written twice.)
@@ -414,7 +414,7 @@ fn qemu_args(
             data.display().to_string().replace(',', ",,")
         ),
         "-device".into(),
-        format!("virtio-9p-pci,fsdev=data,mount_tag={DATA_TAG}"),
+        format!("virtio-9p-pci,fsdev=data,mount_tag={DATA_TAG},{VIRTIO_DMA}"),
         "-accel".into(),
         accel.into(),
         "-cpu".into(),

@@ -14,7 +14,7 @@
 /// The local APIC's register page (the APIC base MSR's reset value; the guest cannot move it:
 /// `svm::guest_os::OS_READ_ONLY_MSRS`).
 pub const LOCAL_APIC: u64 = 0xFEE0_0000;
-/// The I/O APIC's register page (QEMU's `pc` machine, as the firmware's MADT says).
+/// The I/O APIC's register page (QEMU's `pc` and `q35` machines, as the firmware's MADT says).
 pub const IO_APIC: u64 = 0xFEC0_0000;
 
 /// Local APIC registers (offsets in its page).

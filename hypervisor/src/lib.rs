@@ -12,6 +12,8 @@
 //! - [`apic`] and [`decode`]: what an OS guest may write to its interrupt controllers, and
 //!   the stores the hypervisor completes for it;
 //! - [`elf`]: PAL images: ELF64 executables checked and planned page by page;
+//! - [`iommu`]: the AMD IOMMU that keeps devices' DMA in an OS guest's RAM: finding it, its
+//!   device table entries, I/O page tables and commands, and hiding it from ACPI;
 //! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
 //! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry;
 //! - [`tpm`]: the TPM 2.0 driver: TIS transport over an MMIO trait, command marshalling and
@@ -30,6 +32,7 @@ pub mod apic;
 mod bytes;
 pub mod decode;
 pub mod elf;
+pub mod iommu;
 pub mod linux;
 pub mod memory;
 pub mod multiboot;

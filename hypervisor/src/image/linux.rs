@@ -3,7 +3,9 @@
 //! kernel's. The hypervisor loads them by the Linux/x86 boot protocol
 //! (`vpr_hypervisor::linux`), gives the guest all RAM but its own (its image, heap, frame pool
 //! and the loader's structures: reserved in the e820 map and left out of the nested page
-//! table), and enters the kernel's 32-bit entry (`vpr_hypervisor::svm::guest_os`).
+//! table), and enters the kernel's 32-bit entry (`vpr_hypervisor::svm::guest_os`). It runs
+//! Linux only on QEMU's `q35` machine with an AMD IOMMU, which it takes first (`iommu`):
+//! devices' DMA then reaches the guest's RAM only.
 //!
 //! The guest keeps the processor: its interrupts, its devices, its idle HLT. It exits for
 //! CPUID (SVM, x2APIC and machine checks hidden), every MSR but those it needs
@@ -113,6 +115,18 @@ pub fn run(svm: &Svm) -> Result<(), String> {
              address): refusing to run Linux; start QEMU with -global apic-common.vapic=off",
         ));
     }
+    // The chipset filter (`guest_os::PortFilter`) and the I/O port map know the q35's
+    // chipset, and only the q35 has QEMU's IOMMU, without which any device's DMA goes around
+    // the nested page table.
+    if !crate::qemu::is_q35() {
+        return Err(String::from(
+            "not QEMU's q35 machine: Linux runs only where the hypervisor owns an IOMMU \
+             (start QEMU with -machine q35 -device amd-iommu)",
+        ));
+    }
+    let hidden = crate::iommu::hide_from_acpi()?;
+    let iommu = crate::iommu::protect(&layout.ram)?;
+    log::info!("hv: IOMMU protects the hypervisor from DMA; {hidden} ACPI table(s) hide it");
     let kernel = mem::module(0).ok_or("no module 0: the Linux kernel (a bzImage)")?;
     let initrd = mem::module(1).unwrap_or(&[]);
     // The kernel's command line, and where the hypervisor's memory is (`vpr.hv=`), for the
@@ -121,9 +135,10 @@ pub fn run(svm: &Svm) -> Result<(), String> {
         layout.hypervisor.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end)).collect();
     // `pci=nomsi`: the hypervisor keeps every MSI and MSI-X enable bit clear
     // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines;
-    // `hpet=disable`: the HPET is not the guest's (`HPET_PAGE`).
+    // `hpet=disable`: the HPET is not the guest's (`HPET_PAGE`); `pci=nommconf`: the ECAM
+    // window is not the guest's (`ecam_window`), configuration goes through 0xCF8/0xCFC.
     let command_line = format!(
-        "{} pci=nomsi hpet=disable vpr.hv={}",
+        "{} pci=nomsi pci=nommconf hpet=disable vpr.hv={}",
         kernel_command_line(mem::command_line()),
         ranges.join(",")
     );
@@ -169,8 +184,14 @@ pub fn run(svm: &Svm) -> Result<(), String> {
 
     let mut tables = PoolTables::default();
     let mut npt = NestedPageTable::new(&mut tables).map_err(|e| format!("NPT: {e:?}"))?;
-    let denied: Vec<Range> =
-        layout.hypervisor.iter().copied().chain([TIS_WINDOW, LOCAL_APIC_MSI_WINDOW]).collect();
+    let chipset = [Some(iommu.registers()), ecam_window(), root_complex_block()];
+    let denied: Vec<Range> = layout
+        .hypervisor
+        .iter()
+        .copied()
+        .chain([TIS_WINDOW, LOCAL_APIC_MSI_WINDOW])
+        .chain(chipset.into_iter().flatten())
+        .collect();
     let pages = identity_map(&mut npt, &mut tables, &denied, &CONTROLLERS)?;
     let mut msrpm = OwnedFrames::allocate(MSRPM_BYTES / PAGE_SIZE).ok_or("no frames")?;
     msrpm.bytes_mut().copy_from_slice(MsrPermissions::for_os().as_bytes());
@@ -200,9 +221,36 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let tcc =
         if crate::tpm::TPM.lock().is_some() { Tcc::Tpm } else { Tcc::Memory(Default::default()) };
     let mut pals = Pals::with_tcc(svm, tcc);
-    let result = exits(&mut vcpu, &mut pals);
-    drop((npt, tables, msrpm, iopm));
+    let result = exits(&mut vcpu, &mut pals, iommu.function());
+    drop((npt, tables, msrpm, iopm, iommu));
     result
+}
+
+/// The MCH's PCI Express configuration window (ECAM; PCIEXBAR at 0:0.0 0x60, enable bit 0,
+/// length bits 2:1; Intel 3 Series Chipset datasheet, 316966, §5.1.11): every function's
+/// configuration space by memory, around the filter on 0xCF8/0xCFC. Kept from the guest
+/// (which the guest cannot move: `guest_os::PortFilter` refuses the MCH's writes).
+fn ecam_window() -> Option<Range> {
+    let (low, high) =
+        (crate::ports::config_read(0, 0, 0x60), crate::ports::config_read(0, 0, 0x64));
+    if low & 1 == 0 {
+        return None;
+    }
+    let size: u64 = match (low >> 1) & 0b11 {
+        1 => 128 << 20,
+        2 => 64 << 20,
+        _ => 256 << 20,
+    };
+    let base = (u64::from(high) << 32 | u64::from(low)) & !(size - 1) & ((1 << 36) - 1);
+    Some(Range::sized(base, size))
+}
+
+/// The ICH9's root complex register block (RCBA at 0:31.0 0xF0, enable bit 0, 16 KiB; Intel
+/// ICH9 datasheet, 316972, §13.1.35): interrupt routing and function disables. Kept from the
+/// guest.
+fn root_complex_block() -> Option<Range> {
+    let rcba = crate::ports::config_read(31, 0, 0xF0);
+    (rcba & 1 == 1).then(|| Range::sized(u64::from(rcba & 0xFFFF_C000), 16 << 10))
 }
 
 /// Maps guest-physical = host-physical over the first 4 GiB, but for `denied` (left out) and
@@ -513,14 +561,14 @@ fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
 }
 
 /// Runs the guest, answering its exits, until one it cannot go on after.
-fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>) -> Result<(), String> {
+fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>, iommu: (u8, u8)) -> Result<(), String> {
     let mut faults = 0u64;
     let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
     let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
     let mut refused_msrs: Vec<(u32, bool)> = Vec::new();
     let messages = MessageInterrupts::find(crate::ports::config_read);
     log::info!("hv: PCI bus 0: {} MSI/MSI-X capabilities, kept disabled", messages.len());
-    let mut filter = PortFilter::new(messages);
+    let mut filter = PortFilter::new(messages).hiding(iommu.0, iommu.1);
     let mut ioapic = IoApic::default();
     let (mut refused_writes, mut held_nmis) = (0u64, 0u64);
     loop {

@@ -20,6 +20,8 @@ mod exceptions;
 #[cfg(target_os = "none")]
 mod guest;
 #[cfg(target_os = "none")]
+mod iommu;
+#[cfg(target_os = "none")]
 mod linux;
 #[cfg(target_os = "none")]
 mod mem;

@@ -344,7 +344,7 @@ pub fn write_guest_physical(addr: u64, bytes: &[u8]) -> bool {
 pub fn option_roms_contain(needle: &[u8]) -> bool {
     const AREA: (usize, usize) = (0xC_0000, 0x4_0000);
     // SAFETY: the area lies in the identity-mapped first 4 GiB, below the hypervisor's image
-    // (1 MiB), and holds no Rust object; it is RAM or ROM in QEMU's `pc` machine (reading has
+    // (1 MiB), and holds no Rust object; it is RAM or ROM in QEMU's machines (reading has
     // no side effect), and nothing writes it while this runs: the guest has not started and
     // this is the only processor.
     let area = unsafe { core::slice::from_raw_parts(AREA.0 as *const u8, AREA.1) };

@@ -24,26 +24,35 @@ pub fn exit(code: ExitCode) -> ! {
     power_off()
 }
 
-/// The SMI command port of QEMU's `pc` machine (PIIX4 power management, the FADT's
-/// `SMI_CMD`), and the value that switches the chipset to ACPI mode (the FADT's
-/// `ACPI_ENABLE`; ACPI 6.4 §5.2.9, §16.3.1).
+/// The SMI command port (the FADT's `SMI_CMD`: the PIIX4's or the ICH9's APM control port),
+/// and the values that switch the chipset to ACPI mode (the FADT's `ACPI_ENABLE`; ACPI 6.4
+/// §5.2.9, §16.3.1): QEMU's `pc` firmware takes 0xF1, its `q35` ICH9 model 0x02.
 const SMI_COMMAND_PORT: u16 = 0xB2;
-const ACPI_ENABLE: u8 = 0xF1;
+const ACPI_ENABLE_PIIX: u8 = 0xF1;
+const ACPI_ENABLE_ICH9: u8 = 0x02;
+/// The PCI vendor/device dword of QEMU's `q35` host bridge (the Q35 MCH, 8086:29C0).
+const Q35_HOST_BRIDGE: u32 = 0x29C0_8086;
+
+/// Whether the machine is QEMU's `q35` (by its host bridge, bus 0 device 0).
+pub fn is_q35() -> bool {
+    crate::ports::config_read(0, 0, 0) == Q35_HOST_BRIDGE
+}
 
 /// Switches the machine to ACPI mode (SCI_EN set) before the guest runs, so the guest never
 /// needs the SMI command port, which the hypervisor keeps from it (an SMI runs the firmware's
 /// SMM handler).
 pub fn acpi_enable() {
+    let value = if is_q35() { ACPI_ENABLE_ICH9 } else { ACPI_ENABLE_PIIX };
     let mut port = Port::<u8>::new(SMI_COMMAND_PORT);
     // SAFETY: port 0xB2 is the chipset's SMI command port; ACPI_ENABLE makes the firmware's
     // SMM handler (or QEMU's chipset model) set SCI_EN. It touches no memory of the
     // hypervisor's: the firmware's SMRAM is its own and the guest has not run yet.
-    unsafe { port.write(ACPI_ENABLE) };
+    unsafe { port.write(value) };
 }
 
-/// ACPI PM1a control of QEMU's `pc` machine (the PIIX4 PM base the firmware sets, 0x600, plus
-/// 4) and what puts the machine in soft-off: SLP_EN with sleep type 0, S5 in QEMU's DSDT
-/// (ACPI 6.4 §4.8.3.2.1).
+/// ACPI PM1a control of QEMU's `pc` and `q35` machines (the PIIX4's or ICH9's PM base the
+/// firmware sets, 0x600, plus 4) and what puts the machine in soft-off: SLP_EN with sleep
+/// type 0, S5 in QEMU's DSDT (ACPI 6.4 §4.8.3.2.1).
 const PM1A_CONTROL: u16 = 0x604;
 const SOFT_OFF: u16 = 1 << 13;
 

@@ -238,13 +238,16 @@ impl MsrPermissions {
     }
 }
 
-/// The I/O ports an OS guest (Linux on QEMU's `pc` machine, as vpr starts it) reaches
+/// The I/O ports an OS guest (Linux on QEMU's `q35` machine, as vpr starts it) reaches
 /// directly, each range inclusive with what it is. Every other port exits and is answered by
 /// [`io_access`]. Left out on purpose: the ISA DMA controllers and page registers
 /// (0x00-0x1F, 0x81-0x8F, 0xC0-0xDF: the 8237 can make a device write anywhere in the low
-/// 16 MiB), the keyboard controller (0x60, 0x64: its output port gates A20 and resets the
-/// machine), System Control Port A (0x92: A20 and fast reset), fw_cfg (0x510-0x51B: its DMA
-/// interface at 0x514 writes guest-chosen addresses), and everything QEMU does not attach.
+/// 16 MiB, past any IOMMU), the keyboard controller (0x60, 0x64: its output port gates A20
+/// and resets the machine), System Control Port A (0x92: A20 and fast reset), the APM
+/// control port (0xB2: an SMI), fw_cfg (0x510-0x51B: its DMA interface at 0x514 writes
+/// guest-chosen addresses, past any IOMMU), the ICH9's SMI enable and status (PM base +
+/// 0x30-0x3F) and TCO watchdog (+ 0x60-0x7F: a reset), the SMBus controller, and everything
+/// QEMU does not attach.
 pub const OS_PORTS: &[(u16, u16, &str)] = &[
     (0x0020, 0x0021, "master interrupt controller (8259)"),
     (0x0040, 0x0043, "interval timer (8254)"),
@@ -253,9 +256,8 @@ pub const OS_PORTS: &[(u16, u16, &str)] = &[
     (0x00A0, 0x00A1, "slave interrupt controller (8259)"),
     (0x03F8, 0x03FF, "COM1 (the console)"),
     (0x04D0, 0x04D1, "interrupt edge/level control (ELCR)"),
-    (0x0600, 0x0603, "ACPI PM1 status and enable (PIIX4 PM base as the firmware sets it)"),
-    (0x0606, 0x063F, "ACPI power management: timer, GPE (PM1a control is filtered)"),
-    (0xAE00, 0xAFFF, "ACPI hot-plug and GPE0 registers"),
+    (0x0600, 0x0603, "ACPI PM1 status and enable (the ICH9 PM base as the firmware sets it)"),
+    (0x0606, 0x062F, "ACPI power management: timer, GPE0 (PM1a control is filtered)"),
     (0xC000, 0xFFFF, "PCI I/O window (I/O BARs of the attached devices)"),
 ];
 
@@ -373,8 +375,8 @@ pub struct MessageInterrupts {
     overflow: bool,
 }
 
-/// How many MSI/MSI-X capabilities [`MessageInterrupts`] holds (QEMU's `pc` machine as vpr
-/// starts it has two).
+/// How many MSI/MSI-X capabilities [`MessageInterrupts`] holds (QEMU's `q35` machine as vpr
+/// starts it has four).
 const MAX_MESSAGE_CAPABILITIES: usize = 64;
 /// Capability IDs (PCI Code and ID Assignment §2).
 const CAPABILITY_MSI: u32 = 0x05;
@@ -553,12 +555,20 @@ pub struct PortFilter {
     pci_address: u32,
     cmos_index: u8,
     messages: MessageInterrupts,
+    /// A bus-0 function (device, function) the guest must not see: the IOMMU's.
+    hidden: Option<(u8, u8)>,
 }
 
 impl PortFilter {
     /// A filter that keeps the message interrupts `messages` disabled.
     pub fn new(messages: MessageInterrupts) -> Self {
         PortFilter { messages, ..PortFilter::default() }
+    }
+
+    /// The filter, with bus 0's `device`/`function` hidden: it reads as no function (all
+    /// ones) and its writes are refused.
+    pub fn hiding(self, device: u8, function: u8) -> Self {
+        PortFilter { hidden: Some((device, function)), ..self }
     }
 
     /// The decision for `access` (of a [`filtered`] port) with `value` for an OUT.
@@ -608,11 +618,20 @@ impl PortFilter {
             return if write { PortAction::Emulate(0) } else { PortAction::Emulate(u32::MAX) };
         }
         let select = address & 0xFFFF_FFFC;
+        let (bus, device, function) =
+            ((address >> 16) & 0xFF, (address >> 11) & 0x1F, (address >> 8) & 0b111);
+        if let Some((d, f)) = self.hidden {
+            if bus == 0 && device == u32::from(d) && function == u32::from(f) {
+                return if write {
+                    PortAction::Refuse("the IOMMU's configuration (the hypervisor's)")
+                } else {
+                    PortAction::Emulate(u32::MAX >> (32 - 8 * u32::from(size)))
+                };
+            }
+        }
         if !write {
             return PortAction::Forward { select: Some(select) };
         }
-        let (bus, device, function) =
-            ((address >> 16) & 0xFF, (address >> 11) & 0x1F, (address >> 8) & 0b111);
         let register = (address & 0xFC) + u32::from(port - 0xCFC);
         match pci_config_write(bus, device, function, register) {
             ConfigWrite::Refuse(why) => PortAction::Refuse(why),
@@ -655,15 +674,23 @@ enum ConfigWrite {
 }
 
 /// The policy for writes of configuration register `register` (byte offset) of bus 0's
-/// i440FX host bridge (device 0) and PIIX3/PIIX4 (device 1), and every device's BARs.
+/// chipset functions on QEMU's `q35` machine — the MCH (device 0: ECAM base 0x60, PAM
+/// 0x90-0x96, SMRAM 0x9D, extended SMRAM 0x9E, TSEG; Intel 3 Series Chipset datasheet,
+/// 316966, §5.1), the ICH9 LPC bridge (31.0: ACPI base 0x40, ACPI control 0x44, GPIO base,
+/// RCBA 0xF0; Intel ICH9 datasheet, 316972, §13.1), its SMBus controller (31.3: host
+/// configuration 0x40, SMI enable) — and every device's BARs.
 fn pci_config_write(bus: u32, device: u32, function: u32, register: u32) -> ConfigWrite {
     match (bus, device, function, register) {
-        (0, 0, 0, 0x40..) => ConfigWrite::Refuse("the host bridge's memory and SMRAM control"),
-        // PIIX PCI-to-ISA: its interrupt routing (0x60-0x63) stays the guest's (ACPI's _SRS).
-        (0, 1, 0, 0x60..=0x63) => ConfigWrite::Allow,
-        (0, 1, _, 0x40..) => {
-            ConfigWrite::Refuse("the PIIX's decoders (power management and SMBus bases, devices)")
+        (0, 0, 0, 0x40..) => {
+            ConfigWrite::Refuse("the MCH's memory, SMRAM and configuration-window control")
         }
+        // LPC: its PIRQ routing (PIRQA-D 0x60-0x63, PIRQE-H 0x68-0x6B) stays the guest's
+        // (ACPI's _SRS).
+        (0, 31, 0, 0x60..=0x63 | 0x68..=0x6B) => ConfigWrite::Allow,
+        (0, 31, 0, 0x40..) => {
+            ConfigWrite::Refuse("the LPC bridge's decoders (ACPI, GPIO and RCBA bases, SMI)")
+        }
+        (0, 31, 3, 0x40..) => ConfigWrite::Refuse("the SMBus controller's host configuration"),
         (_, _, _, 0x10..=0x27 | 0x30..=0x33) => ConfigWrite::Bar,
         _ => ConfigWrite::Allow,
     }
@@ -918,7 +945,7 @@ mod tests {
     #[test]
     fn io_map_opens_only_the_listed_ports() {
         let map = IoPermissions::for_os();
-        for port in [0x20, 0x40, 0x3F8, 0x3FD, 0x600, 0x608, 0xAFE0, 0xC040] {
+        for port in [0x20, 0x40, 0x3F8, 0x3FD, 0x600, 0x608, 0x620, 0x62F, 0xC040] {
             assert!(!map.intercepts(port, 1), "{port:#x}");
         }
         // Filtered: intercepted, answered after a check.
@@ -926,8 +953,12 @@ mod tests {
             assert!(map.intercepts(port, 1) && filtered(port), "{port:#x}");
         }
         assert!(!filtered(0x92) && !filtered(0x606));
-        // A20 (0x92, the keyboard controller), ISA DMA, fw_cfg and its DMA, debug ports.
-        for port in [0x00, 0x0A, 0x60, 0x64, 0x81, 0x87, 0x92, 0xC0, 0xD6, 0x402, 0x510, 0x514] {
+        // A20 (0x92, the keyboard controller), ISA DMA, fw_cfg and its DMA, debug ports, the
+        // APM control port (an SMI), the ICH9's SMI enable and TCO watchdog, the SMBus.
+        for port in [
+            0x00, 0x0A, 0x60, 0x64, 0x81, 0x87, 0x92, 0xB2, 0xC0, 0xD6, 0x402, 0x510, 0x514, 0x630,
+            0x634, 0x660, 0x700,
+        ] {
             assert!(map.intercepts(port, 1), "{port:#x}");
         }
         // A 4-byte access reaching one closed port exits: 0x600 is open, 0x5FE..0x601 not.
@@ -952,19 +983,31 @@ mod tests {
     #[test]
     fn pci_configuration_keeps_the_chipset_and_platform_window() {
         let mut f = PortFilter::default();
-        // The i440FX's SMRAM control (0:0.0, 0x72) and PAM (0x59): refused.
-        assert_eq!(f.access(out(0xCF8, 4), 0x8000_0070), PortAction::Emulate(0));
-        assert_eq!(f.access(inp(0xCF8, 4), 0), PortAction::Emulate(0x8000_0070));
-        assert!(matches!(f.access(out(0xCFE, 1), 0x4A), PortAction::Refuse(_)));
-        f.access(out(0xCF8, 4), 0x8000_0058);
+        // The MCH's SMRAM control (0:0.0, 0x9D), PAM (0x90) and ECAM base (0x60): refused.
+        assert_eq!(f.access(out(0xCF8, 4), 0x8000_009C), PortAction::Emulate(0));
+        assert_eq!(f.access(inp(0xCF8, 4), 0), PortAction::Emulate(0x8000_009C));
+        assert!(matches!(f.access(out(0xCFD, 1), 0x4A), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x8000_0090);
         assert!(matches!(f.access(out(0xCFD, 1), 0x33), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x8000_0060);
+        assert!(matches!(f.access(out(0xCFC, 4), 0xFED0_0001), PortAction::Refuse(_)));
         // Reads go to the device, the address selected first.
-        assert_eq!(f.access(inp(0xCFE, 1), 0), PortAction::Forward { select: Some(0x8000_0058) });
-        // The PIIX4 PM base (0:1.3, 0x40): refused; its PIRQ routing (0:1.0, 0x60): allowed.
-        f.access(out(0xCF8, 4), 0x8000_0B40);
-        assert!(matches!(f.access(out(0xCFC, 4), 0xC001), PortAction::Refuse(_)));
-        f.access(out(0xCF8, 4), 0x8000_0860);
-        assert_eq!(f.access(out(0xCFC, 1), 11), PortAction::Forward { select: Some(0x8000_0860) });
+        assert_eq!(f.access(inp(0xCFE, 1), 0), PortAction::Forward { select: Some(0x8000_0060) });
+        // The LPC's ACPI base (0:31.0, 0x40) and RCBA (0xF0), the SMBus host configuration
+        // (0:31.3, 0x40): refused; the LPC's PIRQ routing (0x60, 0x68): allowed.
+        for (address, value) in
+            [(0x8000_F840, 0xC001), (0x8000_F8F0, 0xFED0_0001), (0x8000_FB40, 1)]
+        {
+            f.access(out(0xCF8, 4), address);
+            assert!(
+                matches!(f.access(out(0xCFC, 4), value), PortAction::Refuse(_)),
+                "{address:#x}"
+            );
+        }
+        for address in [0x8000_F860, 0x8000_F868] {
+            f.access(out(0xCF8, 4), address);
+            assert_eq!(f.access(out(0xCFC, 1), 11), PortAction::Forward { select: Some(address) });
+        }
         // A device's command register: allowed; its BAR: sized first; a partial BAR write
         // refused.
         f.access(out(0xCF8, 4), 0x8000_2004);
@@ -980,6 +1023,23 @@ mod tests {
         f.access(out(0xCF8, 4), 0x0000_0070);
         assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Emulate(u32::MAX));
         assert_eq!(f.access(out(0xCFC, 4), 1), PortAction::Emulate(0));
+    }
+
+    #[test]
+    fn the_hidden_function_reads_as_absent_and_takes_no_write() {
+        let mut f = PortFilter::default().hiding(1, 0);
+        f.access(out(0xCF8, 4), 0x8000_0800);
+        assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Emulate(u32::MAX));
+        assert_eq!(f.access(inp(0xCFE, 2), 0), PortAction::Emulate(0xFFFF));
+        f.access(out(0xCF8, 4), 0x8000_0844);
+        assert!(matches!(f.access(out(0xCFC, 4), 0xFED0_0001), PortAction::Refuse(_)));
+        f.access(out(0xCF8, 4), 0x8000_0804);
+        assert!(matches!(f.access(out(0xCFC, 2), 0), PortAction::Refuse(_)));
+        // Its neighbours, and the same slot on another bus, are not hidden.
+        f.access(out(0xCF8, 4), 0x8000_0900);
+        assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Forward { select: Some(0x8000_0900) });
+        f.access(out(0xCF8, 4), 0x8001_0800);
+        assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Forward { select: Some(0x8001_0800) });
     }
 
     /// Bus 0 as QEMU's `pc` machine has it with vpr's devices: the host bridge and the PIIX

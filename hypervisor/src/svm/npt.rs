@@ -124,6 +124,12 @@ impl NptEntry {
         NptEntry(bits)
     }
 
+    /// The entry whose 64 bits are `raw`: for tables of another format in the same frames
+    /// (the IOMMU's I/O page tables, `crate::iommu`).
+    pub const fn from_raw(raw: u64) -> Self {
+        NptEntry(raw)
+    }
+
     /// The raw 64-bit value.
     pub const fn raw(self) -> u64 {
         self.0

@@ -39,8 +39,9 @@ fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// The QEMU command line: the hypervisor with the kernel and initramfs as modules, 512 MiB, a
-/// virtio NIC on user-mode networking, no kvmvapic, no isa-debug-exit (a guest must not end
-/// the machine with a port write: it powers off instead).
+/// virtio NIC on user-mode networking, QEMU's `edu` test device (a DMA engine any root
+/// process can aim below 256 MiB: the attack probes' device), no kvmvapic, no isa-debug-exit (a guest must not
+/// end the machine with a port write: it powers off instead).
 pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Vec<String> {
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
     let modules = format!("{},{}", kernel.display(), initrd.display());
@@ -51,16 +52,9 @@ pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Ve
             .map(|s| s.to_string())
             .collect();
     args.extend(vpr_host::machine::console_args("512M"));
-    let network = [
-        "-netdev",
-        "user,id=n0",
-        "-device",
-        "virtio-net-pci,netdev=n0",
-        "-accel",
-        accel,
-        "-cpu",
-        cpu,
-    ];
+    let nic = format!("virtio-net-pci,netdev=n0,{}", vpr_host::machine::VIRTIO_DMA);
+    let network =
+        ["-netdev", "user,id=n0", "-device", &nic, "-device", "edu", "-accel", accel, "-cpu", cpu];
     args.extend(network.iter().map(|s| s.to_string()));
     args
 }
@@ -76,7 +70,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         Accel::Tcg => false,
         Accel::Auto => vpr_host::machine::kvm_usable(),
     };
-    vapic_refused(&image, &kernel, &initrd, kvm)?;
+    unsafe_machines_refused(&image, &kernel, &initrd, kvm)?;
     let mut args = command_line(&image, &kernel, &initrd, kvm);
     // QEMU's monitor, for the NMI storm (its `nmi` command raises LINT1, which Linux sets to
     // NMI delivery) while the guest runs PALs between two marker lines.
@@ -105,25 +99,45 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
 }
 
 /// The hypervisor refuses to run Linux on a machine with QEMU's kvmvapic option ROM (whose
-/// state in guest memory lets the guest make QEMU write any physical address): booted with
-/// it, the machine must stop before Linux, saying why.
-fn vapic_refused(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Result<(), String> {
-    let mut args = command_line(image, kernel, initrd, kvm);
-    let at = args
-        .iter()
-        .position(|a| a == vpr_host::machine::NO_VAPIC)
-        .ok_or("the command line does not turn kvmvapic off")?;
-    args.drain(at - 1..=at);
-    let boot = qemu::boot(&args, std::time::Duration::from_secs(120), "kvmvapic on")?;
-    if boot.status.is_none() {
-        return Err(String::from("with kvmvapic, the machine did not stop by itself"));
+/// state in guest memory lets the guest make QEMU write any physical address), and on one
+/// without an IOMMU (where any device's DMA reaches its memory): booted with kvmvapic, then
+/// without `-device amd-iommu`, the machine must stop before Linux, saying why.
+fn unsafe_machines_refused(
+    image: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    kvm: bool,
+) -> Result<(), String> {
+    let cases = [
+        (
+            ["-global", vpr_host::machine::NO_VAPIC],
+            "kvmvapic on",
+            "QEMU's kvmvapic option ROM is present",
+            "with QEMU's kvmvapic ROM present",
+        ),
+        (
+            ["-device", "amd-iommu"],
+            "no IOMMU",
+            "no AMD IOMMU on PCI bus 0",
+            "on a machine without an IOMMU",
+        ),
+    ];
+    for (removed, label, refusal, case) in cases {
+        let mut args = command_line(image, kernel, initrd, kvm);
+        let at = args
+            .windows(2)
+            .position(|pair| pair[0] == removed[0] && pair[1] == removed[1])
+            .ok_or_else(|| format!("the command line has no {}", removed.join(" ")))?;
+        args.drain(at..at + 2);
+        let boot = qemu::boot(&args, std::time::Duration::from_secs(120), label)?;
+        if boot.status.is_none() {
+            return Err(format!("{case}, the machine did not stop by itself"));
+        }
+        if !seen(&boot.lines, refusal) || seen(&boot.lines, "hv: entering Linux") {
+            return Err(format!("the hypervisor ran Linux {case}"));
+        }
+        eprintln!("linux-test: {case} the hypervisor refused to run Linux");
     }
-    if !seen(&boot.lines, "QEMU's kvmvapic option ROM is present")
-        || seen(&boot.lines, "hv: entering Linux")
-    {
-        return Err(String::from("the hypervisor ran Linux on a machine with kvmvapic"));
-    }
-    eprintln!("linux-test: with QEMU's kvmvapic ROM present the hypervisor refused to run Linux");
     Ok(())
 }
 
@@ -674,7 +688,32 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
         return Err(format!("the CMOS shutdown byte took the guest's write: {cmos:?}"));
     }
     kept(lines, "vpr-guest: smram control: ", "the host bridge's SMRAM control")?;
-    for refused in ["hv: guest wrote port 0x71 ", "hv: guest wrote port 0xcfe "] {
+    kept(lines, "vpr-guest: ecam base: ", "the host bridge's ECAM base (PCIEXBAR)")?;
+    // DMA: the IOMMU is the hypervisor's and hidden from the guest (no ACPI table, no PCI
+    // function, its registers and the ECAM window fault); a device the guest programs (edu)
+    // moves data within the guest's memory but neither reads nor writes the hypervisor's.
+    for (marker, what) in [
+        ("hv: IOMMU protects the hypervisor from DMA", "the hypervisor did not set up the IOMMU"),
+        ("vpr-guest: iommu acpi table: absent", "the guest saw the IOMMU's ACPI table (IVRS)"),
+        ("vpr-guest: iommu pci functions seen: 0", "the guest saw the IOMMU's PCI function"),
+        (
+            "vpr-guest: chipset window 0xfed80000 read: refused",
+            "the guest read the IOMMU's registers",
+        ),
+        ("vpr-guest: chipset window 0xb0000000 read: refused", "the guest read the ECAM window"),
+        (
+            "vpr-guest: edu dma: control: DMA works on the guest's memory",
+            "the edu device's DMA did not work on the guest's own memory (the attack proves \
+             nothing)",
+        ),
+        ("vpr-guest: edu dma: read: refused", "a device read the hypervisor's memory by DMA"),
+        ("vpr-guest: edu dma: write: refused", "a device wrote the hypervisor's memory by DMA"),
+    ] {
+        if !seen(lines, marker) {
+            return Err(String::from(what));
+        }
+    }
+    for refused in ["hv: guest wrote port 0x71 ", "hv: guest wrote port 0xcfd "] {
         if !seen(lines, refused) {
             return Err(format!("the hypervisor did not report a refused write ({refused})"));
         }
