@@ -22,6 +22,7 @@
 
 pub mod acpi;
 mod page_table;
+pub mod virtio;
 
 pub use page_table::{IoPageTable, IoTranslation, LeafCounts};
 

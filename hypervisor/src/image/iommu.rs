@@ -14,8 +14,9 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{fence, Ordering};
 use vpr_hypervisor::apic::{IO_APIC, LOCAL_APIC};
 use vpr_hypervisor::iommu::{
-    self, acpi, control, features, status, Command, DeviceTableEntry, IoPageTable, LeafCounts,
-    Location, Register, COMMAND_BYTES, COMMAND_POINTER_MASK, IO_APIC_DEVICE_ID, MMIO_BYTES,
+    self, acpi, control, features, status, virtio, Command, DeviceTableEntry, IoPageTable,
+    LeafCounts, Location, Register, COMMAND_BYTES, COMMAND_POINTER_MASK, IO_APIC_DEVICE_ID,
+    MMIO_BYTES,
 };
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::tpm::tis::{LOCALITY_STRIDE, TIS_BASE};
@@ -392,6 +393,62 @@ impl acpi::PhysicalMemory for Firmware<'_> {
                 bytes.len(),
             )
         };
+        true
+    }
+}
+
+/// Checks that every virtio function on bus 0 sends its DMA through the IOMMU (modern-only,
+/// offering VIRTIO_F_ACCESS_PLATFORM: `vpr_hypervisor::iommu::virtio`); how many there are.
+/// The QEMU command line is the host's: a device started without `iommu_platform=on` would
+/// reach the hypervisor's memory, so Linux does not run with one.
+pub fn check_virtio() -> Result<usize, String> {
+    let layout = mem::guest_layout().ok_or("IOMMU: no OS guest (vpr.guest=linux)")?;
+    virtio::check(&mut DeviceBus { layout }).map_err(|e| format!("{e}"))
+}
+
+/// Bus 0 for the virtio check: configuration through ports 0xCF8/0xCFC, and 32-bit
+/// registers of the devices' memory windows — aligned, below the chipset's device window,
+/// and in nothing the firmware's map lists (RAM, reserved ranges such as the ECAM window) or
+/// the hypervisor holds.
+#[derive(Debug)]
+struct DeviceBus<'a> {
+    layout: &'a GuestLayout,
+}
+
+impl DeviceBus<'_> {
+    /// Whether the register at `address` lies in a device's window as above.
+    fn device_register(&self, address: u64) -> bool {
+        let register = Range::sized(address, 4);
+        let listed =
+            self.layout.ram.iter().chain(&self.layout.hypervisor).chain(&self.layout.firmware);
+        address.is_multiple_of(4)
+            && register.end <= DEVICE_WINDOW.start
+            && !listed.copied().any(|r| overlap(r, register))
+    }
+}
+
+impl virtio::Bus for DeviceBus<'_> {
+    fn config_read(&mut self, device: u8, function: u8, register: u8) -> u32 {
+        crate::ports::config_read(device, function, register)
+    }
+
+    fn mmio_read(&mut self, address: u64) -> Option<u32> {
+        if !self.device_register(address) {
+            return None;
+        }
+        // SAFETY: an aligned 32-bit register below 4 GiB (identity-mapped by boot.rs) in no
+        // memory the firmware's map lists or the hypervisor holds: a device's register, no
+        // Rust object. Reading a virtio common configuration register has no side effect.
+        Some(unsafe { core::ptr::read_volatile(mem::usize_of(address) as *const u32) })
+    }
+
+    fn mmio_write(&mut self, address: u64, value: u32) -> bool {
+        if !self.device_register(address) {
+            return false;
+        }
+        // SAFETY: as in `mmio_read`; the check writes only a virtio device's feature select
+        // register, before the guest runs.
+        unsafe { core::ptr::write_volatile(mem::usize_of(address) as *mut u32, value) };
         true
     }
 }

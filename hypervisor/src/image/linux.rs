@@ -126,7 +126,11 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     }
     let hidden = crate::iommu::hide_from_acpi()?;
     let iommu = crate::iommu::protect(&layout.ram)?;
-    log::info!("hv: IOMMU protects the hypervisor from DMA; {hidden} ACPI table(s) hide it");
+    let virtio = crate::iommu::check_virtio()?;
+    log::info!(
+        "hv: IOMMU protects the hypervisor from DMA; {hidden} ACPI table(s) hide it; \
+         {virtio} virtio function(s) send their DMA through it"
+    );
     let kernel = mem::module(0).ok_or("no module 0: the Linux kernel (a bzImage)")?;
     let initrd = mem::module(1).unwrap_or(&[]);
     // The kernel's command line, and where the hypervisor's memory is (`vpr.hv=`), for the

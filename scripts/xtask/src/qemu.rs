@@ -456,7 +456,7 @@ mod tests {
     fn command_line_has_exit_device_and_no_reboot() {
         let args = command_line(Path::new("/i"), &[PathBuf::from("/p")], None, None, false, true);
         let joined = args.join(" ");
-        assert!(joined.starts_with("-kernel /i -m 512M "));
+        assert!(joined.starts_with("-kernel /i -machine q35 -device amd-iommu -m 512M "));
         assert!(joined.contains("-initrd /p -accel"));
         let tpm =
             command_line(Path::new("/i"), &[], Some(Path::new("/t/s")), Some("a=1"), false, false);
