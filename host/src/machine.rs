@@ -147,20 +147,35 @@ impl Drop for Swtpm {
     }
 }
 
-/// The lowercase hex SHA-256 of the image's constant part, from the file at `image`.
+/// The lowercase hex SHA-256 of every byte the loader loads of the image file at `image`:
+/// `[__image_start, __load_end)` — the multiboot header, code, read-only data and `.data`
+/// with its GOT and vtables — as the image hashes it at boot.
 pub fn hypervisor_measurement(image: &Path) -> Result<String, String> {
     let bytes = fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
-    let symbols = Command::new("nm")
+    let range = loaded_range(image, &bytes)?;
+    let digest = Sha256::digest(&bytes[range]);
+    Ok(hex::encode(digest))
+}
+
+/// Where in the image file (`bytes`, read from `image`) the measured bytes are.
+pub fn loaded_range(image: &Path, bytes: &[u8]) -> Result<std::ops::Range<usize>, String> {
+    let symbols = symbols(image)?;
+    file_range(bytes, symbol(&symbols, "__image_start")?, symbol(&symbols, "__load_end")?)
+}
+
+/// The address of symbol `name` in the image file at `image`.
+pub fn image_symbol(image: &Path, name: &str) -> Result<u64, String> {
+    symbol(&symbols(image)?, name)
+}
+
+/// The defined symbols of the image file at `image`, as `nm` lists them.
+fn symbols(image: &Path) -> Result<String, String> {
+    let out = Command::new("nm")
         .arg("--defined-only")
         .arg(image)
         .output()
         .map_err(|e| format!("cannot run nm: {e}"))?;
-    let symbols = String::from_utf8_lossy(&symbols.stdout);
-    let start = symbol(&symbols, "__image_start")?;
-    let end = symbol(&symbols, "__data_start")?;
-    let range = file_range(&bytes, start, end)?;
-    let digest = Sha256::digest(&bytes[range]);
-    Ok(hex::encode(digest))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The value of `name` in `nm` output (lines "<hex> <type> <name>").
@@ -178,7 +193,7 @@ fn symbol(nm: &str, name: &str) -> Result<u64, String> {
 /// The file bytes holding virtual addresses `[start, end)`: both inside the file part of
 /// one ELF64 `PT_LOAD` segment (ELF-64 Object File Format 1.5: e_phoff at 32, e_phentsize at
 /// 54, e_phnum at 56; p_type, p_offset at 8, p_vaddr at 16, p_filesz at 32).
-fn file_range(elf: &[u8], start: u64, end: u64) -> Result<std::ops::Range<usize>, String> {
+pub fn file_range(elf: &[u8], start: u64, end: u64) -> Result<std::ops::Range<usize>, String> {
     let malformed = || String::from("malformed ELF image");
     let u16_at = |at: usize| -> Result<u64, String> {
         let b = elf.get(at..at + 2).ok_or_else(malformed)?;

@@ -7,7 +7,8 @@
 //! at 1 MiB so that file and memory layout agree.
 //!
 //! The entry (Multiboot Specification §3.2: EAX = magic, EBX = information structure, 32-bit
-//! protected mode, paging off, no stack) zeroes `.bss`, identity-maps the first 4 GiB with
+//! protected mode, paging off, no stack) zeroes `.bss`, copies the loaded `.data` aside for
+//! the measurement, identity-maps the first 4 GiB with
 //! 2 MiB pages (so MMIO such as the TPM at 0xFED4_0000 is reachable too), enables PAE,
 //! EFER.LME and EFER.NXE, turns paging on and far-jumps to 64-bit code, which calls
 //! `hv_main(magic, info)` on a 128 KiB stack (APM Vol. 2 §14.6, "Enabling and Activating
@@ -19,6 +20,7 @@ core::arch::global_asm!(
     /* bit 0: modules page-aligned; bit 1: memory information; bit 16: address fields valid */
     .set MB_FLAGS, 0x00010003
     .set STACK_BYTES, 0x20000
+    .set DATA_COPY_BYTES, 0x4000
 
     .section .multiboot, "a"
     .balign 4
@@ -46,6 +48,15 @@ hv_start32:
     sub %edi, %ecx
     xor %eax, %eax
     rep stosb
+
+    /* Copy .data as the loader wrote it, before any code writes it, for the measurement
+       (`mem::image_loaded`): its pointers (GOT slots, vtables) steer the code as much as the
+       code does. linker.ld checks that it fits. */
+    mov $__data_start, %esi
+    mov $boot_data_copy, %edi
+    mov $__load_end, %ecx
+    sub %esi, %ecx
+    rep movsb
 
     /* PML4[0] -> PDPT; PDPT[0..4] -> the four PDs; each PD: 512 2 MiB pages. */
     mov $(boot_pdpt + 0x3), %eax
@@ -125,6 +136,9 @@ boot_pd:
 boot_stack:
     .skip STACK_BYTES
 boot_stack_top:
+    .global boot_data_copy
+boot_data_copy:
+    .skip DATA_COPY_BYTES
 "#,
     options(att_syntax)
 );

@@ -63,11 +63,13 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         log::error!("hv: memory set-up failed: {e}");
         qemu::exit(qemu::ExitCode::Failure);
     }
-    let constant = mem::image_constant();
-    let measurement = vpr_proto::Digest::of(constant);
+    let [constant, data] = mem::image_loaded();
+    let measurement = mem::image_measurement();
     log::info!(
-        "hv: measurement sha256={measurement} (header, code and read-only data: {} bytes)",
-        constant.len()
+        "hv: measurement sha256={measurement} (every loaded byte: header, code and read-only \
+         data {} bytes, data {} bytes)",
+        constant.len(),
+        data.len()
     );
     if let Some(module) = mem::module(0) {
         log::info!(

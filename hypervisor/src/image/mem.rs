@@ -78,6 +78,10 @@ unsafe extern "C" {
     static __bss_end: u8;
     /// First byte of the image's writable data: code and read-only data lie before it.
     static __data_start: u8;
+    /// First byte past the loaded image (its `.data`).
+    static __load_end: u8;
+    /// boot.rs's copy of `.data` as loaded.
+    static boot_data_copy: u8;
 }
 
 /// Why the memory set-up failed.
@@ -127,15 +131,33 @@ pub fn image_range() -> Range {
     Range::new(start, end)
 }
 
-/// The image's code and read-only data (its multiboot header, .text, .rodata): bytes that
-/// never change once loaded, so their hash identifies the hypervisor that runs.
-pub fn image_constant() -> &'static [u8] {
+/// The image as the loader wrote it, in two parts: its multiboot header, code and read-only
+/// data (`[__image_start, __data_start)`: bytes that never change once loaded), and the copy
+/// of its `.data` (`[__data_start, __load_end)`, with the GOT and `.data.rel.ro`: the
+/// pointers the code calls through) that boot.rs took before any code ran. Together they are
+/// every byte the loader loaded, and their hash identifies the hypervisor that runs.
+pub fn image_loaded() -> [&'static [u8]; 2] {
     let start = core::ptr::addr_of!(__image_start);
     let len = core::ptr::addr_of!(__data_start) as usize - start as usize;
+    let data_len =
+        core::ptr::addr_of!(__load_end) as usize - core::ptr::addr_of!(__data_start) as usize;
     // SAFETY: the linker script puts `__data_start` after `__image_start` in the one loaded
     // segment; the bytes between them are the header, code and read-only data, which
-    // nothing writes.
-    unsafe { core::slice::from_raw_parts(start, len) }
+    // nothing writes. `boot_data_copy` holds `data_len` bytes (linker.ld asserts they fit in
+    // it) that boot.rs wrote before Rust ran and nothing writes since.
+    unsafe {
+        [
+            core::slice::from_raw_parts(start, len),
+            core::slice::from_raw_parts(core::ptr::addr_of!(boot_data_copy), data_len),
+        ]
+    }
+}
+
+/// The hypervisor's measurement: the SHA-256 of every byte the loader loaded
+/// ([`image_loaded`]), as `vpr_host::machine::hypervisor_measurement` computes it from the
+/// image file.
+pub fn image_measurement() -> vpr_proto::Digest {
+    vpr_proto::crypto::hash(&image_loaded())
 }
 
 /// Reads the boot information, then sets up the heap and the frame pool.

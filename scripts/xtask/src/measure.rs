@@ -1,12 +1,13 @@
-//! The hypervisor's measurement, recomputed from its image file: the SHA-256 of the bytes the
-//! loader puts between `__image_start` and `__data_start` (the multiboot header, code and
-//! read-only data), which the image hashes at boot, logs, and extends into PCR 17. A run
+//! The hypervisor's measurement, recomputed from its image file: the SHA-256 of every byte the
+//! loader puts between `__image_start` and `__load_end` (the multiboot header, code,
+//! read-only data and `.data` with its GOT and vtables), which the image hashes at boot, logs,
+//! and extends into PCR 17. A run
 //! whose logged measurement differs from the file's fails: the log would not describe the
 //! image that was built.
 
 use std::path::Path;
 
-/// The lowercase hex SHA-256 of the image's constant part, from the file at `image`.
+/// The lowercase hex SHA-256 of the image's loaded bytes, from the file at `image`.
 pub fn expected(image: &Path) -> Result<String, String> {
     vpr_host::machine::hypervisor_measurement(image)
 }

@@ -248,6 +248,9 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
         .verdict(&image, &ek)
         .and(same_tcc_key(&first.lines, &second.lines))
         .and(credential.and_then(|made| evidence::check(&second.lines, &made, &inputs)));
+    // Boot 3, on the same TPM state again: the image with a pointer in its `.data` changed.
+    swtpm.restart()?;
+    let third_verdict = patched_data_refused(&image, &swtpm, options.timeout, accel, kvm, qboot);
     drop(swtpm);
 
     // The closing line: both boots' counts, a boot that never printed them counting as one
@@ -256,7 +259,78 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     let (p2, f2) = second.counts.unwrap_or((0, 1));
     println!("{} passed, {} failed", p1 + p2, f1 + f2);
     first_verdict.map_err(|e| format!("first boot: {e}"))?;
-    second_verdict.map_err(|e| format!("second boot: {e}"))
+    second_verdict.map_err(|e| format!("second boot: {e}"))?;
+    third_verdict.map_err(|e| format!("third boot (a patched .data): {e}"))
+}
+
+/// A boot loader that patches a pointer in the image's `.data` (a GOT slot, a vtable pointer,
+/// a static's initial value) changes where the code goes without touching the code. Boot 3
+/// runs a copy of the image with the `log` crate's logger pointer changed (an initial value
+/// the image overwrites before its first use, so the boot goes as far as the genuine one),
+/// on the TPM state the genuine image wrote: its measurement must differ from the genuine
+/// one, and the master secret, bound to PCR 17, must not open.
+fn patched_data_refused(
+    image: &Path,
+    swtpm: &Swtpm,
+    timeout: Duration,
+    accel: &str,
+    kvm: bool,
+    qboot: bool,
+) -> Result<(), String> {
+    let mut bytes = fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let logger = logger_symbol(image)?;
+    let slot = vpr_host::machine::file_range(&bytes, logger, logger + 8)?;
+    let data_start = vpr_host::machine::image_symbol(image, "__data_start")?;
+    if logger < data_start {
+        return Err(format!("the logger pointer at {logger:#x} is not in .data"));
+    }
+    for byte in &mut bytes[slot] {
+        *byte ^= 0x40;
+    }
+    let patched = swtpm.dir.join("vpr-hypervisor-patched-data");
+    fs::write(&patched, &bytes).map_err(|e| format!("{}: {e}", patched.display()))?;
+    let genuine = measure::expected(image)?;
+    let expected = measure::expected(&patched)?;
+    if expected == genuine {
+        return Err(String::from("the measurement does not cover the patched pointer"));
+    }
+    // An OS boot without a kernel: the launch and the master secret, then the refusal.
+    let args =
+        command_line(&patched, &[], Some(&swtpm.socket), Some("vpr.guest=linux"), kvm, qboot);
+    let third = boot(&args, timeout, accel)?;
+    match third.lines.iter().find_map(|line| measure::logged(line)) {
+        Some(logged) if logged == expected => {}
+        Some(logged) => return Err(format!("it logged {logged}, its file gives {expected}")),
+        None => return Err(String::from("it logged no measurement")),
+    }
+    if !third.lines.iter().any(|l| l.contains("hv: the TPM's master secret does not open")) {
+        return Err(String::from("the master secret opened for a patched image"));
+    }
+    eprintln!(
+        "qemu-test: an image with a pointer in its .data patched measures differently and \
+         cannot open the master secret"
+    );
+    Ok(())
+}
+
+/// The address of the `log` crate's logger (a static fat pointer whose initial value lies
+/// in `.data`; the compiler may split it in two, `.0` and `.1`).
+fn logger_symbol(image: &Path) -> Result<u64, String> {
+    let out = std::process::Command::new("nm")
+        .arg("--defined-only")
+        .arg(image)
+        .output()
+        .map_err(|e| format!("cannot run nm: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (value, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+            let data = kind.eq_ignore_ascii_case("d");
+            (data && name.contains("3log6LOGGER")).then(|| u64::from_str_radix(value, 16).ok())?
+        })
+        .max()
+        .ok_or_else(|| String::from("the image has no logger pointer in .data (nm)"))
 }
 
 /// The bytes of a "sealed for the next boot" log line, if `line` is one.

@@ -27,7 +27,7 @@ fn err(e: TpmError) -> String {
 
 /// PCR 17 holds exactly one extend, from all ones, of the hypervisor's measurement.
 pub fn tpm_measured_launch(_svm: &Svm) -> TestResult {
-    let measurement = Digest::of(mem::image_constant()).0;
+    let measurement = mem::image_measurement().0;
     let expected = extended(&[0xFF; 32], &measurement);
     with_tpm(|tpm| {
         let pcr17 = tpm.pcr_read(0, LAUNCH_PCR).map_err(err)?;
