@@ -29,6 +29,8 @@ command -v swtpm_setup >/dev/null || packages+=(swtpm-tools)
 # tpm2_checkquote checks the hypervisor's TPM quote.
 command -v openssl >/dev/null || packages+=(openssl)
 command -v tpm2_checkquote >/dev/null || packages+=(tpm2-tools)
+# qemu-test plays a hostile TPM owner with tpm2-tools over swtpm's TCP interface.
+[ -e /usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so.0 ] || packages+=(libtss2-tcti-swtpm0)
 if ((${#packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

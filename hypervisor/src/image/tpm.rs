@@ -10,12 +10,16 @@
 //! SKINIT launch would give. Every PAL the hypervisor registers is measured into PCR 18 the
 //! same way, so PCRs 17 and 18 together say which hypervisor ran which PALs.
 
+use alloc::string::{String, ToString};
 use spin::Mutex;
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
-use vpr_hypervisor::tpm::{command, Admission, PalLog, Tpm, TpmError, EK_CERT_RSA_INDEX};
-use vpr_proto::crypto;
+use vpr_hypervisor::tpm::{
+    command, Admission, BoundSecretIndex, PalLog, Tpm, TpmError, EK_CERT_RSA_INDEX,
+    PCR_BOUND_SECRET_ATTRIBUTES,
+};
 use vpr_proto::hypercall::Status;
 use vpr_proto::utpm::{Quote, TpmEvidenceParts};
+use vpr_proto::{crypto, Digest};
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -387,42 +391,64 @@ pub const MASTER_NV_INDEX: u32 = 0x01A0_0000;
 static MASTER: spin::Once<Result<Option<[u8; 32]>, Status>> = spin::Once::new();
 
 /// The hypervisor's master secret, the root of its sealing and attestation keys: 32 bytes in
-/// the TPM's NV memory that read only while PCR 17 holds the value it had when they were
-/// stored (an NV index with a PolicyPCR read policy), that is, only for this hypervisor image
-/// after a measured launch. Made and stored on first use on a TPM that has none. `Ok(None)`
-/// without a TPM (the keys are then the boot's own); `Unavailable` if the TPM has a master
-/// secret bound to another PCR 17 (another hypervisor image) or fails.
+/// the TPM's NV memory that read and write only at locality 2 while PCR 17 holds the value
+/// it had when they were stored (an NV index with a PolicyPCR and PolicyLocality read and
+/// write policy, and no owner or authValue access), that is, only for this hypervisor image
+/// after a measured launch. The index's public area is checked first: an index of other
+/// attributes or policy (one the owner may write, so holding what the owner chose, or one of
+/// another launch) is refused, and nothing is derived from it. Made and stored on first use
+/// on a TPM that has none. `Ok(None)` without a TPM (the keys are then the boot's own);
+/// `Unavailable` if the TPM's index is not this launch's or the TPM fails.
 pub fn master_secret() -> Result<Option<[u8; 32]>, Status> {
     *MASTER.call_once(|| {
         let mut tpm = TPM.lock();
         let Some(tpm) = tpm.as_mut() else { return Ok(None) };
-        match tpm.read_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR) {
-            Ok(secret) => {
-                log::info!("hv: master secret read from the TPM (bound to PCR 17)");
-                Ok(Some(secret))
+        let unavailable = |what: &str, e: TpmError| {
+            log::error!("hv: the TPM's master secret does not open for this launch: {what}: {e}");
+            Status::Unavailable
+        };
+        let index = tpm
+            .bound_secret_index(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR)
+            .map_err(|e| unavailable("reading its index's public area", e))?;
+        let defined = match index {
+            BoundSecretIndex::Bound { written: true } => {
+                let secret = tpm
+                    .read_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR)
+                    .map_err(|e| unavailable("reading it", e))?;
+                log::info!("hv: master secret read from the TPM (bound to PCR 17, locality 2)");
+                return Ok(Some(secret));
             }
-            Err(TpmError::Tpm(rc)) if absent(rc.0) => {
-                let mut secret = [0; 32];
-                let from_tpm = tpm.get_random(0, 32).map_err(|e| {
-                    log::error!("hv: TPM random bytes: {e}");
-                    Status::Unavailable
-                })?;
-                crate::cpu::random(&mut secret)?;
-                // Both sources: neither a weak RDRAND nor a weak TPM alone decides the secret.
-                let secret = vpr_proto::crypto::hash(&[b"vpr hv master", &secret, &from_tpm]).0;
-                tpm.store_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR, &secret)
-                    .map_err(|e| {
-                    log::error!("hv: storing the master secret in the TPM: {e}");
-                    Status::Unavailable
-                })?;
-                log::info!("hv: master secret made and stored in the TPM (bound to PCR 17)");
-                Ok(Some(secret))
+            BoundSecretIndex::Foreign(public) => {
+                log::error!(
+                    "hv: the TPM's master secret does not open for this launch: NV index \
+                     {MASTER_NV_INDEX:#x} has attributes {:#x}, {} bytes and policy {}, not \
+                     {:#x}, 32 bytes and this launch's PCR 17 and locality 2 policy: another \
+                     launch's, or defined by someone else (refused; nothing is derived from it)",
+                    public.attributes,
+                    public.data_size,
+                    public.auth_policy.map_or(String::from("none"), |p| Digest(p).to_string()),
+                    PCR_BOUND_SECRET_ATTRIBUTES,
+                );
+                return Err(Status::Unavailable);
             }
-            Err(e) => {
-                log::error!("hv: the TPM's master secret does not open for this launch: {e}");
-                Err(Status::Unavailable)
-            }
-        }
+            BoundSecretIndex::Bound { written: false } => true,
+            BoundSecretIndex::Absent => false,
+        };
+        let mut secret = [0; 32];
+        let from_tpm = tpm.get_random(0, 32).map_err(|e| {
+            log::error!("hv: TPM random bytes: {e}");
+            Status::Unavailable
+        })?;
+        crate::cpu::random(&mut secret)?;
+        // Both sources: neither a weak RDRAND nor a weak TPM alone decides the secret.
+        let secret = vpr_proto::crypto::hash(&[b"vpr hv master", &secret, &from_tpm]).0;
+        tpm.store_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR, &secret, defined)
+            .map_err(|e| {
+                log::error!("hv: storing the master secret in the TPM: {e}");
+                Status::Unavailable
+            })?;
+        log::info!("hv: master secret made and stored in the TPM (bound to PCR 17, locality 2)");
+        Ok(Some(secret))
     })
 }
 

@@ -104,6 +104,8 @@ pub const TPM_RH_ENDORSEMENT: u32 = 0x4000_000B;
 pub const TPM_CC_POLICY_SECRET: u32 = 0x0000_0151;
 /// `TPM_CC_ActivateCredential` (Part 2 §6.5.2).
 pub const TPM_CC_ACTIVATE_CREDENTIAL: u32 = 0x0000_0147;
+/// `TPM_CC_PolicyLocality` (Part 2 §6.5.2).
+pub const TPM_CC_POLICY_LOCALITY: u32 = 0x0000_016F;
 /// The `objectAttributes` of the RSA endorsement key of the TCG EK Credential Profile's
 /// template L-1 (§B.3.3): fixedTPM, fixedParent, sensitiveDataOrigin, adminWithPolicy,
 /// restricted, decrypt.
@@ -138,6 +140,11 @@ pub const P256_LEN: usize = 32;
 pub const TPMA_NV_OWNERWRITE: u32 = 1 << 1;
 /// `TPMA_NV_AUTHWRITE` (bit 2): the index's own authValue may write it.
 pub const TPMA_NV_AUTHWRITE: u32 = 1 << 2;
+/// `TPMA_NV_POLICYWRITE` (bit 3): a policy session satisfying the index's `authPolicy` may
+/// write the index.
+pub const TPMA_NV_POLICYWRITE: u32 = 1 << 3;
+/// `TPMA_NV_WRITEALL` (bit 12): a write must cover the whole index.
+pub const TPMA_NV_WRITEALL: u32 = 1 << 12;
 /// `TPMA_NV_WRITEDEFINE` (bit 13): TPM2_NV_WriteLock may lock the index against writes
 /// until it is deleted.
 pub const TPMA_NV_WRITEDEFINE: u32 = 1 << 13;
@@ -416,6 +423,72 @@ pub fn policy_pcr_digest(pcr_value: &[u8; 32], pcr: u32) -> [u8; 32] {
     let zero = [0u8; SHA256_LEN];
     let code = TPM_CC_POLICY_PCR.to_be_bytes();
     hash(&[&zero, &code, &pcr_selection_sha256(pcr), &pcr_digest.0]).0
+}
+
+/// The `TPMA_LOCALITY` (Part 2 §8.5) of one of the localities 0 to 4: its bit.
+fn locality_bit(locality: u8) -> Result<u8, TpmError> {
+    (locality <= 4)
+        .then(|| 1 << locality)
+        .ok_or(TpmError::Argument("a locality above 4 has no TPMA_LOCALITY bit"))
+}
+
+/// TPM2_PolicyLocality (Part 3 §23.4): no authorization area; handle `policySession`
+/// (`session`); then the parameter `locality`, a `TPMA_LOCALITY` with the bit of `locality`
+/// (0 to 4) set. The session then authorizes only commands sent at that locality. The
+/// session's `policyDigest` is extended as [`policy_locality_digest`] describes.
+pub fn policy_locality(session: u32, locality: u8) -> Result<Vec<u8>, TpmError> {
+    let bit = locality_bit(locality)?;
+    Ok(command(TPM_ST_NO_SESSIONS, TPM_CC_POLICY_LOCALITY, &[&session.to_be_bytes(), &[bit]]))
+}
+
+/// The `policyDigest` after TPM2_PolicyLocality of `locality` in a session whose digest was
+/// `digest` (Part 3 §23.4.1): SHA-256(`digest` || `TPM_CC_PolicyLocality` (u32) ||
+/// `locality` (the one-byte `TPMA_LOCALITY`)).
+pub fn policy_locality_digest(digest: &[u8; 32], locality: u8) -> Result<[u8; 32], TpmError> {
+    let bit = locality_bit(locality)?;
+    Ok(vpr_proto::crypto::hash(&[digest, &TPM_CC_POLICY_LOCALITY.to_be_bytes(), &[bit]]).0)
+}
+
+/// Checks the response to [`policy_locality`]: no authorization area and no body.
+pub fn parse_policy_locality(bytes: &[u8]) -> Result<(), TpmError> {
+    body(bytes, TPM_ST_NO_SESSIONS)?.end()
+}
+
+/// TPM2_NV_Write (Part 3 §31.8) of `data` at `offset` of NV index `index`, authorized by
+/// the policy session `session`: handles `authHandle` and `nvIndex` both `index`, the
+/// authorization area of [`nv_read_with_session`] (`continueSession` clear), then `data` (a
+/// `TPM2B_MAX_NV_BUFFER`) and `offset`. The index must have [`TPMA_NV_POLICYWRITE`] and an
+/// `authPolicy` equal to the session's `policyDigest`. `data` longer than a `TPM2B` holds is
+/// cut, as for [`nv_write`].
+pub fn nv_write_with_session(session: u32, index: u32, data: &[u8], offset: u16) -> Vec<u8> {
+    const AUTH_LEN: u32 = 4 + 2 + 1 + 2;
+    let (size, data) = tpm2b(data);
+    command(
+        TPM_ST_SESSIONS,
+        TPM_CC_NV_WRITE,
+        &[
+            &index.to_be_bytes(), // authHandle
+            &index.to_be_bytes(), // nvIndex
+            &AUTH_LEN.to_be_bytes(),
+            &session.to_be_bytes(),
+            &0u16.to_be_bytes(), // nonceCaller: empty
+            &[0],                // sessionAttributes: continueSession clear
+            &0u16.to_be_bytes(), // hmac: empty
+            &size,
+            data,
+            &offset.to_be_bytes(),
+        ],
+    )
+}
+
+/// Checks the response to [`nv_write_with_session`]: `parameterSize` 0, then the
+/// authorization area answering the policy session (as for [`parse_nv_read_policy`]).
+pub fn parse_nv_write_policy(bytes: &[u8]) -> Result<(), TpmError> {
+    let mut r = body(bytes, TPM_ST_SESSIONS)?;
+    if r.u32("parameterSize truncated")? != 0 {
+        return Err(TpmError::Malformed("NV_Write response with parameters"));
+    }
+    policy_session_response(r)
 }
 
 /// TPM2_FlushContext (Part 3 §28.4): no authorization area and no handles; the handle to
@@ -1016,8 +1089,7 @@ pub fn parse_nv_write(bytes: &[u8]) -> Result<(), TpmError> {
     no_parameters(bytes, "NV_Write response with parameters")
 }
 
-/// The public area of an NV index, `TPMS_NV_PUBLIC` (Part 2 §13.5), without its
-/// `authPolicy`.
+/// The public area of an NV index, `TPMS_NV_PUBLIC` (Part 2 §13.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NvPublic {
     /// `nvIndex`: the index's handle.
@@ -1028,6 +1100,8 @@ pub struct NvPublic {
     pub attributes: u32,
     /// `dataSize`: the size of the index's data in bytes.
     pub data_size: u16,
+    /// `authPolicy` if it is a SHA-256 digest (32 bytes); `None` if empty or of another size.
+    pub auth_policy: Option<[u8; 32]>,
 }
 
 /// The public area in a response to TPM2_NV_ReadPublic (Part 3 §31.6): `nvPublic`, a
@@ -1054,7 +1128,8 @@ pub fn parse_nv_read_public(bytes: &[u8]) -> Result<NvPublic, TpmError> {
         return Err(TpmError::Malformed("nvName larger than any name"));
     }
     r.end()?;
-    Ok(NvPublic { index, name_alg, attributes, data_size })
+    let auth_policy = policy.try_into().ok();
+    Ok(NvPublic { index, name_alg, attributes, data_size, auth_policy })
 }
 
 /// The data in a response to [`nv_read`] (Part 3 §31.13): `parameterSize` (u32), which
@@ -1687,6 +1762,48 @@ mod tests {
     }
 
     #[test]
+    fn policy_locality_layout_and_digest() {
+        // TPM2_PolicyLocality of locality 2 in session 0x03000000: TPMA_LOCALITY 0x04.
+        let expected =
+            cat(&[&[0x80, 0x01, 0, 0, 0, 0x0F, 0, 0, 0x01, 0x6F], &[0x03, 0, 0, 0], &[0x04]]);
+        assert_eq!(policy_locality(0x0300_0000, 2), Ok(expected));
+        assert!(policy_locality(0x0300_0000, 5).is_err());
+        // The digest: SHA-256(old || 0000016F || 04), computed here from its definition.
+        let old = [0x11; 32];
+        let mut input = Vec::from(old);
+        input.extend_from_slice(&[0, 0, 0x01, 0x6F, 0x04]);
+        assert_eq!(policy_locality_digest(&old, 2), Ok(vpr_proto::Digest::of(&input).0));
+        assert_ne!(policy_locality_digest(&old, 2), policy_locality_digest(&old, 0));
+        assert!(policy_locality_digest(&old, 7).is_err());
+        assert_eq!(parse_policy_locality(&[0x80, 0x01, 0, 0, 0, 0x0A, 0, 0, 0, 0]), Ok(()));
+        assert!(parse_policy_locality(&[0x80, 0x01, 0, 0, 0, 0x0B, 0, 0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn nv_write_with_session_layout() {
+        let command = nv_write_with_session(0x0300_0001, 0x01A0_0000, &[0xAB; 3], 0);
+        let expected = cat(&[
+            &[0x80, 0x02, 0, 0, 0, 0x26, 0, 0, 0x01, 0x37],
+            &[0x01, 0xA0, 0, 0, 0x01, 0xA0, 0, 0], // authHandle, nvIndex: the index
+            &[0, 0, 0, 9],                         // authorization area: 9 bytes
+            &[0x03, 0, 0, 0x01, 0, 0, 0, 0, 0],    // the policy session, no nonce or hmac
+            &[0, 3, 0xAB, 0xAB, 0xAB],             // data
+            &[0, 0],                               // offset
+        ]);
+        assert_eq!(command, expected);
+        // The response: parameterSize 0, then the policy session's answer (a nonce).
+        let mut ok = vec![0x80, 0x02, 0, 0, 0, 0x23, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16];
+        ok.extend_from_slice(&[7; 16]);
+        ok.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(parse_nv_write_policy(&ok), Ok(()));
+        let mut hmac = ok.clone();
+        hmac[5] += 1;
+        *hmac.last_mut().unwrap() = 1;
+        hmac.push(9);
+        assert!(parse_nv_write_policy(&hmac).is_err());
+    }
+
+    #[test]
     fn policy_pcr_digest_known_answers() {
         // The spec's formula spelled out with literal bytes: SHA-256 of 32 zero bytes (the
         // new session's policyDigest), TPM_CC_PolicyPCR, the TPML_PCR_SELECTION of PCR 17
@@ -1870,6 +1987,7 @@ mod tests {
             name_alg: TPM_ALG_SHA256,
             attributes: EK_CERT_ATTRIBUTES,
             data_size: 1100,
+            auth_policy: None,
         };
         assert_eq!(parse_nv_read_public(&nv_read_public_ok()), Ok(public));
         assert_eq!(parse_nv_read(&nv_read_ok()).unwrap(), (1..=16).collect::<Vec<u8>>());

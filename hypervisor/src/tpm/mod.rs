@@ -6,14 +6,16 @@
 //!   through the FIFO of a locality ([`Tis::transact`]) over any [`Mmio`] implementation;
 //! - [`command`]: marshalling of TPM2_Startup, TPM2_GetRandom, TPM2_PCR_Extend,
 //!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace,
-//!   TPM2_NV_Write, TPM2_StartAuthSession, TPM2_PolicyPCR and TPM2_FlushContext, and
+//!   TPM2_NV_Write, TPM2_StartAuthSession, TPM2_PolicyPCR, TPM2_PolicyLocality and
+//!   TPM2_FlushContext, and
 //!   parsing of their responses and of response codes ([`ResponseCode`]);
 //! - [`Tpm`]: the two together, one method per command — [`Tpm::nv_define`],
 //!   [`Tpm::nv_write`] and [`Tpm::nv_read`] for NV indices the hypervisor keeps (such as
 //!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK
 //!   certificate's, [`EK_CERT_RSA_INDEX`], [`Tpm::store_pcr_bound_secret`] and
-//!   [`Tpm::read_pcr_bound_secret`] for a secret only readable while a PCR keeps its value
-//!   — [`Tpm::create_attestation_key`], [`Tpm::quote`] and [`Tpm::flush`] for quotes of PCRs
+//!   [`Tpm::read_pcr_bound_secret`] for a secret only readable and writable at one locality
+//!   while a PCR keeps its value, [`Tpm::bound_secret_index`] to check its index first —
+//!   [`Tpm::create_attestation_key`], [`Tpm::quote`] and [`Tpm::flush`] for quotes of PCRs
 //!   signed by an ECDSA P-256 key of the endorsement hierarchy, checked with
 //!   [`quote_verifies`] — and [`extended`], the value a SHA-256 PCR takes when a digest is
 //!   extended into it.
@@ -29,7 +31,7 @@
 //! What the driver does not do yet:
 //!
 //! - sessions other than the empty password session (`TPM_RS_PW`) and unsalted, unbound
-//!   policy sessions with a single TPM2_PolicyPCR: no HMAC sessions, no salted sessions,
+//!   policy sessions of TPM2_PolicyPCR and TPM2_PolicyLocality: no HMAC sessions, no salted sessions,
 //!   hence no parameter encryption and no protection against an interposer on the bus (a
 //!   PCR-bound secret crosses the bus in the clear); commands needing other authorizations
 //!   cannot be sent;
@@ -103,12 +105,31 @@ const RANDOM_CHUNK: usize = 32;
 /// §11.1), taken from its own random number generator.
 const SESSION_NONCE_LEN: usize = 16;
 
-/// The `TPMA_NV` of an index [`Tpm::store_pcr_bound_secret`] defines: written with the owner
-/// hierarchy's authorization, read only with a policy session satisfying its PCR policy
-/// (neither the owner nor the index's authValue may read it), outside dictionary-attack
-/// lockout; an ordinary index.
-pub const PCR_BOUND_SECRET_ATTRIBUTES: u32 =
-    command::TPMA_NV_OWNERWRITE | command::TPMA_NV_POLICYREAD | command::TPMA_NV_NO_DA;
+/// The `TPMA_NV` of an index [`Tpm::store_pcr_bound_secret`] defines: read and written
+/// (whole) only with a policy session satisfying its policy — PCR and locality
+/// ([`Tpm::bound_policy`]) — neither the owner nor the index's authValue may read or write
+/// it; outside dictionary-attack lockout; an ordinary index. (The TPM adds
+/// `TPMA_NV_WRITTEN` once it is written.)
+pub const PCR_BOUND_SECRET_ATTRIBUTES: u32 = command::TPMA_NV_POLICYWRITE
+    | command::TPMA_NV_WRITEALL
+    | command::TPMA_NV_POLICYREAD
+    | command::TPMA_NV_NO_DA;
+
+/// What NV index holds where a PCR-bound secret belongs ([`Tpm::bound_secret_index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundSecretIndex {
+    /// No index there.
+    Absent,
+    /// An index with exactly [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes of data and the
+    /// policy of this PCR value and locality; `written` once a secret is in it.
+    Bound {
+        /// Whether it holds a secret (`TPMA_NV_WRITTEN`).
+        written: bool,
+    },
+    /// An index of other attributes, size or policy: bound to another PCR value (another
+    /// launch), or defined by someone else (the owner may write it, or read it).
+    Foreign(command::NvPublic),
+}
 
 /// The NV index of the RSA-2048 endorsement key's certificate (DER), as the TCG EK
 /// Credential Profile places it and swtpm_setup writes (and locks) it at manufacturing.
@@ -330,92 +351,155 @@ impl<M: Mmio> Tpm<M> {
 }
 
 impl<M: Mmio> Tpm<M> {
-    /// Keeps the 32-byte `secret` in a new NV index `index` (a handle `0x01xx_xxxx`) that
-    /// only reads while PCR `pcr` (0 to 23, SHA-256 bank) holds the value it holds now:
-    /// reads the PCR (TPM2_PCR_Read), defines the index (TPM2_NV_DefineSpace, authorized by
-    /// the owner hierarchy's empty password) with [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes
-    /// and `authPolicy` [`command::policy_pcr_digest`] of that value, then writes `secret`
-    /// into it (TPM2_NV_Write with the owner's empty password). Read it back with
+    /// The policy a PCR-bound secret's index has ([`PCR_BOUND_SECRET_ATTRIBUTES`]): the
+    /// `policyDigest` of a SHA-256 policy session after TPM2_PolicyPCR of PCR `pcr` at its
+    /// current value ([`command::policy_pcr_digest`]) and then TPM2_PolicyLocality of
+    /// `locality` ([`command::policy_locality_digest`]).
+    pub fn bound_policy(&mut self, locality: u8, pcr: u32) -> Result<[u8; 32], TpmError> {
+        let value = self.pcr_read(locality, pcr)?;
+        command::policy_locality_digest(&command::policy_pcr_digest(&value, pcr), locality)
+    }
+
+    /// What NV index `index` is, for a secret bound to PCR `pcr` at its current value and
+    /// to `locality` (TPM2_NV_ReadPublic): absent (`TPM_RC_HANDLE`), bound as
+    /// [`Tpm::store_pcr_bound_secret`] defines it (written or not), or foreign. Check this
+    /// before trusting what the index holds: an index the owner may write holds what the
+    /// owner wrote.
+    pub fn bound_secret_index(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+    ) -> Result<BoundSecretIndex, TpmError> {
+        let policy = self.bound_policy(locality, pcr)?;
+        let response = self.tis.transact(locality, &command::nv_read_public(index))?;
+        let public = match command::parse_nv_read_public(&response) {
+            Ok(public) => public,
+            // TPM_RC_HANDLE (format 1, error 0x0B, of a handle: Part 2 §6.6.3).
+            Err(TpmError::Tpm(rc)) if rc.0 & 0xC0 == 0x80 && rc.0 & 0x3F == 0x0B => {
+                return Ok(BoundSecretIndex::Absent);
+            }
+            Err(e) => return Err(e),
+        };
+        let written = public.attributes & command::TPMA_NV_WRITTEN != 0;
+        let bound = public.index == index
+            && public.name_alg == command::TPM_ALG_SHA256
+            && public.attributes & !command::TPMA_NV_WRITTEN == PCR_BOUND_SECRET_ATTRIBUTES
+            && public.data_size == 32
+            && public.auth_policy == Some(policy);
+        Ok(if bound {
+            BoundSecretIndex::Bound { written }
+        } else {
+            BoundSecretIndex::Foreign(public)
+        })
+    }
+
+    /// Keeps the 32-byte `secret` in NV index `index` (a handle `0x01xx_xxxx`), readable and
+    /// writable only at `locality` while PCR `pcr` (0 to 23, SHA-256 bank) holds the value
+    /// it holds now: unless `defined` (the index is there already, bound so:
+    /// [`Tpm::bound_secret_index`]), defines it (TPM2_NV_DefineSpace, authorized by the
+    /// owner hierarchy's empty password) with [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes and
+    /// `authPolicy` [`Tpm::bound_policy`]; then writes `secret` into it with TPM2_NV_Write
+    /// authorized by a policy session that satisfies that policy. Read it back with
     /// [`Tpm::read_pcr_bound_secret`].
     ///
-    /// An index that already exists is refused with `TPM_RC_NV_DEFINED`
-    /// ([`ResponseCode::is_nv_defined`]) and nothing is written: its policy, set by whoever
-    /// defined it, might let others read the secret. Other refusals of the TPM come through
-    /// as for [`Tpm::nv_define`]; when the write fails the index stays defined, unwritten.
-    ///
-    /// The owner hierarchy may overwrite the secret (it has `TPMA_NV_OWNERWRITE`) but not
-    /// read it. The secret crosses the bus in the clear.
+    /// Defining an index that exists is refused with `TPM_RC_NV_DEFINED`
+    /// ([`ResponseCode::is_nv_defined`]) and nothing is written. When the write fails the
+    /// index stays defined, unwritten. The owner hierarchy may delete the index (an owner's
+    /// index is the owner's to delete), never read or write it. The secret crosses the bus
+    /// in the clear.
     pub fn store_pcr_bound_secret(
         &mut self,
         locality: u8,
         index: u32,
         pcr: u32,
         secret: &[u8; 32],
+        defined: bool,
     ) -> Result<(), TpmError> {
-        let value = self.pcr_read(locality, pcr)?;
-        let policy = command::policy_pcr_digest(&value, pcr);
-        let command =
-            command::nv_define_space_with_policy(index, PCR_BOUND_SECRET_ATTRIBUTES, 32, &policy);
-        let response = self.tis.transact(locality, &command)?;
-        command::parse_nv_define_space(&response)?;
-        self.nv_write(locality, index, 0, secret)
+        if !defined {
+            let policy = self.bound_policy(locality, pcr)?;
+            let command = command::nv_define_space_with_policy(
+                index,
+                PCR_BOUND_SECRET_ATTRIBUTES,
+                32,
+                &policy,
+            );
+            let response = self.tis.transact(locality, &command)?;
+            command::parse_nv_define_space(&response)?;
+        }
+        self.with_bound_session(locality, pcr, |tpm, session| {
+            let command = command::nv_write_with_session(session, index, secret, 0);
+            let response = tpm.tis.transact(locality, &command)?;
+            command::parse_nv_write_policy(&response)
+        })
     }
 
-    /// The 32-byte secret [`Tpm::store_pcr_bound_secret`] kept in NV index `index` bound to
-    /// PCR `pcr` (0 to 23): starts an unsalted, unbound SHA-256 policy session
-    /// (TPM2_StartAuthSession, with a 16-byte `nonceCaller` from TPM2_GetRandom), restricts
-    /// it to the current value of PCR `pcr` (TPM2_PolicyPCR), then reads the 32 bytes at
-    /// offset 0 with TPM2_NV_Read authorized by that session, which the TPM then flushes
-    /// (`continueSession` clear). When anything fails after the session started, the
-    /// session is flushed (TPM2_FlushContext, whose own failure is ignored) and the first
-    /// error returned.
+    /// The 32-byte secret [`Tpm::store_pcr_bound_secret`] kept in NV index `index`, bound
+    /// to PCR `pcr` (0 to 23) and `locality`: reads the 32 bytes at offset 0 with
+    /// TPM2_NV_Read authorized by a policy session of PCR `pcr` and `locality`
+    /// ([`Tpm::bound_policy`]).
     ///
     /// A PCR whose value changed since the secret was stored is `TPM_RC_POLICY_FAIL`
-    /// ([`ResponseCode::is_policy_failure`]); a PCR extended between TPM2_PolicyPCR and
-    /// TPM2_NV_Read is `TPM_RC_PCR_CHANGED`; an index that does not exist is
-    /// `TPM_RC_HANDLE`; an index of another size, less than 32 bytes, `TPM_RC_NV_RANGE`;
-    /// a TPM out of session slots `TPM_RC_SESSION_MEMORY` (a warning). A PCR above 23 is
-    /// [`TpmError::Argument`] (nothing sent); a read of other than 32 bytes, or a session
-    /// handle that is not a policy session's, [`TpmError::Malformed`].
+    /// ([`ResponseCode::is_policy_failure`]), and so is an index of another policy; a read
+    /// at another locality is refused by the TPM (`TPM_RC_LOCALITY`); a PCR extended
+    /// between TPM2_PolicyPCR and TPM2_NV_Read is `TPM_RC_PCR_CHANGED`; an index that does
+    /// not exist is `TPM_RC_HANDLE`; an index of another size, less than 32 bytes,
+    /// `TPM_RC_NV_RANGE`; a TPM out of session slots `TPM_RC_SESSION_MEMORY` (a warning). A
+    /// PCR above 23 or a locality above 4 is [`TpmError::Argument`]; a read of other than 32
+    /// bytes, or a session handle that is not a policy session's, [`TpmError::Malformed`].
     ///
-    /// Nothing here authenticates the TPM or protects the secret on the bus.
+    /// Nothing here authenticates the TPM or protects the secret on the bus; that the index
+    /// is bound as it should be is for [`Tpm::bound_secret_index`] to say.
     pub fn read_pcr_bound_secret(
         &mut self,
         locality: u8,
         index: u32,
         pcr: u32,
     ) -> Result<[u8; 32], TpmError> {
+        self.with_bound_session(locality, pcr, |tpm, session| {
+            let command = command::nv_read_with_session(session, index, 32, 0);
+            let response = tpm.tis.transact(locality, &command)?;
+            let data = command::parse_nv_read_policy(&response)?;
+            data.try_into().map_err(|_| {
+                TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked")
+            })
+        })
+    }
+
+    /// Runs `f` with a policy session (TPM2_StartAuthSession: unsalted, unbound, SHA-256,
+    /// a 16-byte `nonceCaller` from TPM2_GetRandom) restricted to PCR `pcr`'s current value
+    /// (TPM2_PolicyPCR) and to `locality` (TPM2_PolicyLocality), which `f` uses for one
+    /// command with `continueSession` clear (the TPM flushes it once that command succeeds).
+    /// When anything fails after the session started, the session is flushed
+    /// (TPM2_FlushContext, whose own failure is ignored) and the first error returned.
+    fn with_bound_session<T>(
+        &mut self,
+        locality: u8,
+        pcr: u32,
+        f: impl FnOnce(&mut Self, u32) -> Result<T, TpmError>,
+    ) -> Result<T, TpmError> {
         check_pcr(pcr)?;
+        check_locality(locality)?;
         let nonce = self.get_random(locality, SESSION_NONCE_LEN)?;
         let response = self.tis.transact(locality, &command::start_auth_session_policy(&nonce))?;
         let (session, _nonce_tpm) = command::parse_start_auth_session(&response)?;
-        let result = self.read_with_pcr_policy(locality, session, index, pcr);
+        let result = (|| {
+            let response =
+                self.tis.transact(locality, &command::policy_pcr_sha256(session, pcr))?;
+            command::parse_policy_pcr(&response)?;
+            let response =
+                self.tis.transact(locality, &command::policy_locality(session, locality)?)?;
+            command::parse_policy_locality(&response)?;
+            f(self, session)
+        })();
         if result.is_err() {
-            // Best effort: after a successful NV_Read the TPM has flushed the session
+            // Best effort: after a successful command the TPM has flushed the session
             // already, and answers TPM_RC_HANDLE.
             if let Ok(response) = self.tis.transact(locality, &command::flush_context(session)) {
                 let _ = command::parse_flush_context(&response);
             }
         }
         result
-    }
-
-    /// TPM2_PolicyPCR of PCR `pcr` in the policy session `session`, then TPM2_NV_Read of
-    /// the 32 bytes at offset 0 of NV index `index`, authorized by it.
-    fn read_with_pcr_policy(
-        &mut self,
-        locality: u8,
-        session: u32,
-        index: u32,
-        pcr: u32,
-    ) -> Result<[u8; 32], TpmError> {
-        let response = self.tis.transact(locality, &command::policy_pcr_sha256(session, pcr))?;
-        command::parse_policy_pcr(&response)?;
-        let command = command::nv_read_with_session(session, index, 32, 0);
-        let response = self.tis.transact(locality, &command)?;
-        let data = command::parse_nv_read_policy(&response)?;
-        data.try_into()
-            .map_err(|_| TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
     }
 }
 
@@ -554,6 +638,15 @@ fn check_pcr(pcr: u32) -> Result<(), TpmError> {
     }
 }
 
+/// `locality` is one of the TPM's five (0 to 4).
+fn check_locality(locality: u8) -> Result<(), TpmError> {
+    if locality <= 4 {
+        Ok(())
+    } else {
+        Err(TpmError::Argument("locality above 4"))
+    }
+}
+
 /// The value of a SHA-256 PCR holding `old` after `digest` is extended into it:
 /// SHA-256(`old` || `digest`) (Part 1, "PCR Extend").
 pub fn extended(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
@@ -656,7 +749,8 @@ mod tests {
     /// driver's parsers: Startup, GetRandom, PCR_Extend and PCR_Read of a SHA-256 bank,
     /// NV_ReadPublic, and NV_DefineSpace, NV_Write and NV_Read (owner-authorized) of
     /// ordinary NV indices; unsalted, unbound SHA-256 policy sessions (StartAuthSession,
-    /// PolicyPCR, FlushContext) and NV_Read authorized by one against the index's
+    /// PolicyPCR, PolicyLocality — its digest only: the simulation does not see localities —
+    /// FlushContext) and NV_Read and NV_Write authorized by one against the index's
     /// `authPolicy`; CreatePrimary of the attestation key template (always the key
     /// [`attestation_key`]) and Quote with it, signed by that key.
     struct Simulated {
@@ -707,6 +801,7 @@ mod tests {
     const OWNERWRITE: u32 = 1 << 1;
     const AUTHWRITE: u32 = 1 << 2;
     const POLICYWRITE: u32 = 1 << 3;
+    const WRITEALL: u32 = 1 << 12;
     const PPREAD: u32 = 1 << 16;
     const OWNERREAD: u32 = 1 << 17;
     const AUTHREAD: u32 = 1 << 18;
@@ -934,6 +1029,7 @@ mod tests {
                     });
                     reply(0x8002, 0, &[0, 0, 0, 0, 0, 0, 0x01, 0, 0])
                 }
+                0x137 if be32(22) != 0x4000_0009 => self.nv_write_policy(c),
                 0x137 => {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
                     assert_eq!(be32(10), 0x4000_0001, "authHandle TPM_RH_OWNER");
@@ -983,6 +1079,23 @@ mod tests {
                     body.extend_from_slice(&[0, 32]);
                     body.extend_from_slice(&Self::nonce_tpm());
                     reply(0x8001, 0, &body)
+                }
+                0x16F => {
+                    assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
+                    assert_eq!(c.len(), 15);
+                    let handle = be32(10);
+                    let locality = c[14];
+                    let Some(session) = self.sessions.iter_mut().find(|s| s.handle == handle)
+                    else {
+                        return reply(0x8001, 0x910, &[]); // TPM_RC_REFERENCE_H0
+                    };
+                    // policyDigest_new = H(policyDigest_old || TPM_CC_PolicyLocality ||
+                    // locality) (Part 3 §23.4.1). (Where the session is then used is not
+                    // checked here: the simulation does not see localities.)
+                    let mut message = session.digest.to_vec();
+                    message.extend_from_slice(&[0, 0, 0x01, 0x6F, locality]);
+                    session.digest = vpr_proto::Digest::of(&message).0;
+                    reply(0x8001, 0, &[])
                 }
                 0x17F => {
                     assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8001);
@@ -1116,6 +1229,45 @@ mod tests {
         /// The nonceTPM of every session reply.
         fn nonce_tpm() -> [u8; 32] {
             [0x5A; 32]
+        }
+
+        /// NV_Write authorized by a policy session.
+        fn nv_write_policy(&mut self, c: &[u8]) -> Vec<u8> {
+            let be32 = |at: usize| u32::from_be_bytes(c[at..at + 4].try_into().unwrap());
+            assert_eq!(u16::from_be_bytes([c[0], c[1]]), 0x8002);
+            let index = be32(14);
+            assert_eq!(be32(10), index, "authHandle: the index itself");
+            assert_eq!(be32(18), 9, "authorizationSize");
+            let handle = be32(22);
+            assert_eq!(&c[26..31], &[0, 0, 0, 0, 0], "empty nonce, no attributes, empty hmac");
+            let n = usize::from(u16::from_be_bytes([c[31], c[32]]));
+            assert_eq!(c.len(), 35 + n);
+            let offset = usize::from(u16::from_be_bytes([c[33 + n], c[34 + n]]));
+            let Some(nv) = self.nv.iter_mut().find(|nv| nv.handle == index) else {
+                return reply(0x8001, 0x18B, &[]); // TPM_RC_HANDLE on handle 1
+            };
+            let Some(at) = self.sessions.iter().position(|s| s.handle == handle) else {
+                return reply(0x8001, 0x918, &[]); // TPM_RC_REFERENCE_S0
+            };
+            if nv.attributes & POLICYWRITE == 0 {
+                return reply(0x8001, 0x149, &[]); // TPM_RC_NV_AUTHORIZATION
+            }
+            if self.sessions[at].digest[..] != nv.auth_policy[..] {
+                return reply(0x8001, 0x99D, &[]); // TPM_RC_POLICY_FAIL on session 1
+            }
+            let whole = nv.attributes & WRITEALL == 0 || (offset == 0 && n == nv.data.len());
+            if offset + n > nv.data.len() || !whole {
+                return reply(0x8001, 0x146, &[]); // TPM_RC_NV_RANGE
+            }
+            nv.data[offset..offset + n].copy_from_slice(&c[33..33 + n]);
+            nv.written = true;
+            // continueSession clear: the session ends with the command.
+            self.sessions.remove(at);
+            let mut body = 0u32.to_be_bytes().to_vec();
+            body.extend_from_slice(&[0, 32]);
+            body.extend_from_slice(&Self::nonce_tpm());
+            body.extend_from_slice(&[0x00, 0, 0]);
+            reply(0x8002, 0, &body)
         }
 
         /// NV_Read authorized by a policy session.
@@ -1601,11 +1753,15 @@ mod tests {
         let value = tpm.pcr_read(0, 17).unwrap();
         codes(&mut tpm);
 
-        assert_eq!(tpm.store_pcr_bound_secret(2, SECRET_INDEX, 17, &SECRET), Ok(()));
+        assert_eq!(tpm.store_pcr_bound_secret(2, SECRET_INDEX, 17, &SECRET, false), Ok(()));
         let fake = tpm.tis().mmio();
         let executed: Vec<Vec<u8>> = fake.executed.iter().map(|(_, c)| c.clone()).collect();
         assert!(fake.executed.iter().all(|(locality, _)| *locality == 2));
-        let policy = command::policy_pcr_digest(&value, 17);
+        let pcr_policy = command::policy_pcr_digest(&value, 17);
+        let policy = command::policy_locality_digest(&pcr_policy, 2).unwrap();
+        let nonce: Vec<u8> = (1..=16).collect(); // the simulated TPM's first random bytes
+                                                 // Define (the owner's authorization), then write through a policy session: PCR 17,
+                                                 // locality 2.
         assert_eq!(
             executed,
             [
@@ -1616,53 +1772,68 @@ mod tests {
                     32,
                     &policy
                 ),
-                command::nv_write(command::TPM_RH_OWNER, SECRET_INDEX, &SECRET, 0),
+                command::get_random(16),
+                command::start_auth_session_policy(&nonce),
+                command::policy_pcr_sha256(0x0300_0000, 17),
+                command::policy_locality(0x0300_0000, 2).unwrap(),
+                command::nv_write_with_session(0x0300_0000, SECRET_INDEX, &SECRET, 0),
             ]
         );
-        assert_eq!(PCR_BOUND_SECRET_ATTRIBUTES, 0x0208_0002);
+        // POLICYWRITE, WRITEALL, POLICYREAD, NO_DA: no owner or authValue access.
+        assert_eq!(PCR_BOUND_SECRET_ATTRIBUTES, 0x0208_1008);
         codes(&mut tpm);
         let public = tpm.tis().transact(0, &command::nv_read_public(SECRET_INDEX)).unwrap();
         let public = command::parse_nv_read_public(&public).unwrap();
         assert_eq!(public.attributes, PCR_BOUND_SECRET_ATTRIBUTES | command::TPMA_NV_WRITTEN);
         assert_eq!(public.data_size, 32);
+        assert_eq!(public.auth_policy, Some(policy));
         codes(&mut tpm);
+        assert!(no_session(&mut tpm));
 
-        // Read back: GetRandom, StartAuthSession with its bytes, PolicyPCR, NV_Read with the
-        // session, which the TPM flushes; no FlushContext.
+        // Read back: GetRandom, StartAuthSession with its bytes, PolicyPCR, PolicyLocality,
+        // NV_Read with the session, which the TPM flushes; no FlushContext.
         assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
         let fake = tpm.tis().mmio();
         let executed: Vec<Vec<u8>> = fake.executed.iter().map(|(_, c)| c.clone()).collect();
-        let nonce: Vec<u8> = (1..=16).collect(); // the simulated TPM's first random bytes
+        let nonce: Vec<u8> = (17..=32).collect();
         assert_eq!(
             executed,
             [
                 command::get_random(16),
                 command::start_auth_session_policy(&nonce),
                 command::policy_pcr_sha256(0x0300_0000, 17),
+                command::policy_locality(0x0300_0000, 2).unwrap(),
                 command::nv_read_with_session(0x0300_0000, SECRET_INDEX, 32, 0),
             ]
         );
         codes(&mut tpm);
         assert!(no_session(&mut tpm));
-        // Again, at another locality: a new session each time.
-        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17), Ok(SECRET));
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E]);
+        // A session of another locality does not satisfy the policy; the session is flushed.
+        let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17).unwrap_err();
+        assert_eq!(error, TpmError::Tpm(ResponseCode::POLICY_FAIL));
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
         assert!(no_session(&mut tpm));
 
-        // Neither the owner's password nor the policy of another PCR reads it.
+        // Neither the owner's password nor the policy of another PCR reads it, and the
+        // owner cannot write it.
         assert_eq!(
             tpm.nv_read(0, SECRET_INDEX, 0, 32),
             Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION))
         );
-        let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 16).unwrap_err();
+        assert_eq!(
+            tpm.nv_write(0, SECRET_INDEX, 0, &[0; 32]),
+            Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION))
+        );
+        let error = tpm.read_pcr_bound_secret(2, SECRET_INDEX, 16).unwrap_err();
         assert_eq!(error, TpmError::Tpm(ResponseCode::POLICY_FAIL));
+        assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
         codes(&mut tpm);
 
         // Another secret under PCR 0, which holds zeros.
         let other = [0x42; 32];
-        tpm.store_pcr_bound_secret(0, SECRET_INDEX + 1, 0, &other).unwrap();
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX + 1, 0, &other, false).unwrap();
         assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX + 1, 0), Ok(other));
-        assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17), Ok(SECRET));
+        assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
 
         let fake = tpm.tis().mmio();
         assert_eq!(fake.active, None);
@@ -1672,7 +1843,7 @@ mod tests {
     #[test]
     fn pcr_bound_secret_after_the_pcr_changed() {
         let mut tpm = started();
-        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET, false).unwrap();
         tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
         codes(&mut tpm);
 
@@ -1683,7 +1854,7 @@ mod tests {
         // The session the TPM kept was flushed.
         let fake = tpm.tis().mmio();
         assert_eq!(fake.executed.last().unwrap().1, command::flush_context(0x0300_0000));
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
         assert!(no_session(&mut tpm));
         // Every later attempt fails the same way, and leaks no session.
         for _ in 0..5 {
@@ -1699,14 +1870,14 @@ mod tests {
         let mut tpm = started();
         let error = tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17).unwrap_err();
         assert_eq!(error, TpmError::Tpm(ResponseCode(0x18B)));
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
         assert!(no_session(&mut tpm));
 
         // Already defined: refused, nothing written, the old contents kept.
-        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET, false).unwrap();
         codes(&mut tpm);
         assert_eq!(
-            tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &[0; 32]),
+            tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &[0; 32], false),
             Err(TpmError::Tpm(ResponseCode::NV_DEFINED))
         );
         assert_eq!(codes(&mut tpm), [0x17E, 0x12A]);
@@ -1720,14 +1891,13 @@ mod tests {
             tpm.read_pcr_bound_secret(0, COUNTER, 17),
             Err(TpmError::Tpm(ResponseCode::NV_AUTHORIZATION))
         );
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
         let policy = command::policy_pcr_digest(&[0; 32], 17);
-        let small = command::nv_define_space_with_policy(
-            SECRET_INDEX + 1,
-            PCR_BOUND_SECRET_ATTRIBUTES,
-            16,
-            &policy,
-        );
+        let policy = command::policy_locality_digest(&policy, 0).unwrap();
+        let owner_written =
+            command::TPMA_NV_OWNERWRITE | command::TPMA_NV_POLICYREAD | command::TPMA_NV_NO_DA;
+        let small =
+            command::nv_define_space_with_policy(SECRET_INDEX + 1, owner_written, 16, &policy);
         command::parse_nv_define_space(&tpm.tis().transact(0, &small).unwrap()).unwrap();
         tpm.nv_write(0, SECRET_INDEX + 1, 0, &[1; 16]).unwrap();
         assert_eq!(
@@ -1754,23 +1924,29 @@ mod tests {
         simulated.started = true;
         simulated.nv_short = true;
         let mut tpm = self::tpm(simulated, 0x1000);
-        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET).unwrap();
+        tpm.store_pcr_bound_secret(0, SECRET_INDEX, 17, &SECRET, false).unwrap();
         codes(&mut tpm);
         assert_eq!(
             tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17),
             Err(TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
         );
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x14E, 0x165]);
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
         assert!(no_session(&mut tpm));
 
         // Refused before the TPM: a PCR above 23, a locality above 4.
         let mut tpm = started();
         let refused = Err(TpmError::Argument("PCR index above 23"));
         assert_eq!(tpm.read_pcr_bound_secret(0, SECRET_INDEX, 24), refused);
-        assert_eq!(tpm.store_pcr_bound_secret(0, SECRET_INDEX, 24, &SECRET), refused.map(|_| ()));
+        assert_eq!(
+            tpm.store_pcr_bound_secret(0, SECRET_INDEX, 24, &SECRET, false),
+            refused.map(|_| ())
+        );
         let locality = Err(TpmError::Argument("locality above 4"));
         assert_eq!(tpm.read_pcr_bound_secret(5, SECRET_INDEX, 17), locality);
-        assert_eq!(tpm.store_pcr_bound_secret(5, SECRET_INDEX, 17, &SECRET), locality.map(|_| ()));
+        assert_eq!(
+            tpm.store_pcr_bound_secret(5, SECRET_INDEX, 17, &SECRET, false),
+            locality.map(|_| ())
+        );
         assert_eq!(tpm.tis().mmio().accesses, 0);
 
         // Before Startup: TPM_RC_INITIALIZE from GetRandom, no session started.
@@ -1780,6 +1956,65 @@ mod tests {
             Err(TpmError::Tpm(ResponseCode::INITIALIZE))
         );
         assert_eq!(codes(&mut tpm), [0x17B]);
+    }
+
+    #[test]
+    fn bound_secret_indices_are_told_apart() {
+        let mut tpm = started();
+        tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
+        assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(BoundSecretIndex::Absent));
+        // Defined as the hypervisor defines it, not yet written; then written.
+        let policy = tpm.bound_policy(2, 17).unwrap();
+        let define = command::nv_define_space_with_policy(
+            SECRET_INDEX,
+            PCR_BOUND_SECRET_ATTRIBUTES,
+            32,
+            &policy,
+        );
+        command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
+        let unwritten = BoundSecretIndex::Bound { written: false };
+        assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(unwritten));
+        tpm.store_pcr_bound_secret(2, SECRET_INDEX, 17, &SECRET, true).unwrap();
+        let written = BoundSecretIndex::Bound { written: true };
+        assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(written));
+        assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
+        // The same index for another locality, or after PCR 17 changed: foreign.
+        assert!(matches!(
+            tpm.bound_secret_index(0, SECRET_INDEX, 17),
+            Ok(BoundSecretIndex::Foreign(_))
+        ));
+        // An index with the same policy that the owner may write (what an owner who
+        // replaced the index would define, to feed the hypervisor a known secret): foreign.
+        let owner_written = PCR_BOUND_SECRET_ATTRIBUTES | command::TPMA_NV_OWNERWRITE;
+        let define =
+            command::nv_define_space_with_policy(SECRET_INDEX + 1, owner_written, 32, &policy);
+        command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
+        tpm.nv_write(0, SECRET_INDEX + 1, 0, &[0; 32]).unwrap();
+        match tpm.bound_secret_index(2, SECRET_INDEX + 1, 17) {
+            Ok(BoundSecretIndex::Foreign(public)) => {
+                assert_eq!(public.attributes, owner_written | command::TPMA_NV_WRITTEN);
+                assert_eq!(public.auth_policy, Some(policy));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Of another size: foreign.
+        let define = command::nv_define_space_with_policy(
+            SECRET_INDEX + 2,
+            PCR_BOUND_SECRET_ATTRIBUTES,
+            16,
+            &policy,
+        );
+        command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
+        assert!(matches!(
+            tpm.bound_secret_index(2, SECRET_INDEX + 2, 17),
+            Ok(BoundSecretIndex::Foreign(_))
+        ));
+        tpm.pcr_extend(2, 17, &[0x18; 32]).unwrap();
+        assert!(matches!(
+            tpm.bound_secret_index(2, SECRET_INDEX, 17),
+            Ok(BoundSecretIndex::Foreign(_))
+        ));
+        assert!(no_session(&mut tpm));
     }
 
     #[test]

@@ -251,6 +251,9 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     // Boot 3, on the same TPM state again: the image with a pointer in its `.data` changed.
     swtpm.restart()?;
     let third_verdict = patched_data_refused(&image, &swtpm, options.timeout, accel, kvm, qboot);
+    // Boot 4, after the TPM's owner replaced the master secret's index.
+    let fourth_verdict =
+        hostile_owner_refused(&image, &mut swtpm, options.timeout, accel, kvm, qboot);
     drop(swtpm);
 
     // The closing line: both boots' counts, a boot that never printed them counting as one
@@ -260,7 +263,150 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     println!("{} passed, {} failed", p1 + p2, f1 + f2);
     first_verdict.map_err(|e| format!("first boot: {e}"))?;
     second_verdict.map_err(|e| format!("second boot: {e}"))?;
-    third_verdict.map_err(|e| format!("third boot (a patched .data): {e}"))
+    third_verdict.map_err(|e| format!("third boot (a patched .data): {e}"))?;
+    fourth_verdict.map_err(|e| format!("fourth boot (a hostile TPM owner): {e}"))
+}
+
+/// The master secret's NV index, as `hypervisor/src/image/tpm.rs` places it.
+const MASTER_NV_INDEX: &str = "0x01A00000";
+
+/// The TPM's owner is not trusted (its password is empty, as on most machines). Between
+/// boots it tries to read and to overwrite the master secret's index — the TPM refuses both:
+/// the index gives the owner no access — then deletes it (an owner's index is the owner's to
+/// delete) and defines a look-alike it can write: the same policy (PCR 17 of this image,
+/// locality 2), plus owner write, holding zeros. The genuine image's next boot must refuse
+/// that index rather than derive its keys from the owner's zeros.
+fn hostile_owner_refused(
+    image: &Path,
+    swtpm: &mut Swtpm,
+    timeout: Duration,
+    accel: &str,
+    kvm: bool,
+    qboot: bool,
+) -> Result<(), String> {
+    let policy = swtpm.dir.join("master-policy.bin");
+    fs::write(&policy, bound_policy(&measure::expected(image)?)?)
+        .map_err(|e| format!("{}: {e}", policy.display()))?;
+    let zeros = swtpm.dir.join("zeros.bin");
+    fs::write(&zeros, [0u8; 32]).map_err(|e| format!("{}: {e}", zeros.display()))?;
+    let (policy, zeros) = (policy.display().to_string(), zeros.display().to_string());
+    {
+        let owner = OwnerTpm::start(&swtpm.dir)?;
+        if owner.run("tpm2_nvread", &["-C", "o", "-s", "32", MASTER_NV_INDEX]).is_ok() {
+            return Err(String::from("the owner read the master secret"));
+        }
+        if owner.run("tpm2_nvwrite", &["-C", "o", "-i", &zeros, MASTER_NV_INDEX]).is_ok() {
+            return Err(String::from("the owner overwrote the master secret"));
+        }
+        owner.run("tpm2_nvundefine", &["-C", "o", MASTER_NV_INDEX])?;
+        let attributes = "ownerwrite|policywrite|writeall|policyread|no_da";
+        owner.run(
+            "tpm2_nvdefine",
+            &["-C", "o", "-s", "32", "-a", attributes, "-L", &policy, MASTER_NV_INDEX],
+        )?;
+        owner.run("tpm2_nvwrite", &["-C", "o", "-i", &zeros, MASTER_NV_INDEX])?;
+    }
+    swtpm.restart()?;
+    let args = command_line(image, &[], Some(&swtpm.socket), Some("vpr.guest=linux"), kvm, qboot);
+    let fourth = boot(&args, timeout, accel)?;
+    let seen = |text: &str| fourth.lines.iter().any(|l| l.contains(text));
+    if seen("hv: master secret read from the TPM") || seen("hv: master secret made") {
+        return Err(String::from("the hypervisor took the owner's index"));
+    }
+    if !seen("hv: the TPM's master secret does not open for this launch: NV index") {
+        return Err(String::from("the hypervisor did not say why it refused the owner's index"));
+    }
+    eprintln!(
+        "qemu-test: the TPM's owner could neither read nor overwrite the master secret, and the \
+         hypervisor refused the owner-writable index that replaced it"
+    );
+    Ok(())
+}
+
+/// The policy of the master secret's index for the image whose measurement is
+/// `measurement` (hex): TPM2_PolicyPCR of PCR 17 holding SHA-256(32 bytes of ones ||
+/// measurement), then TPM2_PolicyLocality of locality 2 (TPM 2.0 Part 3 §23.7.1, §23.4.1).
+fn bound_policy(measurement: &str) -> Result<[u8; 32], String> {
+    use sha2::{Digest, Sha256};
+    let measurement = hex::decode(measurement).map_err(|e| format!("measurement: {e}"))?;
+    let pcr17 = Sha256::new().chain_update([0xFF; 32]).chain_update(&measurement).finalize();
+    let pcr_digest = Sha256::digest(pcr17);
+    // TPML_PCR_SELECTION: one selection, SHA-256, three bytes, PCR 17.
+    let selection = [0, 0, 0, 1, 0x00, 0x0B, 3, 0x00, 0x00, 0x02];
+    let after_pcr = Sha256::new()
+        .chain_update([0; 32])
+        .chain_update(0x0000_017Fu32.to_be_bytes())
+        .chain_update(selection)
+        .chain_update(pcr_digest)
+        .finalize();
+    let policy = Sha256::new()
+        .chain_update(after_pcr)
+        .chain_update(0x0000_016Fu32.to_be_bytes())
+        .chain_update([1u8 << 2])
+        .finalize();
+    Ok(policy.into())
+}
+
+/// swtpm on a machine's TPM state with its TCP interface (no QEMU attached), for tpm2-tools
+/// acting as the TPM's owner; stopped when dropped.
+struct OwnerTpm {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnerTpm {
+    /// Starts swtpm on `dir` (TPM2_Startup done), its commands on a free port and its control
+    /// channel on the next, as tpm2-tools' swtpm TCTI expects.
+    fn start(dir: &Path) -> Result<OwnerTpm, String> {
+        let port = (20_000..30_000u16)
+            .find(|&p| {
+                let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+                free(p) && free(p + 1)
+            })
+            .ok_or("no two free TCP ports for swtpm")?;
+        let child = std::process::Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "startup-clear"])
+            .arg("--tpmstate")
+            .arg(format!("dir={}", dir.display()))
+            .arg("--server")
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start swtpm: {e}"))?;
+        let owner = OwnerTpm { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() >= deadline {
+                return Err(String::from("swtpm's TCP interface did not come up"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(owner)
+    }
+
+    /// Runs a tpm2-tools command on this TPM; its error output if it fails.
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new(tool)
+            .arg("-T")
+            .arg(format!("swtpm:host=127.0.0.1,port={}", self.port))
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {tool}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+}
+
+impl Drop for OwnerTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A boot loader that patches a pointer in the image's `.data` (a GOT slot, a vtable pointer,

@@ -258,13 +258,33 @@ pub fn tpm_unseal_after_reboot(svm: &Svm) -> TestResult {
     Ok(())
 }
 
-/// Once PCR 17 no longer holds this hypervisor's launch value (another image, or anything
-/// extended after it), the TPM refuses the master secret: a policy failure. Last test of the
-/// boot: PCR 17 stays changed.
+/// The master secret's NV index is this launch's (PCR 17 and locality 2 policy, no owner
+/// access): the TPM refuses it at locality 0, the owner's reads and writes, and, once PCR 17
+/// no longer holds this hypervisor's launch value (another image, or anything extended after
+/// it), every read: a policy failure. Last test of the boot: PCR 17 stays changed.
 pub fn tpm_master_secret_needs_pcr17(_svm: &Svm) -> TestResult {
+    use crate::tpm::{LAUNCH_LOCALITY, MASTER_NV_INDEX};
     with_tpm(|tpm| {
-        tpm.pcr_extend(crate::tpm::LAUNCH_LOCALITY, LAUNCH_PCR, &[0xEE; 32]).map_err(err)?;
-        match tpm.read_pcr_bound_secret(0, crate::tpm::MASTER_NV_INDEX, LAUNCH_PCR) {
+        // Its index: this launch's policy, no owner access.
+        let index = tpm.bound_secret_index(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR);
+        if index != Ok(vpr_hypervisor::tpm::BoundSecretIndex::Bound { written: true }) {
+            return Err(format!("the master secret's index: {index:?}"));
+        }
+        // At locality 0, with PCR 17 as it is: refused by the TPM.
+        if let Ok(_) | Err(TpmError::Argument(_)) =
+            tpm.read_pcr_bound_secret(0, MASTER_NV_INDEX, LAUNCH_PCR)
+        {
+            return Err(String::from("the master secret read at locality 0"));
+        }
+        // The owner can neither read nor write it.
+        if tpm.nv_read(0, MASTER_NV_INDEX, 0, 32).is_ok() {
+            return Err(String::from("the owner read the master secret"));
+        }
+        if tpm.nv_write(0, MASTER_NV_INDEX, 0, &[0; 32]).is_ok() {
+            return Err(String::from("the owner wrote the master secret"));
+        }
+        tpm.pcr_extend(LAUNCH_LOCALITY, LAUNCH_PCR, &[0xEE; 32]).map_err(err)?;
+        match tpm.read_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR) {
             Err(TpmError::Tpm(rc)) if rc.is_policy_failure() => Ok(()),
             other => Err(format!("reading the master secret after PCR 17 changed: {other:?}")),
         }
