@@ -194,7 +194,9 @@ enum Command {
     /// what happened (`fw-cfg-dma`: make QEMU's fw_cfg device DMA into this process's memory;
     /// `msi-enable`: enable a virtio function's MSI-X; `edu-dma`: program QEMU's edu device
     /// (`-device edu`) to DMA between pages of this process, then to read and write 64 bytes
-    /// at `--target`; its lines start `edu dma:`).
+    /// at `--target`; its lines start `edu dma:`; `edu-smi`, `edu-nmi`: have the edu device
+    /// (started with `dma_mask=0xffffffff`) write an SMI or NMI message into the local
+    /// APIC's window by DMA; their lines start `edu message:`).
     #[command(hide = true)]
     GuestProbe {
         /// The attack.
@@ -405,6 +407,19 @@ fn guest_probe(what: &str, target: Option<&str>) -> Result<ExitCode> {
         });
     }
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if let Some(mode) = what.strip_prefix("edu-") {
+        if mode == "smi" || mode == "nmi" {
+            let mut report = |line: String| println!("edu message: {line}");
+            return Ok(match vpr_host::probe::edu_message(mode, &mut report) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    println!("edu message: error: {e:#}");
+                    ExitCode::from(2)
+                }
+            });
+        }
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     if what == "fw-cfg-dma" {
         println!("guest-probe: fw_cfg DMA: {}", vpr_host::probe::fw_cfg_dma()?);
         return Ok(ExitCode::SUCCESS);
@@ -415,8 +430,8 @@ fn guest_probe(what: &str, target: Option<&str>) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     anyhow::bail!(
-        "guest-probe: no probe {what:?} here (known: fw-cfg-dma, msi-enable, edu-dma; on \
-         Linux/x86-64)"
+        "guest-probe: no probe {what:?} here (known: fw-cfg-dma, msi-enable, edu-dma, edu-smi, \
+         edu-nmi; on Linux/x86-64)"
     )
 }
 

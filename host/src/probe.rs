@@ -682,6 +682,58 @@ pub fn edu_dma(target: Option<&str>, report: &mut dyn FnMut(String)) -> Result<(
     Ok(())
 }
 
+/// The local APIC's message window (Intel SDM Vol. 3 §11.11.1, AMD APM Vol. 2 §16.5): a
+/// 4-byte write at 0xFEE0_0000 is an interrupt message to APIC 0 (physical destination), its
+/// data the vector (bits 7:0) and the delivery mode (bits 10:8).
+const MSI_ADDRESS: u64 = 0xFEE0_0000;
+
+/// Has the edu device send an interrupt message by DMA: a 4-byte write of `mode`'s data
+/// (`smi`: delivery mode 2; `nmi`: 4) into the local APIC's window — what a device whose
+/// DMA the guest steers can do without any MSI capability. The device must have been started
+/// with a DMA mask reaching 0xFEE0_0000 (`-device edu,dma_mask=0xffffffff`): the probe checks
+/// that first, since a 28-bit mask would turn the write into one of guest RAM.
+pub fn edu_message(mode: &str, report: &mut dyn FnMut(String)) -> Result<()> {
+    let delivery: u32 = match mode {
+        "smi" => 2,
+        "nmi" => 4,
+        other => bail!("no interrupt message {other:?} (known: smi, nmi)"),
+    };
+    let edu = Edu::open()?;
+    let mut kept = Vec::new();
+    let (mut page, page_pa) = reachable_page(&mut kept)?;
+    let (mut back, back_pa) = reachable_page(&mut kept)?;
+    let to_device = |ram, len| Transfer::new(Direction::ToDevice, ram, 0, len);
+    let to_ram = |ram, len| Transfer::new(Direction::ToRam, ram, 0, len);
+    // The mask: a read of the page's address plus 256 MiB comes back as the page's own bytes
+    // when the device cuts addresses to 28 bits.
+    let pattern = repeated(EDU_SENTINEL, EDU_ATTACK_LEN);
+    let len = usize::try_from(EDU_ATTACK_LEN)?;
+    page.bytes_mut()[..len].copy_from_slice(&pattern);
+    back.bytes_mut().fill(EDU_BACK_FILL);
+    let aliased = Transfer {
+        source: page_pa + EDU_DMA_LIMIT,
+        ..to_device(page_pa, EDU_ATTACK_LEN).map_err(anyhow::Error::msg)?
+    };
+    edu.run(aliased)?;
+    edu.run(to_ram(back_pa, EDU_ATTACK_LEN).map_err(anyhow::Error::msg)?)?;
+    if back.read(len) == pattern {
+        bail!("the edu device's DMA mask is 28 bits: start it with dma_mask=0xffffffff");
+    }
+    // The message: its data into the device's buffer, then 4 bytes to the window.
+    let data = delivery << 8;
+    page.bytes_mut()[..4].copy_from_slice(&data.to_le_bytes());
+    edu.run(to_device(page_pa, 4).map_err(anyhow::Error::msg)?)?;
+    let message =
+        Transfer { destination: MSI_ADDRESS, ..to_ram(page_pa, 4).map_err(anyhow::Error::msg)? };
+    let after = edu.run(message)?;
+    report(format!(
+        "{mode} sent: data {data:#x} written by DMA to {MSI_ADDRESS:#x} (command register \
+         {after:#x})"
+    ));
+    drop(kept);
+    Ok(())
+}
+
 /// Ranges as `vpr.hv=` writes them.
 fn show_ranges(ranges: &[(u64, u64)]) -> String {
     let shown: Vec<String> = ranges.iter().map(|(s, e)| format!("{s:#x}-{e:#x}")).collect();

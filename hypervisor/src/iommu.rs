@@ -21,8 +21,8 @@
 //!   DMA reads zeroes and drops writes.
 
 pub mod acpi;
+pub mod devices;
 mod page_table;
-pub mod virtio;
 
 pub use page_table::{IoPageTable, IoTranslation, LeafCounts};
 

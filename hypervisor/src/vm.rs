@@ -57,6 +57,8 @@ pub enum VmExit {
     Shutdown,
     /// An NMI arrived while the guest ran (and the guest intercepts them).
     Nmi,
+    /// An SMI arrived while the guest ran (and the guest intercepts them).
+    Smi,
     /// The guest touched an I/O port.
     Io {
         /// The port number.
@@ -93,6 +95,7 @@ impl fmt::Display for VmExit {
             }
             VmExit::Shutdown => write!(f, "shutdown (triple fault)"),
             VmExit::Nmi => write!(f, "NMI"),
+            VmExit::Smi => write!(f, "SMI"),
             VmExit::Io { port, write } => {
                 write!(f, "port {} {port:#x}", if write { "write to" } else { "read from" })
             }
@@ -118,6 +121,10 @@ pub trait Vcpu {
     /// Takes the NMI that made the last exit (it is still pending) and holds it for whoever
     /// owns the machine's NMIs, so that the guest can run again without meeting it.
     fn hold_nmi(&mut self);
+    /// Lets the SMI that made the last exit (it is still pending) be taken outside the guest,
+    /// by the firmware's SMM code, so that it runs in none of the guest's context and the
+    /// guest can run again without meeting it.
+    fn take_smi(&mut self);
 }
 
 /// What a hypercall handler decided.
@@ -176,18 +183,20 @@ pub enum Outcome {
     Killed(KillReason),
 }
 
-/// The NMIs one run may be interrupted by before it is killed (an NMI exit the next one): far
-/// more than a machine's own sources give in a run (`linux-test` injects about 130 a run).
+/// The NMIs (and, apart, the SMIs) one run may be interrupted by before it is killed (an NMI
+/// exit the next one): far more than a machine's own sources give in a run (`linux-test`
+/// injects about 130 NMIs a run).
 pub const MAX_NMIS_PER_RUN: u32 = 100_000;
 
 /// Runs `vcpu` until it finishes, halts or is killed, giving its hypercalls to `calls`.
 ///
 /// This is the whole exit policy: hypercalls go to the handler, HLT ends the run, an NMI is
-/// held (up to [`MAX_NMIS_PER_RUN`]: a storm of them would keep the run from ever ending), and
+/// held and an SMI let in outside the guest (each up to [`MAX_NMIS_PER_RUN`]: a storm of them
+/// would keep the run from ever ending), and
 /// every other exit — nested page faults, port and MSR accesses, shutdowns, invalid state,
 /// exits no one expected — kills the guest. It never panics on a guest's behalf.
 pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H) -> Outcome {
-    let mut nmis = 0u32;
+    let (mut nmis, mut smis) = (0u32, 0u32);
     loop {
         match vcpu.run() {
             VmExit::Hypercall => match calls.hypercall(vcpu.registers()) {
@@ -207,6 +216,12 @@ pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H
                 nmis += 1;
                 vcpu.hold_nmi();
             }
+            // Nor is an SMI: the firmware takes it outside the guest (a PAL would otherwise
+            // have SMM run in its context, its registers saved where the OS could read them).
+            VmExit::Smi if smis < MAX_NMIS_PER_RUN => {
+                smis += 1;
+                vcpu.take_smi();
+            }
             exit => return Outcome::Killed(KillReason::UnhandledExit(exit)),
         }
     }
@@ -224,6 +239,7 @@ mod tests {
         skips: usize,
         runs: usize,
         held_nmis: usize,
+        taken_smis: usize,
     }
 
     impl Scripted {
@@ -236,6 +252,7 @@ mod tests {
                 skips: 0,
                 runs: 0,
                 held_nmis: 0,
+                taken_smis: 0,
             }
         }
     }
@@ -256,6 +273,34 @@ mod tests {
         fn hold_nmi(&mut self) {
             self.held_nmis += 1;
         }
+        fn take_smi(&mut self) {
+            self.taken_smis += 1;
+        }
+    }
+
+    #[test]
+    fn an_smi_is_taken_outside_the_guest_and_the_guest_goes_on() {
+        let finish = |r: &mut GuestRegisters| {
+            if r.rax == 1 {
+                HypercallAction::Finish
+            } else {
+                HypercallAction::Resume
+            }
+        };
+        let mut vcpu = Scripted::new(&[
+            (VmExit::Smi, 0),
+            (VmExit::Nmi, 0),
+            (VmExit::Smi, 0),
+            (VmExit::Hypercall, 1),
+        ]);
+        assert_eq!(run(&mut vcpu, &mut { finish }), Outcome::Finished);
+        assert_eq!((vcpu.taken_smis, vcpu.held_nmis, vcpu.runs), (2, 1, 4));
+        // A storm of them kills the run.
+        let storm = usize::try_from(MAX_NMIS_PER_RUN).unwrap() + 1;
+        let mut vcpu = Scripted::new(&alloc::vec![(VmExit::Smi, 0); storm]);
+        let outcome = run(&mut vcpu, &mut { finish });
+        assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(VmExit::Smi)));
+        assert_eq!(vcpu.taken_smis, storm - 1);
     }
 
     #[test]

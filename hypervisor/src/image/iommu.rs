@@ -14,7 +14,7 @@ use core::mem::ManuallyDrop;
 use core::sync::atomic::{fence, Ordering};
 use vpr_hypervisor::apic::{IO_APIC, LOCAL_APIC};
 use vpr_hypervisor::iommu::{
-    self, acpi, control, features, status, virtio, Command, DeviceTableEntry, IoPageTable,
+    self, acpi, control, devices, features, status, Command, DeviceTableEntry, IoPageTable,
     LeafCounts, Location, Register, COMMAND_BYTES, COMMAND_POINTER_MASK, IO_APIC_DEVICE_ID,
     MMIO_BYTES,
 };
@@ -397,16 +397,17 @@ impl acpi::PhysicalMemory for Firmware<'_> {
     }
 }
 
-/// Checks that every virtio function on bus 0 sends its DMA through the IOMMU (modern-only,
-/// offering VIRTIO_F_ACCESS_PLATFORM: `vpr_hypervisor::iommu::virtio`); how many there are.
-/// The QEMU command line is the host's: a device started without `iommu_platform=on` would
-/// reach the hypervisor's memory, so Linux does not run with one.
-pub fn check_virtio() -> Result<usize, String> {
+/// Checks that every function on bus 0 sends its DMA through `iommu`
+/// (`vpr_hypervisor::iommu::devices`: known functions only, no bridges, virtio devices
+/// modern-only and offering VIRTIO_F_ACCESS_PLATFORM); how many virtio functions there are.
+/// The QEMU command line is the host's: a virtio device started without `iommu_platform=on`
+/// would reach the hypervisor's memory, so Linux does not run with one.
+pub fn check_devices(iommu: &Iommu) -> Result<usize, String> {
     let layout = mem::guest_layout().ok_or("IOMMU: no OS guest (vpr.guest=linux)")?;
-    virtio::check(&mut DeviceBus { layout }).map_err(|e| format!("{e}"))
+    devices::check(&mut DeviceBus { layout }, iommu.function()).map_err(|e| format!("{e}"))
 }
 
-/// Bus 0 for the virtio check: configuration through ports 0xCF8/0xCFC, and 32-bit
+/// Bus 0 for the device check: configuration through ports 0xCF8/0xCFC, and 32-bit
 /// registers of the devices' memory windows — aligned, below the chipset's device window,
 /// and in nothing the firmware's map lists (RAM, reserved ranges such as the ECAM window) or
 /// the hypervisor holds.
@@ -427,7 +428,7 @@ impl DeviceBus<'_> {
     }
 }
 
-impl virtio::Bus for DeviceBus<'_> {
+impl devices::Bus for DeviceBus<'_> {
     fn config_read(&mut self, device: u8, function: u8, register: u8) -> u32 {
         crate::ports::config_read(device, function, register)
     }

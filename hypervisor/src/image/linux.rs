@@ -54,6 +54,17 @@ const HPET_PAGE: Range = Range::new(0xFED0_0000, 0xFED0_1000);
 /// The local APIC's window past its register page: QEMU takes every write there as an MSI
 /// (an INIT or SMI with the right value). Kept from the guest.
 const LOCAL_APIC_MSI_WINDOW: Range = Range::new(LOCAL_APIC + PAGE_SIZE, 0xFEF0_0000);
+/// Where the port map expects the ICH9's ACPI power-management registers.
+const PM_BASE: u32 = 0x600;
+/// What the canary holds: hypervisor memory whose address the guest is told
+/// (`vpr.canary=`), for attacks to aim at and the hypervisor to check when the guest turns
+/// the machine off.
+const CANARY: &[u8; 64] = b"vpr canary: the hypervisor's memory, which no guest may change!!";
+
+/// The legacy video window, where QEMU's q35 puts its compatible SMRAM (the firmware's SMM
+/// code and the state an SMI saves: in QEMU the guest read the save area of SMIs the
+/// hypervisor took). Kept from the guest.
+const SMRAM_WINDOW: Range = Range::new(0xA_0000, 0xC_0000);
 /// The signature at the start of QEMU's kvmvapic ROM state (`GuestROMState`).
 const KVMVAPIC_SIGNATURE: &[u8] = b"kvm aPiC";
 /// The guest-physical window the nested page table covers: the first 4 GiB.
@@ -124,9 +135,19 @@ pub fn run(svm: &Svm) -> Result<(), String> {
              (start QEMU with -machine q35 -device amd-iommu)",
         ));
     }
+    // The port map (`guest_os::OS_PORTS`, `FILTERED_PORTS`) places the ACPI registers where
+    // the firmware puts the ICH9's PM base (LPC 0x40, bits 15:7; Intel ICH9 datasheet,
+    // 316972, §13.1.10): a machine set up otherwise would give the guest other ports.
+    let pm_base = crate::ports::config_read(31, 0, 0x40) & 0xFF80;
+    if pm_base != PM_BASE {
+        return Err(format!(
+            "the ICH9's power-management base is {pm_base:#x}, not {PM_BASE:#x} as the \
+             hypervisor's port map has it: refusing to run Linux"
+        ));
+    }
     let hidden = crate::iommu::hide_from_acpi()?;
     let iommu = crate::iommu::protect(&layout.ram)?;
-    let virtio = crate::iommu::check_virtio()?;
+    let virtio = crate::iommu::check_devices(&iommu)?;
     log::info!(
         "hv: IOMMU protects the hypervisor from DMA; {hidden} ACPI table(s) hide it; \
          {virtio} virtio function(s) send their DMA through it"
@@ -137,12 +158,15 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     // guest to know where it must not go (and for tests that it cannot).
     let ranges: Vec<String> =
         layout.hypervisor.iter().map(|r| format!("{:#x}-{:#x}", r.start, r.end)).collect();
+    // The canary: on the hypervisor's heap (below 256 MiB, where every DMA engine reaches).
+    let canary = alloc::boxed::Box::new(*CANARY);
+    let canary_at = core::ptr::addr_of!(*canary) as u64;
     // `pci=nomsi`: the hypervisor keeps every MSI and MSI-X enable bit clear
     // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines;
     // `hpet=disable`: the HPET is not the guest's (`HPET_PAGE`); `pci=nommconf`: the ECAM
     // window is not the guest's (`ecam_window`), configuration goes through 0xCF8/0xCFC.
     let command_line = format!(
-        "{} pci=nomsi pci=nommconf hpet=disable vpr.hv={}",
+        "{} pci=nomsi pci=nommconf hpet=disable vpr.hv={} vpr.canary={canary_at:#x}",
         kernel_command_line(mem::command_line()),
         ranges.join(",")
     );
@@ -193,7 +217,7 @@ pub fn run(svm: &Svm) -> Result<(), String> {
         .hypervisor
         .iter()
         .copied()
-        .chain([TIS_WINDOW, LOCAL_APIC_MSI_WINDOW])
+        .chain([TIS_WINDOW, LOCAL_APIC_MSI_WINDOW, SMRAM_WINDOW])
         .chain(chipset.into_iter().flatten())
         .collect();
     let pages = identity_map(&mut npt, &mut tables, &denied, &CONTROLLERS)?;
@@ -225,7 +249,7 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let tcc =
         if crate::tpm::TPM.lock().is_some() { Tcc::Tpm } else { Tcc::Memory(Default::default()) };
     let mut pals = Pals::with_tcc(svm, tcc);
-    let result = exits(&mut vcpu, &mut pals, iommu.function());
+    let result = exits(&mut vcpu, &mut pals, iommu.function(), &canary);
     drop((npt, tables, msrpm, iopm, iommu));
     result
 }
@@ -565,7 +589,12 @@ fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
 }
 
 /// Runs the guest, answering its exits, until one it cannot go on after.
-fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>, iommu: (u8, u8)) -> Result<(), String> {
+fn exits(
+    vcpu: &mut SvmVcpu,
+    pals: &mut Pals<'_>,
+    iommu: (u8, u8),
+    canary: &[u8; 64],
+) -> Result<(), String> {
     let mut faults = 0u64;
     let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
     let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
@@ -574,11 +603,21 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>, iommu: (u8, u8)) -> Result<(),
     log::info!("hv: PCI bus 0: {} MSI/MSI-X capabilities, kept disabled", messages.len());
     let mut filter = PortFilter::new(messages).hiding(iommu.0, iommu.1);
     let mut ioapic = IoApic::default();
-    let (mut refused_writes, mut held_nmis) = (0u64, 0u64);
+    let (mut refused_writes, mut held_nmis, mut smis) = (0u64, 0u64, 0u64);
     loop {
         match vcpu.run() {
-            VmExit::Io { port, .. } => {
+            VmExit::Io { port, write } => {
                 counts[4] += u64::from(!guest_os::filtered(port));
+                if write && (0x604..=0x605).contains(&port) {
+                    // PM1a control: the guest is turning the machine off (or asking for a
+                    // sleep state): say whether the canary survived it.
+                    // SAFETY: `canary` is a live, aligned borrow of 64 initialized bytes; the
+                    // read is volatile so that the compiler does not assume what they hold (a
+                    // device's DMA is what this checks for).
+                    let now = unsafe { core::ptr::read_volatile(canary) };
+                    let state = if now == *CANARY { "intact" } else { "OVERWRITTEN" };
+                    log::info!("hv: the canary at {:#x} is {state}", canary.as_ptr() as u64);
+                }
                 port_exit(vcpu, &mut filter, &mut ports);
             }
             VmExit::Hypercall => {
@@ -657,6 +696,24 @@ fn exits(vcpu: &mut SvmVcpu, pals: &mut Pals<'_>, iommu: (u8, u8)) -> Result<(),
                         );
                     }
                 }
+            }
+            VmExit::Smi => {
+                // Taken in guest mode, the firmware's SMM code would run in the guest's
+                // context (QEMU enters SMM without leaving it) and leave the processor in SMM
+                // with the guest's registers in SMRAM: let the firmware take it here instead.
+                smis += 1;
+                if smis == 1 {
+                    log::warn!(
+                        "hv: an SMI came while the guest ran (rip {:#x}): taken outside the \
+                         guest",
+                        vcpu.vmcb().save.rip
+                    );
+                }
+                vcpu.take_smi();
+            }
+            VmExit::Other { code: code::RSM, .. } => {
+                // No guest is ever in SMM.
+                vcpu.inject(guest_os::invalid_opcode());
             }
             VmExit::Other { code: code::INVD, .. } => {
                 // 0F 08: skipped; the caches keep what they hold, as after a WBINVD.

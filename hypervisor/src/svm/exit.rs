@@ -11,10 +11,14 @@ pub mod code {
     pub const INTR: u64 = 0x60;
     /// An NMI (the NMI stays pending: APM §15.13.2).
     pub const NMI: u64 = 0x61;
+    /// An SMI (the SMI stays pending, as an NMI does).
+    pub const SMI: u64 = 0x62;
     /// An INIT signal.
     pub const INIT: u64 = 0x63;
     /// CPUID.
     pub const CPUID: u64 = 0x72;
+    /// RSM.
+    pub const RSM: u64 = 0x73;
     /// INVD.
     pub const INVD: u64 = 0x76;
     /// HLT.
@@ -54,6 +58,7 @@ pub fn from_raw(exit_code: u64, info1: u64, info2: u64) -> VmExit {
         code::NPF => VmExit::NestedPageFault { gpa: info2, error: info1 },
         code::SHUTDOWN => VmExit::Shutdown,
         code::NMI => VmExit::Nmi,
+        code::SMI => VmExit::Smi,
         code::IOIO => VmExit::Io {
             port: u16::try_from(info1 >> 16 & 0xFFFF).unwrap_or(u16::MAX),
             write: info1 & IOIO_TYPE_IN == 0,

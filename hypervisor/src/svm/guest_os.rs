@@ -18,12 +18,16 @@ use vpr_proto::hypercall::{CPUID_LEAF, CPUID_SIGNATURE};
 use x86_64::PhysAddr;
 
 /// misc1 intercepts of an OS guest: CPUID (to hide SVM), the port map ([`IoPermissions`]),
-/// the MSR map ([`MsrPermissions`]), shutdown, INIT (which would otherwise restart the
-/// processor into the firmware outside guest mode; the hypervisor stops the machine) and INVD
-/// (which would discard the hypervisor's dirty cache lines too: skipped, as if it were
-/// WBINVD).
+/// the MSR map ([`MsrPermissions`]), shutdown, SMI (which QEMU would otherwise take in guest
+/// mode, running the firmware's SMM code in the guest's context; the hypervisor lets it in
+/// outside the guest), INIT (which would otherwise restart the processor into the firmware
+/// outside guest mode; the hypervisor stops the machine), RSM (#UD: the guest is never in
+/// SMM) and INVD (which would discard the hypervisor's dirty cache lines too: skipped, as if
+/// it were WBINVD).
 pub const OS_MISC1: u32 = intercept::CPUID
+    | intercept::SMI
     | intercept::INIT
+    | intercept::RSM
     | intercept::INVD
     | intercept::IOIO_PROT
     | intercept::MSR_PROT
@@ -674,23 +678,26 @@ enum ConfigWrite {
 }
 
 /// The policy for writes of configuration register `register` (byte offset) of bus 0's
-/// chipset functions on QEMU's `q35` machine — the MCH (device 0: ECAM base 0x60, PAM
-/// 0x90-0x96, SMRAM 0x9D, extended SMRAM 0x9E, TSEG; Intel 3 Series Chipset datasheet,
-/// 316966, §5.1), the ICH9 LPC bridge (31.0: ACPI base 0x40, ACPI control 0x44, GPIO base,
-/// RCBA 0xF0; Intel ICH9 datasheet, 316972, §13.1), its SMBus controller (31.3: host
-/// configuration 0x40, SMI enable) — and every device's BARs.
+/// chipset functions on QEMU's `q35` machine, none of which the guest configures — the MCH
+/// (device 0: ECAM base 0x60, PAM 0x90-0x96, SMRAM 0x9D, extended SMRAM 0x9E, TSEG; Intel 3
+/// Series Chipset datasheet, 316966, §5.1), the ICH9 LPC bridge but its PIRQ routing (31.0:
+/// ACPI base 0x40, ACPI control 0x44, GPIO base, RCBA 0xF0; Intel ICH9 datasheet, 316972,
+/// §13.1), its SMBus controller (31.3: the I/O BAR that would put the controller in the
+/// guest's port window, host configuration 0x40, SMI enable) — and every device's BARs.
 fn pci_config_write(bus: u32, device: u32, function: u32, register: u32) -> ConfigWrite {
     match (bus, device, function, register) {
-        (0, 0, 0, 0x40..) => {
-            ConfigWrite::Refuse("the MCH's memory, SMRAM and configuration-window control")
+        (0, 0, 0, _) => {
+            ConfigWrite::Refuse("the MCH's configuration (memory, SMRAM, configuration window)")
         }
         // LPC: its PIRQ routing (PIRQA-D 0x60-0x63, PIRQE-H 0x68-0x6B) stays the guest's
         // (ACPI's _SRS).
         (0, 31, 0, 0x60..=0x63 | 0x68..=0x6B) => ConfigWrite::Allow,
-        (0, 31, 0, 0x40..) => {
-            ConfigWrite::Refuse("the LPC bridge's decoders (ACPI, GPIO and RCBA bases, SMI)")
+        (0, 31, 0, _) => {
+            ConfigWrite::Refuse("the LPC bridge's configuration (ACPI, GPIO and RCBA bases, SMI)")
         }
-        (0, 31, 3, 0x40..) => ConfigWrite::Refuse("the SMBus controller's host configuration"),
+        (0, 31, 3, _) => {
+            ConfigWrite::Refuse("the SMBus controller's configuration (its I/O BAR, SMI)")
+        }
         (_, _, _, 0x10..=0x27 | 0x30..=0x33) => ConfigWrite::Bar,
         _ => ConfigWrite::Allow,
     }
@@ -1004,6 +1011,15 @@ mod tests {
                 "{address:#x}"
             );
         }
+        // Their BARs and command registers too: the SMBus controller's I/O BAR (0:31.3, 0x20)
+        // would otherwise move into the guest's port window.
+        for address in [0x8000_FB20, 0x8000_FB04, 0x8000_0004, 0x8000_F804] {
+            f.access(out(0xCF8, 4), address);
+            assert!(
+                matches!(f.access(out(0xCFC, 4), 0xC101), PortAction::Refuse(_)),
+                "{address:#x}"
+            );
+        }
         for address in [0x8000_F860, 0x8000_F868] {
             f.access(out(0xCF8, 4), address);
             assert_eq!(f.access(out(0xCFC, 1), 11), PortAction::Forward { select: Some(address) });
@@ -1140,11 +1156,11 @@ mod tests {
         let messages = MessageInterrupts::find(many);
         assert!(messages.overflow);
         let mut f = PortFilter::new(messages);
-        f.access(out(0xCF8, 4), 0x8000_F8A0);
+        f.access(out(0xCF8, 4), 0x8000_F0A0);
         assert!(matches!(f.access(out(0xCFC, 4), 0), PortAction::Refuse(_)));
         // The standard header stays writable (the command register).
-        f.access(out(0xCF8, 4), 0x8000_F804);
-        assert_eq!(f.access(out(0xCFC, 2), 7), PortAction::Forward { select: Some(0x8000_F804) });
+        f.access(out(0xCF8, 4), 0x8000_F004);
+        assert_eq!(f.access(out(0xCFC, 2), 7), PortAction::Forward { select: Some(0x8000_F004) });
     }
 
     #[test]

@@ -8,9 +8,12 @@ use x86_64::PhysAddr;
 /// misc1 intercepts every guest gets: HLT ends a run, port and MSR accesses go through the
 /// all-ones permission maps (so every access exits), a triple fault exits instead of
 /// resetting the machine, an NMI exits (the guest has no IDT of its own for it: the
-/// hypervisor holds it for the OS), and so do an INIT and INVD.
+/// hypervisor holds it for the OS), and so do an SMI (let in outside the guest), an INIT,
+/// RSM and INVD.
 pub const MISC1: u32 = intercept::NMI
+    | intercept::SMI
     | intercept::INIT
+    | intercept::RSM
     | intercept::INVD
     | intercept::HLT
     | intercept::IOIO_PROT

@@ -101,11 +101,16 @@ pub mod intercept {
     pub const INTR: u32 = 1 << 0;
     /// misc1: NMIs.
     pub const NMI: u32 = 1 << 1;
+    /// misc1: SMI (taken in guest mode, SMM would run in the guest's context and save its
+    /// registers where the guest can read them; the hypervisor lets it in outside the guest).
+    pub const SMI: u32 = 1 << 2;
     /// misc1: INIT (the processor would otherwise reset into real mode, leaving guest mode
     /// without the hypervisor).
     pub const INIT: u32 = 1 << 3;
     /// misc1: CPUID.
     pub const CPUID: u32 = 1 << 18;
+    /// misc1: RSM (no guest is ever in SMM).
+    pub const RSM: u32 = 1 << 19;
     /// misc1: INVD (which would discard dirty cache lines of every memory, the hypervisor's
     /// included).
     pub const INVD: u32 = 1 << 22;

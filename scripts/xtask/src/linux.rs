@@ -40,7 +40,8 @@ fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
 
 /// The QEMU command line: the hypervisor with the kernel and initramfs as modules, 512 MiB, a
 /// virtio NIC on user-mode networking, QEMU's `edu` test device (a DMA engine any root
-/// process can aim below 256 MiB: the attack probes' device), no kvmvapic, no isa-debug-exit (a guest must not
+/// process can aim: the attack probes' device, its address mask widened to 32 bits so that
+/// it reaches the local APIC's window), no kvmvapic, no isa-debug-exit (a guest must not
 /// end the machine with a port write: it powers off instead).
 pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Vec<String> {
     let (accel, cpu) = if kvm { ("kvm", "host") } else { ("tcg", "max") };
@@ -53,8 +54,18 @@ pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Ve
             .collect();
     args.extend(vpr_host::machine::console_args("512M"));
     let nic = format!("virtio-net-pci,netdev=n0,{}", vpr_host::machine::VIRTIO_DMA);
-    let network =
-        ["-netdev", "user,id=n0", "-device", &nic, "-device", "edu", "-accel", accel, "-cpu", cpu];
+    let network = [
+        "-netdev",
+        "user,id=n0",
+        "-device",
+        &nic,
+        "-device",
+        "edu,dma_mask=0xffffffff",
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+    ];
     args.extend(network.iter().map(|s| s.to_string()));
     args
 }
@@ -724,10 +735,21 @@ pub fn verdict(boot: &Boot) -> Result<(), String> {
         ),
         ("vpr-guest: edu dma: read: refused", "a device read the hypervisor's memory by DMA"),
         ("vpr-guest: edu dma: write: refused", "a device wrote the hypervisor's memory by DMA"),
+        ("hv: the canary at", "the hypervisor did not check its canary at power-off"),
+        ("vpr-guest: edu message: smi sent", "the edu device did not send its SMI message"),
+        ("vpr-guest: edu message: nmi sent", "the edu device did not send its NMI message"),
+        ("vpr-guest: smram save area 0xafefc read: refused", "the guest read SMRAM's window"),
+        (
+            "hv: an SMI came while the guest ran",
+            "the hypervisor did not take the SMI a device sent outside the guest",
+        ),
     ] {
         if !seen(lines, marker) {
             return Err(String::from(what));
         }
+    }
+    if lines.iter().any(|l| l.contains("hv: the canary at") && !l.contains(" is intact")) {
+        return Err(String::from("a device's DMA overwrote the hypervisor's canary"));
     }
     for refused in ["hv: guest wrote port 0x71 ", "hv: guest wrote port 0xcfd "] {
         if !seen(lines, refused) {

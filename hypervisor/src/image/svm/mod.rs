@@ -36,6 +36,19 @@ pub fn take_pending_nmi() -> bool {
     false
 }
 
+/// Lets in the SMI that made the last exit: it stays pending after an SMI intercept, as an
+/// NMI does, and is held while GIF is clear. GIF is set for one jump, where the processor
+/// takes it outside any guest: the firmware's SMM code (in SMRAM, which no guest can open:
+/// `guest_os::PortFilter` keeps the chipset's SMRAM control) saves the hypervisor's state,
+/// handles it and returns with RSM. Nothing tells the hypervisor it came; an SMI still
+/// pending meets the guest again at the next VMRUN and exits again.
+pub fn take_pending_smi() {
+    // SAFETY: as in `take_pending_nmi`: STGI and CLGI change only GIF; in between, maskable
+    // interrupts stay off (RFLAGS.IF is clear), and what can be taken is an NMI, whose handler
+    // only counts it, or the SMI, which the firmware's SMM code returns from.
+    unsafe { core::arch::asm!("stgi", "jmp 2f", "2:", "clgi") };
+}
+
 /// Why SVM cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SvmError {

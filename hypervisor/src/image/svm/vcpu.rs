@@ -115,6 +115,10 @@ impl Vcpu for SvmVcpu {
             log::warn!("hv: an NMI exit, but no NMI came when GIF was set");
         }
     }
+
+    fn take_smi(&mut self) {
+        super::take_pending_smi();
+    }
 }
 
 impl Drop for SvmVcpu {

@@ -1,9 +1,12 @@
-//! Virtio devices and the IOMMU: QEMU routes a virtio device's DMA through the IOMMU only
-//! when the device offers VIRTIO_F_ACCESS_PLATFORM (feature bit 33, QEMU's
-//! `iommu_platform=on`); without it the device reads and writes physical memory directly,
-//! the hypervisor's included. The QEMU command line is the host's, and the host is not
-//! trusted, so the hypervisor checks every virtio function on bus 0 before the guest runs
-//! and refuses to run Linux if one would bypass the IOMMU.
+//! The PCI functions the guest may have, as the IOMMU's protection needs them. The IOMMU
+//! translates every device ID's DMA, but a device model can bypass it: QEMU routes a virtio
+//! device's DMA through the IOMMU only when the device offers VIRTIO_F_ACCESS_PLATFORM
+//! (feature bit 33, QEMU's `iommu_platform=on`); without it the device reads and writes
+//! physical memory directly, the hypervisor's included. The QEMU command line is the host's,
+//! and the host is not trusted, so before the guest runs the hypervisor checks bus 0: every
+//! function must be one it knows to send its DMA through the IOMMU ([`ALLOWED`], the IOMMU
+//! itself, and modern virtio devices that offer VIRTIO_F_ACCESS_PLATFORM), and no function
+//! may be a bridge (whose buses the check would not see).
 //!
 //! Facts cite the Virtual I/O Device (VIRTIO) Specification 1.2 ("virtio"): §4.1.2 PCI
 //! device discovery (device IDs 0x1000-0x103F are transitional, with the legacy interface;
@@ -13,6 +16,19 @@
 //! 0x04), §6 VIRTIO_F_ACCESS_PLATFORM.
 
 use core::fmt;
+
+/// The functions, other than the IOMMU and virtio devices, allowed on bus 0 (vendor, device,
+/// what): QEMU's q35 chipset and the devices vpr's machines attach, all of whose DMA QEMU
+/// sends through the IOMMU (`pci_dma_*`).
+pub const ALLOWED: &[(u16, u16, &str)] = &[
+    (0x8086, 0x29C0, "the Q35 host bridge (MCH)"),
+    (0x8086, 0x2918, "the ICH9 LPC bridge"),
+    (0x8086, 0x2922, "the ICH9 AHCI controller"),
+    (0x8086, 0x2930, "the ICH9 SMBus controller"),
+    (0x1234, 0x11E8, "QEMU's edu test device (linux-test's DMA engine)"),
+];
+/// Header type 1 and 2 (PCI Local Bus 3.0 §6.1; PCI-to-PCI and CardBus bridges).
+const HEADER_TYPE_MASK: u32 = 0x7F;
 
 /// The virtio vendor ID (virtio §4.1.2).
 const VIRTIO_VENDOR: u32 = 0x1AF4;
@@ -46,9 +62,9 @@ pub trait Bus {
     fn mmio_write(&mut self, address: u64, value: u32) -> bool;
 }
 
-/// A virtio function that would bypass the IOMMU, or that the hypervisor cannot check.
+/// A function that could bypass the IOMMU, or that the hypervisor cannot check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VirtioError {
+pub enum DeviceError {
     /// A transitional device (ID 0x1000-0x103F): it has the legacy interface too (QEMU's
     /// `disable-legacy=on` removes it).
     Transitional {
@@ -70,6 +86,18 @@ pub enum VirtioError {
         /// The BAR index the capability names.
         bar: u8,
     },
+    /// A function that is neither allowed nor the IOMMU nor virtio.
+    Unknown {
+        /// The function.
+        at: (u8, u8),
+        /// Its vendor and device IDs.
+        id: (u16, u16),
+    },
+    /// A bridge: functions behind it are on buses the check does not walk.
+    Bridge {
+        /// The function.
+        at: (u8, u8),
+    },
     /// The device does not offer VIRTIO_F_ACCESS_PLATFORM: its DMA bypasses the IOMMU.
     BypassesIommu {
         /// The function.
@@ -79,27 +107,38 @@ pub enum VirtioError {
     },
 }
 
-impl fmt::Display for VirtioError {
+impl fmt::Display for DeviceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            VirtioError::Transitional { at, id } => write!(
+            DeviceError::Unknown { at, id } => write!(
+                f,
+                "PCI function 00:{:02x}.{} ({:04x}:{:04x}) is not one the hypervisor knows to send \
+                 its DMA through the IOMMU",
+                at.0, at.1, id.0, id.1
+            ),
+            DeviceError::Bridge { at } => write!(
+                f,
+                "PCI function 00:{:02x}.{} is a bridge: the devices behind it are not checked",
+                at.0, at.1
+            ),
+            DeviceError::Transitional { at, id } => write!(
                 f,
                 "virtio function 00:{:02x}.{} (device {id:#06x}) is transitional: start it \
                  with disable-legacy=on",
                 at.0, at.1
             ),
-            VirtioError::NoCommonConfiguration { at } => write!(
+            DeviceError::NoCommonConfiguration { at } => write!(
                 f,
                 "virtio function 00:{:02x}.{} has no common configuration to check",
                 at.0, at.1
             ),
-            VirtioError::Unreachable { at, bar } => write!(
+            DeviceError::Unreachable { at, bar } => write!(
                 f,
                 "virtio function 00:{:02x}.{}: its common configuration (BAR {bar}) is not a \
                  memory window below 4 GiB the hypervisor can read",
                 at.0, at.1
             ),
-            VirtioError::BypassesIommu { at, id } => write!(
+            DeviceError::BypassesIommu { at, id } => write!(
                 f,
                 "virtio function 00:{:02x}.{} (device {id:#06x}) does not offer \
                  VIRTIO_F_ACCESS_PLATFORM: its DMA would bypass the IOMMU (start it with \
@@ -110,10 +149,12 @@ impl fmt::Display for VirtioError {
     }
 }
 
-/// Checks every virtio function on bus 0: each must be modern-only and offer
-/// VIRTIO_F_ACCESS_PLATFORM. How many were checked, or the first that fails. The feature
-/// select register is left at 0, where the firmware left it.
-pub fn check(bus: &mut impl Bus) -> Result<usize, VirtioError> {
+/// Checks every function on bus 0: no bridge; each one of [`ALLOWED`], the IOMMU
+/// (`iommu`: device, function), or a modern-only virtio device offering
+/// VIRTIO_F_ACCESS_PLATFORM. How many virtio functions were checked, or the first function
+/// that fails. A virtio device's feature select register is left at 0, where the firmware
+/// left it.
+pub fn check(bus: &mut impl Bus, iommu: (u8, u8)) -> Result<usize, DeviceError> {
     let mut checked = 0;
     for device in 0..32u8 {
         for function in 0..8u8 {
@@ -124,12 +165,25 @@ pub fn check(bus: &mut impl Bus) -> Result<usize, VirtioError> {
                 }
                 continue;
             }
-            if id & 0xFFFF == VIRTIO_VENDOR {
-                check_function(bus, (device, function), id >> 16)?;
+            let at = (device, function);
+            let header = bus.config_read(device, function, 0x0C) >> 16;
+            if header & HEADER_TYPE_MASK != 0 {
+                return Err(DeviceError::Bridge { at });
+            }
+            let (vendor, device_id) = (id & 0xFFFF, id >> 16);
+            let short = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+            if vendor == VIRTIO_VENDOR {
+                check_function(bus, at, device_id)?;
                 checked += 1;
+            } else if at != iommu
+                && !ALLOWED
+                    .iter()
+                    .any(|&(v, d, _)| (u32::from(v), u32::from(d)) == (vendor, device_id))
+            {
+                return Err(DeviceError::Unknown { at, id: (short(vendor), short(device_id)) });
             }
             // Header type bit 7: more functions than function 0.
-            if function == 0 && bus.config_read(device, 0, 0x0C) >> 16 & 0x80 == 0 {
+            if function == 0 && header & 0x80 == 0 {
                 break;
             }
         }
@@ -138,20 +192,20 @@ pub fn check(bus: &mut impl Bus) -> Result<usize, VirtioError> {
 }
 
 /// Checks one virtio function with device ID `id`.
-fn check_function(bus: &mut impl Bus, at: (u8, u8), id: u32) -> Result<(), VirtioError> {
+fn check_function(bus: &mut impl Bus, at: (u8, u8), id: u32) -> Result<(), DeviceError> {
     let short = u16::try_from(id).unwrap_or(u16::MAX);
     if id < FIRST_MODERN_ID {
-        return Err(VirtioError::Transitional { at, id: short });
+        return Err(DeviceError::Transitional { at, id: short });
     }
     if id > LAST_VIRTIO_ID {
         // Not a virtio device ID (virtio §4.1.2): nothing of virtio's to check, but nothing
         // the hypervisor knows either.
-        return Err(VirtioError::NoCommonConfiguration { at });
+        return Err(DeviceError::NoCommonConfiguration { at });
     }
     let (bar, offset) = common_configuration(bus, at)?;
-    let base = memory_bar(bus, at, bar).ok_or(VirtioError::Unreachable { at, bar })?;
-    let common = base.checked_add(u64::from(offset)).ok_or(VirtioError::Unreachable { at, bar })?;
-    let unreachable = VirtioError::Unreachable { at, bar };
+    let base = memory_bar(bus, at, bar).ok_or(DeviceError::Unreachable { at, bar })?;
+    let common = base.checked_add(u64::from(offset)).ok_or(DeviceError::Unreachable { at, bar })?;
+    let unreachable = DeviceError::Unreachable { at, bar };
     if !bus.mmio_write(common + DEVICE_FEATURE_SELECT, ACCESS_PLATFORM_DWORD) {
         return Err(unreachable);
     }
@@ -160,7 +214,7 @@ fn check_function(bus: &mut impl Bus, at: (u8, u8), id: u32) -> Result<(), Virti
     match features {
         None => Err(unreachable),
         Some(dword) if dword & ACCESS_PLATFORM_BIT == 0 => {
-            Err(VirtioError::BypassesIommu { at, id: short })
+            Err(DeviceError::BypassesIommu { at, id: short })
         }
         Some(_) => Ok(()),
     }
@@ -168,9 +222,9 @@ fn check_function(bus: &mut impl Bus, at: (u8, u8), id: u32) -> Result<(), Virti
 
 /// The BAR index and offset of the function's common configuration structure (the first
 /// vendor capability with `cfg_type` 1; virtio §4.1.4).
-fn common_configuration(bus: &mut impl Bus, at: (u8, u8)) -> Result<(u8, u32), VirtioError> {
+fn common_configuration(bus: &mut impl Bus, at: (u8, u8)) -> Result<(u8, u32), DeviceError> {
     let (device, function) = at;
-    let missing = VirtioError::NoCommonConfiguration { at };
+    let missing = DeviceError::NoCommonConfiguration { at };
     // Status bit 4: a capability list (PCI Local Bus 3.0 §6.7).
     if bus.config_read(device, function, 0x04) >> 16 & 1 << 4 == 0 {
         return Err(missing);
@@ -293,7 +347,7 @@ mod tests {
     #[test]
     fn a_modern_device_offering_access_platform_passes() {
         let mut machine = Machine::q35(0x1041, 0b11);
-        assert_eq!(check(&mut machine), Ok(1));
+        assert_eq!(check(&mut machine, (1, 0)), Ok(1));
         // Feature dword 1 selected, then the select register put back to 0.
         assert_eq!(machine.writes, [(0xFEBF_C000, 1), (0xFEBF_C000, 0)]);
     }
@@ -301,14 +355,20 @@ mod tests {
     #[test]
     fn a_device_without_access_platform_is_refused() {
         let mut machine = Machine::q35(0x1041, 0b01);
-        assert_eq!(check(&mut machine), Err(VirtioError::BypassesIommu { at: (2, 0), id: 0x1041 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::BypassesIommu { at: (2, 0), id: 0x1041 })
+        );
         assert_eq!(machine.select, 0);
     }
 
     #[test]
     fn a_transitional_device_is_refused() {
         let mut machine = Machine::q35(0x1000, 0b11);
-        assert_eq!(check(&mut machine), Err(VirtioError::Transitional { at: (2, 0), id: 0x1000 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Transitional { at: (2, 0), id: 0x1000 })
+        );
         assert!(machine.writes.is_empty());
     }
 
@@ -316,7 +376,7 @@ mod tests {
     fn a_machine_without_virtio_checks_nothing() {
         let mut machine = Machine::q35(0x1041, 0);
         machine.config.retain(|&(device, _, _), _| device != 2);
-        assert_eq!(check(&mut machine), Ok(0));
+        assert_eq!(check(&mut machine, (1, 0)), Ok(0));
     }
 
     #[test]
@@ -324,19 +384,61 @@ mod tests {
         // The BAR moved out of the device window the bus allows.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x20), 0x0010_000C);
-        assert_eq!(check(&mut machine), Err(VirtioError::Unreachable { at: (2, 0), bar: 4 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Unreachable { at: (2, 0), bar: 4 })
+        );
         // Above 4 GiB.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x24), 1);
-        assert_eq!(check(&mut machine), Err(VirtioError::Unreachable { at: (2, 0), bar: 4 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Unreachable { at: (2, 0), bar: 4 })
+        );
         // Memory decoding off.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x04), 0x0010_0004);
-        assert_eq!(check(&mut machine), Err(VirtioError::Unreachable { at: (2, 0), bar: 4 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Unreachable { at: (2, 0), bar: 4 })
+        );
         // A BAR index past the last BAR.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x88), 6);
-        assert_eq!(check(&mut machine), Err(VirtioError::Unreachable { at: (2, 0), bar: 6 }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Unreachable { at: (2, 0), bar: 6 })
+        );
+    }
+
+    #[test]
+    fn only_known_functions_and_no_bridges_are_allowed() {
+        // The IOMMU's function is allowed where it is, and nowhere else.
+        let mut machine = Machine::q35(0x1041, 0b11);
+        machine.config.insert((1, 0, 0x00), 0x0008_1022);
+        machine.config.insert((1, 0, 0x0C), 0);
+        assert_eq!(check(&mut machine, (1, 0)), Ok(1));
+        assert_eq!(
+            check(&mut machine, (5, 0)),
+            Err(DeviceError::Unknown { at: (1, 0), id: (0x1022, 0x0008) })
+        );
+        // Another device: refused.
+        let mut machine = Machine::q35(0x1041, 0b11);
+        machine.config.insert((4, 0, 0x00), 0x100E_8086);
+        machine.config.insert((4, 0, 0x0C), 0);
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::Unknown { at: (4, 0), id: (0x8086, 0x100E) })
+        );
+        // A PCI-to-PCI bridge (header type 1), even of a known vendor: refused.
+        let mut machine = Machine::q35(0x1041, 0b11);
+        machine.config.insert((3, 0, 0x00), 0x000C_1B36);
+        machine.config.insert((3, 0, 0x0C), 0x0001_0000);
+        assert_eq!(check(&mut machine, (1, 0)), Err(DeviceError::Bridge { at: (3, 0) }));
+        // The LPC bridge's other functions (AHCI at 31.2): allowed.
+        let mut machine = Machine::q35(0x1041, 0b11);
+        machine.config.insert((31, 3, 0x00), 0x2930_8086);
+        assert_eq!(check(&mut machine, (1, 0)), Ok(1));
     }
 
     #[test]
@@ -344,18 +446,30 @@ mod tests {
         // No capability list.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x04), 0x0000_0007);
-        assert_eq!(check(&mut machine), Err(VirtioError::NoCommonConfiguration { at: (2, 0) }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::NoCommonConfiguration { at: (2, 0) })
+        );
         // A list that loops without a common configuration.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x84), 0x0200_7009);
-        assert_eq!(check(&mut machine), Err(VirtioError::NoCommonConfiguration { at: (2, 0) }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::NoCommonConfiguration { at: (2, 0) })
+        );
         // A capability at the last dword: its fields would lie past the configuration space.
         let mut machine = Machine::q35(0x1041, 0b11);
         machine.config.insert((2, 0, 0x34), 0xFC);
         machine.config.insert((2, 0, 0xFC), 0x0100_0009);
-        assert_eq!(check(&mut machine), Err(VirtioError::NoCommonConfiguration { at: (2, 0) }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::NoCommonConfiguration { at: (2, 0) })
+        );
         // Not a virtio device ID at all.
         let mut machine = Machine::q35(0x1100, 0b11);
-        assert_eq!(check(&mut machine), Err(VirtioError::NoCommonConfiguration { at: (2, 0) }));
+        assert_eq!(
+            check(&mut machine, (1, 0)),
+            Err(DeviceError::NoCommonConfiguration { at: (2, 0) })
+        );
     }
 }
