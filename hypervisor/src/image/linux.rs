@@ -638,7 +638,12 @@ fn exits(
                         );
                     }
                     held_nmis += held;
-                    vcpu.inject(guest_os::nmi());
+                    // Sent to this processor through its local APIC, not injected: it stays
+                    // pending while GIF is clear and reaches the guest as a real NMI, which
+                    // blocks further NMIs until the guest's IRET (QEMU does not block them
+                    // after an NMI injected by EVENTINJ, and Linux's NMI handler, nested by
+                    // the next one, overflowed its stack under an NMI storm).
+                    crate::mmio::self_nmi();
                 }
             }
             VmExit::Other { code: code::CPUID, .. } => {

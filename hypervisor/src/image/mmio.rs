@@ -4,6 +4,20 @@
 
 use vpr_hypervisor::apic::{IO_APIC, LOCAL_APIC};
 
+/// The local APIC's interrupt command register, low half (Intel SDM Vol. 3 §11.6.1, AMD APM
+/// Vol. 2 §16.5): an NMI (delivery mode 100b, bits 10:8), asserted (bit 14), to this
+/// processor alone (destination shorthand 01b, bits 19:18).
+const ICR_LOW: u64 = LOCAL_APIC + 0x300;
+const SELF_NMI: u32 = 0b100 << 8 | 1 << 14 | 0b01 << 18;
+
+/// Sends this processor an NMI through its local APIC. With GIF clear it stays pending until
+/// the next VMRUN, where the guest takes it.
+pub fn self_nmi() {
+    if let Some(icr) = Register::at(ICR_LOW) {
+        icr.write(SELF_NMI);
+    }
+}
+
 /// A 32-bit register of the local APIC or the I/O APIC: a 16-byte aligned offset in one of
 /// their pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -377,6 +377,8 @@ pub struct MessageInterrupts {
     len: usize,
     /// More were found than fit: every write past the standard header is then refused.
     overflow: bool,
+    /// The functions that answered, a bit per function of each device.
+    present: [u8; 32],
 }
 
 /// How many MSI/MSI-X capabilities [`MessageInterrupts`] holds (QEMU's `q35` machine as vpr
@@ -392,6 +394,7 @@ impl Default for MessageInterrupts {
             found: [(0, 0, 0, false); MAX_MESSAGE_CAPABILITIES],
             len: 0,
             overflow: false,
+            present: [0; 32],
         }
     }
 }
@@ -401,25 +404,26 @@ impl MessageInterrupts {
     /// (all ones where no function answers).
     pub fn find(mut read: impl FnMut(u8, u8, u8) -> u32) -> Self {
         let mut found = MessageInterrupts::default();
+        // Every function number, whether or not function 0 is there or says it has others
+        // (a device at function 3 of an empty slot is the guest's to drive all the same).
         for device in 0..32u8 {
             for function in 0..8u8 {
                 if read(device, function, 0) & 0xFFFF == 0xFFFF {
-                    if function == 0 {
-                        break;
-                    }
                     continue;
                 }
+                found.present[usize::from(device)] |= 1 << function;
                 // Status bit 4: a capability list; the list starts at 0x34 (§6.7).
                 if read(device, function, 0x04) >> 16 & 1 << 4 != 0 {
                     found.walk(device, function, &mut read);
                 }
-                // Header type bit 7: more functions than function 0.
-                if function == 0 && read(device, 0, 0x0C) >> 16 & 0x80 == 0 {
-                    break;
-                }
             }
         }
         found
+    }
+
+    /// Whether bus 0's `device`/`function` answered when the functions were found.
+    pub fn present(&self, device: u8, function: u8) -> bool {
+        self.present.get(usize::from(device)).is_some_and(|f| f & 1 << (function & 7) != 0)
     }
 
     /// Follows one function's capability list (at most 48 entries: a looping list ends).
@@ -637,6 +641,13 @@ impl PortFilter {
             return PortAction::Forward { select: Some(select) };
         }
         let register = (address & 0xFC) + u32::from(port - 0xCFC);
+        let (d, f) = (device.to_le_bytes()[0], function.to_le_bytes()[0]);
+        if bus != 0 {
+            return PortAction::Refuse("a function on another bus (none was there at boot)");
+        }
+        if !self.messages.present(d, f) {
+            return PortAction::Refuse("a function that was not there when the bus was checked");
+        }
         match pci_config_write(bus, device, function, register) {
             ConfigWrite::Refuse(why) => PortAction::Refuse(why),
             ConfigWrite::Bar if size == 4 && register.is_multiple_of(4) => {
@@ -807,12 +818,6 @@ pub fn exception(vector: u8, code: Option<u32>) -> u64 {
 /// #GP(0): what a guest gets for touching memory or an MSR that is not its own.
 pub fn general_protection() -> u64 {
     exception(13, Some(0))
-}
-
-/// An NMI (EVENTINJ type 2, vector 2: APM §15.20): how the OS guest gets the NMIs the
-/// hypervisor held while a PAL ran.
-pub fn nmi() -> u64 {
-    2 | 2 << 8 | 1 << 31
 }
 
 /// #UD: what a guest gets for an SVM instruction (as on a processor without SVM).
@@ -987,9 +992,20 @@ mod tests {
         IoAccess { port, size, write: false, string: false }
     }
 
+    /// Bus 0 of QEMU's `q35` as far as the filter's tests need it: the MCH, a device at 4.0,
+    /// the LPC bridge (31.0, multi-function) and the SMBus controller (31.3); each answers
+    /// with some ID and no capabilities.
+    fn q35(device: u8, function: u8, register: u8) -> u32 {
+        match (device, function, register) {
+            (0 | 4, 0, 0) | (31, 0 | 3, 0) => 0x0001_8086,
+            (_, _, 0) => u32::MAX,
+            _ => 0,
+        }
+    }
+
     #[test]
     fn pci_configuration_keeps_the_chipset_and_platform_window() {
-        let mut f = PortFilter::default();
+        let mut f = PortFilter::new(MessageInterrupts::find(q35));
         // The MCH's SMRAM control (0:0.0, 0x9D), PAM (0x90) and ECAM base (0x60): refused.
         assert_eq!(f.access(out(0xCF8, 4), 0x8000_009C), PortAction::Emulate(0));
         assert_eq!(f.access(inp(0xCF8, 4), 0), PortAction::Emulate(0x8000_009C));
@@ -1039,6 +1055,27 @@ mod tests {
         f.access(out(0xCF8, 4), 0x0000_0070);
         assert_eq!(f.access(inp(0xCFC, 4), 0), PortAction::Emulate(u32::MAX));
         assert_eq!(f.access(out(0xCFC, 4), 1), PortAction::Emulate(0));
+    }
+
+    #[test]
+    fn functions_absent_at_boot_take_no_write() {
+        // 5.3 of an empty slot, found all the same; 5.0 and 6.1 absent.
+        let read = |device: u8, function: u8, register: u8| match (device, function, register) {
+            (5, 3, 0) => 0x1005_1AF4,
+            (_, _, 0) => u32::MAX,
+            _ => 0,
+        };
+        let messages = MessageInterrupts::find(read);
+        assert!(messages.present(5, 3) && !messages.present(5, 0) && !messages.present(6, 1));
+        let mut f = PortFilter::new(messages);
+        f.access(out(0xCF8, 4), 0x8000_2B04);
+        assert_eq!(f.access(out(0xCFC, 2), 7), PortAction::Forward { select: Some(0x8000_2B04) });
+        for address in [0x8000_2804, 0x8000_3104, 0x8001_2B04] {
+            f.access(out(0xCF8, 4), address);
+            assert!(matches!(f.access(out(0xCFC, 2), 7), PortAction::Refuse(_)), "{address:#x}");
+            // Reads still go to the device (all ones where none answers).
+            assert_eq!(f.access(inp(0xCFC, 2), 0), PortAction::Forward { select: Some(address) });
+        }
     }
 
     #[test]
@@ -1119,9 +1156,12 @@ mod tests {
             f.access(out(0xCFC, 4), 0xFEE0_0000),
             PortAction::Forward { select: Some(0x8000_2054) }
         );
-        // Another device's same offsets are not capabilities; a bus behind a bridge refused.
+        // Another device's same offsets are not capabilities; a function that did not answer
+        // when the bus was walked (5.0), and another bus, are refused.
+        f.access(out(0xCF8, 4), 0x8000_0850);
+        assert_eq!(f.access(out(0xCFE, 2), 1), PortAction::Forward { select: Some(0x8000_0850) });
         f.access(out(0xCF8, 4), 0x8000_2850);
-        assert_eq!(f.access(out(0xCFE, 2), 1), PortAction::Forward { select: Some(0x8000_2850) });
+        assert!(matches!(f.access(out(0xCFE, 2), 1), PortAction::Refuse(_)));
         f.access(out(0xCF8, 4), 0x8001_1850);
         assert!(matches!(f.access(out(0xCFE, 2), 1), PortAction::Refuse(_)));
     }

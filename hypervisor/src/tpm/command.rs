@@ -461,24 +461,29 @@ pub fn parse_policy_locality(bytes: &[u8]) -> Result<(), TpmError> {
 /// `authPolicy` equal to the session's `policyDigest`. `data` longer than a `TPM2B` holds is
 /// cut, as for [`nv_write`].
 pub fn nv_write_with_session(session: u32, index: u32, data: &[u8], offset: u16) -> Vec<u8> {
-    const AUTH_LEN: u32 = 4 + 2 + 1 + 2;
     let (size, data) = tpm2b(data);
+    let auth = policy_session_auth(session);
     command(
         TPM_ST_SESSIONS,
         TPM_CC_NV_WRITE,
         &[
             &index.to_be_bytes(), // authHandle
             &index.to_be_bytes(), // nvIndex
-            &AUTH_LEN.to_be_bytes(),
-            &session.to_be_bytes(),
-            &0u16.to_be_bytes(), // nonceCaller: empty
-            &[0],                // sessionAttributes: continueSession clear
-            &0u16.to_be_bytes(), // hmac: empty
+            &auth,
             &size,
             data,
             &offset.to_be_bytes(),
         ],
     )
+}
+
+/// The authorization area of one policy session `session` without a nonce or an HMAC and
+/// with `continueSession` clear: its size (u32, 9) and the `TPMS_AUTH_COMMAND` (Part 2
+/// §10.13.2) — `sessionHandle`, an empty `nonceCaller`, `sessionAttributes` 0, an empty
+/// `hmac`.
+fn policy_session_auth(session: u32) -> [u8; 13] {
+    let [s0, s1, s2, s3] = session.to_be_bytes();
+    [0, 0, 0, 9, s0, s1, s2, s3, 0, 0, 0, 0, 0]
 }
 
 /// Checks the response to [`nv_write_with_session`]: `parameterSize` 0, then the
@@ -509,18 +514,14 @@ pub fn flush_context(handle: u32) -> Vec<u8> {
 /// `TPM_RC_POLICY_FAIL` otherwise ([`ResponseCode::is_policy_failure`]), and then keeps the
 /// session (flush it: [`flush_context`]).
 pub fn nv_read_with_session(session: u32, index: u32, size: u16, offset: u16) -> Vec<u8> {
-    const AUTH_LEN: u32 = 4 + 2 + 1 + 2;
+    let auth = policy_session_auth(session);
     command(
         TPM_ST_SESSIONS,
         TPM_CC_NV_READ,
         &[
             &index.to_be_bytes(), // authHandle
             &index.to_be_bytes(), // nvIndex
-            &AUTH_LEN.to_be_bytes(),
-            &session.to_be_bytes(),
-            &0u16.to_be_bytes(), // nonceCaller: empty
-            &[0],                // sessionAttributes: continueSession clear
-            &0u16.to_be_bytes(), // hmac: empty
+            &auth,
             &size.to_be_bytes(),
             &offset.to_be_bytes(),
         ],

@@ -94,6 +94,16 @@ pub unsafe extern "sysv64" fn world_switch(
         "pop r12",
         "pop rbp",
         "pop rbx",
+        // The guest's caller-saved registers are stored: clear them, so that nothing of a
+        // PAL's stays in the processor's registers (an SMI let in afterwards would save them
+        // into SMRAM). RAX holds host_state, RDX the registers' address: neither the guest's.
+        "xor ecx, ecx",
+        "xor esi, esi",
+        "xor edi, edi",
+        "xor r8d, r8d",
+        "xor r9d, r9d",
+        "xor r10d, r10d",
+        "xor r11d, r11d",
         "ret",
         rbx = const offset_of!(GuestRegisters, rbx),
         rcx = const offset_of!(GuestRegisters, rcx),
