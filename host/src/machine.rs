@@ -168,8 +168,9 @@ pub fn image_symbol(image: &Path, name: &str) -> Result<u64, String> {
     symbol(&symbols(image)?, name)
 }
 
-/// The defined symbols of the image file at `image`, as `nm` lists them.
-fn symbols(image: &Path) -> Result<String, String> {
+/// The defined symbols of the image file at `image`, as `nm` lists them ("<hex> <type>
+/// <name>" lines).
+pub fn symbols(image: &Path) -> Result<String, String> {
     let out = Command::new("nm")
         .arg("--defined-only")
         .arg(image)

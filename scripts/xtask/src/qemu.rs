@@ -470,12 +470,7 @@ fn patched_data_refused(
 /// The address of the `log` crate's logger (a static fat pointer whose initial value lies
 /// in `.data`; the compiler may split it in two, `.0` and `.1`).
 fn logger_symbol(image: &Path) -> Result<u64, String> {
-    let out = std::process::Command::new("nm")
-        .arg("--defined-only")
-        .arg(image)
-        .output()
-        .map_err(|e| format!("cannot run nm: {e}"))?;
-    String::from_utf8_lossy(&out.stdout)
+    vpr_host::machine::symbols(image)?
         .lines()
         .filter_map(|line| {
             let mut parts = line.split_whitespace();

@@ -24,11 +24,7 @@ use x86_64::PhysAddr;
 pub fn take_pending_nmi() -> bool {
     for _ in 0..4 {
         let before = crate::exceptions::held_nmis();
-        // SAFETY: STGI and CLGI change only the global interrupt flag. In between, maskable
-        // interrupts stay off (RFLAGS.IF is clear in the hypervisor), so what can be taken is
-        // an NMI, whose handler only counts it, or an SMI, which the firmware's SMM code
-        // returns from; both use the current stack, which is the hypervisor's.
-        unsafe { core::arch::asm!("stgi", "jmp 2f", "2:", "clgi") };
+        open_gif_window();
         if crate::exceptions::held_nmis() != before {
             return true;
         }
@@ -43,9 +39,16 @@ pub fn take_pending_nmi() -> bool {
 /// handles it and returns with RSM. Nothing tells the hypervisor it came; an SMI still
 /// pending meets the guest again at the next VMRUN and exits again.
 pub fn take_pending_smi() {
-    // SAFETY: as in `take_pending_nmi`: STGI and CLGI change only GIF; in between, maskable
-    // interrupts stay off (RFLAGS.IF is clear), and what can be taken is an NMI, whose handler
-    // only counts it, or the SMI, which the firmware's SMM code returns from.
+    open_gif_window();
+}
+
+/// Sets GIF for one jump (STGI, a jump that ends TCG's translation block, CLGI): what is
+/// pending and held by GIF alone — an NMI or an SMI — is taken there.
+fn open_gif_window() {
+    // SAFETY: STGI and CLGI change only the global interrupt flag. In between, maskable
+    // interrupts stay off (RFLAGS.IF is clear in the hypervisor), so what can be taken is an
+    // NMI, whose handler only counts it, or an SMI, which the firmware's SMM code returns
+    // from; both use the current stack, which is the hypervisor's.
     unsafe { core::arch::asm!("stgi", "jmp 2f", "2:", "clgi") };
 }
 
