@@ -310,7 +310,7 @@ pub fn run() -> (u32, u32) {
         ("tpm_measures_registered_pals", tpm::tpm_measures_registered_pals),
         ("tpm_ek_certificate", tpm::tpm_ek_certificate),
         ("tpm_counters", tpm::tpm_counters),
-        ("tpm_counter_slot_taken", tpm::tpm_counter_slot_taken),
+        ("tpm_counter_pages_refuse_the_owner", tpm::tpm_counter_pages_refuse_the_owner),
         ("tpm_seal_for_next_boot", tpm::tpm_seal_for_next_boot),
         ("pal_upcrs", pal::pal_upcrs),
         ("tpm_quote", tpm::tpm_quote),

@@ -12,14 +12,15 @@
 
 use alloc::string::{String, ToString};
 use spin::Mutex;
+use vpr_hypervisor::tpm::counters::{Binding, CounterError, Counters};
 use vpr_hypervisor::tpm::tis::{Mmio, LOCALITY_STRIDE, TIS_BASE};
 use vpr_hypervisor::tpm::{
-    command, Admission, BoundSecretIndex, PalLog, Tpm, TpmError, EK_CERT_RSA_INDEX,
+    command, Admission, BoundIndex, PalLog, Tpm, TpmError, EK_CERT_RSA_INDEX,
     PCR_BOUND_SECRET_ATTRIBUTES,
 };
 use vpr_proto::hypercall::Status;
 use vpr_proto::utpm::{Quote, TpmEvidenceParts};
-use vpr_proto::{crypto, Digest};
+use vpr_proto::Digest;
 
 /// The locality the hypervisor measures itself from (the dynamic-launch localities are 2-4;
 /// QEMU drops writes at 4).
@@ -261,125 +262,76 @@ pub fn pal_log() -> alloc::vec::Vec<[u8; 32]> {
     PAL_LOG.lock().identities().to_vec()
 }
 
-/// Where a trusted counter may live in the TPM's NV memory: counter `id` (`pal::counter_id`
-/// of a PAL identity and a name) in an owner-defined NV index (TPM 2.0 Part 2 §7.4:
-/// 0x0180_0000-0x01BF_FFFF; counters take 0x0180_0000-0x019F_FFFF). The first slot is chosen
-/// by a MAC of the id under a key from the master secret, so nobody outside the hypervisor
-/// can tell which slot a counter will take (a guest's PAL cannot claim a Manager's slot
-/// ahead of it), and `probe` steps past slots other counters took. The index holds the id
-/// and the value, so a slot another counter took is recognized, not shared.
-pub fn counter_nv_index(key: &[u8; 32], id: &[u8; 32], probe: u32) -> u32 {
-    let mac = crypto::mac(key, &[&b"vpr counter slot"[..], &id[..]]);
-    let first = u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]);
-    0x0180_0000 | (first.wrapping_add(probe) & 0x1F_FFFF)
-}
+/// The trusted counters of this boot, once the master secret opened them
+/// (`vpr_hypervisor::tpm::counters`: pages of the TPM's NV memory bound to PCR 17 and
+/// locality 2, like the master secret). `None` until then, and again after a TPM failure
+/// (they are read anew on the next use).
+static COUNTERS: Mutex<Option<Counters>> = Mutex::new(None);
 
-/// Slots a counter may take, from its first: a counter whose every slot is another's is
-/// `Unavailable`.
-const COUNTER_PROBES: u32 = 32;
-
-/// NV attributes of a counter's index: written and read with owner authorization (only the
-/// hypervisor reaches the TPM: the TIS window is in no guest's nested page table), no
-/// dictionary-attack lockout, ordinary (the hypervisor keeps it monotonic).
-pub const COUNTER_ATTRIBUTES: u32 = (1 << 1) | (1 << 17) | (1 << 25);
-/// Bytes of a counter's index: the counter's id, then the value (big-endian).
-pub const COUNTER_NV_LEN: u16 = 40;
+/// The binding of the counters' pages: this launch.
+const COUNTER_BINDING: Binding = Binding { locality: LAUNCH_LOCALITY, pcr: LAUNCH_PCR };
 
 /// Counter `id` from the TPM: 0 if it was never incremented.
 pub fn counter_read(id: &[u8; 32]) -> Result<u64, Status> {
-    with_counter(id, |tpm, nv| Ok(read_counter(tpm, id, nv)?.unwrap_or(0)))
+    with_counters(|_, counters| Ok(counters.get(id)))
 }
 
-/// Adds one to counter `id` in the TPM; the new value. The value is written only once it is
-/// known to be larger than the one read: counters never go back. The counter's NV index is
-/// defined on its first increment only.
+/// Adds one to counter `id` in the TPM; the new value. Counters never go back: only this
+/// launch writes them, and a deleted page is refused rather than read as zero.
 pub fn counter_increment(id: &[u8; 32]) -> Result<u64, Status> {
-    with_counter(id, |tpm, nv| {
-        let current = read_counter(tpm, id, nv)?;
-        let next = current.unwrap_or(0).checked_add(1).ok_or(Status::BadArgument)?;
-        let mut data = [0; COUNTER_NV_LEN as usize];
-        data[..32].copy_from_slice(id);
-        data[32..].copy_from_slice(&next.to_be_bytes());
-        // A slot defined but never written (a crash between the two) is the counter's: its
-        // define answers TPM_RC_NV_DEFINED (TPM 2.0 Part 2 §6.6.3, 0x14C), and the write goes on.
-        let defined = match current {
-            Some(_) => Ok(false),
-            None => match tpm.nv_define(0, nv, COUNTER_ATTRIBUTES, COUNTER_NV_LEN) {
-                Err(TpmError::Tpm(rc)) if rc.0 == 0x14C => Ok(false),
-                other => other,
-            },
-        };
-        defined.and_then(|_| tpm.nv_write(0, nv, 0, &data)).map_err(|e| {
-            log::error!("hv: TPM counter {nv:#x}: {e}");
-            Status::Unavailable
-        })?;
-        Ok(next)
+    with_counters(|tpm, counters| counters.increment(tpm, id))
+}
+
+/// Runs `f` on the TPM and the counters, opening them first if they are not open; a failure
+/// is logged, and the counters are read anew next time.
+fn with_counters<T>(
+    f: impl FnOnce(&mut Tpm<TisWindow>, &mut Counters) -> Result<T, CounterError>,
+) -> Result<T, Status> {
+    // Before the TPM's lock: the master secret takes it on its first use, and opens the
+    // counters.
+    master_secret()?.ok_or(Status::Unavailable)?;
+    let mut tpm = TPM.lock();
+    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
+    let mut counters = COUNTERS.lock();
+    if counters.is_none() {
+        *counters = Some(open_counters(tpm, false)?);
+    }
+    let open = counters.as_mut().ok_or(Status::Unavailable)?;
+    f(tpm, open).map_err(|e| {
+        log::error!("hv: trusted counters: {e}");
+        if let CounterError::Tpm { .. } = e {
+            *counters = None;
+        }
+        match e {
+            CounterError::Overflow | CounterError::ZeroId => Status::BadArgument,
+            _ => Status::Unavailable,
+        }
     })
 }
 
-/// Runs `f` on the TPM and the NV index of counter `id`: the first of its slots that holds
-/// it or is free (slots are never freed, so a counter is always in the first slot of its
-/// sequence that is not another's).
-fn with_counter<T>(
-    id: &[u8; 32],
-    f: impl FnOnce(&mut Tpm<TisWindow>, u32) -> Result<T, Status>,
-) -> Result<T, Status> {
-    // Before the TPM's lock: the master secret takes it on its first use.
-    let key = counter_slot_key()?;
-    let mut tpm = TPM.lock();
-    let tpm = tpm.as_mut().ok_or(Status::Unavailable)?;
-    for probe in 0..COUNTER_PROBES {
-        let nv = counter_nv_index(&key, id, probe);
-        match read_slot(tpm, id, nv)? {
-            Slot::Ours(_) | Slot::Free => return f(tpm, nv),
-            Slot::Other => {
-                log::warn!("hv: TPM counter slot {nv:#x} belongs to another counter: the next");
-            }
+/// Opens the counters of the master secret that was there, or (`fresh`) makes them anew for
+/// one about to be made; logs what it found.
+fn open_counters(tpm: &mut Tpm<TisWindow>, fresh: bool) -> Result<Counters, Status> {
+    let opened = if fresh {
+        Counters::initialize(tpm, COUNTER_BINDING)
+    } else {
+        Counters::open(tpm, COUNTER_BINDING)
+    };
+    match opened {
+        Ok(counters) => {
+            log::info!(
+                "hv: trusted counters {}: {} in {} page(s) of the TPM's NV memory (bound to PCR \
+                 17, locality 2)",
+                if fresh { "made anew" } else { "read" },
+                counters.len(),
+                counters.pages()
+            );
+            Ok(counters)
         }
-    }
-    log::error!("hv: every TPM slot of a counter belongs to another counter");
-    Err(Status::Unavailable)
-}
-
-/// The key counter slots are chosen with (from the master secret).
-pub fn counter_slot_key() -> Result<[u8; 32], Status> {
-    let master = master_secret()?.ok_or(Status::Unavailable)?;
-    Ok(crypto::mac(&master, &[&b"vpr counter slots"[..]]))
-}
-
-/// What an NV slot holds for a counter.
-enum Slot {
-    /// The counter, with its value.
-    Ours(u64),
-    /// Nothing yet (the index is not there, or was defined and never written).
-    Free,
-    /// Another counter.
-    Other,
-}
-
-/// What slot `nv` holds for counter `id`.
-fn read_slot(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Slot, Status> {
-    match tpm.nv_read(0, nv, 0, COUNTER_NV_LEN) {
-        Ok(bytes) if bytes.len() == usize::from(COUNTER_NV_LEN) && bytes[..32] == id[..] => {
-            let mut value = [0; 8];
-            value.copy_from_slice(&bytes[32..]);
-            Ok(Slot::Ours(u64::from_be_bytes(value)))
-        }
-        Ok(_) => Ok(Slot::Other),
-        Err(TpmError::Tpm(rc)) if absent(rc.0) => Ok(Slot::Free),
         Err(e) => {
-            log::error!("hv: TPM counter {nv:#x}: {e}");
+            log::error!("hv: trusted counters refused: {e}");
             Err(Status::Unavailable)
         }
-    }
-}
-
-/// The value in a counter's NV index; `None` if it was never incremented.
-fn read_counter(tpm: &mut Tpm<TisWindow>, id: &[u8; 32], nv: u32) -> Result<Option<u64>, Status> {
-    match read_slot(tpm, id, nv)? {
-        Slot::Ours(value) => Ok(Some(value)),
-        Slot::Free => Ok(None),
-        Slot::Other => Err(Status::Unavailable),
     }
 }
 
@@ -411,14 +363,19 @@ pub fn master_secret() -> Result<Option<[u8; 32]>, Status> {
             .bound_secret_index(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR)
             .map_err(|e| unavailable("reading its index's public area", e))?;
         let defined = match index {
-            BoundSecretIndex::Bound { written: true } => {
+            BoundIndex::Bound { written: true } => {
                 let secret = tpm
                     .read_pcr_bound_secret(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR)
                     .map_err(|e| unavailable("reading it", e))?;
                 log::info!("hv: master secret read from the TPM (bound to PCR 17, locality 2)");
+                // The counters open with it; refused, they stay closed (and say why on every
+                // use), while the keys work.
+                if let Ok(counters) = open_counters(tpm, false) {
+                    *COUNTERS.lock() = Some(counters);
+                }
                 return Ok(Some(secret));
             }
-            BoundSecretIndex::Foreign(public) => {
+            BoundIndex::Foreign(public) => {
                 log::error!(
                     "hv: the TPM's master secret does not open for this launch: NV index \
                      {MASTER_NV_INDEX:#x} has attributes {:#x}, {} bytes and policy {}, not \
@@ -431,9 +388,11 @@ pub fn master_secret() -> Result<Option<[u8; 32]>, Status> {
                 );
                 return Err(Status::Unavailable);
             }
-            BoundSecretIndex::Bound { written: false } => true,
-            BoundSecretIndex::Absent => false,
+            BoundIndex::Bound { written: false } => true,
+            BoundIndex::Absent => false,
         };
+        // A new TCC: its counters start empty, written before the secret that owns them.
+        let counters = open_counters(tpm, true)?;
         let mut secret = [0; 32];
         let from_tpm = tpm.get_random(0, 32).map_err(|e| {
             log::error!("hv: TPM random bytes: {e}");
@@ -448,12 +407,7 @@ pub fn master_secret() -> Result<Option<[u8; 32]>, Status> {
                 Status::Unavailable
             })?;
         log::info!("hv: master secret made and stored in the TPM (bound to PCR 17, locality 2)");
+        *COUNTERS.lock() = Some(counters);
         Ok(Some(secret))
     })
-}
-
-/// Whether a TPM response code says an NV index is not there (a handle error) or was never
-/// written (TPM_RC_NV_UNINITIALIZED).
-fn absent(rc: u32) -> bool {
-    rc == 0x14A || (rc & 0xC0 == 0x80 && rc & 0x3F == 0x0B)
 }

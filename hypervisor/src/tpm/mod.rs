@@ -45,6 +45,7 @@
 //! Library, Family 2.0, Part 1 (Architecture), Part 2 (Structures) and Part 3 (Commands).
 
 pub mod command;
+pub mod counters;
 pub mod tis;
 
 pub use command::ResponseCode;
@@ -115,15 +116,22 @@ pub const PCR_BOUND_SECRET_ATTRIBUTES: u32 = command::TPMA_NV_POLICYWRITE
     | command::TPMA_NV_POLICYREAD
     | command::TPMA_NV_NO_DA;
 
-/// What NV index holds where a PCR-bound secret belongs ([`Tpm::bound_secret_index`]).
+/// The `TPMA_NV` of a PCR-bound page ([`Tpm::define_bound`]), such as the trusted counters':
+/// as [`PCR_BOUND_SECRET_ATTRIBUTES`], read and written only with a policy session of its
+/// PCR and locality, but written in parts (no `TPMA_NV_WRITEALL`).
+pub const PCR_BOUND_PAGE_ATTRIBUTES: u32 =
+    command::TPMA_NV_POLICYWRITE | command::TPMA_NV_POLICYREAD | command::TPMA_NV_NO_DA;
+
+/// What NV index holds where a PCR-bound secret or page belongs ([`Tpm::bound_index`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BoundSecretIndex {
+pub enum BoundIndex {
     /// No index there.
     Absent,
-    /// An index with exactly [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes of data and the
-    /// policy of this PCR value and locality; `written` once a secret is in it.
+    /// An index with exactly the attributes and size asked for (for a secret:
+    /// [`PCR_BOUND_SECRET_ATTRIBUTES`] and 32 bytes) and the policy of this PCR value and
+    /// locality; `written` once something is in it.
     Bound {
-        /// Whether it holds a secret (`TPMA_NV_WRITTEN`).
+        /// Whether it was written (`TPMA_NV_WRITTEN`).
         written: bool,
     },
     /// An index of other attributes, size or policy: bound to another PCR value (another
@@ -294,16 +302,11 @@ impl<M: Mmio> Tpm<M> {
         offset: u16,
         data: &[u8],
     ) -> Result<(), TpmError> {
-        check_nv_range(offset, data.len())?;
-        let mut at = offset;
-        for piece in data.chunks(usize::from(NV_CHUNK)) {
+        self.write_in_pieces(offset, data, |tpm, piece, at| {
             let command = command::nv_write(command::TPM_RH_OWNER, index, piece, at);
-            let response = self.tis.transact(locality, &command)?;
-            command::parse_nv_write(&response)?;
-            // A piece is at most NV_CHUNK bytes, and the range ends at most at 65535.
-            at = at.saturating_add(u16::try_from(piece.len()).unwrap_or(NV_CHUNK));
-        }
-        Ok(())
+            let response = tpm.tis.transact(locality, &command)?;
+            command::parse_nv_write(&response)
+        })
     }
 
     /// `size` bytes at `offset` of NV index `index`, read with TPM2_NV_Read (Part 3
@@ -325,6 +328,40 @@ impl<M: Mmio> Tpm<M> {
         offset: u16,
         size: u16,
     ) -> Result<Vec<u8>, TpmError> {
+        self.read_in_pieces(offset, size, |tpm, want, at| {
+            let command = command::nv_read(command::TPM_RH_OWNER, index, want, at);
+            let response = tpm.tis.transact(locality, &command)?;
+            command::parse_nv_read(&response)
+        })
+    }
+
+    /// Sends `data` to `offset` through `write` in pieces of at most [`NV_CHUNK`] bytes, in
+    /// order (nothing for empty `data`), after checking the range ends by 65535.
+    fn write_in_pieces(
+        &mut self,
+        offset: u16,
+        data: &[u8],
+        mut write: impl FnMut(&mut Self, &[u8], u16) -> Result<(), TpmError>,
+    ) -> Result<(), TpmError> {
+        check_nv_range(offset, data.len())?;
+        let mut at = offset;
+        for piece in data.chunks(usize::from(NV_CHUNK)) {
+            write(self, piece, at)?;
+            // A piece is at most NV_CHUNK bytes, and the range ends at most at 65535.
+            at = at.saturating_add(u16::try_from(piece.len()).unwrap_or(NV_CHUNK));
+        }
+        Ok(())
+    }
+
+    /// `size` bytes from `offset` through `read` (asked for a length and an offset) in
+    /// pieces of at most [`NV_CHUNK`] bytes, after checking `size` and the range; a piece of
+    /// another length than asked is [`TpmError::Malformed`].
+    fn read_in_pieces(
+        &mut self,
+        offset: u16,
+        size: u16,
+        mut read: impl FnMut(&mut Self, u16, u16) -> Result<Vec<u8>, TpmError>,
+    ) -> Result<Vec<u8>, TpmError> {
         if size > NV_READ_MAX {
             return Err(TpmError::TooLarge);
         }
@@ -334,10 +371,7 @@ impl<M: Mmio> Tpm<M> {
         while done < size {
             let want = (size - done).min(NV_CHUNK);
             // `offset + size` is at most 65535 (checked above).
-            let at = offset.saturating_add(done);
-            let command = command::nv_read(command::TPM_RH_OWNER, index, want, at);
-            let response = self.tis.transact(locality, &command)?;
-            let chunk = command::parse_nv_read(&response)?;
+            let chunk = read(self, want, offset.saturating_add(done))?;
             if chunk.len() != usize::from(want) {
                 return Err(TpmError::Malformed(
                     "TPM2_NV_Read returned other than the bytes asked",
@@ -370,38 +404,115 @@ impl<M: Mmio> Tpm<M> {
         locality: u8,
         index: u32,
         pcr: u32,
-    ) -> Result<BoundSecretIndex, TpmError> {
+    ) -> Result<BoundIndex, TpmError> {
+        self.bound_index(locality, index, pcr, PCR_BOUND_SECRET_ATTRIBUTES, 32)
+    }
+
+    /// What NV index `index` is (TPM2_NV_ReadPublic), for an index of exactly `attributes`
+    /// (besides `TPMA_NV_WRITTEN`) and `size` bytes, SHA-256 names and the policy of PCR
+    /// `pcr` at its current value and `locality` ([`Tpm::bound_policy`]): absent
+    /// (`TPM_RC_HANDLE`), bound so (written or not), or foreign — of other attributes, size
+    /// or policy, whoever defined it.
+    pub fn bound_index(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+        attributes: u32,
+        size: u16,
+    ) -> Result<BoundIndex, TpmError> {
         let policy = self.bound_policy(locality, pcr)?;
         let response = self.tis.transact(locality, &command::nv_read_public(index))?;
         let public = match command::parse_nv_read_public(&response) {
             Ok(public) => public,
             // TPM_RC_HANDLE (format 1, error 0x0B, of a handle: Part 2 §6.6.3).
             Err(TpmError::Tpm(rc)) if rc.0 & 0xC0 == 0x80 && rc.0 & 0x3F == 0x0B => {
-                return Ok(BoundSecretIndex::Absent);
+                return Ok(BoundIndex::Absent);
             }
             Err(e) => return Err(e),
         };
         let written = public.attributes & command::TPMA_NV_WRITTEN != 0;
         let bound = public.index == index
             && public.name_alg == command::TPM_ALG_SHA256
-            && public.attributes & !command::TPMA_NV_WRITTEN == PCR_BOUND_SECRET_ATTRIBUTES
-            && public.data_size == 32
+            && public.attributes & !command::TPMA_NV_WRITTEN == attributes
+            && public.data_size == size
             && public.auth_policy == Some(policy);
-        Ok(if bound {
-            BoundSecretIndex::Bound { written }
-        } else {
-            BoundSecretIndex::Foreign(public)
+        Ok(if bound { BoundIndex::Bound { written } } else { BoundIndex::Foreign(public) })
+    }
+
+    /// Defines NV index `index` (a handle `0x01xx_xxxx`) with `attributes` (which should
+    /// name policy access only, such as [`PCR_BOUND_SECRET_ATTRIBUTES`] or
+    /// [`PCR_BOUND_PAGE_ATTRIBUTES`]), `size` bytes and `authPolicy` [`Tpm::bound_policy`]
+    /// of PCR `pcr` and `locality` (TPM2_NV_DefineSpace, authorized by the owner
+    /// hierarchy's empty password). An index that exists is refused with
+    /// `TPM_RC_NV_DEFINED` ([`ResponseCode::is_nv_defined`]).
+    pub fn define_bound(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+        attributes: u32,
+        size: u16,
+    ) -> Result<(), TpmError> {
+        let policy = self.bound_policy(locality, pcr)?;
+        let command = command::nv_define_space_with_policy(index, attributes, size, &policy);
+        let response = self.tis.transact(locality, &command)?;
+        command::parse_nv_define_space(&response)
+    }
+
+    /// Writes `data` at `offset` into NV index `index` with TPM2_NV_Write authorized by a
+    /// policy session of PCR `pcr` and `locality` ([`Tpm::bound_policy`]), in pieces of at
+    /// most 512 bytes, each under a session of its own (nothing is sent for empty `data`).
+    /// When one piece fails, the pieces before it are written: a value that must change
+    /// atomically must fit in one piece. A range beyond 65535 bytes is refused before
+    /// reaching the TPM ([`TpmError::Argument`]).
+    pub fn write_bound(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+        offset: u16,
+        data: &[u8],
+    ) -> Result<(), TpmError> {
+        self.write_in_pieces(offset, data, |tpm, piece, at| {
+            tpm.with_bound_session(locality, pcr, |tpm, session| {
+                let command = command::nv_write_with_session(session, index, piece, at);
+                let response = tpm.tis.transact(locality, &command)?;
+                command::parse_nv_write_policy(&response)
+            })
+        })
+    }
+
+    /// `size` bytes at `offset` of NV index `index`, read with TPM2_NV_Read authorized by a
+    /// policy session of PCR `pcr` and `locality` ([`Tpm::bound_policy`]), in pieces of at
+    /// most 512 bytes, each under a session of its own (nothing is sent for `size` 0). The
+    /// errors are those of [`Tpm::read_pcr_bound_secret`]; `size` above [`NV_READ_MAX`] is
+    /// [`TpmError::TooLarge`], a range beyond 65535 bytes [`TpmError::Argument`], a piece of
+    /// another length than asked [`TpmError::Malformed`].
+    pub fn read_bound(
+        &mut self,
+        locality: u8,
+        index: u32,
+        pcr: u32,
+        offset: u16,
+        size: u16,
+    ) -> Result<Vec<u8>, TpmError> {
+        self.read_in_pieces(offset, size, |tpm, want, at| {
+            tpm.with_bound_session(locality, pcr, |tpm, session| {
+                let command = command::nv_read_with_session(session, index, want, at);
+                let response = tpm.tis.transact(locality, &command)?;
+                command::parse_nv_read_policy(&response)
+            })
         })
     }
 
     /// Keeps the 32-byte `secret` in NV index `index` (a handle `0x01xx_xxxx`), readable and
     /// writable only at `locality` while PCR `pcr` (0 to 23, SHA-256 bank) holds the value
     /// it holds now: unless `defined` (the index is there already, bound so:
-    /// [`Tpm::bound_secret_index`]), defines it (TPM2_NV_DefineSpace, authorized by the
-    /// owner hierarchy's empty password) with [`PCR_BOUND_SECRET_ATTRIBUTES`], 32 bytes and
-    /// `authPolicy` [`Tpm::bound_policy`]; then writes `secret` into it with TPM2_NV_Write
-    /// authorized by a policy session that satisfies that policy. Read it back with
-    /// [`Tpm::read_pcr_bound_secret`].
+    /// [`Tpm::bound_secret_index`]), defines it ([`Tpm::define_bound`]) with
+    /// [`PCR_BOUND_SECRET_ATTRIBUTES`] and 32 bytes; then writes `secret` into it with
+    /// TPM2_NV_Write authorized by a policy session that satisfies that policy. Read it back
+    /// with [`Tpm::read_pcr_bound_secret`].
     ///
     /// Defining an index that exists is refused with `TPM_RC_NV_DEFINED`
     /// ([`ResponseCode::is_nv_defined`]) and nothing is written. When the write fails the
@@ -417,21 +528,9 @@ impl<M: Mmio> Tpm<M> {
         defined: bool,
     ) -> Result<(), TpmError> {
         if !defined {
-            let policy = self.bound_policy(locality, pcr)?;
-            let command = command::nv_define_space_with_policy(
-                index,
-                PCR_BOUND_SECRET_ATTRIBUTES,
-                32,
-                &policy,
-            );
-            let response = self.tis.transact(locality, &command)?;
-            command::parse_nv_define_space(&response)?;
+            self.define_bound(locality, index, pcr, PCR_BOUND_SECRET_ATTRIBUTES, 32)?;
         }
-        self.with_bound_session(locality, pcr, |tpm, session| {
-            let command = command::nv_write_with_session(session, index, secret, 0);
-            let response = tpm.tis.transact(locality, &command)?;
-            command::parse_nv_write_policy(&response)
-        })
+        self.write_bound(locality, index, pcr, 0, secret)
     }
 
     /// The 32-byte secret [`Tpm::store_pcr_bound_secret`] kept in NV index `index`, bound
@@ -456,14 +555,9 @@ impl<M: Mmio> Tpm<M> {
         index: u32,
         pcr: u32,
     ) -> Result<[u8; 32], TpmError> {
-        self.with_bound_session(locality, pcr, |tpm, session| {
-            let command = command::nv_read_with_session(session, index, 32, 0);
-            let response = tpm.tis.transact(locality, &command)?;
-            let data = command::parse_nv_read_policy(&response)?;
-            data.try_into().map_err(|_| {
-                TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked")
-            })
-        })
+        let data = self.read_bound(locality, index, pcr, 0, 32)?;
+        data.try_into()
+            .map_err(|_| TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
     }
 
     /// Runs `f` with a policy session (TPM2_StartAuthSession: unsalted, unbound, SHA-256,
@@ -753,15 +847,15 @@ mod tests {
     /// FlushContext) and NV_Read and NV_Write authorized by one against the index's
     /// `authPolicy`; CreatePrimary of the attestation key template (always the key
     /// [`attestation_key`]) and Quote with it, signed by that key.
-    struct Simulated {
-        started: bool,
+    pub(super) struct Simulated {
+        pub(super) started: bool,
         pcrs: [[u8; 32]; 24],
         counter: u32,
         random: u8,
         /// Most bytes one GetRandom returns.
         random_cap: usize,
         /// NV indices.
-        nv: Vec<NvIndex>,
+        pub(super) nv: Vec<NvIndex>,
         /// Most bytes one NV_Read may ask for, or one NV_Write carry (`MAX_NV_BUFFER_SIZE`).
         nv_buffer: usize,
         /// Largest index NV_DefineSpace accepts (`MAX_NV_INDEX_SIZE`).
@@ -786,8 +880,8 @@ mod tests {
     }
 
     /// An NV index of the simulated TPM.
-    struct NvIndex {
-        handle: u32,
+    pub(super) struct NvIndex {
+        pub(super) handle: u32,
         /// `TPMA_NV` as defined (without `TPMA_NV_WRITTEN`, kept in `written`).
         attributes: u32,
         data: Vec<u8>,
@@ -821,7 +915,7 @@ mod tests {
     }
 
     impl Simulated {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             Simulated {
                 started: false,
                 pcrs: [[0; 32]; 24],
@@ -862,7 +956,7 @@ mod tests {
             assert_eq!(&c[at + 8..at + 13], &[0, 0, 0, 0, 0], "empty nonce, attributes, hmac");
         }
 
-        fn execute(&mut self, c: &[u8]) -> Vec<u8> {
+        pub(super) fn execute(&mut self, c: &[u8]) -> Vec<u8> {
             let be32 = |at: usize| u32::from_be_bytes(c[at..at + 4].try_into().unwrap());
             let code = be32(6);
             if code != 0x144 && !self.started {
@@ -1918,8 +2012,8 @@ mod tests {
         assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x165]);
         assert!(no_session(&mut tpm));
 
-        // A read shorter than asked: Malformed, though the TPM flushed the session already
-        // (the FlushContext then fails, which is ignored).
+        // A read shorter than asked: Malformed (the TPM flushed the session with the
+        // command).
         let mut simulated = Simulated::new();
         simulated.started = true;
         simulated.nv_short = true;
@@ -1930,7 +2024,7 @@ mod tests {
             tpm.read_pcr_bound_secret(0, SECRET_INDEX, 17),
             Err(TpmError::Malformed("TPM2_NV_Read returned other than the bytes asked"))
         );
-        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E, 0x165]);
+        assert_eq!(codes(&mut tpm), [0x17B, 0x176, 0x17F, 0x16F, 0x14E]);
         assert!(no_session(&mut tpm));
 
         // Refused before the TPM: a PCR above 23, a locality above 4.
@@ -1962,7 +2056,7 @@ mod tests {
     fn bound_secret_indices_are_told_apart() {
         let mut tpm = started();
         tpm.pcr_extend(2, 17, &[0x17; 32]).unwrap();
-        assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(BoundSecretIndex::Absent));
+        assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(BoundIndex::Absent));
         // Defined as the hypervisor defines it, not yet written; then written.
         let policy = tpm.bound_policy(2, 17).unwrap();
         let define = command::nv_define_space_with_policy(
@@ -1972,17 +2066,14 @@ mod tests {
             &policy,
         );
         command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
-        let unwritten = BoundSecretIndex::Bound { written: false };
+        let unwritten = BoundIndex::Bound { written: false };
         assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(unwritten));
         tpm.store_pcr_bound_secret(2, SECRET_INDEX, 17, &SECRET, true).unwrap();
-        let written = BoundSecretIndex::Bound { written: true };
+        let written = BoundIndex::Bound { written: true };
         assert_eq!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(written));
         assert_eq!(tpm.read_pcr_bound_secret(2, SECRET_INDEX, 17), Ok(SECRET));
         // The same index for another locality, or after PCR 17 changed: foreign.
-        assert!(matches!(
-            tpm.bound_secret_index(0, SECRET_INDEX, 17),
-            Ok(BoundSecretIndex::Foreign(_))
-        ));
+        assert!(matches!(tpm.bound_secret_index(0, SECRET_INDEX, 17), Ok(BoundIndex::Foreign(_))));
         // An index with the same policy that the owner may write (what an owner who
         // replaced the index would define, to feed the hypervisor a known secret): foreign.
         let owner_written = PCR_BOUND_SECRET_ATTRIBUTES | command::TPMA_NV_OWNERWRITE;
@@ -1991,7 +2082,7 @@ mod tests {
         command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
         tpm.nv_write(0, SECRET_INDEX + 1, 0, &[0; 32]).unwrap();
         match tpm.bound_secret_index(2, SECRET_INDEX + 1, 17) {
-            Ok(BoundSecretIndex::Foreign(public)) => {
+            Ok(BoundIndex::Foreign(public)) => {
                 assert_eq!(public.attributes, owner_written | command::TPMA_NV_WRITTEN);
                 assert_eq!(public.auth_policy, Some(policy));
             }
@@ -2007,13 +2098,10 @@ mod tests {
         command::parse_nv_define_space(&tpm.tis().transact(0, &define).unwrap()).unwrap();
         assert!(matches!(
             tpm.bound_secret_index(2, SECRET_INDEX + 2, 17),
-            Ok(BoundSecretIndex::Foreign(_))
+            Ok(BoundIndex::Foreign(_))
         ));
         tpm.pcr_extend(2, 17, &[0x18; 32]).unwrap();
-        assert!(matches!(
-            tpm.bound_secret_index(2, SECRET_INDEX, 17),
-            Ok(BoundSecretIndex::Foreign(_))
-        ));
+        assert!(matches!(tpm.bound_secret_index(2, SECRET_INDEX, 17), Ok(BoundIndex::Foreign(_))));
         assert!(no_session(&mut tpm));
     }
 

@@ -251,8 +251,11 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     // Boot 3, on the same TPM state again: the image with a pointer in its `.data` changed.
     swtpm.restart()?;
     let third_verdict = patched_data_refused(&image, &swtpm, options.timeout, accel, kvm, qboot);
-    // Boot 4, after the TPM's owner replaced the master secret's index.
+    // Boot 4, after the TPM's owner deleted a counter page and defined it again.
     let fourth_verdict =
+        deleted_counter_page_refused(&image, &mut swtpm, options.timeout, accel, kvm, qboot);
+    // Boot 5, after the TPM's owner replaced the master secret's index.
+    let fifth_verdict =
         hostile_owner_refused(&image, &mut swtpm, options.timeout, accel, kvm, qboot);
     drop(swtpm);
 
@@ -264,7 +267,65 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     first_verdict.map_err(|e| format!("first boot: {e}"))?;
     second_verdict.map_err(|e| format!("second boot: {e}"))?;
     third_verdict.map_err(|e| format!("third boot (a patched .data): {e}"))?;
-    fourth_verdict.map_err(|e| format!("fourth boot (a hostile TPM owner): {e}"))
+    fourth_verdict.map_err(|e| format!("fourth boot (a deleted counter page): {e}"))?;
+    fifth_verdict.map_err(|e| format!("fifth boot (a hostile TPM owner): {e}"))
+}
+
+/// Counter page 0's NV index, as `vpr_hypervisor::tpm::counters` places it.
+const COUNTER_PAGE_0: &str = "0x01800000";
+
+/// The TPM's owner tries to roll the trusted counters back between boots. It can neither
+/// write nor read page 0 (the TPM refuses both: the pages give the owner no access), so it
+/// deletes it and defines it again exactly as the hypervisor would (same attributes, size
+/// and policy: only this launch can write it, so it stays unwritten). Read as it is, it
+/// would be a page of counters at zero; the genuine image's next boot opens the master
+/// secret and must refuse the counters instead.
+fn deleted_counter_page_refused(
+    image: &Path,
+    swtpm: &mut Swtpm,
+    timeout: Duration,
+    accel: &str,
+    kvm: bool,
+    qboot: bool,
+) -> Result<(), String> {
+    let policy = file(&swtpm.dir, "page-policy.bin", &bound_policy(&measure::expected(image)?)?)?;
+    {
+        let owner = OwnerTpm::start(&swtpm.dir)?;
+        owner.refused_access(COUNTER_PAGE_0, 8, "counter page 0")?;
+        owner.run("tpm2_nvundefine", &["-C", "o", COUNTER_PAGE_0])?;
+        owner.run(
+            "tpm2_nvdefine",
+            &[
+                "-C",
+                "o",
+                "-s",
+                "488",
+                "-a",
+                "policywrite|policyread|no_da",
+                "-L",
+                &policy,
+                COUNTER_PAGE_0,
+            ],
+        )?;
+    }
+    swtpm.restart()?;
+    let args = command_line(image, &[], Some(&swtpm.socket), Some("vpr.guest=linux"), kvm, qboot);
+    let fourth = boot(&args, timeout, accel)?;
+    let seen = |text: &str| fourth.lines.iter().any(|l| l.contains(text));
+    if !seen("hv: master secret read from the TPM") {
+        return Err(String::from("the master secret did not open"));
+    }
+    if seen("hv: trusted counters read") || seen("hv: trusted counters made anew") {
+        return Err(String::from("the hypervisor took the redefined counter page"));
+    }
+    if !seen("hv: trusted counters refused: counter page 0 (NV index 0x1800000) is in use but was never written") {
+        return Err(String::from("the hypervisor did not say why it refused the counters"));
+    }
+    eprintln!(
+        "qemu-test: the TPM's owner could neither read nor write a counter page, and the \
+         hypervisor refused the counters once the owner deleted the page and defined it again"
+    );
+    Ok(())
 }
 
 /// How tpm2-tools reports TPM_RC_NV_AUTHORIZATION (TPM 2.0 Part 2 §6.6.3).
@@ -287,25 +348,11 @@ fn hostile_owner_refused(
     kvm: bool,
     qboot: bool,
 ) -> Result<(), String> {
-    let policy = swtpm.dir.join("master-policy.bin");
-    fs::write(&policy, bound_policy(&measure::expected(image)?)?)
-        .map_err(|e| format!("{}: {e}", policy.display()))?;
-    let zeros = swtpm.dir.join("zeros.bin");
-    fs::write(&zeros, [0u8; 32]).map_err(|e| format!("{}: {e}", zeros.display()))?;
-    let (policy, zeros) = (policy.display().to_string(), zeros.display().to_string());
+    let policy = file(&swtpm.dir, "master-policy.bin", &bound_policy(&measure::expected(image)?)?)?;
+    let zeros = file(&swtpm.dir, "zeros.bin", &[0u8; 32])?;
     {
         let owner = OwnerTpm::start(&swtpm.dir)?;
-        // Each refused by the TPM itself: TPM_RC_NV_AUTHORIZATION (0x149), not some other
-        // failure of the tools.
-        let read = owner.run("tpm2_nvread", &["-C", "o", "-s", "32", MASTER_NV_INDEX]);
-        let write = owner.run("tpm2_nvwrite", &["-C", "o", "-i", &zeros, MASTER_NV_INDEX]);
-        for (what, result) in [("read", read), ("overwrote", write)] {
-            match result {
-                Ok(()) => return Err(format!("the owner {what} the master secret")),
-                Err(e) if e.contains(NV_AUTHORIZATION) => {}
-                Err(e) => return Err(format!("the owner's attempt failed otherwise: {e}")),
-            }
-        }
+        owner.refused_access(MASTER_NV_INDEX, 32, "the master secret")?;
         owner.run("tpm2_nvundefine", &["-C", "o", MASTER_NV_INDEX])?;
         let attributes = "ownerwrite|policywrite|writeall|policyread|no_da";
         owner.run(
@@ -355,6 +402,13 @@ fn bound_policy(measurement: &str) -> Result<[u8; 32], String> {
     Ok(policy.into())
 }
 
+/// Writes `bytes` to the file `name` in `dir`; its path.
+fn file(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, String> {
+    let path = dir.join(name);
+    fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
 /// swtpm on a machine's TPM state with its TCP interface (no QEMU attached), for tpm2-tools
 /// acting as the TPM's owner; stopped when dropped.
 struct OwnerTpm {
@@ -392,6 +446,27 @@ impl OwnerTpm {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(owner)
+    }
+
+    /// Reads and writes `size` bytes of NV index `index` (`what`) as the owner: both must be
+    /// refused by the TPM itself, TPM_RC_NV_AUTHORIZATION (0x149), not by some other failure
+    /// of the tools.
+    fn refused_access(&self, index: &str, size: usize, what: &str) -> Result<(), String> {
+        let dir = std::env::temp_dir();
+        let zeros = file(&dir, &format!("vpr-owner-zeros-{}", std::process::id()), &vec![0; size])?;
+        let read = self.run("tpm2_nvread", &["-C", "o", "-s", &size.to_string(), index]);
+        let write = self.run("tpm2_nvwrite", &["-C", "o", "-i", &zeros, index]);
+        let _ = fs::remove_file(&zeros);
+        for (done, result) in [("read", read), ("overwrote", write)] {
+            match result {
+                Ok(()) => return Err(format!("the owner {done} {what}")),
+                Err(e) if e.contains(NV_AUTHORIZATION) => {}
+                Err(e) => {
+                    return Err(format!("the owner's attempt on {what} failed otherwise: {e}"))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs a tpm2-tools command on this TPM; its error output if it fails.

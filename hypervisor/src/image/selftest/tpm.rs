@@ -179,36 +179,26 @@ pub fn tpm_counters(svm: &Svm) -> TestResult {
     Ok(())
 }
 
-/// A counter whose first NV slot another counter holds (as a guest's PAL would, had it
-/// known the slot) takes the next one: it reads 0, counts from there, and the other's slot
-/// keeps its id and value.
-pub fn tpm_counter_slot_taken(_svm: &Svm) -> TestResult {
+/// The TPM's owner (whose password is empty, as on most machines) can neither read nor
+/// write the counters' pages: the TPM answers TPM_RC_NV_AUTHORIZATION (0x149), and the
+/// counter keeps its value.
+pub fn tpm_counter_pages_refuse_the_owner(_svm: &Svm) -> TestResult {
+    use vpr_hypervisor::tpm::counters::{PAGE_BASE, PAGE_LEN};
     let err = |s: vpr_proto::hypercall::Status| format!("{s}");
-    let (mut ours, mut theirs) = ([0u8; 32], [0u8; 32]);
+    let mut ours = [0u8; 32];
     crate::cpu::random(&mut ours).map_err(err)?;
-    crate::cpu::random(&mut theirs).map_err(err)?;
-    let key = crate::tpm::counter_slot_key().map_err(err)?;
-    let first = crate::tpm::counter_nv_index(&key, &ours, 0);
-    let mut data = [0u8; crate::tpm::COUNTER_NV_LEN as usize];
-    data[..32].copy_from_slice(&theirs);
-    data[32..].copy_from_slice(&7u64.to_be_bytes());
-    with_tpm(|tpm| {
-        let fail = |e: TpmError| format!("claiming {first:#x}: {e}");
-        tpm.nv_define(0, first, crate::tpm::COUNTER_ATTRIBUTES, crate::tpm::COUNTER_NV_LEN)
-            .map_err(fail)?;
-        tpm.nv_write(0, first, 0, &data).map_err(fail)
-    })?;
-    let before = crate::tpm::counter_read(&ours).map_err(err)?;
     let counted = crate::tpm::counter_increment(&ours).map_err(err)?;
-    let after = crate::tpm::counter_read(&ours).map_err(err)?;
-    let kept = with_tpm(|tpm| {
-        tpm.nv_read(0, first, 0, crate::tpm::COUNTER_NV_LEN).map_err(|e| format!("{e}"))
+    let refused = |what: &str, result: Result<(), TpmError>| match result {
+        Err(TpmError::Tpm(rc)) if rc.0 == 0x149 => Ok(()),
+        other => Err(format!("the owner's {what} of counter page 0: {other:?}")),
+    };
+    with_tpm(|tpm| {
+        refused("write", tpm.nv_write(0, PAGE_BASE, 8 + 32, &[0; 8]))?;
+        refused("read", tpm.nv_read(0, PAGE_BASE, 0, PAGE_LEN).map(drop))
     })?;
-    if (before, counted, after) != (0, 1, 1) || kept[..] != data[..] {
-        return Err(format!(
-            "counter beside a taken slot: {before}, {counted}, {after}; the other slot kept: {}",
-            kept[..] == data[..]
-        ));
+    let after = crate::tpm::counter_read(&ours).map_err(err)?;
+    if (counted, after) != (1, 1) {
+        return Err(format!("counter: incremented to {counted}, then read {after}"));
     }
     Ok(())
 }
@@ -267,7 +257,7 @@ pub fn tpm_master_secret_needs_pcr17(_svm: &Svm) -> TestResult {
     with_tpm(|tpm| {
         // Its index: this launch's policy, no owner access.
         let index = tpm.bound_secret_index(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR);
-        if index != Ok(vpr_hypervisor::tpm::BoundSecretIndex::Bound { written: true }) {
+        if index != Ok(vpr_hypervisor::tpm::BoundIndex::Bound { written: true }) {
             return Err(format!("the master secret's index: {index:?}"));
         }
         // At locality 0, with PCR 17 as it is: refused by the TPM.
