@@ -13,6 +13,9 @@ pal=(-p vpr-pal-image --profile freestanding --target-dir target/image)
 not_host=(--exclude vpr-pal-selftest --exclude vpr-pal-image)
 # The hypervisor: a bare-metal image for x86_64-unknown-none, in its own target directory.
 hv=(-p vpr-hypervisor --target x86_64-unknown-none --profile freestanding --target-dir target/hypervisor)
+# The test image (the boot self-test compiled in), in a target directory of its own.
+hv_test=(-p vpr-hypervisor --features selftest --target x86_64-unknown-none --profile freestanding
+  --target-dir target/hypervisor-test)
 
 echo "== rustfmt"
 cargo fmt --all -- --check
@@ -21,6 +24,7 @@ cargo clippy --locked --workspace "${not_host[@]}" --all-targets -- -D warnings
 cargo clippy --locked "${image[@]}" -- -D warnings
 cargo clippy --locked "${pal[@]}" -- -D warnings
 cargo clippy --locked "${hv[@]}" -- -D warnings
+cargo clippy --locked "${hv_test[@]}" -- -D warnings
 echo "== freestanding PAL self-test image"
 cargo build --locked "${image[@]}"
 echo "== tests"

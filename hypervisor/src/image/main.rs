@@ -1,6 +1,8 @@
 //! The bootable hypervisor image: QEMU loads it with `-kernel` (multiboot 1), it enters long
-//! mode, sets up its memory, enables SVM and runs its boot self-test, whose result it reports
-//! on the serial port and through QEMU's isa-debug-exit device.
+//! mode, sets up its memory, measures itself into the TPM and runs Linux as its guest
+//! (`vpr.guest=linux`). The test image (feature `selftest`) runs the boot self-test instead
+//! when not told to run Linux, and reports its result on the serial port and through QEMU's
+//! isa-debug-exit device; the production image has no self-test and refuses.
 //!
 //! Only `x86_64-unknown-none` builds the image; on other targets this binary is a stub so that
 //! workspace-wide host builds keep working (the library's unit tests run there).
@@ -17,7 +19,7 @@ mod boot;
 mod cpu;
 #[cfg(target_os = "none")]
 mod exceptions;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "selftest"))]
 mod guest;
 #[cfg(target_os = "none")]
 mod iommu;
@@ -33,7 +35,7 @@ mod pal;
 mod ports;
 #[cfg(target_os = "none")]
 mod qemu;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "selftest"))]
 mod selftest;
 #[cfg(target_os = "none")]
 mod serial;
@@ -102,7 +104,13 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         }
         qemu::exit(qemu::ExitCode::Failure)
     }
-    // `vpr.boot=2`: the second boot of a two-boot run on one TPM state (`qemu-test`).
+    run_selftest()
+}
+
+/// The test image (feature `selftest`, built by `cargo xtask qemu-test`): the boot self-test;
+/// `vpr.boot=2`, the second boot of a two-boot run on one TPM state.
+#[cfg(all(target_os = "none", feature = "selftest"))]
+fn run_selftest() -> ! {
     let (passed, failed) = if mem::command_line().split_whitespace().any(|w| w == "vpr.boot=2") {
         log::info!("hv: second boot (command line: {})", mem::command_line());
         selftest::run_after_reboot()
@@ -111,6 +119,16 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
     };
     serial::write_line(format_args!("{passed} passed, {failed} failed"));
     qemu::exit(if failed == 0 { qemu::ExitCode::Success } else { qemu::ExitCode::Failure })
+}
+
+/// The production image runs Linux and its PALs only: it has no self-test to run.
+#[cfg(all(target_os = "none", not(feature = "selftest")))]
+fn run_selftest() -> ! {
+    log::error!(
+        "hv: this is the production image: it runs Linux (vpr.guest=linux) and nothing else; \
+         the self-test is in the test image that `cargo xtask qemu-test` builds (refused)"
+    );
+    qemu::exit(qemu::ExitCode::Failure)
 }
 
 /// Reports the panic on the serial port and stops QEMU with the failure status.

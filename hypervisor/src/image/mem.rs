@@ -396,6 +396,7 @@ impl OwnedFrames {
         self.first
     }
 
+    #[cfg(feature = "selftest")]
     /// How many frames.
     pub fn count(&self) -> u64 {
         self.count
@@ -432,6 +433,7 @@ fn with_pool<T>(f: impl FnOnce(&mut FramePool) -> T) -> Option<T> {
     FRAMES.lock().as_mut().map(f)
 }
 
+#[cfg(feature = "selftest")]
 /// Frames left in the pool.
 pub fn available_frames() -> u64 {
     with_pool(|pool| pool.available()).unwrap_or(0)
@@ -465,6 +467,7 @@ pub fn free(first: PhysAddr, count: u64) {
     }
 }
 
+#[cfg(feature = "selftest")]
 /// Whether `count` frames from `first` hold only zeroes. For checking that freed frames were
 /// wiped: the frames must be in the pool (nobody else writing them) or owned by the caller.
 pub fn frames_zeroed(first: PhysAddr, count: u64) -> bool {

@@ -14,12 +14,13 @@
 //! its trusted counters).
 
 use crate::cpu::{self, FpuState};
-use crate::guest::GuestMemory;
 use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use crate::tsc;
+#[cfg(feature = "selftest")]
 use alloc::format;
+#[cfg(feature = "selftest")]
 use alloc::string::String;
 use alloc::vec::Vec;
 use vpr_hypervisor::elf;
@@ -37,6 +38,7 @@ use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PAL
 use vpr_proto::msg::Attestation;
 use vpr_proto::utpm::{self, Quote, QuoteInfo, Upcrs};
 use vpr_proto::Digest;
+#[cfg(feature = "selftest")]
 use x86_64::PhysAddr;
 
 /// The ASID PALs run with (the test guests use 1).
@@ -156,6 +158,7 @@ impl Pal {
         self.frames.bytes_mut().get_mut(start..start + mem::usize_of(range.len()))
     }
 
+    #[cfg(feature = "selftest")]
     /// The host-physical frames it owns.
     pub fn frames(&self) -> (PhysAddr, u64) {
         (self.frames.first(), self.frames.count())
@@ -397,6 +400,7 @@ pub fn tcc_key() -> Result<crypto::PublicKey, Status> {
 /// Median TSC ticks, over `runs`, of what the Seal, Unseal, Attest and Quote services do once
 /// their arguments are checked (64 bytes sealed; one signature; a uTPM quote of uPCR 0), for
 /// the self-test's cost report.
+#[cfg(feature = "selftest")]
 pub fn key_operation_ticks(runs: usize) -> Result<[u64; 4], Status> {
     let keys = keys()?;
     let identity = [0x5A; 32];
@@ -579,24 +583,6 @@ pub trait GuestAccess {
     fn write(&mut self, addr: u64, bytes: &[u8]) -> bool;
 }
 
-impl GuestAccess for GuestMemory {
-    fn window(&self) -> Range {
-        self.ram()
-    }
-
-    fn owner(&self) -> u64 {
-        0
-    }
-
-    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
-        GuestMemory::read(self, addr, out)
-    }
-
-    fn write(&mut self, addr: u64, bytes: &[u8]) -> bool {
-        GuestMemory::write(self, addr, bytes)
-    }
-}
-
 /// The PAL registry and the guest's hypercalls.
 #[derive(Debug)]
 pub struct Pals<'a> {
@@ -613,6 +599,7 @@ pub struct Pals<'a> {
 }
 
 impl<'a> Pals<'a> {
+    #[cfg(feature = "selftest")]
     /// No PAL yet.
     pub fn new(svm: &'a Svm) -> Self {
         Pals::with_tcc(svm, Tcc::Memory(Counters::default()))
@@ -623,11 +610,13 @@ impl<'a> Pals<'a> {
         Pals { svm, registry: Registry::new(MAX_PALS), tcc, register_ticks: 0, activator: None }
     }
 
+    #[cfg(feature = "selftest")]
     /// How many PALs are registered.
     pub fn registered(&self) -> usize {
         self.registry.len()
     }
 
+    #[cfg(feature = "selftest")]
     /// Checks PAL `handle`'s nested page table against its plan, from outside the PAL: every
     /// page of every region maps the frame the plan gives it, inside the PAL's allocation,
     /// with the region's permissions; no page is writable and executable; and no 2 MiB
@@ -666,6 +655,7 @@ impl<'a> Pals<'a> {
         Ok(pages)
     }
 
+    #[cfg(feature = "selftest")]
     /// The frames of PAL `handle`, if it is registered.
     pub fn frames(&mut self, handle: u64) -> Option<(PhysAddr, u64)> {
         self.registry.get_mut(handle).ok().map(|pal| pal.frames())

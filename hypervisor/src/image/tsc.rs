@@ -7,6 +7,7 @@ pub fn read() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+#[cfg(feature = "selftest")]
 /// The median TSC ticks of `runs` (at least one) calls of `f`; the first error stops it.
 pub fn median<E>(runs: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<u64, E> {
     let mut ticks = alloc::vec::Vec::with_capacity(runs.max(1));

@@ -73,7 +73,7 @@ pub fn command_line(image: &Path, kernel: &Path, initrd: &Path, kvm: bool) -> Ve
 /// The whole task.
 pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     install::rust_target()?;
-    let image = qemu::build_image(root)?;
+    let image = qemu::build_image(root, qemu::Image::Production)?;
     let (kernel, initrd) = guest_image(root)?;
     install::qemu("qemu-system-x86_64")?;
     let kvm = match options.accel {

@@ -28,7 +28,28 @@ pub const SUCCESS_STATUS: i32 = (0x10 << 1) | 1;
 const QBOOT: &str = "/usr/share/qemu/qboot.rom";
 /// The profile and target directory of the image build (kept apart from host builds).
 const PROFILE: &str = "freestanding";
-const TARGET_DIR: &str = "target/hypervisor";
+
+/// Which hypervisor image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Image {
+    /// The production image: Linux and its PALs only (replica VMs, `linux-test`).
+    Production,
+    /// The test image (feature `selftest`): the boot self-test, its test guests, PALs and
+    /// benchmarks (`qemu-test`). Its own measurement: it opens none of the production
+    /// image's sealed state.
+    Test,
+}
+
+impl Image {
+    /// Its target directory (kept apart from host builds, and from each other's so that
+    /// neither rebuilds the other).
+    fn target_dir(self) -> &'static str {
+        match self {
+            Image::Production => "target/hypervisor",
+            Image::Test => "target/hypervisor-test",
+        }
+    }
+}
 /// The code generation flag the image cannot do without (it is loaded at a fixed address).
 const STATIC_RELOCATIONS: &str = "relocation-model=static";
 
@@ -37,9 +58,9 @@ const PAL_TARGET_DIR: &str = "target/image";
 /// Memory of the QEMU machine: the self-test registers two SQL PALs of about 50 MiB each.
 const MEMORY: &str = "512M";
 
-/// Where the image is built.
-pub fn image_path(root: &Path) -> PathBuf {
-    root.join(TARGET_DIR).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor")
+/// Where `image` is built.
+pub fn image_path(root: &Path, image: Image) -> PathBuf {
+    root.join(image.target_dir()).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor")
 }
 
 /// Where the PAL image (`pal/image`, the `vpr-pal-image` binary) is built.
@@ -73,14 +94,18 @@ pub fn build_vpr(root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/debug/vpr"))
 }
 
-/// Builds the image and returns its path.
-pub fn build_image(root: &Path) -> Result<PathBuf, String> {
+/// Builds `image` and returns its path.
+pub fn build_image(root: &Path, image: Image) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
     let mut build = Command::new(cargo);
     build
         .current_dir(root)
         .args(["build", "--package", "vpr-hypervisor", "--bin", "vpr-hypervisor"])
-        .args(["--target", IMAGE_TARGET, "--profile", PROFILE, "--target-dir", TARGET_DIR]);
+        .args(["--target", IMAGE_TARGET, "--profile", PROFILE])
+        .args(["--target-dir", image.target_dir()]);
+    if image == Image::Test {
+        build.args(["--features", "selftest"]);
+    }
     // RUSTFLAGS from the environment replace the `[target.x86_64-unknown-none]` flags of
     // .cargo/config.toml, among them the static relocation model the image needs: keep it.
     for (var, separator) in [("CARGO_ENCODED_RUSTFLAGS", "\x1f"), ("RUSTFLAGS", " ")] {
@@ -92,7 +117,7 @@ pub fn build_image(root: &Path) -> Result<PathBuf, String> {
         }
     }
     install::run(&mut build)?;
-    Ok(image_path(root))
+    Ok(image_path(root, image))
 }
 
 /// The QEMU command line for `image` with `modules` (multiboot modules, in order) and, if
@@ -169,7 +194,7 @@ fn stream(
 /// The whole task.
 pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     install::rust_target()?;
-    let image = build_image(root)?;
+    let image = build_image(root, Image::Test)?;
     let image_bytes = fs::metadata(&image).map_err(|e| format!("{}: {e}", image.display()))?.len();
     let pal = build_pal_image(root)?;
     if pal.display().to_string().contains(',') {
@@ -257,6 +282,8 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     // Boot 5, after the TPM's owner replaced the master secret's index.
     let fifth_verdict =
         hostile_owner_refused(&image, &mut swtpm, options.timeout, accel, kvm, qboot);
+    // Boot 6: the production image, told to run the self-test.
+    let sixth_verdict = production_refuses_selftest(root, options.timeout, accel, kvm, qboot);
     drop(swtpm);
 
     // The closing line: both boots' counts, a boot that never printed them counting as one
@@ -268,7 +295,41 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     second_verdict.map_err(|e| format!("second boot: {e}"))?;
     third_verdict.map_err(|e| format!("third boot (a patched .data): {e}"))?;
     fourth_verdict.map_err(|e| format!("fourth boot (a deleted counter page): {e}"))?;
-    fifth_verdict.map_err(|e| format!("fifth boot (a hostile TPM owner): {e}"))
+    fifth_verdict.map_err(|e| format!("fifth boot (a hostile TPM owner): {e}"))?;
+    sixth_verdict.map_err(|e| format!("sixth boot (the production image): {e}"))
+}
+
+/// The production image has no self-test: booted as the test image is (no `vpr.guest=linux`),
+/// it must refuse, say why and end QEMU with the failure status; and its measurement must
+/// differ from the test image's.
+fn production_refuses_selftest(
+    root: &Path,
+    timeout: Duration,
+    accel: &str,
+    kvm: bool,
+    qboot: bool,
+) -> Result<(), String> {
+    let production = build_image(root, Image::Production)?;
+    let test = image_path(root, Image::Test);
+    if measure::expected(&production)? == measure::expected(&test)? {
+        return Err(String::from("the production and test images measure the same"));
+    }
+    let args = command_line(&production, &[], None, None, kvm, qboot);
+    let sixth = boot(&args, timeout, accel)?;
+    if sixth.lines.iter().any(|l| l.contains("selftest") && l.contains(": ok")) {
+        return Err(String::from("the production image ran a self-test"));
+    }
+    if !sixth.lines.iter().any(|l| l.contains("hv: this is the production image")) {
+        return Err(String::from("the production image did not say why it refused"));
+    }
+    if sixth.status.and_then(|s| s.code()) == Some(SUCCESS_STATUS) {
+        return Err(String::from("the production image exited with the success status"));
+    }
+    eprintln!(
+        "qemu-test: the production image (measured apart from the test image) refuses to run \
+         a self-test"
+    );
+    Ok(())
 }
 
 /// Counter page 0's NV index, as `vpr_hypervisor::tpm::counters` places it.

@@ -250,3 +250,21 @@ impl TestGuest {
         memory.npt.as_ref()?.translate(&mut memory.tables, GuestPhysAddr::new(gpa))
     }
 }
+
+impl crate::pal::GuestAccess for GuestMemory {
+    fn window(&self) -> vpr_hypervisor::memory::Range {
+        self.ram()
+    }
+
+    fn owner(&self) -> u64 {
+        0
+    }
+
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        GuestMemory::read(self, addr, out)
+    }
+
+    fn write(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        GuestMemory::write(self, addr, bytes)
+    }
+}

@@ -83,7 +83,8 @@ pub struct Svm {
     pub iopm: PhysAddr,
     /// The MSR permission map: all ones, so every MSR access exits.
     pub msrpm: PhysAddr,
-    /// How many ASIDs the processor has (CPUID 8000_000Ah EBX).
+    /// How many ASIDs the processor has (CPUID 8000_000Ah EBX; the self-test reports it).
+    #[cfg(feature = "selftest")]
     pub asids: u32,
     /// Whether the processor saves nRIP on instruction intercepts.
     pub nrip_save: bool,
@@ -127,9 +128,16 @@ pub fn enable() -> Result<Svm, SvmError> {
     // VMRUN stores host state there (APM §15.30.4).
     unsafe { Msr::new(MSR_VM_HSAVE_PA).write(host_save_area.as_u64()) };
 
-    Ok(Svm { iopm, msrpm, asids: features.ebx, nrip_save: features.edx & CPUID_NRIP_SAVE != 0 })
+    Ok(Svm {
+        iopm,
+        msrpm,
+        #[cfg(feature = "selftest")]
+        asids: features.ebx,
+        nrip_save: features.edx & CPUID_NRIP_SAVE != 0,
+    })
 }
 
+#[cfg(feature = "selftest")]
 /// Whether EFER.SVME is set.
 pub fn enabled() -> bool {
     Efer::read_raw() & EFER_SVME != 0

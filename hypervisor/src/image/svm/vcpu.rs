@@ -4,6 +4,7 @@
 use super::{vmrun, Svm};
 use crate::mem;
 use vpr_hypervisor::memory::PAGE_SIZE;
+#[cfg(feature = "selftest")]
 use vpr_hypervisor::svm::npt::TlbFlush;
 use vpr_hypervisor::svm::setup::LongModeGuest;
 use vpr_hypervisor::svm::vmcb::Vmcb;
@@ -70,6 +71,7 @@ impl SvmVcpu {
         self.vmcb().control.event_injection = eventinj;
     }
 
+    #[cfg(feature = "selftest")]
     /// Makes the next VMRUN flush the TLB, after a nested page table change.
     pub fn flush(&mut self, _change: TlbFlush) {
         self.flush_pending = true;
