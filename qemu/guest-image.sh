@@ -27,7 +27,9 @@
 #                             9pnet_virtio 9p msr")
 #   VPR_GUEST_STRIP           1 (default): strip debug info from the copy of vpr; 0: copy as is
 #   VPR_GUEST_PAL             a PAL image (vpr-pal-image) to put at /usr/lib/vpr/vpr-pal-image,
-#                             copied as is (its SHA-256 is its identity)
+#                             copied as is (its SHA-256 is its identity): the replicas' PAL
+#   VPR_GUEST_TEST_PAL        the test PAL image (built with --features bare) to put at
+#                             /usr/lib/vpr/vpr-pal-image-test, for `vpr pal-smoke`
 set -euo pipefail
 
 die() { echo "guest-image: error: $*" >&2; exit 1; }
@@ -50,6 +52,11 @@ PAL=${VPR_GUEST_PAL:-}
 if [ -n "$PAL" ]; then
     [ -f "$PAL" ] || die "VPR_GUEST_PAL '$PAL' does not exist"
     PAL=$(realpath "$PAL")
+fi
+TEST_PAL=${VPR_GUEST_TEST_PAL:-}
+if [ -n "$TEST_PAL" ]; then
+    [ -f "$TEST_PAL" ] || die "VPR_GUEST_TEST_PAL '$TEST_PAL' does not exist"
+    TEST_PAL=$(realpath "$TEST_PAL")
 fi
 
 # --- host tools -------------------------------------------------------------------------------
@@ -190,8 +197,9 @@ fi
 
 # --- up to date? ------------------------------------------------------------------------------
 stamp=$({
-    echo "format 1 modules=$MODULES strip=$STRIP pal=${PAL:+yes}"
+    echo "format 1 modules=$MODULES strip=$STRIP pal=${PAL:+yes} test-pal=${TEST_PAL:+yes}"
     if [ -n "$PAL" ]; then sha256sum "$PAL" | cut -d' ' -f1; fi
+    if [ -n "$TEST_PAL" ]; then sha256sum "$TEST_PAL" | cut -d' ' -f1; fi
     basename "$KDEB"; basename "$BDEB"
     sha256sum "$VPR_BIN" "$INIT_SRC" "${BASH_SOURCE[0]}" "${LIBS[@]}" | cut -d' ' -f1
 } | sha256sum | cut -d' ' -f1)
@@ -225,6 +233,11 @@ if [ -n "$PAL" ]; then
     mkdir -p "$ST/usr/lib/vpr"
     cp "$PAL" "$ST/usr/lib/vpr/vpr-pal-image"
     chmod 0644 "$ST/usr/lib/vpr/vpr-pal-image"
+fi
+if [ -n "$TEST_PAL" ]; then
+    mkdir -p "$ST/usr/lib/vpr"
+    cp "$TEST_PAL" "$ST/usr/lib/vpr/vpr-pal-image-test"
+    chmod 0644 "$ST/usr/lib/vpr/vpr-pal-image-test"
 fi
 for lib in "${LIBS[@]}"; do
     mkdir -p "$ST/$(dirname "$lib")"

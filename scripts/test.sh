@@ -10,6 +10,8 @@ scripts/setup.sh
 # PAL image the hypervisor registers (`cargo xtask qemu-test` builds and boots it).
 image=(-p vpr-pal-selftest --profile freestanding --target-dir target/image)
 pal=(-p vpr-pal-image --profile freestanding --target-dir target/image)
+# The test PAL image (the bare service too), in a target directory of its own.
+pal_test=(-p vpr-pal-image --features bare --profile freestanding --target-dir target/image-test)
 not_host=(--exclude vpr-pal-selftest --exclude vpr-pal-image)
 # The hypervisor: a bare-metal image for x86_64-unknown-none, in its own target directory.
 hv=(-p vpr-hypervisor --target x86_64-unknown-none --profile freestanding --target-dir target/hypervisor)
@@ -23,6 +25,7 @@ echo "== clippy"
 cargo clippy --locked --workspace "${not_host[@]}" --all-targets -- -D warnings
 cargo clippy --locked "${image[@]}" -- -D warnings
 cargo clippy --locked "${pal[@]}" -- -D warnings
+cargo clippy --locked "${pal_test[@]}" -- -D warnings
 cargo clippy --locked "${hv[@]}" -- -D warnings
 cargo clippy --locked "${hv_test[@]}" -- -D warnings
 echo "== freestanding PAL self-test image"

@@ -281,6 +281,23 @@ pub enum Outcome {
 }
 
 impl Command {
+    /// The command's name, as in this enum (for messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Execute { .. } => "Execute",
+            Command::Apply { .. } => "Apply",
+            Command::Digest => "Digest",
+            Command::Info => "Info",
+            Command::Random { .. } => "Random",
+            Command::Counter { .. } => "Counter",
+            Command::Start { .. } => "Start",
+            Command::Restore { .. } => "Restore",
+            Command::Call(_) => "Call",
+            Command::Status => "Status",
+            Command::Quote { .. } => "Quote",
+        }
+    }
+
     /// The header's `kind` byte (1 to 10).
     #[must_use]
     pub const fn kind(&self) -> u8 {

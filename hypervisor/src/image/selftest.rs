@@ -292,7 +292,7 @@ pub fn run() -> (u32, u32) {
     suite.record("svm_available", Ok(()));
 
     let frames_before = mem::available_frames();
-    let tests: [Test; 45] = [
+    let tests: [Test; 46] = [
         ("vmrun_round_trip", vmrun_round_trip),
         ("vmmcall_returns_value", vmmcall_returns_value),
         ("registers_survive_world_switch", registers_survive_world_switch),
@@ -336,6 +336,7 @@ pub fn run() -> (u32, u32) {
         ("sql_pal_bad_input", sql::sql_pal_bad_input),
         ("sql_pal_huge_results", sql::sql_pal_huge_results),
         ("sql_pal_cost", sql::sql_pal_cost),
+        ("production_pal_serves_the_manager_only", sql::production_pal_serves_the_manager_only),
         ("manager_group_under_the_hypervisor", manager::manager_group_under_the_hypervisor),
         ("pal_cost", pal::pal_cost),
     ];

@@ -3,10 +3,16 @@
 //!
 //! This is the same `vpr-pal` code that the simulation backend runs in-process, linked with no
 //! libc and no OS: the V-PR Manager (`vpr_pal::Manager`: initialization, the normal case,
-//! primary change, state transfer) on the hypervisor's TCC services (the `tcc` module), and
-//! the bare service beneath it (SQLite through `sqlite-shim`, requests captured as state
-//! updates, updates verified and applied), which `vpr-pal-selftest` also runs as a Linux
-//! process. Its only outside interface is the hypervisor's, in the `hv` module.
+//! primary change, state transfer) on the hypervisor's TCC services (the `tcc` module), over
+//! SQLite through `sqlite-shim`. Its only outside interface is the hypervisor's, in the `hv`
+//! module.
+//!
+//! There are two images. The production image serves the Manager's commands only (`Start`,
+//! `Restore`, `Call`, `Status`, `Quote`); the test image (feature `bare`, the `bare` module)
+//! also serves the bare service — SQL executed and updates applied without replication, and
+//! the PAL services one by one (`Execute`, `Apply`, `Digest`, `Info`, `Random`, `Counter`) —
+//! for the hypervisor's self-test and `vpr pal-smoke`. The production image answers those
+//! with `Refused`. Each is its own identity (the SHA-256 of its file).
 //!
 //! # Entry and exit
 //!
@@ -22,7 +28,7 @@
 //! - an input that is not a command is answered [`Outcome::Refused`] with the decode error;
 //! - with an output capacity below `pal_io::MIN_OUTPUT_CAPACITY` nothing runs and the reported
 //!   length is that minimum, so the hypervisor answers `Status::TooLarge`;
-//! - `Execute` runs with a result budget of the output capacity (the service's
+//! - `Execute` (test image) runs with a result budget of the output capacity (the service's
 //!   `set_max_result_bytes`): results beyond it are the SQL error `SQLITE_TOOBIG`, results
 //!   the heap cannot hold `SQLITE_NOMEM`, never a crash. An `Executed` outcome too large
 //!   for the output (an update as large as the database), or whose encoding cannot be
@@ -42,11 +48,10 @@
 //!   budget (`vpr_pal::service::DEFAULT_MAX_RESULT_BYTES`).
 //!
 //! Memory persists across executions (the hypervisor keeps a PAL's memory until it is
-//! unregistered): the heap, the bare [`Service`] and the [`Manager`] are set up by the
-//! executions that first need them and used by every later one. The Manager and the bare
-//! service are independent: each has its own database, and the commands `Execute`, `Apply`,
-//! `Digest`, `Info`, `Random` and `Counter` work on the bare service and the hypervisor as
-//! before, whether a Manager runs or not. Each execution starts on a fresh stack.
+//! unregistered): the heap, the [`Manager`] and (in the test image) the bare service are set
+//! up by the executions that first need them and used by every later one. The Manager and the
+//! bare service are independent: each has its own database, and the bare commands work
+//! whether a Manager runs or not. Each execution starts on a fresh stack.
 //!
 //! # Failure
 //!
@@ -85,22 +90,26 @@
 
 extern crate alloc;
 
+#[cfg(feature = "bare")]
+mod bare;
 mod hv;
 mod tcc;
 
+#[cfg(feature = "bare")]
+use bare::bare_command;
+
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 use sqlite_shim::{Config, Platform};
-use vpr_pal::{Effect, GroupConfig, Manager, Service, ServiceOptions};
-use vpr_proto::digest::Digest;
+#[cfg(feature = "bare")]
+use vpr_pal::Service;
+use vpr_pal::{Effect, GroupConfig, Manager};
 use vpr_proto::hypercall::pal;
-use vpr_proto::msg::{self, SqlError, StatementResult, Value};
 use vpr_proto::pal_io::{self, Command, Outcome};
 
 use crate::tcc::HvTcc;
@@ -111,9 +120,6 @@ use vpr_crt as _;
 /// The Rust heap: 32 MiB, of which SQLite's memsys5 pool takes 8 MiB.
 const HEAP_BYTES: usize = 32 << 20;
 const SQLITE_HEAP_BYTES: usize = 8 << 20;
-
-/// The name and version [`Command::Info`] reports.
-const IMAGE_NAME: &str = concat!("vpr-pal ", env!("CARGO_PKG_VERSION"));
 
 // build.rs links the image at this address (-Ttext-segment).
 const _: () = assert!(pal::IMAGE_BASE == 0x100_0000);
@@ -131,7 +137,8 @@ static HEAP_MEMORY: Mutex<[MaybeUninit<u8>; HEAP_BYTES]> =
 struct State {
     /// `sqlite_shim::initialize` succeeded (it may run only once).
     engine: bool,
-    /// The bare service, created by the first command that needs it.
+    /// The bare service, created by the first command that needs it (the test image's).
+    #[cfg(feature = "bare")]
     service: Option<Service>,
     /// The Manager, once `Start` or `Restore` made it.
     manager: Option<Manager<HvTcc>>,
@@ -139,7 +146,12 @@ struct State {
 
 /// The state. The PAL has one thread and the hypervisor never re-enters it, so the lock is
 /// never contended; it only makes the access safe.
-static STATE: Mutex<State> = Mutex::new(State { engine: false, service: None, manager: None });
+static STATE: Mutex<State> = Mutex::new(State {
+    engine: false,
+    #[cfg(feature = "bare")]
+    service: None,
+    manager: None,
+});
 
 /// The refusal of a Manager command before `Start` or `Restore`.
 const NO_MANAGER: &str = "no Manager runs: Start or Restore one first";
@@ -177,7 +189,6 @@ fn len_u64(n: usize) -> u64 {
 /// least `pal_io::MIN_OUTPUT_CAPACITY`).
 fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
     let outcome = match command {
-        Command::Execute { sql, params } => return execute_sql(state, &sql, params, capacity),
         Command::Call(call) => return call_manager(state, call, capacity),
         Command::Start { group } => start_manager(state, &group, None),
         Command::Restore { group, sealed } => start_manager(state, &group, Some(&sealed)),
@@ -195,51 +206,8 @@ fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
             Some(manager) => Outcome::Status(manager.wire_status()),
             None => Outcome::refused(NO_MANAGER),
         },
-        Command::Apply { update } => match service(state) {
-            Ok(service) => match service.apply_encoded(&update) {
-                Ok(()) => Outcome::Applied { digest: service.digest() },
-                Err(e) => Outcome::refused(&format!("{e}")),
-            },
-            Err(refused) => refused,
-        },
-        Command::Digest => match service(state) {
-            Ok(service) => {
-                Outcome::Digest { digest: service.digest(), file_size: service.file_size() }
-            }
-            Err(refused) => refused,
-        },
-        Command::Info => match hv::identity() {
-            Ok(identity) => Outcome::Info {
-                sqlite_version: String::from(pal_io::clip_utf8(
-                    sqlite_shim::sqlite_version(),
-                    pal_io::MAX_NAME_BYTES,
-                )),
-                identity: Digest(identity),
-                image: String::from(IMAGE_NAME),
-            },
-            Err(status) => Outcome::refused(&format!("identity: {status}")),
-        },
-        Command::Random { len } => match usize::try_from(len) {
-            Ok(len) if len <= pal_io::MAX_RANDOM_BYTES => {
-                let mut bytes = vec![0; len];
-                match hv::random(&mut bytes) {
-                    Ok(()) => Outcome::Random { bytes },
-                    Err(status) => Outcome::refused(&format!("random: {status}")),
-                }
-            }
-            _ => Outcome::refused("random: too many bytes asked for"),
-        },
-        // The untrusted side's counters live in a name space of their own: it cannot move
-        // the Manager's view and state counters.
-        Command::Counter { name, increment } => {
-            let name = tcc::untrusted_counter(name.as_bytes());
-            let value =
-                if increment { hv::counter_increment(&name) } else { hv::counter_read(&name) };
-            match value {
-                Ok(value) => Outcome::Counter { value },
-                Err(status) => Outcome::refused(&format!("counter: {status}")),
-            }
-        }
+        // The bare service's commands: the test PAL image's only.
+        bare => return bare_command(state, bare, capacity),
     };
     let bytes = outcome.encode();
     if bytes.len() <= capacity {
@@ -262,18 +230,6 @@ fn engine(state: &mut State) -> Result<(), Outcome> {
         state.engine = true;
     }
     Ok(())
-}
-
-/// The bare service, set up on first use: the engine, then the database. A failure is
-/// answered with a refusal and tried again by the next command.
-fn service(state: &mut State) -> Result<&mut Service, Outcome> {
-    engine(state)?;
-    if state.service.is_none() {
-        let service = Service::new(&ServiceOptions::default())
-            .map_err(|e| Outcome::refused(&format!("cannot open the database: {e}")))?;
-        state.service = Some(service);
-    }
-    state.service.as_mut().ok_or_else(|| Outcome::refused("no database"))
 }
 
 /// [`Command::Start`] (no `sealed` blob) and [`Command::Restore`]: makes the Manager of
@@ -347,83 +303,15 @@ fn fill_random(buf: &mut [u8]) {
     }
 }
 
-/// [`Command::Execute`]: runs the SQL, captures the update. The results may take at most
-/// `capacity` bytes (the service's result budget: more could not be answered anyway). If the
-/// outcome does not fit the output, or its encoding cannot be allocated, takes the writes
-/// back and refuses, so the state never moves without its update reaching the caller.
-fn execute_sql(state: &mut State, sql: &str, params: Vec<Value>, capacity: usize) -> Vec<u8> {
-    let service = match service(state) {
-        Ok(service) => service,
-        Err(refused) => return refused.encode(),
-    };
-    let params: Vec<sqlite_shim::Value> = params.into_iter().map(to_sql).collect();
-    service.set_max_result_bytes(Some(len_u64(capacity)));
-    service.keep_undo(true);
-    let (reply, update) = service.execute(sql, &params);
-    let undo = service.take_undo();
-    service.keep_undo(false);
-    drop(params);
-    // The update is measured before it is encoded: it can be as large as the database.
-    let needed = update.encoded_len();
-    let encoded = if needed <= capacity { update.try_encode() } else { None };
-    drop(update);
-    let bytes = encoded.and_then(|update| {
-        let outcome = Outcome::Executed {
-            results: reply.results.into_iter().map(from_sql_result).collect(),
-            error: reply.error.map(|e| SqlError {
-                code: e.code,
-                message: String::from(pal_io::clip_utf8(&e.message, msg::MAX_MESSAGE_BYTES)),
-            }),
-            update,
-        };
-        if outcome.encoded_len() <= capacity {
-            outcome.try_encode()
-        } else {
-            None
-        }
-    });
-    if let Some(bytes) = bytes {
-        return bytes;
-    }
-    // The update will not reach anyone: put the file back as it was. If that fails, the
-    // state is one no caller can follow: stop.
-    match undo {
-        Some(undo) if service.revert(&undo).is_ok() => {}
-        _ => hv::abort(),
-    }
+/// A command of the bare service, which the production image does not serve.
+#[cfg(not(feature = "bare"))]
+fn bare_command(_: &mut State, command: Command, _: usize) -> Vec<u8> {
     Outcome::refused(&format!(
-        "output too large for its capacity of {capacity} bytes (or no memory to encode it); \
-         the request's writes were taken back"
+        "{} is a command of the test PAL image: this production image serves the Manager's \
+         commands only (Start, Restore, Call, Status, Quote)",
+        command.name()
     ))
     .encode()
-}
-
-fn to_sql(v: Value) -> sqlite_shim::Value {
-    match v {
-        Value::Null => sqlite_shim::Value::Null,
-        Value::Integer(i) => sqlite_shim::Value::Integer(i),
-        Value::Real(r) => sqlite_shim::Value::Real(r),
-        Value::Text(t) => sqlite_shim::Value::Text(t),
-        Value::Blob(b) => sqlite_shim::Value::Blob(b),
-    }
-}
-
-fn from_sql(v: sqlite_shim::Value) -> Value {
-    match v {
-        sqlite_shim::Value::Null => Value::Null,
-        sqlite_shim::Value::Integer(i) => Value::Integer(i),
-        sqlite_shim::Value::Real(r) => Value::Real(r),
-        sqlite_shim::Value::Text(t) => Value::Text(t),
-        sqlite_shim::Value::Blob(b) => Value::Blob(b),
-    }
-}
-
-fn from_sql_result(r: sqlite_shim::StatementResult) -> StatementResult {
-    StatementResult {
-        columns: r.columns,
-        rows: r.rows.into_iter().map(|row| row.into_iter().map(from_sql).collect()).collect(),
-        changes: r.changes,
-    }
 }
 
 #[panic_handler]

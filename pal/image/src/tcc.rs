@@ -38,7 +38,8 @@ pub fn manager_counter(counter: Counter, config: &Digest, me: u16) -> [u8; 32] {
 }
 
 /// The name under which the PAL keeps the counter the untrusted side calls `name` (the
-/// `Counter` command): in a space of its own, apart from the Manager's.
+/// `Counter` command of the test image): in a space of its own, apart from the Manager's.
+#[cfg(feature = "bare")]
 pub fn untrusted_counter(name: &[u8; 32]) -> [u8; 32] {
     vpr_proto::crypto::hash(&[b"vpr untrusted counter", name]).0
 }

@@ -23,17 +23,20 @@ const KERNEL_ARGS: &str =
     "console=ttyS0 earlyprintk=serial nokaslr no5lvl mitigations=off panic=-1 \
      initcall_blacklist=init_tis iomem=relaxed vpr.run=smoke";
 
-/// Builds the `vpr` binary (debug), the PAL image and the guest image (with both); the kernel
-/// and the initramfs.
+/// Builds the `vpr` binary (debug), the production and test PAL images and the guest image
+/// (with all three: the replicas run the production PAL, `vpr pal-smoke` the test PAL); the
+/// kernel and the initramfs.
 fn guest_image(root: &Path) -> Result<(PathBuf, PathBuf), String> {
     let vpr = qemu::build_vpr(root)?;
-    let pal = qemu::build_pal_image(root)?;
+    let pal = qemu::build_pal_image(root, qemu::Image::Production)?;
+    let test_pal = qemu::build_pal_image(root, qemu::Image::Test)?;
     let out = root.join(GUEST_DIR);
     install::run(
         Command::new(root.join("qemu/guest-image.sh"))
             .arg(&out)
             .arg(vpr)
-            .env("VPR_GUEST_PAL", &pal),
+            .env("VPR_GUEST_PAL", &pal)
+            .env("VPR_GUEST_TEST_PAL", &test_pal),
     )?;
     Ok((out.join("vmlinuz"), out.join("initramfs.cpio.gz")))
 }
@@ -546,7 +549,7 @@ fn cluster_options(
         hypervisor: image.to_path_buf(),
         kernel: kernel.to_path_buf(),
         initramfs: root.join(GUEST_DIR).join("initramfs.cpio.gz"),
-        pal: qemu::pal_image_path(root),
+        pal: qemu::pal_image_path(root, qemu::Image::Production),
         ca: root.join("target/tpm/ca"),
         kvm,
         memory: String::from("512M"),

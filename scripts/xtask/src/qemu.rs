@@ -49,12 +49,19 @@ impl Image {
             Image::Test => "target/hypervisor-test",
         }
     }
+
+    /// The target directory of its PAL image (the production one shared with the
+    /// freestanding self-test).
+    fn pal_target_dir(self) -> &'static str {
+        match self {
+            Image::Production => "target/image",
+            Image::Test => "target/image-test",
+        }
+    }
 }
 /// The code generation flag the image cannot do without (it is loaded at a fixed address).
 const STATIC_RELOCATIONS: &str = "relocation-model=static";
 
-/// The target directory of the PAL image build (shared with the freestanding self-test).
-const PAL_TARGET_DIR: &str = "target/image";
 /// Memory of the QEMU machine: the self-test registers two SQL PALs of about 50 MiB each.
 const MEMORY: &str = "512M";
 
@@ -63,22 +70,27 @@ pub fn image_path(root: &Path, image: Image) -> PathBuf {
     root.join(image.target_dir()).join(IMAGE_TARGET).join(PROFILE).join("vpr-hypervisor")
 }
 
-/// Where the PAL image (`pal/image`, the `vpr-pal-image` binary) is built.
-pub fn pal_image_path(root: &Path) -> PathBuf {
-    root.join(PAL_TARGET_DIR).join(PROFILE).join("vpr-pal-image")
+/// Where the PAL image (`pal/image`, the `vpr-pal-image` binary) of `image`'s kind is built:
+/// the production PAL (the Manager's commands only) or the test PAL (feature `bare`: the bare
+/// service too, for the self-test and `vpr pal-smoke`).
+pub fn pal_image_path(root: &Path, image: Image) -> PathBuf {
+    root.join(image.pal_target_dir()).join(PROFILE).join("vpr-pal-image")
 }
 
-/// Builds the PAL image (a static executable for the host's x86-64, linked at the address
-/// the hypervisor's PAL ABI gives) and returns its path.
-pub fn build_pal_image(root: &Path) -> Result<PathBuf, String> {
+/// Builds the PAL image of `image`'s kind (a static executable for the host's x86-64, linked
+/// at the address the hypervisor's PAL ABI gives) and returns its path.
+pub fn build_pal_image(root: &Path, image: Image) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
-    install::run(
-        Command::new(cargo)
-            .current_dir(root)
-            .args(["build", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
-            .args(["--profile", PROFILE, "--target-dir", PAL_TARGET_DIR]),
-    )?;
-    Ok(pal_image_path(root))
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(root)
+        .args(["build", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
+        .args(["--profile", PROFILE, "--target-dir", image.pal_target_dir()]);
+    if image == Image::Test {
+        build.args(["--features", "bare"]);
+    }
+    install::run(&mut build)?;
+    Ok(pal_image_path(root, image))
 }
 
 /// Builds the `vpr` binary (debug, as the tests use it) and returns its path.
@@ -196,7 +208,7 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     install::rust_target()?;
     let image = build_image(root, Image::Test)?;
     let image_bytes = fs::metadata(&image).map_err(|e| format!("{}: {e}", image.display()))?.len();
-    let pal = build_pal_image(root)?;
+    let pal = build_pal_image(root, Image::Test)?;
     if pal.display().to_string().contains(',') {
         return Err(format!("{}: QEMU cannot take a module path with a comma", pal.display()));
     }
@@ -220,9 +232,10 @@ pub fn test(root: &Path, options: &QemuTestOptions) -> Result<(), String> {
     eprintln!("qemu-test: image {} ({image_bytes} bytes), {accel}", image.display());
     let mut swtpm = swtpm;
 
-    // Boot 1: the whole self-test.
-    let args =
-        command_line(&image, std::slice::from_ref(&pal), Some(&swtpm.socket), None, kvm, qboot);
+    // Boot 1: the whole self-test; the production PAL image as module 1.
+    let production_pal = build_pal_image(root, Image::Production)?;
+    let modules = [pal.clone(), production_pal];
+    let args = command_line(&image, &modules, Some(&swtpm.socket), None, kvm, qboot);
     let first = boot(&args, options.timeout, accel)?;
     let first_verdict =
         first.verdict(&image, &ek).and_then(|()| checkquote::check(&first.lines, &swtpm.dir));

@@ -53,7 +53,11 @@ fn pages_to(end: u64) -> u64 {
 
 /// Registers the PAL image in a fresh guest; its handle and the register call's TSC ticks.
 pub(super) fn register(svm: &Svm, pals: &mut Pals<'_>) -> Result<(u64, u64), String> {
-    let image = image()?;
+    register_image(svm, pals, image()?)
+}
+
+/// Registers `image` in a fresh guest; its handle and the register call's TSC ticks.
+fn register_image(svm: &Svm, pals: &mut Pals<'_>, image: &[u8]) -> Result<(u64, u64), String> {
     let calls = [[Call::Register as u64, IMAGE, image.len() as u64, RESULT, 0, 0, 0]];
     let pages = pages_to(IMAGE + image.len() as u64);
     let (replies, mut guest) = run_script_in(svm, pals, pages, &[(IMAGE, image)], &calls)?;
@@ -497,4 +501,30 @@ pub fn sql_pal_cost(svm: &Svm) -> TestResult {
         RUNS - 1
     );
     Ok(())
+}
+
+/// The production PAL image (module 1 of the first boot) serves the Manager's commands only:
+/// the bare service's are refused, naming the test image, while a Manager command reaches the
+/// Manager's code (`Status` before `Start`: no Manager runs). It is another identity than the
+/// test image's.
+pub fn production_pal_serves_the_manager_only(svm: &Svm) -> TestResult {
+    let production = mem::module(1).ok_or("no production PAL image: boot with it as module 1")?;
+    if Digest::of(production) == Digest::of(image()?) {
+        return Err(String::from("the production and test PAL images are the same file"));
+    }
+    let mut pals = Pals::new(svm);
+    let (handle, _) = register_image(svm, &mut pals, production)?;
+    let bare =
+        [sql("CREATE TABLE t(x)"), Command::Digest, Command::Info, Command::Random { len: 8 }];
+    for outcome in execute(svm, &mut pals, handle, &bare)? {
+        match &outcome {
+            Outcome::Refused { reason }
+                if reason.contains("is a command of the test PAL image") => {}
+            other => return Err(format!("the production PAL answered a bare command: {other:?}")),
+        }
+    }
+    match execute(svm, &mut pals, handle, &[Command::Status])?.pop() {
+        Some(Outcome::Refused { reason }) if reason.starts_with("no Manager runs") => Ok(()),
+        other => Err(format!("Status on the production PAL: {other:?}")),
+    }
 }
