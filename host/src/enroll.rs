@@ -18,7 +18,8 @@
 //! 4. agent → operator: the secret the TPM gave back (the `activate` hypercall) — the
 //!    attestation key is on that EK's TPM;
 //! 5. the operator checks the EK certificate against the CA, issues the attestation key's
-//!    certificate, checks the quote: PCR 17 the expected hypervisor, PCR 19 the TCC key;
+//!    certificate, checks the quote: PCR 17 the expected hypervisor's launch (which launch,
+//!    [`Enrolled::launch`]: the caller says it), PCR 19 the TCC key;
 //!    operator → agent: the cluster key's certificate of the TCC key;
 //! 6. agent → operator: `ok` once the `certify` hypercall took it;
 //! 7. operator → agent, once every machine of the cluster is enrolled: the cluster
@@ -36,7 +37,7 @@ use vpr_proto::msg::Attestation;
 use vpr_proto::utpm::TpmEvidenceParts;
 use vpr_proto::Digest;
 
-use crate::evidence::{credential, x509, Evidence, TpmQuote};
+use crate::evidence::{credential, x509, Evidence, Launch, TpmQuote};
 use crate::tcc::hypercall::Hypervisor;
 
 /// The most bytes of one message.
@@ -210,13 +211,14 @@ pub struct Operator<'a> {
     pub tcc_key: Option<PublicKey>,
 }
 
-/// The quote of `parts` by the attestation key `ak` ([`TpmQuote::check`]).
+/// The quote of `parts` by the attestation key `ak` ([`TpmQuote::check`]); the launch PCR 17
+/// shows.
 fn check_quote(
     parts: &TpmEvidenceParts,
     ak: &PublicKey,
     nonce: &[u8; 32],
     hypervisor: &[u8; 32],
-) -> Result<(), String> {
+) -> Result<Launch, String> {
     let quote = TpmQuote {
         quote: &parts.quote,
         pcrs: &parts.pcrs,
@@ -233,6 +235,8 @@ pub struct Enrolled {
     pub tcc_key: PublicKey,
     /// SHA-256 of its TPM's EK certificate.
     pub ek_certificate: [u8; 32],
+    /// The launch its quoted PCR 17 shows ([`Launch::warning`]: what to tell the operator).
+    pub launch: Launch,
     /// The PALs its hypervisor had registered (PCR 18's log).
     pub pal_log: Vec<[u8; 32]>,
     /// The operator's nonce.
@@ -328,7 +332,7 @@ pub fn enroll(
             .as_bytes()
             .try_into()
             .map_err(|_| bad(String::from("attestation key point")))?;
-    check_quote(&parts, &ak_point, &nonce, &operator.hypervisor).map_err(bad)?;
+    let launch = check_quote(&parts, &ak_point, &nonce, &operator.hypervisor).map_err(bad)?;
     if operator.tcc_key.is_some_and(|known| known != parts.tcc_key) {
         return Err(bad(String::from(
             "another TCC key than at the machine's first enrollment: not certified",
@@ -345,6 +349,7 @@ pub fn enroll(
     let enrolled = Enrolled {
         tcc_key: parts.tcc_key,
         ek_certificate: x509::ek_certificate_digest(&parts.ek_certificate),
+        launch,
         pal_log: parts.pal_log.clone(),
         nonce,
         ak: ak.key,
@@ -398,7 +403,7 @@ mod tests {
     fn a_genuine_quote_passes() {
         let (ak, tcc) = keys();
         let genuine = parts(&ak, &tcc, &NONCE);
-        assert_eq!(check_quote(&genuine, &ak.public(), &NONCE, &HYPERVISOR), Ok(()));
+        assert_eq!(check_quote(&genuine, &ak.public(), &NONCE, &HYPERVISOR), Ok(Launch::Simulated));
     }
 
     #[test]

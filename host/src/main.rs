@@ -517,12 +517,7 @@ fn verify(
                 (Some(ek), Some(launch), Some(hypervisor)) => {
                     println!("  TPM EK certificate:      {} (chains to the CA)", Digest(ek));
                     println!("  hypervisor (PCR 17):     {} ({launch})", Digest(hypervisor));
-                    if launch == "simulated-late-launch" {
-                        println!(
-                            "  note: a simulated late launch: the hypervisor extended PCR 17 \
-                             itself from locality 2 (no SKINIT under QEMU)"
-                        );
-                    }
+                    println!("  {}", launch.warning());
                     let log = v.pal_log.unwrap_or_default();
                     println!("  PALs registered (PCR 18): {}", log.len());
                 }

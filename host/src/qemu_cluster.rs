@@ -31,6 +31,7 @@ use crate::client::Client;
 use crate::config::{Attestation, ClusterConfig, ReplicaEntry, Timeouts};
 use crate::enroll::{self, Enrolled, Operator};
 use crate::evidence::x509::Ca;
+use crate::evidence::Launch;
 use crate::machine::{console_args, hypervisor_measurement, tpm_args, Swtpm, VIRTIO_DMA};
 
 /// The replica's port inside each VM.
@@ -216,9 +217,10 @@ impl QemuCluster {
                 bail!("vm {id} shows the TPM (EK certificate) of vm {other}: refused");
             }
             progress(&format!(
-                "vm {id}: enrolled (EK certificate {}, TCC key {})",
+                "vm {id}: enrolled (EK certificate {}, TCC key {}, {})",
                 Digest(enrolled.ek_certificate),
-                Digest::of(&enrolled.tcc_key)
+                Digest::of(&enrolled.tcc_key),
+                enrolled.launch
             ));
             // Its evidence, for `vpr verify` (with the nonce it answers).
             if let Some(evidence) = enrolled.evidence(&cluster.operating.ca, &identity.0)? {
@@ -230,6 +232,14 @@ impl QemuCluster {
             }
             cluster.enrolled.push(enrolled);
             enrollments.push(enrollment);
+        }
+        // What the accepted evidence does not prove, once for each launch it showed.
+        let mut launches: Vec<Launch> = Vec::new();
+        for launch in cluster.enrolled.iter().map(|e| e.launch) {
+            if !launches.contains(&launch) {
+                launches.push(launch);
+                progress(launch.warning());
+            }
         }
         // Every TCC key is known: each VM's replica gets the configuration that binds each
         // id to its TCC, and clients the same.

@@ -13,6 +13,7 @@
 //!    caller's data (labelled, `utpm::caller_data`: the PAL does not vouch for it) covers
 //!    uPCR 0, which holds the PAL's identity.
 //!
+//! The launch is what PCR 17's history shows ([`Launch`]), not what the evidence says of it.
 //! Evidence from the simulation backend has no TPM part: its TCC key vouches for itself.
 //! It is refused unless the verifier allows simulation explicitly.
 
@@ -32,6 +33,59 @@ pub const QUOTED_PCRS: [u32; 3] = [17, 18, 19];
 /// The value PCRs 17-22 hold after TPM2_Startup(CLEAR) (PC Client PTP: dynamic-launch PCRs
 /// start at all ones).
 pub(crate) const DYNAMIC_PCR_START: [u8; 32] = [0xFF; 32];
+
+/// The line every tool that accepts TPM evidence of a [`Launch::Simulated`] prints.
+pub const SIMULATED_LAUNCH_WARNING: &str = "simulated late launch: under QEMU any boot loader \
+can extend PCR 17 with the expected value; the measurement is not rooted in a DRTM";
+
+/// How PCR 17 came to hold the hypervisor's measurement, as its quoted value shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Launch {
+    /// PCR 17 = SHA-256(ones || measurement): extended once from its power-on value, with no
+    /// reset by locality 4 in between (a DRTM such as SKINIT resets it to zero first). QEMU
+    /// gates only locality 4, so any boot loader can give this value: the only launch vpr's
+    /// hypervisor makes, and the only one the verifier can check.
+    Simulated,
+}
+
+impl Launch {
+    /// Every launch the verifier can check.
+    pub const ALL: [Launch; 1] = [Launch::Simulated];
+
+    /// Its name in an evidence file's `launch` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Launch::Simulated => "simulated-late-launch",
+        }
+    }
+
+    /// PCR 17 after this launch of the hypervisor of measurement `hypervisor`.
+    pub fn pcr17(self, hypervisor: &[u8; 32]) -> [u8; 32] {
+        match self {
+            Launch::Simulated => utpm::extended(&DYNAMIC_PCR_START, hypervisor),
+        }
+    }
+
+    /// The launch whose history gives `pcr17` for `hypervisor`, if any.
+    pub fn of_pcr17(pcr17: &[u8; 32], hypervisor: &[u8; 32]) -> Option<Launch> {
+        Launch::ALL.into_iter().find(|launch| launch.pcr17(hypervisor) == *pcr17)
+    }
+
+    /// The line to print wherever evidence of this launch is accepted.
+    pub fn warning(self) -> &'static str {
+        match self {
+            Launch::Simulated => SIMULATED_LAUNCH_WARNING,
+        }
+    }
+}
+
+impl std::fmt::Display for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Launch::Simulated => "simulated late launch",
+        })
+    }
+}
 
 /// Evidence that a PAL on a TCC quoted its caller's data after a fresh nonce, as `vpr verify` reads it (JSON, byte
 /// strings in lowercase hex).
@@ -69,8 +123,8 @@ pub struct TpmEvidence {
     pub pcrs: Vec<HexDigest>,
     /// The PAL identities extended into PCR 18, in order (its event log).
     pub pal_log: Vec<HexDigest>,
-    /// How PCR 17 was extended: `"simulated-late-launch"` (the hypervisor extends it from
-    /// locality 2 at boot: no SKINIT under QEMU) or `"skinit"`.
+    /// The launch the evidence claims ([`Launch::name`]). Unsigned: it decides nothing, and
+    /// evidence is refused unless it names the launch PCR 17's quoted value shows.
     pub launch: String,
 }
 
@@ -113,8 +167,8 @@ pub struct Verified {
     pub tcc_key: [u8; 32],
     /// SHA-256 of the EK certificate (`None`: simulated).
     pub ek_certificate: Option<[u8; 32]>,
-    /// PCR 17's launch kind (`None`: simulated).
-    pub launch: Option<String>,
+    /// The launch PCR 17's quoted value shows (`None`: simulated).
+    pub launch: Option<Launch>,
     /// The PALs registered before the quote, in order (`None`: simulated).
     pub pal_log: Option<Vec<[u8; 32]>>,
 }
@@ -159,10 +213,25 @@ pub enum VerifyError {
     #[error("the TPM quote covers PCRs {0:?}, not 17, 18 and 19")]
     PcrSelection(Vec<u32>),
     /// PCR 17 is not the expected hypervisor's launch.
-    #[error("PCR 17 is not the measured launch of hypervisor {expected}")]
+    #[error(
+        "PCR 17 is not the simulated late launch of hypervisor {expected} (the only launch \
+         vpr can check)"
+    )]
     Hypervisor {
         /// The expected measurement.
         expected: Digest,
+    },
+    /// The evidence's `launch` field names another launch than PCR 17 shows.
+    #[error(
+        "the evidence claims launch {claimed:?}; the quoted PCR 17 shows a {derived} \
+         (extended from its power-on value, not reset by a DRTM), the only launch vpr can \
+         check"
+    )]
+    LaunchClaim {
+        /// What the field says (unsigned).
+        claimed: String,
+        /// What PCR 17 shows.
+        derived: Launch,
     },
     /// TPM evidence needs the expected hypervisor measurement.
     #[error("TPM evidence is checked against a hypervisor measurement: give --hypervisor")]
@@ -215,7 +284,7 @@ impl Evidence {
 
     /// Evidence from a machine's TPM half (`evidence` hypercall), a certificate of its
     /// attestation key with the intermediates it chains through, and the PAL's uTPM quote of
-    /// its uPCR 0 (the PAL `identity`), as a simulated late launch (QEMU has no SKINIT).
+    /// its uPCR 0 (the PAL `identity`), claiming a simulated late launch (QEMU has no SKINIT).
     pub fn from_tpm(
         parts: &TpmEvidenceParts,
         ak_certificate: Vec<u8>,
@@ -235,7 +304,7 @@ impl Evidence {
                 quote: parts.quote.clone(),
                 pcrs: parts.pcrs.iter().copied().map(HexDigest).collect(),
                 pal_log: parts.pal_log.iter().copied().map(HexDigest).collect(),
-                launch: String::from("simulated-late-launch"),
+                launch: Launch::Simulated.name().into(),
             }),
         }
     }
@@ -398,7 +467,10 @@ impl TpmEvidence {
         let pcrs: Vec<[u8; 32]> = self.pcrs.iter().map(|v| v.0).collect();
         let log: Vec<[u8; 32]> = self.pal_log.iter().map(|v| v.0).collect();
         let quoted = TpmQuote { quote: &self.quote, pcrs: &pcrs, pal_log: &log, tcc_key };
-        quoted.check(&ak_key, &expected.nonce, &hypervisor)?;
+        let launch = quoted.check(&ak_key, &expected.nonce, &hypervisor)?;
+        if self.launch != launch.name() {
+            return Err(VerifyError::LaunchClaim { claimed: self.launch.clone(), derived: launch });
+        }
         if !log.contains(&expected.identity) {
             return Err(VerifyError::PalLog("does not show the PAL registered"));
         }
@@ -408,7 +480,7 @@ impl TpmEvidence {
             data: [0; 32],
             tcc_key: key_digest,
             ek_certificate: Some(ek_digest),
-            launch: Some(self.launch.clone()),
+            launch: Some(launch),
             pal_log: Some(log),
         })
     }
@@ -429,9 +501,9 @@ pub struct TpmQuote<'a> {
 
 impl TpmQuote<'_> {
     /// Checks that the quote is by the attestation key `ak`, over `nonce`, of PCRs 17-19 with
-    /// the values given; that PCR 17 is the measured launch of `hypervisor`, PCR 18 replays
-    /// from the PAL log and PCR 19 holds the TCC key's hash (the links `vpr verify` and the
-    /// enrollment both check).
+    /// the values given; that PCR 17 is a launch of `hypervisor` the verifier can check, PCR 18
+    /// replays from the PAL log and PCR 19 holds the TCC key's hash (the links `vpr verify`
+    /// and the enrollment both check). The launch PCR 17 shows.
     ///
     /// # Errors
     /// The first link that does not hold.
@@ -440,7 +512,7 @@ impl TpmQuote<'_> {
         ak: &PublicKey,
         nonce: &[u8; 32],
         hypervisor: &[u8; 32],
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Launch, VerifyError> {
         let what = "the TPM quote";
         let quote_error = |source| VerifyError::Quote { what, source };
         let quote = Quote::from_bytes(self.quote).map_err(quote_error)?;
@@ -452,9 +524,8 @@ impl TpmQuote<'_> {
         if info.extra_data != nonce {
             return Err(VerifyError::Nonce("the TPM quote"));
         }
-        if self.pcrs[0] != utpm::extended(&DYNAMIC_PCR_START, hypervisor) {
-            return Err(VerifyError::Hypervisor { expected: Digest(*hypervisor) });
-        }
+        let launch = Launch::of_pcr17(&self.pcrs[0], hypervisor)
+            .ok_or(VerifyError::Hypervisor { expected: Digest(*hypervisor) })?;
         let replayed =
             self.pal_log.iter().fold(DYNAMIC_PCR_START, |pcr, id| utpm::extended(&pcr, id));
         if replayed != self.pcrs[1] {
@@ -463,7 +534,7 @@ impl TpmQuote<'_> {
         if self.pcrs[2] != utpm::extended(&DYNAMIC_PCR_START, &Digest::of(self.tcc_key).0) {
             return Err(VerifyError::TccKey);
         }
-        Ok(())
+        Ok(launch)
     }
 }
 
@@ -534,11 +605,16 @@ mod tests {
     /// Genuine evidence of a TPM with EK certificate A, as a hypervisor of measurement
     /// `HYPERVISOR` that registered another PAL and then `IDENTITY` would give.
     fn genuine(tcc: &KeyPair) -> Evidence {
+        genuine_with_pcr17(tcc, Launch::Simulated.pcr17(&HYPERVISOR))
+    }
+
+    /// [`genuine`], with the TPM quoting `pcr17` as PCR 17.
+    fn genuine_with_pcr17(tcc: &KeyPair, pcr17: [u8; 32]) -> Evidence {
         let ak = KeyPair::from_secret(&[3; 32]).unwrap();
         let log = [[6; 32], IDENTITY];
         let start = DYNAMIC_PCR_START;
         let pcrs = [
-            utpm::extended(&start, &HYPERVISOR),
+            pcr17,
             log.iter().fold(start, |pcr, id| utpm::extended(&pcr, id)),
             utpm::extended(&start, &Digest::of(&tcc.public()).0),
         ];
@@ -553,6 +629,46 @@ mod tests {
             launch: String::from("simulated-late-launch"),
         });
         evidence
+    }
+
+    /// The launch is what PCR 17's quoted value shows; the `launch` field (unsigned) must
+    /// name it, and nothing else is accepted.
+    #[test]
+    fn the_launch_is_derived_from_pcr_17_and_other_claims_are_refused() {
+        let evidence = genuine(&tcc());
+        assert_eq!(
+            Launch::Simulated.pcr17(&HYPERVISOR),
+            utpm::extended(&[0xFF; 32], &HYPERVISOR),
+            "the simulated late launch extends PCR 17 from its power-on value"
+        );
+        let verified = check(&evidence, ROOT_A, |_| {}).unwrap();
+        assert_eq!(verified.launch, Some(Launch::Simulated));
+        // The field edited to claim a DRTM, or anything else.
+        for claim in ["skinit", "", "simulated", "Simulated-Late-Launch", "simulated late launch"] {
+            let mut edited = evidence.clone();
+            edited.tpm.as_mut().unwrap().launch = String::from(claim);
+            let edited = Evidence::from_json(&edited.to_json()).unwrap();
+            let err = check(&edited, ROOT_A, |_| {}).unwrap_err();
+            match &err {
+                VerifyError::LaunchClaim { claimed, derived: Launch::Simulated } => {
+                    assert_eq!(claimed, claim);
+                }
+                other => panic!("{claim:?}: {other}"),
+            }
+            let message = err.to_string();
+            assert!(message.contains("PCR 17") && message.contains("simulated late launch"));
+            assert!(message.contains(&format!("{claim:?}")), "{message}");
+        }
+        // Without the field: not evidence of this format.
+        let json = evidence.to_json().replace("\"launch\"", "\"launched\"");
+        assert!(matches!(Evidence::from_json(&json), Err(VerifyError::Format(_))));
+        // A quoted PCR 17 with a DRTM's history (reset to zero by locality 4, then extended
+        // with the measurement), claimed as SKINIT: not a launch the verifier can check.
+        let mut drtm = genuine_with_pcr17(&tcc(), utpm::extended(&[0; 32], &HYPERVISOR));
+        drtm.tpm.as_mut().unwrap().launch = String::from("skinit");
+        let err = check(&drtm, ROOT_A, |_| {}).unwrap_err();
+        assert!(matches!(err, VerifyError::Hypervisor { .. }), "{err}");
+        assert!(err.to_string().contains("the only launch vpr can check"), "{err}");
     }
 
     fn tcc() -> KeyPair {

@@ -136,7 +136,21 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
     let root = inputs.ca.join(x509::ROOT_CERTIFICATE_FILE);
     let data = vpr_proto::Digest::of(EVIDENCE_DATA).0;
     let verify = Verify { vpr: &vpr, dir: inputs.state, root: &root, identity, data, inputs };
-    let genuine_file = verify.expect("genuine", &genuine, &[], None)?;
+    // Accepted, and said to be a simulated late launch.
+    let genuine_file = match verify.run("genuine", &genuine, &[], None)? {
+        (true, text, file)
+            if text.starts_with("verified:")
+                && text.contains(vpr_host::evidence::SIMULATED_LAUNCH_WARNING) =>
+        {
+            file
+        }
+        (_, text, _) => {
+            return Err(format!(
+                "vpr verify refuses the genuine chain or does not say its launch is simulated: \
+                 {text}"
+            ))
+        }
+    };
     fs::copy(&genuine_file, inputs.keep).map_err(|e| format!("{}: {e}", inputs.keep.display()))?;
 
     // A chain from another CA: the other CA's root as the anchor, and an AK certificate the
@@ -155,6 +169,12 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
         pcr.0[0] ^= 1;
     }
     verify.refused("a changed PCR 17", &changed, &[], None, "pcrDigest")?;
+    // The `launch` field is unsigned: edited to claim a DRTM, it is refused by PCR 17's value.
+    let mut claimed = genuine.clone();
+    if let Some(tpm) = claimed.tpm.as_mut() {
+        tpm.launch = String::from("skinit");
+    }
+    verify.refused("a launch claimed as skinit", &claimed, &[], None, "PCR 17 shows")?;
     let other_identity = hex::encode(vpr_proto::Digest::of(b"another PAL").0);
     verify.refused(
         "a quote for another PAL",
@@ -172,7 +192,8 @@ pub fn check(lines: &[String], made: &Credential, inputs: &Inputs<'_>) -> Result
     verify.expect("simulated evidence, allowed", &simulated, &["--allow-simulation"], None)?;
     eprintln!(
         "qemu-test: vpr verify accepts the genuine chain ({}) and refuses another CA, a changed \
-         PCR, another PAL, a replayed nonce and simulated evidence without --allow-simulation",
+         PCR, a launch claimed as skinit, another PAL, a replayed nonce and simulated evidence \
+         without --allow-simulation",
         inputs.keep.display()
     );
     Ok(())

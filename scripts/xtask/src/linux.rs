@@ -328,7 +328,10 @@ fn verify_cluster_evidence(
         Ok((output.status.success(), text.into_owned()))
     };
     match verify(nonce.trim(), &[])? {
-        (true, text) if text.starts_with("verified:") && text.contains("hypervisor (PCR 17)") => {}
+        (true, text)
+            if text.starts_with("verified:")
+                && text.contains("hypervisor (PCR 17)")
+                && text.contains(vpr_host::evidence::SIMULATED_LAUNCH_WARNING) => {}
         (_, text) => return Err(format!("vpr verify refuses the cluster's evidence: {text}")),
     }
     match verify(&"00".repeat(32), &[])? {
