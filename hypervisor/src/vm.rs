@@ -1,9 +1,11 @@
 //! The architecture-neutral core: guest registers, normalized exits and the exit loop.
 //!
 //! An architecture (today [`crate::svm`]) turns its raw exit codes into a [`VmExit`] and
-//! implements [`Vcpu`]; [`run`] drives any such vCPU. A guest that exits for a reason the core
-//! does not handle is killed with a [`KillReason`] that carries the evidence: a misbehaving
-//! guest never brings the hypervisor down.
+//! implements [`Vcpu`]; [`run`] drives any such vCPU, the one exit loop of the hypervisor,
+//! asking an [`ExitPolicy`] what each exit means: [`Isolated`] for PALs and test guests
+//! (hypercalls, and nothing else), `crate::svm::os_policy::OsPolicy` for the Linux guest. A
+//! guest that exits for a reason its policy does not handle is killed with a [`KillReason`]
+//! that carries the evidence: a misbehaving guest never brings the hypervisor down.
 
 use core::fmt;
 
@@ -71,6 +73,20 @@ pub enum VmExit {
         /// `true` for WRMSR.
         write: bool,
     },
+    /// The guest executed CPUID.
+    Cpuid,
+    /// An INIT signal arrived while the guest ran (and the guest intercepts it).
+    Init,
+    /// The guest executed RSM.
+    Rsm,
+    /// The guest executed INVD.
+    Invd,
+    /// The guest executed an instruction of the virtualization extension itself (on SVM:
+    /// VMRUN, VMLOAD, VMSAVE, STGI, CLGI, SKINIT), carried as its raw exit code.
+    Virtualization {
+        /// The raw exit code.
+        code: u64,
+    },
     /// The processor refused to enter the guest: its state failed the consistency checks
     /// (VMEXIT_INVALID on SVM, APM §15.5.1).
     Invalid,
@@ -100,6 +116,11 @@ impl fmt::Display for VmExit {
                 write!(f, "port {} {port:#x}", if write { "write to" } else { "read from" })
             }
             VmExit::Msr { write } => write!(f, "{}", if write { "wrmsr" } else { "rdmsr" }),
+            VmExit::Cpuid => write!(f, "cpuid"),
+            VmExit::Init => write!(f, "INIT"),
+            VmExit::Rsm => write!(f, "rsm"),
+            VmExit::Invd => write!(f, "invd"),
+            VmExit::Virtualization { code } => write!(f, "virtualization instruction {code:#x}"),
             VmExit::Invalid => write!(f, "invalid guest state (the CPU refused to enter)"),
             VmExit::Other { code, info1, info2 } => {
                 write!(f, "unhandled exit {code:#x} (info {info1:#x}, {info2:#x})")
@@ -125,6 +146,35 @@ pub trait Vcpu {
     /// by the firmware's SMM code, so that it runs in none of the guest's context and the
     /// guest can run again without meeting it.
     fn take_smi(&mut self);
+    /// Moves the guest's instruction pointer `len` bytes on (past an instruction the
+    /// hypervisor answered for it).
+    fn skip(&mut self, len: u64);
+    /// Makes the next run deliver the event `event` to the guest (on SVM an EVENTINJ value,
+    /// APM §15.20), such as a #GP.
+    fn inject(&mut self, event: u64);
+    /// The guest's instruction pointer.
+    fn rip(&mut self) -> u64;
+    /// The guest's EFER.
+    fn efer(&mut self) -> u64;
+    /// Sets the guest's EFER (a checked value: see `svm::guest_os::msr_access`).
+    fn set_efer(&mut self, value: u64);
+}
+
+/// What an [`ExitPolicy`] decided about one exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Run the guest again.
+    Resume,
+    /// Stop running it.
+    Stop(Outcome),
+}
+
+/// What each exit of a guest means: the policy of one kind of guest. It answers the exit
+/// through the vCPU (registers, instruction pointer, injected events) and says whether the
+/// guest goes on.
+pub trait ExitPolicy<V: Vcpu + ?Sized> {
+    /// Answers `exit`.
+    fn exit(&mut self, vcpu: &mut V, exit: VmExit) -> Step;
 }
 
 /// What a hypercall handler decided.
@@ -188,62 +238,99 @@ pub enum Outcome {
 /// injects about 130 NMIs a run).
 pub const MAX_NMIS_PER_RUN: u32 = 100_000;
 
-/// Runs `vcpu` until it finishes, halts or is killed, giving its hypercalls to `calls`.
-///
-/// This is the whole exit policy: hypercalls go to the handler, HLT ends the run, an NMI is
-/// held and an SMI let in outside the guest (each up to [`MAX_NMIS_PER_RUN`]: a storm of them
-/// would keep the run from ever ending), and
-/// every other exit — nested page faults, port and MSR accesses, shutdowns, invalid state,
-/// exits no one expected — kills the guest. It never panics on a guest's behalf.
-pub fn run<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(vcpu: &mut V, calls: &mut H) -> Outcome {
-    let (mut nmis, mut smis) = (0u32, 0u32);
+/// Runs `vcpu` until `policy` stops it: the hypervisor's one exit loop.
+pub fn run<V: Vcpu + ?Sized, P: ExitPolicy<V> + ?Sized>(vcpu: &mut V, policy: &mut P) -> Outcome {
     loop {
-        match vcpu.run() {
-            VmExit::Hypercall => match calls.hypercall(vcpu.registers()) {
-                HypercallAction::Resume => vcpu.skip_hypercall(),
-                HypercallAction::Finish => {
-                    vcpu.skip_hypercall();
-                    return Outcome::Finished;
-                }
-                HypercallAction::Refuse => {
-                    let number = vcpu.registers().rax;
-                    return Outcome::Killed(KillReason::RefusedHypercall { number });
-                }
-            },
-            VmExit::Halt => return Outcome::Halted,
-            // An NMI is not the guest's: hold it and go on (a PAL has no IDT for it).
-            VmExit::Nmi if nmis < MAX_NMIS_PER_RUN => {
-                nmis += 1;
-                vcpu.hold_nmi();
-            }
-            // Nor is an SMI: the firmware takes it outside the guest (a PAL would otherwise
-            // have SMM run in its context, its registers saved where the OS could read them).
-            VmExit::Smi if smis < MAX_NMIS_PER_RUN => {
-                smis += 1;
-                vcpu.take_smi();
-            }
-            exit => return Outcome::Killed(KillReason::UnhandledExit(exit)),
+        let exit = vcpu.run();
+        if let Step::Stop(outcome) = policy.exit(vcpu, exit) {
+            return outcome;
         }
     }
 }
 
+/// The policy of a guest that only makes hypercalls (a PAL, a test guest): hypercalls go to
+/// the handler, HLT ends the run, an NMI is held and an SMI let in outside the guest (each up
+/// to [`MAX_NMIS_PER_RUN`]: a storm of them would keep the run from ever ending), and every
+/// other exit — nested page faults, port and MSR accesses, CPUID, shutdowns, invalid state,
+/// exits no one expected — kills the guest. It never panics on a guest's behalf.
+#[derive(Debug)]
+pub struct Isolated<'a, H: ?Sized> {
+    calls: &'a mut H,
+    nmis: u32,
+    smis: u32,
+}
+
+impl<'a, H: Hypercalls + ?Sized> Isolated<'a, H> {
+    /// The policy, giving hypercalls to `calls`.
+    pub fn new(calls: &'a mut H) -> Self {
+        Isolated { calls, nmis: 0, smis: 0 }
+    }
+}
+
+impl<V: Vcpu + ?Sized, H: Hypercalls + ?Sized> ExitPolicy<V> for Isolated<'_, H> {
+    fn exit(&mut self, vcpu: &mut V, exit: VmExit) -> Step {
+        match exit {
+            VmExit::Hypercall => match self.calls.hypercall(vcpu.registers()) {
+                HypercallAction::Resume => {
+                    vcpu.skip_hypercall();
+                    Step::Resume
+                }
+                HypercallAction::Finish => {
+                    vcpu.skip_hypercall();
+                    Step::Stop(Outcome::Finished)
+                }
+                HypercallAction::Refuse => {
+                    let number = vcpu.registers().rax;
+                    Step::Stop(Outcome::Killed(KillReason::RefusedHypercall { number }))
+                }
+            },
+            VmExit::Halt => Step::Stop(Outcome::Halted),
+            // An NMI is not the guest's: hold it and go on (a PAL has no IDT for it).
+            VmExit::Nmi if self.nmis < MAX_NMIS_PER_RUN => {
+                self.nmis += 1;
+                vcpu.hold_nmi();
+                Step::Resume
+            }
+            // Nor is an SMI: the firmware takes it outside the guest (a PAL would otherwise
+            // have SMM run in its context, its registers saved where the OS could read them).
+            VmExit::Smi if self.smis < MAX_NMIS_PER_RUN => {
+                self.smis += 1;
+                vcpu.take_smi();
+                Step::Resume
+            }
+            exit => Step::Stop(Outcome::Killed(KillReason::UnhandledExit(exit))),
+        }
+    }
+}
+
+/// Runs `vcpu` under the [`Isolated`] policy, giving its hypercalls to `calls`.
+pub fn run_isolated<V: Vcpu + ?Sized, H: Hypercalls + ?Sized>(
+    vcpu: &mut V,
+    calls: &mut H,
+) -> Outcome {
+    run(vcpu, &mut Isolated::new(calls))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::vec::Vec;
 
     /// A vCPU that replays a script of exits, each with the RAX the guest "set".
-    struct Scripted {
-        exits: Vec<(VmExit, u64)>,
-        registers: GuestRegisters,
-        skips: usize,
-        runs: usize,
-        held_nmis: usize,
-        taken_smis: usize,
+    pub(crate) struct Scripted {
+        pub(crate) exits: Vec<(VmExit, u64)>,
+        pub(crate) registers: GuestRegisters,
+        pub(crate) skips: usize,
+        pub(crate) runs: usize,
+        pub(crate) held_nmis: usize,
+        pub(crate) taken_smis: usize,
+        pub(crate) skipped: u64,
+        pub(crate) injected: Vec<u64>,
+        pub(crate) efer: u64,
     }
 
     impl Scripted {
-        fn new(exits: &[(VmExit, u64)]) -> Self {
+        pub(crate) fn new(exits: &[(VmExit, u64)]) -> Self {
             let mut exits = exits.to_vec();
             exits.reverse();
             Scripted {
@@ -253,6 +340,9 @@ mod tests {
                 runs: 0,
                 held_nmis: 0,
                 taken_smis: 0,
+                skipped: 0,
+                injected: Vec::new(),
+                efer: 0,
             }
         }
     }
@@ -276,6 +366,21 @@ mod tests {
         fn take_smi(&mut self) {
             self.taken_smis += 1;
         }
+        fn skip(&mut self, len: u64) {
+            self.skipped += len;
+        }
+        fn inject(&mut self, event: u64) {
+            self.injected.push(event);
+        }
+        fn rip(&mut self) -> u64 {
+            0x1000 + self.skipped
+        }
+        fn efer(&mut self) -> u64 {
+            self.efer
+        }
+        fn set_efer(&mut self, value: u64) {
+            self.efer = value;
+        }
     }
 
     #[test]
@@ -293,12 +398,12 @@ mod tests {
             (VmExit::Smi, 0),
             (VmExit::Hypercall, 1),
         ]);
-        assert_eq!(run(&mut vcpu, &mut { finish }), Outcome::Finished);
+        assert_eq!(run_isolated(&mut vcpu, &mut { finish }), Outcome::Finished);
         assert_eq!((vcpu.taken_smis, vcpu.held_nmis, vcpu.runs), (2, 1, 4));
         // A storm of them kills the run.
         let storm = usize::try_from(MAX_NMIS_PER_RUN).unwrap() + 1;
         let mut vcpu = Scripted::new(&alloc::vec![(VmExit::Smi, 0); storm]);
-        let outcome = run(&mut vcpu, &mut { finish });
+        let outcome = run_isolated(&mut vcpu, &mut { finish });
         assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(VmExit::Smi)));
         assert_eq!(vcpu.taken_smis, storm - 1);
     }
@@ -312,7 +417,7 @@ mod tests {
             (VmExit::Nmi, 0),
             (VmExit::Hypercall, 6),
         ]);
-        let outcome = run(&mut vcpu, &mut |r: &mut GuestRegisters| {
+        let outcome = run_isolated(&mut vcpu, &mut |r: &mut GuestRegisters| {
             if r.rax == 6 {
                 HypercallAction::Finish
             } else {
@@ -327,7 +432,8 @@ mod tests {
     fn an_endless_storm_of_nmis_ends_the_run() {
         let storm = usize::try_from(MAX_NMIS_PER_RUN).unwrap() + 1;
         let mut vcpu = Scripted::new(&alloc::vec![(VmExit::Nmi, 0); storm]);
-        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
+        let outcome =
+            run_isolated(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
         assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(VmExit::Nmi)));
         assert_eq!(vcpu.held_nmis, storm - 1);
     }
@@ -337,7 +443,7 @@ mod tests {
         let mut vcpu =
             Scripted::new(&[(VmExit::Hypercall, 42), (VmExit::Hypercall, 43), (VmExit::Halt, 0)]);
         let mut seen = Vec::new();
-        let outcome = run(&mut vcpu, &mut |r: &mut GuestRegisters| {
+        let outcome = run_isolated(&mut vcpu, &mut |r: &mut GuestRegisters| {
             seen.push(r.rax);
             r.rbx = r.rax + 1;
             HypercallAction::Resume
@@ -351,7 +457,8 @@ mod tests {
     #[test]
     fn finish_skips_the_call_and_stops() {
         let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 1)]);
-        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Finish);
+        let outcome =
+            run_isolated(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Finish);
         assert_eq!(outcome, Outcome::Finished);
         assert_eq!((vcpu.skips, vcpu.runs), (1, 1));
     }
@@ -359,7 +466,8 @@ mod tests {
     #[test]
     fn refused_hypercall_kills_with_its_number() {
         let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 0xdead)]);
-        let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Refuse);
+        let outcome =
+            run_isolated(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Refuse);
         assert_eq!(outcome, Outcome::Killed(KillReason::RefusedHypercall { number: 0xdead }));
         assert_eq!(vcpu.skips, 0);
     }
@@ -376,7 +484,8 @@ mod tests {
         ];
         for exit in hostile {
             let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 7), (exit, 0)]);
-            let outcome = run(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
+            let outcome =
+                run_isolated(&mut vcpu, &mut |_: &mut GuestRegisters| HypercallAction::Resume);
             assert_eq!(outcome, Outcome::Killed(KillReason::UnhandledExit(exit)));
             assert_eq!(vcpu.runs, 2);
         }

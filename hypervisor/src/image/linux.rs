@@ -33,24 +33,19 @@ use vpr_hypervisor::decode::{self, Source, Store};
 use vpr_hypervisor::linux::{self as boot, BzImage, BOOT_CS, BOOT_DS, GDT_LEN};
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::paging;
-use vpr_hypervisor::svm::exit::code;
 use vpr_hypervisor::svm::guest_os::{
-    self, IoAccess, IoAction, IoPermissions, MessageInterrupts, MsrAction, MsrPermissions,
-    PortAction, PortFilter, ProtectedModeGuest,
+    self, IoAccess, IoAction, IoPermissions, MessageInterrupts, MsrPermissions, PortAction,
+    PortFilter, ProtectedModeGuest,
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize, Permissions};
+use vpr_hypervisor::svm::os_policy::{Event, OsMachine, OsPolicy, CONTROLLERS};
 use vpr_hypervisor::svm::{IOPM_BYTES, MSRPM_BYTES};
-use vpr_hypervisor::vm::{Vcpu, VmExit};
+use vpr_hypervisor::vm::{self, KillReason, Outcome, Vcpu, VmExit};
 
 /// The ASID of the OS guest (PALs use 2, test guests 1).
 const OS_ASID: u32 = 3;
 /// The TPM's register window (TIS, five localities): the hypervisor's alone.
 const TIS_WINDOW: Range = Range::new(0xFED4_0000, 0xFED4_5000);
-/// The HPET's registers: read-only to the guest (Linux runs with `hpet=disable`; its HPET
-/// character driver still reads them), every write dropped. QEMU's HPET lets a timer deliver
-/// by FSB (configuration bit 14, even unadvertised): when it fires, it writes a guest-chosen
-/// value to a guest-chosen physical address, past the nested page table and any IOMMU.
-const HPET_PAGE: Range = Range::new(0xFED0_0000, 0xFED0_1000);
 /// The local APIC's window past its register page: QEMU takes every write there as an MSI
 /// (an INIT or SMI with the right value). Kept from the guest.
 const LOCAL_APIC_MSI_WINDOW: Range = Range::new(LOCAL_APIC + PAGE_SIZE, 0xFEF0_0000);
@@ -71,28 +66,6 @@ const KVMVAPIC_SIGNATURE: &[u8] = b"kvm aPiC";
 const WINDOW_END: u64 = 4 << 30;
 /// Large-page size of the nested page table.
 const LARGE_PAGE: u64 = 2 << 20;
-/// Bytes of CPUID, RDMSR, WRMSR and INVD (0F A2, 0F 32, 0F 30, 0F 08), for guests without
-/// nRIP.
-const TWO_BYTE_INSTRUCTION: u64 = 2;
-/// Nested page faults logged in full; later ones are only counted.
-const LOGGED_FAULTS: u64 = 16;
-/// Refused MSRs (and kinds of access) logged; later ones are only counted.
-const LOGGED_MSRS: usize = 64;
-/// Refused interrupt-controller writes logged; later ones are only counted.
-const LOGGED_CONTROLLER_WRITES: u64 = 16;
-/// The interrupt controllers' pages and the HPET's: read-only in the nested page table, so
-/// writes exit.
-const CONTROLLERS: [Range; 3] = [
-    Range::new(LOCAL_APIC, LOCAL_APIC + PAGE_SIZE),
-    Range::new(IO_APIC, IO_APIC + PAGE_SIZE),
-    HPET_PAGE,
-];
-/// Nested page fault error code: the page was present, the access a write, and the fault
-/// came from the access itself, not from a walk of the guest's page tables (APM §15.25.6).
-const NPF_PRESENT: u64 = 1 << 0;
-const NPF_WRITE: u64 = 1 << 1;
-const NPF_FINAL_ADDRESS: u64 = 1 << 32;
-const NPF_CONTROLLER_WRITE: u64 = NPF_PRESENT | NPF_WRITE | NPF_FINAL_ADDRESS;
 /// EFER.LMA (bit 10) and the L bit of CS's attributes (descriptor bit 53, bit 9 packed):
 /// 64-bit mode.
 const EFER_LMA: u64 = 1 << 10;
@@ -163,7 +136,7 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     let canary_at = core::ptr::addr_of!(*canary) as u64;
     // `pci=nomsi`: the hypervisor keeps every MSI and MSI-X enable bit clear
     // (`guest_os::MessageInterrupts`), so the guest's devices interrupt on their INTx lines;
-    // `hpet=disable`: the HPET is not the guest's (`HPET_PAGE`); `pci=nommconf`: the ECAM
+    // `hpet=disable`: the HPET is not the guest's (`os_policy::HPET_PAGE`); `pci=nommconf`: the ECAM
     // window is not the guest's (`ecam_window`), configuration goes through 0xCF8/0xCFC.
     let command_line = format!(
         "{} pci=nomsi pci=nommconf hpet=disable vpr.hv={} vpr.canary={canary_at:#x}",
@@ -588,174 +561,127 @@ fn port_exit(vcpu: &mut SvmVcpu, filter: &mut PortFilter, log: &mut PortLog) {
     }
 }
 
-/// Runs the guest, answering its exits, until one it cannot go on after.
+/// The machine the Linux guest's policy (`vpr_hypervisor::svm::os_policy`) runs on: the
+/// ports, the PALs, the interrupt controllers, NMIs and power.
+struct Machine<'a, 'p> {
+    pals: &'a mut Pals<'p>,
+    filter: PortFilter,
+    ports: alloc::boxed::Box<PortLog>,
+    ioapic: IoApic,
+    canary: &'a [u8; 64],
+}
+
+impl OsMachine<SvmVcpu> for Machine<'_, '_> {
+    fn port(&mut self, vcpu: &mut SvmVcpu, port: u16, write: bool) {
+        if write && (0x604..=0x605).contains(&port) {
+            // PM1a control: the guest is turning the machine off (or asking for a sleep
+            // state): say whether the canary survived it.
+            // SAFETY: `canary` is a live, aligned borrow of 64 initialized bytes; the read is
+            // volatile so that the compiler does not assume what they hold (a device's DMA is
+            // what this checks for).
+            let now = unsafe { core::ptr::read_volatile(self.canary) };
+            let state = if now == *CANARY { "intact" } else { "OVERWRITTEN" };
+            log::info!("hv: the canary at {:#x} is {state}", self.canary.as_ptr() as u64);
+        }
+        port_exit(vcpu, &mut self.filter, &mut self.ports);
+    }
+
+    fn hypercall(&mut self, vcpu: &mut SvmVcpu) {
+        // The caller's buffers are guest-virtual: its page tables say where they are.
+        let save = &vcpu.vmcb().save;
+        let mut memory = UserMemory { cr3: save.cr3, paging_ok: four_level(save.cr4) };
+        let _ = self.pals.hypercall(vcpu.registers(), &mut memory);
+    }
+
+    fn take_held_nmis(&mut self) -> u64 {
+        crate::exceptions::take_held_nmis()
+    }
+
+    fn send_nmi(&mut self) {
+        // Through this processor's local APIC, not injected: it stays pending while GIF is
+        // clear and reaches the guest as a real NMI, which blocks further NMIs until the
+        // guest's IRET (QEMU does not block them after an NMI injected by EVENTINJ, and
+        // Linux's NMI handler, nested by the next one, overflowed its stack under an NMI
+        // storm).
+        crate::mmio::self_nmi();
+    }
+
+    fn host_cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let host = __cpuid_count(leaf, subleaf);
+        [host.eax, host.ebx, host.ecx, host.edx]
+    }
+
+    fn controller_write(&mut self, vcpu: &mut SvmVcpu, gpa: u64) -> Result<(), String> {
+        controller_write(vcpu, &mut self.ioapic, gpa)
+    }
+
+    fn power_off(&mut self) -> ! {
+        crate::qemu::power_off()
+    }
+
+    fn note(&mut self, event: Event) {
+        match event {
+            Event::RefusedMsr { msr, write, rip } => log::warn!(
+                "hv: guest {} MSR {msr:#x} (rip {rip:#x}): not its MSR, #GP injected",
+                if write { "wrote" } else { "read" }
+            ),
+            Event::Fault { gpa, error, rip } => log::warn!(
+                "hv: guest touched {gpa:#x} (error {error:#x}, rip {rip:#x}): #GP injected"
+            ),
+            Event::RefusedControllerWrite { why, rip } => log::warn!(
+                "hv: guest interrupt-controller write refused (rip after {rip:#x}): {why}"
+            ),
+            Event::Smi { rip } => log::warn!(
+                "hv: an SMI came while the guest ran (rip {rip:#x}): taken outside the guest"
+            ),
+            Event::HeldNmis => log::info!(
+                "hv: an NMI came while a PAL ran: held, and given to the guest after the call"
+            ),
+            Event::Init { rip } => {
+                log::error!(
+                    "hv: an INIT reached the guest (rip {rip:#x}): turning the machine off"
+                );
+            }
+        }
+    }
+}
+
+/// Runs the guest under its policy until it stops.
 fn exits(
     vcpu: &mut SvmVcpu,
     pals: &mut Pals<'_>,
     iommu: (u8, u8),
     canary: &[u8; 64],
 ) -> Result<(), String> {
-    let mut faults = 0u64;
-    let mut counts = [0u64; 5]; // CPUID, MSR, hypercalls, injected #UD, refused ports
-    let mut ports = alloc::boxed::Box::new(PortLog([[0; 1024]; 2]));
-    let mut refused_msrs: Vec<(u32, bool)> = Vec::new();
     let messages = MessageInterrupts::find(crate::ports::config_read);
     log::info!("hv: PCI bus 0: {} MSI/MSI-X capabilities, kept disabled", messages.len());
-    let mut filter = PortFilter::new(messages).hiding(iommu.0, iommu.1);
-    let mut ioapic = IoApic::default();
-    let (mut refused_writes, mut held_nmis, mut smis) = (0u64, 0u64, 0u64);
-    loop {
-        match vcpu.run() {
-            VmExit::Io { port, write } => {
-                counts[4] += u64::from(!guest_os::filtered(port));
-                if write && (0x604..=0x605).contains(&port) {
-                    // PM1a control: the guest is turning the machine off (or asking for a
-                    // sleep state): say whether the canary survived it.
-                    // SAFETY: `canary` is a live, aligned borrow of 64 initialized bytes; the
-                    // read is volatile so that the compiler does not assume what they hold (a
-                    // device's DMA is what this checks for).
-                    let now = unsafe { core::ptr::read_volatile(canary) };
-                    let state = if now == *CANARY { "intact" } else { "OVERWRITTEN" };
-                    log::info!("hv: the canary at {:#x} is {state}", canary.as_ptr() as u64);
-                }
-                port_exit(vcpu, &mut filter, &mut ports);
-            }
-            VmExit::Hypercall => {
-                counts[2] += 1;
-                // The caller's buffers are guest-virtual: its page tables say where they are.
-                let save = &vcpu.vmcb().save;
-                let mut memory = UserMemory { cr3: save.cr3, paging_ok: four_level(save.cr4) };
-                let _ = pals.hypercall(vcpu.registers(), &mut memory);
-                vcpu.skip_hypercall();
-                // NMIs that came while a PAL ran are the guest's: one is due (they do not
-                // queue), as if it had arrived now.
-                let held = crate::exceptions::take_held_nmis();
-                if held > 0 {
-                    if held_nmis == 0 {
-                        log::info!(
-                            "hv: an NMI came while a PAL ran: held, and given to the guest \
-                             after the call"
-                        );
-                    }
-                    held_nmis += held;
-                    // Sent to this processor through its local APIC, not injected: it stays
-                    // pending while GIF is clear and reaches the guest as a real NMI, which
-                    // blocks further NMIs until the guest's IRET (QEMU does not block them
-                    // after an NMI injected by EVENTINJ, and Linux's NMI handler, nested by
-                    // the next one, overflowed its stack under an NMI storm).
-                    crate::mmio::self_nmi();
-                }
-            }
-            VmExit::Other { code: code::CPUID, .. } => {
-                counts[0] += 1;
-                let r = vcpu.registers();
-                let (leaf, subleaf) = (low32(r.rax), low32(r.rcx));
-                let host = __cpuid_count(leaf, subleaf);
-                let [a, b, c, d] = guest_os::cpuid(leaf, [host.eax, host.ebx, host.ecx, host.edx]);
-                (r.rax, r.rbx, r.rcx, r.rdx) = (a.into(), b.into(), c.into(), d.into());
-                vcpu.skip(TWO_BYTE_INSTRUCTION);
-            }
-            VmExit::Msr { write } => {
-                counts[1] += 1;
-                let r = vcpu.registers();
-                let msr = low32(r.rcx);
-                let value = (r.rdx << 32) | (r.rax & 0xFFFF_FFFF);
-                let efer = vcpu.vmcb().save.efer;
-                match guest_os::msr_access(msr, write.then_some(value), efer) {
-                    MsrAction::Write(value) => {
-                        vcpu.vmcb().save.efer = value;
-                        vcpu.skip(TWO_BYTE_INSTRUCTION);
-                    }
-                    MsrAction::Read(value) => {
-                        let r = vcpu.registers();
-                        (r.rax, r.rdx) = (value & 0xFFFF_FFFF, value >> 32);
-                        vcpu.skip(TWO_BYTE_INSTRUCTION);
-                    }
-                    MsrAction::Fault => {
-                        // Each refused MSR and kind logged once (at most `LOGGED_MSRS`).
-                        if refused_msrs.len() < LOGGED_MSRS && !refused_msrs.contains(&(msr, write))
-                        {
-                            refused_msrs.push((msr, write));
-                            let rip = vcpu.vmcb().save.rip;
-                            log::warn!(
-                                "hv: guest {} MSR {msr:#x} (rip {rip:#x}): not its MSR, #GP \
-                                 injected",
-                                if write { "wrote" } else { "read" }
-                            );
-                        }
-                        vcpu.inject(guest_os::general_protection());
-                    }
-                }
-            }
-            VmExit::NestedPageFault { gpa, error }
-                if error & NPF_CONTROLLER_WRITE == NPF_CONTROLLER_WRITE
-                    && CONTROLLERS.iter().any(|c| c.contains(gpa)) =>
-            {
-                if let Err(why) = controller_write(vcpu, &mut ioapic, gpa) {
-                    refused_writes += 1;
-                    if refused_writes <= LOGGED_CONTROLLER_WRITES {
-                        let rip = vcpu.vmcb().save.rip;
-                        log::warn!(
-                            "hv: guest interrupt-controller write refused (rip after {rip:#x}): \
-                             {why}"
-                        );
-                    }
-                }
-            }
-            VmExit::Smi => {
-                // Taken in guest mode, the firmware's SMM code would run in the guest's
-                // context (QEMU enters SMM without leaving it) and leave the processor in SMM
-                // with the guest's registers in SMRAM: let the firmware take it here instead.
-                smis += 1;
-                if smis == 1 {
-                    log::warn!(
-                        "hv: an SMI came while the guest ran (rip {:#x}): taken outside the \
-                         guest",
-                        vcpu.vmcb().save.rip
-                    );
-                }
-                vcpu.take_smi();
-            }
-            VmExit::Other { code: code::RSM, .. } => {
-                // No guest is ever in SMM.
-                vcpu.inject(guest_os::invalid_opcode());
-            }
-            VmExit::Other { code: code::INVD, .. } => {
-                // 0F 08: skipped; the caches keep what they hold, as after a WBINVD.
-                vcpu.skip(TWO_BYTE_INSTRUCTION);
-            }
-            VmExit::Other { code: code::INIT, .. } => {
-                // Every path the guest has to an INIT is refused (`apic`); one that came
-                // anyway would restart the processor outside guest mode: turn the machine off.
-                log::error!(
-                    "hv: an INIT reached the guest (rip {:#x}): turning the machine off",
-                    vcpu.vmcb().save.rip
-                );
-                crate::qemu::power_off();
-            }
-            VmExit::NestedPageFault { gpa, error } => {
-                faults += 1;
-                if faults <= LOGGED_FAULTS {
-                    let rip = vcpu.vmcb().save.rip;
-                    log::warn!(
-                        "hv: guest touched {gpa:#x} (error {error:#x}, rip {rip:#x}): #GP injected"
-                    );
-                }
-                vcpu.inject(guest_os::general_protection());
-            }
-            VmExit::Other { code: c, .. } if (code::VMRUN..=code::VMRUN + 6).contains(&c) => {
-                counts[3] += 1;
-                vcpu.inject(guest_os::invalid_opcode());
-            }
-            VmExit::Shutdown => {
-                return Err(format!(
-                    "the guest shut down (triple fault) after {counts:?} exits (CPUID, MSR, \
-                     hypercall, #UD, refused port), {faults} nested page faults, \
-                     {refused_writes} refused interrupt-controller writes and {held_nmis} \
-                     held NMIs"
-                ));
-            }
-            other => return Err(format!("the guest stopped: {other}")),
+    let machine = Machine {
+        pals,
+        filter: PortFilter::new(messages).hiding(iommu.0, iommu.1),
+        ports: alloc::boxed::Box::new(PortLog([[0; 1024]; 2])),
+        ioapic: IoApic::default(),
+        canary,
+    };
+    let mut policy = OsPolicy::new(machine);
+    let outcome = vm::run(vcpu, &mut policy);
+    let c = policy.counts;
+    match outcome {
+        Outcome::Killed(KillReason::UnhandledExit(VmExit::Shutdown)) => Err(format!(
+            "the guest shut down (triple fault) after {} CPUID, {} MSR, {} hypercall, {} #UD and \
+             {} refused port exits, {} nested page faults, {} refused interrupt-controller \
+             writes and {} held NMIs",
+            c.cpuid,
+            c.msr,
+            c.hypercalls,
+            c.invalid_opcodes,
+            c.refused_ports,
+            c.faults,
+            c.refused_controller_writes,
+            c.held_nmis
+        )),
+        Outcome::Killed(KillReason::UnhandledExit(other)) => {
+            Err(format!("the guest stopped: {other}"))
         }
+        other => Err(format!("the guest stopped: {other:?}")),
     }
 }

@@ -196,23 +196,24 @@ impl Pal {
         let guest_fpu = FpuState::save();
         FpuState::clean().restore();
         let mut done = None;
-        let outcome = vm::run(&mut vcpu, &mut |r: &mut GuestRegisters| match PalCall::decode(r) {
-            PalCall::Done { len } => {
-                done = Some(len);
-                HypercallAction::Finish
-            }
-            PalCall::Service { service, args } => {
-                (r.rax, r.rbx) = match self.service(tcc, service, args) {
-                    Ok(value) => (Status::Ok.as_u64(), value),
-                    Err(status) => (status.as_u64(), 0),
-                };
-                HypercallAction::Resume
-            }
-            PalCall::Answer(status) => {
-                r.rax = status.as_u64();
-                HypercallAction::Resume
-            }
-        });
+        let outcome =
+            vm::run_isolated(&mut vcpu, &mut |r: &mut GuestRegisters| match PalCall::decode(r) {
+                PalCall::Done { len } => {
+                    done = Some(len);
+                    HypercallAction::Finish
+                }
+                PalCall::Service { service, args } => {
+                    (r.rax, r.rbx) = match self.service(tcc, service, args) {
+                        Ok(value) => (Status::Ok.as_u64(), value),
+                        Err(status) => (status.as_u64(), 0),
+                    };
+                    HypercallAction::Resume
+                }
+                PalCall::Answer(status) => {
+                    r.rax = status.as_u64();
+                    HypercallAction::Resume
+                }
+            });
         guest_fpu.restore();
         // Dropping the vCPU wipes its registers and VMCB: nothing of the PAL's state leaves.
         drop(vcpu);

@@ -64,6 +64,13 @@ pub fn from_raw(exit_code: u64, info1: u64, info2: u64) -> VmExit {
             write: info1 & IOIO_TYPE_IN == 0,
         },
         code::MSR => VmExit::Msr { write: info1 & 1 == 1 },
+        code::CPUID => VmExit::Cpuid,
+        code::INIT => VmExit::Init,
+        code::RSM => VmExit::Rsm,
+        code::INVD => VmExit::Invd,
+        // VMRUN, then (VMMCALL, 0x81, is a hypercall) VMLOAD, VMSAVE, STGI, CLGI, SKINIT
+        // (APM Appendix C).
+        raw @ (code::VMRUN | 0x82..=0x86) => VmExit::Virtualization { code: raw },
         code::INVALID | code::INVALID_32 => VmExit::Invalid,
         code => VmExit::Other { code, info1, info2 },
     }
@@ -119,10 +126,14 @@ mod tests {
         assert_eq!(from_raw(code::NMI, 0, 0), VmExit::Nmi);
         assert_eq!(from_raw(code::MSR, 1, 0), VmExit::Msr { write: true });
         assert_eq!(from_raw(code::MSR, 0, 0), VmExit::Msr { write: false });
-        assert_eq!(
-            from_raw(code::CPUID, 0, 0),
-            VmExit::Other { code: code::CPUID, info1: 0, info2: 0 }
-        );
+        assert_eq!(from_raw(code::CPUID, 0, 0), VmExit::Cpuid);
+        assert_eq!(from_raw(code::INIT, 0, 0), VmExit::Init);
+        assert_eq!(from_raw(code::RSM, 0, 0), VmExit::Rsm);
+        assert_eq!(from_raw(code::INVD, 0, 0), VmExit::Invd);
+        for raw in [code::VMRUN, 0x82, 0x83, 0x84, 0x85, 0x86] {
+            assert_eq!(from_raw(raw, 0, 0), VmExit::Virtualization { code: raw });
+        }
+        assert_eq!(from_raw(0x87, 0, 0), VmExit::Other { code: 0x87, info1: 0, info2: 0 });
         assert_eq!(
             from_raw(code::EXCEPTION_BASE + 6, 0, 0),
             VmExit::Other { code: 0x46, info1: 0, info2: 0 }

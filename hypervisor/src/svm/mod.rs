@@ -8,6 +8,7 @@
 pub mod exit;
 pub mod guest_os;
 pub mod npt;
+pub mod os_policy;
 pub mod setup;
 pub mod vmcb;
 

@@ -227,7 +227,7 @@ impl TestGuest {
 
     /// Runs the guest until it finishes, halts or is killed.
     pub fn run<H: Hypercalls + ?Sized>(&mut self, calls: &mut H) -> Outcome {
-        vm::run(&mut self.vcpu, calls)
+        vm::run_isolated(&mut self.vcpu, calls)
     }
 
     /// Runs the guest like [`TestGuest::run`], giving the handler the guest's memory too.
@@ -236,7 +236,7 @@ impl TestGuest {
         mut calls: impl FnMut(&mut GuestRegisters, &mut GuestMemory) -> HypercallAction,
     ) -> Outcome {
         let memory = &mut self.memory;
-        vm::run(&mut self.vcpu, &mut |r: &mut GuestRegisters| calls(r, memory))
+        vm::run_isolated(&mut self.vcpu, &mut |r: &mut GuestRegisters| calls(r, memory))
     }
 
     /// The guest's memory (while it does not run).

@@ -54,23 +54,6 @@ impl SvmVcpu {
         unsafe { mem::frame_mut(self.vmcb) }
     }
 
-    /// Moves the guest past the `len`-byte instruction that caused the last exit (the
-    /// processor's nRIP when it saves one, APM §15.7.1).
-    pub fn skip(&mut self, len: u64) {
-        let nrip_save = self.nrip_save;
-        let vmcb = self.vmcb();
-        vmcb.save.rip = if nrip_save && vmcb.control.next_rip != 0 {
-            vmcb.control.next_rip
-        } else {
-            vmcb.save.rip + len
-        };
-    }
-
-    /// Makes the next VMRUN deliver the event `eventinj` (APM §15.20) to the guest.
-    pub fn inject(&mut self, eventinj: u64) {
-        self.vmcb().control.event_injection = eventinj;
-    }
-
     #[cfg(feature = "selftest")]
     /// Makes the next VMRUN flush the TLB, after a nested page table change.
     pub fn flush(&mut self, _change: TlbFlush) {
@@ -120,6 +103,35 @@ impl Vcpu for SvmVcpu {
 
     fn take_smi(&mut self) {
         super::take_pending_smi();
+    }
+
+    /// Moves the guest past the `len`-byte instruction that caused the last exit (the
+    /// processor's nRIP when it saves one, APM §15.7.1).
+    fn skip(&mut self, len: u64) {
+        let nrip_save = self.nrip_save;
+        let vmcb = self.vmcb();
+        vmcb.save.rip = if nrip_save && vmcb.control.next_rip != 0 {
+            vmcb.control.next_rip
+        } else {
+            vmcb.save.rip + len
+        };
+    }
+
+    /// Makes the next VMRUN deliver the event `eventinj` (APM §15.20) to the guest.
+    fn inject(&mut self, eventinj: u64) {
+        self.vmcb().control.event_injection = eventinj;
+    }
+
+    fn rip(&mut self) -> u64 {
+        self.vmcb().save.rip
+    }
+
+    fn efer(&mut self) -> u64 {
+        self.vmcb().save.efer
+    }
+
+    fn set_efer(&mut self, value: u64) {
+        self.vmcb().save.efer = value;
     }
 }
 
