@@ -13,7 +13,6 @@ use crate::svm::{self, Svm};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use vpr_hypervisor::svm::exit::code;
 use vpr_hypervisor::svm::vmcb::intercept;
 use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, KillReason, Outcome, VmExit};
 
@@ -169,7 +168,7 @@ fn unknown_exit_kills_guest(svm: &Svm) -> TestResult {
     let mut guest =
         TestGuest::new(svm, program::cpuid(), options).map_err(|e| format!("guest set-up: {e}"))?;
     let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
-    expect_killed(outcome, |exit| matches!(exit, VmExit::Other { code: code::CPUID, .. }))
+    expect_killed(outcome, |exit| *exit == VmExit::Cpuid)
 }
 
 /// A guest cannot end QEMU through the debug-exit port: port I/O exits and kills it.
