@@ -42,4 +42,5 @@ pub mod svm;
 #[cfg(test)]
 mod testing;
 pub mod tpm;
+pub mod utpm;
 pub mod vm;

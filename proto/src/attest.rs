@@ -25,7 +25,51 @@ pub enum AttestError {
     Data,
 }
 
+/// Bytes of an attestation as the hypervisor's `Attest` service writes it
+/// ([`crate::hypercall::pal::ATTESTATION_LEN`]): whether it is simulated (1 byte, 0 or 1),
+/// the TCC key (65, SEC1 uncompressed), its certificate (64) and the signature (64). The
+/// identity and data are the caller's (the PAL's own and what it asked to vouch for).
+pub const SERVICE_LEN: usize = 1 + 65 + 64 + 64;
+
+const _: () = assert!(SERVICE_LEN as u64 == crate::hypercall::pal::ATTESTATION_LEN);
+
 impl Attestation {
+    /// The attestation as the `Attest` service writes it ([`SERVICE_LEN`] bytes).
+    pub fn service_bytes(&self) -> [u8; SERVICE_LEN] {
+        let mut out = [0; SERVICE_LEN];
+        out[0] = u8::from(self.simulated);
+        out[1..66].copy_from_slice(&self.tcc_key);
+        out[66..130].copy_from_slice(&self.certificate);
+        out[130..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// The attestation of `identity` over `data` in what the `Attest` service wrote; `None`
+    /// if its first byte is neither 0 nor 1. Nothing is verified here ([`Attestation::verify`]).
+    pub fn from_service_bytes(
+        identity: Digest,
+        data: Digest,
+        bytes: &[u8; SERVICE_LEN],
+    ) -> Option<Attestation> {
+        let (&simulated, rest) = bytes.split_first()?;
+        let simulated = match simulated {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        let (tcc_key, rest) = rest.split_first_chunk()?;
+        let (certificate, rest) = rest.split_first_chunk()?;
+        let signature = rest.try_into().ok()?;
+        Some(Attestation {
+            simulated,
+            identity,
+            data,
+            tcc_key: *tcc_key,
+            certificate: *certificate,
+            signature,
+        })
+    }
+
     /// Makes an attestation (what a TCC does): `tcc` signs `identity` and `data`;
     /// `certificate` is the manufacturer's signature over the TCC key.
     pub fn make(
@@ -66,5 +110,25 @@ impl Attestation {
             return Err(AttestError::Data);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_bytes_round_trip_and_refuse_a_bad_flag() {
+        let tcc = KeyPair::from_secret(&[7; 32]).unwrap();
+        let (identity, data) = (Digest([1; 32]), Digest([2; 32]));
+        for simulated in [false, true] {
+            let a = Attestation::make(&tcc, [9; 64], simulated, identity, data);
+            let bytes = a.service_bytes();
+            assert_eq!(bytes[0], u8::from(simulated));
+            assert_eq!(Attestation::from_service_bytes(identity, data, &bytes), Some(a));
+        }
+        let mut bytes = Attestation::make(&tcc, [9; 64], false, identity, data).service_bytes();
+        bytes[0] = 2;
+        assert_eq!(Attestation::from_service_bytes(identity, data, &bytes), None);
     }
 }

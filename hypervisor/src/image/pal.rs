@@ -31,12 +31,12 @@ use vpr_hypervisor::pal::{
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize};
 use vpr_hypervisor::svm::setup::LongModeGuest;
+use vpr_hypervisor::utpm::TccKeys;
 use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Outcome};
-use vpr_proto::crypto::{self, Key, KeyPair, Signature};
+use vpr_proto::crypto::{self, Signature};
 use vpr_proto::hypercall::pal::{self, Service};
 use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PALS};
-use vpr_proto::msg::Attestation;
-use vpr_proto::utpm::{self, Quote, QuoteInfo, Upcrs};
+use vpr_proto::utpm::{self, Upcrs};
 use vpr_proto::Digest;
 #[cfg(feature = "selftest")]
 use x86_64::PhysAddr;
@@ -252,7 +252,8 @@ impl Pal {
             Service::Attest => {
                 let mut data = [0; 32];
                 data.copy_from_slice(self.writable(a, 32)?);
-                let evidence = keys()?.attest(Digest(identity), Digest(data));
+                let certificate = CERTIFICATE.get().copied();
+                let evidence = keys()?.attest(certificate, Digest(identity), Digest(data));
                 self.writable(b, pal::ATTESTATION_LEN)?.copy_from_slice(&evidence);
                 Ok(0)
             }
@@ -265,7 +266,8 @@ impl Pal {
                     .ok()
                     .filter(|&s| u64::from(s) < 1 << pal::UPCRS)
                     .ok_or(Status::BadArgument)?;
-                let quote = keys()?.quote(&input, selection, &self.upcrs).to_bytes();
+                let hypervisor = crate::tpm::hypervisor_measurement();
+                let quote = keys()?.quote(&hypervisor, &input, selection, &self.upcrs).to_bytes();
                 let len = quote.len() as u64;
                 if len > d {
                     return Err(Status::TooLarge);
@@ -383,19 +385,49 @@ fn certify(certificate: Signature) -> Result<(), Status> {
     Ok(())
 }
 
-/// The boot's TCC keys, made from RDRAND on first use.
+/// The boot's TCC keys, made on first use.
 static KEYS: spin::Once<TccKeys> = spin::Once::new();
 
-/// The boot's TCC keys, made on first use.
+/// The boot's TCC keys, made on first use ([`generate_keys`]).
 fn keys() -> Result<&'static TccKeys, Status> {
-    KEYS.try_call_once(TccKeys::generate)
+    KEYS.try_call_once(generate_keys)
+}
+
+/// The TCC keys: derived from the TPM-held master secret when the boot has one (so they are
+/// the same on every boot of this hypervisor on this TPM, and bound into PCR 19), else made
+/// from RDRAND for this boot only.
+fn generate_keys() -> Result<TccKeys, Status> {
+    let keys = match crate::tpm::master_secret()? {
+        Some(master) => TccKeys::derive(&master),
+        None => TccKeys::random(|secret| cpu::random(secret))?,
+    };
+    // With a TPM, the key is bound to it: PCR 19 (a dynamic-launch PCR only locality 2 and up
+    // extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote of PCRs
+    // 17-19 says which hypervisor holds which key.
+    let key_digest = Digest::of(&keys.public());
+    if keys.tpm_bound {
+        crate::tpm::bind_tcc_key(&key_digest.0).map_err(|e| {
+            log::error!("hv: binding the TCC key into PCR 19: {e}");
+            Status::Unavailable
+        })?;
+    }
+    log::info!(
+        "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
+        if keys.tpm_bound {
+            "derived from the TPM-held master secret"
+        } else {
+            "made for this boot"
+        },
+        key_digest
+    );
+    Ok(keys)
 }
 
 /// The TCC key's public key (SEC1 uncompressed), making the keys if they were not yet:
 /// boot calls it once the TPM is up, so that PCR 19 holds the key's hash before any guest
 /// runs.
 pub fn tcc_key() -> Result<crypto::PublicKey, Status> {
-    keys().map(|k| k.key.public())
+    keys().map(TccKeys::public)
 }
 
 /// Median TSC ticks, over `runs`, of what the Seal, Unseal, Attest and Quote services do once
@@ -416,138 +448,15 @@ pub fn key_operation_ticks(runs: usize) -> Result<[u64; 4], Status> {
         Ok::<(), Status>(())
     })?;
     let attest = tsc::median(runs, || {
-        core::hint::black_box(keys.attest(Digest(identity), Digest([3; 32])));
+        core::hint::black_box(keys.attest(None, Digest(identity), Digest([3; 32])));
         Ok::<(), Status>(())
     })?;
     let upcrs = Upcrs::new(&identity);
     let quote = tsc::median(runs, || {
-        core::hint::black_box(keys.quote(&[4; 64], 1, &upcrs));
+        core::hint::black_box(keys.quote(&[0; 32], &[4; 64], 1, &upcrs));
         Ok::<(), Status>(())
     })?;
     Ok([seal, unseal, attest, quote])
-}
-
-/// [`pal::ATTESTATION_LEN`] as an array length.
-const ATTESTATION_LEN: usize = mem::usize_of(pal::ATTESTATION_LEN);
-
-/// The TCC's keys until the uTPM roots them in the TPM: an attestation key that certifies
-/// itself (its evidence says it is simulated) and a sealing secret, both made at boot, so
-/// neither evidence nor sealed blobs outlive it.
-struct TccKeys {
-    key: KeyPair,
-    certificate: Signature,
-    sealing: Key,
-    /// Derived from the TPM-held master secret (else made for the boot).
-    tpm_bound: bool,
-}
-
-impl core::fmt::Debug for TccKeys {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("TccKeys").field("public", &Digest::of(&self.key.public())).finish()
-    }
-}
-
-impl TccKeys {
-    /// The keys: derived from the TPM-held master secret when the boot has one (so they are
-    /// the same on every boot of this hypervisor on this TPM), else made from RDRAND for this
-    /// boot only.
-    fn generate() -> Result<TccKeys, Status> {
-        let master = crate::tpm::master_secret()?;
-        let mut secret = [0; 32];
-        let mut attempt = 0u32;
-        let key = loop {
-            match &master {
-                Some(m) => {
-                    secret = crypto::mac(m, &[b"vpr hv attestation key", &attempt.to_le_bytes()]);
-                }
-                None => cpu::random(&mut secret)?,
-            }
-            attempt += 1;
-            if let Some(key) = KeyPair::from_secret(&secret) {
-                break key;
-            }
-        };
-        secret.fill(0);
-        let certificate = key.sign(&Attestation::certificate_bytes(true, &key.public()));
-        let sealing = match &master {
-            Some(m) => crypto::mac(m, &[b"vpr hv sealing secret"]),
-            None => {
-                let mut sealing = [0; 32];
-                cpu::random(&mut sealing)?;
-                sealing
-            }
-        };
-        // With a TPM, the key is bound to it: PCR 19 (a dynamic-launch PCR only locality 2
-        // and up extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote
-        // of PCRs 17-19 says which hypervisor holds which key.
-        let key_digest = Digest::of(&key.public());
-        if master.is_some() {
-            crate::tpm::bind_tcc_key(&key_digest.0).map_err(|e| {
-                log::error!("hv: binding the TCC key into PCR 19: {e}");
-                Status::Unavailable
-            })?;
-        }
-        log::info!(
-            "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
-            if master.is_some() {
-                "derived from the TPM-held master secret"
-            } else {
-                "made for this boot"
-            },
-            Digest::of(&key.public())
-        );
-        Ok(TccKeys { key, certificate, sealing, tpm_bound: master.is_some() })
-    }
-
-    /// What `Service::Attest` writes: whether it is simulated, the TCC key, its certificate,
-    /// the signature. Simulated, with the key certifying itself, until a verifier's
-    /// certificate is installed (`certify`).
-    fn attest(&self, identity: Digest, data: Digest) -> [u8; ATTESTATION_LEN] {
-        let (certificate, simulated) = match CERTIFICATE.get() {
-            Some(certificate) => (*certificate, false),
-            None => (self.certificate, true),
-        };
-        let a = Attestation::make(&self.key, certificate, simulated, identity, data);
-        let mut out = [0; ATTESTATION_LEN];
-        out[0] = u8::from(a.simulated);
-        out[1..66].copy_from_slice(&a.tcc_key);
-        out[66..130].copy_from_slice(&a.certificate);
-        out[130..194].copy_from_slice(&a.signature);
-        out
-    }
-
-    /// A uTPM quote (`vpr_proto::utpm`) of the uPCRs `selection` names, with `nonce_data`
-    /// (a verifier's nonce, then the PAL's data) as `extraData`, signed by the TCC key.
-    fn quote(&self, nonce_data: &[u8; 64], selection: u8, upcrs: &Upcrs) -> Quote {
-        let hypervisor = crate::tpm::hypervisor_measurement();
-        let mut firmware = [0; 8];
-        firmware.copy_from_slice(&hypervisor[..8]);
-        let info = QuoteInfo {
-            qualified_signer: utpm::signer_name(&self.key.public()).to_vec(),
-            extra_data: nonce_data.to_vec(),
-            reset_count: 0,
-            firmware_version: u64::from_be_bytes(firmware),
-            pcr_select: [selection, 0, 0],
-            pcr_digest: utpm::pcr_digest(&upcrs.selected(selection)),
-        };
-        Quote::sign(&self.key, &info)
-    }
-
-    /// The key blobs of `identity` are sealed under, and the data they are bound to.
-    fn sealing_for(&self, identity: &[u8; 32]) -> (Key, Vec<u8>) {
-        let key = crypto::mac(&self.sealing, &[b"vpr hv seal key", identity]);
-        (key, crypto::concat(&[b"vpr hv seal", identity]))
-    }
-
-    fn seal(&self, identity: &[u8; 32], nonce: [u8; 12], data: &[u8]) -> Vec<u8> {
-        let (key, aad) = self.sealing_for(identity);
-        crypto::aead_seal(&key, nonce, &aad, data)
-    }
-
-    fn unseal(&self, identity: &[u8; 32], blob: &[u8]) -> Option<Vec<u8>> {
-        let (key, aad) = self.sealing_for(identity);
-        crypto::aead_open(&key, &aad, blob)
-    }
 }
 
 /// Why a PAL's run failed.

@@ -23,9 +23,8 @@ const RANDOM_CHUNK: usize = 4096;
 const _: () = assert!(RANDOM_CHUNK as u64 == pal::MAX_RANDOM_LEN);
 
 /// Bytes [`Service::Attest`] writes: [`pal::ATTESTATION_LEN`] (simulated, TCC key,
-/// certificate, signature).
-pub const ATTESTATION_LEN: usize = 1 + 65 + 64 + 64;
-const _: () = assert!(ATTESTATION_LEN as u64 == pal::ATTESTATION_LEN);
+/// certificate, signature: `vpr_proto::attest::SERVICE_LEN`).
+pub const ATTESTATION_LEN: usize = vpr_proto::attest::SERVICE_LEN;
 
 /// Most bytes [`seal`] seals: [`pal::MAX_SEAL_LEN`].
 const MAX_SEAL_LEN: usize = 4096;

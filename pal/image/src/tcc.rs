@@ -84,32 +84,6 @@ impl HvTcc {
     }
 }
 
-/// Reads the bytes of the `Attest` service as evidence for `data` from the PAL `identity`;
-/// `None` if they break the ABI (a `simulated` byte other than 0 or 1).
-fn attestation(
-    identity: Digest,
-    data: Digest,
-    bytes: &[u8; hv::ATTESTATION_LEN],
-) -> Option<Attestation> {
-    let (&simulated, rest) = bytes.split_first()?;
-    let simulated = match simulated {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
-    let (tcc_key, rest) = rest.split_first_chunk()?;
-    let (certificate, rest) = rest.split_first_chunk()?;
-    let signature = rest.try_into().ok()?;
-    Some(Attestation {
-        simulated,
-        identity,
-        data,
-        tcc_key: *tcc_key,
-        certificate: *certificate,
-        signature,
-    })
-}
-
 impl Tcc for HvTcc {
     fn identity(&self) -> Digest {
         self.identity
@@ -122,7 +96,10 @@ impl Tcc for HvTcc {
     }
 
     fn attest(&mut self, data: &Digest) -> Attestation {
-        match hv::attest(data.as_bytes()).ok().and_then(|b| attestation(self.identity, *data, &b)) {
+        match hv::attest(data.as_bytes())
+            .ok()
+            .and_then(|b| Attestation::from_service_bytes(self.identity, *data, &b))
+        {
             Some(evidence) => evidence,
             None => hv::abort(),
         }

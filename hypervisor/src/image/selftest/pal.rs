@@ -701,20 +701,14 @@ pub fn pal_seal_and_attest(svm: &Svm) -> TestResult {
         return Err(format!("unsealed {opened:x?}"));
     }
     // The evidence.
-    let mut tcc_key = [0; 65];
-    tcc_key.copy_from_slice(&evidence[1..66]);
-    let mut certificate = [0; 64];
-    certificate.copy_from_slice(&evidence[66..130]);
-    let mut signature = [0; 64];
-    signature.copy_from_slice(&evidence[130..194]);
-    let attestation = vpr_proto::msg::Attestation {
-        simulated: evidence[0] == 1,
-        identity: Digest::of(image),
-        data: Digest(data),
-        tcc_key,
-        certificate,
-        signature,
-    };
+    let bytes: &[u8; vpr_proto::attest::SERVICE_LEN] = evidence
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{} bytes of evidence", evidence.len()))?;
+    let attestation =
+        vpr_proto::msg::Attestation::from_service_bytes(Digest::of(image), Digest(data), bytes)
+            .ok_or("the evidence's first byte is neither 0 nor 1")?;
+    let tcc_key = attestation.tcc_key;
     let (id_a, id_b, d) = (Digest::of(image), Digest::of(other), Digest(data));
     let checks = [
         (attestation.verify(&tcc_key, &id_a, &d, true), Ok(())),
@@ -939,20 +933,12 @@ pub fn certified_tcc_key(svm: &Svm) -> TestResult {
     let image = &pal_image(program::pal_sealer());
     let data = [0x42u8; 32];
     let (status, bytes) = sealer(svm, 2, &data)?;
-    if status != Status::Ok.as_u64() || bytes.len() != 194 {
-        return Err(format!("attest: status {status:#x}, {} bytes", bytes.len()));
-    }
-    let mut signed = [0u8; 64];
-    signed.copy_from_slice(&bytes[130..194]);
-    let evidence = Attestation {
-        simulated: bytes[0] != 0,
-        identity: Digest::of(image),
-        data: Digest(data),
-        tcc_key: key,
-        certificate,
-        signature: signed,
-    };
-    if bytes[0] != 0 || bytes[66..130] != certificate {
+    let service: Option<&[u8; vpr_proto::attest::SERVICE_LEN]> = bytes.as_slice().try_into().ok();
+    let evidence = service
+        .filter(|_| status == Status::Ok.as_u64())
+        .and_then(|b| Attestation::from_service_bytes(Digest::of(image), Digest(data), b))
+        .ok_or_else(|| format!("attest: status {status:#x}, {} bytes", bytes.len()))?;
+    if evidence.simulated || evidence.certificate != certificate || evidence.tcc_key != key {
         return Err(String::from("the evidence does not carry the certificate, or is simulated"));
     }
     evidence
