@@ -226,8 +226,10 @@ impl Counters {
     }
 
     /// Adds one to counter `id` in the TPM, then here; its new value. On an error nothing
-    /// changed here (the TPM may hold the new value if its answer was lost: then the next
-    /// increment writes the same value again, and only one of the two was ever returned).
+    /// changed here, though the TPM may hold the new value if its answer was lost (the image
+    /// then reads the pages anew, and the next increment counts on from the TPM's value: a
+    /// value may be skipped, never given twice). A PAL's Manager stops on any failed
+    /// increment (`vpr_pal::Manager`, crash-only).
     pub fn increment<M: Mmio>(
         &mut self,
         tpm: &mut Tpm<M>,
@@ -582,5 +584,160 @@ mod tests {
         twice[..32].copy_from_slice(&id(1));
         tpm.write_bound(2, PAGE_BASE, 17, at(HEADER + SLOT), &twice).unwrap();
         assert_eq!(Counters::open(&mut tpm, LAUNCH).unwrap_err(), CounterError::Duplicate);
+    }
+
+    /// What the TPM does with the NV_Write (code 0x137) number `nth` from now on.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Fault {
+        /// Not executed; answered TPM_RC_FAILURE (0x101).
+        Refused,
+        /// Executed, then the answer lost (the driver sees TPM_RC_FAILURE).
+        Lost,
+    }
+
+    /// Which NV_Write from now on fails, and how.
+    type Knob = Rc<RefCell<Option<(u32, Fault)>>>;
+
+    /// A machine whose `nth` next NV_Write (counted from when the knob is set) suffers `fault`.
+    fn faulty_machine() -> (Rc<RefCell<Simulated>>, Knob, Tpm<Fake>) {
+        let simulated = Rc::new(RefCell::new(Simulated::new()));
+        simulated.borrow_mut().started = true;
+        let knob: Knob = Rc::new(RefCell::new(None));
+        let (inner, k) = (Rc::clone(&simulated), Rc::clone(&knob));
+        let tpm = Tpm::new(
+            Fake::new(0x1000, move |c| {
+                let code = u32::from_be_bytes(c[6..10].try_into().unwrap());
+                let mut k = k.borrow_mut();
+                let failure = [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x01].to_vec();
+                if code == 0x137 {
+                    if let Some((n, fault)) = *k {
+                        if n == 0 {
+                            *k = None;
+                            return match fault {
+                                Fault::Refused => failure,
+                                Fault::Lost => {
+                                    inner.borrow_mut().execute(c);
+                                    failure
+                                }
+                            };
+                        }
+                        *k = Some((n - 1, fault));
+                    }
+                }
+                inner.borrow_mut().execute(c)
+            }),
+            100,
+        );
+        (simulated, knob, tpm)
+    }
+
+    /// Every crash point of a new page (its write refused or lost, page 0's count refused or
+    /// lost), and of a value or a new slot: afterwards the counters open, no id is in two
+    /// slots, and no value ever returned goes back.
+    #[test]
+    fn every_write_failing_or_lost_keeps_the_counters_consistent() {
+        for (nth, fault) in
+            [(0, Fault::Refused), (0, Fault::Lost), (1, Fault::Refused), (1, Fault::Lost)]
+        {
+            let (_, knob, mut tpm) = faulty_machine();
+            let mut counters = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+            for n in 0..SLOTS_U32 {
+                counters.increment(&mut tpm, &id(n)).unwrap();
+            }
+            // Counter 100 needs page 1: write #0 is the page, #1 page 0's count.
+            *knob.borrow_mut() = Some((nth, fault));
+            assert!(counters.increment(&mut tpm, &id(100)).is_err(), "{nth} {fault:?}");
+            // As with_counters does: the copy is dropped and the pages read again.
+            let mut again = Counters::open(&mut tpm, LAUNCH).unwrap();
+            let seen = again.get(&id(100));
+            assert!(seen <= 1);
+            assert_eq!(again.increment(&mut tpm, &id(100)), Ok(seen + 1), "{nth} {fault:?}");
+            for n in 200..200 + SLOTS_U32 {
+                again.increment(&mut tpm, &id(n)).unwrap();
+            }
+            let reopened = Counters::open(&mut tpm, LAUNCH).unwrap();
+            assert_eq!(reopened.get(&id(100)), seen + 1);
+            assert_eq!(reopened.get(&id(0)), 1);
+        }
+    }
+
+    /// A value write whose answer is lost: the TPM holds v+1, the PAL was told it failed. The
+    /// copy dropped (as `with_counters` does), the next increment returns v+2: v+1 is never
+    /// returned (no roll-back; a gap, and the PAL's Manager stopped at the failure anyway).
+    #[test]
+    fn a_lost_value_answer_skips_a_value() {
+        let (_, knob, mut tpm) = faulty_machine();
+        let mut counters = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        assert_eq!(counters.increment(&mut tpm, &id(1)), Ok(1));
+        *knob.borrow_mut() = Some((0, Fault::Lost));
+        assert!(counters.increment(&mut tpm, &id(1)).is_err());
+        assert_eq!(counters.get(&id(1)), 1, "the copy is unchanged");
+        let mut reopened = Counters::open(&mut tpm, LAUNCH).unwrap();
+        assert_eq!(reopened.get(&id(1)), 2, "the TPM holds the value never returned");
+        assert_eq!(reopened.increment(&mut tpm, &id(1)), Ok(3));
+        // The copy kept instead writes 2 again.
+        assert_eq!(counters.increment(&mut tpm, &id(1)), Ok(2));
+    }
+
+    /// The owner defines every later page exactly as this launch would, before the counters
+    /// need them (and page 0 before the first boot): each is written whole before it counts.
+    #[test]
+    fn pages_the_owner_defined_in_advance_are_written_whole() {
+        let (_, mut tpm) = machine();
+        for page in 0..3 {
+            tpm.define_bound(2, index(page), 17, PCR_BOUND_PAGE_ATTRIBUTES, PAGE_LEN).unwrap();
+        }
+        let mut counters = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        for n in 0..2 * SLOTS_U32 + 1 {
+            assert_eq!(counters.increment(&mut tpm, &id(n)), Ok(1));
+        }
+        let again = Counters::open(&mut tpm, LAUNCH).unwrap();
+        assert_eq!((again.pages(), again.len()), (3, 2 * SLOTS + 1));
+    }
+
+    /// An old TCC's pages hold ids the new TCC uses again, with higher values: none of them is
+    /// read, and a page the new TCC takes is rewritten whole (no Duplicate, no old value).
+    #[test]
+    fn an_old_tccs_stale_pages_never_leak_values() {
+        let (_, mut tpm) = machine();
+        let mut old = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        for n in 0..3 * SLOTS_U32 {
+            for _ in 0..5 {
+                old.increment(&mut tpm, &id(n)).unwrap();
+            }
+        }
+        let mut new = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        for n in (0..3 * SLOTS_U32).rev() {
+            assert_eq!(new.increment(&mut tpm, &id(n)), Ok(1));
+        }
+        let again = Counters::open(&mut tpm, LAUNCH).unwrap();
+        assert_eq!((again.pages(), again.len()), (3, 3 * SLOTS));
+        assert!((0..3 * SLOTS_U32).all(|n| again.get(&id(n)) == 1));
+    }
+
+    /// Pages deleted between boots in every order (a page past the count, a page in use,
+    /// page 0 and redefined): the counters refuse or are as they were; never lower.
+    #[test]
+    fn deleting_pages_in_any_order_never_lowers_a_counter() {
+        let (simulated, mut tpm) = machine();
+        let mut counters = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        for n in 0..2 * SLOTS_U32 {
+            for _ in 0..3 {
+                counters.increment(&mut tpm, &id(n)).unwrap();
+            }
+        }
+        // A page past the count (the owner defined it, then deletes it): harmless.
+        tpm.define_bound(2, index(5), 17, PCR_BOUND_PAGE_ATTRIBUTES, PAGE_LEN).unwrap();
+        undefine(&simulated, index(5));
+        let opened = Counters::open(&mut tpm, LAUNCH).unwrap();
+        assert!((0..2 * SLOTS_U32).all(|n| opened.get(&id(n)) == 3));
+        // Page 1 deleted, page 0 then deleted and redefined: refused at every step.
+        undefine(&simulated, index(1));
+        assert!(Counters::open(&mut tpm, LAUNCH).is_err());
+        undefine(&simulated, index(0));
+        tpm.define_bound(2, index(0), 17, PCR_BOUND_PAGE_ATTRIBUTES, PAGE_LEN).unwrap();
+        assert!(Counters::open(&mut tpm, LAUNCH).is_err());
+        tpm.define_bound(2, index(1), 17, PCR_BOUND_PAGE_ATTRIBUTES, PAGE_LEN).unwrap();
+        assert!(Counters::open(&mut tpm, LAUNCH).is_err());
     }
 }

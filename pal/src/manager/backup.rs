@@ -124,10 +124,14 @@ impl<T: Tcc> Manager<T> {
         }
         while self.held.front().is_some_and(|h| h.update.seq <= commit.seq) {
             let Some(Held { update, chain, .. }) = self.held.pop_front() else { break };
-            self.service.apply(&update.state).map_err(|e| format!("apply {}: {e}", update.seq))?;
-            let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+            // From here on the update is out of the held queue: a failure stops the Manager.
+            if let Err(e) = self.service.apply(&update.state) {
+                return Err(self.stop(format!("apply {}: {e}", update.seq)));
+            }
+            let counter = self.increment(Counter::State)?;
             if counter != update.seq {
-                return Err(format!("state counter at {counter}, applying update {}", update.seq));
+                let why = format!("state counter at {counter}, applying update {}", update.seq);
+                return Err(self.stop(why));
             }
             self.committed = (update.seq, chain);
             self.remember(update, chain);

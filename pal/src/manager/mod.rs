@@ -161,6 +161,8 @@ pub struct Manager<T: Tcc> {
     /// it started. A later registration or restore of the same replica (a restart, or a twin
     /// the host started) raises it again, and from then on this one refuses to act.
     incarnation: u64,
+    /// Why this Manager stopped for good, once it did ([`Manager::stop`]).
+    stopped: Option<String>,
 }
 
 impl<T: Tcc> Manager<T> {
@@ -268,11 +270,15 @@ impl<T: Tcc> Manager<T> {
             recover_to: None,
             counts_from: 0,
             incarnation: 0,
+            stopped: None,
         })
     }
 
     /// Handles one call from the host.
     pub fn handle(&mut self, call: Call) -> Vec<Effect> {
+        if let Some(reason) = &self.stopped {
+            return alloc::vec![Effect::Refused(reason.clone())];
+        }
         if let Err(reason) = self.check_incarnation() {
             return alloc::vec![Effect::Refused(reason)];
         }
@@ -296,6 +302,43 @@ impl<T: Tcc> Manager<T> {
             Call::Heartbeat => self.heartbeat(),
         };
         result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
+    }
+
+    /// Stops this Manager for good, for `reason`: from now on it refuses every call, as a
+    /// crashed replica answers none. For failures after the Manager changed what it holds — a
+    /// held update popped or applied, a counter half advanced — where answering `Refused` and
+    /// going on would leave a replica that forgot an update it acknowledged, without the
+    /// restart that makes its account count only from what it committed (`counts_from`).
+    /// The TCC fails only by crashing; so does the Manager. A restart from the sealed state
+    /// repairs it.
+    pub(super) fn stop(&mut self, reason: String) -> String {
+        let reason = alloc::format!(
+            "this Manager stopped ({reason}): restart the replica from its sealed state"
+        );
+        self.stopped = Some(reason.clone());
+        reason
+    }
+
+    /// Whether this Manager stopped for good ([`Manager::stop`]).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_some()
+    }
+
+    /// Raises a trusted counter by one; its new value. A failure stops the Manager.
+    pub(super) fn increment(&mut self, counter: Counter) -> Result<u64, String> {
+        match self.tcc.increment(counter) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.stop(alloc::format!("the {counter:?} counter: {}", e.0))),
+        }
+    }
+
+    /// Raises a trusted counter to `value` ([`Tcc::advance`]); its new value. A failure stops
+    /// the Manager (the counter may have moved part of the way).
+    pub(super) fn advance(&mut self, counter: Counter, value: u64) -> Result<u64, String> {
+        match self.tcc.advance(counter, value) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.stop(alloc::format!("the {counter:?} counter: {}", e.0))),
+        }
     }
 
     /// The current primary's id.

@@ -311,9 +311,11 @@ impl<T: Tcc> Manager<T> {
         while self.in_flight.front().is_some_and(|u| u.acks.len() >= f) {
             let Some(u) = self.in_flight.pop_front() else { break };
             let seq = u.update.seq;
-            let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+            let counter = self.increment(Counter::State)?;
             if counter != seq {
-                return Err(format!("state counter at {counter}, committing update {seq}"));
+                return Err(
+                    self.stop(format!("state counter at {counter}, committing update {seq}"))
+                );
             }
             self.committed = (seq, u.chain);
             effects.push(Effect::Release { seq, secret: blinding_secret(key, &u.chain) });

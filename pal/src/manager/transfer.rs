@@ -150,7 +150,7 @@ impl<T: Tcc> Manager<T> {
             .map_err(|e| format!("snapshot: {e}"))?;
         self.service = service;
         self.undo_on = false;
-        self.tcc.advance(Counter::State, snapshot.seq).map_err(|e| e.0)?;
+        self.advance(Counter::State, snapshot.seq)?;
         self.committed = (snapshot.seq, snapshot.chain);
         self.stale = false;
         self.recover_to = None;

@@ -98,7 +98,7 @@ impl<T: Tcc> Manager<T> {
             return Ok(());
         }
         let (was_primary, left) = (self.is_primary(), self.view);
-        self.view = self.tcc.advance(Counter::View, view).map_err(|e| e.0)?;
+        self.view = self.advance(Counter::View, view)?;
         if was_primary {
             // Our database holds the pages of updates that may never commit: take them back
             // (newest first) and hold the updates, as a backup would: this replica accepted
@@ -285,11 +285,14 @@ impl<T: Tcc> Manager<T> {
                 // From here on the updates are not committed yet: keep what they overwrite.
                 self.start_undo();
             }
-            self.service.apply(&u.state).map_err(|e| format!("adopt {}: {e}", u.seq))?;
+            if let Err(e) = self.service.apply(&u.state) {
+                return Err(self.stop(format!("adopt {}: {e}", u.seq)));
+            }
             if u.seq <= committed {
-                let counter = self.tcc.increment(Counter::State).map_err(|e| e.0)?;
+                let counter = self.increment(Counter::State)?;
                 if counter != u.seq {
-                    return Err(format!("state counter at {counter}, adopting update {}", u.seq));
+                    let why = format!("state counter at {counter}, adopting update {}", u.seq);
+                    return Err(self.stop(why));
                 }
                 self.committed = (u.seq, c);
                 self.remember(u.clone(), c);
