@@ -21,6 +21,7 @@ hv_test=(-p vpr-hypervisor --features selftest --target x86_64-unknown-none --pr
 
 echo "== rustfmt"
 cargo fmt --all -- --check
+cargo fmt --all --manifest-path fuzz/Cargo.toml -- --check
 echo "== clippy"
 cargo clippy --locked --workspace "${not_host[@]}" --all-targets -- -D warnings
 cargo clippy --locked "${image[@]}" -- -D warnings
@@ -34,6 +35,9 @@ echo "== tests"
 # --show-output: the simulation prints its run and scenario counts, the drills their failover
 # times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
 cargo test --locked --workspace "${not_host[@]}" -- --show-output
+echo "== fuzzing"
+# Every fuzz target for 30 s, two at a time (VPR_FUZZ_SECONDS=3600 for a longer sweep).
+scripts/fuzz.sh
 echo "== hypervisor boot self-test (QEMU)"
 cargo xtask qemu-test
 echo "== Linux as the hypervisor's guest (QEMU)"

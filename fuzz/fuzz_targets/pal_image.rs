@@ -26,8 +26,7 @@ fuzz_target!(|data: &[u8]| {
             at += 4096;
         }
     }
-    assert!(image
-        .segments
-        .iter()
-        .any(|s| s.permissions.execute && s.vaddr <= image.entry && image.entry < s.vaddr + s.mem_len));
+    assert!(image.segments.iter().any(|s| s.permissions.execute
+        && s.vaddr <= image.entry
+        && image.entry < s.vaddr + s.mem_len));
 });

@@ -638,7 +638,7 @@ fn highest_fit(free: &[Range], size: u64, align: u64, window: Range) -> Option<u
 /// - The zero page, the command line and the GDT take the lowest free pages between 0x10000
 ///   and 0x90000.
 /// - The initrd takes the highest free pages ending at or below `initrd_addr_max + 1` and
-///   4 GiB.
+///   4 GiB, never page 0.
 pub fn place(
     image: &BzImage<'_>,
     initrd_len: u64,
@@ -684,7 +684,10 @@ pub fn place(
     } else {
         let size = checked_align_up(initrd_len, PAGE_SIZE)
             .ok_or(LinuxError::InitrdDoesNotFit(initrd_len))?;
-        highest_fit(&free(&taken), size, PAGE_SIZE, Range::new(0, initrd_limit(image)))
+        // Never at 0: a `ramdisk_image` of 0 says there is no initrd (boot.rst
+        // "Details of Header Fields", `ramdisk_image`), and the kernel would ignore it.
+        let window = Range::new(PAGE_SIZE, initrd_limit(image));
+        highest_fit(&free(&taken), size, PAGE_SIZE, window)
             .ok_or(LinuxError::InitrdDoesNotFit(size))?
     };
     Ok(Placement { kernel, initrd, boot_params, cmdline, gdt })
@@ -1216,6 +1219,28 @@ mod tests {
         let reserved = [RESERVED[0], RESERVED[1], Range::new(0, 0x1_1800)];
         let p = placed(&file, 0, &reserved).unwrap();
         assert_eq!((p.boot_params, p.cmdline, p.gdt), (0x1_2000, 0x1_3000, 0x1_4000));
+    }
+
+    #[test]
+    fn place_never_puts_the_initrd_at_zero() {
+        // initrd_addr_max 0xFFF leaves only page 0, which is free RAM: an initrd there would
+        // have a ramdisk_image of 0, which says there is none.
+        let file = with(|f| set(f, 0x22C, &0xFFFu32.to_le_bytes()));
+        assert_eq!(
+            placed(&file, PAGE_SIZE, &RESERVED),
+            Err(LinuxError::InitrdDoesNotFit(PAGE_SIZE))
+        );
+        // Page 0 the only free page left once the kernel and the low structures are placed.
+        let kernel_end = PREF + u64::from(INIT_SIZE);
+        let reserved = [
+            Range::new(PAGE_SIZE, 0x1_0000),
+            Range::new(0x1_3000, PREF),
+            Range::new(kernel_end, 512 * MIB),
+        ];
+        assert_eq!(placed(&valid(), 1, &reserved), Err(LinuxError::InitrdDoesNotFit(PAGE_SIZE)));
+        // With page 1 free too, the initrd takes it.
+        let reserved = [Range::new(2 * PAGE_SIZE, 0x1_0000), reserved[1], reserved[2]];
+        assert_eq!(placed(&valid(), 1, &reserved).map(|p| p.initrd), Ok(PAGE_SIZE));
     }
 
     /// The zero page for the test image with a 20 MiB initrd and a 100-byte command line.
