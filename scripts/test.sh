@@ -36,11 +36,14 @@ echo "== tests"
 # times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
 cargo test --locked --workspace "${not_host[@]}" -- --show-output
 echo "== fuzzing"
-# Every fuzz target for 30 s, two at a time (VPR_FUZZ_SECONDS=3600 for a longer sweep).
-scripts/fuzz.sh
+# Every fuzz target for 20 s, two at a time (VPR_FUZZ_SECONDS=3600 for a longer sweep).
+VPR_FUZZ_SECONDS=${VPR_FUZZ_SECONDS:-20} scripts/fuzz.sh
 echo "== hypervisor boot self-test (QEMU)"
 cargo xtask qemu-test
 echo "== Linux as the hypervisor's guest (QEMU)"
 # Builds the guest image (qemu/guest-image.sh: Debian's kernel and busybox, downloaded once
 # into target/guest/cache) and boots it on the hypervisor.
 cargo xtask linux-test
+echo "== reproducible images"
+# The production images built once more in a fresh clone elsewhere: byte-identical, or fail.
+cargo xtask measure --again

@@ -5,6 +5,9 @@
 //!   `N passed, 0 failed` and ended QEMU with the agreed success status.
 //! - `tcb [--json FILE] [--build]`: the trusted computing base in lines of code per component,
 //!   and the sizes of the images (see `tcb.rs`).
+//! - `measure [--again]`: builds the production images and prints their measurements;
+//!   `--again` builds them once more in a fresh clone elsewhere and checks the files are
+//!   byte-identical (see `measure.rs`).
 //!
 //! Installs what it needs when missing: the `x86_64-unknown-none` target (rustup) and QEMU
 //! (`apt-get install qemu-system-x86`, through sudo when not root).
@@ -40,7 +43,12 @@ tasks:
   tcb [--json FILE] [--build]
       Print the trusted computing base: files, lines, code, comment, blank, test and unsafe
       lines per component, third-party code apart, and the image sizes. --json FILE writes
-      the same data as JSON; --build rebuilds the images (they are built only if missing).";
+      the same data as JSON; --build rebuilds the images (they are built only if missing).
+  measure [--again]
+      Build the production hypervisor and PAL images and print what a verifier expects of
+      them: the hypervisor's measurement (the PCR 17 launch) and the PAL's identity.
+      --again also builds both in a fresh clone of HEAD in another folder and fails unless
+      the two builds are byte-identical.";
 
 /// The accelerator QEMU runs the image with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +76,7 @@ enum Task {
     QemuTest(QemuTestOptions),
     LinuxTest(QemuTestOptions),
     Tcb(tcb::TcbOptions),
+    Measure { again: bool },
     Help,
 }
 
@@ -93,6 +102,11 @@ fn parse(args: &[String]) -> Result<Task, String> {
             }
             Ok(Task::Tcb(options))
         }
+        "measure" => match rest {
+            [] => Ok(Task::Measure { again: false }),
+            [again] if again == "--again" => Ok(Task::Measure { again: true }),
+            _ => Err(format!("measure: unknown arguments {rest:?}")),
+        },
         "help" | "--help" | "-h" => Ok(Task::Help),
         other => Err(format!("unknown task {other:?}")),
     }
@@ -159,6 +173,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(Task::Measure { again }) => match measure::run(&workspace_root(), again) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("measure: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("xtask: {e}\n\n{USAGE}");
             ExitCode::from(2)
@@ -206,6 +227,14 @@ mod tests {
         assert!(parse(&args("tcb --fast")).is_err());
         assert!(parse(&args("lines")).is_err());
         assert_eq!(parse(&args("")), Ok(Task::Help));
+    }
+
+    #[test]
+    fn parses_measure_options() {
+        assert_eq!(parse(&args("measure")), Ok(Task::Measure { again: false }));
+        assert_eq!(parse(&args("measure --again")), Ok(Task::Measure { again: true }));
+        assert!(parse(&args("measure --twice")).is_err());
+        assert!(parse(&args("measure --again --again")).is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! whose logged measurement differs from the file's fails: the log would not describe the
 //! image that was built.
 
+use crate::{install, qemu};
+use sha2::{Digest as _, Sha256};
 use std::path::Path;
+use std::process::Command;
 
 /// The lowercase hex SHA-256 of the image's loaded bytes, from the file at `image`.
 pub fn expected(image: &Path) -> Result<String, String> {
@@ -17,6 +20,86 @@ pub fn logged(line: &str) -> Option<&str> {
     let rest = line.split("hv: measurement sha256=").nth(1)?;
     let hex = rest.split_whitespace().next()?;
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// What a verifier expects of the production images built from this checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Measurements {
+    /// The hypervisor's measurement (hex).
+    hypervisor: String,
+    /// The SHA-256 of the hypervisor image file (hex).
+    hypervisor_file: String,
+    /// The PAL's identity: the SHA-256 of its file (hex).
+    pal: String,
+}
+
+/// Builds the production images of the checkout at `root` and measures them.
+fn build_and_measure(root: &Path) -> Result<Measurements, String> {
+    install::rust_target()?;
+    let image = qemu::build_image(root, qemu::Image::Production)?;
+    let pal = qemu::build_pal_image(root, qemu::Image::Production)?;
+    Ok(Measurements {
+        hypervisor: expected(&image)?,
+        hypervisor_file: file_digest(&image)?,
+        pal: file_digest(&pal)?,
+    })
+}
+
+/// The lowercase hex SHA-256 of the file at `path`.
+fn file_digest(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// `cargo xtask measure [--again]`.
+pub fn run(root: &Path, again: bool) -> Result<(), String> {
+    let first = build_and_measure(root)?;
+    let rustc = Command::new("rustc").arg("--version").current_dir(root).output();
+    let rustc = rustc.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    println!("toolchain:                  {}", rustc.unwrap_or_else(|e| format!("? ({e})")));
+    println!("hypervisor measurement:     {} (PCR 17 = SHA-256(ones || it))", first.hypervisor);
+    println!("hypervisor image file:      {}", first.hypervisor_file);
+    println!("PAL identity (its file):    {}", first.pal);
+    if !again {
+        return Ok(());
+    }
+    // A fresh clone of HEAD in another folder, built with target directories of its own.
+    let elsewhere = std::env::temp_dir().join(format!("vpr-measure-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    install::run(
+        Command::new("git").args(["clone", "--quiet", "--no-hardlinks"]).arg(root).arg(&elsewhere),
+    )?;
+    let second = build_and_measure(&elsewhere);
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    let second = second?;
+    println!(
+        "again, in {}: {}",
+        elsewhere.display(),
+        if second == first { "identical" } else { "DIFFERENT" }
+    );
+    if second != first {
+        return Err(format!(
+            "two builds differ: {first:?} here, {second:?} in {}",
+            elsewhere.display()
+        ));
+    }
+    if dirty(root) {
+        eprintln!(
+            "measure: the checkout has uncommitted changes: the clone built HEAD, which matched \
+             only because the changes do not reach the images"
+        );
+    }
+    Ok(())
+}
+
+/// Whether the checkout at `root` has changes `git clone` would not carry.
+fn dirty(root: &Path) -> bool {
+    Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(root)
+        .output()
+        .map(|o| !o.stdout.is_empty())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
