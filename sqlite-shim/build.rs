@@ -9,6 +9,7 @@
 //! identically for host builds and for the PAL image. Every `sqlite3*` symbol is then renamed
 //! `vpr_sqlite3*` with objcopy, so this engine links beside rusqlite's in one test binary.
 
+use sha2::{Digest as _, Sha256};
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,11 +37,27 @@ const DEFINES: &[&str] = &[
     "NDEBUG",
 ];
 
+/// SHA-256 of the `sqlite3.c` this build compiles: SQLite 3.54.1's amalgamation as
+/// libsqlite3-sys 0.40.0 ships it. The PAL's identity depends on every byte of it, and the file
+/// is read from the cargo registry (or `VPR_SQLITE_AMALGAMATION`), which Cargo does not check
+/// for this build: any other file is refused.
+const AMALGAMATION_SHA256: &str =
+    "0c657666d819f261cc4007526ad57e1669de9949df7a8ea847aa284a2bf0ee52";
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let src = amalgamation_dir(&manifest);
     let sqlite_c = src.join("sqlite3.c");
+    let bytes = std::fs::read(&sqlite_c)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", sqlite_c.display()));
+    let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        digest == AMALGAMATION_SHA256,
+        "{} has SHA-256 {digest}, not {AMALGAMATION_SHA256} (SQLite 3.54.1's amalgamation as \
+         libsqlite3-sys 0.40.0 ships it): refusing to compile another SQLite into the PAL",
+        sqlite_c.display()
+    );
     println!("cargo:rerun-if-changed={}", sqlite_c.display());
     println!("cargo:rerun-if-changed=include");
     println!("cargo:rerun-if-env-changed=VPR_SQLITE_AMALGAMATION");

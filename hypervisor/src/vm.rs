@@ -480,7 +480,13 @@ pub(crate) mod tests {
             VmExit::Io { port: 0xf4, write: true },
             VmExit::Msr { write: false },
             VmExit::Invalid,
-            VmExit::Other { code: 0x72, info1: 0, info2: 0 },
+            VmExit::Cpuid,
+            VmExit::Init,
+            VmExit::Rsm,
+            VmExit::Invd,
+            VmExit::Virtualization { code: 0x80 },
+            VmExit::Virtualization { code: 0x86 },
+            VmExit::Other { code: 0x87, info1: 0, info2: 0 },
         ];
         for exit in hostile {
             let mut vcpu = Scripted::new(&[(VmExit::Hypercall, 7), (exit, 0)]);

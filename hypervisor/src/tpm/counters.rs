@@ -362,7 +362,13 @@ fn read<M: Mmio>(
     })
 }
 
-/// Writes `data` at `at` of page `page` in one TPM2_NV_Write.
+/// How many times a write the TPM answered with a warning is sent (a warning, such as
+/// `TPM_RC_NV_RATE` or `TPM_RC_RETRY`, says the command was not executed).
+pub const WRITE_ATTEMPTS: u32 = 8;
+
+/// Writes `data` at `at` of page `page` in one TPM2_NV_Write, sent again (up to
+/// [`WRITE_ATTEMPTS`] times) while the TPM answers a warning: a PAL's Manager stops on a
+/// failed increment, and a TPM that is only busy must not stop it.
 fn write<M: Mmio>(
     tpm: &mut Tpm<M>,
     binding: Binding,
@@ -372,7 +378,15 @@ fn write<M: Mmio>(
 ) -> Result<(), CounterError> {
     let fail = |error| CounterError::Tpm { page, error };
     let at = u16::try_from(at).map_err(|_| fail(TpmError::Argument("NV offset above 65535")))?;
-    tpm.write_bound(binding.locality, index(page), binding.pcr, at, data).map_err(fail)
+    let mut attempts = 1;
+    loop {
+        match tpm.write_bound(binding.locality, index(page), binding.pcr, at, data) {
+            Err(TpmError::Tpm(rc)) if rc.is_warning() && attempts < WRITE_ATTEMPTS => {
+                attempts += 1;
+            }
+            result => return result.map_err(fail),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -739,5 +753,37 @@ mod tests {
         assert!(Counters::open(&mut tpm, LAUNCH).is_err());
         tpm.define_bound(2, index(1), 17, PCR_BOUND_PAGE_ATTRIBUTES, PAGE_LEN).unwrap();
         assert!(Counters::open(&mut tpm, LAUNCH).is_err());
+    }
+
+    /// A TPM that answers a warning (NV_RATE: not executed) is asked again: the increment
+    /// succeeds once it takes the write; a TPM that stays busy past [`WRITE_ATTEMPTS`] fails
+    /// it, and nothing changed.
+    #[test]
+    fn a_busy_tpm_is_asked_again() {
+        let simulated = Rc::new(RefCell::new(Simulated::new()));
+        simulated.borrow_mut().started = true;
+        let busy = Rc::new(core::cell::Cell::new(0u32));
+        let (inner, left) = (Rc::clone(&simulated), Rc::clone(&busy));
+        let mut tpm = Tpm::new(
+            Fake::new(0x1000, move |c| {
+                if c[6..10] == [0, 0, 0x01, 0x37] && left.get() > 0 {
+                    left.set(left.get() - 1);
+                    return [0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x20].to_vec();
+                }
+                inner.borrow_mut().execute(c)
+            }),
+            100,
+        );
+        let mut counters = Counters::initialize(&mut tpm, LAUNCH).unwrap();
+        busy.set(WRITE_ATTEMPTS - 1);
+        assert_eq!(counters.increment(&mut tpm, &id(1)), Ok(1));
+        assert_eq!(busy.get(), 0);
+        busy.set(WRITE_ATTEMPTS);
+        let busy_rc = TpmError::Tpm(super::super::ResponseCode(0x920));
+        assert_eq!(
+            counters.increment(&mut tpm, &id(1)),
+            Err(CounterError::Tpm { page: 0, error: busy_rc })
+        );
+        assert_eq!(Counters::open(&mut tpm, LAUNCH).unwrap().get(&id(1)), 1);
     }
 }

@@ -51,12 +51,32 @@ fn file_digest(path: &Path) -> Result<String, String> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// The first line `tool --version` prints, run in `root`.
+fn version(root: &Path, tool: &str) -> String {
+    match Command::new(tool).arg("--version").current_dir(root).output() {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("?").to_string(),
+        Err(e) => format!("? ({e})"),
+    }
+}
+
 /// `cargo xtask measure [--again]`.
 pub fn run(root: &Path, again: bool) -> Result<(), String> {
+    let dirty = dirty(root);
+    if dirty && again {
+        return Err(String::from(
+            "the checkout has uncommitted or untracked changes: --again builds a clone of HEAD, \
+             which would not have them; commit them first",
+        ));
+    }
     let first = build_and_measure(root)?;
-    let rustc = Command::new("rustc").arg("--version").current_dir(root).output();
-    let rustc = rustc.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    println!("toolchain:                  {}", rustc.unwrap_or_else(|e| format!("? ({e})")));
+    if dirty {
+        println!("(values of the working tree, which has uncommitted or untracked changes)");
+    }
+    // Every input the values depend on besides the commit (docs/hypervisor.md, "Reproducing
+    // the measurements").
+    println!("toolchain:                  {}", version(root, "rustc"));
+    println!("C compiler (SQLite):        {}", version(root, "gcc"));
+    println!("linker (PAL):               {}", version(root, "ld.bfd"));
     println!("hypervisor measurement:     {} (PCR 17 = SHA-256(ones || it))", first.hypervisor);
     println!("hypervisor image file:      {}", first.hypervisor_file);
     println!("PAL identity (its file):    {}", first.pal);
@@ -83,19 +103,14 @@ pub fn run(root: &Path, again: bool) -> Result<(), String> {
             elsewhere.display()
         ));
     }
-    if dirty(root) {
-        eprintln!(
-            "measure: the checkout has uncommitted changes: the clone built HEAD, which matched \
-             only because the changes do not reach the images"
-        );
-    }
     Ok(())
 }
 
-/// Whether the checkout at `root` has changes `git clone` would not carry.
+/// Whether the checkout at `root` has changes `git clone` would not carry (untracked files
+/// included; ignored ones not).
 fn dirty(root: &Path) -> bool {
     Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
+        .args(["status", "--porcelain"])
         .current_dir(root)
         .output()
         .map(|o| !o.stdout.is_empty())

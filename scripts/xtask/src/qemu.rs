@@ -84,7 +84,7 @@ pub fn build_pal_image(root: &Path, image: Image) -> Result<PathBuf, String> {
     let mut build = Command::new(cargo);
     build
         .current_dir(root)
-        .args(["build", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
+        .args(["build", "--locked", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
         .args(["--profile", PROFILE, "--target-dir", image.pal_target_dir()]);
     if image == Image::Test {
         build.args(["--features", "bare"]);
@@ -112,7 +112,7 @@ pub fn build_image(root: &Path, image: Image) -> Result<PathBuf, String> {
     let mut build = Command::new(cargo);
     build
         .current_dir(root)
-        .args(["build", "--package", "vpr-hypervisor", "--bin", "vpr-hypervisor"])
+        .args(["build", "--locked", "--package", "vpr-hypervisor", "--bin", "vpr-hypervisor"])
         .args(["--target", IMAGE_TARGET, "--profile", PROFILE])
         .args(["--target-dir", image.target_dir()]);
     if image == Image::Test {

@@ -626,9 +626,9 @@ fn collect(root: &Path, options: &TcbOptions) -> Report {
     let pal = image(
         "pal",
         qemu::pal_image_path(root, qemu::Image::Production),
-        "the PAL image the hypervisor registers (as `cargo xtask qemu-test` builds it): the \
-         PAL service, SQLite, crypto and the freestanding C functions; its zero-filled part is \
-         mostly its static heap",
+        "the production PAL image the replicas register (as `cargo xtask linux-test` and \
+         `measure` build it): the Manager, SQLite, crypto and the freestanding C functions; its \
+         zero-filled part is mostly its static heap",
         pal_sources,
         || qemu::build_pal_image(root, qemu::Image::Production),
         options.build,
