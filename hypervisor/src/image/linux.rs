@@ -21,9 +21,10 @@
 
 use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::mmio;
-use crate::pal::{GuestAccess, Pals, Tcc};
+use crate::pal::{CounterStore, GuestAccess, Pals};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
+use crate::tcc::Tcc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -88,7 +89,7 @@ fn kernel_command_line(line: &str) -> &str {
 
 /// Loads Linux and runs it until it stops (a power-off ends QEMU before this returns); why
 /// it stopped otherwise.
-pub fn run(svm: &Svm) -> Result<(), String> {
+pub fn run(svm: &Svm, tcc: &Tcc) -> Result<(), String> {
     let layout = mem::guest_layout().ok_or("no guest memory: boot with vpr.guest=linux")?;
     // QEMU's kvmvapic: an option ROM whose state lives in guest memory and makes QEMU write
     // any physical address on the guest's say (its TPR-access fix-ups). Start QEMU with
@@ -219,9 +220,9 @@ pub fn run(svm: &Svm) -> Result<(), String> {
     crate::qemu::acpi_enable();
     mem::start_guest();
     // The PALs of this machine's TCC: their counters in the TPM when there is one.
-    let tcc =
-        if crate::tpm::TPM.lock().is_some() { Tcc::Tpm } else { Tcc::Memory(Default::default()) };
-    let mut pals = Pals::with_tcc(svm, tcc);
+    let counters =
+        if tcc.has_tpm() { CounterStore::Tpm } else { CounterStore::Memory(Default::default()) };
+    let mut pals = Pals::with_counters(svm, tcc, counters);
     let result = exits(&mut vcpu, &mut pals, iommu.function(), &canary);
     drop((npt, tables, msrpm, iopm, iommu));
     result

@@ -42,6 +42,8 @@ mod serial;
 #[cfg(target_os = "none")]
 mod svm;
 #[cfg(target_os = "none")]
+mod tcc;
+#[cfg(target_os = "none")]
 mod tpm;
 #[cfg(target_os = "none")]
 mod tsc;
@@ -85,37 +87,31 @@ extern "C" fn hv_main(magic: u32, info: u32) -> ! {
         log::error!("hv: {e}");
         qemu::exit(qemu::ExitCode::Failure);
     }
-    // The self-test reports a missing or failing TPM; boot goes on without one.
-    match tpm::launch(&measurement.0) {
-        Ok(Some(_)) => {}
-        Ok(None) => log::warn!("hv: no TPM: no measured launch"),
-        Err(e) => log::error!("hv: TPM: {e}"),
-    }
-    // The TCC keys, and with a TPM their binding into PCR 19, before any guest runs.
-    if let Err(e) = pal::tcc_key() {
-        log::error!("hv: TCC keys: {e}");
-    }
+    // The measured launch, the master secret and the TCC keys, before any guest runs. The
+    // self-test reports a missing or failing TPM; boot goes on without one.
+    let tcc = tcc::Tcc::boot(&measurement.0);
     // `vpr.guest=linux`: run Linux as the guest (a replica's machine).
     if mem::guest_layout().is_some() {
-        let result =
-            svm::enable().map_err(|e| alloc::format!("SVM: {e}")).and_then(|svm| linux::run(&svm));
+        let result = svm::enable()
+            .map_err(|e| alloc::format!("SVM: {e}"))
+            .and_then(|svm| linux::run(&svm, &tcc));
         if let Err(e) = result {
             log::error!("hv: Linux guest: {e}");
         }
         qemu::exit(qemu::ExitCode::Failure)
     }
-    run_selftest()
+    run_selftest(&tcc)
 }
 
 /// The test image (feature `selftest`, built by `cargo xtask qemu-test`): the boot self-test;
 /// `vpr.boot=2`, the second boot of a two-boot run on one TPM state.
 #[cfg(all(target_os = "none", feature = "selftest"))]
-fn run_selftest() -> ! {
+fn run_selftest(tcc: &tcc::Tcc) -> ! {
     let (passed, failed) = if mem::command_line().split_whitespace().any(|w| w == "vpr.boot=2") {
         log::info!("hv: second boot (command line: {})", mem::command_line());
-        selftest::run_after_reboot()
+        selftest::run_after_reboot(tcc)
     } else {
-        selftest::run()
+        selftest::run(tcc)
     };
     serial::write_line(format_args!("{passed} passed, {failed} failed"));
     qemu::exit(if failed == 0 { qemu::ExitCode::Success } else { qemu::ExitCode::Failure })
@@ -123,7 +119,7 @@ fn run_selftest() -> ! {
 
 /// The production image runs Linux and its PALs only: it has no self-test to run.
 #[cfg(all(target_os = "none", not(feature = "selftest")))]
-fn run_selftest() -> ! {
+fn run_selftest(_: &tcc::Tcc) -> ! {
     log::error!(
         "hv: this is the production image: it runs Linux (vpr.guest=linux) and nothing else; \
          the self-test is in the test image that `cargo xtask qemu-test` builds (refused)"

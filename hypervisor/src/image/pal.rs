@@ -17,6 +17,7 @@ use crate::cpu::{self, FpuState};
 use crate::mem::{self, OwnedFrames, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
+use crate::tcc::Tcc;
 use crate::tsc;
 #[cfg(feature = "selftest")]
 use alloc::format;
@@ -31,9 +32,7 @@ use vpr_hypervisor::pal::{
 };
 use vpr_hypervisor::svm::npt::{GuestPhysAddr, NestedPageTable, PageSize};
 use vpr_hypervisor::svm::setup::LongModeGuest;
-use vpr_hypervisor::utpm::TccKeys;
 use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Outcome};
-use vpr_proto::crypto::{self, Signature};
 use vpr_proto::hypercall::pal::{self, Service};
 use vpr_proto::hypercall::{RegisterOut, Status, ABI_VERSION, MAX_IO_LEN, MAX_PALS};
 use vpr_proto::utpm::{self, Upcrs};
@@ -170,7 +169,8 @@ impl Pal {
     fn run(
         &mut self,
         svm: &Svm,
-        tcc: &mut Tcc,
+        tcc: &Tcc,
+        counters: &mut CounterStore,
         in_len: u64,
         out_cap: u64,
     ) -> Result<u64, RunError> {
@@ -203,7 +203,7 @@ impl Pal {
                     HypercallAction::Finish
                 }
                 PalCall::Service { service, args } => {
-                    (r.rax, r.rbx) = match self.service(tcc, service, args) {
+                    (r.rax, r.rbx) = match self.service(tcc, counters, service, args) {
                         Ok(value) => (Status::Ok.as_u64(), value),
                         Err(status) => (status.as_u64(), 0),
                     };
@@ -224,7 +224,13 @@ impl Pal {
     }
 
     /// One of the PAL's service calls (`pal::Service`); its value for RBX.
-    fn service(&mut self, tcc: &mut Tcc, service: Service, args: [u64; 4]) -> Result<u64, Status> {
+    fn service(
+        &mut self,
+        tcc: &Tcc,
+        counters: &mut CounterStore,
+        service: Service,
+        args: [u64; 4],
+    ) -> Result<u64, Status> {
         let [a, b, c, d] = args;
         let identity = self.measurement.0;
         match service {
@@ -244,16 +250,16 @@ impl Pal {
                 let mut name = [0; 32];
                 name.copy_from_slice(self.writable(a, 32)?);
                 if service == Service::CounterRead {
-                    tcc.read(&identity, &name)
+                    counters.read(tcc, &identity, &name)
                 } else {
-                    tcc.increment(&identity, &name)
+                    counters.increment(tcc, &identity, &name)
                 }
             }
             Service::Attest => {
                 let mut data = [0; 32];
                 data.copy_from_slice(self.writable(a, 32)?);
-                let certificate = CERTIFICATE.get().copied();
-                let evidence = keys()?.attest(certificate, Digest(identity), Digest(data));
+                let evidence =
+                    tcc.keys()?.attest(tcc.certificate(), Digest(identity), Digest(data));
                 self.writable(b, pal::ATTESTATION_LEN)?.copy_from_slice(&evidence);
                 Ok(0)
             }
@@ -266,8 +272,9 @@ impl Pal {
                     .ok()
                     .filter(|&s| u64::from(s) < 1 << pal::UPCRS)
                     .ok_or(Status::BadArgument)?;
-                let hypervisor = crate::tpm::hypervisor_measurement();
-                let quote = keys()?.quote(&hypervisor, &input, selection, &self.upcrs).to_bytes();
+                let hypervisor = tcc.hypervisor_measurement();
+                let quote =
+                    tcc.keys()?.quote(&hypervisor, &input, selection, &self.upcrs).to_bytes();
                 let len = quote.len() as u64;
                 if len > d {
                     return Err(Status::TooLarge);
@@ -300,7 +307,7 @@ impl Pal {
                     return Err(Status::TooLarge);
                 }
                 let input = self.writable(a, b)?.to_vec();
-                let keys = keys()?;
+                let keys = tcc.keys()?;
                 let output = if service == Service::Seal {
                     let mut nonce = [0; 12];
                     cpu::random(&mut nonce)?;
@@ -325,10 +332,10 @@ impl Pal {
     }
 }
 
-/// The TCC's state behind the PAL services of one registry: where its counters live. The keys
-/// are the boot's ([`keys`]).
+/// Where the PAL counters of one registry live (the rest of the TCC's state is the boot's
+/// [`Tcc`]).
 #[derive(Debug)]
-pub enum Tcc {
+pub enum CounterStore {
     /// Counters in hypervisor memory: they outlive a PAL's registration, not a reboot (and
     /// each registry has its own, as separate machines' TCCs would).
     Memory(Counters),
@@ -336,18 +343,23 @@ pub enum Tcc {
     Tpm,
 }
 
-impl Tcc {
-    fn read(&mut self, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
+impl CounterStore {
+    fn read(&mut self, tcc: &Tcc, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
         match self {
-            Tcc::Memory(counters) => Ok(counters.read(identity, name)),
-            Tcc::Tpm => crate::tpm::counter_read(&pal::counter_id(identity, name)),
+            CounterStore::Memory(counters) => Ok(counters.read(identity, name)),
+            CounterStore::Tpm => tcc.counter_read(&pal::counter_id(identity, name)),
         }
     }
 
-    fn increment(&mut self, identity: &[u8; 32], name: &[u8; 32]) -> Result<u64, Status> {
+    fn increment(
+        &mut self,
+        tcc: &Tcc,
+        identity: &[u8; 32],
+        name: &[u8; 32],
+    ) -> Result<u64, Status> {
         match self {
-            Tcc::Memory(counters) => counters.increment(identity, name),
-            Tcc::Tpm => crate::tpm::counter_increment(&pal::counter_id(identity, name)),
+            CounterStore::Memory(counters) => counters.increment(identity, name),
+            CounterStore::Tpm => tcc.counter_increment(&pal::counter_id(identity, name)),
         }
     }
 }
@@ -369,73 +381,12 @@ fn write_out(
     Ok(len)
 }
 
-/// The certificate of the TCC key a verifier gave (`certify`), once given.
-static CERTIFICATE: spin::Once<Signature> = spin::Once::new();
-
-/// Installs a certificate of the TCC key (`certify`): only for keys derived from the
-/// TPM-held master secret (bound to the TPM by PCR 19), once per boot.
-fn certify(certificate: Signature) -> Result<(), Status> {
-    if !keys()?.tpm_bound {
-        return Err(Status::Unavailable);
-    }
-    if CERTIFICATE.get().is_some() {
-        return Err(Status::Refused);
-    }
-    CERTIFICATE.call_once(|| certificate);
-    Ok(())
-}
-
-/// The boot's TCC keys, made on first use.
-static KEYS: spin::Once<TccKeys> = spin::Once::new();
-
-/// The boot's TCC keys, made on first use ([`generate_keys`]).
-fn keys() -> Result<&'static TccKeys, Status> {
-    KEYS.try_call_once(generate_keys)
-}
-
-/// The TCC keys: derived from the TPM-held master secret when the boot has one (so they are
-/// the same on every boot of this hypervisor on this TPM, and bound into PCR 19), else made
-/// from RDRAND for this boot only.
-fn generate_keys() -> Result<TccKeys, Status> {
-    let keys = match crate::tpm::master_secret()? {
-        Some(master) => TccKeys::derive(&master),
-        None => TccKeys::random(|secret| cpu::random(secret))?,
-    };
-    // With a TPM, the key is bound to it: PCR 19 (a dynamic-launch PCR only locality 2 and up
-    // extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote of PCRs
-    // 17-19 says which hypervisor holds which key.
-    let key_digest = Digest::of(&keys.public());
-    if keys.tpm_bound {
-        crate::tpm::bind_tcc_key(&key_digest.0).map_err(|e| {
-            log::error!("hv: binding the TCC key into PCR 19: {e}");
-            Status::Unavailable
-        })?;
-    }
-    log::info!(
-        "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
-        if keys.tpm_bound {
-            "derived from the TPM-held master secret"
-        } else {
-            "made for this boot"
-        },
-        key_digest
-    );
-    Ok(keys)
-}
-
-/// The TCC key's public key (SEC1 uncompressed), making the keys if they were not yet:
-/// boot calls it once the TPM is up, so that PCR 19 holds the key's hash before any guest
-/// runs.
-pub fn tcc_key() -> Result<crypto::PublicKey, Status> {
-    keys().map(TccKeys::public)
-}
-
 /// Median TSC ticks, over `runs`, of what the Seal, Unseal, Attest and Quote services do once
 /// their arguments are checked (64 bytes sealed; one signature; a uTPM quote of uPCR 0), for
 /// the self-test's cost report.
 #[cfg(feature = "selftest")]
-pub fn key_operation_ticks(runs: usize) -> Result<[u64; 4], Status> {
-    let keys = keys()?;
+pub fn key_operation_ticks(tcc: &Tcc, runs: usize) -> Result<[u64; 4], Status> {
+    let keys = tcc.keys()?;
     let identity = [0x5A; 32];
     let data = [0xA5; 64];
     let blob = keys.seal(&identity, [1; 12], &data);
@@ -497,11 +448,13 @@ pub trait GuestAccess {
 #[derive(Debug)]
 pub struct Pals<'a> {
     svm: &'a Svm,
+    /// The TCC's state behind the PAL services: the boot's.
+    tcc: &'a Tcc,
     registry: Registry<Pal>,
-    /// The counters behind the PAL services, for as long as this registry lives (a
-    /// machine's hypervisor has one registry; the self-test makes several, as several
-    /// machines' TCCs).
-    tcc: Tcc,
+    /// Where the PALs' counters live, for as long as this registry lives (a machine's
+    /// hypervisor has one registry; the self-test makes several, as several machines'
+    /// TCCs).
+    counters: CounterStore,
     /// TSC ticks the last successful register took, its log line not included.
     pub register_ticks: u64,
     /// The address space whose `activate` last succeeded: the only one that may `certify`.
@@ -510,14 +463,21 @@ pub struct Pals<'a> {
 
 impl<'a> Pals<'a> {
     #[cfg(feature = "selftest")]
-    /// No PAL yet.
-    pub fn new(svm: &'a Svm) -> Self {
-        Pals::with_tcc(svm, Tcc::Memory(Counters::default()))
+    /// No PAL yet; the PALs' counters in memory, this registry's own.
+    pub fn new(svm: &'a Svm, tcc: &'a Tcc) -> Self {
+        Pals::with_counters(svm, tcc, CounterStore::Memory(Counters::default()))
     }
 
-    /// No PAL yet; the PALs' counters live in `tcc`.
-    pub fn with_tcc(svm: &'a Svm, tcc: Tcc) -> Self {
-        Pals { svm, registry: Registry::new(MAX_PALS), tcc, register_ticks: 0, activator: None }
+    /// No PAL yet; the PALs' counters live in `counters`.
+    pub fn with_counters(svm: &'a Svm, tcc: &'a Tcc, counters: CounterStore) -> Self {
+        Pals {
+            svm,
+            tcc,
+            registry: Registry::new(MAX_PALS),
+            counters,
+            register_ticks: 0,
+            activator: None,
+        }
     }
 
     #[cfg(feature = "selftest")]
@@ -612,7 +572,7 @@ impl<'a> Pals<'a> {
                     return Err(Status::BadPointer);
                 }
                 // Measured into the TPM before it can run; a TPM that fails refuses the PAL.
-                if let Err(e) = crate::tpm::measure_pal(&measurement.0) {
+                if let Err(e) = self.tcc.measure_pal(&measurement.0) {
                     log::error!("pal: measuring handle={handle:#x} into the TPM failed: {e}");
                     drop(self.registry.remove(handle));
                     return Err(Status::Unavailable);
@@ -649,7 +609,13 @@ impl<'a> Pals<'a> {
                 pal.input_used = input.len();
                 let clear = mem::usize_of(pal.output_used);
                 pal.region(RegionKind::Output)[..clear].fill(0);
-                let len = match pal.run(self.svm, &mut self.tcc, input.len(), output.len()) {
+                let len = match pal.run(
+                    self.svm,
+                    self.tcc,
+                    &mut self.counters,
+                    input.len(),
+                    output.len(),
+                ) {
                     Ok(len) => len,
                     Err(RunError::Memory) => return Err(Status::NoMemory),
                     Err(RunError::Killed(outcome)) => {
@@ -691,8 +657,7 @@ impl<'a> Pals<'a> {
                 if !guest.read(nonce.start, &mut n) {
                     return Err(Status::BadPointer);
                 }
-                let key = tcc_key()?;
-                let evidence = crate::tpm::evidence(&n, &key)?.to_bytes();
+                let evidence = self.tcc.evidence(&n)?.to_bytes();
                 write_out(guest, out, out_len, &evidence)
             }
             Request::Activate { credential, out, out_len } => {
@@ -700,7 +665,7 @@ impl<'a> Pals<'a> {
                 if !guest.read(credential.start, &mut blob) {
                     return Err(Status::BadPointer);
                 }
-                let secret = crate::tpm::activate(&blob)?;
+                let secret = self.tcc.activate(&blob)?;
                 self.activator = Some(guest.owner());
                 write_out(guest, out, out_len, &secret)
             }
@@ -715,7 +680,7 @@ impl<'a> Pals<'a> {
                 if !guest.read(certificate.start, &mut signature) {
                     return Err(Status::BadPointer);
                 }
-                certify(signature)?;
+                self.tcc.certify(signature)?;
                 log::info!("pal: the TCC key is certified: its evidence is no longer simulated");
                 Ok(0)
             }

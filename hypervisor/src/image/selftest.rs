@@ -10,6 +10,7 @@ mod tpm;
 use crate::guest::{call, program, Options, TestGuest, CODE, PATTERNS};
 use crate::mem;
 use crate::svm::{self, Svm};
+use crate::tcc::Tcc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -19,7 +20,7 @@ use vpr_hypervisor::vm::{GuestRegisters, HypercallAction, KillReason, Outcome, V
 type TestResult = Result<(), String>;
 
 /// A named test that runs guests on `Svm`.
-type Test = (&'static str, fn(&Svm) -> TestResult);
+type Test = (&'static str, fn(&Svm, &Tcc) -> TestResult);
 
 /// A guest from `program` with default options, or the reason it could not be built.
 fn guest(svm: &Svm, program: &[u8]) -> Result<TestGuest, String> {
@@ -38,7 +39,7 @@ fn expect_killed(outcome: Outcome, expected: impl Fn(&VmExit) -> bool) -> TestRe
 }
 
 /// Enters a guest and comes back at its first hypercall, then lets it halt.
-fn vmrun_round_trip(svm: &Svm) -> TestResult {
+fn vmrun_round_trip(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let program = program::ping();
     let mut guest = guest(svm, program)?;
     let mut seen = Vec::new();
@@ -60,7 +61,7 @@ fn vmrun_round_trip(svm: &Svm) -> TestResult {
 }
 
 /// The hypervisor's answer in RAX reaches the guest, which reports it back in RBX.
-fn vmmcall_returns_value(svm: &Svm) -> TestResult {
+fn vmmcall_returns_value(svm: &Svm, _tcc: &Tcc) -> TestResult {
     const ANSWER: u64 = 0x1234_5678_9ABC_DEF0;
     let mut guest = guest(svm, program::echo())?;
     let mut reported = None;
@@ -82,7 +83,7 @@ fn vmmcall_returns_value(svm: &Svm) -> TestResult {
 }
 
 /// Every general-purpose register crosses the world switch both ways.
-fn registers_survive_world_switch(svm: &Svm) -> TestResult {
+fn registers_survive_world_switch(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let mut guest = guest(svm, program::registers())?;
     let mut mismatch = None;
     let outcome = guest.run(&mut |r: &mut GuestRegisters| match r.rax {
@@ -114,7 +115,7 @@ fn registers_survive_world_switch(svm: &Svm) -> TestResult {
 use crate::tsc::read as rdtsc;
 
 /// Times VMRUN -> VMMCALL exit -> VMRUN with the TSC, over many round trips.
-fn round_trip_cost(svm: &Svm) -> TestResult {
+fn round_trip_cost(svm: &Svm, _tcc: &Tcc) -> TestResult {
     const ROUNDS: u64 = 1000;
     let mut guest = guest(svm, program::spin())?;
     let mut count = 0;
@@ -137,7 +138,7 @@ fn round_trip_cost(svm: &Svm) -> TestResult {
 
 /// A guest writing where the hypervisor lives in host memory faults, is killed, and the
 /// hypervisor's bytes are untouched.
-fn npf_kills_guest(svm: &Svm) -> TestResult {
+fn npf_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let image = mem::image_range().start;
     let magic = || {
         // SAFETY: the image's first bytes (the multiboot header, in .multiboot) are mapped
@@ -163,7 +164,7 @@ fn npf_kills_guest(svm: &Svm) -> TestResult {
 }
 
 /// An exit the dispatcher has no handler for kills the guest.
-fn unknown_exit_kills_guest(svm: &Svm) -> TestResult {
+fn unknown_exit_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let options = Options { extra_misc1: intercept::CPUID, ..Options::default() };
     let mut guest =
         TestGuest::new(svm, program::cpuid(), options).map_err(|e| format!("guest set-up: {e}"))?;
@@ -172,28 +173,28 @@ fn unknown_exit_kills_guest(svm: &Svm) -> TestResult {
 }
 
 /// A guest cannot end QEMU through the debug-exit port: port I/O exits and kills it.
-fn port_io_kills_guest(svm: &Svm) -> TestResult {
+fn port_io_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let mut guest = guest(svm, program::debug_exit())?;
     let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
     expect_killed(outcome, |exit| *exit == VmExit::Io { port: 0xf4, write: true })
 }
 
 /// A guest cannot read the hypervisor's MSRs.
-fn msr_access_kills_guest(svm: &Svm) -> TestResult {
+fn msr_access_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let mut guest = guest(svm, program::rdmsr())?;
     let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
     expect_killed(outcome, |exit| *exit == VmExit::Msr { write: false })
 }
 
 /// A guest's triple fault ends the guest, not the machine.
-fn triple_fault_kills_guest(svm: &Svm) -> TestResult {
+fn triple_fault_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let mut guest = guest(svm, program::triple_fault())?;
     let outcome = guest.run(&mut |_: &mut GuestRegisters| HypercallAction::Refuse);
     expect_killed(outcome, |exit| *exit == VmExit::Shutdown)
 }
 
 /// VMRUN refuses a guest with ASID 0; the refusal (VMEXIT_INVALID) kills the guest.
-fn invalid_state_kills_guest(svm: &Svm) -> TestResult {
+fn invalid_state_kills_guest(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let options = Options { asid: 0, ..Options::default() };
     let mut guest =
         TestGuest::new(svm, program::ping(), options).map_err(|e| format!("guest set-up: {e}"))?;
@@ -203,8 +204,8 @@ fn invalid_state_kills_guest(svm: &Svm) -> TestResult {
 }
 
 /// After all that, a well-behaved guest still runs, and every frame came back.
-fn hypervisor_survives(svm: &Svm, frames_before: u64) -> TestResult {
-    vmrun_round_trip(svm)?;
+fn hypervisor_survives(svm: &Svm, tcc: &Tcc, frames_before: u64) -> TestResult {
+    vmrun_round_trip(svm, tcc)?;
     let frames = mem::available_frames();
     if frames != frames_before {
         return Err(format!("{frames} frames free, {frames_before} before the guests ran"));
@@ -244,7 +245,7 @@ fn enable_svm() -> Result<Svm, String> {
 /// The tests of the second boot on the same TPM state: the TPM kept its identity (the EK
 /// certificate, which `qemu-test` compares with the file again), its PCRs were reset by the
 /// reboot, and the measured launch gives the same PCR 17 as before.
-pub fn run_after_reboot() -> (u32, u32) {
+pub fn run_after_reboot(tcc: &Tcc) -> (u32, u32) {
     let mut suite = Suite { passed: 0, failed: 0 };
     let svm = match enable_svm() {
         Ok(svm) => svm,
@@ -268,13 +269,13 @@ pub fn run_after_reboot() -> (u32, u32) {
         ("tpm_master_secret_needs_pcr17", tpm::tpm_master_secret_needs_pcr17),
     ];
     for (name, test) in tests {
-        suite.record(name, test(&svm));
+        suite.record(name, test(&svm, tcc));
     }
     (suite.passed, suite.failed)
 }
 
 /// Runs every test; returns (passed, failed).
-pub fn run() -> (u32, u32) {
+pub fn run(tcc: &Tcc) -> (u32, u32) {
     let mut suite = Suite { passed: 0, failed: 0 };
     let svm = match enable_svm() {
         Ok(svm) => svm,
@@ -340,8 +341,8 @@ pub fn run() -> (u32, u32) {
         ("pal_cost", pal::pal_cost),
     ];
     for (name, test) in tests {
-        suite.record(name, test(&svm));
+        suite.record(name, test(&svm, tcc));
     }
-    suite.record("hypervisor_survives", hypervisor_survives(&svm, frames_before));
+    suite.record("hypervisor_survives", hypervisor_survives(&svm, tcc, frames_before));
     (suite.passed, suite.failed)
 }

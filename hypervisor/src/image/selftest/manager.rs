@@ -13,6 +13,7 @@ use super::TestResult;
 use crate::cpu;
 use crate::pal::Pals;
 use crate::svm::Svm;
+use crate::tcc::Tcc;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -286,8 +287,8 @@ fn client(
 /// Initialization (Join, Accept, AckInit), a client's attested key exchange, a write and a
 /// linearizable read replicated through update, Acks and commit with the reply blinded until
 /// then; a tampered update and a forged request refused; all three database files equal.
-pub fn manager_group_under_the_hypervisor(svm: &Svm) -> TestResult {
-    let mut pals = [Pals::new(svm), Pals::new(svm), Pals::new(svm)];
+pub fn manager_group_under_the_hypervisor(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = [Pals::new(svm, tcc), Pals::new(svm, tcc), Pals::new(svm, tcc)];
     let manufacturer = tcc_key(svm, &mut pals[0])?;
     let (mut g, _) = form(svm, pals, manufacturer, [0x76; 32])?;
     let mut session = client(&mut g, manufacturer, [0x76; 32])?;
@@ -390,13 +391,13 @@ fn hex(bytes: &[u8]) -> String {
 /// backup's snapshots after each. Logged for the next boot: the backup's restart command
 /// (its configuration and sealed group state), the older and the newer snapshot, and the
 /// database digest at the second write.
-pub fn tpm_manager_for_next_boot(svm: &Svm) -> TestResult {
-    use crate::pal::Tcc;
-    let manufacturer = tcc_key(svm, &mut Pals::new(svm))?;
+pub fn tpm_manager_for_next_boot(svm: &Svm, tcc: &Tcc) -> TestResult {
+    use crate::pal::CounterStore;
+    let manufacturer = tcc_key(svm, &mut Pals::new(svm, tcc))?;
     let pals = [
-        Pals::with_tcc(svm, Tcc::Tpm),
-        Pals::with_tcc(svm, Tcc::Tpm),
-        Pals::with_tcc(svm, Tcc::Tpm),
+        Pals::with_counters(svm, tcc, CounterStore::Tpm),
+        Pals::with_counters(svm, tcc, CounterStore::Tpm),
+        Pals::with_counters(svm, tcc, CounterStore::Tpm),
     ];
     let (mut g, sealed) = form(svm, pals, manufacturer, TPM_CLUSTER)?;
     let mut session = client(&mut g, manufacturer, TPM_CLUSTER)?;
@@ -429,7 +430,7 @@ pub fn tpm_manager_for_next_boot(svm: &Svm) -> TestResult {
 /// the same TPM: its trusted counters say where it was (update 2), so it waits for a snapshot
 /// at least that new; the older snapshot boot 1 made — a replayed old state — is refused
 /// for it, the newer one brings it back to boot 1's database.
-pub fn tpm_manager_after_reboot(svm: &Svm) -> TestResult {
+pub fn tpm_manager_after_reboot(svm: &Svm, tcc: &Tcc) -> TestResult {
     let module = crate::mem::module(3).ok_or("no module 3: the Manager's state from boot 1")?;
     let mut parts = Vec::new();
     let mut rest = module;
@@ -444,7 +445,7 @@ pub fn tpm_manager_after_reboot(svm: &Svm) -> TestResult {
     };
     let decode = |bytes: &[u8]| Command::decode(bytes).map_err(|e| format!("module 3: {e}"));
     let (restore, old, new) = (decode(restore)?, decode(old)?, decode(new)?);
-    let mut pals = Pals::with_tcc(svm, crate::pal::Tcc::Tpm);
+    let mut pals = Pals::with_counters(svm, tcc, crate::pal::CounterStore::Tpm);
     let (handle, _) = register(svm, &mut pals)?;
     let status = match execute(svm, &mut pals, handle, &[restore])?.pop() {
         Some(Outcome::Status(status)) => status,

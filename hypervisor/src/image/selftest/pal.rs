@@ -18,6 +18,7 @@ use crate::guest::{pal_image, program, GuestMemory, Options, TestGuest, DATA, PA
 use crate::mem;
 use crate::pal::Pals;
 use crate::svm::Svm;
+use crate::tcc::Tcc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -172,8 +173,8 @@ fn len(image: &[u8]) -> u64 {
 }
 
 /// The ABI version, and unknown call numbers.
-pub fn hypercall_version(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn hypercall_version(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let calls =
         [[VERSION, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [VERSION + 7, 0, 0, 0, 0, 0, 0]];
     let (replies, _) = run_script(svm, &mut pals, &[], &calls)?;
@@ -185,7 +186,7 @@ pub fn hypercall_version(svm: &Svm) -> TestResult {
 }
 
 /// SHA-256 on this target (the portable back end) against the FIPS 180-2 "abc" vector.
-pub fn sha256_known_answer(_svm: &Svm) -> TestResult {
+pub fn sha256_known_answer(_svm: &Svm, _tcc: &Tcc) -> TestResult {
     let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
     let digest = format!("{}", Digest::of(b"abc"));
     if digest != expected {
@@ -197,10 +198,10 @@ pub fn sha256_known_answer(_svm: &Svm) -> TestResult {
 /// Register, execute twice (output checked, the counter in PAL data persists), registers not
 /// leaked, unregister (the frames are wiped, the handle is dead); the measurement is SHA-256
 /// of the image.
-pub fn pal_lifecycle(svm: &Svm) -> TestResult {
+pub fn pal_lifecycle(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_sum());
     let input: [u8; 10] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let exec = |out: u64, out_len: u64| [EXECUTE, PREV, INPUT, 10, out, 64, out_len];
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
@@ -262,9 +263,9 @@ pub fn pal_lifecycle(svm: &Svm) -> TestResult {
 
 /// The PAL's frames are in no translation of the guest's nested page table, and a guest
 /// reading them by their host address faults and is killed; the PAL still runs afterwards.
-pub fn pal_memory_unreachable(svm: &Svm) -> TestResult {
+pub fn pal_memory_unreachable(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_sum());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls = [[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]];
     let (replies, mut guest) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
     expect_statuses(&replies, &[Status::Ok])?;
@@ -297,7 +298,7 @@ pub fn pal_memory_unreachable(svm: &Svm) -> TestResult {
 }
 
 /// A guest reading the hypervisor's image is killed by a nested page fault.
-pub fn guest_cannot_read_hypervisor(svm: &Svm) -> TestResult {
+pub fn guest_cannot_read_hypervisor(svm: &Svm, _tcc: &Tcc) -> TestResult {
     let image = mem::image_range().start;
     let options = Options { data_pages: 1, ..Options::default() };
     let mut peek =
@@ -312,11 +313,11 @@ pub fn guest_cannot_read_hypervisor(svm: &Svm) -> TestResult {
 
 /// Hostile hypercalls: bad numbers, lengths, pointers and handles each get their status,
 /// and the PAL and the hypervisor carry on.
-pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
+pub fn hostile_hypercalls(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_sum());
     let n = len(image);
     let hv = mem::image_range().start;
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls: [(Args, Status); 22] = [
         ([VERSION + 0x100, 0, 0, 0, 0, 0, 0], Status::UnknownCall),
         ([REGISTER, IMAGE_A, 0, RESULT, 0, 0, 0], Status::BadImage),
@@ -353,10 +354,10 @@ pub fn hostile_hypercalls(svm: &Svm) -> TestResult {
 /// PALs that fault (outside their memory, writing their code, executing their data), halt or
 /// touch a port are killed and unregistered; one that claims too much output gets
 /// `TooLarge`.
-pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
+pub fn hostile_pal_is_killed(svm: &Svm, tcc: &Tcc) -> TestResult {
     let hostile = &pal_image(program::pal_hostile());
     let good = &pal_image(program::pal_sum());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let reg = |image: u64, n: u64| [REGISTER, image, n, RESULT, 0, 0, 0];
     let exec = |attack: u64| [EXECUTE, PREV, INPUT + attack, 1, OUTPUT, 64, OUT_LEN];
     let h = len(hostile);
@@ -386,9 +387,9 @@ pub fn hostile_pal_is_killed(svm: &Svm) -> TestResult {
 
 /// A PAL cannot call the guest interface (no re-entrancy): execute and register answer
 /// `Busy`, an unknown number `UnknownCall`, and the PAL finishes normally.
-pub fn pal_reentrancy_refused(svm: &Svm) -> TestResult {
+pub fn pal_reentrancy_refused(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_reenter());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
         [EXECUTE, PREV, INPUT, 0, OUTPUT, 64, OUT_LEN],
@@ -407,10 +408,10 @@ pub fn pal_reentrancy_refused(svm: &Svm) -> TestResult {
 }
 
 /// The cost of register and execute, over many calls.
-pub fn pal_cost(svm: &Svm) -> TestResult {
+pub fn pal_cost(svm: &Svm, tcc: &Tcc) -> TestResult {
     const EXECUTIONS: usize = 50;
     let image = &pal_image(program::pal_sum());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
     calls.extend((0..EXECUTIONS).map(|_| [EXECUTE, PREV, INPUT, 64, OUTPUT, 64, OUT_LEN]));
     calls.push([UNREGISTER, PREV, 0, 0, 0, 0, 0]);
@@ -440,7 +441,7 @@ pub fn pal_cost(svm: &Svm) -> TestResult {
 /// Images that are not acceptable PAL executables (a flat blob, writable code, a segment
 /// outside the image window, a position-independent executable) are refused with
 /// `BadImage`, leave nothing registered, and a good image registered after them runs.
-pub fn bad_images_refused(svm: &Svm) -> TestResult {
+pub fn bad_images_refused(svm: &Svm, tcc: &Tcc) -> TestResult {
     let good = pal_image(program::pal_sum());
     let flat = program::pal_sum();
     let mut writable_code = good.clone();
@@ -449,7 +450,7 @@ pub fn bad_images_refused(svm: &Svm) -> TestResult {
     outside[64 + 16..64 + 24].copy_from_slice(&0x1000u64.to_le_bytes()); // p_vaddr below the window
     let mut dynamic = good.clone();
     dynamic[16] = 3; // e_type ET_DYN
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let reg = |image: u64, n: usize| [REGISTER, image, n as u64, RESULT, 0, 0, 0];
     let calls = [
         (reg(IMAGE_A, flat.len()), Status::BadImage),
@@ -483,10 +484,10 @@ pub fn bad_images_refused(svm: &Svm) -> TestResult {
 /// The PAL services: random bytes, its identity, trusted counters that belong to its
 /// identity (they survive unregistering it and are not another PAL's), and the refusals of
 /// wrong arguments.
-pub fn pal_services(svm: &Svm) -> TestResult {
+pub fn pal_services(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_services());
     let other = &pal_image(program::pal_sum());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let exec = |out: u64| [EXECUTE, PREV, INPUT, 0, out, 1024, OUT_LEN];
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
@@ -544,10 +545,10 @@ pub fn pal_services(svm: &Svm) -> TestResult {
 
 /// The guest's XMM registers and MXCSR survive a PAL run that changes them all; the PAL
 /// starts with a clean x87/SSE state and none of its values reach the guest.
-pub fn vector_state_isolated(svm: &Svm) -> TestResult {
+pub fn vector_state_isolated(svm: &Svm, tcc: &Tcc) -> TestResult {
     const GUEST_MXCSR: u32 = 0x3F80; // round down, all exceptions masked
     let image = &pal_image(program::pal_vector());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let (replies, _) = run_script(
         svm,
         &mut pals,
@@ -626,14 +627,14 @@ pub fn vector_state_isolated(svm: &Svm) -> TestResult {
 /// Sealing and attestation: a blob sealed by a PAL opens for the same image only, not when
 /// one bit of it changed nor for another image; the evidence a PAL gets verifies with the
 /// TCC key as its certifier, says it is simulated, and names the PAL and the data.
-pub fn pal_seal_and_attest(svm: &Svm) -> TestResult {
+pub fn pal_seal_and_attest(svm: &Svm, tcc: &Tcc) -> TestResult {
     let code = program::pal_sealer();
     let image = &pal_image(code);
     // The same code with one more (unreachable) byte: another identity.
     let other = &pal_image(&[code, &[0x90]].concat());
     let data = [0x42u8; 32];
     let secret = b"the group key K and this replica's id";
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let exec = |handle: u64, input: u64, len: u64, out: u64, out_len: u64| {
         [EXECUTE, handle, input, len, out, 1040, out_len]
     };
@@ -747,9 +748,9 @@ pub(super) fn tcc_key(svm: &Svm, pals: &mut Pals<'_>) -> Result<[u8; 65], String
 }
 
 /// Registers the sum PAL in a registry of its own (and unregisters it); its identity.
-pub(super) fn register_sum_pal(svm: &Svm) -> Result<[u8; 32], String> {
+pub(super) fn register_sum_pal(svm: &Svm, tcc: &Tcc) -> Result<[u8; 32], String> {
     let image = &pal_image(program::pal_sum());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls =
         [[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0], [UNREGISTER, PREV, 0, 0, 0, 0, 0]];
     let (replies, _) = run_script(svm, &mut pals, &[(IMAGE_A, image)], &calls)?;
@@ -761,9 +762,9 @@ pub(super) fn register_sum_pal(svm: &Svm) -> Result<[u8; 32], String> {
 /// nothing: input in its code, too long an input, too small an output, a blob that is not
 /// one, data in its page tables, output running off its output region or into its code, an
 /// output pointer that wraps.
-pub fn pal_service_abuse_refused(svm: &Svm) -> TestResult {
+pub fn pal_service_abuse_refused(svm: &Svm, tcc: &Tcc) -> TestResult {
     let image = &pal_image(program::pal_abuse());
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
         [EXECUTE, PREV, INPUT, 0, OUTPUT, 1024, OUT_LEN],
@@ -793,11 +794,12 @@ pub fn pal_service_abuse_refused(svm: &Svm) -> TestResult {
 /// entry of `ops` (0 reads counter 0, 1 increments it); the values it saw.
 pub(super) fn tpm_counter_runs(
     svm: &Svm,
+    tcc: &Tcc,
     image: &[u8],
     name: u8,
     ops: &[u8],
 ) -> Result<Vec<u64>, String> {
-    let mut pals = Pals::with_tcc(svm, crate::pal::Tcc::Tpm);
+    let mut pals = Pals::with_counters(svm, tcc, crate::pal::CounterStore::Tpm);
     let mut calls = Vec::from([[REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0]]);
     // Each input: the operation, then the counter's name.
     let inputs: Vec<Vec<u8>> = ops.iter().map(|&op| [&[op][..], &[name; 32]].concat()).collect();
@@ -831,10 +833,10 @@ pub(super) fn counter_images() -> (Vec<u8>, Vec<u8>) {
 
 /// Runs the sealer PAL once on `op` (0 seal, 1 unseal) and `data`: the service's status and
 /// the bytes it produced.
-pub(super) fn sealer(svm: &Svm, op: u8, data: &[u8]) -> Result<(u64, Vec<u8>), String> {
+pub(super) fn sealer(svm: &Svm, tcc: &Tcc, op: u8, data: &[u8]) -> Result<(u64, Vec<u8>), String> {
     let image = &pal_image(program::pal_sealer());
     let input = [&[op][..], data].concat();
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
         [EXECUTE, PREV, INPUT, input.len() as u64, OUTPUT, 1040, OUT_LEN],
@@ -857,12 +859,12 @@ pub(super) fn sealer(svm: &Svm, op: u8, data: &[u8]) -> Result<(u64, Vec<u8>), S
 /// (`BadArgument`) and a digest in the PAL's code is `BadPointer`. Registered again, the PAL
 /// starts from fresh uPCRs (they live as long as a registration), and the same extension
 /// gives the same value.
-pub fn pal_upcrs(svm: &Svm) -> TestResult {
+pub fn pal_upcrs(svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_proto::utpm::extended;
     let image = &pal_image(program::pal_upcr());
     let identity = Digest::of(image).0;
     let digest = Digest::of(b"vpr upcr self-test").0;
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let exec = |out: u64| [EXECUTE, PREV, INPUT, 32, out, 104, OUT_LEN];
     let calls = [
         [REGISTER, IMAGE_A, len(image), RESULT, 0, 0, 0],
@@ -906,10 +908,10 @@ pub fn pal_upcrs(svm: &Svm) -> TestResult {
 /// verifier's key without `allow_simulated`, for the PAL and its data. Before the guest's
 /// `activate` of the verifier's credential (module 2) succeeded, `certify` is `Refused`; a
 /// second certificate is `Refused`, and a pointer outside the guest `BadPointer`.
-pub fn certified_tcc_key(svm: &Svm) -> TestResult {
+pub fn certified_tcc_key(svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_proto::crypto::KeyPair;
     use vpr_proto::msg::Attestation;
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let key = tcc_key(svm, &mut pals)?;
     let mut secret = [0u8; 32];
     crate::cpu::random(&mut secret).map_err(|s| format!("random: {s}"))?;
@@ -932,7 +934,7 @@ pub fn certified_tcc_key(svm: &Svm) -> TestResult {
     // The evidence a PAL now gets (the sealer PAL's `Attest`, op 2).
     let image = &pal_image(program::pal_sealer());
     let data = [0x42u8; 32];
-    let (status, bytes) = sealer(svm, 2, &data)?;
+    let (status, bytes) = sealer(svm, tcc, 2, &data)?;
     let service: Option<&[u8; vpr_proto::attest::SERVICE_LEN]> = bytes.as_slice().try_into().ok();
     let evidence = service
         .filter(|_| status == Status::Ok.as_u64())

@@ -20,6 +20,7 @@ use crate::guest::DATA;
 use crate::mem;
 use crate::pal::Pals;
 use crate::svm::Svm;
+use crate::tcc::Tcc;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -189,8 +190,8 @@ fn digest(svm: &Svm, pals: &mut Pals<'_>, handle: u64) -> Result<Digest, String>
 
 /// The image registers, measures as the SHA-256 of the file, says what it is, and its
 /// address space is what the plan says: W^X everywhere, nothing mapped beyond its regions.
-pub fn sql_pal_registers(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn sql_pal_registers(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let (handle, ticks) = register(svm, &mut pals)?;
     let pages = pals.audit(handle)?;
     // From the other side: no page of a guest that drives the PAL reaches the PAL's frames or
@@ -237,8 +238,8 @@ pub fn sql_pal_registers(svm: &Svm) -> TestResult {
 
 /// SQL through the PAL: typed values in and out bit for bit, joins, aggregates, recursive
 /// CTEs, REAL formatting, and errors with SQLite's extended codes that change nothing.
-pub fn sql_pal_statements(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn sql_pal_statements(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let (handle, _) = register(svm, &mut pals)?;
     let values = [
         Value::Null,
@@ -309,8 +310,8 @@ pub fn sql_pal_statements(svm: &Svm) -> TestResult {
 /// A primary PAL's updates, applied by a backup PAL (another registration of the same
 /// image, with memory of its own), keep the two database files identical; tampered and
 /// malformed updates are refused and change nothing.
-pub fn sql_pal_replicates(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn sql_pal_replicates(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let (primary, _) = register(svm, &mut pals)?;
     let (backup, _) = register(svm, &mut pals)?;
     let writes = [
@@ -367,8 +368,8 @@ pub fn sql_pal_replicates(svm: &Svm) -> TestResult {
 /// Hostile input to the PAL: garbage, truncated commands and lies about lengths are
 /// refused by the PAL, which keeps running; an output buffer below the minimum is
 /// `TooLarge`; the PAL's random and counter services answer through it.
-pub fn sql_pal_bad_input(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn sql_pal_bad_input(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let (handle, _) = register(svm, &mut pals)?;
     let good = sql("SELECT 1").encode();
     let mut lying = good.clone();
@@ -414,8 +415,8 @@ pub fn sql_pal_bad_input(svm: &Svm) -> TestResult {
 /// blobs, a write returning big rows. Each is an SQL error (the result budget, here the
 /// output capacity, or SQLite's own heap running out), not a crashed PAL; the write is
 /// rolled back; the database is unchanged and the next request is served.
-pub fn sql_pal_huge_results(svm: &Svm) -> TestResult {
-    let mut pals = Pals::new(svm);
+pub fn sql_pal_huge_results(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let mut pals = Pals::new(svm, tcc);
     let (handle, _) = register(svm, &mut pals)?;
     let setup = [sql("CREATE TABLE big (k INTEGER PRIMARY KEY);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40)
@@ -463,9 +464,9 @@ pub fn sql_pal_huge_results(svm: &Svm) -> TestResult {
 
 /// The cost of PAL executions under the hypervisor: an empty input (the world switch, the
 /// PAL's entry and its refusal), a point query and a one-row insert, each the mean of many.
-pub fn sql_pal_cost(svm: &Svm) -> TestResult {
+pub fn sql_pal_cost(svm: &Svm, tcc: &Tcc) -> TestResult {
     const RUNS: usize = 40;
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let (handle, _) = register(svm, &mut pals)?;
     let setup = [sql("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT);
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
@@ -507,12 +508,12 @@ pub fn sql_pal_cost(svm: &Svm) -> TestResult {
 /// the bare service's are refused, naming the test image, while a Manager command reaches the
 /// Manager's code (`Status` before `Start`: no Manager runs). It is another identity than the
 /// test image's.
-pub fn production_pal_serves_the_manager_only(svm: &Svm) -> TestResult {
+pub fn production_pal_serves_the_manager_only(svm: &Svm, tcc: &Tcc) -> TestResult {
     let production = mem::module(1).ok_or("no production PAL image: boot with it as module 1")?;
     if Digest::of(production) == Digest::of(image()?) {
         return Err(String::from("the production and test PAL images are the same file"));
     }
-    let mut pals = Pals::new(svm);
+    let mut pals = Pals::new(svm, tcc);
     let (handle, _) = register_image(svm, &mut pals, production)?;
     let bare =
         [sql("CREATE TABLE t(x)"), Command::Digest, Command::Info, Command::Random { len: 8 }];

@@ -4,7 +4,8 @@
 use super::TestResult;
 use crate::mem;
 use crate::svm::Svm;
-use crate::tpm::{KEY_PCR, LAUNCH_PCR, PAL_PCR, TPM};
+use crate::tcc::Tcc;
+use crate::tpm::{MachineTpm, KEY_PCR, LAUNCH_PCR, PAL_PCR};
 use alloc::format;
 use alloc::string::String;
 use vpr_hypervisor::tpm::{command, extended, TpmError, EK_CERT_RSA_INDEX};
@@ -12,13 +13,13 @@ use vpr_proto::Digest;
 
 /// The TPM, or why the test cannot run.
 fn with_tpm<T>(
-    f: impl FnOnce(&mut vpr_hypervisor::tpm::Tpm<crate::tpm::TisWindow>) -> Result<T, String>,
+    tcc: &Tcc,
+    f: impl FnOnce(&mut MachineTpm) -> Result<T, String>,
 ) -> Result<T, String> {
-    let mut tpm = TPM.lock();
-    let tpm = tpm.as_mut().ok_or_else(|| {
+    let mut state = tcc.tpm().map_err(|_| {
         String::from("no TPM found at boot (`cargo xtask qemu-test` attaches swtpm)")
     })?;
-    f(tpm)
+    f(&mut state.tpm)
 }
 
 fn err(e: TpmError) -> String {
@@ -26,10 +27,10 @@ fn err(e: TpmError) -> String {
 }
 
 /// PCR 17 holds exactly one extend, from all ones, of the hypervisor's measurement.
-pub fn tpm_measured_launch(_svm: &Svm) -> TestResult {
+pub fn tpm_measured_launch(_svm: &Svm, tcc: &Tcc) -> TestResult {
     let measurement = mem::image_measurement().0;
     let expected = extended(&[0xFF; 32], &measurement);
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         let pcr17 = tpm.pcr_read(0, LAUNCH_PCR).map_err(err)?;
         if pcr17 != expected {
             return Err(format!("PCR 17 is {}, expected {}", Digest(pcr17), Digest(expected)));
@@ -40,8 +41,8 @@ pub fn tpm_measured_launch(_svm: &Svm) -> TestResult {
 
 /// An extend of PCR 17 from locality 0 (where a guest's software would stand) is refused by
 /// the TPM (TPM_RC_LOCALITY) and changes nothing.
-pub fn tpm_refuses_launch_pcr_from_locality_0(_svm: &Svm) -> TestResult {
-    with_tpm(|tpm| {
+pub fn tpm_refuses_launch_pcr_from_locality_0(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    with_tpm(tcc, |tpm| {
         let before = tpm.pcr_read(0, LAUNCH_PCR).map_err(err)?;
         match tpm.pcr_extend(0, LAUNCH_PCR, &[0x5A; 32]) {
             Err(TpmError::Tpm(rc)) if rc.0 == 0x907 => {}
@@ -56,8 +57,8 @@ pub fn tpm_refuses_launch_pcr_from_locality_0(_svm: &Svm) -> TestResult {
 
 /// Random bytes from the TPM differ between two calls; an extend of the debug PCR (16,
 /// resettable, any locality) reads back as SHA-256(old || digest).
-pub fn tpm_random_and_pcr_extend(_svm: &Svm) -> TestResult {
-    with_tpm(|tpm| {
+pub fn tpm_random_and_pcr_extend(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    with_tpm(tcc, |tpm| {
         let a = tpm.get_random(0, 32).map_err(err)?;
         let b = tpm.get_random(0, 32).map_err(err)?;
         if a.len() != 32 || a == b || a.iter().all(|&x| x == 0) {
@@ -75,9 +76,9 @@ pub fn tpm_random_and_pcr_extend(_svm: &Svm) -> TestResult {
 }
 
 /// The cost of TPM commands through the TIS under QEMU and swtpm (medians of 15).
-pub fn tpm_cost(_svm: &Svm) -> TestResult {
+pub fn tpm_cost(_svm: &Svm, tcc: &Tcc) -> TestResult {
     const RUNS: usize = 15;
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         let random = crate::tsc::median(RUNS, || tpm.get_random(0, 32).map(drop).map_err(err))?;
         let read = crate::tsc::median(RUNS, || tpm.pcr_read(0, 16).map(drop).map_err(err))?;
         let extend = crate::tsc::median(RUNS, || tpm.pcr_extend(0, 16, &[7; 32]).map_err(err))?;
@@ -91,16 +92,16 @@ pub fn tpm_cost(_svm: &Svm) -> TestResult {
     let identity = Digest::of(b"vpr tpm cost counter").0;
     let counter = vpr_proto::hypercall::pal::counter_id(&identity, &[3; 32]);
     let read = crate::tsc::median(RUNS, || {
-        crate::tpm::counter_read(&counter).map(drop).map_err(|s| format!("{s}"))
+        tcc.counter_read(&counter).map(drop).map_err(|s| format!("{s}"))
     })?;
     let increment = crate::tsc::median(RUNS, || {
-        crate::tpm::counter_increment(&counter).map(drop).map_err(|s| format!("{s}"))
+        tcc.counter_increment(&counter).map(drop).map_err(|s| format!("{s}"))
     })?;
     log::info!(
         "hv: TPM-kept counter TSC ticks (median of {RUNS}): read {read}, increment {increment}"
     );
     let [seal, unseal, attest, quote] =
-        crate::pal::key_operation_ticks(RUNS).map_err(|s| format!("keys: {s}"))?;
+        crate::pal::key_operation_ticks(tcc, RUNS).map_err(|s| format!("keys: {s}"))?;
     log::info!(
         "hv: PAL service TSC ticks (median of {RUNS}, keys from the TPM-held master secret): \
          seal 64 bytes {seal}, unseal {unseal}, attest {attest}, uTPM quote {quote}"
@@ -109,10 +110,10 @@ pub fn tpm_cost(_svm: &Svm) -> TestResult {
 }
 
 /// Registering a PAL extends PCR 18 with its identity, from locality 2.
-pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
-    let before = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
-    let identity = super::pal::register_sum_pal(svm)?;
-    let after = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+pub fn tpm_measures_registered_pals(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let before = with_tpm(tcc, |tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    let identity = super::pal::register_sum_pal(svm, tcc)?;
+    let after = with_tpm(tcc, |tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
     if after != extended(&before, &identity) {
         return Err(format!(
             "PCR 18 went from {} to {}, expected the extend of {}",
@@ -124,10 +125,10 @@ pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
     // Registered again (a loop of register and unregister must not grow PCR 18's log without
     // end): in the log already, so PCR 18 stays.
     for _ in 0..3 {
-        super::pal::register_sum_pal(svm)?;
+        super::pal::register_sum_pal(svm, tcc)?;
     }
-    let again = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
-    if again != after || crate::tpm::pal_log().iter().filter(|id| **id == identity).count() != 1 {
+    let again = with_tpm(tcc, |tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+    if again != after || tcc.pal_log().iter().filter(|id| **id == identity).count() != 1 {
         return Err(String::from("registering the same PAL again extended PCR 18 again"));
     }
     Ok(())
@@ -136,9 +137,10 @@ pub fn tpm_measures_registered_pals(svm: &Svm) -> TestResult {
 /// The TPM holds a manufacturer's certificate for its endorsement key: a DER SEQUENCE whose
 /// length header covers exactly the bytes read. (`qemu-test` checks it is the certificate
 /// the TPM was made with and that it chains to the local CA.)
-pub fn tpm_ek_certificate(_svm: &Svm) -> TestResult {
-    let cert =
-        with_tpm(|tpm| tpm.nv_read_all(0, vpr_hypervisor::tpm::EK_CERT_RSA_INDEX).map_err(err))?;
+pub fn tpm_ek_certificate(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    let cert = with_tpm(tcc, |tpm| {
+        tpm.nv_read_all(0, vpr_hypervisor::tpm::EK_CERT_RSA_INDEX).map_err(err)
+    })?;
     // DER (X.690 §8.1.3): 0x30, then a long-form length of one or two bytes for a certificate.
     let declared = match cert.get(..4) {
         Some([0x30, 0x81, n, _]) => usize::from(*n) + 3,
@@ -153,8 +155,8 @@ pub fn tpm_ek_certificate(_svm: &Svm) -> TestResult {
 
 /// After a reboot, before any PAL is registered, PCR 18 holds its reset value (all ones, as
 /// the dynamic-launch PCRs 17-22 start): nothing of the previous boot's PALs is left.
-pub fn tpm_pal_pcr_reset(_svm: &Svm) -> TestResult {
-    let pcr18 = with_tpm(|tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
+pub fn tpm_pal_pcr_reset(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    let pcr18 = with_tpm(tcc, |tpm| tpm.pcr_read(0, PAL_PCR).map_err(err))?;
     if pcr18 != [0xFF; 32] {
         return Err(format!("PCR 18 is {} before any registration", Digest(pcr18)));
     }
@@ -164,12 +166,12 @@ pub fn tpm_pal_pcr_reset(_svm: &Svm) -> TestResult {
 /// Counters kept in the TPM (first boot, on a fresh TPM): a PAL's counter 0 starts at 0,
 /// increments to 1 and 2, and is still 2 after the PAL is unregistered and registered again
 /// in another registry; another image's counter 0 is its own. The second boot reads it again.
-pub fn tpm_counters(svm: &Svm) -> TestResult {
+pub fn tpm_counters(svm: &Svm, tcc: &Tcc) -> TestResult {
     let (image, other) = super::pal::counter_images();
-    let first = super::pal::tpm_counter_runs(svm, &image, 0, &[0, 1, 1, 0])?;
-    let again = super::pal::tpm_counter_runs(svm, &image, 0, &[0])?;
-    let named = super::pal::tpm_counter_runs(svm, &image, 7, &[0, 1])?;
-    let theirs = super::pal::tpm_counter_runs(svm, &other, 0, &[0, 1])?;
+    let first = super::pal::tpm_counter_runs(svm, tcc, &image, 0, &[0, 1, 1, 0])?;
+    let again = super::pal::tpm_counter_runs(svm, tcc, &image, 0, &[0])?;
+    let named = super::pal::tpm_counter_runs(svm, tcc, &image, 7, &[0, 1])?;
+    let theirs = super::pal::tpm_counter_runs(svm, tcc, &other, 0, &[0, 1])?;
     if first != [0, 1, 2, 2] || again != [2] || named != [0, 1] || theirs != [0, 1] {
         return Err(format!(
             "counters: {first:?}, then {again:?}; another name's {named:?}; another image's \
@@ -182,21 +184,21 @@ pub fn tpm_counters(svm: &Svm) -> TestResult {
 /// The TPM's owner (whose password is empty, as on most machines) can neither read nor
 /// write the counters' pages: the TPM answers TPM_RC_NV_AUTHORIZATION (0x149), and the
 /// counter keeps its value.
-pub fn tpm_counter_pages_refuse_the_owner(_svm: &Svm) -> TestResult {
+pub fn tpm_counter_pages_refuse_the_owner(_svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_hypervisor::tpm::counters::{PAGE_BASE, PAGE_LEN};
     let err = |s: vpr_proto::hypercall::Status| format!("{s}");
     let mut ours = [0u8; 32];
     crate::cpu::random(&mut ours).map_err(err)?;
-    let counted = crate::tpm::counter_increment(&ours).map_err(err)?;
+    let counted = tcc.counter_increment(&ours).map_err(err)?;
     let refused = |what: &str, result: Result<(), TpmError>| match result {
         Err(TpmError::Tpm(rc)) if rc.0 == 0x149 => Ok(()),
         other => Err(format!("the owner's {what} of counter page 0: {other:?}")),
     };
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         refused("write", tpm.nv_write(0, PAGE_BASE, 8 + 32, &[0; 8]))?;
         refused("read", tpm.nv_read(0, PAGE_BASE, 0, PAGE_LEN).map(drop))
     })?;
-    let after = crate::tpm::counter_read(&ours).map_err(err)?;
+    let after = tcc.counter_read(&ours).map_err(err)?;
     if (counted, after) != (1, 1) {
         return Err(format!("counter: incremented to {counted}, then read {after}"));
     }
@@ -204,11 +206,11 @@ pub fn tpm_counter_pages_refuse_the_owner(_svm: &Svm) -> TestResult {
 }
 
 /// After the reboot the TPM-kept counter is where the first boot left it (2), and goes on.
-pub fn tpm_counters_after_reboot(svm: &Svm) -> TestResult {
+pub fn tpm_counters_after_reboot(svm: &Svm, tcc: &Tcc) -> TestResult {
     let (image, other) = super::pal::counter_images();
-    let values = super::pal::tpm_counter_runs(svm, &image, 0, &[0, 1])?;
-    let named = super::pal::tpm_counter_runs(svm, &image, 7, &[0])?;
-    let theirs = super::pal::tpm_counter_runs(svm, &other, 0, &[0])?;
+    let values = super::pal::tpm_counter_runs(svm, tcc, &image, 0, &[0, 1])?;
+    let named = super::pal::tpm_counter_runs(svm, tcc, &image, 7, &[0])?;
+    let theirs = super::pal::tpm_counter_runs(svm, tcc, &other, 0, &[0])?;
     if values != [2, 3] || named != [1] || theirs != [1] {
         return Err(format!(
             "after the reboot: {values:?}; another name's {named:?}; another image's {theirs:?}"
@@ -222,8 +224,8 @@ const FOR_NEXT_BOOT: &[u8] = b"sealed in boot 1, for boot 2";
 
 /// Seals a secret with the sealer PAL and logs the blob, which `qemu-test` hands to the second
 /// boot as module 1 (as a guest would keep it on its disk).
-pub fn tpm_seal_for_next_boot(svm: &Svm) -> TestResult {
-    let (status, blob) = super::pal::sealer(svm, 0, FOR_NEXT_BOOT)?;
+pub fn tpm_seal_for_next_boot(svm: &Svm, tcc: &Tcc) -> TestResult {
+    let (status, blob) = super::pal::sealer(svm, tcc, 0, FOR_NEXT_BOOT)?;
     if status != 0 || blob.len() != FOR_NEXT_BOOT.len() + 28 {
         return Err(format!("seal: status {status:#x}, {} bytes", blob.len()));
     }
@@ -233,15 +235,15 @@ pub fn tpm_seal_for_next_boot(svm: &Svm) -> TestResult {
 
 /// The blob the first boot sealed (module 1) opens for the same PAL after the reboot, and
 /// with one bit changed it does not.
-pub fn tpm_unseal_after_reboot(svm: &Svm) -> TestResult {
+pub fn tpm_unseal_after_reboot(svm: &Svm, tcc: &Tcc) -> TestResult {
     let blob = mem::module(1).ok_or("no module 1: the first boot's sealed blob")?;
-    let (status, opened) = super::pal::sealer(svm, 1, blob)?;
+    let (status, opened) = super::pal::sealer(svm, tcc, 1, blob)?;
     if status != 0 || opened != FOR_NEXT_BOOT {
         return Err(format!("unseal after reboot: status {status:#x}, {opened:x?}"));
     }
     let mut tampered = blob.to_vec();
     tampered[20] ^= 1;
-    let (status, _) = super::pal::sealer(svm, 1, &tampered)?;
+    let (status, _) = super::pal::sealer(svm, tcc, 1, &tampered)?;
     if status != vpr_proto::hypercall::Status::Refused.as_u64() {
         return Err(format!("a tampered blob: status {status:#x}"));
     }
@@ -252,9 +254,9 @@ pub fn tpm_unseal_after_reboot(svm: &Svm) -> TestResult {
 /// access): the TPM refuses it at locality 0, the owner's reads and writes, and, once PCR 17
 /// no longer holds this hypervisor's launch value (another image, or anything extended after
 /// it), every read: a policy failure. Last test of the boot: PCR 17 stays changed.
-pub fn tpm_master_secret_needs_pcr17(_svm: &Svm) -> TestResult {
+pub fn tpm_master_secret_needs_pcr17(_svm: &Svm, tcc: &Tcc) -> TestResult {
     use crate::tpm::{LAUNCH_LOCALITY, MASTER_NV_INDEX};
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         // Its index: this launch's policy, no owner access.
         let index = tpm.bound_secret_index(LAUNCH_LOCALITY, MASTER_NV_INDEX, LAUNCH_PCR);
         if index != Ok(vpr_hypervisor::tpm::BoundIndex::Bound { written: true }) {
@@ -285,10 +287,10 @@ pub fn tpm_master_secret_needs_pcr17(_svm: &Svm) -> TestResult {
 /// on every boot of this TPM) quotes PCRs 17 and 18 with a nonce; the quote names the nonce
 /// and the two PCRs, its PCR digest is SHA-256(PCR 17 || PCR 18) as read, and its signature
 /// verifies with the key's public point (and not once the quote is changed).
-pub fn tpm_quote(_svm: &Svm) -> TestResult {
+pub fn tpm_quote(_svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_hypervisor::tpm::command::parse_tpms_attest_quote;
     use vpr_hypervisor::tpm::quote_verifies;
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         let (key, x, y) = tpm.create_attestation_key(0).map_err(err)?;
         let nonce = Digest::of(b"vpr self-test quote nonce").0;
         let start = crate::tsc::read();
@@ -339,10 +341,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// PCR 19 holds exactly one extend, from all ones, of the SHA-256 of the TCC key (made at
 /// boot): a TPM quote of it names the key the uTPM signs with. Locality 0 cannot extend it.
-pub fn tpm_tcc_key_bound(_svm: &Svm) -> TestResult {
-    let key = crate::pal::tcc_key().map_err(|s| format!("TCC key: {s}"))?;
+pub fn tpm_tcc_key_bound(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    let key = tcc.public_key().map_err(|s| format!("TCC key: {s}"))?;
     let expected = extended(&[0xFF; 32], &Digest::of(&key).0);
-    with_tpm(|tpm| {
+    with_tpm(tcc, |tpm| {
         let pcr19 = tpm.pcr_read(0, KEY_PCR).map_err(err)?;
         if pcr19 != expected {
             return Err(format!("PCR 19 is {}, expected {}", Digest(pcr19), Digest(expected)));
@@ -358,8 +360,8 @@ pub fn tpm_tcc_key_bound(_svm: &Svm) -> TestResult {
 /// certified (its modulus is in the EK certificate); the attestation key's public area is
 /// logged, for the verifier's credential (`qemu-test` makes it from this line and the EK
 /// certificate, and the second boot activates it).
-pub fn tpm_endorsement_and_attestation_keys(_svm: &Svm) -> TestResult {
-    with_tpm(|tpm| {
+pub fn tpm_endorsement_and_attestation_keys(_svm: &Svm, tcc: &Tcc) -> TestResult {
+    with_tpm(tcc, |tpm| {
         let cert = tpm.nv_read_all(0, EK_CERT_RSA_INDEX).map_err(err)?;
         let (ek, modulus) = tpm.create_endorsement_key(0).map_err(err)?;
         let _ = tpm.flush(0, ek);
@@ -382,12 +384,11 @@ pub fn tpm_endorsement_and_attestation_keys(_svm: &Svm) -> TestResult {
 /// `TPM2B_ENCRYPTED_SECRET`) for the EK certificate's key and the attestation key's name
 /// opens on this TPM (TPM2_ActivateCredential; the secret is logged for `qemu-test` to
 /// compare), and with one bit changed it does not (TPM_RC_INTEGRITY).
-pub fn tpm_activate_credential(_svm: &Svm) -> TestResult {
+pub fn tpm_activate_credential(_svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_proto::hypercall::Status;
     let module = mem::module(2).ok_or("no module 2: the verifier's credential")?;
     let start = crate::tsc::read();
-    let credential =
-        crate::tpm::activate(module).map_err(|s| format!("activating the credential: {s}"))?;
+    let credential = tcc.activate(module).map_err(|s| format!("activating the credential: {s}"))?;
     let ticks = crate::tsc::read() - start;
     // One bit changed in the credential blob's last byte (the first TPM2B).
     let blob_end = module.get(..2).map_or(0, |n| 2 + usize::from(u16::from_be_bytes([n[0], n[1]])));
@@ -395,7 +396,7 @@ pub fn tpm_activate_credential(_svm: &Svm) -> TestResult {
     if let Some(byte) = tampered.get_mut(blob_end.saturating_sub(1)) {
         *byte ^= 1;
     }
-    match crate::tpm::activate(&tampered) {
+    match tcc.activate(&tampered) {
         Err(Status::Refused) => {}
         other => return Err(format!("a tampered credential: {other:?}")),
     }
@@ -429,12 +430,12 @@ pub const EVIDENCE_DATA: &[u8] = b"vpr verify: data the caller chose";
 /// SHA-256 of [`EVIDENCE_DATA`], which verifies with the TCC key; then the attestation key
 /// quotes PCRs 17 (the hypervisor), 18 (its PALs) and 19 (the TCC key) over the same nonce
 /// (the `evidence` hypercall's parts). Both are logged for `qemu-test`.
-pub fn tpm_evidence(svm: &Svm) -> TestResult {
+pub fn tpm_evidence(svm: &Svm, tcc: &Tcc) -> TestResult {
     use vpr_proto::pal_io::{Command, Outcome};
     use vpr_proto::utpm::{self, Quote};
     let nonce = nonce_from_command_line()?;
     let data = Digest::of(EVIDENCE_DATA);
-    let mut pals = crate::pal::Pals::new(svm);
+    let mut pals = crate::pal::Pals::new(svm, tcc);
     let (handle, _) = super::sql::register(svm, &mut pals)?;
     let identity = Digest::of(super::sql::image()?).0;
     let command = Command::Quote { nonce: Digest(nonce), data, selection: 1 };
@@ -444,7 +445,7 @@ pub fn tpm_evidence(svm: &Svm) -> TestResult {
     let Some(Outcome::Quote { quote: pal_quote }) = outcomes.first() else {
         return Err(format!("quote: {outcomes:?}"));
     };
-    let key = crate::pal::tcc_key().map_err(|s| format!("TCC key: {s}"))?;
+    let key = tcc.public_key().map_err(|s| format!("TCC key: {s}"))?;
     let quote = Quote::from_bytes(pal_quote).map_err(|e| format!("uTPM quote: {e}"))?;
     let info = quote
         .verify(&key, &[utpm::extended(&[0; 32], &identity)])
@@ -455,7 +456,7 @@ pub fn tpm_evidence(svm: &Svm) -> TestResult {
         return Err(format!("uTPM quote says {info:?}"));
     }
     log::info!("hv: uTPM quote by the PAL: {ticks} TSC ticks (execute included)");
-    let parts = crate::tpm::evidence(&nonce, &key).map_err(|s| format!("evidence: {s}"))?;
+    let parts = tcc.evidence(&nonce).map_err(|s| format!("evidence: {s}"))?;
     log::info!(
         "hv: evidence: nonce={} pal_quote={} parts={}",
         hex(&nonce),
