@@ -33,15 +33,34 @@ struct Measurements {
     pal: String,
 }
 
-/// Builds the production images of the checkout at `root` and measures them.
-fn build_and_measure(root: &Path) -> Result<Measurements, String> {
+/// Builds the production images of the checkout at `root`, with cargo's home at `home`, and
+/// measures them.
+fn build_and_measure(root: &Path, home: &Path) -> Result<Measurements, String> {
     install::rust_target()?;
-    let image = qemu::build_image(root, qemu::Image::Production)?;
-    let pal = qemu::build_pal_image(root, qemu::Image::Production)?;
+    let image = qemu::build_image_in(root, qemu::Image::Production, home)?;
+    let pal = qemu::build_pal_image_in(root, qemu::Image::Production, home)?;
+    let folders = [home.to_path_buf(), root.to_path_buf()];
+    for file in [&image, &pal] {
+        let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        if let Some(folder) = build_folder_in(&bytes, &folders) {
+            return Err(format!(
+                "{} names the build machine's folder {folder}: a build elsewhere would not \
+                 measure the same",
+                file.display()
+            ));
+        }
+    }
     Ok(Measurements {
         hypervisor: expected(&image)?,
         hypervisor_file: file_digest(&image)?,
         pal: file_digest(&pal)?,
+    })
+}
+
+/// The first of `folders` (absolute paths of the build machine) that `image` names, if any.
+fn build_folder_in(image: &[u8], folders: &[std::path::PathBuf]) -> Option<String> {
+    folders.iter().map(|f| f.display().to_string()).find(|folder| {
+        folder.len() > 1 && image.windows(folder.len()).any(|w| w == folder.as_bytes())
     })
 }
 
@@ -68,7 +87,7 @@ pub fn run(root: &Path, again: bool) -> Result<(), String> {
              which would not have them; commit them first",
         ));
     }
-    let first = build_and_measure(root)?;
+    let first = build_and_measure(root, &qemu::cargo_home())?;
     if dirty {
         println!("(values of the working tree, which has uncommitted or untracked changes)");
     }
@@ -83,24 +102,32 @@ pub fn run(root: &Path, again: bool) -> Result<(), String> {
     if !again {
         return Ok(());
     }
-    // A fresh clone of HEAD in another folder, built with target directories of its own.
+    // A fresh clone of HEAD in another folder, built with target directories of its own and
+    // with cargo's home in yet another folder (its registry the same files, reached through a
+    // symbolic link: rustc sees the other path).
     let elsewhere = std::env::temp_dir().join(format!("vpr-measure-again-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&elsewhere);
+    let (clone, home) = (elsewhere.join("vpr"), elsewhere.join("cargo-home"));
+    std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+    let registry = qemu::cargo_home().join("registry");
+    std::os::unix::fs::symlink(&registry, home.join("registry"))
+        .map_err(|e| format!("linking {}: {e}", registry.display()))?;
     install::run(
-        Command::new("git").args(["clone", "--quiet", "--no-hardlinks"]).arg(root).arg(&elsewhere),
+        Command::new("git").args(["clone", "--quiet", "--no-hardlinks"]).arg(root).arg(&clone),
     )?;
-    let second = build_and_measure(&elsewhere);
+    let second = build_and_measure(&clone, &home);
     let _ = std::fs::remove_dir_all(&elsewhere);
     let second = second?;
     println!(
-        "again, in {}: {}",
-        elsewhere.display(),
+        "again, in {} with CARGO_HOME={}: {}",
+        clone.display(),
+        home.display(),
         if second == first { "identical" } else { "DIFFERENT" }
     );
     if second != first {
         return Err(format!(
             "two builds differ: {first:?} here, {second:?} in {}",
-            elsewhere.display()
+            clone.display()
         ));
     }
     Ok(())
@@ -120,6 +147,16 @@ fn dirty(root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_folder_named_in_an_image_is_found() {
+        let folders = [std::path::PathBuf::from("/home/u/.cargo"), "/src/vpr".into()];
+        let image = b"\0panicked at /cargo/registry/src/x/lib.rs\0";
+        assert_eq!(build_folder_in(image, &folders), None);
+        let leaked = b"\0/home/u/.cargo/registry/src/x/lib.rs\0";
+        assert_eq!(build_folder_in(leaked, &folders).as_deref(), Some("/home/u/.cargo"));
+        assert_eq!(build_folder_in(b"at /src/vpr/x.rs", &folders).as_deref(), Some("/src/vpr"));
+    }
 
     #[test]
     fn the_log_line_is_recognized_exactly() {

@@ -80,15 +80,23 @@ pub fn pal_image_path(root: &Path, image: Image) -> PathBuf {
 /// Builds the PAL image of `image`'s kind (a static executable for the host's x86-64, linked
 /// at the address the hypervisor's PAL ABI gives) and returns its path.
 pub fn build_pal_image(root: &Path, image: Image) -> Result<PathBuf, String> {
+    build_pal_image_in(root, image, &cargo_home())
+}
+
+/// [`build_pal_image`] with cargo's home at `home`.
+pub fn build_pal_image_in(root: &Path, image: Image, home: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
     let mut build = Command::new(cargo);
     build
         .current_dir(root)
+        .env("CARGO_HOME", home)
         .args(["build", "--locked", "--package", "vpr-pal-image", "--bin", "vpr-pal-image"])
         .args(["--profile", PROFILE, "--target-dir", image.pal_target_dir()]);
     if image == Image::Test {
         build.args(["--features", "bare"]);
     }
+    // The PAL builds for the host's target, for which .cargo/config.toml sets no flags.
+    build.args(["--config", &rustflags_config("build", &[remap_flag(home)])]);
     install::run(&mut build)?;
     Ok(pal_image_path(root, image))
 }
@@ -106,24 +114,80 @@ pub fn build_vpr(root: &Path) -> Result<PathBuf, String> {
     Ok(root.join("target/debug/vpr"))
 }
 
+/// Where cargo keeps the registry's sources: `$CARGO_HOME`, else `~/.cargo`.
+pub fn cargo_home() -> PathBuf {
+    match std::env::var_os("CARGO_HOME") {
+        Some(home) if !home.is_empty() => PathBuf::from(home),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"),
+    }
+}
+
+/// What cargo's home is called inside the images: the crates' source paths that panic
+/// messages carry name it instead of this machine's folder, so that a build elsewhere (another
+/// user, another `CARGO_HOME`) is byte-identical. The checkout's own paths are relative
+/// already (cargo names a workspace member's files from its root), and the standard library's
+/// come precompiled as `/rustc/<commit>/`.
+pub const CARGO_HOME_IN_IMAGES: &str = "/cargo";
+
+/// The rustc flag that renames cargo's home `home` to [`CARGO_HOME_IN_IMAGES`].
+fn remap_flag(home: &Path) -> String {
+    format!("--remap-path-prefix={}={CARGO_HOME_IN_IMAGES}", home.display())
+}
+
+/// A `--config` value that adds `flags` to the rustflags of `table` (`build` or
+/// `target.<triple>`): cargo joins arrays of a `--config` with those of its config files.
+fn rustflags_config(table: &str, flags: &[String]) -> String {
+    let quoted: Vec<String> = flags.iter().map(|f| toml_string(f)).collect();
+    format!("{table}.rustflags=[{}]", quoted.join(", "))
+}
+
+/// `value` as a TOML basic string.
+fn toml_string(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Builds `image` and returns its path.
 pub fn build_image(root: &Path, image: Image) -> Result<PathBuf, String> {
+    build_image_in(root, image, &cargo_home())
+}
+
+/// [`build_image`] with cargo's home at `home`.
+pub fn build_image_in(root: &Path, image: Image, home: &Path) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
     let mut build = Command::new(cargo);
     build
         .current_dir(root)
+        .env("CARGO_HOME", home)
         .args(["build", "--locked", "--package", "vpr-hypervisor", "--bin", "vpr-hypervisor"])
         .args(["--target", IMAGE_TARGET, "--profile", PROFILE])
         .args(["--target-dir", image.target_dir()]);
     if image == Image::Test {
         build.args(["--features", "selftest"]);
     }
-    // RUSTFLAGS from the environment replace the `[target.x86_64-unknown-none]` flags of
-    // .cargo/config.toml, among them the static relocation model the image needs: keep it.
+    // Added to the `[target.x86_64-unknown-none]` flags of .cargo/config.toml.
+    build.args([
+        "--config",
+        &rustflags_config(&format!("target.{IMAGE_TARGET}"), &[remap_flag(home)]),
+    ]);
+    // RUSTFLAGS from the environment replace those flags, among them the static relocation
+    // model the image needs: keep it (and the remapping).
     for (var, separator) in [("CARGO_ENCODED_RUSTFLAGS", "\x1f"), ("RUSTFLAGS", " ")] {
         if let Ok(flags) = std::env::var(var) {
             if !flags.is_empty() {
-                let flags = format!("{flags}{separator}-C{separator}{STATIC_RELOCATIONS}");
+                let flags = format!(
+                    "{flags}{separator}-C{separator}{STATIC_RELOCATIONS}{separator}{}",
+                    remap_flag(home)
+                );
                 build.env(var, flags);
             }
         }
@@ -813,6 +877,16 @@ pub fn judge(code: Option<i32>, counts: Option<(u32, u32)>) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rustflags_are_added_as_one_toml_array() {
+        let flags = [String::from("--remap-path-prefix=/a \"b\\c=/cargo"), String::from("-Cx")];
+        assert_eq!(
+            rustflags_config("target.x86_64-unknown-none", &flags),
+            r#"target.x86_64-unknown-none.rustflags=["--remap-path-prefix=/a \"b\\c=/cargo", "-Cx"]"#
+        );
+        assert_eq!(toml_string("tab\there"), r#""tab\u0009here""#);
+    }
 
     #[test]
     fn summary_lines_are_recognized_exactly() {
