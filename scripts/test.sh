@@ -36,8 +36,8 @@ echo "== tests"
 # times. VPR_SIM_SEEDS=<n> runs n seeds per simulated scenario (16 scenarios; default 125).
 cargo test --locked --workspace "${not_host[@]}" -- --show-output
 echo "== fuzzing"
-# Every fuzz target for 20 s, two at a time (VPR_FUZZ_SECONDS=3600 for a longer sweep).
-VPR_FUZZ_SECONDS=${VPR_FUZZ_SECONDS:-20} scripts/fuzz.sh
+# Every fuzz target for 30 s, two at a time (VPR_FUZZ_SECONDS=3600 for a longer sweep).
+VPR_FUZZ_SECONDS=${VPR_FUZZ_SECONDS:-30} scripts/fuzz.sh
 echo "== hypervisor boot self-test (QEMU)"
 cargo xtask qemu-test
 echo "== Linux as the hypervisor's guest (QEMU)"
