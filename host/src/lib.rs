@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod enroll;
 pub mod evidence;
+pub mod files;
 pub mod launcher;
 pub mod machine;
 pub mod net;

@@ -128,7 +128,7 @@ pub fn run_replica<B: TccBackend>(
                     .send(&route[..], zmq::SNDMORE | zmq::DONTWAIT)
                     .and_then(|()| router.send(&bytes[..], zmq::DONTWAIT)),
                 Output::Persist(blob) => {
-                    write_atomically(sealed_file, blob).with_context(|| {
+                    crate::files::write_durably(sealed_file, blob).with_context(|| {
                         format!("storing sealed state in {}", sealed_file.display())
                     })?;
                     Ok(())
@@ -141,11 +141,4 @@ pub fn run_replica<B: TccBackend>(
     }
     tracing::info!(replica = id, "replica stopping");
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

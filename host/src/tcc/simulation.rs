@@ -47,7 +47,7 @@ impl Manufacturer {
             return Ok(Manufacturer { keys });
         }
         let m = Manufacturer::generate();
-        write_atomically(path, &m.keys.secret_bytes())?;
+        crate::files::write_durably(path, &m.keys.secret_bytes())?;
         Ok(m)
     }
 
@@ -87,7 +87,7 @@ impl SimulatedServices {
             Ok(m) if m.len() == COUNTERS_LEN as u64 || m.len() == 16 => {}
             Ok(_) => return Err(bad_data(&counters_path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                write_atomically(&counters_path, &[0; COUNTERS_LEN])?;
+                crate::files::write_durably(&counters_path, &[0; COUNTERS_LEN])?;
             }
             Err(e) => return Err(e),
         }
@@ -140,7 +140,7 @@ fn sealing_secret(dir: &Path) -> io::Result<[u8; 32]> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let mut secret = [0u8; 32];
             OsRng.fill_bytes(&mut secret);
-            write_atomically(&sealing_file, &secret)?;
+            crate::files::write_durably(&sealing_file, &secret)?;
             Ok(secret)
         }
         Err(e) => Err(e),
@@ -307,13 +307,4 @@ impl TccBackend for Simulation {
 
 fn bad_data(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{} is malformed", path.display()))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a killed process leaves
-/// either the old or the new contents. (No fsync: the simulation models process crashes, not
-/// power loss; a real TCC's counters live in the TPM.)
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
 }
