@@ -71,7 +71,16 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
     exe: PathBuf,
     log_filter: Option<String>,
+    /// Per replica: restarts by [`LocalCluster::restart_exited`] so far, and when the next
+    /// may happen.
+    backoff: Vec<(u32, Option<Instant>)>,
 }
+
+/// The first wait before an exited replica is started again; it doubles with each restart
+/// up to [`MAX_RESTART_DELAY`].
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between two restarts of one replica.
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
 
 impl LocalCluster {
     /// Writes the configuration and starts `n` replicas of the simulation backend.
@@ -126,6 +135,7 @@ impl LocalCluster {
             dir: dir.to_owned(),
             config,
             children: Vec::new(),
+            backoff: Vec::new(),
             exe: exe.to_owned(),
             log_filter: options.log_filter.clone(),
         };
@@ -221,14 +231,57 @@ impl LocalCluster {
             if let Some(c) = child {
                 if let Some(status) = c.try_wait()? {
                     let id = u16::try_from(id).unwrap_or(u16::MAX);
-                    let log = fs::read_to_string(self.dir.join(files::log(id))).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    bail!("replica {id} exited ({status}); its log ends:\n{}", tail.join("\n"));
+                    bail!("replica {id} exited ({status}); {}", self.log_tail(id));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The last lines of replica `id`'s log.
+    fn log_tail(&self, id: u16) -> String {
+        let log = fs::read_to_string(self.dir.join(files::log(id))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("its log ends:\n{}", tail.join("\n"))
+    }
+
+    /// Starts again every replica whose process exited (a crash, or a Manager that stopped
+    /// for good): from its data folder, so from its sealed state, as [`LocalCluster::restart`]
+    /// does. A replica that keeps exiting waits longer each time: 0.5 s after its first exit,
+    /// doubling up to 30 s. One line per replica exited (with its log's tail) or restarted.
+    pub fn restart_exited(&mut self) -> Result<Vec<String>> {
+        let mut said = Vec::new();
+        let now = Instant::now();
+        for index in 0..self.children.len() {
+            let id = u16::try_from(index).unwrap_or(u16::MAX);
+            if self.backoff.len() <= index {
+                self.backoff.resize(index + 1, (0, None));
+            }
+            if let Some(child) = &mut self.children[index] {
+                let Some(status) = child.try_wait()? else { continue };
+                self.children[index] = None;
+                let (restarts, _) = self.backoff[index];
+                let delay = FIRST_RESTART_DELAY
+                    .saturating_mul(1 << restarts.min(16))
+                    .min(MAX_RESTART_DELAY);
+                self.backoff[index].1 = Some(now + delay);
+                said.push(format!(
+                    "replica {id} exited ({status}); starting it again in {delay:?}; {}",
+                    self.log_tail(id)
+                ));
+                continue;
+            }
+            match self.backoff[index] {
+                (restarts, Some(at)) if now >= at => {
+                    self.children[index] = Some(self.spawn(id, true)?);
+                    self.backoff[index] = (restarts.saturating_add(1), None);
+                    said.push(format!("replica {id} started again (restart {})", restarts + 1));
+                }
+                _ => {}
+            }
+        }
+        Ok(said)
     }
 
     /// Kills replica `id` (a crash: no clean shut-down).

@@ -551,8 +551,10 @@ fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
     let config = cluster.wait_ready(Duration::from_secs(60))?;
     eprintln!("vpr: cluster ready; clients use {}", config.display());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Err(e) = cluster.check_children() {
-            eprintln!("vpr: {e:#}");
+        // A replica that exited is started again from its data folder (its sealed state).
+        match cluster.restart_exited() {
+            Ok(lines) => lines.iter().for_each(|line| eprintln!("vpr: {line}")),
+            Err(e) => eprintln!("vpr: restarting replicas: {e:#}"),
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use vpr_proto::msg::Message;
 
 use crate::config::ClusterConfig;
@@ -118,6 +118,17 @@ pub fn run_replica<B: TccBackend>(
         }
         outputs.extend(replica.flush(now()));
         outputs.extend(replica.tick(now()));
+        // A stopped Manager answers nothing again: the process ends (crash-only), so that
+        // whoever runs it restarts the replica from its sealed state.
+        if let Some(why) = replica.stopped() {
+            if let Some(path) = status_file {
+                crate::status::write(path, &replica.backend().status())?;
+            }
+            bail!(
+                "replica {id}: {why}. Start it again with the same data folder: it restarts \
+                 from its sealed state and catches up from the others"
+            );
+        }
         for output in outputs {
             let sent = match &output {
                 Output::Replica(r, bytes) => match peers.get(usize::from(*r)) {

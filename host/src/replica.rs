@@ -70,6 +70,8 @@ pub struct Replica<B: TccBackend> {
     max_in_flight: usize,
     /// Most updates kept for backups that have not acknowledged them.
     retained_updates: usize,
+    /// Why the Manager last refused a call.
+    last_refusal: Option<String>,
     ready: bool,
     started_at: Option<u64>,
     // Initialization.
@@ -144,6 +146,7 @@ impl<B: TccBackend> Replica<B> {
             max_batch: config.max_batch,
             max_in_flight: config.max_in_flight as usize,
             retained_updates: config.retained_updates,
+            last_refusal: None,
             ready: progress.ready,
             started_at: None,
             my_join: None,
@@ -183,6 +186,14 @@ impl<B: TccBackend> Replica<B> {
     /// The backend (for status).
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// Why the Manager stopped for good, if it did (its TCC failed after it changed what it
+    /// holds: it refuses every call until the replica restarts from its sealed state).
+    pub fn stopped(&self) -> Option<String> {
+        self.backend.progress().stopped.then(|| {
+            self.last_refusal.clone().unwrap_or_else(|| String::from("this Manager stopped"))
+        })
     }
 
     /// Whether the group is formed here.
@@ -853,7 +864,10 @@ impl<B: TccBackend> Replica<B> {
                     out.push(Output::Replica(replica, encode(Message::StateRequest(request))));
                     self.state_asked = (Some(now), replica);
                 }
-                Effect::Refused(why) => tracing::debug!(replica = self.id, %why, "refused"),
+                Effect::Refused(why) => {
+                    tracing::debug!(replica = self.id, %why, "refused");
+                    self.last_refusal = Some(why);
+                }
             }
         }
     }

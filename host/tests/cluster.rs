@@ -133,6 +133,35 @@ fn f_down_still_commits_and_f_plus_one_down_does_not() {
     }
 }
 
+/// A replica killed from outside (SIGKILL: no clean shut-down) is started again by the
+/// launcher, as `vpr cluster` does, from its data folder; it restarts from its sealed state,
+/// catches up, and the cluster converges on one database with the writes before and after.
+#[test]
+fn an_exited_replica_is_started_again_and_catches_up() {
+    let (_dir, mut cluster, config) = start(3);
+    let mut client = Client::connect(&config).expect("connect");
+    ok(client.execute("CREATE TABLE t(x)", Vec::new()).expect("create"));
+    let pid = cluster.pid(2).expect("replica 2 runs");
+    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    ok(client.execute("INSERT INTO t VALUES (1)", Vec::new()).expect("commits with 2 down"));
+    let mut said = Vec::new();
+    for _ in 0..200 {
+        said.extend(cluster.restart_exited().expect("restart"));
+        if cluster.is_running(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.is_running(2), "not started again: {said:?}");
+    assert!(said[0].starts_with("replica 2 exited"), "{said:?}");
+    assert!(said.iter().any(|l| l == "replica 2 started again (restart 1)"), "{said:?}");
+    assert_ne!(cluster.pid(2), Some(pid));
+    ok(client.execute("INSERT INTO t VALUES (2)", Vec::new()).expect("commits"));
+    let reports = converged(&cluster);
+    assert!(reports.iter().all(|r| r.committed >= 3), "{reports:?}");
+}
+
 /// A retransmitted request is executed once and answered with the same verified outcome; SQL
 /// errors come back as verified errors and change nothing.
 #[test]

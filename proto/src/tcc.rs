@@ -67,7 +67,8 @@
 //! `allow_simulated` (`bool`), `cluster` (32 bytes), `max_in_flight` (`u32`), `page_size`
 //! (`Option<u32>`), `max_sql_bytes` (`u32`), `max_vm_steps` (`Option<u64>`), `members`
 //! (`Vec` of 65-byte TCC keys, by replica id): 116 to 128 bytes and 65 a member. A [`Status`] is `ready` (`bool`), `view` (`u64`), `primary` (`u16`), `started`
-//! (`bool`), `committed` (`u64`), `needs_state` (`Option<u64>`), `digest` (32 bytes).
+//! (`bool`), `committed` (`u64`), `needs_state` (`Option<u64>`), `digest` (32 bytes),
+//! `stopped` (`bool`).
 //!
 //! # Limits
 //!
@@ -274,6 +275,9 @@ pub struct Status {
     pub needs_state: Option<u64>,
     /// SHA-256 of the database file.
     pub digest: Digest,
+    /// The Manager stopped for good (its TCC failed after it changed what it holds): it
+    /// refuses every call until the replica restarts from its sealed state.
+    pub stopped: bool,
 }
 
 /// Writes a `u32` count and each item with `put`.
@@ -553,6 +557,7 @@ impl Wire for Status {
             w.u64(at);
         });
         w.bytes(self.digest.as_bytes());
+        w.u8(u8::from(self.stopped));
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -564,12 +569,13 @@ impl Wire for Status {
             committed: r.u64()?,
             needs_state: get_maybe(r, "needs_state", |r| r.u64())?,
             digest: get_digest(r)?,
+            stopped: get_bool(r, "stopped")?,
         })
     }
 }
 
 /// Longest encoding of a [`Status`] (with `needs_state`).
-pub(crate) const MAX_STATUS_LEN: usize = 1 + 8 + 2 + 1 + 8 + 9 + 32;
+pub(crate) const MAX_STATUS_LEN: usize = 1 + 8 + 2 + 1 + 8 + 9 + 32 + 1;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -855,6 +861,7 @@ pub(crate) mod tests {
                 committed: 3,
                 needs_state: None,
                 digest: Digest::of(b"file"),
+                stopped: false,
             },
             Status {
                 ready: false,
@@ -864,6 +871,7 @@ pub(crate) mod tests {
                 committed: 0,
                 needs_state: Some(u64::MAX),
                 digest: Digest::default(),
+                stopped: true,
             },
         ]
     }
@@ -1021,7 +1029,7 @@ pub(crate) mod tests {
         bad[115] = 0xff; // max_vm_steps' tag
         assert_eq!(Group::from_bytes(&bad).map(drop), invalid("max_vm_steps", 0xff));
         let good = statuses()[1].to_bytes();
-        for (at, field) in [(0, "ready"), (11, "started"), (20, "needs_state")] {
+        for (at, field) in [(0, "ready"), (11, "started"), (20, "needs_state"), (61, "stopped")] {
             let mut bad = good.clone();
             bad[at] = 2;
             assert_eq!(Status::from_bytes(&bad).map(drop), invalid(field, 2));

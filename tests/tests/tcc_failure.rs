@@ -171,6 +171,7 @@ fn view_one_head(fault: bool) -> (Option<u64>, u64) {
         assert!(answer.iter().all(|e| matches!(e, Effect::Refused(_))), "{answer:?}");
         assert_eq!(m[1].committed(), 0);
         assert!(m[1].is_stopped(), "the Manager goes on after its TCC failed");
+        assert!(m[1].wire_status().stopped, "its status does not say it stopped");
         // Every later call is refused, saying why.
         let later = m[1].handle(Call::Heartbeat);
         assert!(

@@ -116,6 +116,7 @@ fn not_ready() -> vpr_proto::tcc::Status {
         committed: 0,
         needs_state: None,
         digest: Digest([0; 32]),
+        stopped: false,
     }
 }
 
@@ -143,6 +144,7 @@ impl TccBackend for HypervisorTcc {
             started: s.started,
             committed: s.committed,
             needs_state: s.needs_state,
+            stopped: s.stopped,
         }
     }
 

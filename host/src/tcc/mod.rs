@@ -42,6 +42,8 @@ pub struct Progress {
     pub committed: u64,
     /// The Manager needs a snapshot (restarted, or an old primary) from this update on.
     pub needs_state: Option<u64>,
+    /// The Manager stopped for good (its TCC failed after it changed what it holds).
+    pub stopped: bool,
 }
 
 /// A TCC running the PAL's Manager, as the host sees it: calls in, effects out.

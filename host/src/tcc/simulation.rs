@@ -278,6 +278,7 @@ impl TccBackend for Simulation {
             started: m.view_started(),
             committed: m.committed(),
             needs_state: m.needs_state(),
+            stopped: m.is_stopped(),
         }
     }
 

@@ -56,6 +56,7 @@ impl<T: Tcc> Manager<T> {
             committed: self.committed(),
             needs_state: self.needs_state(),
             digest: self.digest(),
+            stopped: self.is_stopped(),
         }
     }
 }
