@@ -16,6 +16,7 @@
 extern crate alloc;
 
 pub mod manager;
+pub mod merkle;
 pub mod service;
 pub mod tcc;
 

@@ -24,9 +24,12 @@
 //! running out of memory is `SQLITE_NOMEM`, never a crash.
 
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use sqlite_shim::{codes, Database, Error, OpenOptions, StatementResult, Undo, Value};
 use vpr_proto::digest::Digest;
+
+use crate::merkle::Tree;
 use vpr_proto::update::{PageWrite, StateUpdate};
 use vpr_proto::wire::DecodeError;
 
@@ -91,6 +94,8 @@ pub enum ApplyError {
 #[derive(Debug)]
 pub struct Service {
     db: Database,
+    /// The database digest's tree, brought up to date by [`Service::digest`].
+    tree: RefCell<Tree>,
 }
 
 impl Service {
@@ -104,7 +109,7 @@ impl Service {
             service_policy: true,
             ..OpenOptions::default()
         })?;
-        Ok(Service { db })
+        Ok(Service { db, tree: RefCell::new(Tree::default()) })
     }
 
     /// The result budget of one request, in bytes (see the module docs); `None` if
@@ -206,9 +211,17 @@ impl Service {
         self.apply(&update)
     }
 
-    /// SHA-256 of the database file: equal on replicas that applied the same updates.
+    /// The database file's digest (`merkle`: a Merkle root over its 4 KiB pieces, with its
+    /// length): equal on replicas that applied the same updates. It rehashes only what changed
+    /// since the last digest. Debug builds (the tests) check it against a digest of the whole
+    /// file computed from scratch.
     pub fn digest(&self) -> Digest {
-        self.db.with_file(Digest::of)
+        let digest = self.db.with_file_and_stale(|bytes, stale| {
+            let digest = self.tree.borrow_mut().digest(bytes, stale);
+            debug_assert_eq!(digest, crate::merkle::digest_of(bytes), "incremental digest");
+            digest
+        });
+        digest
     }
 
     /// Size of the database file in bytes.

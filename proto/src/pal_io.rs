@@ -225,7 +225,7 @@ pub enum Outcome {
     },
     /// Kind `0x82`: the update was applied; the file's digest now.
     Applied {
-        /// SHA-256 of the database file after the update.
+        /// The database digest after the update (`vpr_pal::merkle`: a Merkle root over the file).
         digest: Digest,
     },
     /// Kind `0x83`: the command was not run, or was taken back: the state is unchanged (a
@@ -236,7 +236,7 @@ pub enum Outcome {
     },
     /// Kind `0x84`: the database file's digest and size.
     Digest {
-        /// SHA-256 of the database file.
+        /// The database digest (`vpr_pal::merkle`: a Merkle root over the file).
         digest: Digest,
         /// Its size in bytes.
         file_size: u64,

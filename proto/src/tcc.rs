@@ -273,7 +273,7 @@ pub struct Status {
     pub committed: u64,
     /// The Manager needs a snapshot (restarted, or an old primary) from this update on.
     pub needs_state: Option<u64>,
-    /// SHA-256 of the database file.
+    /// The database digest (`vpr_pal::merkle`: a Merkle root over the file).
     pub digest: Digest,
     /// The Manager stopped for good (its TCC failed after it changed what it holds): it
     /// refuses every call until the replica restarts from its sealed state.

@@ -66,6 +66,20 @@ impl Default for OpenOptions {
     }
 }
 
+/// The unit of [`Stale`]: 4 KiB pieces of the database file (SQLite's default page size),
+/// whatever the database's page size.
+pub const DIGEST_CHUNK: u64 = 4096;
+
+/// What changed in the database file since [`Database::with_file_and_stale`] last looked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stale {
+    /// Anything may have (the set of changes could not grow).
+    All,
+    /// At most these [`DIGEST_CHUNK`]-sized pieces, ascending, all within the file (pieces
+    /// past its end went away with a cut).
+    Chunks(Vec<u32>),
+}
+
 /// Pages written to the main database file since the last capture, with their contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -542,8 +556,13 @@ impl Database {
         {
             let _guard = engine::lock()?;
             let mut file = self.file.lock();
+            let old_len = file.bytes.len();
             if !undo.revert(&mut file.bytes) {
                 return Err(Error::from_code(ffi::SQLITE_NOMEM));
+            }
+            file.mark_resized(old_len);
+            for (offset, len) in undo.ranges() {
+                file.mark_stale(offset, len);
             }
             let size = file.bytes.len() as u64;
             if let Some(u) = file.undo.as_mut() {
@@ -621,14 +640,17 @@ impl Database {
                 }
             }
         }
-        if size > file.bytes.len() {
-            let grow = size - file.bytes.len();
+        let old_len = file.bytes.len();
+        if size > old_len {
+            let grow = size - old_len;
             file.bytes.try_reserve_exact(grow).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
         }
         file.bytes.resize(size, 0);
+        file.mark_resized(old_len);
         for (index, data) in pages {
             let start = *index as usize * page_size as usize;
             file.bytes[start..start + data.len()].copy_from_slice(data);
+            file.mark_stale(start as u64, data.len() as u64);
         }
         Ok(())
     }
@@ -642,6 +664,22 @@ impl Database {
     pub fn with_file<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         let _guard = engine::lock();
         f(&self.file.lock().bytes)
+    }
+
+    /// Calls `f` with the database file's bytes and what changed in them since the last call
+    /// (for a digest kept up to date incrementally), and starts noting changes anew.
+    pub fn with_file_and_stale<R>(&self, f: impl FnOnce(&[u8], Stale) -> R) -> R {
+        let _guard = engine::lock();
+        let mut file = self.file.lock();
+        let chunks = (file.bytes.len() as u64).div_ceil(DIGEST_CHUNK);
+        let stale = if file.stale_all {
+            Stale::All
+        } else {
+            Stale::Chunks(file.stale.pages(DIGEST_CHUNK, chunks))
+        };
+        file.stale.clear();
+        file.stale_all = false;
+        f(&file.bytes, stale)
     }
 }
 

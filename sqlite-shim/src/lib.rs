@@ -29,7 +29,8 @@ mod value;
 mod vfs;
 
 pub use db::{
-    header_page_size, Changes, Database, OpenOptions, MAX_PAGE_SIZE, MIN_PAGE_SIZE, RESERVED_PREFIX,
+    header_page_size, Changes, Database, OpenOptions, Stale, DIGEST_CHUNK, MAX_PAGE_SIZE,
+    MIN_PAGE_SIZE, RESERVED_PREFIX,
 };
 pub use engine::{initialize, Config, DEFAULT_HEAP_BYTES};
 pub use error::{Error, MAX_MESSAGE_BYTES};

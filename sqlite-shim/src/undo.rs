@@ -75,6 +75,11 @@ impl Undo {
         true
     }
 
+    /// The byte ranges [`Undo::revert`] writes back (besides restoring the size).
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.sectors.iter().map(|(sector, old)| (sector * SECTOR, old.len() as u64))
+    }
+
     /// Whether nothing was overwritten and the size did not change.
     pub fn is_empty(&self) -> bool {
         self.sectors.is_empty()

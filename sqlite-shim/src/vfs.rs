@@ -38,6 +38,32 @@ pub(crate) struct FileData {
     pub(crate) writes: u64,
     /// While set, what tracked writes overwrite (see `undo`).
     pub(crate) undo: Option<Undo>,
+    /// The sectors of a main database changed since the digest last looked
+    /// (`Database::with_file_and_stale`), unless `stale_all`.
+    pub(crate) stale: DirtySet,
+    /// Everything changed as far as the digest knows (`stale` could not grow).
+    pub(crate) stale_all: bool,
+}
+
+impl FileData {
+    /// Notes for the digest that `[offset, offset + len)` changed.
+    pub(crate) fn mark_stale(&mut self, offset: u64, len: u64) {
+        if !self.stale_all && !self.stale.mark(offset, len) {
+            self.stale.clear();
+            self.stale_all = true;
+        }
+    }
+
+    /// Notes for the digest that the file's length went from `old` to what it is now: grown
+    /// bytes are new, and a cut may have shortened the sector that now ends the file.
+    pub(crate) fn mark_resized(&mut self, old: usize) {
+        let new = self.bytes.len();
+        if new > old {
+            self.mark_stale(old as u64, (new - old) as u64);
+        } else if new < old && new > 0 {
+            self.mark_stale(new as u64 - 1, 1);
+        }
+    }
 }
 
 pub(crate) type SharedFile = Arc<Mutex<FileData>>;
@@ -341,6 +367,7 @@ unsafe extern "C" fn x_write(
     let (Ok(off), Ok(end)) = (usize::try_from(off), usize::try_from(end)) else {
         return ffi::SQLITE_FULL;
     };
+    let old_len = data.bytes.len();
     if end > data.bytes.len() {
         let grow = end - data.bytes.len();
         if data.bytes.try_reserve(grow).is_err() {
@@ -355,6 +382,10 @@ unsafe extern "C" fn x_write(
         data.writes += 1;
     }
     data.bytes[off..end].copy_from_slice(src);
+    if track {
+        data.mark_resized(old_len);
+        data.mark_stale(off as u64, amt as u64);
+    }
     ffi::SQLITE_OK
 }
 
@@ -388,6 +419,7 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_in
     }
     if track {
         data.writes += 1;
+        data.mark_resized(len);
     }
     ffi::SQLITE_OK
 }

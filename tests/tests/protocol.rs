@@ -480,7 +480,7 @@ fn a_deposed_primary_takes_back_its_uncommitted_pages() {
     // A snapshot from the primary is of its committed state, not of what is in flight.
     let snap = pick!(c.replicas[0].call(Call::MakeSnapshot), Effect::Snapshot(s) => s.clone());
     assert_eq!(snap[0].seq, before);
-    assert_eq!(vpr_proto::digest::Digest::of(&whole(&snap[0].state)), committed);
+    assert_eq!(vpr_pal::merkle::digest_of(&whole(&snap[0].state)), committed);
     // The backups move to view 1; the old primary follows with their Probes.
     let probes = suspect(&mut c, &[1, 2]);
     let out = c.replicas[0].call(Call::Probes(probes));

@@ -25,7 +25,7 @@ pub struct Status {
     pub primary: u16,
     /// The last committed or applied update.
     pub committed: u64,
-    /// SHA-256 of the database file.
+    /// The database digest (`vpr_pal::merkle`: a Merkle root over the file).
     pub digest: Digest,
 }
 

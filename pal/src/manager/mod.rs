@@ -387,7 +387,7 @@ impl<T: Tcc> Manager<T> {
         self.recover_to
     }
 
-    /// SHA-256 of the database file.
+    /// The database digest (`vpr_pal::merkle`: a Merkle root over the file).
     pub fn digest(&self) -> Digest {
         self.service.digest()
     }
