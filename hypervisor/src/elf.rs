@@ -179,13 +179,6 @@ pub struct Image {
     pub segments: Vec<Segment>,
 }
 
-impl Image {
-    /// How many 4 KiB pages its segments take together (at most [`Limits::max_pages`]).
-    pub fn page_count(&self) -> u64 {
-        self.segments.iter().map(Segment::page_count).fold(0, u64::saturating_add)
-    }
-}
-
 /// Why an image was refused. A `segment` (or `first`/`second`) is an index into the program
 /// header table, whatever the entry's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -633,6 +626,13 @@ mod tests {
         vaddr: u64,
         filesz: u64,
         memsz: u64,
+    }
+
+    impl Image {
+        /// How many 4 KiB pages its segments take together (at most [`Limits::max_pages`]).
+        fn page_count(&self) -> u64 {
+            self.segments.iter().map(Segment::page_count).fold(0, u64::saturating_add)
+        }
     }
 
     const fn ph(kind: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {

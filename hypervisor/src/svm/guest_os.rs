@@ -167,11 +167,6 @@ impl Default for MsrPermissions {
 }
 
 impl MsrPermissions {
-    /// The map with nothing intercepted.
-    pub const fn none() -> Self {
-        MsrPermissions { bits: [0; MSRPM_LEN] }
-    }
-
     /// The map in which every access exits.
     pub const fn all_intercepted() -> Self {
         MsrPermissions { bits: [0xFF; MSRPM_LEN] }
@@ -213,27 +208,6 @@ impl MsrPermissions {
         };
         let index = usize::try_from(msr - first).ok()?;
         Some((base + index / 4, u8::try_from(2 * (index % 4)).ok()?))
-    }
-
-    /// Makes reads (`read`) and writes (`write`) of `msr` exit. MSRs outside the three
-    /// ranges always exit (APM §15.11): nothing to set for them.
-    pub fn intercept(&mut self, msr: u32, read: bool, write: bool) {
-        if let Some((byte, bit)) = MsrPermissions::position(msr) {
-            if read {
-                self.bits[byte] |= 1 << bit;
-            }
-            if write {
-                self.bits[byte] |= 1 << (bit + 1);
-            }
-        }
-    }
-
-    /// Whether reading (`write` false) or writing `msr` exits.
-    pub fn intercepts(&self, msr: u32, write: bool) -> bool {
-        match MsrPermissions::position(msr) {
-            Some((byte, bit)) => self.bits[byte] & 1 << (bit + u8::from(write)) != 0,
-            None => true,
-        }
     }
 
     /// The map's bytes, to copy into the 8 KiB the VMCB points to.
@@ -304,14 +278,6 @@ impl IoPermissions {
         for port in first..=last {
             self.bits[usize::from(port / 8)] &= !(1 << (port % 8));
         }
-    }
-
-    /// Whether an access of `size` bytes at `port` exits.
-    pub fn intercepts(&self, port: u16, size: u8) -> bool {
-        (0..usize::from(size.max(1))).any(|i| {
-            let p = usize::from(port) + i;
-            self.bits[p / 8] & 1 << (p % 8) != 0
-        })
     }
 
     /// The map's bytes, to copy into the 12 KiB the VMCB points to.
@@ -861,6 +827,26 @@ mod tests {
     use super::*;
     use crate::svm::MSR_VM_HSAVE_PA;
     use alloc::boxed::Box;
+
+    impl MsrPermissions {
+        /// Whether reading (`write` false) or writing `msr` exits.
+        fn intercepts(&self, msr: u32, write: bool) -> bool {
+            match MsrPermissions::position(msr) {
+                Some((byte, bit)) => self.bits[byte] & 1 << (bit + u8::from(write)) != 0,
+                None => true,
+            }
+        }
+    }
+
+    impl IoPermissions {
+        /// Whether an access of `size` bytes at `port` exits.
+        fn intercepts(&self, port: u16, size: u8) -> bool {
+            (0..usize::from(size.max(1))).any(|i| {
+                let p = usize::from(port) + i;
+                self.bits[p / 8] & 1 << (p % 8) != 0
+            })
+        }
+    }
 
     #[test]
     fn protected_mode_entry_state() {
