@@ -160,21 +160,11 @@ impl core::fmt::Debug for MsrPermissions {
     }
 }
 
-impl Default for MsrPermissions {
-    fn default() -> Self {
-        MsrPermissions::for_os()
-    }
-}
-
 impl MsrPermissions {
-    /// The map in which every access exits.
-    pub const fn all_intercepted() -> Self {
-        MsrPermissions { bits: [0xFF; MSRPM_LEN] }
-    }
-
     /// The OS guest's map (see the type's description).
     pub fn for_os() -> Self {
-        let mut map = MsrPermissions::all_intercepted();
+        // Every access exits but those opened below.
+        let mut map = MsrPermissions { bits: [0xFF; MSRPM_LEN] };
         for &(first, last, _) in OS_MSRS {
             (first..=last).for_each(|msr| map.open(msr, true, true));
         }
@@ -259,14 +249,10 @@ impl core::fmt::Debug for IoPermissions {
 }
 
 impl IoPermissions {
-    /// The map in which every port exits.
-    pub const fn all_intercepted() -> Self {
-        IoPermissions { bits: [0xFF; IOPM_LEN] }
-    }
-
     /// The OS guest's map: [`OS_PORTS`] open, the rest intercepted.
     pub fn for_os() -> Self {
-        let mut map = IoPermissions::all_intercepted();
+        // Every port exits but those opened below.
+        let mut map = IoPermissions { bits: [0xFF; IOPM_LEN] };
         for &(first, last, _) in OS_PORTS {
             map.open(first, last);
         }

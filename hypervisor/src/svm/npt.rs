@@ -36,10 +36,6 @@ pub mod flags {
     pub const WRITABLE: u64 = 1 << 1;
     /// U/S: user accesses are allowed; nested walks are user accesses.
     pub const USER: u64 = 1 << 2;
-    /// A: set by the processor when the entry is used.
-    pub const ACCESSED: u64 = 1 << 5;
-    /// D: set by the processor when the page is written.
-    pub const DIRTY: u64 = 1 << 6;
     /// PS: in a PDPT or PD entry, the entry maps a 1 GiB or 2 MiB page.
     pub const HUGE: u64 = 1 << 7;
     /// NX: instruction fetches are not allowed (needs EFER.NXE in the host).

@@ -116,8 +116,6 @@ pub mod intercept {
     pub const INVD: u32 = 1 << 22;
     /// misc1: HLT.
     pub const HLT: u32 = 1 << 24;
-    /// misc1: INVLPGA.
-    pub const INVLPGA: u32 = 1 << 26;
     /// misc1: IN/OUT, filtered by the I/O permission map.
     pub const IOIO_PROT: u32 = 1 << 27;
     /// misc1: RDMSR/WRMSR, filtered by the MSR permission map.
@@ -138,8 +136,6 @@ pub mod intercept {
     pub const CLGI: u32 = 1 << 5;
     /// misc2: SKINIT.
     pub const SKINIT: u32 = 1 << 6;
-    /// misc2: XSETBV.
-    pub const XSETBV: u32 = 1 << 13;
 }
 
 /// A segment register in the state save area: selector, attributes packed into 12 bits
@@ -167,8 +163,6 @@ pub mod attrib {
     pub const DATA: u16 = 0x0C93;
     /// A busy 64-bit TSS: type 0xB, P.
     pub const TSS_BUSY: u16 = 0x008B;
-    /// An LDT: type 0x2, P.
-    pub const LDT: u16 = 0x0082;
 }
 
 /// The guest's state, loaded by VMRUN and stored by #VMEXIT (APM Table B-2). Not all state
