@@ -164,13 +164,6 @@ pub struct NptTable {
 
 const _: () = assert!(size_of::<NptTable>() == 4096 && align_of::<NptTable>() == 4096);
 
-impl NptTable {
-    /// A table with no valid entry.
-    pub const fn zeroed() -> Self {
-        NptTable { entries: [NptEntry(0); 512] }
-    }
-}
-
 /// Where table frames come from.
 ///
 /// The nested page table calls [`TableMemory::table_mut`] only with addresses this backend
