@@ -725,19 +725,11 @@ fn put(page: &mut [u8], offset: usize, bytes: &[u8]) {
     }
 }
 
-/// A legacy segment descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14 and 4-15): limit
-/// bits 15:0 in bits 15:0, base bits 23:0 in bits 39:16, the access byte (P, DPL, S, type)
-/// in bits 47:40, limit bits 19:16 in bits 51:48, the flags (G, D/B, L, AVL) in bits 55:52 and
-/// base bits 31:24 in bits 63:56.
-fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
-    let (base, limit) = (u64::from(base), u64::from(limit));
-    (limit & 0xFFFF)
-        | (base & 0xFF_FFFF) << 16
-        | u64::from(access) << 40
-        | ((limit >> 16) & 0xF) << 48
-        | u64::from(flags & 0xF) << 52
-        | ((base >> 24) & 0xFF) << 56
-}
+/// The flat 4 GiB 32-bit code descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14
+/// and 4-15): base 0, limit 0xF_FFFF, access 0x9B, flags 0xC (see [`gdt`]).
+const FLAT_CODE: u64 = 0x00CF_9B00_0000_FFFF;
+/// The flat 4 GiB data descriptor: as [`FLAT_CODE`], with access 0x93.
+const FLAT_DATA: u64 = 0x00CF_9300_0000_FFFF;
 
 /// The GDT of the 32-bit boot protocol, loaded at [`Placement::gdt`] with a limit of
 /// `GDT_LEN - 1`: two null descriptors, then at [`BOOT_CS`] a flat 4 GiB 32-bit code segment
@@ -748,11 +740,9 @@ fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
 /// `__BOOT_CS` must have execute/read permission, and `__BOOT_DS` must have read/write
 /// permission".
 pub fn gdt() -> [u8; GDT_LEN] {
-    let code = descriptor(0, 0xF_FFFF, 0x9B, 0xC);
-    let data = descriptor(0, 0xF_FFFF, 0x93, 0xC);
     let mut table = [0u8; GDT_LEN];
-    put(&mut table, usize::from(BOOT_CS), &code.to_le_bytes());
-    put(&mut table, usize::from(BOOT_DS), &data.to_le_bytes());
+    put(&mut table, usize::from(BOOT_CS), &FLAT_CODE.to_le_bytes());
+    put(&mut table, usize::from(BOOT_DS), &FLAT_DATA.to_le_bytes());
     table
 }
 
@@ -761,6 +751,20 @@ mod tests {
     use super::*;
     use crate::testing::XorShift;
     use alloc::string::ToString;
+
+    /// A legacy segment descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14 and
+    /// 4-15): limit bits 15:0 in bits 15:0, base bits 23:0 in bits 39:16, the access byte
+    /// (P, DPL, S, type) in bits 47:40, limit bits 19:16 in bits 51:48, the flags (G, D/B, L,
+    /// AVL) in bits 55:52 and base bits 31:24 in bits 63:56.
+    fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
+        let (base, limit) = (u64::from(base), u64::from(limit));
+        (limit & 0xFFFF)
+            | (base & 0xFF_FFFF) << 16
+            | u64::from(access) << 40
+            | ((limit >> 16) & 0xF) << 48
+            | u64::from(flags & 0xF) << 52
+            | ((base >> 24) & 0xFF) << 56
+    }
 
     const MIB: u64 = 1 << 20;
     /// `setup_sects` of the test image: the protected-mode code starts at 4 * 512.
@@ -1309,6 +1313,8 @@ mod tests {
         assert_eq!(table[24..32], 0x00CF_9300_0000_FFFFu64.to_le_bytes());
         assert_eq!((BOOT_CS, BOOT_DS), (0x10, 0x18));
         assert_eq!(descriptor(0x1234_5678, 0xA_BCDE, 0x9A, 0x4), 0x124A_9A34_5678_BCDE);
+        assert_eq!(FLAT_CODE, descriptor(0, 0xF_FFFF, 0x9B, 0xC));
+        assert_eq!(FLAT_DATA, descriptor(0, 0xF_FFFF, 0x93, 0xC));
     }
 
     #[test]
