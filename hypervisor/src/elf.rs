@@ -37,8 +37,6 @@ const ELFDATA2LSB: u8 = 1;
 const EV_CURRENT: u8 = 1;
 /// `e_type`: an executable file.
 const ET_EXEC: u16 = 2;
-/// `e_type`: a shared object, which is also what position-independent executables are.
-const ET_DYN: u16 = 3;
 /// `e_machine`: AMD x86-64 (gABI machine list).
 const EM_X86_64: u16 = 62;
 
@@ -179,13 +177,6 @@ pub struct Image {
     pub segments: Vec<Segment>,
 }
 
-impl Image {
-    /// How many 4 KiB pages its segments take together (at most [`Limits::max_pages`]).
-    pub fn page_count(&self) -> u64 {
-        self.segments.iter().map(Segment::page_count).fold(0, u64::saturating_add)
-    }
-}
-
 /// Why an image was refused. A `segment` (or `first`/`second`) is an index into the program
 /// header table, whatever the entry's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,87 +288,11 @@ pub enum ElfError {
     SegmentNotInImage,
 }
 
+/// Shown as its `Debug` form: the variant names the check that failed (each is described
+/// above) and carries the values at fault.
 impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            ElfError::BadMagic => write!(f, "not an ELF file (bad magic)"),
-            ElfError::TruncatedHeader(len) => {
-                write!(f, "file of {len} bytes is too short for an ELF64 header")
-            }
-            ElfError::NotElf64(class) => write!(f, "not a 64-bit ELF file (EI_CLASS {class})"),
-            ElfError::NotLittleEndian(data) => {
-                write!(f, "not a little-endian ELF file (EI_DATA {data})")
-            }
-            ElfError::BadIdentVersion(v) => write!(f, "unsupported EI_VERSION {v}"),
-            ElfError::NotExecutable(ET_DYN) => write!(
-                f,
-                "position-independent or shared object (ET_DYN): PALs must be static \
-                 executables linked at a fixed address"
-            ),
-            ElfError::NotExecutable(t) => write!(f, "not an executable (e_type {t})"),
-            ElfError::WrongMachine(m) => write!(f, "not an x86-64 file (e_machine {m})"),
-            ElfError::BadVersion(v) => write!(f, "unsupported e_version {v}"),
-            ElfError::BadHeaderSize(n) => write!(f, "ELF header size {n} is below 64"),
-            ElfError::BadProgramHeaderSize(n) => {
-                write!(f, "program header size {n} is not 56")
-            }
-            ElfError::BadProgramHeaderCount(n) => {
-                write!(f, "{n} program headers (1 to {MAX_PROGRAM_HEADERS} allowed)")
-            }
-            ElfError::ProgramHeadersOutsideFile(off) => {
-                write!(f, "program header table at {off:#x} runs past the end of the file")
-            }
-            ElfError::Dynamic { segment } => {
-                write!(f, "segment {segment} is PT_DYNAMIC: dynamic linking is not supported")
-            }
-            ElfError::Interpreter { segment } => {
-                write!(f, "segment {segment} is PT_INTERP: program interpreters are not supported")
-            }
-            ElfError::ThreadLocalStorage { segment } => {
-                write!(f, "segment {segment} is PT_TLS: PALs have no thread-local storage")
-            }
-            ElfError::UnknownSegmentType { segment, p_type } => {
-                write!(f, "segment {segment} has unknown type {p_type:#x}")
-            }
-            ElfError::FileLargerThanMemory { segment } => {
-                write!(f, "segment {segment} has more bytes in the file than in memory")
-            }
-            ElfError::SegmentOutsideFile { segment } => {
-                write!(f, "segment {segment} runs past the end of the file")
-            }
-            ElfError::SegmentWraps { segment } => {
-                write!(f, "segment {segment} wraps around the address space")
-            }
-            ElfError::SegmentOutsideWindow { segment } => {
-                write!(f, "segment {segment} lies outside the allowed addresses")
-            }
-            ElfError::WritableAndExecutable { segment } => {
-                write!(f, "segment {segment} is writable and executable")
-            }
-            ElfError::Overlap { first, second } => {
-                write!(f, "segments {first} and {second} overlap")
-            }
-            ElfError::SharedPage { first, second } => {
-                write!(f, "segments {first} and {second} share a page")
-            }
-            ElfError::NoLoadSegment => write!(f, "no loadable segment"),
-            ElfError::TooManyPages { pages, max } => {
-                write!(f, "segments take {pages} pages, more than the {max} allowed")
-            }
-            ElfError::EntryNotExecutable(entry) => {
-                write!(f, "entry point {entry:#x} is in a non-executable segment")
-            }
-            ElfError::EntryOutsideSegments(entry) => {
-                write!(f, "entry point {entry:#x} is in no segment")
-            }
-            ElfError::PageBufferSize(len) => {
-                write!(f, "page buffer of {len} bytes is not one page")
-            }
-            ElfError::PageOutsideSegment(addr) => {
-                write!(f, "{addr:#x} is not a page of the segment")
-            }
-            ElfError::SegmentNotInImage => write!(f, "segment's file bytes are not in the image"),
-        }
+        fmt::Debug::fmt(self, f)
     }
 }
 
@@ -624,6 +539,9 @@ pub fn fill_page(
 mod tests {
     use super::*;
 
+    /// `e_type`: a shared object, which is also what position-independent executables are.
+    const ET_DYN: u16 = 3;
+
     /// A program header for the builder.
     #[derive(Debug, Clone, Copy)]
     struct Ph {
@@ -633,6 +551,13 @@ mod tests {
         vaddr: u64,
         filesz: u64,
         memsz: u64,
+    }
+
+    impl Image {
+        /// How many 4 KiB pages its segments take together (at most [`Limits::max_pages`]).
+        fn page_count(&self) -> u64 {
+            self.segments.iter().map(Segment::page_count).fold(0, u64::saturating_add)
+        }
     }
 
     const fn ph(kind: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
@@ -1043,16 +968,11 @@ mod tests {
     }
 
     #[test]
-    fn errors_read_as_sentences() {
-        assert_eq!(ElfError::BadMagic.to_string(), "not an ELF file (bad magic)");
-        assert_eq!(
-            ElfError::WritableAndExecutable { segment: 2 }.to_string(),
-            "segment 2 is writable and executable"
-        );
-        assert!(ElfError::NotExecutable(ET_DYN).to_string().contains("ET_DYN"));
+    fn errors_show_the_check_and_the_values() {
+        assert_eq!(ElfError::BadMagic.to_string(), "BadMagic");
         assert_eq!(
             ElfError::TooManyPages { pages: 7, max: 6 }.to_string(),
-            "segments take 7 pages, more than the 6 allowed"
+            "TooManyPages { pages: 7, max: 6 }"
         );
     }
 

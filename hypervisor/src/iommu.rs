@@ -24,7 +24,7 @@ pub mod acpi;
 pub mod devices;
 mod page_table;
 
-pub use page_table::{IoPageTable, IoTranslation, LeafCounts};
+pub use page_table::{IoPageTable, LeafCounts};
 
 use crate::memory::PAGE_SIZE;
 use core::fmt;
@@ -74,8 +74,6 @@ pub enum Register {
     /// Command Buffer Base Address Register: the base (51:12) and ComLen, log2 of the
     /// entries (59:56) ([`command_buffer_base`]).
     CommandBufferBase,
-    /// Event Log Base Address Register (left unset: QEMU 7.2 logs nothing).
-    EventLogBase,
     /// IOMMU Control Register ([`control`]).
     Control,
     /// IOMMU Exclusion Base Register: bit 0 (ExEn) lets a range's DMA go untranslated.
@@ -101,7 +99,6 @@ impl Register {
         match self {
             Register::DeviceTableBase => 0x0000,
             Register::CommandBufferBase => 0x0008,
-            Register::EventLogBase => 0x0010,
             Register::Control => 0x0018,
             Register::ExclusionBase => 0x0020,
             Register::ExclusionLimit => 0x0028,
@@ -117,8 +114,6 @@ impl Register {
 pub mod control {
     /// IommuEn: DMA is translated (and interrupts remapped) by the device table.
     pub const IOMMU_ENABLE: u64 = 1 << 0;
-    /// EventLogEn: faults are written to the event log.
-    pub const EVENT_LOG_ENABLE: u64 = 1 << 2;
     /// Coherent: the IOMMU's reads of the device table and I/O page tables snoop the
     /// processors' caches (QEMU ignores it; real hardware needs it or cache flushes).
     pub const COHERENT: u64 = 1 << 10;
@@ -128,8 +123,6 @@ pub mod control {
 
 /// IOMMU Status Register bits.
 pub mod status {
-    /// ComWaitInt: a COMPLETION_WAIT with its I bit completed.
-    pub const COMPLETION_WAIT_INTERRUPT: u64 = 1 << 2;
     /// CmdBufRun: the IOMMU is fetching commands.
     pub const COMMAND_BUFFER_RUNNING: u64 = 1 << 4;
 }
@@ -270,11 +263,6 @@ impl DeviceTableEntry {
         DeviceTableEntry(Self::translated(table, domain))
     }
 
-    /// The four 64-bit words.
-    pub const fn words(self) -> [u64; 4] {
-        self.0
-    }
-
     /// The 32 bytes as the IOMMU reads them.
     pub fn to_bytes(self) -> [u8; 32] {
         let mut out = [0; 32];
@@ -353,16 +341,6 @@ impl Command {
         Command::new(opcode::INVALIDATE_IOMMU_ALL, 0, 0)
     }
 
-    /// The two 64-bit words.
-    pub const fn words(self) -> [u64; 2] {
-        self.0
-    }
-
-    /// The opcode.
-    pub const fn opcode(self) -> u64 {
-        self.0[0] >> 60
-    }
-
     /// The 16 bytes as the IOMMU reads them.
     pub fn to_bytes(self) -> [u8; 16] {
         let mut out = [0; 16];
@@ -392,11 +370,6 @@ pub struct Location {
 }
 
 impl Location {
-    /// The IOMMU function's own device ID.
-    pub const fn device_id(&self) -> u16 {
-        device_id(0, self.device, self.function)
-    }
-
     /// Whether the Extended Feature Register exists (the header's EFRSup, bit 27).
     pub const fn has_extended_features(&self) -> bool {
         self.header & 1 << 27 != 0
@@ -489,12 +462,32 @@ mod tests {
 
     // ---- Registers, device table entries, commands: bit layouts against the spec.
 
+    impl DeviceTableEntry {
+        /// The four 64-bit words.
+        const fn words(self) -> [u64; 4] {
+            self.0
+        }
+    }
+
+    impl Command {
+        /// The two 64-bit words.
+        const fn words(self) -> [u64; 2] {
+            self.0
+        }
+    }
+
+    impl Location {
+        /// The IOMMU function's own device ID.
+        const fn device_id(&self) -> u16 {
+            device_id(0, self.device, self.function)
+        }
+    }
+
     #[test]
     fn register_offsets_and_base_encodings() {
         let offsets = [
             (Register::DeviceTableBase, 0x0000),
             (Register::CommandBufferBase, 0x0008),
-            (Register::EventLogBase, 0x0010),
             (Register::Control, 0x0018),
             (Register::ExclusionBase, 0x0020),
             (Register::ExclusionLimit, 0x0028),
@@ -583,8 +576,8 @@ mod tests {
         let interrupts = Command::invalidate_interrupt_table(0x18);
         assert_eq!(dwords(interrupts), [0x18, 0x5000_0000, 0, 0]);
         assert_eq!(dwords(Command::invalidate_all()), [0, 0x8000_0000, 0, 0]);
-        let opcodes =
-            [wait, devtab, pages, interrupts, Command::invalidate_all()].map(Command::opcode);
+        let opcodes = [wait, devtab, pages, interrupts, Command::invalidate_all()]
+            .map(|c| c.words()[0] >> 60);
         assert_eq!(opcodes, [1, 2, 3, 5, 8]);
     }
 

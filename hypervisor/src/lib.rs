@@ -14,6 +14,7 @@
 //! - [`elf`]: PAL images: ELF64 executables checked and planned page by page;
 //! - [`iommu`]: the AMD IOMMU that keeps devices' DMA in an OS guest's RAM: finding it, its
 //!   device table entries, I/O page tables and commands, and hiding it from ACPI;
+//! - `inspect` (tests and the test image only): reading back what was built, to check it;
 //! - [`memory`] and [`multiboot`]: the boot memory map, where the heap goes, the frame pool;
 //! - [`pal`]: the hypercall ABI's checks, PAL address-space plans and the PAL registry;
 //! - [`tpm`]: the TPM 2.0 driver: TIS transport over an MMIO trait, command marshalling and
@@ -32,6 +33,8 @@ pub mod apic;
 mod bytes;
 pub mod decode;
 pub mod elf;
+#[cfg(any(test, feature = "selftest"))]
+pub mod inspect;
 pub mod iommu;
 pub mod linux;
 pub mod memory;

@@ -224,70 +224,11 @@ impl fmt::Display for Version {
     }
 }
 
+/// Shown as its `Debug` form: the variant names the check that failed (each is described
+/// above) and carries the values at fault.
 impl fmt::Display for LinuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            LinuxError::Truncated { len, needed } => {
-                write!(f, "kernel file of {len} bytes ends before its header's {needed:#x} bytes")
-            }
-            LinuxError::BadBootFlag(flag) => {
-                write!(f, "not a Linux kernel: boot flag {flag:#06x} is not 0xaa55")
-            }
-            LinuxError::BadMagic(magic) => {
-                write!(f, "not a bzImage: header magic {magic:#010x} is not \"HdrS\"")
-            }
-            LinuxError::OldProtocol(v) => {
-                write!(f, "boot protocol {} is older than {}", Version(v), Version(MIN_VERSION))
-            }
-            LinuxError::HeaderTooShort(end) => {
-                write!(f, "setup header ends at {end:#x}, before init_size")
-            }
-            LinuxError::HeaderTooLong(end) => write!(
-                f,
-                "setup header ends at {end:#x}, past its room in the zero page ({:#x})",
-                hdr::MAX_END
-            ),
-            LinuxError::NotLoadedHigh(flags) => {
-                write!(f, "kernel does not load high (loadflags {flags:#04x})")
-            }
-            LinuxError::NotRelocatable => write!(f, "kernel is not relocatable"),
-            LinuxError::BadKernelAlignment(a) => {
-                write!(f, "kernel_alignment {a:#x} is not a power of two")
-            }
-            LinuxError::SetupPastEnd { offset, len } => write!(
-                f,
-                "protected-mode code would start at {offset:#x}, past the file's {len} bytes"
-            ),
-            LinuxError::ProtectedModeTruncated { len, expected } => write!(
-                f,
-                "protected-mode code of {len} bytes is shorter than syssize's {expected} bytes"
-            ),
-            LinuxError::TooManyE820Entries(n) => {
-                write!(f, "E820 map of {n} entries exceeds the zero page's {E820_MAX_ENTRIES}")
-            }
-            LinuxError::CommandLineTooLong { len, max } => {
-                write!(f, "command line of {len} bytes is longer than the kernel's {max}")
-            }
-            LinuxError::KernelDoesNotFit(size) => {
-                write!(f, "no free RAM below 4 GiB for the kernel's {size:#x} bytes")
-            }
-            LinuxError::InitrdDoesNotFit(size) => {
-                write!(f, "no free RAM below the initrd limit for its {size:#x} bytes")
-            }
-            LinuxError::NoLowMemory(what) => {
-                write!(f, "no free RAM between 0x10000 and 0x90000 for the {what}")
-            }
-            LinuxError::KernelOutOfReach(addr) => {
-                write!(f, "kernel at {addr:#x} does not lie below 4 GiB")
-            }
-            LinuxError::InitrdOutOfReach { addr, len, limit } => write!(
-                f,
-                "initrd of {len:#x} bytes at {addr:#x} does not end at or below {limit:#x}"
-            ),
-            LinuxError::CommandLineOutOfReach(addr) => {
-                write!(f, "command line at {addr:#x} does not lie below 4 GiB")
-            }
-        }
+        fmt::Debug::fmt(self, f)
     }
 }
 
@@ -784,19 +725,11 @@ fn put(page: &mut [u8], offset: usize, bytes: &[u8]) {
     }
 }
 
-/// A legacy segment descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14 and 4-15): limit
-/// bits 15:0 in bits 15:0, base bits 23:0 in bits 39:16, the access byte (P, DPL, S, type)
-/// in bits 47:40, limit bits 19:16 in bits 51:48, the flags (G, D/B, L, AVL) in bits 55:52 and
-/// base bits 31:24 in bits 63:56.
-fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
-    let (base, limit) = (u64::from(base), u64::from(limit));
-    (limit & 0xFFFF)
-        | (base & 0xFF_FFFF) << 16
-        | u64::from(access) << 40
-        | ((limit >> 16) & 0xF) << 48
-        | u64::from(flags & 0xF) << 52
-        | ((base >> 24) & 0xFF) << 56
-}
+/// The flat 4 GiB 32-bit code descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14
+/// and 4-15): base 0, limit 0xF_FFFF, access 0x9B, flags 0xC (see [`gdt`]).
+const FLAT_CODE: u64 = 0x00CF_9B00_0000_FFFF;
+/// The flat 4 GiB data descriptor: as [`FLAT_CODE`], with access 0x93.
+const FLAT_DATA: u64 = 0x00CF_9300_0000_FFFF;
 
 /// The GDT of the 32-bit boot protocol, loaded at [`Placement::gdt`] with a limit of
 /// `GDT_LEN - 1`: two null descriptors, then at [`BOOT_CS`] a flat 4 GiB 32-bit code segment
@@ -807,11 +740,9 @@ fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
 /// `__BOOT_CS` must have execute/read permission, and `__BOOT_DS` must have read/write
 /// permission".
 pub fn gdt() -> [u8; GDT_LEN] {
-    let code = descriptor(0, 0xF_FFFF, 0x9B, 0xC);
-    let data = descriptor(0, 0xF_FFFF, 0x93, 0xC);
     let mut table = [0u8; GDT_LEN];
-    put(&mut table, usize::from(BOOT_CS), &code.to_le_bytes());
-    put(&mut table, usize::from(BOOT_DS), &data.to_le_bytes());
+    put(&mut table, usize::from(BOOT_CS), &FLAT_CODE.to_le_bytes());
+    put(&mut table, usize::from(BOOT_DS), &FLAT_DATA.to_le_bytes());
     table
 }
 
@@ -820,6 +751,20 @@ mod tests {
     use super::*;
     use crate::testing::XorShift;
     use alloc::string::ToString;
+
+    /// A legacy segment descriptor (APM §4.7.1 "Descriptor Format", Figures 4-14 and
+    /// 4-15): limit bits 15:0 in bits 15:0, base bits 23:0 in bits 39:16, the access byte
+    /// (P, DPL, S, type) in bits 47:40, limit bits 19:16 in bits 51:48, the flags (G, D/B, L,
+    /// AVL) in bits 55:52 and base bits 31:24 in bits 63:56.
+    fn descriptor(base: u32, limit: u32, access: u8, flags: u8) -> u64 {
+        let (base, limit) = (u64::from(base), u64::from(limit));
+        (limit & 0xFFFF)
+            | (base & 0xFF_FFFF) << 16
+            | u64::from(access) << 40
+            | ((limit >> 16) & 0xF) << 48
+            | u64::from(flags & 0xF) << 52
+            | ((base >> 24) & 0xFF) << 56
+    }
 
     const MIB: u64 = 1 << 20;
     /// `setup_sects` of the test image: the protected-mode code starts at 4 * 512.
@@ -945,10 +890,7 @@ mod tests {
             assert_eq!(err(&file), expected, "{bytes:x?} at {at:#x}");
             assert!(!expected.to_string().is_empty());
         }
-        assert_eq!(
-            LinuxError::OldProtocol(0x020B).to_string(),
-            "boot protocol 2.11 is older than 2.12"
-        );
+        assert_eq!(LinuxError::OldProtocol(0x020B).to_string(), "OldProtocol(523)");
     }
 
     #[test]
@@ -1371,6 +1313,8 @@ mod tests {
         assert_eq!(table[24..32], 0x00CF_9300_0000_FFFFu64.to_le_bytes());
         assert_eq!((BOOT_CS, BOOT_DS), (0x10, 0x18));
         assert_eq!(descriptor(0x1234_5678, 0xA_BCDE, 0x9A, 0x4), 0x124A_9A34_5678_BCDE);
+        assert_eq!(FLAT_CODE, descriptor(0, 0xF_FFFF, 0x9B, 0xC));
+        assert_eq!(FLAT_DATA, descriptor(0, 0xF_FFFF, 0x93, 0xC));
     }
 
     #[test]

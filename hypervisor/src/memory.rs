@@ -137,15 +137,6 @@ impl RangeSet {
         Ok(())
     }
 
-    /// Keeps only the addresses inside `window`.
-    pub fn clip(&mut self, window: Range) {
-        let old = core::mem::take(self);
-        for range in old.ranges() {
-            // Clipping never adds ranges, so this cannot overflow the capacity.
-            let _ = self.add(range.intersect(window));
-        }
-    }
-
     /// The largest range, if any.
     pub fn largest(&self) -> Option<Range> {
         self.ranges().iter().copied().max_by_key(Range::len)
@@ -237,12 +228,6 @@ impl FramePool {
         Some(PhysAddr::new(first))
     }
 
-    /// Gives back a frame; refuses one that is unaligned, outside the pool, never handed out
-    /// or already free.
-    pub fn free(&mut self, frame: PhysAddr) -> Result<(), MemoryError> {
-        self.free_contiguous(frame, 1)
-    }
-
     /// Gives back `count` frames starting at `first` (as from
     /// [`FramePool::allocate_contiguous`]); refuses the whole run, changing nothing, if any
     /// of it is unaligned, outside what was handed out, or already free.
@@ -282,6 +267,17 @@ impl FramePool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl RangeSet {
+        /// Keeps only the addresses inside `window`.
+        fn clip(&mut self, window: Range) {
+            let old = core::mem::take(self);
+            for range in old.ranges() {
+                // Clipping never adds ranges, so this cannot overflow the capacity.
+                let _ = self.add(range.intersect(window));
+            }
+        }
+    }
 
     const MIB: u64 = 1 << 20;
 
@@ -334,10 +330,20 @@ mod tests {
         let run = pool.allocate_contiguous(3).unwrap();
         assert_eq!((a.as_u64(), run.as_u64()), (0x10_1000, 0x10_2000));
         assert_eq!(pool.available(), 3);
-        pool.free(a).unwrap();
-        assert_eq!(pool.free(a), Err(MemoryError::ForeignFrame(0x10_1000)), "double free");
-        assert_eq!(pool.free(PhysAddr::new(0x10_6000)), Err(MemoryError::ForeignFrame(0x10_6000)));
-        assert_eq!(pool.free(PhysAddr::new(0x10_2008)), Err(MemoryError::ForeignFrame(0x10_2008)));
+        pool.free_contiguous(a, 1).unwrap();
+        assert_eq!(
+            pool.free_contiguous(a, 1),
+            Err(MemoryError::ForeignFrame(0x10_1000)),
+            "double free"
+        );
+        assert_eq!(
+            pool.free_contiguous(PhysAddr::new(0x10_6000), 1),
+            Err(MemoryError::ForeignFrame(0x10_6000))
+        );
+        assert_eq!(
+            pool.free_contiguous(PhysAddr::new(0x10_2008), 1),
+            Err(MemoryError::ForeignFrame(0x10_2008))
+        );
         assert_eq!(pool.allocate(), Some(a), "a freed frame is reused first");
         assert_eq!(pool.allocate_contiguous(4), None);
         pool.free_contiguous(run, 3).unwrap();

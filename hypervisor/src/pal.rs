@@ -46,6 +46,17 @@ pub fn disjoint(ranges: &[Range]) -> bool {
     })
 }
 
+/// The output buffer `out` (pointer, capacity) and the 8-byte length word at `len_ptr` a call
+/// writes: each checked by [`check_range`], and not overlapping each other.
+fn outputs(ram: &[Range], out: (u64, u64), len_ptr: u64) -> Result<(Range, Range), Status> {
+    let out = check_range(ram, out.0, out.1)?;
+    let out_len = check_range(ram, len_ptr, 8)?;
+    if !disjoint(&[out, out_len]) {
+        return Err(Status::BadPointer);
+    }
+    Ok((out, out_len))
+}
+
 /// A guest's request, its pointers vetted against its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
@@ -131,13 +142,9 @@ impl Request {
                     return Err(Status::TooLarge);
                 }
                 let input = check_range(ram, in_ptr, in_len)?;
-                let output = check_range(ram, out_ptr, out_cap)?;
-                let out_len = check_range(ram, len_ptr, 8)?;
                 // The input is copied in before anything is written, so it may overlap the
-                // output; the two things written must not overlap each other.
-                if !disjoint(&[output, out_len]) {
-                    return Err(Status::BadPointer);
-                }
+                // output.
+                let (output, out_len) = outputs(ram, (out_ptr, out_cap), len_ptr)?;
                 Ok(Request::Execute { handle, input, output, out_len })
             }
             Call::Unregister => Ok(Request::Unregister { handle: r.rbx }),
@@ -147,11 +154,7 @@ impl Request {
                     return Err(Status::TooLarge);
                 }
                 let nonce = check_range(ram, nonce, NONCE_LEN)?;
-                let out = check_range(ram, out, cap)?;
-                let out_len = check_range(ram, len, 8)?;
-                if !disjoint(&[out, out_len]) {
-                    return Err(Status::BadPointer);
-                }
+                let (out, out_len) = outputs(ram, (out, cap), len)?;
                 Ok(Request::Evidence { nonce, out, out_len })
             }
             Call::Activate => {
@@ -160,11 +163,7 @@ impl Request {
                     return Err(Status::TooLarge);
                 }
                 let credential = check_range(ram, credential, len)?;
-                let out = check_range(ram, out, SECRET_LEN)?;
-                let out_len = check_range(ram, out_len, 8)?;
-                if !disjoint(&[out, out_len]) {
-                    return Err(Status::BadPointer);
-                }
+                let (out, out_len) = outputs(ram, (out, SECRET_LEN), out_len)?;
                 Ok(Request::Activate { credential, out, out_len })
             }
             Call::Certify => {
@@ -247,9 +246,6 @@ impl Region {
         Range::sized(self.gpa, self.pages * PAGE_SIZE)
     }
 }
-
-/// Code: read and execute, never written (W^X).
-pub const CODE: Permissions = Permissions { write: false, execute: true };
 
 /// Where a PAL's page tables go: PML4, PDPT, PD (512 entries of 2 MiB, identity).
 pub const PAGE_TABLES_GPA: u64 = 0;
@@ -407,6 +403,9 @@ impl<T> Registry<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Code: read and execute, never written (W^X).
+    const CODE: Permissions = Permissions { write: false, execute: true };
 
     const RAM: [Range; 2] = [Range::new(0x1000, 0x9000), Range::new(0x10000, 0x11000)];
 

@@ -1,5 +1,7 @@
 //! Helpers shared by the library's unit tests.
 
+use crate::svm::npt::{NptEntry, NptTable};
+
 /// A deterministic xorshift64 generator (Marsaglia, 2003): the mutation tests' source of
 /// "random" inputs, the same on every run.
 pub struct XorShift(pub u64);
@@ -18,5 +20,12 @@ impl XorShift {
     /// A value below `n` (which must not be 0).
     pub fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % n as u64).unwrap()
+    }
+}
+
+impl NptTable {
+    /// A table with no valid entry.
+    pub const fn zeroed() -> Self {
+        NptTable { entries: [NptEntry::from_raw(0); 512] }
     }
 }

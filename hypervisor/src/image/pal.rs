@@ -25,6 +25,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use vpr_hypervisor::elf;
+#[cfg(feature = "selftest")]
+use vpr_hypervisor::inspect::Translate;
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::pal::{
     layout, total_pages, writable, Counters, PalCall, Region, RegionKind, Registry, Request,

@@ -32,19 +32,6 @@ pub struct LeafCounts {
     pub pages_4k: u64,
 }
 
-/// Where an I/O address leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IoTranslation {
-    /// The physical address of the same byte.
-    pub address: u64,
-    /// The size of the page that maps it.
-    pub page_size: u64,
-    /// Whether DMA may read it.
-    pub read: bool,
-    /// Whether DMA may write it.
-    pub write: bool,
-}
-
 /// A 3-level I/O page table (Mode 3: 39-bit I/O addresses), owned through its root; its
 /// tables live in a [`TableMemory`], whose 512-entry frames hold I/O page table entries as
 /// raw words. (The nested page table's frames are reused rather than a trait of its own:
@@ -117,10 +104,6 @@ impl IoPageTable {
     pub const LEVELS: u32 = 3;
     /// The identity map covers physical addresses below 4 GiB (the hypervisor's own window).
     pub const LIMIT: u64 = 4 << 30;
-    /// I/O addresses a 3-level table translates: 39 bits. (QEMU 7.2 ignores the bits above,
-    /// so higher addresses alias lower ones: to the same allowed frames, never others.)
-    pub const REACH: u64 = 1 << 39;
-
     /// A table mapping each I/O address in `allowed` to the same physical address, readable
     /// and writable, and nothing else: 2 MiB leaves where a whole aligned 2 MiB lies in the
     /// ranges' union, 4 KiB leaves elsewhere. Entries that map nothing are all zeroes. On
@@ -194,39 +177,6 @@ impl IoPageTable {
         self.root
     }
 
-    /// Where DMA to `iova` leads, as the spec walks the table: `None` if nothing maps it.
-    pub fn translate<M: TableMemory + ?Sized>(
-        &self,
-        memory: &mut M,
-        iova: u64,
-    ) -> Option<IoTranslation> {
-        if iova >= Self::REACH {
-            return None;
-        }
-        let mut table = self.root;
-        for level in (1..=Self::LEVELS).rev() {
-            let entry = memory.table_mut(table).entries[index(iova, level)].raw();
-            if entry & pte::PRESENT == 0 {
-                return None;
-            }
-            match next_level(entry) {
-                0 => {
-                    let size = PAGE_SIZE << (9 * (level - 1));
-                    let page = address(entry).as_u64() & !(size - 1);
-                    return Some(IoTranslation {
-                        address: page + iova % size,
-                        page_size: size,
-                        read: entry & pte::READ != 0,
-                        write: entry & pte::WRITE != 0,
-                    });
-                }
-                next if next == level - 1 => table = address(entry),
-                _ => return None,
-            }
-        }
-        None
-    }
-
     /// Gives back every table.
     pub fn destroy<M: TableMemory + ?Sized>(self, memory: &mut M) {
         free_tables(memory, self.root, Self::LEVELS);
@@ -252,6 +202,58 @@ mod tests {
     use crate::testing::XorShift;
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
+
+    /// Where an I/O address leads.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct IoTranslation {
+        /// The physical address of the same byte.
+        address: u64,
+        /// The size of the page that maps it.
+        page_size: u64,
+        /// Whether DMA may read it.
+        read: bool,
+        /// Whether DMA may write it.
+        write: bool,
+    }
+
+    /// I/O addresses a 3-level table translates: 39 bits. (QEMU 7.2 ignores the bits above,
+    /// so higher addresses alias lower ones: to the same allowed frames, never others.)
+    const REACH: u64 = 1 << 39;
+
+    impl IoPageTable {
+        /// Where DMA to `iova` leads, as the spec walks the table: `None` if nothing maps it.
+        fn translate<M: TableMemory + ?Sized>(
+            &self,
+            memory: &mut M,
+            iova: u64,
+        ) -> Option<IoTranslation> {
+            if iova >= REACH {
+                return None;
+            }
+            let mut table = self.root;
+            for level in (1..=Self::LEVELS).rev() {
+                let entry = memory.table_mut(table).entries[index(iova, level)].raw();
+                if entry & pte::PRESENT == 0 {
+                    return None;
+                }
+                match next_level(entry) {
+                    0 => {
+                        let size = PAGE_SIZE << (9 * (level - 1));
+                        let page = address(entry).as_u64() & !(size - 1);
+                        return Some(IoTranslation {
+                            address: page + iova % size,
+                            page_size: size,
+                            read: entry & pte::READ != 0,
+                            write: entry & pte::WRITE != 0,
+                        });
+                    }
+                    next if next == level - 1 => table = address(entry),
+                    _ => return None,
+                }
+            }
+            None
+        }
+    }
 
     /// Tables in boxes at made-up addresses; counts what was allocated and freed, can run out.
     #[derive(Default)]

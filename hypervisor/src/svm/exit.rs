@@ -7,8 +7,6 @@ use crate::vm::VmExit;
 pub mod code {
     /// Exception vector `n` is `EXCEPTION_BASE + n` (0x40-0x5F).
     pub const EXCEPTION_BASE: u64 = 0x40;
-    /// A physical interrupt.
-    pub const INTR: u64 = 0x60;
     /// An NMI (the NMI stays pending: APM §15.13.2).
     pub const NMI: u64 = 0x61;
     /// An SMI (the SMI stays pending, as an NMI does).

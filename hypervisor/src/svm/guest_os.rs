@@ -160,26 +160,11 @@ impl core::fmt::Debug for MsrPermissions {
     }
 }
 
-impl Default for MsrPermissions {
-    fn default() -> Self {
-        MsrPermissions::for_os()
-    }
-}
-
 impl MsrPermissions {
-    /// The map with nothing intercepted.
-    pub const fn none() -> Self {
-        MsrPermissions { bits: [0; MSRPM_LEN] }
-    }
-
-    /// The map in which every access exits.
-    pub const fn all_intercepted() -> Self {
-        MsrPermissions { bits: [0xFF; MSRPM_LEN] }
-    }
-
     /// The OS guest's map (see the type's description).
     pub fn for_os() -> Self {
-        let mut map = MsrPermissions::all_intercepted();
+        // Every access exits but those opened below.
+        let mut map = MsrPermissions { bits: [0xFF; MSRPM_LEN] };
         for &(first, last, _) in OS_MSRS {
             (first..=last).for_each(|msr| map.open(msr, true, true));
         }
@@ -213,27 +198,6 @@ impl MsrPermissions {
         };
         let index = usize::try_from(msr - first).ok()?;
         Some((base + index / 4, u8::try_from(2 * (index % 4)).ok()?))
-    }
-
-    /// Makes reads (`read`) and writes (`write`) of `msr` exit. MSRs outside the three
-    /// ranges always exit (APM §15.11): nothing to set for them.
-    pub fn intercept(&mut self, msr: u32, read: bool, write: bool) {
-        if let Some((byte, bit)) = MsrPermissions::position(msr) {
-            if read {
-                self.bits[byte] |= 1 << bit;
-            }
-            if write {
-                self.bits[byte] |= 1 << (bit + 1);
-            }
-        }
-    }
-
-    /// Whether reading (`write` false) or writing `msr` exits.
-    pub fn intercepts(&self, msr: u32, write: bool) -> bool {
-        match MsrPermissions::position(msr) {
-            Some((byte, bit)) => self.bits[byte] & 1 << (bit + u8::from(write)) != 0,
-            None => true,
-        }
     }
 
     /// The map's bytes, to copy into the 8 KiB the VMCB points to.
@@ -285,14 +249,10 @@ impl core::fmt::Debug for IoPermissions {
 }
 
 impl IoPermissions {
-    /// The map in which every port exits.
-    pub const fn all_intercepted() -> Self {
-        IoPermissions { bits: [0xFF; IOPM_LEN] }
-    }
-
     /// The OS guest's map: [`OS_PORTS`] open, the rest intercepted.
     pub fn for_os() -> Self {
-        let mut map = IoPermissions::all_intercepted();
+        // Every port exits but those opened below.
+        let mut map = IoPermissions { bits: [0xFF; IOPM_LEN] };
         for &(first, last, _) in OS_PORTS {
             map.open(first, last);
         }
@@ -304,14 +264,6 @@ impl IoPermissions {
         for port in first..=last {
             self.bits[usize::from(port / 8)] &= !(1 << (port % 8));
         }
-    }
-
-    /// Whether an access of `size` bytes at `port` exits.
-    pub fn intercepts(&self, port: u16, size: u8) -> bool {
-        (0..usize::from(size.max(1))).any(|i| {
-            let p = usize::from(port) + i;
-            self.bits[p / 8] & 1 << (p % 8) != 0
-        })
     }
 
     /// The map's bytes, to copy into the 12 KiB the VMCB points to.
@@ -861,6 +813,26 @@ mod tests {
     use super::*;
     use crate::svm::MSR_VM_HSAVE_PA;
     use alloc::boxed::Box;
+
+    impl MsrPermissions {
+        /// Whether reading (`write` false) or writing `msr` exits.
+        fn intercepts(&self, msr: u32, write: bool) -> bool {
+            match MsrPermissions::position(msr) {
+                Some((byte, bit)) => self.bits[byte] & 1 << (bit + u8::from(write)) != 0,
+                None => true,
+            }
+        }
+    }
+
+    impl IoPermissions {
+        /// Whether an access of `size` bytes at `port` exits.
+        fn intercepts(&self, port: u16, size: u8) -> bool {
+            (0..usize::from(size.max(1))).any(|i| {
+                let p = usize::from(port) + i;
+                self.bits[p / 8] & 1 << (p % 8) != 0
+            })
+        }
+    }
 
     #[test]
     fn protected_mode_entry_state() {

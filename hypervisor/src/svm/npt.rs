@@ -36,10 +36,6 @@ pub mod flags {
     pub const WRITABLE: u64 = 1 << 1;
     /// U/S: user accesses are allowed; nested walks are user accesses.
     pub const USER: u64 = 1 << 2;
-    /// A: set by the processor when the entry is used.
-    pub const ACCESSED: u64 = 1 << 5;
-    /// D: set by the processor when the page is written.
-    pub const DIRTY: u64 = 1 << 6;
     /// PS: in a PDPT or PD entry, the entry maps a 1 GiB or 2 MiB page.
     pub const HUGE: u64 = 1 << 7;
     /// NX: instruction fetches are not allowed (needs EFER.NXE in the host).
@@ -145,23 +141,10 @@ impl NptEntry {
         self.0 & flags::HUGE != 0
     }
 
-    /// Whether user accesses (and so nested walks) may use it.
-    pub const fn is_user(self) -> bool {
-        self.0 & flags::USER != 0
-    }
-
     /// The physical address it holds (next table, or the page's first byte).
     pub fn address(self) -> PhysAddr {
         let mask = if self.is_huge() { Self::HUGE_ADDRESS_MASK } else { Self::ADDRESS_MASK };
         PhysAddr::new_truncate(self.0 & mask)
-    }
-
-    /// The permissions a leaf entry grants.
-    pub const fn permissions(self) -> Permissions {
-        Permissions {
-            write: self.0 & flags::WRITABLE != 0,
-            execute: self.0 & flags::NO_EXECUTE == 0,
-        }
     }
 }
 
@@ -180,13 +163,6 @@ pub struct NptTable {
 }
 
 const _: () = assert!(size_of::<NptTable>() == 4096 && align_of::<NptTable>() == 4096);
-
-impl NptTable {
-    /// A table with no valid entry.
-    pub const fn zeroed() -> Self {
-        NptTable { entries: [NptEntry(0); 512] }
-    }
-}
 
 /// Where table frames come from.
 ///
@@ -212,8 +188,6 @@ pub enum NptError {
     AlreadyMapped(u64),
     /// A 2 MiB page covers the address where a 4 KiB mapping was asked for.
     HugePageInTheWay(u64),
-    /// Nothing is mapped there.
-    NotMapped(u64),
     /// No frame was left for a table.
     OutOfTables(u64),
 }
@@ -225,7 +199,6 @@ impl fmt::Display for NptError {
             NptError::OutOfRange(a) => ("guest-physical address out of range", a),
             NptError::AlreadyMapped(a) => ("already mapped", a),
             NptError::HugePageInTheWay(a) => ("a 2 MiB page is in the way", a),
-            NptError::NotMapped(a) => ("not mapped", a),
             NptError::OutOfTables(a) => ("out of memory for tables", a),
         };
         write!(f, "nested page table: {what} at {gpa:#x}")
@@ -246,23 +219,12 @@ impl TlbFlush {
     }
 }
 
-/// Where a guest-physical address leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Translation {
-    /// The host-physical address of the same byte.
-    pub address: PhysAddr,
-    /// The size of the page that maps it.
-    pub size: PageSize,
-    /// What the guest may do there.
-    pub permissions: Permissions,
-}
-
 /// Bits 47:0 are translatable with four levels.
-const GPA_LIMIT: u64 = 1 << 48;
+pub(crate) const GPA_LIMIT: u64 = 1 << 48;
 
 /// The 9-bit index of `gpa` in a table of `level` (4 = PML4 ... 1 = PT).
 #[allow(clippy::cast_possible_truncation, reason = "masked to 9 bits")]
-fn index(gpa: u64, level: u32) -> usize {
+pub(crate) fn index(gpa: u64, level: u32) -> usize {
     ((gpa >> (12 + 9 * (level - 1))) & 0x1FF) as usize
 }
 
@@ -322,63 +284,6 @@ impl NestedPageTable {
         Ok(TlbFlush(()))
     }
 
-    /// The leaf entry mapping `gpa`: its table, index and level.
-    fn find_leaf<M: TableMemory + ?Sized>(
-        &self,
-        memory: &mut M,
-        at: u64,
-    ) -> Option<(PhysAddr, usize, u32)> {
-        if at >= GPA_LIMIT {
-            return None;
-        }
-        let mut table = self.root;
-        for level in (1..=4).rev() {
-            let entry = memory.table_mut(table).entries[index(at, level)];
-            if !entry.is_present() {
-                return None;
-            }
-            if level == 1 || entry.is_huge() {
-                return Some((table, index(at, level), level));
-            }
-            table = entry.address();
-        }
-        None
-    }
-
-    /// Where `gpa` leads, if anywhere.
-    pub fn translate<M: TableMemory + ?Sized>(
-        &self,
-        memory: &mut M,
-        gpa: GuestPhysAddr,
-    ) -> Option<Translation> {
-        let at = gpa.as_u64();
-        let (table, i, level) = self.find_leaf(memory, at)?;
-        let entry = memory.table_mut(table).entries[i];
-        let size = if level == 2 { PageSize::Size2M } else { PageSize::Size4K };
-        Some(Translation {
-            address: entry.address() + (at % size.bytes()),
-            size,
-            permissions: entry.permissions(),
-        })
-    }
-
-    /// Removes the mapping of the page that starts at `gpa` (of whichever size maps it).
-    /// Tables emptied by this stay until [`NestedPageTable::destroy`].
-    pub fn unmap<M: TableMemory + ?Sized>(
-        &mut self,
-        memory: &mut M,
-        gpa: GuestPhysAddr,
-    ) -> Result<TlbFlush, NptError> {
-        let at = gpa.as_u64();
-        let (table, i, level) = self.find_leaf(memory, at).ok_or(NptError::NotMapped(at))?;
-        let size = if level == 2 { PageSize::Size2M } else { PageSize::Size4K };
-        if !at.is_multiple_of(size.bytes()) {
-            return Err(NptError::Unaligned(at));
-        }
-        memory.table_mut(table).entries[i] = NptEntry::default();
-        Ok(TlbFlush(()))
-    }
-
     /// Frees every table (not the frames the leaves map: the guest's memory has its own
     /// owner).
     pub fn destroy<M: TableMemory + ?Sized>(self, memory: &mut M) {
@@ -401,6 +306,7 @@ fn free_tables<M: TableMemory + ?Sized>(memory: &mut M, table: PhysAddr, level: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::{permissions, Translate, Translation};
     use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
     use alloc::vec::Vec;
@@ -485,12 +391,12 @@ mod tests {
         let mut table = npt.root();
         for level in (1..=4).rev() {
             let entry = mem.table_mut(table).entries[index(0x7f_ffff_f000, level)];
-            assert!(entry.is_present() && entry.is_user(), "level {level}: {entry:?}");
+            assert!(
+                entry.is_present() && entry.raw() & flags::USER != 0,
+                "level {level}: {entry:?}"
+            );
             if level > 1 {
-                assert!(
-                    entry.permissions().write && entry.permissions().execute,
-                    "non-leaf grants all"
-                );
+                assert!(permissions(entry) == Permissions::ALL, "non-leaf grants all");
             } else {
                 assert_eq!(entry.raw(), 0x1000 | flags::PRESENT | flags::USER | flags::NO_EXECUTE);
             }
@@ -550,24 +456,6 @@ mod tests {
             Some(NptError::OutOfRange(1 << 48))
         );
         assert_eq!(mem.allocated, 1, "nothing allocated for refused maps");
-    }
-
-    #[test]
-    fn unmap_removes_either_size() {
-        let mut mem = FakeMemory::default();
-        let mut npt = NestedPageTable::new(&mut mem).unwrap();
-        let _flush = npt
-            .map(&mut mem, gpa(0x3000), hpa(0x5000), PageSize::Size4K, Permissions::ALL)
-            .unwrap();
-        let _flush = npt
-            .map(&mut mem, gpa(0x40_0000), hpa(0x40_0000), PageSize::Size2M, Permissions::ALL)
-            .unwrap();
-        assert_eq!(npt.unmap(&mut mem, gpa(0x40_1000)).err(), Some(NptError::Unaligned(0x40_1000)));
-        let _flush = npt.unmap(&mut mem, gpa(0x40_0000)).unwrap();
-        let _flush = npt.unmap(&mut mem, gpa(0x3000)).unwrap();
-        assert_eq!(npt.translate(&mut mem, gpa(0x3000)), None);
-        assert_eq!(npt.translate(&mut mem, gpa(0x40_0000)), None);
-        assert_eq!(npt.unmap(&mut mem, gpa(0x3000)).err(), Some(NptError::NotMapped(0x3000)));
     }
 
     #[test]

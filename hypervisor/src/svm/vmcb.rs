@@ -116,8 +116,6 @@ pub mod intercept {
     pub const INVD: u32 = 1 << 22;
     /// misc1: HLT.
     pub const HLT: u32 = 1 << 24;
-    /// misc1: INVLPGA.
-    pub const INVLPGA: u32 = 1 << 26;
     /// misc1: IN/OUT, filtered by the I/O permission map.
     pub const IOIO_PROT: u32 = 1 << 27;
     /// misc1: RDMSR/WRMSR, filtered by the MSR permission map.
@@ -138,8 +136,6 @@ pub mod intercept {
     pub const CLGI: u32 = 1 << 5;
     /// misc2: SKINIT.
     pub const SKINIT: u32 = 1 << 6;
-    /// misc2: XSETBV.
-    pub const XSETBV: u32 = 1 << 13;
 }
 
 /// A segment register in the state save area: selector, attributes packed into 12 bits
@@ -167,8 +163,6 @@ pub mod attrib {
     pub const DATA: u16 = 0x0C93;
     /// A busy 64-bit TSS: type 0xB, P.
     pub const TSS_BUSY: u16 = 0x008B;
-    /// An LDT: type 0x2, P.
-    pub const LDT: u16 = 0x0082;
 }
 
 /// The guest's state, loaded by VMRUN and stored by #VMEXIT (APM Table B-2). Not all state
@@ -267,96 +261,6 @@ const _: () = {
     assert!(offset_of!(Vmcb, save) + offset_of!(StateSaveArea, rax) == 0x5F8);
 };
 
-impl Vmcb {
-    /// Every field zero: nothing intercepted, no guest state (VMRUN would refuse it).
-    pub const fn zeroed() -> Self {
-        const NULL: Segment = Segment { selector: 0, attrib: 0, limit: 0, base: 0 };
-        Vmcb {
-            control: ControlArea {
-                intercept_cr: 0,
-                intercept_dr: 0,
-                intercept_exceptions: 0,
-                intercept_misc1: 0,
-                intercept_misc2: 0,
-                intercept_misc3: 0,
-                reserved_018: [0; 0x03C - 0x018],
-                pause_filter_threshold: 0,
-                pause_filter_count: 0,
-                iopm_base_pa: 0,
-                msrpm_base_pa: 0,
-                tsc_offset: 0,
-                guest_asid: 0,
-                tlb_control: 0,
-                reserved_05d: [0; 3],
-                virtual_interrupt: 0,
-                interrupt_shadow: 0,
-                exit_code: 0,
-                exit_info1: 0,
-                exit_info2: 0,
-                exit_int_info: 0,
-                np_control: 0,
-                avic_apic_bar: 0,
-                ghcb_pa: 0,
-                event_injection: 0,
-                ncr3: 0,
-                lbr_virtualization: 0,
-                vmcb_clean: 0,
-                next_rip: 0,
-                guest_instruction_len: 0,
-                guest_instruction_bytes: [0; 15],
-                reserved_0e0: [0; 0x400 - 0x0E0],
-            },
-            save: StateSaveArea {
-                es: NULL,
-                cs: NULL,
-                ss: NULL,
-                ds: NULL,
-                fs: NULL,
-                gs: NULL,
-                gdtr: NULL,
-                ldtr: NULL,
-                idtr: NULL,
-                tr: NULL,
-                reserved_0a0: [0; 0x0CB - 0x0A0],
-                cpl: 0,
-                reserved_0cc: 0,
-                efer: 0,
-                reserved_0d8: [0; 0x148 - 0x0D8],
-                cr4: 0,
-                cr3: 0,
-                cr0: 0,
-                dr7: 0,
-                dr6: 0,
-                rflags: 0,
-                rip: 0,
-                reserved_180: [0; 0x1D8 - 0x180],
-                rsp: 0,
-                s_cet: 0,
-                ssp: 0,
-                isst_addr: 0,
-                rax: 0,
-                star: 0,
-                lstar: 0,
-                cstar: 0,
-                sfmask: 0,
-                kernel_gs_base: 0,
-                sysenter_cs: 0,
-                sysenter_esp: 0,
-                sysenter_eip: 0,
-                cr2: 0,
-                reserved_248: [0; 0x268 - 0x248],
-                g_pat: 0,
-                dbgctl: 0,
-                br_from: 0,
-                br_to: 0,
-                last_excp_from: 0,
-                last_excp_to: 0,
-                reserved_298: [0; 0xC00 - 0x298],
-            },
-        }
-    }
-}
-
 impl fmt::Debug for Vmcb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (c, s) = (&self.control, &self.save);
@@ -386,5 +290,100 @@ impl fmt::Debug for ControlArea {
 impl fmt::Debug for StateSaveArea {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateSaveArea").field("rip", &self.rip).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod zeroed {
+    use super::*;
+
+    impl Vmcb {
+        /// Every field zero: nothing intercepted, no guest state (VMRUN would refuse it).
+        pub(crate) const fn zeroed() -> Self {
+            const NULL: Segment = Segment { selector: 0, attrib: 0, limit: 0, base: 0 };
+            Vmcb {
+                control: ControlArea {
+                    intercept_cr: 0,
+                    intercept_dr: 0,
+                    intercept_exceptions: 0,
+                    intercept_misc1: 0,
+                    intercept_misc2: 0,
+                    intercept_misc3: 0,
+                    reserved_018: [0; 0x03C - 0x018],
+                    pause_filter_threshold: 0,
+                    pause_filter_count: 0,
+                    iopm_base_pa: 0,
+                    msrpm_base_pa: 0,
+                    tsc_offset: 0,
+                    guest_asid: 0,
+                    tlb_control: 0,
+                    reserved_05d: [0; 3],
+                    virtual_interrupt: 0,
+                    interrupt_shadow: 0,
+                    exit_code: 0,
+                    exit_info1: 0,
+                    exit_info2: 0,
+                    exit_int_info: 0,
+                    np_control: 0,
+                    avic_apic_bar: 0,
+                    ghcb_pa: 0,
+                    event_injection: 0,
+                    ncr3: 0,
+                    lbr_virtualization: 0,
+                    vmcb_clean: 0,
+                    next_rip: 0,
+                    guest_instruction_len: 0,
+                    guest_instruction_bytes: [0; 15],
+                    reserved_0e0: [0; 0x400 - 0x0E0],
+                },
+                save: StateSaveArea {
+                    es: NULL,
+                    cs: NULL,
+                    ss: NULL,
+                    ds: NULL,
+                    fs: NULL,
+                    gs: NULL,
+                    gdtr: NULL,
+                    ldtr: NULL,
+                    idtr: NULL,
+                    tr: NULL,
+                    reserved_0a0: [0; 0x0CB - 0x0A0],
+                    cpl: 0,
+                    reserved_0cc: 0,
+                    efer: 0,
+                    reserved_0d8: [0; 0x148 - 0x0D8],
+                    cr4: 0,
+                    cr3: 0,
+                    cr0: 0,
+                    dr7: 0,
+                    dr6: 0,
+                    rflags: 0,
+                    rip: 0,
+                    reserved_180: [0; 0x1D8 - 0x180],
+                    rsp: 0,
+                    s_cet: 0,
+                    ssp: 0,
+                    isst_addr: 0,
+                    rax: 0,
+                    star: 0,
+                    lstar: 0,
+                    cstar: 0,
+                    sfmask: 0,
+                    kernel_gs_base: 0,
+                    sysenter_cs: 0,
+                    sysenter_esp: 0,
+                    sysenter_eip: 0,
+                    cr2: 0,
+                    reserved_248: [0; 0x268 - 0x248],
+                    g_pat: 0,
+                    dbgctl: 0,
+                    br_from: 0,
+                    br_to: 0,
+                    last_excp_from: 0,
+                    last_excp_to: 0,
+                    reserved_298: [0; 0xC00 - 0x298],
+                },
+            }
+        }
     }
 }

@@ -21,9 +21,10 @@ use crate::mem::{self, PoolTables};
 use crate::svm::vcpu::SvmVcpu;
 use crate::svm::Svm;
 use core::fmt;
+use vpr_hypervisor::inspect::{Translate, Translation};
 use vpr_hypervisor::memory::{Range, PAGE_SIZE};
 use vpr_hypervisor::svm::npt::{
-    GuestPhysAddr, NestedPageTable, NptError, PageSize, Permissions, TlbFlush, Translation,
+    GuestPhysAddr, NestedPageTable, NptError, PageSize, Permissions, TlbFlush,
 };
 use vpr_hypervisor::svm::setup::LongModeGuest;
 use vpr_hypervisor::vm::{self, GuestRegisters, HypercallAction, Hypercalls, Outcome};
