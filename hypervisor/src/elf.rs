@@ -37,6 +37,8 @@ const ELFDATA2LSB: u8 = 1;
 const EV_CURRENT: u8 = 1;
 /// `e_type`: an executable file.
 const ET_EXEC: u16 = 2;
+/// `e_type`: a shared object, which is also what position-independent executables are.
+const ET_DYN: u16 = 3;
 /// `e_machine`: AMD x86-64 (gABI machine list).
 const EM_X86_64: u16 = 62;
 
@@ -288,11 +290,87 @@ pub enum ElfError {
     SegmentNotInImage,
 }
 
-/// Shown as its `Debug` form: the variant names the check that failed (each is described
-/// above) and carries the values at fault.
 impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        match *self {
+            ElfError::BadMagic => write!(f, "not an ELF file (bad magic)"),
+            ElfError::TruncatedHeader(len) => {
+                write!(f, "file of {len} bytes is too short for an ELF64 header")
+            }
+            ElfError::NotElf64(class) => write!(f, "not a 64-bit ELF file (EI_CLASS {class})"),
+            ElfError::NotLittleEndian(data) => {
+                write!(f, "not a little-endian ELF file (EI_DATA {data})")
+            }
+            ElfError::BadIdentVersion(v) => write!(f, "unsupported EI_VERSION {v}"),
+            ElfError::NotExecutable(ET_DYN) => write!(
+                f,
+                "position-independent or shared object (ET_DYN): PALs must be static \
+                 executables linked at a fixed address"
+            ),
+            ElfError::NotExecutable(t) => write!(f, "not an executable (e_type {t})"),
+            ElfError::WrongMachine(m) => write!(f, "not an x86-64 file (e_machine {m})"),
+            ElfError::BadVersion(v) => write!(f, "unsupported e_version {v}"),
+            ElfError::BadHeaderSize(n) => write!(f, "ELF header size {n} is below 64"),
+            ElfError::BadProgramHeaderSize(n) => {
+                write!(f, "program header size {n} is not 56")
+            }
+            ElfError::BadProgramHeaderCount(n) => {
+                write!(f, "{n} program headers (1 to {MAX_PROGRAM_HEADERS} allowed)")
+            }
+            ElfError::ProgramHeadersOutsideFile(off) => {
+                write!(f, "program header table at {off:#x} runs past the end of the file")
+            }
+            ElfError::Dynamic { segment } => {
+                write!(f, "segment {segment} is PT_DYNAMIC: dynamic linking is not supported")
+            }
+            ElfError::Interpreter { segment } => {
+                write!(f, "segment {segment} is PT_INTERP: program interpreters are not supported")
+            }
+            ElfError::ThreadLocalStorage { segment } => {
+                write!(f, "segment {segment} is PT_TLS: PALs have no thread-local storage")
+            }
+            ElfError::UnknownSegmentType { segment, p_type } => {
+                write!(f, "segment {segment} has unknown type {p_type:#x}")
+            }
+            ElfError::FileLargerThanMemory { segment } => {
+                write!(f, "segment {segment} has more bytes in the file than in memory")
+            }
+            ElfError::SegmentOutsideFile { segment } => {
+                write!(f, "segment {segment} runs past the end of the file")
+            }
+            ElfError::SegmentWraps { segment } => {
+                write!(f, "segment {segment} wraps around the address space")
+            }
+            ElfError::SegmentOutsideWindow { segment } => {
+                write!(f, "segment {segment} lies outside the allowed addresses")
+            }
+            ElfError::WritableAndExecutable { segment } => {
+                write!(f, "segment {segment} is writable and executable")
+            }
+            ElfError::Overlap { first, second } => {
+                write!(f, "segments {first} and {second} overlap")
+            }
+            ElfError::SharedPage { first, second } => {
+                write!(f, "segments {first} and {second} share a page")
+            }
+            ElfError::NoLoadSegment => write!(f, "no loadable segment"),
+            ElfError::TooManyPages { pages, max } => {
+                write!(f, "segments take {pages} pages, more than the {max} allowed")
+            }
+            ElfError::EntryNotExecutable(entry) => {
+                write!(f, "entry point {entry:#x} is in a non-executable segment")
+            }
+            ElfError::EntryOutsideSegments(entry) => {
+                write!(f, "entry point {entry:#x} is in no segment")
+            }
+            ElfError::PageBufferSize(len) => {
+                write!(f, "page buffer of {len} bytes is not one page")
+            }
+            ElfError::PageOutsideSegment(addr) => {
+                write!(f, "{addr:#x} is not a page of the segment")
+            }
+            ElfError::SegmentNotInImage => write!(f, "segment's file bytes are not in the image"),
+        }
     }
 }
 
@@ -538,9 +616,6 @@ pub fn fill_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `e_type`: a shared object, which is also what position-independent executables are.
-    const ET_DYN: u16 = 3;
 
     /// A program header for the builder.
     #[derive(Debug, Clone, Copy)]
@@ -968,11 +1043,16 @@ mod tests {
     }
 
     #[test]
-    fn errors_show_the_check_and_the_values() {
-        assert_eq!(ElfError::BadMagic.to_string(), "BadMagic");
+    fn errors_read_as_sentences() {
+        assert_eq!(ElfError::BadMagic.to_string(), "not an ELF file (bad magic)");
+        assert_eq!(
+            ElfError::WritableAndExecutable { segment: 2 }.to_string(),
+            "segment 2 is writable and executable"
+        );
+        assert!(ElfError::NotExecutable(ET_DYN).to_string().contains("ET_DYN"));
         assert_eq!(
             ElfError::TooManyPages { pages: 7, max: 6 }.to_string(),
-            "TooManyPages { pages: 7, max: 6 }"
+            "segments take 7 pages, more than the 6 allowed"
         );
     }
 

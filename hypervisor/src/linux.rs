@@ -224,11 +224,70 @@ impl fmt::Display for Version {
     }
 }
 
-/// Shown as its `Debug` form: the variant names the check that failed (each is described
-/// above) and carries the values at fault.
 impl fmt::Display for LinuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        match *self {
+            LinuxError::Truncated { len, needed } => {
+                write!(f, "kernel file of {len} bytes ends before its header's {needed:#x} bytes")
+            }
+            LinuxError::BadBootFlag(flag) => {
+                write!(f, "not a Linux kernel: boot flag {flag:#06x} is not 0xaa55")
+            }
+            LinuxError::BadMagic(magic) => {
+                write!(f, "not a bzImage: header magic {magic:#010x} is not \"HdrS\"")
+            }
+            LinuxError::OldProtocol(v) => {
+                write!(f, "boot protocol {} is older than {}", Version(v), Version(MIN_VERSION))
+            }
+            LinuxError::HeaderTooShort(end) => {
+                write!(f, "setup header ends at {end:#x}, before init_size")
+            }
+            LinuxError::HeaderTooLong(end) => write!(
+                f,
+                "setup header ends at {end:#x}, past its room in the zero page ({:#x})",
+                hdr::MAX_END
+            ),
+            LinuxError::NotLoadedHigh(flags) => {
+                write!(f, "kernel does not load high (loadflags {flags:#04x})")
+            }
+            LinuxError::NotRelocatable => write!(f, "kernel is not relocatable"),
+            LinuxError::BadKernelAlignment(a) => {
+                write!(f, "kernel_alignment {a:#x} is not a power of two")
+            }
+            LinuxError::SetupPastEnd { offset, len } => write!(
+                f,
+                "protected-mode code would start at {offset:#x}, past the file's {len} bytes"
+            ),
+            LinuxError::ProtectedModeTruncated { len, expected } => write!(
+                f,
+                "protected-mode code of {len} bytes is shorter than syssize's {expected} bytes"
+            ),
+            LinuxError::TooManyE820Entries(n) => {
+                write!(f, "E820 map of {n} entries exceeds the zero page's {E820_MAX_ENTRIES}")
+            }
+            LinuxError::CommandLineTooLong { len, max } => {
+                write!(f, "command line of {len} bytes is longer than the kernel's {max}")
+            }
+            LinuxError::KernelDoesNotFit(size) => {
+                write!(f, "no free RAM below 4 GiB for the kernel's {size:#x} bytes")
+            }
+            LinuxError::InitrdDoesNotFit(size) => {
+                write!(f, "no free RAM below the initrd limit for its {size:#x} bytes")
+            }
+            LinuxError::NoLowMemory(what) => {
+                write!(f, "no free RAM between 0x10000 and 0x90000 for the {what}")
+            }
+            LinuxError::KernelOutOfReach(addr) => {
+                write!(f, "kernel at {addr:#x} does not lie below 4 GiB")
+            }
+            LinuxError::InitrdOutOfReach { addr, len, limit } => write!(
+                f,
+                "initrd of {len:#x} bytes at {addr:#x} does not end at or below {limit:#x}"
+            ),
+            LinuxError::CommandLineOutOfReach(addr) => {
+                write!(f, "command line at {addr:#x} does not lie below 4 GiB")
+            }
+        }
     }
 }
 
@@ -890,7 +949,10 @@ mod tests {
             assert_eq!(err(&file), expected, "{bytes:x?} at {at:#x}");
             assert!(!expected.to_string().is_empty());
         }
-        assert_eq!(LinuxError::OldProtocol(0x020B).to_string(), "OldProtocol(523)");
+        assert_eq!(
+            LinuxError::OldProtocol(0x020B).to_string(),
+            "boot protocol 2.11 is older than 2.12"
+        );
     }
 
     #[test]
