@@ -48,7 +48,7 @@
 //! | 0x85 | [`Outcome::Info`]     | `sqlite_version`: string; `identity`: digest; `image`: string |
 //! | 0x86 | [`Outcome::Random`]   | `bytes`: byte string                                        |
 //! | 0x87 | [`Outcome::Counter`]  | `value`: `u64`                                              |
-//! | 0x88 | [`Outcome::Effects`]  | `u32` count, then each [`tcc::Effect`]                      |
+//! | 0x88 | [`Outcome::Effects`]  | `u32` count, then each [`tcc::Effect`]; then the [`tcc::Status`] after the call |
 //! | 0x89 | [`Outcome::Status`]   | [`tcc::Status`]                                             |
 //! | 0x8A | [`Outcome::Quote`]    | `quote`: byte string (at most [`MAX_QUOTE_BYTES`])          |
 //! | 0x8B | [`Outcome::EffectsLost`] | `len`: `u64`; `capacity`: `u64`                          |
@@ -260,8 +260,14 @@ pub enum Outcome {
         /// The value.
         value: u64,
     },
-    /// Kind `0x88`: what the Manager answered a [`Command::Call`], in order.
-    Effects(Vec<tcc::Effect>),
+    /// Kind `0x88`: what the Manager answered a [`Command::Call`], in order, and where it
+    /// stands after the call (so the host needs no second execution to know).
+    Effects {
+        /// The effects, in order.
+        effects: Vec<tcc::Effect>,
+        /// The Manager's status after the call.
+        status: tcc::Status,
+    },
     /// Kind `0x89`: where the Manager stands.
     Status(tcc::Status),
     /// Kind `0x8A`: a uTPM quote, as `crate::utpm::Quote::to_bytes` writes it.
@@ -419,7 +425,7 @@ impl Outcome {
             Outcome::Info { .. } => 0x85,
             Outcome::Random { .. } => 0x86,
             Outcome::Counter { .. } => 0x87,
-            Outcome::Effects(_) => 0x88,
+            Outcome::Effects { .. } => 0x88,
             Outcome::Status(_) => 0x89,
             Outcome::Quote { .. } => 0x8A,
             Outcome::EffectsLost { .. } => 0x8B,
@@ -486,11 +492,12 @@ impl Outcome {
             Outcome::Counter { value } => {
                 w.u64(*value);
             }
-            Outcome::Effects(effects) => {
+            Outcome::Effects { effects, status } => {
                 put_len(w, effects.len());
                 for effect in effects {
                     effect.put(w);
                 }
+                status.put(w);
             }
             Outcome::Status(status) => status.put(w),
             Outcome::Quote { quote } => put_bytes(w, quote),
@@ -541,13 +548,16 @@ impl Outcome {
                 Outcome::Random { bytes: get_bytes(&mut r, "random", MAX_RANDOM_BYTES)?.to_vec() }
             }
             0x87 => Outcome::Counter { value: r.u64()? },
-            0x88 => Outcome::Effects(get_vec_with(
-                &mut r,
-                "effects",
-                usize::MAX,
-                tcc::MIN_EFFECT_LEN,
-                tcc::Effect::get,
-            )?),
+            0x88 => Outcome::Effects {
+                effects: get_vec_with(
+                    &mut r,
+                    "effects",
+                    usize::MAX,
+                    tcc::MIN_EFFECT_LEN,
+                    tcc::Effect::get,
+                )?,
+                status: tcc::Status::get(&mut r)?,
+            },
             0x89 => Outcome::Status(tcc::Status::get(&mut r)?),
             0x8A => Outcome::Quote { quote: get_bytes(&mut r, "quote", MAX_QUOTE_BYTES)?.to_vec() },
             0x8B => Outcome::EffectsLost { len: r.u64()?, capacity: r.u64()? },
@@ -581,11 +591,14 @@ fn put_header(w: &mut Writer, kind: u8) {
     w.bytes(&MAGIC).u8(VERSION).u8(kind).u16(0);
 }
 
-/// The encoded length of [`Outcome::Effects`]`(effects)`, found without encoding: what a
-/// Manager call's effects take in the PAL's output, at most [`MAX_LEN`] to be delivered.
+/// The encoded length of [`Outcome::Effects`] with `effects` and the longest status, found
+/// without encoding: what a Manager call's effects take in the PAL's output at most, which
+/// must be at most [`MAX_LEN`] for them to be delivered.
 #[must_use]
 pub fn effects_encoded_len(effects: &[tcc::Effect]) -> usize {
-    effects.iter().fold(HEADER_LEN + 4, |n, e| n.saturating_add(e.encoded_len()))
+    effects
+        .iter()
+        .fold(HEADER_LEN + 4 + tcc::MAX_STATUS_LEN, |n, e| n.saturating_add(e.encoded_len()))
 }
 
 /// Whether `effects` fit the PAL's output, [`MAX_LEN`] (see "Output capacity"): a Manager
@@ -671,6 +684,11 @@ mod tests {
         commands
     }
 
+    /// One of the statuses `tcc::tests` encodes.
+    fn status(i: usize) -> tcc::Status {
+        tcc::tests::statuses().swap_remove(i)
+    }
+
     fn outcomes() -> Vec<Outcome> {
         let mut outcomes = vec![
             Outcome::Executed {
@@ -705,11 +723,15 @@ mod tests {
             Outcome::Quote { quote: vec![7; MAX_QUOTE_BYTES] },
             Outcome::Counter { value: 0 },
             Outcome::Counter { value: u64::MAX },
-            Outcome::Effects(tcc::tests::effects()),
-            Outcome::Effects(Vec::new()),
+            Outcome::Effects { effects: tcc::tests::effects(), status: status(0) },
+            Outcome::Effects { effects: Vec::new(), status: status(1) },
             Outcome::EffectsLost { len: MAX_LEN as u64 + 1, capacity: MAX_LEN as u64 },
         ];
-        outcomes.extend(tcc::tests::effects().into_iter().map(|e| Outcome::Effects(vec![e])));
+        outcomes.extend(
+            tcc::tests::effects()
+                .into_iter()
+                .map(|e| Outcome::Effects { effects: vec![e], status: status(0) }),
+        );
         outcomes.extend(tcc::tests::statuses().into_iter().map(Outcome::Status));
         outcomes
     }
@@ -766,8 +788,9 @@ mod tests {
             let bytes = outcome.encode();
             assert_eq!(outcome.encoded_len(), bytes.len(), "{outcome:?}");
             assert_eq!(outcome.try_encode().as_ref(), Some(&bytes));
-            if let Outcome::Effects(effects) = &outcome {
-                assert_eq!(effects_encoded_len(effects), bytes.len());
+            if let Outcome::Effects { effects, status } = &outcome {
+                let shorter = if status.needs_state.is_none() { 8 } else { 0 };
+                assert_eq!(effects_encoded_len(effects), bytes.len() + shorter);
                 assert!(effects_fit(effects));
             }
         }
@@ -778,11 +801,11 @@ mod tests {
         let big = tcc::Effect::Refused(String::from_utf8(vec![b'x'; MAX_LEN]).unwrap());
         assert_eq!(
             effects_encoded_len(core::slice::from_ref(&big)),
-            HEADER_LEN + 4 + 1 + 4 + MAX_LEN
+            HEADER_LEN + 4 + 1 + 4 + MAX_LEN + tcc::MAX_STATUS_LEN
         );
         assert!(!effects_fit(&[big]));
         assert!(effects_fit(&[]));
-        let fits = MAX_LEN - (HEADER_LEN + 4 + 1 + 4);
+        let fits = MAX_LEN - (HEADER_LEN + 4 + 1 + 4 + tcc::MAX_STATUS_LEN);
         assert!(effects_fit(&[tcc::Effect::Refused(String::from_utf8(vec![b'x'; fits]).unwrap())]));
     }
 
@@ -933,7 +956,9 @@ mod tests {
         ));
         let reason = tcc::Effect::Refused("r".repeat(tcc::MAX_REASON_BYTES + 1));
         assert!(matches!(
-            Outcome::decode(&Outcome::Effects(vec![reason]).encode()),
+            Outcome::decode(
+                &Outcome::Effects { effects: vec![reason], status: status(0) }.encode()
+            ),
             Err(DecodeError::TooLarge { field: "reason", .. })
         ));
     }

@@ -150,7 +150,11 @@ impl TccBackend for HypervisorTcc {
 
     fn call(&mut self, call: Call) -> Vec<Effect> {
         let effects = match self.run(&Command::Call(call), CALL_CAPACITY) {
-            Ok(Outcome::Effects(effects)) => effects,
+            // The Manager's status comes with its effects: one PAL execution per call.
+            Ok(Outcome::Effects { effects, status }) => {
+                self.last = status;
+                return effects;
+            }
             Ok(Outcome::Refused { reason }) => vec![Effect::Refused(reason)],
             Ok(Outcome::EffectsLost { len, capacity }) => {
                 // The call took effect: what it sent is gone, as if the network lost it.

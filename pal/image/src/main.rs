@@ -273,7 +273,7 @@ fn call_manager(state: &mut State, call: vpr_proto::tcc::Call, capacity: usize) 
         return Outcome::refused(NO_MANAGER).encode();
     };
     let effects = manager.handle(call).into_iter().map(clip_refusal).collect();
-    let outcome = Outcome::Effects(effects);
+    let outcome = Outcome::Effects { effects, status: manager.wire_status() };
     let len = outcome.encoded_len();
     let encoded = if len <= capacity { outcome.try_encode() } else { None };
     encoded.unwrap_or_else(|| {

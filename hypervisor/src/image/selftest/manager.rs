@@ -65,7 +65,7 @@ impl Group3<'_, '_> {
     fn call(&mut self, r: usize, call: Call) -> Result<Vec<Effect>, String> {
         let what = format!("replica {r}: {}", call_name(&call));
         match execute(self.svm, &mut self.pals[r], self.handles[r], &[Command::Call(call)])?.pop() {
-            Some(Outcome::Effects(effects)) => Ok(effects),
+            Some(Outcome::Effects { effects, .. }) => Ok(effects),
             other => Err(format!("{what}: {other:?}")),
         }
     }
@@ -455,7 +455,7 @@ pub fn tpm_manager_after_reboot(svm: &Svm, tcc: &Tcc) -> TestResult {
         return Err(format!("restored from the sealed state: {status:?}"));
     }
     match execute(svm, &mut pals, handle, &[old])?.pop() {
-        Some(Outcome::Effects(effects))
+        Some(Outcome::Effects { effects, .. })
             if !effects.is_empty() && effects.iter().all(|e| matches!(e, Effect::Refused(_))) =>
         {
             log::info!("hv: an older state replayed after the reboot: {effects:?}");
@@ -463,7 +463,7 @@ pub fn tpm_manager_after_reboot(svm: &Svm, tcc: &Tcc) -> TestResult {
         other => return Err(format!("the older snapshot was not refused: {other:?}")),
     }
     match execute(svm, &mut pals, handle, &[new])?.pop() {
-        Some(Outcome::Effects(effects))
+        Some(Outcome::Effects { effects, .. })
             if !effects.iter().any(|e| matches!(e, Effect::Refused(_))) => {}
         other => return Err(format!("the newer snapshot: {other:?}")),
     }
