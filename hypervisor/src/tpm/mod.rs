@@ -97,6 +97,13 @@ impl fmt::Display for TpmError {
     }
 }
 
+/// A response the shared TPM 2.0 reader refused: the TPM broke the protocol.
+impl From<vpr_proto::tpm2::Error> for TpmError {
+    fn from(e: vpr_proto::tpm2::Error) -> Self {
+        TpmError::Malformed(e.what())
+    }
+}
+
 /// How many random bytes [`Tpm::get_random`] asks for per TPM2_GetRandom: a SHA-256 digest,
 /// the most every PC Client TPM returns at once (Part 3 §16.1 caps a request at the
 /// largest digest the TPM implements).
@@ -743,9 +750,7 @@ fn check_locality(locality: u8) -> Result<(), TpmError> {
 
 /// The value of a SHA-256 PCR holding `old` after `digest` is extended into it:
 /// SHA-256(`old` || `digest`) (Part 1, "PCR Extend").
-pub fn extended(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
-    vpr_proto::crypto::hash(&[old, digest]).0
-}
+pub use vpr_proto::utpm::extended;
 
 /// The identities extended into PCR 18 in one boot, in order: the event log a verifier
 /// replays to check PCR 18 and find a PAL in it. Each identity once (a PAL registered again
