@@ -8,7 +8,8 @@
 //!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace,
 //!   TPM2_NV_Write, TPM2_StartAuthSession, TPM2_PolicyPCR, TPM2_PolicyLocality and
 //!   TPM2_FlushContext, and
-//!   parsing of their responses and of response codes ([`ResponseCode`]);
+//!   parsing of their responses and of response codes ([`ResponseCode`]), one module per
+//!   family of commands, written and read with [`vpr_proto::tpm2`]'s `Writer` and `Reader`;
 //! - [`Tpm`]: the two together, one method per command — [`Tpm::nv_define`],
 //!   [`Tpm::nv_write`] and [`Tpm::nv_read`] for NV indices the hypervisor keeps (such as
 //!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK

@@ -110,12 +110,6 @@ impl<'a> Reader<'a> {
         core::mem::take(&mut self.bytes)
     }
 
-    /// How many bytes are not read yet.
-    #[must_use]
-    pub fn remaining(&self) -> usize {
-        self.bytes.len()
-    }
-
     /// Requires that everything was read: [`Error::Trailing`]`(what, ..)` otherwise.
     pub fn finish(&self, what: &'static str) -> Result<(), Error> {
         match self.bytes.len() {
@@ -240,7 +234,6 @@ mod tests {
         assert_eq!(r.u64("d"), Ok(0x0809_0A0B_0C0D_0E0F));
         assert_eq!(r.clone().sized_max(1, "e", "e too large"), Err(Error::Invalid("e too large")));
         assert_eq!(r.sized("e"), Ok(&[0xAA, 0xBB][..]));
-        assert_eq!(r.remaining(), 1);
         assert_eq!(r.finish("f"), Err(Error::Trailing { what: "f", count: 1 }));
         assert_eq!(r.clone().take(2, "g"), Err(Error::Truncated("g")));
         assert_eq!(r.clone().u16("h"), Err(Error::Truncated("h")));

@@ -90,7 +90,7 @@ mod tests {
         assert_eq!(public.len(), 20 + 2 * 34);
         let mut r = Reader::new(&public);
         let read = EccPublic::read(&mut r, "short").unwrap();
-        assert_eq!(r.remaining(), 0);
+        assert_eq!(r.finish("trailing"), Ok(()));
         assert_eq!((read.object_type, read.name_alg), (TPM_ALG_ECC, TPM_ALG_SHA256));
         assert_eq!((read.attributes, read.auth_policy), (ATTESTATION_KEY_ATTRIBUTES, &[][..]));
         assert_eq!([read.symmetric, read.scheme, read.scheme_hash], [0x10, 0x18, 0x0B]);
