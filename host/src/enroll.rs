@@ -382,7 +382,7 @@ mod tests {
             extra_data: nonce.to_vec(),
             reset_count: 0,
             firmware_version: 0,
-            pcr_select: utpm::selection_bitmap(&[17, 18, 19]),
+            pcr_select: vpr_proto::tpm2::pcr_bitmap(&[17, 18, 19]),
             pcr_digest: utpm::pcr_digest(&pcrs),
         };
         TpmEvidenceParts {

@@ -1,6 +1,6 @@
-//! The uTPM's attestation format, in TPM 2.0 structures: micro-PCRs (uPCRs) per PAL and
-//! quotes over them, and the parsing of TPM quotes, shared by the hypervisor (which makes
-//! uTPM quotes and reads the TPM's), the simulation backend and `vpr verify`.
+//! The uTPM's attestation format, in TPM 2.0 structures ([`crate::tpm2`]): micro-PCRs
+//! (uPCRs) per PAL and signed quotes over them, shared by the hypervisor (which makes uTPM
+//! quotes and reads the TPM's), the simulation backend and `vpr verify`.
 //!
 //! A uTPM quote is what TPM2_Quote would return (TPM 2.0 Part 3 §18.4) had the PAL's uPCRs
 //! been a TPM's SHA-256 PCR bank and the TCC key a TPM's ECDSA P-256 signing key: a
@@ -24,21 +24,15 @@
 use alloc::vec::Vec;
 
 use crate::crypto::{self, PublicKey, Signature};
-use crate::tpm2::{TPM_ALG_ECDSA, TPM_ALG_SHA256, TPM_GENERATED_VALUE, TPM_ST_ATTEST_QUOTE};
+use crate::tpm2::{self, Reader, Writer, MAX_ATTEST};
+
+/// What a quote's `TPMS_ATTEST` says (its format is TPM 2.0's: [`tpm2::QuoteInfo`]).
+pub use crate::tpm2::QuoteInfo;
 
 /// uPCRs per PAL.
 pub const UPCRS: usize = 8;
 /// The uPCR that holds the PAL's identity.
 pub const IDENTITY_UPCR: usize = 0;
-/// Bytes of a PCR selection bitmap (`sizeofSelect`) for the 24 PCRs of a PC Client TPM.
-pub const PCR_SELECT_LEN: usize = PCR_SELECT_BYTE as usize;
-/// [`PCR_SELECT_LEN`] as the `sizeofSelect` byte.
-const PCR_SELECT_BYTE: u8 = 3;
-/// The most bytes a `TPM2B_NAME` or quote `extraData` may hold here (a `TPMT_HA` of
-/// SHA-512: 2 + 64).
-const MAX_NAME: usize = 66;
-/// The most a `TPMS_ATTEST` may be that this module reads (any quote is far smaller).
-const MAX_ATTEST: usize = 1024;
 
 /// Why a quote was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +46,12 @@ pub enum QuoteError {
     /// The PCR values given do not hash to the quote's `pcrDigest`.
     #[error("the PCR values do not match the quote's pcrDigest")]
     PcrDigest,
+}
+
+impl From<tpm2::Error> for QuoteError {
+    fn from(e: tpm2::Error) -> Self {
+        QuoteError::Malformed(e.what())
+    }
 }
 
 /// A PAL's uPCRs: SHA-256 registers that only grow by extension and start at zero.
@@ -107,23 +107,6 @@ pub fn pcr_digest(values: &[[u8; 32]]) -> [u8; 32] {
     crypto::hash(&parts).0
 }
 
-/// The 3-byte selection bitmap (`pcrSelect`, Part 2 §10.6.1) of the PCRs `pcrs` (those above
-/// 23 are left out).
-#[must_use]
-pub fn selection_bitmap(pcrs: &[u32]) -> [u8; PCR_SELECT_LEN] {
-    let mut bitmap = [0u8; PCR_SELECT_LEN];
-    for &pcr in pcrs.iter().filter(|&&p| p < 24) {
-        bitmap[(pcr / 8) as usize] |= 1 << (pcr % 8);
-    }
-    bitmap
-}
-
-/// The PCR indexes a selection bitmap names, ascending.
-#[must_use]
-pub fn selected_pcrs(bitmap: &[u8; PCR_SELECT_LEN]) -> Vec<u32> {
-    (0..24u32).filter(|&p| bitmap[(p / 8) as usize] & (1 << (p % 8)) != 0).collect()
-}
-
 /// What a uTPM quote of the PAL carries after the verifier's nonce when its caller chose
 /// `data` ([`crate::pal_io::Command::Quote`]): SHA-256 of a label and the data. The data is the
 /// untrusted caller's, so the quote says only "this PAL, on this TCC, was asked to quote this
@@ -138,106 +121,6 @@ pub fn caller_data(data: &[u8; 32]) -> [u8; 32] {
 #[must_use]
 pub fn signer_name(tcc_key: &PublicKey) -> [u8; 34] {
     crate::tpm2::sha256_name(tcc_key)
-}
-
-/// What a quote's `TPMS_ATTEST` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuoteInfo {
-    /// `qualifiedSigner`: the signing key's (qualified) name.
-    pub qualified_signer: Vec<u8>,
-    /// `extraData`: the quote's `qualifyingData` (a verifier's nonce, and for a uTPM quote
-    /// the PAL's data).
-    pub extra_data: Vec<u8>,
-    /// `clockInfo.resetCount` (a TPM's count of TPM2_Startup(CLEAR)s; 0 for a uTPM).
-    pub reset_count: u32,
-    /// `firmwareVersion`.
-    pub firmware_version: u64,
-    /// The bitmap of the SHA-256 PCRs quoted.
-    pub pcr_select: [u8; PCR_SELECT_LEN],
-    /// `pcrDigest`: SHA-256 of the selected PCRs' values concatenated, in PCR order.
-    pub pcr_digest: [u8; 32],
-}
-
-impl QuoteInfo {
-    /// The marshalled `TPMS_ATTEST` of a quote of one SHA-256 PCR selection (Part 2
-    /// §10.12.12), with a zero `clockInfo` but for `resetCount` and `safe` = 1.
-    #[must_use]
-    pub fn to_attest(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        out.extend_from_slice(&TPM_GENERATED_VALUE.to_be_bytes());
-        out.extend_from_slice(&TPM_ST_ATTEST_QUOTE.to_be_bytes());
-        push_sized(&mut out, &self.qualified_signer);
-        push_sized(&mut out, &self.extra_data);
-        out.extend_from_slice(&0u64.to_be_bytes()); // clock
-        out.extend_from_slice(&self.reset_count.to_be_bytes());
-        out.extend_from_slice(&0u32.to_be_bytes()); // restartCount
-        out.push(1); // safe
-        out.extend_from_slice(&self.firmware_version.to_be_bytes());
-        out.extend_from_slice(&1u32.to_be_bytes()); // one selection
-        out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
-        out.push(PCR_SELECT_BYTE);
-        out.extend_from_slice(&self.pcr_select);
-        push_sized(&mut out, &self.pcr_digest);
-        out
-    }
-
-    /// Reads the `TPMS_ATTEST` (Part 2 §10.12.12) of a quote of SHA-256 PCRs: `magic`
-    /// `TPM_GENERATED_VALUE`, `type` `TPM_ST_ATTEST_QUOTE`, `qualifiedSigner` (a
-    /// `TPM2B_NAME`), `extraData` (a `TPM2B_DATA`), `clockInfo` (`clock` u64, `resetCount`
-    /// u32, `restartCount` u32, `safe` u8), `firmwareVersion` (u64), then a
-    /// `TPMS_QUOTE_INFO` (Part 2 §10.12.1): `pcrSelect`, one SHA-256 selection of 3 bytes,
-    /// and `pcrDigest`, a 32-byte `TPM2B_DIGEST`; then nothing.
-    ///
-    /// Only meaningful once the signature over `attest` has been checked.
-    pub fn from_attest(attest: &[u8]) -> Result<QuoteInfo, QuoteError> {
-        let mut a = Reader { bytes: attest };
-        if attest.len() > MAX_ATTEST {
-            return Err(QuoteError::Malformed("TPMS_ATTEST larger than any quote"));
-        }
-        if a.u32("TPMS_ATTEST truncated")? != TPM_GENERATED_VALUE {
-            return Err(QuoteError::Malformed("TPMS_ATTEST magic is not TPM_GENERATED_VALUE"));
-        }
-        if a.u16("TPMS_ATTEST truncated")? != TPM_ST_ATTEST_QUOTE {
-            return Err(QuoteError::Malformed("TPMS_ATTEST is not a quote's"));
-        }
-        let qualified_signer = a.sized("qualifiedSigner truncated")?.to_vec();
-        if qualified_signer.len() > MAX_NAME {
-            return Err(QuoteError::Malformed("qualifiedSigner larger than any name"));
-        }
-        let extra_data = a.sized("extraData truncated")?.to_vec();
-        if extra_data.len() > MAX_NAME {
-            return Err(QuoteError::Malformed("extraData larger than a TPMT_HA"));
-        }
-        a.take(8, "clockInfo truncated")?;
-        let reset_count = a.u32("clockInfo truncated")?;
-        a.take(4 + 1, "clockInfo truncated")?;
-        let firmware_version = u64::from_be_bytes(a.array("firmwareVersion truncated")?);
-        if a.u32("pcrSelect truncated")? != 1 {
-            return Err(QuoteError::Malformed("pcrSelect is not one selection"));
-        }
-        if a.u16("pcrSelect truncated")? != TPM_ALG_SHA256 {
-            return Err(QuoteError::Malformed("pcrSelect is not of the SHA-256 bank"));
-        }
-        if usize::from(a.array::<1>("pcrSelect truncated")?[0]) != PCR_SELECT_LEN {
-            return Err(QuoteError::Malformed("pcrSelect is not of 3 bytes"));
-        }
-        let pcr_select = a.array("pcrSelect truncated")?;
-        let pcr_digest: [u8; 32] = a
-            .sized("pcrDigest truncated")?
-            .try_into()
-            .map_err(|_| QuoteError::Malformed("pcrDigest is not a SHA-256 digest"))?;
-        if !a.bytes.is_empty() {
-            return Err(QuoteError::Malformed("trailing bytes after the TPMS_ATTEST"));
-        }
-        Ok(QuoteInfo {
-            qualified_signer,
-            extra_data,
-            reset_count,
-            firmware_version,
-            pcr_select,
-            pcr_digest,
-        })
-    }
 }
 
 /// A signed quote: the `TPMS_ATTEST` exactly as signed and its ECDSA P-256 / SHA-256
@@ -259,27 +142,18 @@ impl Quote {
         Quote { attest, signature }
     }
 
-    /// The signature as a `TPMT_SIGNATURE` (Part 2 §11.3.4): `sigAlg` `TPM_ALG_ECDSA`, then
-    /// a `TPMS_SIGNATURE_ECDSA` (§11.3.2): `hash` `TPM_ALG_SHA256`, `signatureR` and
-    /// `signatureS` (`TPM2B_ECC_PARAMETER`s of 32 bytes).
+    /// The signature as a `TPMT_SIGNATURE` ([`Writer::ecdsa_signature`]).
     #[must_use]
     pub fn tpmt_signature(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 2 * 34);
-        out.extend_from_slice(&TPM_ALG_ECDSA.to_be_bytes());
-        out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
-        push_sized(&mut out, &self.signature[..32]);
-        push_sized(&mut out, &self.signature[32..]);
-        out
+        Writer::new().ecdsa_signature(&self.signature).finish()
     }
 
-    /// Reads a `TPMT_SIGNATURE` of ECDSA / SHA-256 with parameters of at most 32 bytes
-    /// (left-padded here to 32), as a TPM or the uTPM writes it; nothing may follow.
+    /// Reads a `TPMT_SIGNATURE` of ECDSA / SHA-256 ([`Reader::ecdsa_signature`]), as a TPM
+    /// or the uTPM writes it; nothing may follow.
     pub fn signature_from_tpmt(bytes: &[u8]) -> Result<Signature, QuoteError> {
-        let mut r = Reader { bytes };
-        let signature = read_tpmt_signature(&mut r)?;
-        if !r.bytes.is_empty() {
-            return Err(QuoteError::Malformed("trailing bytes after the TPMT_SIGNATURE"));
-        }
+        let mut r = Reader::new(bytes);
+        let signature = r.ecdsa_signature()?;
+        r.finish("trailing bytes after the TPMT_SIGNATURE")?;
         Ok(signature)
     }
 
@@ -287,23 +161,17 @@ impl Quote {
     /// `TPMT_SIGNATURE`.
     #[must_use]
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.attest.len() + 72);
-        push_sized(&mut out, &self.attest);
-        out.extend_from_slice(&self.tpmt_signature());
-        out
+        Writer::new().sized(&self.attest).ecdsa_signature(&self.signature).finish()
     }
 
     /// Reads what [`Quote::to_bytes`] writes; nothing may follow.
     pub fn from_bytes(bytes: &[u8]) -> Result<Quote, QuoteError> {
-        let mut r = Reader { bytes };
-        let attest = r.sized("quoted truncated")?.to_vec();
-        if attest.len() > MAX_ATTEST {
-            return Err(QuoteError::Malformed("TPMS_ATTEST larger than any quote"));
-        }
-        let signature = read_tpmt_signature(&mut r)?;
-        if !r.bytes.is_empty() {
-            return Err(QuoteError::Malformed("trailing bytes after the quote"));
-        }
+        let mut r = Reader::new(bytes);
+        let attest = r
+            .sized_max(MAX_ATTEST, "quoted truncated", "TPMS_ATTEST larger than any quote")?
+            .to_vec();
+        let signature = r.ecdsa_signature()?;
+        r.finish("trailing bytes after the quote")?;
         Ok(Quote { attest, signature })
     }
 
@@ -400,65 +268,6 @@ impl TpmEvidenceParts {
     }
 }
 
-/// The `TPMT_SIGNATURE` at `r`'s position (see [`Quote::tpmt_signature`]).
-fn read_tpmt_signature(r: &mut Reader<'_>) -> Result<Signature, QuoteError> {
-    if r.u16("signature truncated")? != TPM_ALG_ECDSA {
-        return Err(QuoteError::Malformed("signature is not ECDSA"));
-    }
-    if r.u16("signature truncated")? != TPM_ALG_SHA256 {
-        return Err(QuoteError::Malformed("signature hash is not SHA-256"));
-    }
-    let mut signature = [0; 64];
-    for half in signature.chunks_exact_mut(32) {
-        let value = r.sized("signature truncated")?;
-        let at = 32usize
-            .checked_sub(value.len())
-            .ok_or(QuoteError::Malformed("signature value longer than 32 bytes"))?;
-        half[at..].copy_from_slice(value);
-    }
-    Ok(signature)
-}
-
-/// Appends a `TPM2B`: a u16 size, then the bytes (callers keep them below 64 KiB).
-fn push_sized(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&bytes[..usize::from(len)]);
-}
-
-/// Big-endian reads from untrusted bytes, each failing with its own message.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], QuoteError> {
-        if n > self.bytes.len() {
-            return Err(QuoteError::Malformed(what));
-        }
-        let (taken, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], QuoteError> {
-        self.take(N, what)?.try_into().map_err(|_| QuoteError::Malformed(what))
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16, QuoteError> {
-        self.array(what).map(u16::from_be_bytes)
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, QuoteError> {
-        self.array(what).map(u32::from_be_bytes)
-    }
-
-    fn sized(&mut self, what: &'static str) -> Result<&'a [u8], QuoteError> {
-        let n = self.u16(what)?;
-        self.take(usize::from(n), what)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,11 +343,8 @@ mod tests {
         let mut sig = [0u8; 64];
         sig[1..32].fill(0xAB);
         sig[32..].fill(0xCD);
-        let mut tpmt = Vec::new();
-        tpmt.extend_from_slice(&TPM_ALG_ECDSA.to_be_bytes());
-        tpmt.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
-        push_sized(&mut tpmt, &sig[1..32]);
-        push_sized(&mut tpmt, &sig[32..]);
+        let tpmt = Writer::new().u16(tpm2::TPM_ALG_ECDSA).u16(tpm2::TPM_ALG_SHA256);
+        let tpmt = tpmt.sized(&sig[1..32]).sized(&sig[32..]).finish();
         assert_eq!(Quote::signature_from_tpmt(&tpmt), Ok(sig));
     }
 
@@ -560,13 +366,6 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(TpmEvidenceParts::from_bytes(&longer).is_err());
-    }
-
-    #[test]
-    fn selection_bitmaps() {
-        assert_eq!(selection_bitmap(&[17, 18, 19]), [0, 0, 0b1110]);
-        assert_eq!(selection_bitmap(&[0, 7, 8, 24]), [0x81, 1, 0]);
-        assert_eq!(selected_pcrs(&[0x81, 1, 0b1110]), vec![0, 7, 8, 17, 18, 19]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
+use vpr_proto::tpm2::{self, EccPublic, Reader, Writer};
 pub use vpr_proto::tpm2::{
     ATTESTATION_KEY_ATTRIBUTES, TPMA_OBJECT_DECRYPT, TPMA_OBJECT_FIXEDPARENT, TPMA_OBJECT_FIXEDTPM,
     TPMA_OBJECT_NODA, TPMA_OBJECT_RESTRICTED, TPMA_OBJECT_SENSITIVEDATAORIGIN, TPMA_OBJECT_SIGN,
@@ -50,7 +51,7 @@ pub const NAME_SIZE: usize = 2 + SHA256_SIZE;
 /// Size in bytes of an RSA-2048 modulus, hence of the EK-encrypted seed.
 const RSA_2048_SIZE: usize = 256;
 /// Size in bytes of a P-256 coordinate in `TPMS_ECC_POINT`.
-const P256_COORDINATE_SIZE: usize = 32;
+const P256_COORDINATE_SIZE: usize = tpm2::P256_LEN;
 /// Size in bytes of the EK's symmetric key (AES-128, template L-1).
 const AES_128_KEY_SIZE: usize = 16;
 /// Size in bits of the EK's symmetric key, as KDFa takes it.
@@ -82,6 +83,9 @@ pub enum CredentialError {
     /// The input ended inside the named field.
     #[error("truncated TPM structure: the input ends inside {0}")]
     Truncated(&'static str),
+    /// A field holds a value refused as malformed (carried: what).
+    #[error("malformed TPM structure: {0}")]
+    Malformed(&'static str),
     /// Bytes remain after the named structure.
     #[error("{count} trailing byte(s) after {what}")]
     TrailingBytes {
@@ -170,14 +174,6 @@ pub enum CredentialError {
     /// an altered blob.
     #[error("credential blob integrity check failed (wrong name, wrong key or altered blob)")]
     IntegrityCheckFailed,
-    /// A structure to marshal exceeds the 65535 bytes a `TPM2B_*` can hold.
-    #[error("{what} is {len} bytes, too large for a TPM2B")]
-    TooLarge {
-        /// The structure.
-        what: &'static str,
-        /// Its size.
-        len: usize,
-    },
     /// HMAC or AES key setup failed (cannot happen with the sizes used here).
     #[error("invalid key length for {0}")]
     KeyLength(&'static str),
@@ -205,61 +201,15 @@ pub struct MadeCredential {
     pub encrypted_secret: Vec<u8>,
 }
 
-/// A cursor over a big-endian TPM marshalling (Part 2 conventions: integers are
-/// big-endian, a `TPM2B_*` is a `u16` size followed by that many bytes).
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
-    }
-
-    fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], CredentialError> {
-        let (head, tail) =
-            self.rest.split_at_checked(len).ok_or(CredentialError::Truncated(what))?;
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], CredentialError> {
-        let bytes = self.take(N, what)?;
-        <[u8; N]>::try_from(bytes).map_err(|_| CredentialError::Truncated(what))
-    }
-
-    fn u16(&mut self, what: &'static str) -> Result<u16, CredentialError> {
-        self.array(what).map(u16::from_be_bytes)
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, CredentialError> {
-        self.array(what).map(u32::from_be_bytes)
-    }
-
-    /// A `TPM2B_*`: a `u16` size, then that many bytes.
-    fn tpm2b(&mut self, what: &'static str) -> Result<&'a [u8], CredentialError> {
-        let len = self.u16(what)?;
-        self.take(usize::from(len), what)
-    }
-
-    /// Refuses any byte left after `what`.
-    fn finish(self, what: &'static str) -> Result<(), CredentialError> {
-        if self.rest.is_empty() {
-            Ok(())
-        } else {
-            Err(CredentialError::TrailingBytes { what, count: self.rest.len() })
+/// What the shared TPM 2.0 reader refused, in this module's terms.
+impl From<tpm2::Error> for CredentialError {
+    fn from(e: tpm2::Error) -> Self {
+        match e {
+            tpm2::Error::Truncated(what) => CredentialError::Truncated(what),
+            tpm2::Error::Trailing { what, count } => CredentialError::TrailingBytes { what, count },
+            tpm2::Error::Invalid(what) => CredentialError::Malformed(what),
         }
     }
-}
-
-/// Marshals a `TPM2B_*`: `u16` big-endian size followed by `body`.
-fn marshal_tpm2b(body: &[u8], what: &'static str) -> Result<Vec<u8>, CredentialError> {
-    let size = u16::try_from(body.len())
-        .map_err(|_| CredentialError::TooLarge { what, len: body.len() })?;
-    let mut out = Vec::with_capacity(2 + body.len());
-    out.extend_from_slice(&size.to_be_bytes());
-    out.extend_from_slice(body);
-    Ok(out)
 }
 
 /// The TPM name of an object from its marshalled `TPMT_PUBLIC`.
@@ -306,19 +256,21 @@ fn sha256_name(bytes: &[u8]) -> [u8; NAME_SIZE] {
 /// unique.y          TPM2B_ECC_PARAMETER, 32 bytes
 /// ```
 ///
-/// The authPolicy must be empty or a nameAlg digest, as the TPM itself requires of any
-/// object it creates (Part 3 §12.1 TPM2_Create, TPM_RC_SIZE). Nothing may follow `unique`.
+/// The fields are read in this layout ([`EccPublic::read`]: bytes ending first are
+/// [`CredentialError::Truncated`]), then checked in this order. The authPolicy must be empty
+/// or a nameAlg digest, as the TPM itself requires of any object it creates (Part 3 §12.1
+/// TPM2_Create, TPM_RC_SIZE). Nothing may follow `unique`.
 pub fn parse_attestation_key(public_area: &[u8]) -> Result<AttestationKeyPublic, CredentialError> {
     let mut reader = Reader::new(public_area);
-    check_ecc_type(reader.u16("TPMT_PUBLIC.type")?)?;
-    check_name_alg(reader.u16("TPMT_PUBLIC.nameAlg")?)?;
-    let attributes = reader.u32("TPMT_PUBLIC.objectAttributes")?;
-    check_ak_attributes(attributes)?;
-    check_auth_policy(reader.tpm2b("TPMT_PUBLIC.authPolicy")?)?;
-    check_ecc_parameters(&mut reader)?;
-    let key = read_p256_point(&mut reader)?;
+    let public = EccPublic::read(&mut reader, "TPMT_PUBLIC")?;
+    check_ecc_type(public.object_type)?;
+    check_name_alg(public.name_alg)?;
+    check_ak_attributes(public.attributes)?;
+    check_auth_policy(public.auth_policy)?;
+    check_ecc_parameters(&public)?;
+    let key = p256_point(&public)?;
     reader.finish("TPMT_PUBLIC")?;
-    Ok(AttestationKeyPublic { key, attributes, name: sha256_name(public_area) })
+    Ok(AttestationKeyPublic { key, attributes: public.attributes, name: sha256_name(public_area) })
 }
 
 /// [`parse_attestation_key`] for a marshalled `TPM2B_PUBLIC` (Part 2 §12.2.5): a `u16`
@@ -327,7 +279,7 @@ pub fn parse_attestation_key_tpm2b(
     tpm2b_public: &[u8],
 ) -> Result<AttestationKeyPublic, CredentialError> {
     let mut reader = Reader::new(tpm2b_public);
-    let public_area = reader.tpm2b("TPM2B_PUBLIC")?;
+    let public_area = reader.sized("TPM2B_PUBLIC")?;
     reader.finish("TPM2B_PUBLIC")?;
     parse_attestation_key(public_area)
 }
@@ -368,48 +320,36 @@ fn check_auth_policy(auth_policy: &[u8]) -> Result<(), CredentialError> {
 
 /// `TPMS_ECC_PARMS` (Part 2 §12.2.3.6): `symmetric || scheme || curveID || kdf`, each a
 /// `u16` algorithm, the scheme followed by its `u16` hashAlg.
-fn check_ecc_parameters(reader: &mut Reader<'_>) -> Result<(), CredentialError> {
-    let symmetric = reader.u16("TPMS_ECC_PARMS.symmetric")?;
-    if symmetric != TPM_ALG_NULL {
-        return Err(CredentialError::SymmetricNotNull(symmetric));
+fn check_ecc_parameters(public: &EccPublic<'_>) -> Result<(), CredentialError> {
+    if public.symmetric != TPM_ALG_NULL {
+        return Err(CredentialError::SymmetricNotNull(public.symmetric));
     }
-    let scheme = reader.u16("TPMS_ECC_PARMS.scheme")?;
-    if scheme != TPM_ALG_ECDSA {
-        return Err(CredentialError::SchemeNotEcdsa(scheme));
+    if public.scheme != TPM_ALG_ECDSA {
+        return Err(CredentialError::SchemeNotEcdsa(public.scheme));
     }
-    let scheme_hash = reader.u16("TPMS_ECC_PARMS.scheme.details.hashAlg")?;
-    if scheme_hash != TPM_ALG_SHA256 {
-        return Err(CredentialError::SchemeHashNotSha256(scheme_hash));
+    if public.scheme_hash != TPM_ALG_SHA256 {
+        return Err(CredentialError::SchemeHashNotSha256(public.scheme_hash));
     }
-    let curve = reader.u16("TPMS_ECC_PARMS.curveID")?;
-    if curve != TPM_ECC_NIST_P256 {
-        return Err(CredentialError::CurveNotP256(curve));
+    if public.curve != TPM_ECC_NIST_P256 {
+        return Err(CredentialError::CurveNotP256(public.curve));
     }
-    let kdf = reader.u16("TPMS_ECC_PARMS.kdf")?;
-    if kdf != TPM_ALG_NULL {
-        return Err(CredentialError::KdfNotNull(kdf));
+    if public.kdf != TPM_ALG_NULL {
+        return Err(CredentialError::KdfNotNull(public.kdf));
     }
     Ok(())
 }
 
 /// `TPMS_ECC_POINT` (Part 2 §11.2.5.2): `x || y`, each a `TPM2B_ECC_PARAMETER` of exactly
 /// 32 bytes for P-256, forming a point on the curve.
-fn read_p256_point(reader: &mut Reader<'_>) -> Result<p256::PublicKey, CredentialError> {
-    let x = read_coordinate(reader, "x", "TPMS_ECC_POINT.x")?;
-    let y = read_coordinate(reader, "y", "TPMS_ECC_POINT.y")?;
+fn p256_point(public: &EccPublic<'_>) -> Result<p256::PublicKey, CredentialError> {
+    let coordinate = |coordinate, bytes: &[u8]| {
+        <[u8; P256_COORDINATE_SIZE]>::try_from(bytes)
+            .map_err(|_| CredentialError::CoordinateSize { coordinate, len: bytes.len() })
+    };
+    let (x, y) = (coordinate("x", public.x)?, coordinate("y", public.y)?);
     let point = p256::EncodedPoint::from_affine_coordinates(&x.into(), &y.into(), false);
     Option::from(p256::PublicKey::from_encoded_point(&point))
         .ok_or(CredentialError::PointNotOnCurve)
-}
-
-fn read_coordinate(
-    reader: &mut Reader<'_>,
-    coordinate: &'static str,
-    what: &'static str,
-) -> Result<[u8; P256_COORDINATE_SIZE], CredentialError> {
-    let bytes = reader.tpm2b(what)?;
-    <[u8; P256_COORDINATE_SIZE]>::try_from(bytes)
-        .map_err(|_| CredentialError::CoordinateSize { coordinate, len: bytes.len() })
 }
 
 /// KDFa with SHA-256 (Part 1 §11.4.10.2): the first `bits` bits of the concatenation, for
@@ -547,15 +487,16 @@ pub fn make_credential(
         ek.encrypt(rng, identity_oaep(), &seed).map_err(CredentialError::SeedEncryption)?;
 
     let keys = CredentialKeys::derive(&seed, name)?;
-    let mut enc_identity = marshal_tpm2b(credential, "TPM2B_DIGEST credential")?;
+    // Every TPM2B here is far below 64 KiB: a credential of at most 32 bytes, an HMAC and
+    // a seed encrypted to an RSA-2048 key.
+    let mut enc_identity = Writer::new().sized(credential).finish();
     Aes128CfbEncryptor::new(&keys.sym_key.into(), &ZERO_IV.into()).encrypt(&mut enc_identity);
     let outer_hmac = keys.outer_hmac(&enc_identity, name)?.finalize().into_bytes();
 
-    let mut id_object_body = marshal_tpm2b(&outer_hmac, "TPM2B_DIGEST integrityHMAC")?;
-    id_object_body.extend_from_slice(&enc_identity);
+    let id_object = Writer::new().sized_with(|w| w.sized(&outer_hmac).bytes(&enc_identity));
     Ok(MadeCredential {
-        id_object: marshal_tpm2b(&id_object_body, "TPM2B_ID_OBJECT")?,
-        encrypted_secret: marshal_tpm2b(&encrypted_seed, "TPM2B_ENCRYPTED_SECRET")?,
+        id_object: id_object.finish(),
+        encrypted_secret: Writer::new().sized(&encrypted_seed).finish(),
     })
 }
 
@@ -569,14 +510,14 @@ struct IdObject<'a> {
 impl<'a> IdObject<'a> {
     fn parse(id_object: &'a [u8]) -> Result<Self, CredentialError> {
         let mut outer = Reader::new(id_object);
-        let body = outer.tpm2b("TPM2B_ID_OBJECT")?;
+        let body = outer.sized("TPM2B_ID_OBJECT")?;
         outer.finish("TPM2B_ID_OBJECT")?;
         let mut inner = Reader::new(body);
-        let integrity_hmac = inner.tpm2b("TPMS_ID_OBJECT.integrityHMAC")?;
+        let integrity_hmac = inner.sized("TPMS_ID_OBJECT.integrityHMAC")?;
         if integrity_hmac.len() != SHA256_SIZE {
             return Err(CredentialError::IntegrityHmacSize(integrity_hmac.len()));
         }
-        Ok(Self { integrity_hmac, enc_identity: inner.rest })
+        Ok(Self { integrity_hmac, enc_identity: inner.rest() })
     }
 }
 
@@ -585,7 +526,7 @@ impl<'a> IdObject<'a> {
 /// TPM does, a decrypted seed larger than the nameAlg digest is refused.
 fn decrypt_seed(ek: &RsaPrivateKey, encrypted_secret: &[u8]) -> Result<Vec<u8>, CredentialError> {
     let mut reader = Reader::new(encrypted_secret);
-    let ciphertext = reader.tpm2b("TPM2B_ENCRYPTED_SECRET")?;
+    let ciphertext = reader.sized("TPM2B_ENCRYPTED_SECRET")?;
     reader.finish("TPM2B_ENCRYPTED_SECRET")?;
     if ciphertext.len() != ek.size() {
         return Err(CredentialError::EncryptedSecretSize(ciphertext.len()));
@@ -627,7 +568,7 @@ pub fn activate_credential(
     let mut plaintext = id_object.enc_identity.to_vec();
     Aes128CfbDecryptor::new(&keys.sym_key.into(), &ZERO_IV.into()).decrypt(&mut plaintext);
     let mut reader = Reader::new(&plaintext);
-    let credential = reader.tpm2b("TPM2B_DIGEST credential")?;
+    let credential = reader.sized("TPM2B_DIGEST credential")?;
     reader.finish("TPM2B_DIGEST credential")?;
     check_credential_size(credential.len())?;
     Ok(credential.to_vec())
@@ -659,21 +600,14 @@ mod tests {
         sha256_name(&[tag])
     }
 
-    /// Our hypervisor's AK template (see the module's brief) around a P-256 public key.
+    /// Our hypervisor's AK template (see the module's brief) around a P-256 public key, as
+    /// the hypervisor writes it (`Writer::ecc_signing_public`).
     fn ak_template(key: &p256::PublicKey, attributes: u32) -> Vec<u8> {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let point = key.to_encoded_point(false);
-        let mut out = Vec::new();
-        out.extend_from_slice(&TPM_ALG_ECC.to_be_bytes());
-        out.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
-        out.extend_from_slice(&attributes.to_be_bytes());
-        out.extend_from_slice(&[0x00, 0x00]); // authPolicy: empty
-        out.extend_from_slice(&[0x00, 0x10, 0x00, 0x18, 0x00, 0x0B, 0x00, 0x03, 0x00, 0x10]);
-        out.extend_from_slice(&[0x00, 0x20]);
-        out.extend_from_slice(point.x().expect("uncompressed point").as_slice());
-        out.extend_from_slice(&[0x00, 0x20]);
-        out.extend_from_slice(point.y().expect("uncompressed point").as_slice());
-        out
+        let x = point.x().expect("uncompressed point");
+        let y = point.y().expect("uncompressed point");
+        Writer::new().ecc_signing_public(attributes, x, y).finish()
     }
 
     fn random_ak_key() -> p256::PublicKey {
@@ -910,7 +844,7 @@ mod tests {
         assert_eq!(ak.name[..], expected[..]);
         assert_eq!(object_name(&public_area).unwrap(), ak.name);
 
-        let tpm2b = marshal_tpm2b(&public_area, "test").unwrap();
+        let tpm2b = Writer::new().sized(&public_area).finish();
         assert_eq!(parse_attestation_key_tpm2b(&tpm2b).unwrap(), ak);
     }
 
@@ -965,7 +899,7 @@ mod tests {
         for cut in 0..4 {
             assert!(matches!(object_name(&public_area[..cut]), Err(CredentialError::Truncated(_))));
         }
-        let tpm2b = marshal_tpm2b(&public_area, "test").unwrap();
+        let tpm2b = Writer::new().sized(&public_area).finish();
         for cut in 0..tpm2b.len() {
             assert!(parse_attestation_key_tpm2b(&tpm2b[..cut]).is_err(), "cut at {cut}");
         }

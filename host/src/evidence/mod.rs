@@ -517,7 +517,7 @@ impl TpmQuote<'_> {
         let quote_error = |source| VerifyError::Quote { what, source };
         let quote = Quote::from_bytes(self.quote).map_err(quote_error)?;
         let info = quote.verify(ak, self.pcrs).map_err(quote_error)?;
-        let selected = utpm::selected_pcrs(&info.pcr_select);
+        let selected = vpr_proto::tpm2::selected_pcrs(&info.pcr_select);
         if selected != QUOTED_PCRS || self.pcrs.len() != QUOTED_PCRS.len() {
             return Err(VerifyError::PcrSelection(selected));
         }
@@ -596,7 +596,7 @@ mod tests {
             extra_data: nonce.to_vec(),
             reset_count: 4,
             firmware_version: 0x2019_1023,
-            pcr_select: utpm::selection_bitmap(&QUOTED_PCRS),
+            pcr_select: vpr_proto::tpm2::pcr_bitmap(&QUOTED_PCRS),
             pcr_digest: utpm::pcr_digest(pcrs),
         };
         Quote::sign(ak, &info).to_bytes()

@@ -8,7 +8,8 @@
 //!   TPM2_PCR_Read, TPM2_NV_ReadPublic, TPM2_NV_Read, TPM2_NV_DefineSpace,
 //!   TPM2_NV_Write, TPM2_StartAuthSession, TPM2_PolicyPCR, TPM2_PolicyLocality and
 //!   TPM2_FlushContext, and
-//!   parsing of their responses and of response codes ([`ResponseCode`]);
+//!   parsing of their responses and of response codes ([`ResponseCode`]), one module per
+//!   family of commands, written and read with [`vpr_proto::tpm2`]'s `Writer` and `Reader`;
 //! - [`Tpm`]: the two together, one method per command — [`Tpm::nv_define`],
 //!   [`Tpm::nv_write`] and [`Tpm::nv_read`] for NV indices the hypervisor keeps (such as
 //!   trusted counters), [`Tpm::nv_read_all`] for a whole NV index such as the EK
@@ -94,6 +95,13 @@ impl fmt::Display for TpmError {
             ),
             TpmError::Argument(what) => write!(f, "refused before reaching the TPM: {what}"),
         }
+    }
+}
+
+/// A response the shared TPM 2.0 reader refused: the TPM broke the protocol.
+impl From<vpr_proto::tpm2::Error> for TpmError {
+    fn from(e: vpr_proto::tpm2::Error) -> Self {
+        TpmError::Malformed(e.what())
     }
 }
 
@@ -743,9 +751,7 @@ fn check_locality(locality: u8) -> Result<(), TpmError> {
 
 /// The value of a SHA-256 PCR holding `old` after `digest` is extended into it:
 /// SHA-256(`old` || `digest`) (Part 1, "PCR Extend").
-pub fn extended(old: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
-    vpr_proto::crypto::hash(&[old, digest]).0
-}
+pub use vpr_proto::utpm::extended;
 
 /// The identities extended into PCR 18 in one boot, in order: the event log a verifier
 /// replays to check PCR 18 and find a PAL in it. Each identity once (a PAL registered again

@@ -1,6 +1,36 @@
-//! TPM 2.0 constants shared by the hypervisor's TPM driver, the uTPM's formats and the
-//! verifier (`vpr verify`, credential activation): algorithm identifiers, structure tags and
-//! object attributes of the TPM 2.0 Library specification, Part 2.
+//! TPM 2.0 structures, one reader and writer for all of them: what the hypervisor's TPM
+//! driver sends and reads, the uTPM's quotes and what the verifier (`vpr verify`, credential
+//! activation) checks.
+//!
+//! - [`Reader`] and [`Writer`]: big-endian fields and `TPM2B_*` sized buffers, commands
+//!   with their size; a [`Error`] names what was short or wrong;
+//! - PCR selections of the SHA-256 bank ([`pcr_bitmap`], [`Writer::pcr_selection_sha256`]);
+//! - a quote's `TPMS_ATTEST` ([`QuoteInfo`]) and ECDSA `TPMT_SIGNATURE`
+//!   ([`Writer::ecdsa_signature`], [`Reader::ecdsa_signature`]);
+//! - the `TPMT_PUBLIC` of an ECDSA P-256 signing key ([`Writer::ecc_signing_public`],
+//!   [`EccPublic`]) and object names ([`sha256_name`]);
+//! - the algorithm identifiers, structure tags and object attributes they use.
+//!
+//! Everything cites the TPM 2.0 Library specification, revision 1.59: Part 1
+//! (Architecture), Part 2 (Structures).
+
+mod attest;
+mod marshal;
+mod pcr;
+mod public;
+
+pub use attest::{QuoteInfo, MAX_ATTEST, P256_LEN};
+pub use marshal::{Error, Reader, Writer};
+pub use pcr::{pcr_bitmap, selected_pcrs, PCR_COUNT, PCR_SELECT_LEN, PCR_SELECT_MIN};
+pub use public::EccPublic;
+
+/// The largest `TPM2B_DIGEST` (Part 2 §10.4.2: the size of `TPMU_HA`, a SHA-512 digest).
+pub const MAX_DIGEST: usize = 64;
+/// The largest `TPM2B_NAME` (Part 2 §10.5.3: the size of `TPMU_NAME`, a `TPMT_HA` — an
+/// algorithm identifier and the largest digest), and of a quote's `extraData`.
+pub const MAX_NAME: usize = 2 + MAX_DIGEST;
+/// Size of a SHA-256 digest.
+pub const SHA256_LEN: usize = 32;
 
 /// `TPM_ALG_RSA` (Part 2 §6.3): the RSA object type.
 pub const TPM_ALG_RSA: u16 = 0x0001;
