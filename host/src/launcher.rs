@@ -71,9 +71,19 @@ pub struct LocalCluster {
     children: Vec<Option<Child>>,
     exe: PathBuf,
     log_filter: Option<String>,
-    /// Per replica: restarts by [`LocalCluster::restart_exited`] so far, and when the next
-    /// may happen.
-    backoff: Vec<(u32, Option<Instant>)>,
+    /// Per replica: how [`LocalCluster::restart_exited`] restarts it.
+    backoff: Vec<Backoff>,
+}
+
+/// When an exited replica is started again.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    /// Restarts since it last ran for [`MAX_RESTART_DELAY`] or longer.
+    restarts: u32,
+    /// When it is to be started again, once it exited.
+    next: Option<Instant>,
+    /// When it was last started by [`LocalCluster::restart_exited`].
+    since: Option<Instant>,
 }
 
 /// The first wait before an exited replica is started again; it doubles with each restart
@@ -249,39 +259,61 @@ impl LocalCluster {
     /// Starts again every replica whose process exited (a crash, or a Manager that stopped
     /// for good): from its data folder, so from its sealed state, as [`LocalCluster::restart`]
     /// does. A replica that keeps exiting waits longer each time: 0.5 s after its first exit,
-    /// doubling up to 30 s. One line per replica exited (with its log's tail) or restarted.
-    pub fn restart_exited(&mut self) -> Result<Vec<String>> {
+    /// doubling up to 30 s, and 0.5 s again once it ran 30 s. One line per replica exited
+    /// (with its log's tail), restarted, or that could not be checked or started (the others
+    /// are still seen to).
+    pub fn restart_exited(&mut self) -> Vec<String> {
         let mut said = Vec::new();
         let now = Instant::now();
+        let fresh = Backoff { restarts: 0, next: None, since: None };
+        self.backoff.resize(self.children.len().max(self.backoff.len()), fresh);
         for index in 0..self.children.len() {
             let id = u16::try_from(index).unwrap_or(u16::MAX);
-            if self.backoff.len() <= index {
-                self.backoff.resize(index + 1, (0, None));
-            }
             if let Some(child) = &mut self.children[index] {
-                let Some(status) = child.try_wait()? else { continue };
+                let status = match child.try_wait() {
+                    Ok(Some(status)) => status,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        said.push(format!("replica {id}: cannot tell whether it runs: {e}"));
+                        continue;
+                    }
+                };
                 self.children[index] = None;
-                let (restarts, _) = self.backoff[index];
+                let backoff = &mut self.backoff[index];
+                if backoff.since.is_some_and(|since| now - since >= MAX_RESTART_DELAY) {
+                    backoff.restarts = 0;
+                }
                 let delay = FIRST_RESTART_DELAY
-                    .saturating_mul(1 << restarts.min(16))
+                    .saturating_mul(1 << backoff.restarts.min(16))
                     .min(MAX_RESTART_DELAY);
-                self.backoff[index].1 = Some(now + delay);
+                backoff.next = Some(now + delay);
                 said.push(format!(
                     "replica {id} exited ({status}); starting it again in {delay:?}; {}",
                     self.log_tail(id)
                 ));
                 continue;
             }
-            match self.backoff[index] {
-                (restarts, Some(at)) if now >= at => {
-                    self.children[index] = Some(self.spawn(id, true)?);
-                    self.backoff[index] = (restarts.saturating_add(1), None);
-                    said.push(format!("replica {id} started again (restart {})", restarts + 1));
+            let backoff = self.backoff[index];
+            if backoff.next.is_some_and(|at| now >= at) {
+                let restarts = backoff.restarts.saturating_add(1);
+                match self.spawn(id, true) {
+                    Ok(child) => {
+                        self.children[index] = Some(child);
+                        self.backoff[index] = Backoff { restarts, next: None, since: Some(now) };
+                        said.push(format!("replica {id} started again (restart {restarts})"));
+                    }
+                    Err(e) => {
+                        let delay = MAX_RESTART_DELAY;
+                        self.backoff[index] =
+                            Backoff { restarts, next: Some(now + delay), ..backoff };
+                        said.push(format!(
+                            "replica {id} could not be started again ({e:#}); trying in {delay:?}"
+                        ));
+                    }
                 }
-                _ => {}
             }
         }
-        Ok(said)
+        said
     }
 
     /// Kills replica `id` (a crash: no clean shut-down).

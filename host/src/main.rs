@@ -552,9 +552,8 @@ fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
     eprintln!("vpr: cluster ready; clients use {}", config.display());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         // A replica that exited is started again from its data folder (its sealed state).
-        match cluster.restart_exited() {
-            Ok(lines) => lines.iter().for_each(|line| eprintln!("vpr: {line}")),
-            Err(e) => eprintln!("vpr: restarting replicas: {e:#}"),
+        for line in cluster.restart_exited() {
+            eprintln!("vpr: {line}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -709,7 +708,7 @@ fn status(config_path: &Path) -> Result<ExitCode> {
         }
     };
     let mut code = ExitCode::SUCCESS;
-    println!("replica  view  primary  state  database sha256");
+    println!("replica  view  primary  state  database digest");
     for (id, report) in client.status(&config) {
         match report {
             Ok(r) => println!(
@@ -767,7 +766,7 @@ fn demo() -> Result<ExitCode> {
     );
     for r in &reports {
         let role = if r.primary == r.replica { "primary" } else { "backup" };
-        println!("  replica {} ({role:7}) update {} sha256 {}", r.replica, r.committed, r.digest);
+        println!("  replica {} ({role:7}) update {} digest {}", r.replica, r.committed, r.digest);
     }
     cluster.stop();
     Ok(ExitCode::SUCCESS)

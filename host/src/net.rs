@@ -118,17 +118,6 @@ pub fn run_replica<B: TccBackend>(
         }
         outputs.extend(replica.flush(now()));
         outputs.extend(replica.tick(now()));
-        // A stopped Manager answers nothing again: the process ends (crash-only), so that
-        // whoever runs it restarts the replica from its sealed state.
-        if let Some(why) = replica.stopped() {
-            if let Some(path) = status_file {
-                crate::status::write(path, &replica.backend().status())?;
-            }
-            bail!(
-                "replica {id}: {why}. Start it again with the same data folder: it restarts \
-                 from its sealed state and catches up from the others"
-            );
-        }
         for output in outputs {
             let sent = match &output {
                 Output::Replica(r, bytes) => match peers.get(usize::from(*r)) {
@@ -149,7 +138,88 @@ pub fn run_replica<B: TccBackend>(
                 tracing::debug!(%e, "send dropped");
             }
         }
+        // A stopped Manager answers nothing again: the process ends (crash-only), so that
+        // whoever runs it restarts the replica from its sealed state — after this round's
+        // outputs, the sealed state among them, are out.
+        if let Some(why) = replica.stopped() {
+            if let Some(path) = status_file {
+                crate::status::write(path, &replica.backend().status())?;
+            }
+            bail!(
+                "replica {id}: {why}. Start it again with the same data folder: it restarts \
+                 from its sealed state and catches up from the others"
+            );
+        }
     }
     tracing::info!(replica = id, "replica stopping");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ReplicaEntry, Timeouts};
+    use crate::tcc::{Progress, Status};
+    use vpr_pal::{Call, Effect};
+    use vpr_proto::digest::Digest;
+
+    /// A backend whose Manager stopped for good: it refuses every call, as a stopped Manager
+    /// does.
+    struct Stopped;
+
+    const REASON: &str = "this Manager stopped (the State counter: Unavailable): restart the \
+                          replica from its sealed state";
+
+    impl TccBackend for Stopped {
+        fn status(&self) -> Status {
+            Status { ready: true, view: 0, primary: 0, committed: 1, digest: Digest([0; 32]) }
+        }
+        fn primary(&self) -> u16 {
+            0
+        }
+        fn progress(&self) -> Progress {
+            let (ready, started, stopped) = (true, true, true);
+            Progress { ready, view: 0, started, committed: 1, needs_state: None, stopped }
+        }
+        fn call(&mut self, _call: Call) -> Vec<Effect> {
+            vec![Effect::Refused(String::from(REASON))]
+        }
+        fn identity(&self) -> Digest {
+            Digest([0; 32])
+        }
+        fn is_isolated(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_replica_whose_manager_stopped_ends_with_the_reason() {
+        let ports = crate::ports::unused(3).expect("ports");
+        let config = ClusterConfig {
+            name: String::from("test"),
+            replicas: (0..3)
+                .map(|id| ReplicaEntry {
+                    id,
+                    address: format!("127.0.0.1:{}", ports[usize::from(id)]),
+                    tcc_key: None,
+                })
+                .collect(),
+            identity: Digest([1; 32]).to_string(),
+            manufacturer: String::new(),
+            allow_simulated: true,
+            timeouts: Timeouts::default(),
+            max_in_flight: 32,
+            max_batch: 256,
+            retained_updates: 1024,
+            simulation_manufacturer_key: None,
+            attestation: None,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sealed = dir.path().join("group.sealed");
+        let ended = run_replica(&config, 0, Stopped, &stop, None, &sealed);
+        let why = format!("{:#}", ended.expect_err("the replica went on"));
+        assert!(why.starts_with("replica 0: this Manager stopped"), "{why}");
+        assert!(why.contains("Start it again with the same data folder"), "{why}");
+    }
 }

@@ -545,7 +545,7 @@ fn vpr_status(config: &Path) -> (Option<i32>, BTreeMap<u16, Option<Row>>) {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().map(str::split_whitespace).map(Iterator::collect::<Vec<_>>),
-        Some(vec!["replica", "view", "primary", "state", "database", "sha256"]),
+        Some(vec!["replica", "view", "primary", "state", "database", "digest"]),
         "{text}"
     );
     let rows = lines

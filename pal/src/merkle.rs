@@ -112,7 +112,9 @@ impl Tree {
             }
             let old = self.levels[level].len();
             if len > old {
-                if self.levels[level].try_reserve_exact(len - old).is_err()
+                // Amortized: a file that grows a piece at a time does not copy its tree each
+                // time.
+                if self.levels[level].try_reserve(len - old).is_err()
                     || dirty.try_reserve(len - old + 1).is_err()
                 {
                     return false;

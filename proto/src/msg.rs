@@ -388,7 +388,7 @@ pub struct StatusReport {
     pub primary: ReplicaId,
     /// Its state counter: the last update it committed (primary) or applied (backup).
     pub committed: u64,
-    /// SHA-256 of its database file.
+    /// Its database digest (`vpr_pal::merkle`).
     pub digest: Digest,
     /// The request's nonce.
     pub nonce: [u8; 32],

@@ -509,8 +509,10 @@ impl Database {
         let file_size = file.bytes.len() as u64;
         let page_size = header_page_size(&file.bytes);
         let ps = page_size as usize;
-        let indices =
-            file.dirty.pages(u64::from(page_size), file_size.div_ceil(u64::from(page_size)));
+        let indices = file
+            .dirty
+            .pages(u64::from(page_size), file_size.div_ceil(u64::from(page_size)))
+            .ok_or_else(|| Error::from_code(ffi::SQLITE_NOMEM))?;
         let mut pages = Vec::new();
         pages.try_reserve_exact(indices.len()).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
         for index in indices {
@@ -672,10 +674,11 @@ impl Database {
         let _guard = engine::lock();
         let mut file = self.file.lock();
         let chunks = (file.bytes.len() as u64).div_ceil(DIGEST_CHUNK);
+        // Out of memory listing them: as if everything changed.
         let stale = if file.stale_all {
             Stale::All
         } else {
-            Stale::Chunks(file.stale.pages(DIGEST_CHUNK, chunks))
+            file.stale.pages(DIGEST_CHUNK, chunks).map_or(Stale::All, Stale::Chunks)
         };
         file.stale.clear();
         file.stale_all = false;

@@ -60,8 +60,8 @@ impl DirtySet {
     }
 
     /// The page indices (for `page_size`) that contain a written sector, ascending, and below
-    /// `page_limit`.
-    pub(crate) fn pages(&mut self, page_size: u64, page_limit: u64) -> Vec<u32> {
+    /// `page_limit`; `None` if out of memory.
+    pub(crate) fn pages(&mut self, page_size: u64, page_limit: u64) -> Option<Vec<u32>> {
         let sectors_per_page = page_size / SECTOR;
         self.touched.sort_unstable();
         let mut pages: Vec<u32> = Vec::new();
@@ -76,11 +76,12 @@ impl DirtySet {
                 }
                 let Ok(page) = u32::try_from(page) else { break };
                 if pages.last() != Some(&page) {
+                    pages.try_reserve(1).ok()?;
                     pages.push(page);
                 }
             }
         }
-        pages
+        Some(pages)
     }
 
     /// Forgets every mark.
@@ -104,24 +105,24 @@ mod tests {
         assert!(d.mark(3 * 4096 + 100, 10));
         assert!(d.mark(0, 4096));
         assert!(!d.is_empty());
-        assert_eq!(d.pages(4096, 8), [0, 3]);
+        assert_eq!(d.pages(4096, 8).unwrap(), [0, 3]);
         d.clear();
         assert!(d.is_empty());
-        assert_eq!(d.pages(4096, 100), [] as [u32; 0]);
+        assert_eq!(d.pages(4096, 100).unwrap(), [] as [u32; 0]);
     }
 
     #[test]
     fn one_write_spanning_pages_marks_each() {
         let mut d = DirtySet::default();
         assert!(d.mark(1000, 2 * 1024));
-        assert_eq!(d.pages(1024, u64::MAX), [0, 1, 2]);
+        assert_eq!(d.pages(1024, u64::MAX).unwrap(), [0, 1, 2]);
         d.clear();
         assert!(d.mark(65536, 65536));
-        assert_eq!(d.pages(65536, 100), [1]);
+        assert_eq!(d.pages(65536, 100).unwrap(), [1]);
         d.clear();
         // A write spanning several bitmap words (64 sectors = 32 KiB each).
         assert!(d.mark(30_000, 100_000));
-        assert_eq!(d.pages(4096, u64::MAX), (7..=31).collect::<Vec<u32>>());
+        assert_eq!(d.pages(4096, u64::MAX).unwrap(), (7..=31).collect::<Vec<u32>>());
     }
 
     #[test]
@@ -132,7 +133,7 @@ mod tests {
             let want: Vec<u32> = ((offset / 512)..=((offset + len - 1) / 512))
                 .map(|s| u32::try_from(s).unwrap())
                 .collect();
-            assert_eq!(d.pages(512, u64::MAX), want, "offset {offset} len {len}");
+            assert_eq!(d.pages(512, u64::MAX).unwrap(), want, "offset {offset} len {len}");
         }
     }
 }
