@@ -346,6 +346,34 @@ impl ClusterConfig {
     }
 }
 
+/// For tests: three replicas on 127.0.0.1 at `ports`, replica `id`'s TCC key `key(id)`.
+#[cfg(test)]
+pub(crate) fn three_replicas(
+    ports: [u16; 3],
+    key: impl Fn(u16) -> Option<String>,
+) -> ClusterConfig {
+    let manufacturer = vpr_proto::crypto::KeyPair::from_secret(&[7; 32]).expect("key");
+    ClusterConfig {
+        name: String::from("test"),
+        replicas: (0..3)
+            .map(|id| ReplicaEntry {
+                id,
+                address: format!("127.0.0.1:{}", ports[usize::from(id)]),
+                tcc_key: key(id),
+            })
+            .collect(),
+        identity: Digest([1; 32]).to_string(),
+        manufacturer: hex::encode(manufacturer.public()),
+        allow_simulated: false,
+        timeouts: Timeouts::default(),
+        max_in_flight: 32,
+        max_batch: 256,
+        retained_updates: 1024,
+        simulation_manufacturer_key: None,
+        attestation: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,26 +386,7 @@ mod tests {
 
     /// A configuration of three replicas.
     fn config() -> ClusterConfig {
-        let key = vpr_proto::crypto::KeyPair::from_secret(&[7; 32]).expect("key");
-        ClusterConfig {
-            name: String::from("test"),
-            replicas: (0..3)
-                .map(|id| ReplicaEntry {
-                    id,
-                    address: format!("127.0.0.1:{}", 17000 + id),
-                    tcc_key: Some(hex::encode(member(id))),
-                })
-                .collect(),
-            identity: Digest([1; 32]).to_string(),
-            manufacturer: hex::encode(key.public()),
-            allow_simulated: false,
-            timeouts: Timeouts::default(),
-            max_in_flight: 32,
-            max_batch: 256,
-            retained_updates: 1024,
-            simulation_manufacturer_key: None,
-            attestation: None,
-        }
+        three_replicas([17000, 17001, 17002], |id| Some(hex::encode(member(id))))
     }
 
     /// A CA's root certificate (the x509 module's test data).

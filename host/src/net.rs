@@ -158,7 +158,6 @@ pub fn run_replica<B: TccBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ReplicaEntry, Timeouts};
     use crate::tcc::{Progress, Status};
     use vpr_pal::{Call, Effect};
     use vpr_proto::digest::Digest;
@@ -195,25 +194,7 @@ mod tests {
     #[test]
     fn a_replica_whose_manager_stopped_ends_with_the_reason() {
         let ports = crate::ports::unused(3).expect("ports");
-        let config = ClusterConfig {
-            name: String::from("test"),
-            replicas: (0..3)
-                .map(|id| ReplicaEntry {
-                    id,
-                    address: format!("127.0.0.1:{}", ports[usize::from(id)]),
-                    tcc_key: None,
-                })
-                .collect(),
-            identity: Digest([1; 32]).to_string(),
-            manufacturer: String::new(),
-            allow_simulated: true,
-            timeouts: Timeouts::default(),
-            max_in_flight: 32,
-            max_batch: 256,
-            retained_updates: 1024,
-            simulation_manufacturer_key: None,
-            attestation: None,
-        };
+        let config = crate::config::three_replicas([ports[0], ports[1], ports[2]], |_| None);
         let dir = tempfile::tempdir().expect("temp dir");
         let stop = Arc::new(AtomicBool::new(false));
         let sealed = dir.path().join("group.sealed");
