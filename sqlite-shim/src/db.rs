@@ -645,7 +645,9 @@ impl Database {
         let old_len = file.bytes.len();
         if size > old_len {
             let grow = size - old_len;
-            file.bytes.try_reserve_exact(grow).map_err(|_| Error::from_code(ffi::SQLITE_NOMEM))?;
+            if !vfs::reserve_file(&mut file.bytes, grow) {
+                return Err(Error::from_code(ffi::SQLITE_NOMEM));
+            }
         }
         file.bytes.resize(size, 0);
         file.mark_resized(old_len);

@@ -61,7 +61,7 @@ impl Undo {
     /// (then `file` may be partly restored).
     pub fn revert(&self, file: &mut Vec<u8>) -> bool {
         let Ok(size) = usize::try_from(self.file_size) else { return false };
-        if size > file.len() && file.try_reserve(size - file.len()).is_err() {
+        if size > file.len() && !crate::vfs::reserve_file(file, size - file.len()) {
             return false;
         }
         file.resize(size.max(file.len()), 0);

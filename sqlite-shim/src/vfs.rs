@@ -45,6 +45,18 @@ pub(crate) struct FileData {
     pub(crate) stale_all: bool,
 }
 
+/// Makes room in `bytes` for `additional` more bytes: an eighth of the file more when that
+/// can be had, so that a file growing a page at a time is not copied whole at every page
+/// (Vec's own doubling could fail where the PAL's heap has room for the file and an eighth);
+/// exactly `additional` otherwise. `false` if not even that can be had.
+pub(crate) fn reserve_file(bytes: &mut Vec<u8>, additional: usize) -> bool {
+    if bytes.capacity() - bytes.len() >= additional {
+        return true;
+    }
+    let headroom = additional.max(bytes.len() / 8);
+    bytes.try_reserve_exact(headroom).is_ok() || bytes.try_reserve_exact(additional).is_ok()
+}
+
 impl FileData {
     /// Notes for the digest that `[offset, offset + len)` changed.
     pub(crate) fn mark_stale(&mut self, offset: u64, len: u64) {
@@ -370,7 +382,7 @@ unsafe extern "C" fn x_write(
     let old_len = data.bytes.len();
     if end > data.bytes.len() {
         let grow = end - data.bytes.len();
-        if data.bytes.try_reserve(grow).is_err() {
+        if !reserve_file(&mut data.bytes, grow) {
             return ffi::SQLITE_IOERR_NOMEM;
         }
         data.bytes.resize(end, 0);
@@ -400,7 +412,7 @@ unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_in
     let len = data.bytes.len();
     if size > len {
         // Growing by truncate leaves zeros that a backup must see too: track them.
-        if data.bytes.try_reserve(size - len).is_err()
+        if !reserve_file(&mut data.bytes, size - len)
             || (track && !data.dirty.mark(len as u64, (size - len) as u64))
         {
             return ffi::SQLITE_IOERR_NOMEM;
@@ -465,4 +477,29 @@ unsafe extern "C" fn x_sector_size(_file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn x_device_characteristics(_file: *mut ffi::sqlite3_file) -> c_int {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserve_file;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn a_growing_file_gets_an_eighth_of_headroom_not_a_doubling() {
+        let mut bytes: Vec<u8> = Vec::new();
+        bytes.resize(80_000, 1);
+        bytes.shrink_to_fit();
+        assert!(reserve_file(&mut bytes, 4096));
+        let capacity = bytes.capacity();
+        assert!((80_000 + 10_000..80_000 + 10_000 + 64).contains(&capacity), "{capacity}");
+        // Room already there: nothing moves.
+        bytes.resize(84_096, 0);
+        let at = bytes.as_ptr();
+        assert!(reserve_file(&mut bytes, 4096));
+        assert_eq!((bytes.as_ptr(), bytes.capacity()), (at, capacity));
+        // A growth larger than an eighth gets exactly what it needs.
+        assert!(reserve_file(&mut bytes, 1 << 20));
+        assert!(bytes.capacity() >= 84_096 + (1 << 20));
+        assert!(bytes.capacity() < 84_096 + (1 << 20) + 64);
+    }
 }

@@ -69,8 +69,9 @@
 //! about 33 MiB: the code and constants (about 1 MiB) and a 32 MiB heap in `.bss`, so the file
 //! stays small and the hypervisor zeroes the heap at registration. SQLite's fixed memsys5
 //! pool takes 8 MiB of the heap (page cache, statements; running out is `SQLITE_NOMEM`, not a
-//! crash); the rest holds the database file (the in-memory VFS grows it with exact
-//! reservations, so a growth briefly needs the old and the new copy), results, the input's
+//! crash); the rest holds the database file (the in-memory VFS grows it by an eighth when it
+//! can, exactly what is needed otherwise, and a growth briefly needs the old and the new
+//! copy), results, the input's
 //! decoded copy and the encoded output (each at most `MAX_IO_LEN`, 4 MiB). The Manager's
 //! database lives there too, beside the bare service's; a snapshot it makes or adopts is
 //! held whole, several times over while it is encoded or decoded. The stack is the
