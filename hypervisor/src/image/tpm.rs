@@ -94,7 +94,8 @@ pub type MachineTpm = Tpm<TisWindow>;
 /// Finds the TPM, starts it (TPM2_Startup(CLEAR): nothing before us did) and extends PCR 17
 /// with `measurement` from locality 2. `Ok(None)` if the machine has no TPM.
 pub fn launch(measurement: &[u8; 32]) -> Result<Option<MachineTpm>, TpmError> {
-    let mut tpm = Tpm::new(TisWindow, MAX_POLLS);
+    // Policy sessions' caller nonces from RDRAND: one TPM command less per counter increment.
+    let mut tpm = Tpm::new(TisWindow, MAX_POLLS).with_nonces(|out| crate::cpu::random(out).is_ok());
     let info = match tpm.probe() {
         Ok(info) => info,
         Err(TpmError::NoTpm) => return Ok(None),
