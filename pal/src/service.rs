@@ -216,12 +216,11 @@ impl Service {
     /// since the last digest. Debug builds (the tests) check it against a digest of the whole
     /// file computed from scratch.
     pub fn digest(&self) -> Digest {
-        let digest = self.db.with_file_and_stale(|bytes, stale| {
+        self.db.with_file_and_stale(|bytes, stale| {
             let digest = self.tree.borrow_mut().digest(bytes, stale);
             debug_assert_eq!(digest, crate::merkle::digest_of(bytes), "incremental digest");
             digest
-        });
-        digest
+        })
     }
 
     /// Size of the database file in bytes.

@@ -193,25 +193,26 @@ impl Tcc {
 /// The TCC keys: derived from the TPM-held master secret when the boot has one (so they are
 /// the same on every boot of this hypervisor on this TPM, and bound into PCR 19), else made
 /// from RDRAND for this boot only. Opens the master secret's counters into `state`.
-fn keys(state: Option<&mut TpmState>) -> Result<TccKeys, Status> {
-    let keys = match state {
+fn keys(mut state: Option<&mut TpmState>) -> Result<TccKeys, Status> {
+    let keys = match state.as_deref_mut() {
         Some(state) => {
             let (secret, counters) = tpm::master_secret(&mut state.tpm)?;
             state.master = true;
             state.counters = counters;
-            let keys = TccKeys::derive(&secret);
-            // The key is bound to the TPM: PCR 19 (a dynamic-launch PCR only locality 2 and
-            // up extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote
-            // of PCRs 17-19 says which hypervisor holds which key.
-            let digest = Digest::of(&keys.public());
-            state.tpm.pcr_extend(LAUNCH_LOCALITY, KEY_PCR, &digest.0).map_err(|e: TpmError| {
-                log::error!("hv: binding the TCC key into PCR 19: {e}");
-                Status::Unavailable
-            })?;
-            keys
+            TccKeys::derive(&secret)
         }
         None => TccKeys::random(|secret| cpu::random(secret))?,
     };
+    let digest = Digest::of(&keys.public());
+    if let Some(state) = state {
+        // The key is bound to the TPM: PCR 19 (a dynamic-launch PCR only locality 2 and up
+        // extend, from all ones at TPM2_Startup) gets the key's hash, so a TPM quote of PCRs
+        // 17-19 says which hypervisor holds which key.
+        state.tpm.pcr_extend(LAUNCH_LOCALITY, KEY_PCR, &digest.0).map_err(|e: TpmError| {
+            log::error!("hv: binding the TCC key into PCR 19: {e}");
+            Status::Unavailable
+        })?;
+    }
     log::info!(
         "hv: TCC key {} (self-certified, simulated evidence): sha256 of its public key {}",
         if keys.tpm_bound {
@@ -219,7 +220,7 @@ fn keys(state: Option<&mut TpmState>) -> Result<TccKeys, Status> {
         } else {
             "made for this boot"
         },
-        Digest::of(&keys.public())
+        digest
     );
     Ok(keys)
 }
