@@ -146,6 +146,33 @@ pub struct ClusterConfig {
     /// Replica VMs: the CA and the hypervisor their TCCs were attested with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<Attestation>,
+    /// Where each replica keeps its state: `"disk"` (the default: a log on its data folder's
+    /// disk, each record flushed before the Acks and replies that depend on it leave, so the
+    /// cluster survives a stop of every replica) or `"memory"` (nothing on disk: a replica
+    /// that restarts gets its state from the others, and a stop of the whole cluster loses
+    /// the database).
+    #[serde(default)]
+    pub durability: Durability,
+    /// With `durability = "disk"`: bytes of log records after which a replica writes a
+    /// checkpoint (its whole state, after which the older records go). A checkpoint is also
+    /// put off until the records since the last one outgrow it.
+    #[serde(default = "default_checkpoint_bytes")]
+    pub checkpoint_bytes: u64,
+}
+
+fn default_checkpoint_bytes() -> u64 {
+    crate::store::MIN_CHECKPOINT_BYTES
+}
+
+/// Where replicas keep their state (see [`ClusterConfig::durability`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// A write-ahead log on the replica's disk.
+    #[default]
+    Disk,
+    /// In memory only.
+    Memory,
 }
 
 fn default_in_flight() -> u32 {
@@ -371,6 +398,8 @@ pub(crate) fn three_replicas(
         retained_updates: 1024,
         simulation_manufacturer_key: None,
         attestation: None,
+        durability: Durability::Disk,
+        checkpoint_bytes: default_checkpoint_bytes(),
     }
 }
 

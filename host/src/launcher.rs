@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::client::Client;
-use crate::config::{ClusterConfig, ReplicaEntry, Timeouts};
+use crate::config::{ClusterConfig, Durability, ReplicaEntry, Timeouts};
 use crate::status::Reported;
 use crate::tcc::simulation::{self, simulated_identity, Manufacturer};
 
@@ -61,6 +61,11 @@ pub struct Options {
     /// The replicas' log filter (`VPR_LOG`, e.g. `info`); if `None` they inherit this
     /// process's environment.
     pub log_filter: Option<String>,
+    /// Where the replicas keep their state (a log on disk by default).
+    pub durability: Durability,
+    /// Log bytes between checkpoints ([`ClusterConfig::checkpoint_bytes`]; its default if
+    /// `None`).
+    pub checkpoint_bytes: Option<u64>,
 }
 
 /// A running local cluster; stops its replicas when dropped.
@@ -105,9 +110,11 @@ impl LocalCluster {
         for id in 0..n {
             if dir.join(files::data(id)).join("counters").exists() {
                 bail!(
-                    "{} holds a previous cluster's replica {id}; restarting a whole cluster \
-                     from its folder is not supported: use a fresh --dir",
-                    dir.display()
+                    "{} holds a previous cluster's replica {id}: a new cluster is never started \
+                     over it ({} restarts the cluster its {} describes; else use a fresh --dir)",
+                    dir.display(),
+                    "`vpr cluster --dir` on that folder",
+                    files::REPLICAS
                 );
             }
         }
@@ -138,22 +145,68 @@ impl LocalCluster {
             retained_updates: 1024,
             simulation_manufacturer_key: Some(PathBuf::from(files::MANUFACTURER)),
             attestation: None,
+            durability: options.durability,
+            checkpoint_bytes: options
+                .checkpoint_bytes
+                .unwrap_or(crate::store::MIN_CHECKPOINT_BYTES),
         };
         config.validate()?;
         config.save(&dir.join(files::REPLICAS))?;
+        LocalCluster::spawn_all(dir, config, exe, options.log_filter.clone(), false)
+    }
+
+    /// Starts every replica of `config` in `dir` (appending to their logs if `append`).
+    fn spawn_all(
+        dir: &Path,
+        config: ClusterConfig,
+        exe: &Path,
+        log_filter: Option<String>,
+        append: bool,
+    ) -> Result<LocalCluster> {
         let mut cluster = LocalCluster {
             dir: dir.to_owned(),
             config,
             children: Vec::new(),
             backoff: Vec::new(),
             exe: exe.to_owned(),
-            log_filter: options.log_filter.clone(),
+            log_filter,
         };
-        for id in 0..n {
-            let child = cluster.spawn(id, false)?;
+        for id in 0..cluster.config.n() {
+            let child = cluster.spawn(id, append)?;
             cluster.children.push(Some(child));
         }
         Ok(cluster)
+    }
+
+    /// Starts again every replica of the cluster that `dir` holds (its configuration, written
+    /// by [`LocalCluster::start_with`], and each replica's data folder): each restarts from
+    /// its sealed state and its log. Nothing in the folder is changed if it is refused.
+    ///
+    /// # Errors
+    /// The configuration is missing or malformed; the cluster keeps its state in memory
+    /// (lost with its replicas); a replica never joined its group (no sealed state).
+    pub fn reopen(dir: &Path, exe: &Path, log_filter: Option<String>) -> Result<LocalCluster> {
+        let path = dir.join(files::REPLICAS);
+        let config = ClusterConfig::load(&path)
+            .with_context(|| format!("{} holds no cluster to restart", dir.display()))?;
+        if config.durability != Durability::Disk {
+            bail!(
+                "{}: durability = \"memory\": its replicas kept their state in memory, lost when \
+                 they stopped; start a new cluster in a fresh --dir",
+                path.display()
+            );
+        }
+        for id in 0..config.n() {
+            let sealed = dir.join(files::data(id)).join(files::SEALED);
+            if !sealed.is_file() {
+                bail!(
+                    "replica {id} never joined its group ({} is missing): this cluster cannot \
+                     restart; start a new one in a fresh --dir",
+                    sealed.display()
+                );
+            }
+        }
+        LocalCluster::spawn_all(dir, config, exe, log_filter, true)
     }
 
     /// Starts replica `id` (its log appended to, on a restart, rather than replaced).

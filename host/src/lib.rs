@@ -23,4 +23,5 @@ pub mod qemu_cluster;
 pub mod replica;
 pub mod shell;
 pub mod status;
+pub mod store;
 pub mod tcc;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use vpr_host::client::{Client, ClientError, ReadConsistency};
-use vpr_host::config::ClusterConfig;
+use vpr_host::config::{ClusterConfig, Durability};
 use vpr_host::launcher::{files, LocalCluster};
+use vpr_host::store::{Durable, Store};
 use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
 use vpr_host::{net, shell};
 use vpr_pal::{GroupConfig, ServiceOptions};
@@ -546,8 +547,20 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
 fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
     let stop = stop_flag()?;
     let exe = std::env::current_exe()?;
-    let mut cluster = LocalCluster::start(dir, n, base_port, &exe)?;
-    eprintln!("vpr: starting {n} replicas in {} ({})", dir.display(), simulation::WARNING);
+    let mut cluster = if dir.join(files::REPLICAS).is_file() {
+        let cluster = LocalCluster::reopen(dir, &exe, None)?;
+        eprintln!(
+            "vpr: restarting the cluster in {} from its data ({} replicas; {})",
+            dir.display(),
+            cluster.config().n(),
+            simulation::WARNING
+        );
+        cluster
+    } else {
+        let cluster = LocalCluster::start(dir, n, base_port, &exe)?;
+        eprintln!("vpr: starting {n} replicas in {} ({})", dir.display(), simulation::WARNING);
+        cluster
+    };
     let config = cluster.wait_ready(Duration::from_secs(60))?;
     eprintln!("vpr: cluster ready; clients use {}", config.display());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -628,45 +641,134 @@ fn replica(
         max_in_flight: config.max_in_flight,
         service: ServiceOptions::default(),
         members: config.members()?,
+        durable: config.durability == Durability::Disk,
     };
+    let durable = group.durable;
     let sealed = data.join(files::SEALED);
     let blob = match std::fs::read(&sealed) {
-        Ok(blob) => {
-            eprintln!("vpr: replica {id} restarts from its sealed state; it needs a snapshot");
-            Some(blob)
-        }
+        Ok(blob) => Some(blob),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", sealed.display())),
     };
-    match tcc {
-        TccKind::Simulation => {
-            let key_path = config.simulation_manufacturer_key.clone().context(
-                "the simulation backend needs simulation_manufacturer_key in the configuration",
-            )?;
-            eprintln!("{}", simulation::WARNING);
-            let manufacturer = Manufacturer::load_or_create(&key_path)?;
-            let backend = match &blob {
-                Some(blob) => Simulation::restore(&data, &manufacturer, group, blob)?,
-                None => Simulation::start(&data, &manufacturer, group)?,
-            };
-            net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let store = if durable {
+        let store =
+            Store::open(&data).with_context(|| format!("opening the log in {}", data.display()))?;
+        Some(store)
+    } else {
+        None
+    };
+    // With sealed group state, a restart: from the log if there is one, else (or if the
+    // Manager refuses it) without, and the state comes from the others.
+    let log = match (&blob, &store) {
+        (Some(_), Some(store)) if !store.is_empty() => Some(
+            store.records().with_context(|| format!("reading the log in {}", data.display()))?,
+        ),
+        _ => None,
+    };
+    // `sealed`: a restart, and `log` the log it restarts from; else a new replica.
+    let begin = |sealed: Option<&[u8]>, log: Option<&[Vec<u8>]>| -> Result<Restored> {
+        Ok(match tcc {
+            TccKind::Simulation => {
+                let manufacturer = simulation_manufacturer(&config)?;
+                let group = group.clone();
+                Restored::Simulation(Box::new(match sealed {
+                    Some(sealed) => Simulation::restore(&data, &manufacturer, group, sealed, log)?,
+                    None => Simulation::start(&data, &manufacturer, group)?,
+                }))
+            }
+            TccKind::Hypervisor => {
+                let image = std::fs::read(pal)
+                    .with_context(|| format!("reading the PAL image {}", pal.display()))?;
+                Restored::Hypervisor(match sealed {
+                    Some(sealed) => HypervisorTcc::restore(&image, &group, sealed, log)?,
+                    None => HypervisorTcc::start(&image, &group)?,
+                })
+            }
+        })
+    };
+    let restore = |log: Option<&[Vec<u8>]>, blob: &[u8]| begin(Some(blob), log);
+    if tcc == TccKind::Simulation {
+        eprintln!("{}", simulation::WARNING);
+    }
+    let mut store = store;
+    let backend = match (&blob, &log) {
+        (Some(blob), Some(log)) => match restore(Some(log), blob) {
+            Ok(backend) => {
+                eprintln!("vpr: replica {id} restarts from its sealed state and its log");
+                backend
+            }
+            Err(e) => {
+                // The refused log is kept as it is, beside the new one.
+                let aside = vpr_host::store::set_aside(&data)
+                    .with_context(|| format!("setting the log in {} aside", data.display()))?;
+                eprintln!(
+                    "vpr: replica {id}: its log in {} is refused: {e:#}; it restarts without \
+                     it and gets its state from the others (the log is kept in {})",
+                    data.join(vpr_host::store::LOG_DIR).display(),
+                    aside.display()
+                );
+                store = Some(Store::open(&data)?);
+                restore(None, blob)?
+            }
+        },
+        (Some(blob), None) => {
+            eprintln!("vpr: replica {id} restarts from its sealed state; it needs a snapshot");
+            restore(None, blob)?
         }
-        TccKind::Hypervisor => {
-            let image = std::fs::read(pal)
-                .with_context(|| format!("reading the PAL image {}", pal.display()))?;
-            std::fs::create_dir_all(&data)?;
-            let backend = match &blob {
-                Some(blob) => HypervisorTcc::restore(&image, &group, blob)?,
-                None => HypervisorTcc::start(&image, &group)?,
-            };
-            eprintln!(
-                "vpr: replica {id}: the Manager runs in PAL {} under the hypervisor",
-                vpr_host::tcc::TccBackend::identity(&backend)
-            );
-            net::run_replica(&config, id, backend, &stop, status.as_deref(), &sealed)?;
+        (None, _) => begin(None, None)?,
+    };
+    if let Restored::Hypervisor(backend) = &backend {
+        eprintln!(
+            "vpr: replica {id}: the Manager runs in PAL {} under the hypervisor",
+            vpr_host::tcc::TccBackend::identity(backend)
+        );
+    }
+    let status = status.as_deref();
+    match (backend, store) {
+        (Restored::Simulation(b), Some(store)) => {
+            net::run_replica(
+                &config,
+                id,
+                Durable::new(*b, store, config.checkpoint_bytes),
+                &stop,
+                status,
+                &sealed,
+            )?;
+        }
+        (Restored::Hypervisor(b), Some(store)) => {
+            net::run_replica(
+                &config,
+                id,
+                Durable::new(b, store, config.checkpoint_bytes),
+                &stop,
+                status,
+                &sealed,
+            )?;
+        }
+        (Restored::Simulation(b), None) => {
+            net::run_replica(&config, id, *b, &stop, status, &sealed)?;
+        }
+        (Restored::Hypervisor(b), None) => {
+            net::run_replica(&config, id, b, &stop, status, &sealed)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A replica's backend, as `vpr replica` made it.
+enum Restored {
+    Simulation(Box<Simulation>),
+    Hypervisor(vpr_host::tcc::hypervisor::HypervisorTcc),
+}
+
+/// The simulated manufacturer the configuration names (made if missing).
+fn simulation_manufacturer(config: &ClusterConfig) -> Result<Manufacturer> {
+    let key_path = config
+        .simulation_manufacturer_key
+        .clone()
+        .context("the simulation backend needs simulation_manufacturer_key in the configuration")?;
+    Ok(Manufacturer::load_or_create(&key_path)?)
 }
 
 fn sql(

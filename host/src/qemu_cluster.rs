@@ -151,6 +151,10 @@ impl QemuCluster {
             retained_updates: 1024,
             simulation_manufacturer_key: None,
             attestation: Some(Attestation { ca_root, hypervisor: measurement.clone() }),
+            // Replica VMs keep their state in memory for now: a log on the VM's disk is not
+            // wired into the VM cluster's drills yet.
+            durability: crate::config::Durability::Memory,
+            checkpoint_bytes: crate::store::MIN_CHECKPOINT_BYTES,
         };
         // Replica `id`'s entries as VM `me` sees them (or, with `None`, as host clients do),
         // with the TCC keys in `keys` (none before the enrollments).

@@ -847,6 +847,11 @@ impl<B: TccBackend> Replica<B> {
                     self.last_heartbeat = now;
                 }
                 Effect::Sealed(blob) => out.push(Output::Persist(blob)),
+                Effect::Persist { index, .. } => {
+                    // The backend could not write it (`crate::store`): the Manager holds back
+                    // everything until it can, and hands the record out again on the next call.
+                    tracing::warn!(replica = self.id, index, "log record not on disk yet");
+                }
                 Effect::Behind { committed } => {
                     let since = self.behind.map_or(now, |(_, since)| since);
                     let target = self.behind.map_or(committed, |(t, _)| t.max(committed));

@@ -2,6 +2,8 @@
 //! backend: convergence, availability with f replicas down, loss of a majority, exactly-once
 //! retransmission, and the `vpr sql` command's contract.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -26,27 +28,9 @@ fn ok(outcome: Outcome) -> Outcome {
     outcome
 }
 
-/// Reported statuses once every replica reports the same committed update and database hash.
-/// Status files are rewritten at most every 100 ms and the primary's hash includes updates it
-/// has in flight, so a moment when all show the same update can still show different hashes:
-/// keep polling until the cluster has settled (or give up and show the last reports).
+/// Reported statuses once every replica reports the same committed update and digest.
 fn converged(cluster: &LocalCluster) -> Vec<vpr_host::status::Reported> {
-    let mut last = Vec::new();
-    for _ in 0..200 {
-        let reports: Vec<_> = (0..cluster.config().n())
-            .filter_map(|id| vpr_host::status::read(&cluster.dir().join(files::status(id))).ok())
-            .collect();
-        if reports.len() == usize::from(cluster.config().n())
-            && reports
-                .iter()
-                .all(|r| r.committed == reports[0].committed && r.digest == reports[0].digest)
-        {
-            return reports;
-        }
-        last = reports;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("replicas did not converge: {last:?}");
+    common::converged(cluster.dir(), cluster.config().n())
 }
 
 /// A workload of 1,000+ statements; then every replica's file hash is equal and the content

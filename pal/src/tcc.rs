@@ -17,6 +17,9 @@ pub enum Counter {
     /// How many times a Manager of this replica started (registered or restored): only the
     /// newest acts. Not part of the thesis; it makes a twin of a replica unable to act.
     Incarnation,
+    /// The number of the last record of a durable replica's log the host confirmed on disk:
+    /// a restart needs the log up to it (`durable`). Not part of the thesis.
+    Log,
 }
 
 /// A TCC service failed (its evidence is in the message).

@@ -83,7 +83,7 @@ mod envelope;
 #[cfg(test)]
 mod tests;
 
-pub use codec::Wire;
+pub use codec::{get_bytes, get_vec_with, put_bytes, put_len, Wire};
 pub use envelope::{Message, MAX_WIRE_BYTES, WIRE_HEADER_LEN, WIRE_MAGIC, WIRE_VERSION};
 
 /// A replica's index in the configuration, `0..n`.

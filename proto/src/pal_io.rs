@@ -34,7 +34,7 @@
 //! |    5 | [`Command::Random`] | `len`: `u32`                                                  |
 //! |    6 | [`Command::Counter`]| `name`: digest; `increment`: `bool`                           |
 //! |    7 | [`Command::Start`]  | `group`: [`tcc::Group`]                                       |
-//! |    8 | [`Command::Restore`]| `group`: [`tcc::Group`]; `sealed`: byte string                |
+//! |    8 | [`Command::Restore`]| `group`: [`tcc::Group`]; `sealed`: byte string; `log`: `Option` of a `u32` count and byte strings |
 //! |    9 | [`Command::Call`]   | [`tcc::Call`]                                                 |
 //! |   10 | [`Command::Status`] | none                                                          |
 //! |   11 | [`Command::Quote`]  | `nonce`: digest; `data`: digest; `selection`: `u8`            |
@@ -188,6 +188,10 @@ pub enum Command {
         group: tcc::Group,
         /// The sealed blob, at most [`tcc::MAX_SEALED_BYTES`].
         sealed: Vec<u8>,
+        /// The replica's log as its disk holds it, from a checkpoint on (each record at most
+        /// [`tcc::MAX_RECORD_BYTES`]): the Manager recovers its state from it. `None`: the
+        /// state is lost and comes by snapshot from the others.
+        log: Option<Vec<Vec<u8>>>,
     },
     /// Kind 9. One call of the Manager: [`Outcome::Effects`], or [`Outcome::Refused`] if no
     /// Manager runs. Needs the full output capacity (see "Output capacity" above).
@@ -343,9 +347,14 @@ impl Command {
                 w.bytes(name.as_bytes()).u8(u8::from(*increment));
             }
             Command::Start { group } => group.put(&mut w),
-            Command::Restore { group, sealed } => {
+            Command::Restore { group, sealed, log } => {
                 group.put(&mut w);
                 put_bytes(&mut w, sealed);
+                w.u8(u8::from(log.is_some()));
+                if let Some(log) = log {
+                    put_len(&mut w, log.len());
+                    log.iter().for_each(|record| put_bytes(&mut w, record));
+                }
             }
             Command::Call(call) => call.put(&mut w),
             Command::Quote { nonce, data, selection } => {
@@ -391,7 +400,15 @@ impl Command {
             7 => Command::Start { group: tcc::Group::get(&mut r)? },
             8 => {
                 let group = tcc::Group::get(&mut r)?;
-                Command::Restore { group, sealed: tcc::get_sealed(&mut r)? }
+                let sealed = tcc::get_sealed(&mut r)?;
+                let log = if get_bool(&mut r, "log")? {
+                    Some(get_vec_with(&mut r, "log", MAX_LEN / 4, 4, |r| {
+                        get_bytes(r, "record", tcc::MAX_RECORD_BYTES).map(<[u8]>::to_vec)
+                    })?)
+                } else {
+                    None
+                };
+                Command::Restore { group, sealed, log }
             }
             9 => Command::Call(tcc::Call::get(&mut r)?),
             10 => Command::Status,
@@ -677,8 +694,12 @@ mod tests {
         ];
         let groups = tcc::tests::groups();
         commands.extend(groups.iter().map(|group| Command::Start { group: group.clone() }));
-        commands.push(Command::Restore { group: groups[0].clone(), sealed: vec![0x5e; 95] });
-        commands.push(Command::Restore { group: groups[1].clone(), sealed: Vec::new() });
+        commands.push(Command::Restore {
+            group: groups[0].clone(),
+            sealed: vec![0x5e; 95],
+            log: Some(vec![vec![1, 2, 3], Vec::new()]),
+        });
+        commands.push(Command::Restore { group: groups[1].clone(), sealed: Vec::new(), log: None });
         commands.extend(tcc::tests::calls().into_iter().map(Command::Call));
         commands.push(Command::Status);
         commands
@@ -940,9 +961,9 @@ mod tests {
         assert!(Command::decode(&fits).is_ok());
         // Sealed blobs, and the limits of the Manager's calls and effects.
         let group = tcc::tests::groups().swap_remove(0);
-        let restore = Command::Restore { group: group.clone(), sealed: vec![1; 4124] };
+        let restore = Command::Restore { group: group.clone(), sealed: vec![1; 4124], log: None };
         assert!(Command::decode(&restore.encode()).is_ok());
-        let restore = Command::Restore { group, sealed: vec![1; 4125] };
+        let restore = Command::Restore { group, sealed: vec![1; 4125], log: None };
         assert!(matches!(
             Command::decode(&restore.encode()),
             Err(DecodeError::TooLarge { field: "sealed", value: 4125, max: 4124 })

@@ -39,6 +39,8 @@
 //! |  15 | `Heartbeat`         | none                                              |
 //! |  16 | `MakeSnapshot`      | none                                              |
 //! |  17 | `Snapshot`          | [`Snapshot`]                                      |
+//! |  18 | `Persisted`         | `index`: `u64`                                    |
+//! |  19 | `Checkpoint`        | none                                              |
 //!
 //! | tag | [`Effect`]     | fields                                                  |
 //! |----:|----------------|---------------------------------------------------------|
@@ -62,11 +64,13 @@
 //! |  18 | `Behind`       | `committed`: `u64`                                      |
 //! |  19 | `NeedState`    | `replica`: `u16`; `committed`: `u64`                    |
 //! |  20 | `Refused`      | string                                                  |
+//! |  21 | `Persist`      | `index`: `u64`; `checkpoint`: `bool`; `record`: byte string |
 //!
 //! A [`Group`] is `replicas` (`u16`), `me` (`u16`), `manufacturer` (65 bytes),
 //! `allow_simulated` (`bool`), `cluster` (32 bytes), `max_in_flight` (`u32`), `page_size`
 //! (`Option<u32>`), `max_sql_bytes` (`u32`), `max_vm_steps` (`Option<u64>`), `members`
-//! (`Vec` of 65-byte TCC keys, by replica id): 116 to 128 bytes and 65 a member. A [`Status`] is `ready` (`bool`), `view` (`u64`), `primary` (`u16`), `started`
+//! (`Vec` of 65-byte TCC keys, by replica id), `durable` (`bool`): 117 to 129 bytes and 65 a
+//! member. A [`Status`] is `ready` (`bool`), `view` (`u64`), `primary` (`u16`), `started`
 //! (`bool`), `committed` (`u64`), `needs_state` (`Option<u64>`), `digest` (32 bytes),
 //! `stopped` (`bool`).
 //!
@@ -99,6 +103,9 @@ use crate::wire::{DecodeError, Reader, Writer};
 /// Longest sealed blob an [`Effect::Sealed`] (or a restart) carries: the most the
 /// hypervisor seals at once and its overhead.
 pub const MAX_SEALED_BYTES: usize = 4096 + 28;
+/// Longest record an [`Effect::Persist`] (or a restart) carries: a checkpoint holds the whole
+/// database as a state update, and its framing.
+pub const MAX_RECORD_BYTES: usize = crate::update::MAX_UPDATE_BYTES + (1 << 20);
 /// Longest reason of an [`Effect::Refused`].
 pub const MAX_REASON_BYTES: usize = MAX_MESSAGE_BYTES;
 
@@ -159,6 +166,16 @@ pub enum Call {
     MakeSnapshot,
     /// A snapshot from another replica: adopt it if it is newer than the state here.
     Snapshot(Box<Snapshot>),
+    /// The record [`Effect::Persist`] asked for is on this replica's disk (written and
+    /// flushed) up to and including `index`: the Manager raises its trusted log counter to it
+    /// and hands out the effects it held back.
+    Persisted {
+        /// The record's number.
+        index: u64,
+    },
+    /// Write a checkpoint: the whole committed state in one record, so that the records
+    /// before it are no longer needed for a restart.
+    Checkpoint,
 }
 
 /// Something the host must do.
@@ -229,6 +246,18 @@ pub enum Effect {
     },
     /// Input refused (bad MAC, stale, malformed...); nothing changed.
     Refused(String),
+    /// Append `record` to this replica's log on its disk, make it durable (fsync), then call
+    /// [`Call::Persisted`] with `index`: until then the Manager refuses every other call and
+    /// holds back every effect of the call that made the record. A `checkpoint` record holds
+    /// the whole state: a restart needs it and the records after it only.
+    Persist {
+        /// The record's number (consecutive from 1).
+        index: u64,
+        /// Whether the record is a checkpoint.
+        checkpoint: bool,
+        /// The record, encrypted and authenticated by the TCC.
+        record: Vec<u8>,
+    },
 }
 
 /// A group's configuration as it crosses the boundary: every field of the PAL's
@@ -255,6 +284,9 @@ pub struct Group {
     pub max_vm_steps: Option<u64>,
     /// Each replica's TCC key, by id: the key a replica's TCC attests with.
     pub members: Vec<PublicKey>,
+    /// Whether the Manager keeps its state in a log on the host's disk (write-ahead, each
+    /// record confirmed before the effects that depend on it leave).
+    pub durable: bool,
 }
 
 /// Where a Manager stands, as its host may show it (untrusted once it left the PAL: for
@@ -312,7 +344,7 @@ fn bad_tag(field: &'static str, tag: u8) -> DecodeError {
 }
 
 impl Call {
-    /// The tag byte of this call's encoding (1 to 17, in declaration order).
+    /// The tag byte of this call's encoding (1 to 19, in declaration order).
     #[must_use]
     pub const fn tag(&self) -> u8 {
         match self {
@@ -333,6 +365,8 @@ impl Call {
             Call::Heartbeat => 15,
             Call::MakeSnapshot => 16,
             Call::Snapshot(_) => 17,
+            Call::Persisted { .. } => 18,
+            Call::Checkpoint => 19,
         }
     }
 }
@@ -341,7 +375,14 @@ impl Wire for Call {
     fn put(&self, w: &mut Writer) {
         w.u8(self.tag());
         match self {
-            Call::Join | Call::Suspect | Call::Heartbeat | Call::MakeSnapshot => {}
+            Call::Join
+            | Call::Suspect
+            | Call::Heartbeat
+            | Call::MakeSnapshot
+            | Call::Checkpoint => {}
+            Call::Persisted { index } => {
+                w.u64(*index);
+            }
             Call::Joins { joins, require_all } => {
                 put_each(w, joins, Join::put);
                 w.u8(u8::from(*require_all));
@@ -395,13 +436,15 @@ impl Wire for Call {
             15 => Call::Heartbeat,
             16 => Call::MakeSnapshot,
             17 => Call::Snapshot(Box::new(Snapshot::get(r)?)),
+            18 => Call::Persisted { index: r.u64()? },
+            19 => Call::Checkpoint,
             tag => return Err(bad_tag("call tag", tag)),
         })
     }
 }
 
 impl Effect {
-    /// The tag byte of this effect's encoding (1 to 20, in declaration order).
+    /// The tag byte of this effect's encoding (1 to 21, in declaration order).
     #[must_use]
     pub const fn tag(&self) -> u8 {
         match self {
@@ -425,6 +468,7 @@ impl Effect {
             Effect::Behind { .. } => 18,
             Effect::NeedState { .. } => 19,
             Effect::Refused(_) => 20,
+            Effect::Persist { .. } => 21,
         }
     }
 }
@@ -466,6 +510,10 @@ impl Wire for Effect {
                 w.u16(*replica).u64(*committed);
             }
             Effect::Refused(reason) => put_bytes(w, reason.as_bytes()),
+            Effect::Persist { index, checkpoint, record } => {
+                w.u64(*index).u8(u8::from(*checkpoint));
+                put_bytes(w, record);
+            }
         }
     }
 
@@ -501,6 +549,11 @@ impl Wire for Effect {
             18 => Effect::Behind { committed: r.u64()? },
             19 => Effect::NeedState { replica: r.u16()?, committed: r.u64()? },
             20 => Effect::Refused(get_string(r, "reason", MAX_REASON_BYTES)?),
+            21 => Effect::Persist {
+                index: r.u64()?,
+                checkpoint: get_bool(r, "checkpoint")?,
+                record: get_bytes(r, "record", MAX_RECORD_BYTES)?.to_vec(),
+            },
             tag => return Err(bad_tag("effect tag", tag)),
         })
     }
@@ -525,6 +578,7 @@ impl Wire for Group {
         put_each(w, &self.members, |key, w| {
             w.bytes(key);
         });
+        w.u8(u8::from(self.durable));
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -545,6 +599,7 @@ impl Wire for Group {
                 core::mem::size_of::<PublicKey>(),
                 |r| r.array(),
             )?,
+            durable: get_bool(r, "durable")?,
         })
     }
 }
@@ -771,6 +826,8 @@ pub(crate) mod tests {
             Call::Heartbeat,
             Call::MakeSnapshot,
             Call::Snapshot(Box::new(snapshot())),
+            Call::Persisted { index: u64::MAX },
+            Call::Checkpoint,
         ]
     }
 
@@ -819,6 +876,8 @@ pub(crate) mod tests {
             Effect::NeedState { replica: 2, committed: 9 },
             Effect::Refused(String::from("update: bad authenticator \u{1f600}")),
             Effect::Refused(String::new()),
+            Effect::Persist { index: 7, checkpoint: true, record: vec![0xaa; 300] },
+            Effect::Persist { index: 1, checkpoint: false, record: Vec::new() },
         ]
     }
 
@@ -835,6 +894,7 @@ pub(crate) mod tests {
                 max_sql_bytes: 1 << 20,
                 max_vm_steps: Some(1 << 32),
                 members: vec![keys(2).public(), keys(3).public(), keys(4).public()],
+                durable: true,
             },
             Group {
                 replicas: u16::MAX,
@@ -847,6 +907,7 @@ pub(crate) mod tests {
                 max_sql_bytes: 0,
                 max_vm_steps: None,
                 members: Vec::new(),
+                durable: false,
             },
         ]
     }
@@ -902,7 +963,7 @@ pub(crate) mod tests {
             tags.push(call.tag());
         }
         tags.dedup();
-        assert_eq!(tags, (1..=17).collect::<Vec<u8>>(), "every variant, in tag order");
+        assert_eq!(tags, (1..=19).collect::<Vec<u8>>(), "every variant, in tag order");
     }
 
     #[test]
@@ -914,13 +975,13 @@ pub(crate) mod tests {
             tags.push(effect.tag());
         }
         tags.dedup();
-        assert_eq!(tags, (1..=20).collect::<Vec<u8>>(), "every variant, in tag order");
+        assert_eq!(tags, (1..=21).collect::<Vec<u8>>(), "every variant, in tag order");
     }
 
     #[test]
     fn groups_and_statuses_round_trip() {
         let lens: Vec<usize> = groups().iter().map(|g| round_trip(g).len()).collect();
-        assert_eq!(lens, [124 + 4 + 3 * 65, 112 + 4]);
+        assert_eq!(lens, [125 + 4 + 3 * 65, 113 + 4]);
         let lens: Vec<usize> = statuses().iter().map(|s| round_trip(s).len()).collect();
         assert_eq!(lens, [MAX_STATUS_LEN - 8, MAX_STATUS_LEN]);
     }
@@ -1003,10 +1064,10 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_tags_bools_and_strings_are_refused() {
-        for tag in [0, 18, 0x80, 0xff] {
+        for tag in [0, 20, 0x80, 0xff] {
             assert_eq!(Call::from_bytes(&[tag]).map(drop), invalid("call tag", tag.into()));
         }
-        for tag in [0, 21, 0x80, 0xff] {
+        for tag in [0, 22, 0x80, 0xff] {
             assert_eq!(Effect::from_bytes(&[tag]).map(drop), invalid("effect tag", tag.into()));
         }
         let mut bad = Call::Joins { joins: Vec::new(), require_all: true }.to_bytes();

@@ -250,6 +250,7 @@ fn attack_5_a_welcome_from_another_group_is_refused() {
     let rogue_group = vpr_pal::GroupConfig {
         replicas: 1,
         members: vec![vpr_host::tcc::simulation::tcc_key(dir.path()).expect("key")],
+        durable: false,
         ..c.group(0)
     };
     let mut rogue =

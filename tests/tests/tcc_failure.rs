@@ -19,7 +19,7 @@ use vpr_proto::msg::{Attestation, Commit, Update};
 /// the TPM refused.
 #[derive(Clone)]
 struct FlakyTcc {
-    counters: Rc<RefCell<[u64; 3]>>,
+    counters: Rc<RefCell<[u64; 4]>>,
     fail: Rc<Cell<u32>>,
     key: KeyPair,
     certificate: Signature,
@@ -31,6 +31,7 @@ fn slot(c: Counter) -> usize {
         Counter::View => 0,
         Counter::State => 1,
         Counter::Incarnation => 2,
+        Counter::Log => 3,
     }
 }
 
@@ -82,7 +83,7 @@ fn view_one_head(fault: bool) -> (Option<u64>, u64) {
             let certificate =
                 manufacturer.sign(&Attestation::certificate_bytes(true, &key.public()));
             FlakyTcc {
-                counters: Rc::new(RefCell::new([0; 3])),
+                counters: Rc::new(RefCell::new([0; 4])),
                 fail: Rc::new(Cell::new(0)),
                 key,
                 certificate,
@@ -100,6 +101,7 @@ fn view_one_head(fault: bool) -> (Option<u64>, u64) {
         max_in_flight: 8,
         service: ServiceOptions::default(),
         members: members.clone(),
+        durable: false,
     };
     let mut m: Vec<Manager<FlakyTcc>> =
         (0..3u16).map(|r| Manager::new(tccs[usize::from(r)].clone(), group(r)).unwrap()).collect();

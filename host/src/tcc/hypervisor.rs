@@ -51,13 +51,23 @@ impl HypervisorTcc {
         Ok(tcc)
     }
 
-    /// Registers `image` and restarts the Manager from the group state it `sealed` before.
+    /// Registers `image` and restarts the Manager from the group state it `sealed` before,
+    /// and from its `log` if there is one (see [`Simulation::restore`](super::simulation)).
     ///
     /// # Errors
-    /// As [`HypervisorTcc::start`]; a blob the PAL does not open is refused.
-    pub fn restore(image: &[u8], group: &GroupConfig, sealed: &[u8]) -> io::Result<Self> {
+    /// As [`HypervisorTcc::start`]; a blob or a log the PAL does not accept is refused.
+    pub fn restore(
+        image: &[u8],
+        group: &GroupConfig,
+        sealed: &[u8],
+        log: Option<&[Vec<u8>]>,
+    ) -> io::Result<Self> {
         let mut tcc = HypervisorTcc::register(image)?;
-        tcc.begin(Command::Restore { group: Group::from(group), sealed: sealed.to_vec() })?;
+        tcc.begin(Command::Restore {
+            group: Group::from(group),
+            sealed: sealed.to_vec(),
+            log: log.map(<[Vec<u8>]>::to_vec),
+        })?;
         Ok(tcc)
     }
 

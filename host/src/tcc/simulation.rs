@@ -84,7 +84,7 @@ impl SimulatedServices {
         fs::create_dir_all(dir)?;
         let counters_path = dir.join("counters");
         match fs::metadata(&counters_path) {
-            Ok(m) if m.len() == COUNTERS_LEN as u64 || m.len() == 16 => {}
+            Ok(m) if [16, 24, COUNTERS_LEN as u64].contains(&m.len()) => {}
             Ok(_) => return Err(bad_data(&counters_path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 crate::files::write_durably(&counters_path, &[0; COUNTERS_LEN])?;
@@ -105,8 +105,8 @@ impl SimulatedServices {
         })
     }
 
-    /// Reads one counter from the file (a file from before the incarnation counter is 16
-    /// bytes long: that counter reads 0 there).
+    /// Reads one counter from the file (a file from before the incarnation or the log
+    /// counter is 16 or 24 bytes long: those counters read 0 there).
     fn load(&self, counter: Counter) -> Result<u64, TccError> {
         use std::os::unix::fs::FileExt;
         let mut word = [0u8; 8];
@@ -119,13 +119,18 @@ impl SimulatedServices {
         }
     }
 
-    /// Overwrites one counter's 8 bytes in place: one `pwrite` within a page, which a killed
-    /// process either made or did not (the simulation models process crashes, not power loss).
+    /// Overwrites one counter's 8 bytes in place and flushes them to the disk: one `pwrite`
+    /// within a page, which a killed process either made or did not, made durable as a TPM's
+    /// NV write is before it answers (a durable replica's log counter must not fall behind
+    /// its log after a power cut).
     fn store(&self, counter: Counter, value: u64) -> Result<(), TccError> {
         use std::os::unix::fs::FileExt;
-        self.counters_file.write_all_at(&value.to_le_bytes(), offset(counter)).map_err(|e| {
-            TccError(format!("storing counters in {}: {e}", self.counters_path.display()))
-        })
+        self.counters_file
+            .write_all_at(&value.to_le_bytes(), offset(counter))
+            .and_then(|()| self.counters_file.sync_data())
+            .map_err(|e| {
+                TccError(format!("storing counters in {}: {e}", self.counters_path.display()))
+            })
     }
 }
 
@@ -168,8 +173,8 @@ pub fn tcc_key(dir: &Path) -> io::Result<PublicKey> {
     Ok(attestation_key(&sealing_secret(dir)?).public())
 }
 
-/// Size of the counters file: view, state and incarnation, 8 bytes each, little-endian.
-const COUNTERS_LEN: usize = 24;
+/// Size of the counters file: view, state, incarnation and log, 8 bytes each, little-endian.
+const COUNTERS_LEN: usize = 32;
 
 /// Where `counter` lives in the counters file.
 fn offset(counter: Counter) -> u64 {
@@ -177,6 +182,7 @@ fn offset(counter: Counter) -> u64 {
         Counter::View => 0,
         Counter::State => 8,
         Counter::Incarnation => 16,
+        Counter::Log => 24,
     }
 }
 
@@ -247,16 +253,21 @@ impl Simulation {
     }
 
     /// Restarts the Manager of replica `group.me` from its data in `dir` and the group state
-    /// it sealed there before.
+    /// it sealed there before: from its `log` if there is one (`vpr_pal::Manager::recover`),
+    /// else as a replica that lost its state (`vpr_pal::Manager::restore`).
     pub fn restore(
         dir: &Path,
         manufacturer: &Manufacturer,
         group: GroupConfig,
         sealed: &[u8],
+        log: Option<&[Vec<u8>]>,
     ) -> io::Result<Self> {
         let services = SimulatedServices::open(dir, manufacturer)?;
-        let manager = Manager::restore(services, group, sealed).map_err(io::Error::other)?;
-        Ok(Simulation { manager })
+        let manager = match log {
+            Some(log) => Manager::recover(services, group, sealed, log),
+            None => Manager::restore(services, group, sealed),
+        };
+        Ok(Simulation { manager: manager.map_err(io::Error::other)? })
     }
 
     /// The Manager (for status queries).

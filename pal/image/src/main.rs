@@ -191,8 +191,10 @@ fn len_u64(n: usize) -> u64 {
 fn run(state: &mut State, command: Command, capacity: usize) -> Vec<u8> {
     let outcome = match command {
         Command::Call(call) => return call_manager(state, call, capacity),
-        Command::Start { group } => start_manager(state, &group, None),
-        Command::Restore { group, sealed } => start_manager(state, &group, Some(&sealed)),
+        Command::Start { group } => start_manager(state, &group, Begin::New),
+        Command::Restore { group, sealed, log } => {
+            start_manager(state, &group, Begin::Restore { sealed: &sealed, log: log.as_deref() })
+        }
         Command::Quote { nonce, data, selection } => {
             let mut nonce_data = [0; 64];
             nonce_data[..32].copy_from_slice(nonce.as_bytes());
@@ -233,13 +235,18 @@ fn engine(state: &mut State) -> Result<(), Outcome> {
     Ok(())
 }
 
-/// [`Command::Start`] (no `sealed` blob) and [`Command::Restore`]: makes the Manager of
-/// replica `group.me` on the hypervisor's TCC services, and reports its status.
-fn start_manager(
-    state: &mut State,
-    group: &vpr_proto::tcc::Group,
-    sealed: Option<&[u8]>,
-) -> Outcome {
+/// How a Manager begins.
+enum Begin<'a> {
+    /// A new replica ([`Command::Start`]).
+    New,
+    /// A restart ([`Command::Restore`]) from the sealed group state, and from the log if the
+    /// host has one.
+    Restore { sealed: &'a [u8], log: Option<&'a [Vec<u8>]> },
+}
+
+/// [`Command::Start`] and [`Command::Restore`]: makes the Manager of replica `group.me` on the
+/// hypervisor's TCC services, and reports its status.
+fn start_manager(state: &mut State, group: &vpr_proto::tcc::Group, begin: Begin<'_>) -> Outcome {
     if state.manager.is_some() {
         return Outcome::refused("a Manager runs already");
     }
@@ -251,9 +258,10 @@ fn start_manager(
         Ok(tcc) => tcc,
         Err(status) => return Outcome::refused(&format!("identity: {status}")),
     };
-    let manager = match sealed {
-        None => Manager::new(tcc, config),
-        Some(sealed) => Manager::restore(tcc, config, sealed),
+    let manager = match begin {
+        Begin::New => Manager::new(tcc, config),
+        Begin::Restore { sealed, log: None } => Manager::restore(tcc, config, sealed),
+        Begin::Restore { sealed, log: Some(log) } => Manager::recover(tcc, config, sealed, log),
     };
     match manager {
         Ok(manager) => {

@@ -33,6 +33,7 @@ pub fn manager_counter(counter: Counter, config: &Digest, me: u16) -> [u8; 32] {
         Counter::View => b"vpr manager view counter",
         Counter::State => b"vpr manager state counter",
         Counter::Incarnation => b"vpr manager incarnation counter",
+        Counter::Log => b"vpr manager log counter",
     };
     vpr_proto::crypto::hash(&[kind, config.as_bytes(), &me.to_le_bytes()]).0
 }
@@ -49,10 +50,11 @@ pub fn untrusted_counter(name: &[u8; 32]) -> [u8; 32] {
 pub struct HvTcc {
     /// The PAL's identity, read once.
     identity: Digest,
-    /// The names of the Manager's view, state and incarnation counters.
+    /// The names of the Manager's view, state, incarnation and log counters.
     view: [u8; 32],
     state: [u8; 32],
     incarnation: [u8; 32],
+    log: [u8; 32],
 }
 
 impl HvTcc {
@@ -70,6 +72,7 @@ impl HvTcc {
                 view: manager_counter(Counter::View, &config, group.me),
                 state: manager_counter(Counter::State, &config, group.me),
                 incarnation: manager_counter(Counter::Incarnation, &config, group.me),
+                log: manager_counter(Counter::Log, &config, group.me),
             }
         })
     }
@@ -80,6 +83,7 @@ impl HvTcc {
             Counter::View => &self.view,
             Counter::State => &self.state,
             Counter::Incarnation => &self.incarnation,
+            Counter::Log => &self.log,
         }
     }
 }

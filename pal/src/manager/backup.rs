@@ -13,9 +13,10 @@ use alloc::vec::Vec;
 
 use vpr_proto::msg::{Ack, Commit, Update};
 
+use super::durable::Change;
 use super::primary::{ack_tag, commit_tag, update_tag};
 use super::{Effect, Held, Manager};
-use crate::tcc::{Counter, Tcc};
+use crate::tcc::Tcc;
 
 impl<T: Tcc> Manager<T> {
     /// Checks an update, holds it and acknowledges it.
@@ -92,6 +93,9 @@ impl<T: Tcc> Manager<T> {
             return Err(String::from("update: too many held updates"));
         }
         let effect = ack(update.seq);
+        if self.durable() {
+            self.note(Change::Hold { update: update.clone(), accepted: self.view });
+        }
         self.held.push_back(Held { update, chain, accepted: self.view });
         Ok(vec![effect])
     }
@@ -128,12 +132,9 @@ impl<T: Tcc> Manager<T> {
             if let Err(e) = self.service.apply(&update.state) {
                 return Err(self.stop(format!("apply {}: {e}", update.seq)));
             }
-            let counter = self.increment(Counter::State)?;
-            if counter != update.seq {
-                let why = format!("state counter at {counter}, applying update {}", update.seq);
-                return Err(self.stop(why));
-            }
+            self.count_state(update.seq, "applying")?;
             self.committed = (update.seq, chain);
+            self.note(Change::Apply { seq: update.seq });
             self.remember(update, chain);
         }
         if self.committed.0 < commit.seq {

@@ -116,6 +116,7 @@ impl<T: Tcc> Manager<T> {
         if self.group.faults() == 0 {
             // A single replica needs no acknowledgement.
             self.phase = Phase::Ready;
+            self.start_log()?;
             let sealed = self.sealed_state()?;
             return Ok(vec![Effect::Accept(accept), Effect::Ready, sealed]);
         }
@@ -158,6 +159,7 @@ impl<T: Tcc> Manager<T> {
         self.key = Some(key);
         self.phase = Phase::Ready;
         let tag = ack_init_tag(&key, me, &digest);
+        self.start_log()?;
         let sealed = self.sealed_state()?;
         Ok(vec![
             Effect::AckInit(AckInit { replica: me, accept: digest, tag }),
@@ -183,6 +185,7 @@ impl<T: Tcc> Manager<T> {
         }
         if acked.len() >= f {
             self.phase = Phase::Ready;
+            self.start_log()?;
             return Ok(vec![Effect::Ready, self.sealed_state()?]);
         }
         Ok(Vec::new())

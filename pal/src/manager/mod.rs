@@ -12,10 +12,12 @@
 //! - `backup`: holding, acknowledging and applying updates (Fig 5.4, backup side).
 //! - `view`: primary change (§5.2.5).
 //! - `transfer`: state transfer (snapshots) and restart from sealed storage.
+//! - `durable`: the write-ahead log on the host's disk, and restart from it.
 //! - `wire`: the configuration and status as they cross the PAL's boundary
 //!   ([`vpr_proto::tcc`]; [`Call`] and [`Effect`] are defined there too).
 
 mod backup;
+mod durable;
 mod init;
 mod primary;
 mod session;
@@ -60,6 +62,9 @@ pub struct GroupConfig {
     /// id. A key named twice is refused unless the group accepts simulated evidence (the
     /// hypervisor's self-test), so one TCC cannot hold two ids of a genuine group.
     pub members: Vec<PublicKey>,
+    /// Whether this replica keeps its state in a log on its host's disk (`durable`), so that
+    /// it restarts as the replica it was, even when the whole group stopped.
+    pub durable: bool,
 }
 
 impl GroupConfig {
@@ -163,6 +168,12 @@ pub struct Manager<T: Tcc> {
     incarnation: u64,
     /// Why this Manager stopped for good, once it did ([`Manager::stop`]).
     stopped: Option<String>,
+    /// The write-ahead log of a durable Manager (`durable`).
+    log_state: Option<durable::Log>,
+    /// Restarted from its log: the trusted state counter then, which may be past what the
+    /// log says it applied (updates applied in calls whose record was never confirmed).
+    /// Applying those again leaves the counter where it is.
+    state_floor: u64,
 }
 
 impl<T: Tcc> Manager<T> {
@@ -170,10 +181,11 @@ impl<T: Tcc> Manager<T> {
     pub fn new(mut tcc: T, group: GroupConfig) -> Result<Self, String> {
         let view = tcc.counter(Counter::View).map_err(|e| e.0)?;
         let state = tcc.counter(Counter::State).map_err(|e| e.0)?;
-        if view != 0 || state != 0 {
+        let log = tcc.counter(Counter::Log).map_err(|e| e.0)?;
+        if view != 0 || state != 0 || log != 0 {
             return Err(alloc::format!(
-                "trusted counters at view {view}, state {state}: this TCC already served a \
-                 group; restart it from its sealed state instead"
+                "trusted counters at view {view}, state {state}, log {log}: this TCC already \
+                 served a group; restart it from its sealed state instead"
             ));
         }
         let mut manager = Manager::fresh(tcc, group)?;
@@ -271,6 +283,8 @@ impl<T: Tcc> Manager<T> {
             counts_from: 0,
             incarnation: 0,
             stopped: None,
+            log_state: None,
+            state_floor: 0,
         })
     }
 
@@ -281,6 +295,9 @@ impl<T: Tcc> Manager<T> {
         }
         if let Err(reason) = self.check_incarnation() {
             return alloc::vec![Effect::Refused(reason)];
+        }
+        if let Some(effects) = self.while_waiting(&call) {
+            return effects;
         }
         let result = match call {
             Call::Join => self.join(),
@@ -300,8 +317,13 @@ impl<T: Tcc> Manager<T> {
             Call::ViewChanges(vcs) => self.on_view_changes(&vcs),
             Call::NewView(nv) => self.on_new_view(&nv),
             Call::Heartbeat => self.heartbeat(),
+            Call::Checkpoint => self.checkpoint(),
+            Call::Persisted { index } => {
+                Err(alloc::format!("persisted: record {index} does not wait for a confirmation"))
+            }
         };
-        result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)])
+        let effects = result.unwrap_or_else(|reason| alloc::vec![Effect::Refused(reason)]);
+        self.seal_record(effects)
     }
 
     /// Stops this Manager for good, for `reason`: from now on it refuses every call, as a
@@ -339,6 +361,22 @@ impl<T: Tcc> Manager<T> {
             Ok(value) => Ok(value),
             Err(e) => Err(self.stop(alloc::format!("the {counter:?} counter: {}", e.0))),
         }
+    }
+
+    /// Counts committed or applied update `seq` on the trusted state counter (`doing` names
+    /// the step for the error): one more, which must make it `seq`. A failure, or a counter
+    /// elsewhere, stops the Manager.
+    pub(super) fn count_state(&mut self, seq: u64, doing: &str) -> Result<(), String> {
+        if seq <= self.state_floor {
+            return Ok(()); // applied before a restart from the log, and counted then
+        }
+        let counter = self.increment(Counter::State)?;
+        if counter != seq {
+            return Err(
+                self.stop(alloc::format!("state counter at {counter}, {doing} update {seq}"))
+            );
+        }
+        Ok(())
     }
 
     /// The current primary's id.

@@ -13,10 +13,11 @@ use vpr_proto::msg::{
 };
 use vpr_proto::pal_io;
 
+use super::durable::Change;
 use super::session::client_key;
 use super::{Effect, InFlight, Manager};
 use crate::service;
-use crate::tcc::{Counter, Tcc};
+use crate::tcc::Tcc;
 
 /// The blinding secret of update `chain`: it stays in the TCC until the update commits, and
 /// each reply waiting for the update is blinded with its own
@@ -153,6 +154,9 @@ impl<T: Tcc> Manager<T> {
                 let chain = update.chain();
                 update.tag = update_tag(&key, &chain);
                 self.head = (seq, chain);
+                if self.durable() {
+                    self.note(Change::Hold { update: update.clone(), accepted: self.view });
+                }
                 self.in_flight.push_back(InFlight {
                     update: update.clone(),
                     chain,
@@ -311,13 +315,9 @@ impl<T: Tcc> Manager<T> {
         while self.in_flight.front().is_some_and(|u| u.acks.len() >= f) {
             let Some(u) = self.in_flight.pop_front() else { break };
             let seq = u.update.seq;
-            let counter = self.increment(Counter::State)?;
-            if counter != seq {
-                return Err(
-                    self.stop(format!("state counter at {counter}, committing update {seq}"))
-                );
-            }
+            self.count_state(seq, "committing")?;
             self.committed = (seq, u.chain);
+            self.note(Change::Apply { seq });
             effects.push(Effect::Release { seq, secret: blinding_secret(key, &u.chain) });
             self.remember(u.update, u.chain);
         }

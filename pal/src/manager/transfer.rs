@@ -48,7 +48,30 @@ impl<T: Tcc> Manager<T> {
 
     /// A Manager restarted from its sealed group state: it holds K again, its view is its
     /// trusted view counter, and it waits for a snapshot of at least its state counter.
-    pub fn restore(mut tcc: T, group: GroupConfig, sealed: &[u8]) -> Result<Self, String> {
+    ///
+    /// A durable Manager restored this way lost its log (or the host's log was refused): its
+    /// new log starts with a record saying so, which waits for the host's confirmation
+    /// ([`Manager::recover`] restarts from the log instead).
+    pub fn restore(tcc: T, group: GroupConfig, sealed: &[u8]) -> Result<Self, String> {
+        let mut manager = Manager::unsealed(tcc, group, sealed)?;
+        // Only a blob that restores this replica silences the Manager running as it.
+        manager.incarnate()?;
+        let view = manager.tcc.counter(Counter::View).map_err(|e| e.0)?;
+        let state = manager.tcc.counter(Counter::State).map_err(|e| e.0)?;
+        manager.view = view;
+        // Whatever this replica did in its view before the restart is lost: it waits for the
+        // next view (or a snapshot) before it serves as primary or backup again.
+        manager.started = false;
+        manager.recover_to = Some(state);
+        let in_flight = u64::from(manager.group.max_in_flight);
+        manager.counts_from = state.saturating_add(in_flight);
+        manager.restart_log()?;
+        Ok(manager)
+    }
+
+    /// A Manager over a new, empty database that holds the group key again: the sealed group
+    /// state opened and checked against `group`.
+    pub(super) fn unsealed(mut tcc: T, group: GroupConfig, sealed: &[u8]) -> Result<Self, String> {
         let data = tcc.unseal(sealed).map_err(|e| format!("sealed group state: {}", e.0))?;
         let mut manager = Manager::fresh(tcc, group)?;
         let expected = 1 + 32 + 2 + 32;
@@ -61,21 +84,10 @@ impl<T: Tcc> Manager<T> {
         if data[33..35] != manager.group.me.to_le_bytes() {
             return Err(String::from("sealed group state: another replica's"));
         }
-        // Only a blob that restores this replica silences the Manager running as it.
-        manager.incarnate()?;
         let mut key: Key = [0; 32];
         key.copy_from_slice(&data[35..]);
-        let view = manager.tcc.counter(Counter::View).map_err(|e| e.0)?;
-        let state = manager.tcc.counter(Counter::State).map_err(|e| e.0)?;
         manager.key = Some(key);
         manager.phase = Phase::Ready;
-        manager.view = view;
-        // Whatever this replica did in its view before the restart is lost: it waits for the
-        // next view (or a snapshot) before it serves as primary or backup again.
-        manager.started = false;
-        manager.recover_to = Some(state);
-        let in_flight = u64::from(manager.group.max_in_flight);
-        manager.counts_from = state.saturating_add(in_flight);
         Ok(manager)
     }
 
@@ -175,6 +187,10 @@ impl<T: Tcc> Manager<T> {
         // updates left, only the view's NewView says which of them the view keeps.
         if snapshot.view == self.view && !self.is_primary() && self.held.is_empty() {
             self.started = true;
+        }
+        if let Err(e) = self.note_state() {
+            // The database changed: without its record a restart would not know.
+            return Err(self.stop(format!("snapshot: {e}")));
         }
         Ok(Vec::new())
     }

@@ -25,6 +25,7 @@ use vpr_proto::crypto;
 use vpr_proto::digest::Digest;
 use vpr_proto::msg::{self, Commit, NewView, Probe, ReplicaId, Update, ViewChange};
 
+use super::durable::Change;
 use super::primary::{commit_tag, update_tag};
 use super::{Effect, Held, InFlight, Manager};
 use crate::tcc::{Counter, Tcc};
@@ -225,6 +226,7 @@ impl<T: Tcc> Manager<T> {
             return Err(format!("view changes: {} updates to carry over", adopted.len()));
         }
         self.held.clear();
+        self.note(Change::Accepted { view: self.view, keep: 0 });
         let resend = match self.adopt(adopted, committed.0) {
             Ok(resend) => resend,
             Err(reason) => {
@@ -285,16 +287,16 @@ impl<T: Tcc> Manager<T> {
                 // From here on the updates are not committed yet: keep what they overwrite.
                 self.start_undo();
             }
+            if self.durable() {
+                self.note(Change::Hold { update: u.clone(), accepted: self.view });
+            }
             if let Err(e) = self.service.apply(&u.state) {
                 return Err(self.stop(format!("adopt {}: {e}", u.seq)));
             }
             if u.seq <= committed {
-                let counter = self.increment(Counter::State)?;
-                if counter != u.seq {
-                    let why = format!("state counter at {counter}, adopting update {}", u.seq);
-                    return Err(self.stop(why));
-                }
+                self.count_state(u.seq, "adopting")?;
                 self.committed = (u.seq, c);
+                self.note(Change::Apply { seq: u.seq });
                 self.remember(u.clone(), c);
             } else {
                 let undo = self.service.take_undo().unwrap_or_default();
@@ -347,6 +349,7 @@ impl<T: Tcc> Manager<T> {
         for h in &mut self.held {
             h.accepted = nv.view;
         }
+        self.note(Change::Accepted { view: nv.view, keep: keep as u64 });
         self.head = self.held_head();
         self.new_view = Some(nv.clone());
         self.started = true;

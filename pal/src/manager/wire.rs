@@ -22,6 +22,7 @@ impl From<&GroupConfig> for Group {
             max_sql_bytes,
             max_vm_steps,
             members: config.members.clone(),
+            durable: config.durable,
         }
     }
 }
@@ -41,6 +42,7 @@ impl From<&Group> for GroupConfig {
                 max_vm_steps: group.max_vm_steps,
             },
             members: group.members.clone(),
+            durable: group.durable,
         }
     }
 }
@@ -81,6 +83,7 @@ mod tests {
                 max_vm_steps: None,
             },
             members: alloc::vec![[1; 65], [2; 65], [3; 65], [4; 65], [5; 65]],
+            durable: true,
         };
         let group = Group::from(&config);
         assert_eq!(group.page_size, Some(8192));

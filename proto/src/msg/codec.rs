@@ -76,11 +76,12 @@ pub(crate) fn to_u64(n: usize) -> u64 {
 }
 
 /// Writes a length or count as `u32` (saturating: such a length exceeds every limit).
-pub(crate) fn put_len(w: &mut Writer, n: usize) {
+pub fn put_len(w: &mut Writer, n: usize) {
     w.u32(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
-pub(crate) fn put_bytes(w: &mut Writer, bytes: &[u8]) {
+/// Writes a byte string: its `u32` length, then the bytes.
+pub fn put_bytes(w: &mut Writer, bytes: &[u8]) {
     put_len(w, bytes.len());
     w.bytes(bytes);
 }
@@ -122,7 +123,12 @@ pub(crate) fn get_len(
     }
 }
 
-pub(crate) fn get_bytes<'a>(
+/// Reads a byte string [`put_bytes`] wrote, of at most `max` bytes
+/// ([`DecodeError::TooLarge`] names `field` otherwise).
+///
+/// # Errors
+/// The length is over `max`, or the input ends first.
+pub fn get_bytes<'a>(
     r: &mut Reader<'a>,
     field: &'static str,
     max: usize,
@@ -165,7 +171,10 @@ fn get_option<T: Wire>(r: &mut Reader<'_>, field: &'static str) -> Result<Option
 ///
 /// Refuses a count the input left cannot hold before allocating, and preallocates at most
 /// [`PREALLOC_ITEMS`] items.
-pub(crate) fn get_vec_with<T>(
+///
+/// # Errors
+/// The count is over `max` or the input cannot hold it, or `get` fails on an item.
+pub fn get_vec_with<T>(
     r: &mut Reader<'_>,
     field: &'static str,
     max: usize,

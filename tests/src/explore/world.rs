@@ -230,6 +230,7 @@ fn group_config(
         max_in_flight: cfg.max_in_flight,
         service: ServiceOptions::default(),
         members: members.to_vec(),
+        durable: false,
     }
 }
 

@@ -31,11 +31,29 @@ pub struct Cluster {
     pub refused: Vec<(u16, String)>,
     /// What each replica's TCC sealed for a restart.
     pub sealed: BTreeMap<u16, Vec<u8>>,
+    /// Whether the replicas keep a log (`durable`).
+    pub durable: bool,
+    /// Each durable replica's log, as its host stored it (every record, in order).
+    pub logs: BTreeMap<u16, Vec<Vec<u8>>>,
+    /// While this is set, records are stored but not confirmed: (replica, index) queued here.
+    pub hold_confirmations: bool,
+    pub unconfirmed: Vec<(u16, u64)>,
 }
 
 /// The group of `n` replicas whose TCCs' data folders are `dir`/r0, r1, ... (each id bound
 /// to the TCC key of its folder), as replica `me` sees it.
 pub fn group(n: u16, me: u16, manufacturer: &Manufacturer, dir: &std::path::Path) -> GroupConfig {
+    durable_group(n, me, manufacturer, dir, false)
+}
+
+/// [`group`], keeping a log on disk if `durable`.
+pub fn durable_group(
+    n: u16,
+    me: u16,
+    manufacturer: &Manufacturer,
+    dir: &std::path::Path,
+    durable: bool,
+) -> GroupConfig {
     let members = (0..n)
         .map(|i| vpr_host::tcc::simulation::tcc_key(&dir.join(format!("r{i}"))).expect("TCC key"))
         .collect();
@@ -48,12 +66,22 @@ pub fn group(n: u16, me: u16, manufacturer: &Manufacturer, dir: &std::path::Path
         max_in_flight: 64,
         service: ServiceOptions::default(),
         members,
+        durable,
     }
 }
 
 impl Cluster {
     /// n replicas, initialized (Fig 5.3).
     pub fn form(n: u16) -> Cluster {
+        Cluster::form_with(n, false)
+    }
+
+    /// n replicas that keep a log, initialized (Fig 5.3).
+    pub fn form_durable(n: u16) -> Cluster {
+        Cluster::form_with(n, true)
+    }
+
+    fn form_with(n: u16, durable: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let manufacturer = Manufacturer::generate();
         let replicas = (0..n)
@@ -61,7 +89,7 @@ impl Cluster {
                 Simulation::start(
                     &dir.path().join(format!("r{i}")),
                     &manufacturer,
-                    group(n, i, &manufacturer, dir.path()),
+                    durable_group(n, i, &manufacturer, dir.path(), durable),
                 )
                 .expect("start replica")
             })
@@ -77,26 +105,30 @@ impl Cluster {
             withheld: Vec::new(),
             refused: Vec::new(),
             sealed: BTreeMap::new(),
+            durable,
+            logs: BTreeMap::new(),
+            hold_confirmations: false,
+            unconfirmed: Vec::new(),
         };
         let mut joins = Vec::new();
         for i in 1..n {
-            for e in c.replicas[usize::from(i)].call(Call::Join) {
+            for e in c.call(i, Call::Join) {
                 match e {
                     Effect::Join(j) => joins.push(j),
                     other => panic!("join: {other:?}"),
                 }
             }
         }
-        let accept = match c.replicas[0].call(Call::Joins { joins, require_all: true }).pop() {
+        let accept = match c.call(0, Call::Joins { joins, require_all: true }).pop() {
             Some(Effect::Accept(a)) => a,
             other => panic!("accept: {other:?}"),
         };
         let mut ready = 0;
         for i in 1..n {
-            for e in c.replicas[usize::from(i)].call(Call::Accept(Box::new(accept.clone()))) {
+            for e in c.call(i, Call::Accept(Box::new(accept.clone()))) {
                 match e {
                     Effect::AckInit(ack) => {
-                        for e in c.replicas[0].call(Call::AckInit(ack)) {
+                        for e in c.call(0, Call::AckInit(ack)) {
                             match e {
                                 Effect::Ready => ready += 1,
                                 Effect::Sealed(blob) => {
@@ -121,15 +153,59 @@ impl Cluster {
     /// Replica `i`'s process dies and starts again: its TCC memory is lost, its data folder
     /// (trusted counters, sealing secret) stays, and its host hands back `sealed`.
     pub fn restart(&mut self, i: u16, sealed: &[u8]) -> std::io::Result<()> {
-        let n = self.n();
+        self.restart_with_log(i, sealed, None)
+    }
+
+    /// [`Cluster::restart`], with the host handing back `log` too (a durable replica). The
+    /// record the restarted Manager waits with (its fence) is stored and confirmed.
+    pub fn restart_with_log(
+        &mut self,
+        i: u16,
+        sealed: &[u8],
+        log: Option<&[Vec<u8>]>,
+    ) -> std::io::Result<()> {
         let restarted = Simulation::restore(
             &self._dir.path().join(format!("r{i}")),
             &self.manufacturer,
-            group(n, i, &self.manufacturer, self._dir.path()),
+            self.group(i),
             sealed,
+            log,
         )?;
         self.replicas[usize::from(i)] = restarted;
+        if self.durable {
+            let fence = self.replicas[usize::from(i)].call(Call::Persisted { index: 0 });
+            let out = self.settle(i, fence);
+            assert!(out.is_empty(), "after the fence: {out:?}");
+        }
         Ok(())
+    }
+
+    /// Runs `call` on replica `i`, storing and confirming its records ([`Cluster::settle`]).
+    pub fn call(&mut self, i: u16, call: Call) -> Vec<Effect> {
+        let effects = self.replicas[usize::from(i)].call(call);
+        self.settle(i, effects)
+    }
+
+    /// Stores each record among replica `i`'s effects in its log and confirms it (unless
+    /// confirmations are held): the effects the Manager then hands out take its place.
+    pub fn settle(&mut self, i: u16, effects: Vec<Effect>) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Persist { index, record, .. } => {
+                    self.logs.entry(i).or_default().push(record);
+                    if self.hold_confirmations {
+                        self.unconfirmed.push((i, index));
+                    } else {
+                        let released =
+                            self.replicas[usize::from(i)].call(Call::Persisted { index });
+                        out.extend(self.settle(i, released));
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        out
     }
 
     /// A twin of replica `i`: the same replica registered again on its machine (same
@@ -138,14 +214,15 @@ impl Cluster {
         Simulation::restore(
             &self._dir.path().join(format!("r{i}")),
             &self.manufacturer,
-            group(self.n(), i, &self.manufacturer, self._dir.path()),
+            self.group(i),
             sealed,
+            None,
         )
     }
 
     /// The group as replica `me` sees it.
     pub fn group(&self, me: u16) -> GroupConfig {
-        group(self.n(), me, &self.manufacturer, self._dir.path())
+        durable_group(self.n(), me, &self.manufacturer, self._dir.path(), self.durable)
     }
 
     /// The folder replica `i`'s TCC keeps its data in.
@@ -166,17 +243,16 @@ impl Cluster {
     /// A client session through the attested key exchange with the primary.
     pub fn client(&mut self) -> Session {
         let pending = Pending::new(&mut OsRng);
-        let welcome =
-            match self.replicas[0].call(Call::Hello(Box::new(pending.hello().clone()))).pop() {
-                Some(Effect::Welcome(w)) => w,
-                other => panic!("hello: {other:?}"),
-            };
+        let welcome = match self.call(0, Call::Hello(Box::new(pending.hello().clone()))).pop() {
+            Some(Effect::Welcome(w)) => w,
+            other => panic!("hello: {other:?}"),
+        };
         pending.finish(&welcome, &self.trust()).expect("welcome verifies")
     }
 
     /// Runs a batch at the primary and carries every resulting message to completion.
     pub fn submit(&mut self, requests: Vec<Request>) {
-        let effects = self.replicas[0].call(Call::Requests(requests));
+        let effects = self.call(0, Call::Requests(requests));
         self.process(0, effects);
     }
 
@@ -185,7 +261,7 @@ impl Cluster {
         self.withhold_acks = false;
         let acks: Vec<Ack> = std::mem::take(&mut self.withheld);
         for ack in acks {
-            let effects = self.replicas[0].call(Call::Ack(ack));
+            let effects = self.call(0, Call::Ack(ack));
             self.process(0, effects);
         }
     }
@@ -198,18 +274,18 @@ impl Cluster {
                 Effect::Update(u) => {
                     self.updates.push(u.clone());
                     for b in 1..self.n() {
-                        let out = self.replicas[usize::from(b)].call(Call::Update(u.clone()));
+                        let out = self.call(b, Call::Update(u.clone()));
                         queue.extend(out.into_iter().map(|e| (b, e)));
                     }
                 }
                 Effect::Ack(a) if self.withhold_acks => self.withheld.push(a),
                 Effect::Ack(a) => {
-                    let out = self.replicas[0].call(Call::Ack(a));
+                    let out = self.call(0, Call::Ack(a));
                     queue.extend(out.into_iter().map(|e| (0, e)));
                 }
                 Effect::Commit(c) => {
                     for b in 1..self.n() {
-                        let out = self.replicas[usize::from(b)].call(Call::Commit(c.clone()));
+                        let out = self.call(b, Call::Commit(c.clone()));
                         queue.extend(out.into_iter().map(|e| (b, e)));
                     }
                 }
@@ -228,6 +304,19 @@ impl Cluster {
                 Effect::Refused(why) => self.refused.push((from, why)),
                 other => panic!("unexpected effect {other:?}"),
             }
+        }
+    }
+
+    /// Confirms the records held back ([`Cluster::hold_confirmations`]) and carries out
+    /// what the Managers then hand out.
+    pub fn confirm_held(&mut self) {
+        self.hold_confirmations = false;
+        let mut released = Vec::new();
+        for (i, index) in std::mem::take(&mut self.unconfirmed) {
+            released.push((i, self.call(i, Call::Persisted { index })));
+        }
+        for (i, effects) in released {
+            self.process(i, effects);
         }
     }
 

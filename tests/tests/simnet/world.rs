@@ -182,6 +182,8 @@ impl World {
             retained_updates: 64,
             simulation_manufacturer_key: None,
             attestation: None,
+            durability: vpr_host::config::Durability::Memory,
+            checkpoint_bytes: vpr_host::store::MIN_CHECKPOINT_BYTES,
         };
         let slots = (0..n)
             .map(|id| {
@@ -194,6 +196,7 @@ impl World {
                     max_in_flight: config.max_in_flight,
                     service: ServiceOptions::default(),
                     members: members.clone(),
+                    durable: false,
                 };
                 let dir = dir.path().join(format!("r{id}"));
                 let backend =
@@ -316,15 +319,17 @@ impl World {
                         &self.manufacturer,
                         slot.group.clone(),
                         &bad,
+                        None,
                     );
                     assert!(attempt.is_err(), "an altered sealed blob was accepted");
                     let mut other = slot.group.clone();
                     other.me = (other.me + 1) % other.replicas;
                     let foreign =
-                        Simulation::restore(&slot.dir, &self.manufacturer, other, blob).is_err();
+                        Simulation::restore(&slot.dir, &self.manufacturer, other, blob, None)
+                            .is_err();
                     assert!(foreign, "a blob sealed by replica {r} opened as another replica");
                 }
-                Simulation::restore(&slot.dir, &self.manufacturer, slot.group.clone(), blob)
+                Simulation::restore(&slot.dir, &self.manufacturer, slot.group.clone(), blob, None)
                     .expect("restore from the sealed state")
             }
             // It never joined: it starts afresh (and joins if view 0's primary still can

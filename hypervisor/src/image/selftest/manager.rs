@@ -176,6 +176,7 @@ fn group(me: u16, manufacturer: [u8; 65], cluster: [u8; 32]) -> Group {
         // One boot, one TCC key (self-certified: the manufacturer key) for all three: the
         // three registries stand for three machines' counters, not their keys.
         members: Vec::from([manufacturer; 3]),
+        durable: false,
     }
 }
 
@@ -414,8 +415,11 @@ pub fn tpm_manager_for_next_boot(svm: &Svm, tcc: &Tcc) -> TestResult {
     if status.committed != 2 || g.status(0)?.digest != status.digest {
         return Err(format!("after two writes: {status:?}"));
     }
-    let restore =
-        Command::Restore { group: group(1, manufacturer, TPM_CLUSTER), sealed: sealed[1].clone() };
+    let restore = Command::Restore {
+        group: group(1, manufacturer, TPM_CLUSTER),
+        sealed: sealed[1].clone(),
+        log: None,
+    };
     log::info!(
         "hv: manager for the next boot: restore={} old={} new={} digest={}",
         hex(&restore.encode()),
