@@ -23,13 +23,16 @@
 //! `rusqlite::Connection::open_in_memory()` with `PRAGMA journal_mode=MEMORY` in this process,
 //! on *one* connection in *one* thread (C clients would only take turns on one connection),
 //! preparing every statement afresh as the service does (it has no statement cache), for
-//! `min(duration, 3 s)`. The ratios compare the cluster with it.
+//! `min(duration, 3 s)`. The ratios compare the cluster with it. A second baseline does the
+//! same on a database file in the folder of the cluster's configuration (for a local cluster,
+//! the disk its replicas' logs are on) with `journal_mode=WAL` and `synchronous=FULL`: a
+//! single-node SQLite that flushes each commit, as a durable cluster flushes its records.
 //!
 //! After the run the table is dropped (best effort), so repeated runs on one cluster do not
 //! accumulate data.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -158,7 +161,7 @@ pub fn command(args: &BenchArgs) -> Result<Report> {
         rows: args.rows,
         reads: args.read_consistency,
     };
-    let report = run(&config, &opts)?;
+    let report = run(&config, args.config.parent(), &opts)?;
     let mut out = std::io::stdout().lock();
     report.print(&mut out)?;
     out.flush()?;
@@ -173,8 +176,13 @@ pub fn command(args: &BenchArgs) -> Result<Report> {
     Ok(report)
 }
 
-/// Runs a benchmark against the cluster of `config`, then the baseline.
-pub fn run(config: &ClusterConfig, opts: &BenchOptions) -> Result<Report> {
+/// Runs a benchmark against the cluster of `config`, then the baselines (the on-disk one in
+/// `config_folder`, or the working folder).
+pub fn run(
+    config: &ClusterConfig,
+    config_folder: Option<&Path>,
+    opts: &BenchOptions,
+) -> Result<Report> {
     check(opts)?;
     let table = Table::fresh();
     let mut setup = Client::connect(config).context("connecting the set-up client")?;
@@ -188,6 +196,9 @@ pub fn run(config: &ClusterConfig, opts: &BenchOptions) -> Result<Report> {
     let measured = measured?;
 
     let baseline = run_baseline(opts)?;
+    let folder = config_folder.unwrap_or(Path::new("."));
+    let baseline_disk = run_baseline_on_disk(opts, folder)
+        .with_context(|| format!("the on-disk baseline in {}", folder.display()))?;
     let duration_s = opts.duration.as_secs_f64();
     let ops = measured.ops();
     let throughput = ops as f64 / duration_s;
@@ -205,6 +216,9 @@ pub fn run(config: &ClusterConfig, opts: &BenchOptions) -> Result<Report> {
         throughput,
         ratio_p50: ratio(all.p50_us, baseline.all.p50_us),
         ratio_throughput: ratio(throughput, baseline.throughput),
+        ratio_p50_disk: ratio(all.p50_us, baseline_disk.all.p50_us),
+        ratio_throughput_disk: ratio(throughput, baseline_disk.throughput),
+        baseline_disk,
         all,
         read: measured.stats(Op::Read, opts.workload),
         write: measured.stats(Op::Write, opts.workload),
@@ -247,6 +261,29 @@ pub fn run_baseline(opts: &BenchOptions) -> Result<Baseline> {
     if !mode.eq_ignore_ascii_case("memory") {
         bail!("journal_mode is {mode}, not memory");
     }
+    run_baseline_with(&db, opts)
+}
+
+/// [`run_baseline`] on a database file in a new temporary folder inside `folder`, with
+/// `journal_mode=WAL` and `synchronous=FULL` (every commit flushed); the folder goes after.
+pub fn run_baseline_on_disk(opts: &BenchOptions, folder: &Path) -> Result<Baseline> {
+    check(opts)?;
+    let tmp = tempfile::Builder::new().prefix("vpr-bench-baseline").tempdir_in(folder)?;
+    let db = rusqlite::Connection::open(tmp.path().join("baseline.db"))?;
+    let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("journal_mode is {mode}, not wal");
+    }
+    db.execute_batch("PRAGMA synchronous=FULL")?;
+    let sync: i64 = db.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        bail!("synchronous is {sync}, not FULL (2)");
+    }
+    run_baseline_with(&db, opts)
+}
+
+/// The baseline's run on `db`.
+fn run_baseline_with(db: &rusqlite::Connection, opts: &BenchOptions) -> Result<Baseline> {
     let table = Table::fresh();
     db.execute_batch(&table.create())?;
     for (sql, params) in table.preload(opts.rows) {
@@ -263,7 +300,7 @@ pub fn run_baseline(opts: &BenchOptions) -> Result<Baseline> {
         }
         let op = Op::choose(opts.workload, &mut rng);
         let (sql, params) = table.request(op, &mut rng, opts.rows)?;
-        execute_local(&db, op, sql, &params)
+        execute_local(db, op, sql, &params)
             .with_context(|| format!("baseline {op:?} failed: {sql}"))?;
         if started >= clock.measure_from {
             measured.record(op, started.elapsed());

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use vpr_host::client::{Client, ClientError, ReadConsistency};
 use vpr_host::config::{ClusterConfig, Durability};
-use vpr_host::launcher::{files, LocalCluster};
+use vpr_host::launcher::{files, LocalCluster, Options};
 use vpr_host::store::{Durable, Store};
 use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
 use vpr_host::{net, shell};
@@ -34,6 +34,15 @@ enum ClusterTcc {
     Simulation,
     /// QEMU VMs with vpr's hypervisor and a TPM each.
     Qemu,
+}
+
+/// `vpr cluster --durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DurabilityArg {
+    /// A log on each replica's disk.
+    Disk,
+    /// In memory only.
+    Memory,
 }
 
 /// The TCC backends a replica can run on.
@@ -68,6 +77,11 @@ enum Command {
         /// The checkout whose built images and scripts the VMs use (`--tcc qemu`).
         #[arg(long, default_value = ".")]
         repo: PathBuf,
+        /// Where a new cluster's replicas keep their state: `disk` (a log in each data
+        /// folder, flushed before anything that depends on it leaves; the cluster survives a
+        /// stop of every replica) or `memory` (simulation only; a new folder only).
+        #[arg(long, value_enum, default_value_t = DurabilityArg::Disk)]
+        durability: DurabilityArg,
     },
     /// Run one replica.
     Replica {
@@ -236,8 +250,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Cluster { replicas, dir, base_port, tcc: ClusterTcc::Simulation, .. } => {
-            cluster(replicas, &dir, base_port)
+        Command::Cluster {
+            replicas,
+            dir,
+            base_port,
+            tcc: ClusterTcc::Simulation,
+            durability,
+            ..
+        } => {
+            let durability = match durability {
+                DurabilityArg::Disk => Durability::Disk,
+                DurabilityArg::Memory => Durability::Memory,
+            };
+            cluster(replicas, &dir, base_port, durability)
         }
         Command::Cluster { replicas, dir, tcc: ClusterTcc::Qemu, repo, .. } => {
             qemu_cluster(replicas, &dir, &repo)
@@ -544,7 +569,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
-fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
+fn cluster(n: u16, dir: &Path, base_port: Option<u16>, durability: Durability) -> Result<ExitCode> {
     let stop = stop_flag()?;
     let exe = std::env::current_exe()?;
     let mut cluster = if dir.join(files::REPLICAS).is_file() {
@@ -557,7 +582,8 @@ fn cluster(n: u16, dir: &Path, base_port: Option<u16>) -> Result<ExitCode> {
         );
         cluster
     } else {
-        let cluster = LocalCluster::start(dir, n, base_port, &exe)?;
+        let options = Options { base_port, durability, ..Options::default() };
+        let cluster = LocalCluster::start_with(dir, n, &exe, &options)?;
         eprintln!("vpr: starting {n} replicas in {} ({})", dir.display(), simulation::WARNING);
         cluster
     };
@@ -870,6 +896,28 @@ fn demo() -> Result<ExitCode> {
         let role = if r.primary == r.replica { "primary" } else { "backup" };
         println!("  replica {} ({role:7}) update {} digest {}", r.replica, r.committed, r.digest);
     }
+    println!(
+        "\nKilling every replica (SIGKILL) and starting the cluster again from its folder: each \
+         replica restarts from the log on its disk."
+    );
+    cluster.stop();
+    drop(cluster);
+    let mut cluster = LocalCluster::reopen(dir.path(), &exe, None)?;
+    cluster.wait_ready(Duration::from_secs(60))?;
+    let mut client = Client::connect(&config)?;
+    let mut out = io::stdout().lock();
+    let statement = "SELECT count(*), sum(balance) FROM account";
+    writeln!(out, "vpr> {statement}")?;
+    let outcome = client.execute(statement, Vec::new())?;
+    shell::write_list(&mut out, &outcome)?;
+    drop(out);
+    let after = wait_converged(&client, &config, Duration::from_secs(30))?;
+    let digest = reports.first().map(|r| r.digest);
+    anyhow::ensure!(
+        after.iter().all(|r| Some(r.digest) == digest),
+        "the restarted cluster's database differs: {after:?}"
+    );
+    println!("Every replica is back at the same database digest.");
     cluster.stop();
     Ok(ExitCode::SUCCESS)
 }

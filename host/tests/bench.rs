@@ -49,7 +49,7 @@ fn write_and_read_workloads_on_three_replicas() {
             rows: 1000,
             reads,
         };
-        let report = bench::run(&config, &opts).expect("bench runs");
+        let report = bench::run(&config, Some(dir.path()), &opts).expect("bench runs");
         check(&report);
         assert_eq!(report.clients, 2);
         assert_eq!(report.replicas, 3);

@@ -8,11 +8,12 @@
 mod common;
 
 use common::cluster::Cluster;
+use common::effects::{reply_in, secret_in, unblind};
 use vpr_host::tcc::TccBackend;
 use vpr_pal::{Call, Effect};
 use vpr_proto::client::{ClientError, Session};
-use vpr_proto::crypto::{self, Key};
-use vpr_proto::msg::{Ack, NewView, Outcome, ReadLevel, Reply, Request, Update, Value, ViewChange};
+use vpr_proto::crypto;
+use vpr_proto::msg::{Ack, NewView, Outcome, ReadLevel, Reply, Request, Update, Value};
 
 fn sql(s: &str) -> String {
     s.to_owned()
@@ -32,13 +33,6 @@ fn acks(effects: &[Effect]) -> Vec<Ack> {
         .collect()
 }
 
-fn view_changes_in(effects: &[Effect]) -> Vec<ViewChange> {
-    effects
-        .iter()
-        .filter_map(|e| if let Effect::ViewChange(v) = e { Some(v.clone()) } else { None })
-        .collect()
-}
-
 fn new_view_in(effects: &[Effect]) -> NewView {
     effects
         .iter()
@@ -46,55 +40,8 @@ fn new_view_in(effects: &[Effect]) -> NewView {
         .unwrap_or_else(|| panic!("no NewView in {effects:?}"))
 }
 
-fn secret_in(effects: &[Effect], seq: u64) -> Option<Key> {
-    effects.iter().find_map(|e| match e {
-        Effect::Release { seq: s, secret } if *s == seq => Some(*secret),
-        _ => None,
-    })
-}
-
-/// The (blinded) reply to `request` among `effects`.
-fn reply_in(effects: &[Effect], request: &Request) -> Reply {
-    effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::Reply { reply, .. }
-                if reply.client == request.client && reply.seq == request.seq =>
-            {
-                Some(reply.clone())
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no reply to seq {} in {effects:?}", request.seq))
-}
-
 fn refused(effects: &[Effect]) -> bool {
     effects.iter().any(|e| matches!(e, Effect::Refused(_)))
-}
-
-/// What the host does with a released secret: unblinds a held reply.
-fn unblind(mut reply: Reply, secret: &Key) -> Reply {
-    crypto::xor(&mut reply.tag, &crypto::reply_blinder(secret, &reply.client, reply.seq));
-    reply
-}
-
-/// Probes from `probers` (all in the same view), delivered to `movers`: each moves to the
-/// next view; their ViewChanges.
-fn change_view(c: &mut Cluster, probers: &[usize], movers: &[usize]) -> Vec<ViewChange> {
-    let probes: Vec<_> = probers
-        .iter()
-        .flat_map(|r| {
-            c.replicas[*r].call(Call::Suspect).into_iter().filter_map(|e| match e {
-                Effect::Probe(p) => Some(p),
-                _ => None,
-            })
-        })
-        .collect();
-    assert_eq!(probes.len(), probers.len(), "every prober suspects");
-    movers
-        .iter()
-        .flat_map(|r| view_changes_in(&c.replicas[*r].call(Call::Probes(probes.clone()))))
-        .collect()
 }
 
 fn accepts(session: &Session, request: &Request, reply: &Reply) -> Outcome {
@@ -160,10 +107,10 @@ fn attack_2_a_primary_that_never_started_its_view_keeps_what_it_held() {
     let secret = secret_in(&done, update.seq).expect("X commits with one Ack");
     accepts(&client, &x, &unblind(reply_in(&out, &x), &secret));
     // View 1: replica 1 leads it, but never gets the ViewChanges.
-    let _withheld = change_view(&mut c, &[1, 2], &[1, 2]);
+    let _withheld = c.change_view(&[1, 2], &[1, 2]);
     assert!(c.replicas[1].manager().is_primary() && !c.replicas[1].manager().view_started());
     // View 2: replica 2 leads, with the accounts of replicas 1 and 2.
-    let vcs = change_view(&mut c, &[1, 2], &[1, 2]);
+    let vcs = c.change_view(&[1, 2], &[1, 2]);
     let effects = c.replicas[2].call(Call::ViewChanges(vcs));
     let nv = new_view_in(&effects);
     assert_eq!(nv.chain_at(update.seq), Some(update.chain()), "view 2 lost X: {nv:?}");
@@ -185,7 +132,7 @@ fn attack_3_view_change_picks_the_highest_accepted_view_not_the_creation_view() 
     let update_x = updates(&out).remove(0);
     let blinded_x = reply_in(&out, &x);
     // View 1 (replica 1) starts without replica 0; Y at the same number, held by 1 only.
-    let vcs = change_view(&mut c, &[1, 2], &[0, 1, 2]);
+    let vcs = c.change_view(&[1, 2], &[0, 1, 2]);
     let vcs: Vec<_> = vcs.into_iter().filter(|vc| vc.replica != 0).collect();
     let nv1 = new_view_in(&c.replicas[1].call(Call::ViewChanges(vcs)));
     assert!(c.replicas[2].call(Call::NewView(nv1)).is_empty());
@@ -195,7 +142,7 @@ fn attack_3_view_change_picks_the_highest_accepted_view_not_the_creation_view() 
     assert_eq!((update_x.seq, update_y.seq), (update_y.seq, update_x.seq));
     // View 2 (replica 2) with replica 0's account carries X over; replica 0 acknowledges it
     // in view 2 and X commits: the client accepts X.
-    let vcs = change_view(&mut c, &[0, 2], &[0, 1, 2]);
+    let vcs = c.change_view(&[0, 2], &[0, 1, 2]);
     let vcs: Vec<_> = vcs.into_iter().filter(|vc| vc.replica != 1).collect();
     let effects = c.replicas[2].call(Call::ViewChanges(vcs));
     let nv2 = new_view_in(&effects);
@@ -208,7 +155,7 @@ fn attack_3_view_change_picks_the_highest_accepted_view_not_the_creation_view() 
     accepts(&client, &x, &unblind(blinded_x, &secret));
     // View 3 (replica 0) with the accounts of replicas 0 (X, accepted in view 2) and 1 (Y,
     // accepted in view 1): X is committed and must be carried on.
-    let vcs = change_view(&mut c, &[0, 1], &[0, 1]);
+    let vcs = c.change_view(&[0, 1], &[0, 1]);
     let nv3 = new_view_in(&c.replicas[0].call(Call::ViewChanges(vcs)));
     assert_eq!(nv3.chain_at(update_x.seq), Some(update_x.chain()), "view 3 lost X: {nv3:?}");
 }
@@ -339,7 +286,7 @@ fn attack_6_a_snapshot_does_not_start_a_view_over_held_updates() {
     let update_z = updates(&c.replicas[0].call(Call::Requests(vec![z]))).remove(0);
     assert!(!acks(&c.replicas[4].call(Call::Update(update_z.clone()))).is_empty());
     // View 1 (replica 1) from the accounts of replicas 1, 2 and 3.
-    let vcs = change_view(&mut c, &[1, 2, 3], &[1, 2, 3, 4]);
+    let vcs = c.change_view(&[1, 2, 3], &[1, 2, 3, 4]);
     let vcs: Vec<_> = vcs.into_iter().filter(|vc| vc.replica != 4).collect();
     let nv = new_view_in(&c.replicas[1].call(Call::ViewChanges(vcs)));
     assert_eq!(nv.chain_at(update_z.seq), None, "view 1 does not carry Z");

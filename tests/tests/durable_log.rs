@@ -6,9 +6,11 @@
 mod common;
 
 use common::cluster::Cluster;
+use common::effects::{reply_in, secret_in, unblind};
+use vpr_host::tcc::simulation::Simulation;
 use vpr_host::tcc::TccBackend;
 use vpr_pal::{Call, Effect};
-use vpr_proto::msg::{Outcome, Value};
+use vpr_proto::msg::{NewView, Outcome, Value};
 
 /// The update among `effects` (the primary's execution 1 makes one).
 fn update_in(effects: &[Effect]) -> vpr_proto::msg::Update {
@@ -141,7 +143,15 @@ fn unconfirmed_records_are_ignored_and_the_fence_follows_the_counter() {
     let index = u64::from_le_bytes(fence[6..14].try_into().expect("8 bytes"));
     assert_eq!(index, confirmed_len as u64 + 1, "the fence's number");
     let m = c.replicas[2].manager();
-    assert_eq!((m.committed(), m.needs_state()), (committed, None));
+    // Applies ride with the next record: the last one may be held again rather than applied.
+    assert!(m.committed() + 1 >= committed && m.committed() <= committed, "{}", m.committed());
+    assert_eq!(m.needs_state(), None);
+    let heartbeat = c.call(0, Call::Heartbeat);
+    let Some(Effect::Commit(commit)) = heartbeat.first().cloned() else {
+        panic!("no commit: {heartbeat:?}");
+    };
+    assert!(c.call(2, Call::Commit(commit)).is_empty());
+    assert_eq!(c.replicas[2].manager().committed(), committed);
     // It does not hold the update: taking it now makes a new record, and an Ack.
     let before = c.logs[&2].len();
     let ack = c.call(2, Call::Update(update));
@@ -161,4 +171,77 @@ fn a_log_without_its_last_confirmed_record_is_refused() {
     assert!(err.to_string().contains("a truncated or older log"), "{err}");
     c.restart_with_log(2, &sealed, None).expect("restarts without its log");
     assert!(c.replicas[2].manager().needs_state().is_some());
+}
+
+// Planned attacks by a host that restarts its replica as it likes.
+
+fn new_view_in(effects: &[Effect]) -> NewView {
+    effects
+        .iter()
+        .find_map(|e| if let Effect::NewView(nv) = e { Some(nv.clone()) } else { None })
+        .unwrap_or_else(|| panic!("no NewView in {effects:?}"))
+}
+
+/// The host restarts its replica with durability off (no log: snapshot, discounted account),
+/// lets it catch up and acknowledge W alone, then restarts it with durability on from the log
+/// it kept from before. A start without a log moves the log counter past every log, so the old
+/// log is refused (a truncated or older log) and the replica restarts discounted again: view 1
+/// keeps W. (Before, the old log checked out, the replica counted at once without W, and W,
+/// accepted by its client, was lost.)
+#[test]
+fn a_run_without_the_log_makes_older_logs_stale() {
+    let (mut c, mut client) = with_rows(3);
+    let sealed = c.sealed[&2].clone();
+    let old_log = c.logs[&2].clone();
+    let mut memory = c.group(2);
+    memory.durable = false;
+    c.replicas[2] = Simulation::restore(&c.data(2), &c.manufacturer, memory, &sealed, None)
+        .expect("restores with durability off");
+    let Some(Effect::Snapshot(s)) = c.call(1, Call::MakeSnapshot).into_iter().next() else {
+        panic!("snapshot")
+    };
+    assert!(c.call(2, Call::Snapshot(s)).is_empty());
+    // W: replica 2 alone acknowledges it (replica 1 never sees it); it commits.
+    let w = client.request("INSERT INTO t VALUES (999)".into(), vec![]);
+    let out = c.call(0, Call::Requests(vec![w.clone()]));
+    let update = update_in(&out);
+    let Some(Effect::Ack(ack)) = c.call(2, Call::Update(update.clone())).into_iter().next() else {
+        panic!("no ack")
+    };
+    let done = c.call(0, Call::Ack(ack));
+    let secret = secret_in(&done, update.seq).expect("W commits");
+    ok(client.verify(&w, &unblind(reply_in(&out, &w), &secret)).expect("the client accepts W"));
+    // Durability on again, from the old log: refused; the host restarts it without.
+    let err = c.restart_with_log(2, &sealed, Some(&old_log)).expect_err("the old log is refused");
+    assert!(err.to_string().contains("a truncated or older log"), "{err}");
+    c.restart_with_log(2, &sealed, None).expect("restarts without its log");
+    // View 1 (replica 1) with the accounts of replicas 1 and 2; replica 0 is cut off.
+    let vcs = c.change_view(&[1, 2], &[1, 2]);
+    assert!(!vcs.iter().any(|v| v.replica == 2), "replica 2 counts without W: {vcs:?}");
+    let out = c.call(1, Call::ViewChanges(vcs));
+    assert!(
+        !out.iter().any(|e| matches!(e, Effect::NewView(_))),
+        "view 1 started without W: {out:?}"
+    );
+}
+
+/// A primary restarted from its log does not lead the view it had started again: a
+/// ViewChange its host kept does not make it issue a second NewView for the same view (after
+/// a checkpoint, one that would list nothing below its base).
+#[test]
+fn a_recovered_primary_does_not_lead_its_view_again() {
+    let (mut c, _client) = with_rows(2);
+    let sealed1 = c.sealed[&1].clone();
+    let vcs = c.change_view(&[1, 2], &[1, 2]);
+    let vc2: Vec<_> = vcs.into_iter().filter(|v| v.replica == 2).collect();
+    let nv1 = new_view_in(&c.call(1, Call::ViewChanges(vc2.clone())));
+    assert!(c.call(1, Call::Checkpoint).is_empty());
+    let log1 = c.logs[&1].clone();
+    c.restart_with_log(1, &sealed1, Some(&log1)).expect("replica 1 recovers");
+    let again = c.call(1, Call::ViewChanges(vc2));
+    let second = again.iter().find_map(|e| match e {
+        Effect::NewView(nv) => Some(nv.clone()),
+        _ => None,
+    });
+    assert!(second.is_none(), "a second NewView for view 1: {second:?} (first {nv1:?})");
 }

@@ -94,6 +94,12 @@ pub struct Report {
     pub ratio_p50: f64,
     /// Throughput, cluster over baseline (below 1: the cluster does less).
     pub ratio_throughput: f64,
+    /// The same workload against an unreplicated SQLite on disk (WAL, synchronous=FULL).
+    pub baseline_disk: Baseline,
+    /// Median latency of all requests, cluster over the on-disk baseline.
+    pub ratio_p50_disk: f64,
+    /// Throughput, cluster over the on-disk baseline.
+    pub ratio_throughput_disk: f64,
 }
 
 impl Report {
@@ -128,26 +134,30 @@ impl Report {
                 write_row(out, &name, s.count, errors, ratio(s.count as f64, self.duration_s), s)?;
             }
         }
-        let b = &self.baseline;
-        if mixed {
-            write_row(out, "baseline all", b.ops, Some(0), b.throughput, &b.all)?;
-        }
-        for (kind, stats) in [("read", &b.read), ("write", &b.write)] {
-            if let Some(s) = stats {
-                let name = format!("baseline {kind}");
-                write_row(out, &name, s.count, Some(0), ratio(s.count as f64, b.duration_s), s)?;
+        for (label, b) in [("baseline", &self.baseline), ("disk", &self.baseline_disk)] {
+            if mixed {
+                write_row(out, &format!("{label} all"), b.ops, Some(0), b.throughput, &b.all)?;
+            }
+            for (kind, stats) in [("read", &b.read), ("write", &b.write)] {
+                if let Some(s) = stats {
+                    let name = format!("{label} {kind}");
+                    let per_s = ratio(s.count as f64, b.duration_s);
+                    write_row(out, &name, s.count, Some(0), per_s, s)?;
+                }
             }
         }
         writeln!(
             out,
-            "cluster / baseline: p50 {:.1}x, throughput {:.3}x",
-            self.ratio_p50, self.ratio_throughput
+            "cluster / baseline: p50 {:.1}x, throughput {:.3}x; cluster / disk: p50 {:.1}x, \
+             throughput {:.3}x",
+            self.ratio_p50, self.ratio_throughput, self.ratio_p50_disk, self.ratio_throughput_disk
         )?;
         writeln!(
             out,
             "baseline: {} rusqlite connection in this process (in memory, journal_mode=MEMORY), \
-             one request at a time, {:.1} s",
-            b.connections, b.duration_s
+             one request at a time, {:.1} s; disk: the same on a file beside the configuration \
+             (journal_mode=WAL, synchronous=FULL), {:.1} s",
+            self.baseline.connections, self.baseline.duration_s, self.baseline_disk.duration_s
         )
     }
 }

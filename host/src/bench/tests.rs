@@ -130,6 +130,10 @@ fn baseline_runs_every_workload() {
 fn report_prints_and_serializes() {
     let opts = short(Workload::Mixed);
     let baseline = run_baseline(&opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let baseline_disk = run_baseline_on_disk(&opts, dir.path()).unwrap();
+    assert!(baseline_disk.ops > 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the baseline's file stayed");
     let report = Report {
         workload: opts.workload,
         reads: opts.reads,
@@ -147,11 +151,14 @@ fn report_prints_and_serializes() {
         ratio_p50: 1.0,
         ratio_throughput: 1.0,
         baseline,
+        baseline_disk,
+        ratio_p50_disk: 1.0,
+        ratio_throughput_disk: 1.0,
     };
     let mut text = Vec::new();
     report.print(&mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
-    for line in ["cluster all", "cluster read", "cluster write", "baseline write", "p50 us"] {
+    for line in ["cluster all", "cluster read", "baseline write", "disk write", "cluster / disk"] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();

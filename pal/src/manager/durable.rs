@@ -73,8 +73,9 @@ pub(super) enum Change {
 pub(super) struct Checkpoint {
     /// The last update committed or applied, and its chain hash.
     committed: (u64, Digest),
-    /// The database at `committed`; `None` if it is lost (a snapshot must bring it).
-    database: Option<StateUpdate>,
+    /// The database at `committed`, or lost: a snapshot of at least this update must bring
+    /// it.
+    database: Result<StateUpdate, u64>,
     /// The held updates after `committed`, with the view in which each was accepted.
     held: Vec<(Update, u64)>,
     /// The replica's account counts in view changes only once it committed this far.
@@ -100,9 +101,14 @@ impl Change {
             Change::State(c) => {
                 w.u8(4).u64(c.committed.0).bytes(c.committed.1.as_bytes()).u64(c.counts_from);
                 w.u8(u8::from(c.started.is_some())).u64(c.started.unwrap_or(0));
-                w.u8(u8::from(c.database.is_some()));
-                if let Some(database) = &c.database {
-                    put_bytes(w, &database.encode());
+                match &c.database {
+                    Ok(database) => {
+                        w.u8(1);
+                        put_bytes(w, &database.encode());
+                    }
+                    Err(floor) => {
+                        w.u8(0).u64(*floor);
+                    }
                 }
                 put_len(w, c.held.len());
                 for (update, accepted) in &c.held {
@@ -133,8 +139,8 @@ impl Change {
                     }
                 };
                 let database = match r.u8()? {
-                    0 => None,
-                    1 => Some(StateUpdate::decode(get_bytes(r, "database", MAX_UPDATE_BYTES)?)?),
+                    0 => Err(r.u64()?),
+                    1 => Ok(StateUpdate::decode(get_bytes(r, "database", MAX_UPDATE_BYTES)?)?),
                     other => {
                         return Err(DecodeError::Invalid { field: "database", value: other.into() })
                     }
@@ -264,18 +270,16 @@ impl<T: Tcc> Manager<T> {
 
     /// The whole state this Manager holds, as a checkpoint.
     fn checkpoint_state(&self) -> Result<Checkpoint, String> {
-        let lost = self.recover_to.is_some() || self.stale;
-        let database = if lost {
-            None
+        let database = if let Some(floor) = self.needs_state() {
+            Err(floor)
         } else if self.in_flight.is_empty() {
-            Some(self.service.snapshot())
+            Ok(self.service.snapshot())
         } else {
             let undos = self.in_flight.iter().rev().map(|u| &u.undo);
-            Some(
-                self.service
-                    .snapshot_before(undos)
-                    .ok_or_else(|| String::from("checkpoint: out of memory"))?,
-            )
+            self.service
+                .snapshot_before(undos)
+                .map(Ok)
+                .ok_or_else(|| String::from("checkpoint: out of memory"))?
         };
         let proposed = self.in_flight.iter().map(|u| (u.update.clone(), self.view));
         let held = self.held.iter().map(|h| (h.update.clone(), h.accepted));
@@ -345,7 +349,13 @@ impl<T: Tcc> Manager<T> {
             return effects;
         }
         let Some(log) = &mut self.log_state else { return effects };
-        if log.pending.is_empty() && !force {
+        // Updates applied (or committed) need no record of their own before anything leaves:
+        // a Manager that restarts without them holds those updates instead, which its
+        // accounts report as held (each was committed, so no later view holds another at its
+        // number), and applies them again without moving the state counter. They go with the
+        // next record.
+        let lazy = log.pending.iter().all(|c| matches!(c, Change::Apply { .. }));
+        if lazy && !force {
             return effects;
         }
         let mut changes = core::mem::take(&mut log.pending);
@@ -435,6 +445,9 @@ impl<T: Tcc> Manager<T> {
             return Err(String::from("log: this replica is configured without durable state"));
         }
         let mut manager = Manager::unsealed(tcc, group, sealed)?;
+        // From here on the Manager running as this replica (a twin) no longer acts, nor
+        // confirms records: the log counter stays where it is read next.
+        manager.incarnate()?;
         let confirmed = manager.tcc.counter(Counter::Log).map_err(|e| e.0)?;
         if confirmed == 0 {
             return Err(String::from(
@@ -442,10 +455,7 @@ impl<T: Tcc> Manager<T> {
             ));
         }
         let key = log_key(manager.group_key()?, &manager.config, manager.group.me);
-        let changes = open_log(&key, &manager.config, manager.group.me, log, confirmed)?;
-        let (head, changes) = changes;
-        // Only a log that checks out silences the Manager running as this replica.
-        manager.incarnate()?;
+        let (head, changes) = open_log(&key, &manager.config, manager.group.me, log, confirmed)?;
         let mut started = None;
         for (index, change) in changes {
             manager
@@ -467,6 +477,11 @@ impl<T: Tcc> Manager<T> {
         // and no earlier view's). A primary does not lead again: what it proposed is now held,
         // as by a backup, and the next view decides it. Any other waits for the next view.
         manager.started = started == Some(manager.view) && !manager.is_primary();
+        if started == Some(manager.view) && manager.is_primary() {
+            // It led this view and lost what it knew of it (its NewView, the Acks): it does
+            // not start the view a second time. The backups' suspicion moves the group on.
+            manager.resigned = Some(manager.view);
+        }
         manager.head = manager.held_head();
         manager.log_state = Some(Log::new(key, confirmed, head));
         manager.seal(Vec::new(), true);
@@ -476,8 +491,15 @@ impl<T: Tcc> Manager<T> {
     /// A durable Manager restarted without its log (lost, or refused): it starts a log whose
     /// first record (a fence, numbered after the trusted log counter) says its database is
     /// lost, and waits for a snapshot as [`Manager::restore`] does.
+    ///
+    /// A Manager without a log moves the log counter past any log this replica kept before
+    /// (if it ever kept one): what it acknowledges now is in no log, so no older log may
+    /// restart it later as if it held everything it acknowledged.
     pub(super) fn restart_log(&mut self) -> Result<(), String> {
         if !self.group.durable {
+            if self.tcc.counter(Counter::Log).map_err(|e| e.0)? > 0 {
+                self.increment(Counter::Log)?;
+            }
             return Ok(());
         }
         let confirmed = self.tcc.counter(Counter::Log).map_err(|e| e.0)?;
@@ -529,13 +551,13 @@ impl<T: Tcc> Manager<T> {
                 let Checkpoint { committed, database, held, counts_from, started: begun } = *state;
                 *started = begun;
                 match database {
-                    Some(database) => {
+                    Ok(database) => {
                         self.service = Service::from_snapshot(&self.group.service, &database)
                             .map_err(|e| format!("checkpoint: {e}"))?;
                         self.recover_to = None;
                     }
-                    None => {
-                        self.recover_to = Some(committed.0);
+                    Err(floor) => {
+                        self.recover_to = Some(floor);
                     }
                 }
                 self.committed = committed;

@@ -174,6 +174,9 @@ pub struct Manager<T: Tcc> {
     /// log says it applied (updates applied in calls whose record was never confirmed).
     /// Applying those again leaves the counter where it is.
     state_floor: u64,
+    /// A primary restarted from its log in the view it had started: it does not start that
+    /// view again (it lost its NewView and the Acks of that view).
+    resigned: Option<u64>,
 }
 
 impl<T: Tcc> Manager<T> {
@@ -285,6 +288,7 @@ impl<T: Tcc> Manager<T> {
             stopped: None,
             log_state: None,
             state_floor: 0,
+            resigned: None,
         })
     }
 

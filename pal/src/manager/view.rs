@@ -140,6 +140,11 @@ impl<T: Tcc> Manager<T> {
         if self.recover_to.is_some() || self.committed.0 < self.counts_from {
             return Err(String::from("view changes: restarted, this replica cannot lead yet"));
         }
+        if self.resigned == Some(self.view) {
+            return Err(String::from(
+                "view changes: restarted in the view it had started, this replica leads it no more",
+            ));
+        }
         let mut from: Vec<ReplicaId> = vec![self.group.me];
         // The highest committed state reported, and by whom.
         let mut committed = (self.committed.0, self.committed.1, self.group.me);

@@ -12,7 +12,7 @@ use vpr_host::tcc::TccBackend;
 use vpr_pal::{Call, Effect, GroupConfig, ServiceOptions};
 use vpr_proto::client::{Pending, Session, Trust};
 use vpr_proto::crypto;
-use vpr_proto::msg::{Ack, Reply, Request, Update};
+use vpr_proto::msg::{Ack, Reply, Request, Update, ViewChange};
 
 pub struct Cluster {
     pub replicas: Vec<Simulation>,
@@ -318,6 +318,30 @@ impl Cluster {
         for (i, effects) in released {
             self.process(i, effects);
         }
+    }
+
+    /// Probes of `probers` (each suspects the primary) delivered to `movers`: the
+    /// ViewChanges the movers answer with (records stored and confirmed on the way).
+    pub fn change_view(&mut self, probers: &[u16], movers: &[u16]) -> Vec<ViewChange> {
+        let probes: Vec<_> = probers
+            .iter()
+            .flat_map(|r| {
+                self.call(*r, Call::Suspect).into_iter().filter_map(|e| match e {
+                    Effect::Probe(p) => Some(p),
+                    _ => None,
+                })
+            })
+            .collect();
+        assert_eq!(probes.len(), probers.len(), "every prober suspects");
+        movers
+            .iter()
+            .flat_map(|r| {
+                self.call(*r, Call::Probes(probes.clone())).into_iter().filter_map(|e| match e {
+                    Effect::ViewChange(v) => Some(v),
+                    _ => None,
+                })
+            })
+            .collect()
     }
 
     /// The delivered reply to `request`, if any (the last one).

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod effects;
 
 use vpr_pal::{Reply, Service, ServiceOptions};
 use vpr_proto::update::StateUpdate;
