@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use vpr_host::client::{Client, ClientError};
-use vpr_host::config::ClusterConfig;
-use vpr_host::launcher::{files, LocalCluster};
+use vpr_host::config::{ClusterConfig, Durability};
+use vpr_host::launcher::{files, LocalCluster, Options};
 use vpr_proto::msg::{Outcome, Value};
 
 const VPR: &str = env!("CARGO_BIN_EXE_vpr");
@@ -253,6 +253,77 @@ fn vpr_cluster_command_contract() {
     assert!(status.success(), "{status}");
     std::thread::sleep(Duration::from_millis(100));
     assert!(pids.iter().all(|p| !alive(p)), "replicas outlived the cluster");
+    // The same command on the same folder restarts that cluster, with its data.
+    let again = Command::new(VPR)
+        .args(["cluster", "--dir"])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vpr cluster again");
+    let mut rows = String::new();
+    for _ in 0..100 {
+        let out = Command::new(VPR)
+            .arg("sql")
+            .arg("--config")
+            .arg(&config)
+            .args(["-c", "SELECT x * 6 FROM t"])
+            .output()
+            .expect("vpr sql");
+        rows = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rows, "42\n", "the restarted cluster lost its data");
+    let term = Command::new("kill").arg("-TERM").arg(again.id().to_string()).status();
+    assert!(term.expect("kill").success());
+    let out = again.wait_with_output().expect("cluster exits");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("restarting the cluster in"), "{said}");
+}
+
+/// A cluster that kept its state in memory is not restarted from its folder (its data died
+/// with its replicas), and no new cluster starts over it: `vpr cluster` says why and changes
+/// nothing there.
+#[test]
+fn vpr_cluster_refuses_to_restart_a_memory_cluster() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = LocalCluster::start_with(
+        dir.path(),
+        3,
+        Path::new(VPR),
+        &Options { durability: Durability::Memory, ..Options::default() },
+    )
+    .expect("start");
+    cluster.wait_ready(Duration::from_secs(30)).expect("forms");
+    cluster.stop();
+    let listing = |dir: &Path| {
+        let mut files = walk(dir);
+        files.sort();
+        files
+    };
+    let before = listing(dir.path());
+    let out =
+        Command::new(VPR).args(["cluster", "--dir"]).arg(dir.path()).output().expect("vpr cluster");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("durability = \"memory\"") && said.contains("fresh --dir"), "{said}");
+    assert_eq!(listing(dir.path()), before, "the refusal changed the folder");
+}
+
+/// Every file under `dir` with its length.
+fn walk(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push((path.clone(), std::fs::metadata(&path).expect("metadata").len()));
+        }
+    }
+    out
 }
 
 /// `vpr status`: every replica's view, primary, state counter and database hash as its Manager

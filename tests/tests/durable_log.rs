@@ -187,11 +187,26 @@ fn new_view_in(effects: &[Effect]) -> NewView {
 /// it kept from before. A start without a log moves the log counter past every log, so the old
 /// log is refused (a truncated or older log) and the replica restarts discounted again: view 1
 /// keeps W. (Before, the old log checked out, the replica counted at once without W, and W,
-/// accepted by its client, was lost.)
+/// accepted by its client, was lost.) Also when the old log ends with a record that was never
+/// confirmed.
 #[test]
 fn a_run_without_the_log_makes_older_logs_stale() {
+    for leftover in [false, true] {
+        a_run_without_the_log_with(leftover);
+    }
+}
+
+/// [`a_run_without_the_log_makes_older_logs_stale`]; with `leftover`, the old log ends with a
+/// record the host never confirmed (it stands right after the log counter).
+fn a_run_without_the_log_with(leftover: bool) {
     let (mut c, mut client) = with_rows(3);
     let sealed = c.sealed[&2].clone();
+    if leftover {
+        c.hold_confirmations = true;
+        assert!(c.call(2, Call::Checkpoint).is_empty());
+        c.hold_confirmations = false;
+        c.unconfirmed.clear();
+    }
     let old_log = c.logs[&2].clone();
     let mut memory = c.group(2);
     memory.durable = false;
@@ -238,10 +253,18 @@ fn a_recovered_primary_does_not_lead_its_view_again() {
     assert!(c.call(1, Call::Checkpoint).is_empty());
     let log1 = c.logs[&1].clone();
     c.restart_with_log(1, &sealed1, Some(&log1)).expect("replica 1 recovers");
-    let again = c.call(1, Call::ViewChanges(vc2));
-    let second = again.iter().find_map(|e| match e {
-        Effect::NewView(nv) => Some(nv.clone()),
-        _ => None,
-    });
-    assert!(second.is_none(), "a second NewView for view 1: {second:?} (first {nv1:?})");
+    let second = |c: &mut Cluster| {
+        c.call(1, Call::ViewChanges(vc2.clone())).into_iter().find_map(|e| match e {
+            Effect::NewView(nv) => Some(nv),
+            _ => None,
+        })
+    };
+    let again = second(&mut c);
+    assert!(again.is_none(), "a second NewView for view 1: {again:?} (first {nv1:?})");
+    // Also after a checkpoint and another restart: the resignation is in the log.
+    assert!(c.call(1, Call::Checkpoint).is_empty());
+    let log1 = c.logs[&1].clone();
+    c.restart_with_log(1, &sealed1, Some(&log1)).expect("replica 1 recovers again");
+    let again = second(&mut c);
+    assert!(again.is_none(), "a second NewView after a checkpoint: {again:?}");
 }

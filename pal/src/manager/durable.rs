@@ -288,7 +288,8 @@ impl<T: Tcc> Manager<T> {
             database,
             held: held.chain(proposed).collect(),
             counts_from: self.counts_from,
-            started: self.started.then_some(self.view),
+            // A primary that resigned its view had started it: a later restart resigns again.
+            started: (self.started || self.resigned == Some(self.view)).then_some(self.view),
         })
     }
 
@@ -497,8 +498,12 @@ impl<T: Tcc> Manager<T> {
     /// restart it later as if it held everything it acknowledged.
     pub(super) fn restart_log(&mut self) -> Result<(), String> {
         if !self.group.durable {
-            if self.tcc.counter(Counter::Log).map_err(|e| e.0)? > 0 {
-                self.increment(Counter::Log)?;
+            // Past the counter by two: a record some incarnation made and never had confirmed
+            // carries the number right after the counter (a Manager has at most one waiting),
+            // and must not come to stand at the counter.
+            let confirmed = self.tcc.counter(Counter::Log).map_err(|e| e.0)?;
+            if confirmed > 0 {
+                self.advance(Counter::Log, confirmed.saturating_add(2))?;
             }
             return Ok(());
         }
