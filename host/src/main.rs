@@ -16,6 +16,7 @@ use vpr_host::config::{ClusterConfig, Durability};
 use vpr_host::launcher::{files, LocalCluster, Options};
 use vpr_host::store::{Durable, Store};
 use vpr_host::tcc::simulation::{self, Manufacturer, Simulation};
+use vpr_host::tcc::TccBackend;
 use vpr_host::{net, shell};
 use vpr_pal::{GroupConfig, ServiceOptions};
 use vpr_proto::msg::ReadLevel;
@@ -669,7 +670,6 @@ fn replica(
         members: config.members()?,
         durable: config.durability == Durability::Disk,
     };
-    let durable = group.durable;
     let sealed = data.join(files::SEALED);
     let blob = match std::fs::read(&sealed) {
         Ok(blob) => Some(blob),
@@ -677,13 +677,11 @@ fn replica(
         Err(e) => return Err(e).with_context(|| format!("reading {}", sealed.display())),
     };
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
-    let store = if durable {
-        let store =
-            Store::open(&data).with_context(|| format!("opening the log in {}", data.display()))?;
-        Some(store)
-    } else {
-        None
-    };
+    let mut store = group
+        .durable
+        .then(|| Store::open(&data))
+        .transpose()
+        .with_context(|| format!("opening the log in {}", data.display()))?;
     // With sealed group state, a restart: from the log if there is one, else (or if the
     // Manager refuses it) without, and the state comes from the others.
     let log = match (&blob, &store) {
@@ -693,33 +691,36 @@ fn replica(
         _ => None,
     };
     // `sealed`: a restart, and `log` the log it restarts from; else a new replica.
-    let begin = |sealed: Option<&[u8]>, log: Option<&[Vec<u8>]>| -> Result<Restored> {
+    let begin = |sealed: Option<&[u8]>, log: Option<&[Vec<u8>]>| -> Result<Box<dyn TccBackend>> {
         Ok(match tcc {
             TccKind::Simulation => {
                 let manufacturer = simulation_manufacturer(&config)?;
                 let group = group.clone();
-                Restored::Simulation(Box::new(match sealed {
+                Box::new(match sealed {
                     Some(sealed) => Simulation::restore(&data, &manufacturer, group, sealed, log)?,
                     None => Simulation::start(&data, &manufacturer, group)?,
-                }))
+                })
             }
             TccKind::Hypervisor => {
                 let image = std::fs::read(pal)
                     .with_context(|| format!("reading the PAL image {}", pal.display()))?;
-                Restored::Hypervisor(match sealed {
+                let backend = match sealed {
                     Some(sealed) => HypervisorTcc::restore(&image, &group, sealed, log)?,
                     None => HypervisorTcc::start(&image, &group)?,
-                })
+                };
+                eprintln!(
+                    "vpr: replica {id}: the Manager runs in PAL {} under the hypervisor",
+                    backend.identity()
+                );
+                Box::new(backend)
             }
         })
     };
-    let restore = |log: Option<&[Vec<u8>]>, blob: &[u8]| begin(Some(blob), log);
     if tcc == TccKind::Simulation {
         eprintln!("{}", simulation::WARNING);
     }
-    let mut store = store;
     let backend = match (&blob, &log) {
-        (Some(blob), Some(log)) => match restore(Some(log), blob) {
+        (Some(blob), Some(log)) => match begin(Some(blob), Some(log)) {
             Ok(backend) => {
                 eprintln!("vpr: replica {id} restarts from its sealed state and its log");
                 backend
@@ -735,57 +736,24 @@ fn replica(
                     aside.display()
                 );
                 store = Some(Store::open(&data)?);
-                restore(None, blob)?
+                begin(Some(blob), None)?
             }
         },
         (Some(blob), None) => {
             eprintln!("vpr: replica {id} restarts from its sealed state; it needs a snapshot");
-            restore(None, blob)?
+            begin(Some(blob), None)?
         }
         (None, _) => begin(None, None)?,
     };
-    if let Restored::Hypervisor(backend) = &backend {
-        eprintln!(
-            "vpr: replica {id}: the Manager runs in PAL {} under the hypervisor",
-            vpr_host::tcc::TccBackend::identity(backend)
-        );
-    }
     let status = status.as_deref();
-    match (backend, store) {
-        (Restored::Simulation(b), Some(store)) => {
-            net::run_replica(
-                &config,
-                id,
-                Durable::new(*b, store, config.checkpoint_bytes),
-                &stop,
-                status,
-                &sealed,
-            )?;
+    match store {
+        Some(store) => {
+            let backend = Durable::new(backend, store, config.checkpoint_bytes);
+            net::run_replica(&config, id, backend, &stop, status, &sealed)?;
         }
-        (Restored::Hypervisor(b), Some(store)) => {
-            net::run_replica(
-                &config,
-                id,
-                Durable::new(b, store, config.checkpoint_bytes),
-                &stop,
-                status,
-                &sealed,
-            )?;
-        }
-        (Restored::Simulation(b), None) => {
-            net::run_replica(&config, id, *b, &stop, status, &sealed)?;
-        }
-        (Restored::Hypervisor(b), None) => {
-            net::run_replica(&config, id, b, &stop, status, &sealed)?;
-        }
+        None => net::run_replica(&config, id, backend, &stop, status, &sealed)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A replica's backend, as `vpr replica` made it.
-enum Restored {
-    Simulation(Box<Simulation>),
-    Hypervisor(vpr_host::tcc::hypervisor::HypervisorTcc),
 }
 
 /// The simulated manufacturer the configuration names (made if missing).

@@ -14,7 +14,7 @@
 //! restart whose newest checkpoint was never confirmed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use vpr_pal::{Call, Effect};
@@ -107,12 +107,13 @@ impl Store {
     pub fn records(&self) -> io::Result<Vec<Vec<u8>>> {
         let mut records = Vec::new();
         for segment in &self.segments {
-            let mut file = File::open(&segment.path)?;
+            let bytes = fs::read(&segment.path)?;
             for &(_, offset, len) in &segment.frames {
-                let mut record = vec![0; len as usize];
-                file.seek(SeekFrom::Start(offset + 4))?;
-                file.read_exact(&mut record)?;
-                records.push(record);
+                let at = usize::try_from(offset + 4).map_err(io::Error::other)?;
+                let record = bytes.get(at..at + len as usize).ok_or_else(|| {
+                    io::Error::other(format!("{}: shorter than when read", segment.path.display()))
+                })?;
+                records.push(record.to_vec());
             }
         }
         Ok(records)

@@ -23,6 +23,11 @@ fn start(n: u16) -> (tempfile::TempDir, LocalCluster, ClusterConfig) {
     (dir, cluster, config)
 }
 
+/// `vpr sql --config <config> <args>`, run to its end.
+fn vpr_sql(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(VPR).arg("sql").arg("--config").arg(config).args(args).output().expect("vpr sql")
+}
+
 fn ok(outcome: Outcome) -> Outcome {
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     outcome
@@ -174,15 +179,7 @@ fn retransmissions_execute_once_and_errors_change_nothing() {
 fn vpr_sql_exit_codes_and_output() {
     let (dir, _cluster, _config) = start(3);
     let config = dir.path().join(files::CLUSTER);
-    let run = |args: &[&str], config: &Path| {
-        Command::new(VPR)
-            .arg("sql")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .output()
-            .expect("vpr sql")
-    };
+    let run = |args: &[&str], config: &Path| vpr_sql(config, args);
     let out = run(
         &[
             "-c",
@@ -239,13 +236,10 @@ fn vpr_cluster_command_contract() {
         .map(|id| std::fs::read_to_string(dir.path().join(files::pid(id))).expect("pid file"))
         .collect();
     assert!(pids.iter().all(|p| alive(p)), "a replica is not running");
-    let out = Command::new(VPR)
-        .arg("sql")
-        .arg("--config")
-        .arg(&config)
-        .args(["-c", "CREATE TABLE t(x); INSERT INTO t VALUES (7); SELECT x * 6 FROM t"])
-        .output()
-        .expect("vpr sql");
+    let out = vpr_sql(
+        &config,
+        &["-c", "CREATE TABLE t(x); INSERT INTO t VALUES (7); SELECT x * 6 FROM t"],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
     let term = Command::new("kill").arg("-TERM").arg(cluster.id().to_string()).status();
     assert!(term.expect("kill").success());
@@ -262,13 +256,7 @@ fn vpr_cluster_command_contract() {
         .expect("vpr cluster again");
     let mut rows = String::new();
     for _ in 0..100 {
-        let out = Command::new(VPR)
-            .arg("sql")
-            .arg("--config")
-            .arg(&config)
-            .args(["-c", "SELECT x * 6 FROM t"])
-            .output()
-            .expect("vpr sql");
+        let out = vpr_sql(&config, &["-c", "SELECT x * 6 FROM t"]);
         rows = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             break;
@@ -381,13 +369,7 @@ fn clients_refuse_unexpected_evidence() {
     ] {
         let path = dir.path().join(format!("{name}.toml"));
         bad.save(&path).expect("save");
-        let out = Command::new(VPR)
-            .arg("sql")
-            .arg("--config")
-            .arg(&path)
-            .args(["-c", "CREATE TABLE should_not_exist(x)"])
-            .output()
-            .expect("vpr sql");
+        let out = vpr_sql(&path, &["-c", "CREATE TABLE should_not_exist(x)"]);
         assert_eq!(out.status.code(), Some(2), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(why), "{name}: {err}");

@@ -61,3 +61,24 @@ pub trait TccBackend {
     /// Whether this backend isolates anything (false for the simulation).
     fn is_isolated(&self) -> bool;
 }
+
+impl<T: TccBackend + ?Sized> TccBackend for Box<T> {
+    fn status(&self) -> Status {
+        (**self).status()
+    }
+    fn primary(&self) -> u16 {
+        (**self).primary()
+    }
+    fn progress(&self) -> Progress {
+        (**self).progress()
+    }
+    fn call(&mut self, call: Call) -> Vec<Effect> {
+        (**self).call(call)
+    }
+    fn identity(&self) -> Digest {
+        (**self).identity()
+    }
+    fn is_isolated(&self) -> bool {
+        (**self).is_isolated()
+    }
+}

@@ -249,11 +249,14 @@ impl<T: Tcc> Manager<T> {
         if !self.group.durable {
             return Ok(());
         }
-        let key = log_key(self.group_key()?, &self.config, self.group.me);
-        self.log_state = Some(Log::new(key, 0, Digest([0; 32])));
-        let state = self.checkpoint_state()?;
-        self.note(Change::State(Box::new(state)));
-        Ok(())
+        self.log_state = Some(self.new_log(0, Digest([0; 32]))?);
+        self.note_state()
+    }
+
+    /// An empty log whose last record is number `index`, with hash `head`, sealed under this
+    /// replica's log key.
+    fn new_log(&self, index: u64, head: Digest) -> Result<Log, String> {
+        Ok(Log::new(log_key(self.group_key()?, &self.config, self.group.me), index, head))
     }
 
     /// Whether this Manager keeps a log (its changes must be noted).
@@ -316,16 +319,18 @@ impl<T: Tcc> Manager<T> {
     /// lost it), and a refusal of anything but that confirmation.
     pub(super) fn while_waiting(&mut self, call: &Call) -> Option<Vec<Effect>> {
         let waiting = self.log_state.as_ref()?.outstanding.as_ref()?;
+        let index = waiting.index;
+        if matches!(call, Call::Persisted { index: confirmed } if *confirmed == index) {
+            return Some(
+                self.persisted(index).unwrap_or_else(|reason| vec![Effect::Refused(reason)]),
+            );
+        }
         let again = Effect::Persist {
-            index: waiting.index,
+            index,
             checkpoint: waiting.checkpoint,
             record: waiting.record.clone(),
         };
-        let index = waiting.index;
         Some(match call {
-            Call::Persisted { index: confirmed } if *confirmed == index => {
-                self.persisted(index).unwrap_or_else(|reason| vec![Effect::Refused(reason)])
-            }
             // The host asks which record waits.
             Call::Persisted { .. } => vec![again],
             _ => vec![
@@ -375,11 +380,8 @@ impl<T: Tcc> Manager<T> {
         put_len(&mut w, changes.len());
         changes.iter().for_each(|c| c.put(&mut w));
         let body = w.into_vec();
-        let incarnation = u32::try_from(self.incarnation);
         let too_long = body.len() + HEADER_LEN + 28 > MAX_RECORD_BYTES;
-        let Ok(incarnation) =
-            incarnation.map_err(drop).and_then(|i| if too_long { Err(()) } else { Ok(i) })
-        else {
+        let (Ok(incarnation), false) = (u32::try_from(self.incarnation), too_long) else {
             let why = format!(
                 "record {}: {} bytes, incarnation {} (at most {MAX_RECORD_BYTES} bytes, 2^32 \
                  incarnations)",
@@ -455,8 +457,9 @@ impl<T: Tcc> Manager<T> {
                 "log: the trusted log counter is 0, this replica never confirmed a record",
             ));
         }
-        let key = log_key(manager.group_key()?, &manager.config, manager.group.me);
-        let (head, changes) = open_log(&key, &manager.config, manager.group.me, log, confirmed)?;
+        let fresh = manager.new_log(confirmed, Digest([0; 32]))?;
+        let (head, changes) =
+            open_log(&fresh.key, &manager.config, manager.group.me, log, confirmed)?;
         let mut started = None;
         for (index, change) in changes {
             manager
@@ -484,7 +487,7 @@ impl<T: Tcc> Manager<T> {
             manager.resigned = Some(manager.view);
         }
         manager.head = manager.held_head();
-        manager.log_state = Some(Log::new(key, confirmed, head));
+        manager.log_state = Some(Log { head, ..fresh });
         manager.seal(Vec::new(), true);
         Ok(manager)
     }
@@ -508,8 +511,7 @@ impl<T: Tcc> Manager<T> {
             return Ok(());
         }
         let confirmed = self.tcc.counter(Counter::Log).map_err(|e| e.0)?;
-        let key = log_key(self.group_key()?, &self.config, self.group.me);
-        self.log_state = Some(Log::new(key, confirmed, Digest([0; 32])));
+        self.log_state = Some(self.new_log(confirmed, Digest([0; 32]))?);
         self.note_state()?;
         self.seal(Vec::new(), true);
         Ok(())
