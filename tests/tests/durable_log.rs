@@ -268,3 +268,39 @@ fn a_recovered_primary_does_not_lead_its_view_again() {
     let again = second(&mut c);
     assert!(again.is_none(), "a second NewView after a checkpoint: {again:?}");
 }
+
+/// A twin: the host restarts replica 2 from its log while the original still runs (same TCC,
+/// same counters). The original no longer acts — not even to confirm the record it waits
+/// with — and the twin goes on from the log, holding what the original acknowledged.
+#[test]
+fn a_twin_from_the_log_silences_the_original() {
+    let (mut c, mut client) = with_rows(2);
+    let r = client.request("INSERT INTO t VALUES (9)".into(), vec![]);
+    let update = update_in(&c.call(0, Call::Requests(vec![r])));
+    // The original takes the update; its record waits (the host holds the confirmation).
+    c.hold_confirmations = true;
+    assert!(c.call(2, Call::Update(update.clone())).is_empty());
+    c.hold_confirmations = false;
+    let (_, index) = c.unconfirmed.pop().expect("the original's record waits");
+    let log = c.logs[&2].clone();
+    let sealed = c.sealed[&2].clone();
+    let mut twin =
+        Simulation::restore(&c.data(2), &c.manufacturer, c.group(2), &sealed, Some(&log))
+            .expect("the twin recovers from the log");
+    // The original can no longer confirm its record, nor take anything else.
+    let out = c.replicas[2].call(Call::Persisted { index });
+    assert!(
+        matches!(out.as_slice(), [Effect::Refused(why)] if why.contains("superseded")),
+        "the original acted after the twin started: {out:?}"
+    );
+    // The twin's fence, then the update: it was never confirmed, so the twin takes it anew.
+    let fence = twin.call(Call::Persisted { index: 0 });
+    let Some(Effect::Persist { index: fence_index, .. }) = fence.first().cloned() else {
+        panic!("no fence: {fence:?}");
+    };
+    assert_eq!(fence_index, index, "the fence takes the unconfirmed record's number");
+    assert!(twin.call(Call::Persisted { index: fence_index }).is_empty());
+    c.replicas[2] = twin;
+    let acked = c.call(2, Call::Update(update));
+    assert!(matches!(acked.as_slice(), [Effect::Ack(_)]), "{acked:?}");
+}
